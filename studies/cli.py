@@ -1,0 +1,46 @@
+"""The `diffdict` command line: one sub-command per module in studies/commands/."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)` which adds its parser and sets `func`.
+# Kept as names so that `diffdict --help` does not import torch/diffusers for every command.
+COMMAND_MODULES = [
+    "studies.commands.hooks",
+    "studies.commands.generate",
+]
+
+
+class UserError(Exception):
+    """A mistake in the user's input: printed as one clear message, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffdict",
+        description="Dictionary learning on the denoisers of text-to-image diffusion models "
+        "(SDXL Turbo, SDXL Base, Flux): capture, fit, intervene, compare.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UserError, ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"diffdict {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
