@@ -1,0 +1,202 @@
+"""The judge: reads any RGB image back into scene attributes, and scores adherence.
+
+Steps: background = the palette colour nearest to the median border pixel; foreground =
+pixels far from it; objects = connected foreground components (specks dropped); per object
+the colour is a vote of pixels for the nearest palette colour or its style shade, the shape
+is the best IoU against each template drawn in the object's bounding box, the size comes
+from the box side and the position from the nearest anchor. The style is global: the share
+of shaded pixels and whether shaded pixels fill whole rows (stripes) or half of them (dots).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import permutations
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from toyworld.render import shade_of, shape_mask
+from toyworld.scenes import ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, SHAPES, Scene
+
+FOREGROUND_DISTANCE = 60.0  # RGB distance (0..255 scale) from the background
+MIN_OBJECT_PIXELS = 30  # smaller components are noise, not objects
+LARGE_SIDE = HALF_SIZE["small"] + HALF_SIZE["large"]  # box side threshold, 19 px
+FLAT_MAX_SHADE = 0.1  # share of shaded interior pixels below which the style is flat
+STRIPE_MIN_ROW_FILL = 0.75  # stripes fill whole rows; dots fill about half a row
+ATTRIBUTES = ("count", "colour", "shape", "size", "position", "background", "style")
+
+
+@dataclass
+class JudgedObject:
+    colour: str
+    shape: str
+    size: str
+    position: str
+    cx: float
+    cy: float
+    area: int
+
+
+@dataclass
+class Judgement:
+    background: str
+    style: str
+    objects: list[JudgedObject] = field(default_factory=list)
+
+
+def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """(H, W, 3) float64 in 0..255 from a PIL image or a uint8/float array."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"judge expects an (H, W, 3) RGB image, got shape {array.shape}")
+    if array.max() <= 1.0 and np.asarray(image).dtype != np.uint8:
+        array = array * 255.0  # floats in [0, 1]
+    return array
+
+
+def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    names = list(palette)
+    distances = [np.linalg.norm(value - np.asarray(palette[n], dtype=np.float64)) for n in names]
+    return names[int(np.argmin(distances))]
+
+
+def _judge_background(array: np.ndarray) -> tuple[str, np.ndarray]:
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    measured = np.median(border, axis=0)
+    return _nearest(measured, BACKGROUNDS), measured
+
+
+def _shape_of(mask: np.ndarray, box: tuple[slice, slice]) -> str:
+    ys, xs = box
+    cx, cy = (xs.start + xs.stop) / 2, (ys.start + ys.stop) / 2
+    half_x, half_y = (xs.stop - xs.start) / 2, (ys.stop - ys.start) / 2
+    size = mask.shape[0]
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        template = shape_mask(shape, cx, cy, half_x, half_y, size)
+        iou = (template & mask).sum() / max((template | mask).sum(), 1)
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best
+
+
+def _colour_and_shade(pixels: np.ndarray, background: str) -> tuple[str, np.ndarray]:
+    """Vote the object's colour; return it and each pixel's shade-ness in [0, 1]."""
+    names = list(COLOURS)
+    bases = np.array([COLOURS[n] for n in names], dtype=np.float64)  # (6, 3)
+    shades = np.stack([shade_of(c, background) for c in bases])  # (6, 3)
+    tones = np.concatenate([bases, shades])  # (12, 3)
+    nearest = np.linalg.norm(pixels[:, None, :] - tones[None], axis=2).argmin(axis=1)
+    votes = np.bincount(nearest % len(names), minlength=len(names))
+    colour = int(votes.argmax())
+    base, shade = bases[colour], shades[colour]
+    direction = shade - base
+    shade_ness = ((pixels - base) @ direction) / (direction @ direction)
+    return names[colour], np.clip(shade_ness, 0.0, 1.0)
+
+
+def _recut(array: np.ndarray, mask: np.ndarray, measured_bg: np.ndarray, colour: str,
+           background: str) -> np.ndarray:
+    tones = np.stack([np.asarray(COLOURS[colour], dtype=np.float64), shade_of(COLOURS[colour], background)])
+    threshold = 0.5 * np.linalg.norm(tones - measured_bg, axis=1).min()
+    region = ndimage.binary_dilation(mask, iterations=2)
+    recut = region & (np.linalg.norm(array - measured_bg, axis=2) > threshold)
+    labels, n = ndimage.label(recut)
+    if n == 0:
+        return mask
+    largest = np.bincount(labels[recut]).argmax()
+    return ndimage.binary_fill_holes(labels == largest)
+
+
+def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
+    """shaded, interior: (H, W) bool maps pooled over all objects."""
+    n_interior = interior.sum()
+    if n_interior == 0 or shaded[interior].mean() < FLAT_MAX_SHADE:
+        return "flat"
+    # For each shaded pixel: what share of its row's interior pixels is shaded.
+    row_interior = interior.sum(axis=1)
+    row_shaded = (shaded & interior).sum(axis=1)
+    rows = row_shaded > 0
+    fill = (row_shaded[rows] / row_interior[rows])
+    mean_fill = (fill * row_shaded[rows]).sum() / row_shaded[rows].sum()
+    return "striped" if mean_fill >= STRIPE_MIN_ROW_FILL else "dotted"
+
+
+def judge(image: Image.Image | np.ndarray) -> Judgement:
+    """Read an RGB image (PIL, or (H, W, 3) uint8 / float in [0, 1]) into attributes."""
+    array = _as_array(image)
+    size = array.shape[0]
+    scale = size / 64.0  # thresholds are tuned for the 64 px world
+    background, measured = _judge_background(array)
+    foreground = np.linalg.norm(array - measured, axis=2) > FOREGROUND_DISTANCE
+    foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
+    labels, n = ndimage.label(foreground)
+    objects: list[JudgedObject] = []
+    shaded_all = np.zeros(foreground.shape, dtype=bool)
+    interior_all = np.zeros(foreground.shape, dtype=bool)
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        mask = labels == index
+        area = int(mask.sum())
+        if area < MIN_OBJECT_PIXELS * scale * scale:
+            continue
+        colour, _ = _colour_and_shade(array[mask], background)
+        # Re-cut the object at half its own contrast, which puts a blurred edge back where
+        # it was; a fixed threshold grows bright objects and shrinks faint ones.
+        mask = _recut(array, mask, measured, colour, background)
+        colour, shade_ness = _colour_and_shade(array[mask], background)
+        box = ndimage.find_objects(mask.astype(np.int64))[0]
+        shade_map = np.zeros(mask.shape, dtype=bool)
+        shade_map[mask] = shade_ness > 0.5
+        interior = ndimage.binary_erosion(mask, iterations=1)
+        shaded_all |= shade_map & interior
+        interior_all |= interior
+        ys, xs = box
+        side = max(xs.stop - xs.start, ys.stop - ys.start) / scale
+        cx, cy = (xs.start + xs.stop) / 2 / scale, (ys.start + ys.stop) / 2 / scale
+        position = min(ANCHORS, key=lambda p: (ANCHORS[p][0] - cx) ** 2 + (ANCHORS[p][1] - cy) ** 2)
+        objects.append(JudgedObject(
+            colour=colour, shape=_shape_of(mask, box), size="large" if side >= LARGE_SIDE else "small",
+            position=position, cx=cx, cy=cy, area=area,
+        ))
+    return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects)
+
+
+def _match(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject | None]:
+    """Pair each scene object with a distinct judged object, minimising centre distance."""
+    truth = scene.objects
+    found = sorted(found, key=lambda o: -o.area)[: len(truth) + 2]
+    best: list[JudgedObject | None] = [None] * len(truth)
+    best_cost = float("inf")
+    slots = found + [None] * len(truth)
+    for chosen in permutations(range(len(slots)), len(truth)):
+        pairs = [slots[i] for i in chosen]
+        cost = sum(
+            1e4 if o is None else (o.cx - t.cx) ** 2 + (o.cy - t.cy) ** 2 for o, t in zip(pairs, truth)
+        )
+        if cost < best_cost:
+            best, best_cost = pairs, cost
+    return best
+
+
+def score(scene: Scene, judgement: Judgement) -> dict[str, list[bool]]:
+    """Per attribute, one bool per scored item (objects for per-object attributes)."""
+    result: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    result["count"].append(len(judgement.objects) == len(scene.objects))
+    result["background"].append(judgement.background == scene.background)
+    result["style"].append(judgement.style == scene.style)
+    for truth, found in zip(scene.objects, _match(scene, judgement.objects)):
+        for attribute in ("colour", "shape", "size", "position"):
+            result[attribute].append(found is not None and getattr(found, attribute) == getattr(truth, attribute))
+    return result
+
+
+def adherence(scenes: list[Scene], images: list) -> dict[str, float]:
+    """Share of correct items per attribute over many (scene, image) pairs."""
+    totals: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
+    for scene, image in zip(scenes, images, strict=True):
+        for attribute, values in score(scene, judge(image)).items():
+            totals[attribute].extend(values)
+    return {a: float(np.mean(v)) if v else float("nan") for a, v in totals.items()}
