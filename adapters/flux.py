@@ -1,0 +1,77 @@
+"""Flux (DiT) family: FluxPipeline with a FluxTransformer2DModel.
+
+Hook points are the double-stream blocks `transformer_blocks.N` (`double.N`) and the
+single-stream blocks `single_transformer_blocks.N` (`single.N`), image tokens by default and
+the text stream with `.txt`. Both block kinds take `hidden_states` (image tokens) and
+`encoder_hidden_states` (text tokens) as keyword arguments and return
+`(encoder_hidden_states, hidden_states)` (diffusers >= 0.35). Image tokens are the latent
+packed 2x2 in row-major order, so (batch, L, d) reshapes to (batch, H/s, W/s, d).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Adapter, CallState
+from .hookpoints import HookPoint
+
+_STREAMS = {"image": ("hidden_states", 1), "text": ("encoder_hidden_states", 0)}  # kwarg name, output index
+
+
+def flux_hook_points(transformer: torch.nn.Module, vae_factor: int, text_tokens: int) -> dict[str, HookPoint]:
+    """`double.N`, `double.N.txt`, `single.N`, `single.N.txt` for every block, in forward order."""
+    d = int(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+    stride = vae_factor * 2 * int(transformer.config.patch_size)  # 2x2 latent packing
+    points: dict[str, HookPoint] = {}
+    for kind, attribute in (("double", "transformer_blocks"), ("single", "single_transformer_blocks")):
+        for index in range(len(getattr(transformer, attribute))):
+            path = f"{attribute}.{index}"
+            points[f"{kind}.{index}"] = HookPoint(f"{kind}.{index}", path, d, stride=stride)
+            points[f"{kind}.{index}.txt"] = HookPoint(f"{kind}.{index}.txt", path, d, text_tokens=text_tokens)
+    return points
+
+
+class FluxAdapter(Adapter):
+    family = "flux"
+
+    def _denoiser_of(self, pipe: Any) -> torch.nn.Module:
+        return pipe.transformer
+
+    def _discover_hook_points(self) -> dict[str, HookPoint]:
+        return flux_hook_points(self.denoiser, self.vae_factor, self.defaults.max_sequence_length or 512)
+
+    def _block_io(self, hook, args, kwargs, output):
+        name, index = _STREAMS[hook.stream]
+        inp = kwargs[name] if name in kwargs else args[0 if hook.stream == "image" else 1]
+        return inp, output[index]
+
+    def _with_output(self, hook, output, new):
+        index = _STREAMS[hook.stream][1]
+        items = list(output)
+        items[index] = new
+        return tuple(items)
+
+    def _to_grid(self, hook, x, grid):
+        return x.reshape(x.shape[0], grid[0], grid[1], x.shape[-1])
+
+    def _from_grid(self, hook, x):
+        return x.reshape(x.shape[0], x.shape[1] * x.shape[2], x.shape[3])
+
+    def _read_timestep(self, args, kwargs):
+        # The pipeline passes timestep / 1000, which is the flow-matching sigma: 1 = pure noise.
+        sigma = kwargs["timestep"] if "timestep" in kwargs else args[2]
+        sigma = float(sigma.flatten()[0]) if torch.is_tensor(sigma) else float(sigma)
+        return sigma * 1000.0, min(max(sigma, 0.0), 1.0)
+
+    def _row_branches(self, rows: int, state: CallState) -> list[str]:
+        return [state.call_branch or "cond"] * rows
+
+    def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
+        kwargs: dict[str, Any] = {"guidance_scale": guidance, "height": height, "width": width}
+        if self.defaults.max_sequence_length:
+            kwargs["max_sequence_length"] = self.defaults.max_sequence_length
+        if negative_prompt is not None:  # true CFG: a separate uncond call per step
+            kwargs["negative_prompt"] = negative_prompt
+            kwargs["true_cfg_scale"] = max(guidance, 1.0 + 1e-6)
+        return kwargs

@@ -1,0 +1,179 @@
+"""Interventions: small objects that edit what a hook point writes, applied through forward hooks.
+
+Every intervention edits the block's *update* (output - input) on the hook's grid
+(batch, h, w, d), and carries three rules that decide where it acts:
+- mask: (h, w) weights on the hook's grid (None = everywhere); the edit's change is
+  multiplied by it, so a 0/1 mask restricts the edit and fractional masks blend it;
+- time window: `steps` (denoising step indices) and/or `t_range` (normalised t, 1 = noise);
+- branch: "cond" (default), "uncond", "both", or "cond+uncond-": the change computed on
+  each cond row is added there and subtracted from the matching uncond row, as SDLens
+  does for SDXL Base so that the edit survives classifier-free guidance.
+
+The dictionary-based edits accept any object with `encode(x) -> code` (code.values and
+code.indices, each (N, k)), `decode(code) -> (N, d)` and `atoms` (n, d): this layer never
+imports the dictionaries package.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+BRANCH_RULES = ("cond", "uncond", "both", "cond+uncond-")
+
+
+@dataclass
+class Intervention:
+    """Base: subclasses implement `edit(update) -> new update`, both (batch, h, w, d)."""
+
+    hook: str
+    mask: torch.Tensor | None = None
+    steps: Iterable[int] | None = None
+    t_range: tuple[float, float] | None = None
+    branch: str = "cond"
+
+    def __post_init__(self) -> None:
+        if self.branch not in BRANCH_RULES:
+            raise ValueError(f"{type(self).__name__} on {self.hook!r}: branch {self.branch!r} is not one of {BRANCH_RULES}")
+        if self.t_range is not None:
+            lo, hi = self.t_range
+            if not (0.0 <= lo <= hi <= 1.0):
+                raise ValueError(
+                    f"{type(self).__name__} on {self.hook!r}: t_range {self.t_range} must satisfy "
+                    "0 <= low <= high <= 1 (t is normalised time, 1 = pure noise)"
+                )
+        if self.steps is not None:
+            self.steps = frozenset(int(s) for s in self.steps)
+            if any(s < 0 for s in self.steps):
+                raise ValueError(f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}")
+        if self.mask is not None:
+            self.mask = torch.as_tensor(self.mask, dtype=torch.float32)
+            if self.mask.ndim != 2:
+                raise ValueError(
+                    f"{type(self).__name__} on {self.hook!r}: mask must be 2-D (h, w) on the hook's grid, "
+                    f"got shape {tuple(self.mask.shape)}"
+                )
+
+    def validate(self, grid: tuple[int, int], num_steps: int) -> None:
+        """Check the mask and window against one generation; raise ValueError naming both sides."""
+        if self.mask is not None and tuple(self.mask.shape) != tuple(grid):
+            raise ValueError(
+                f"{type(self).__name__} on {self.hook!r}: mask shape {tuple(self.mask.shape)} does not match "
+                f"the hook's grid {tuple(grid)} at this resolution; build the mask on that grid"
+            )
+        if self.steps is not None:
+            outside = sorted(s for s in self.steps if s >= num_steps)
+            if outside:
+                raise ValueError(
+                    f"{type(self).__name__} on {self.hook!r}: steps {outside} are outside this generation's "
+                    f"{num_steps} steps (valid: 0..{num_steps - 1})"
+                )
+
+    def active(self, step: int, t: float) -> bool:
+        if self.steps is not None and step not in self.steps:
+            return False
+        if self.t_range is not None and not (self.t_range[0] <= t <= self.t_range[1]):
+            return False
+        return True
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def change(self, update: torch.Tensor) -> torch.Tensor:
+        """The masked change this intervention makes to `update` (batch, h, w, d)."""
+        delta = self.edit(update) - update
+        if self.mask is not None:
+            delta = delta * self.mask.to(delta.device, delta.dtype)[None, :, :, None]
+        return delta
+
+
+@dataclass
+class AddDirection(Intervention):
+    """Add `strength * direction` (d,) to the update: steering, or a feature's decoder atom."""
+
+    direction: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.direction is None:
+            raise ValueError(f"AddDirection on {self.hook!r} needs a direction of shape (d,)")
+        self.direction = torch.as_tensor(self.direction).flatten()
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        if self.direction.numel() != update.shape[-1]:
+            raise ValueError(
+                f"AddDirection on {self.hook!r}: direction has {self.direction.numel()} channels, hook has {update.shape[-1]}"
+            )
+        return update + self.strength * self.direction.to(update.device, update.dtype)
+
+
+def _feature_activations(code: Any, features: torch.Tensor) -> torch.Tensor:
+    """(N, len(features)) activation of each listed feature in a sparse code (0 where inactive)."""
+    hits = code.indices.unsqueeze(-1) == features.view(1, 1, -1)  # (N, k, F)
+    return (code.values.unsqueeze(-1) * hits).sum(dim=1)
+
+
+@dataclass
+class EditFeatures(Intervention):
+    """Set, scale or zero dictionary features at every location of the update.
+
+    The change is sum_f (target_f - current_f) * atoms[f], so the dictionary's
+    reconstruction error stays in the stream (only the named features move).
+    mode "set": target = value (also where the feature was inactive);
+    "scale": target = value * current; "zero": target = 0.
+    """
+
+    dictionary: Any = None
+    features: Sequence[int] = ()
+    mode: str = "set"
+    value: float | Sequence[float] = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("set", "scale", "zero"):
+            raise ValueError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of set, scale, zero")
+        if self.dictionary is None or not len(self.features):
+            raise ValueError(f"EditFeatures on {self.hook!r} needs a dictionary and at least one feature")
+        n = self.dictionary.atoms.shape[0]
+        bad = [f for f in self.features if not 0 <= int(f) < n]
+        if bad:
+            raise ValueError(f"EditFeatures on {self.hook!r}: features {bad} outside the dictionary's 0..{n - 1}")
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        flat = update.reshape(-1, update.shape[-1])
+        features = torch.as_tensor(list(self.features), dtype=torch.long, device=flat.device)
+        atoms = self.dictionary.atoms.to(flat.device, flat.dtype)[features]  # (F, d)
+        with torch.no_grad():
+            current = _feature_activations(self.dictionary.encode(flat), features).to(flat.dtype)
+        value = torch.as_tensor(self.value, dtype=flat.dtype, device=flat.device)
+        if self.mode == "set":
+            target = value.expand_as(current)
+        elif self.mode == "scale":
+            target = current * value
+        else:
+            target = torch.zeros_like(current)
+        return (flat + (target - current) @ atoms).reshape(update.shape)
+
+
+@dataclass
+class Splice(Intervention):
+    """Replace the update with the dictionary's reconstruction decode(encode(update))."""
+
+    dictionary: Any = None
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        flat = update.reshape(-1, update.shape[-1])
+        with torch.no_grad():
+            recon = self.dictionary.decode(self.dictionary.encode(flat))
+        return recon.to(update.dtype).reshape(update.shape)
+
+
+@dataclass
+class SkipBlock(Intervention):
+    """Zero the update: the block passes its input through unchanged."""
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(update)

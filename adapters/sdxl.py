@@ -1,0 +1,83 @@
+"""SDXL (U-Net) family: SDXL Base, SDXL Turbo and every pipeline with a UNet2DConditionModel.
+
+Hook points are the U-Net's transformer blocks (`Transformer2DModel`):
+`down_blocks.2.attentions.1` -> `down.2.1`, `mid_block.attentions.0` -> `mid.0`,
+`up_blocks.0.attentions.1` -> `up.0.1`. Their maps are (batch, d, h, w); with classifier-free
+guidance the pipeline batches [uncond rows, cond rows].
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .base import Adapter, CallState
+from .hookpoints import HookPoint
+
+_BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)$|^mid_block\.attentions\.(\d+)$")
+
+
+def unet_hook_points(unet: torch.nn.Module, vae_factor: int) -> dict[str, HookPoint]:
+    """Every transformer block of a U-Net, named `down.i.j`, `mid.j`, `up.i.j`, in forward order."""
+    levels = len(unet.config.block_out_channels)
+    found: list[tuple[int, HookPoint]] = []
+    for path, module in unet.named_modules():
+        match = _BLOCK_PATTERN.match(path)
+        if not match:
+            continue
+        kind, block, index, mid_index = match.groups()
+        if mid_index is not None:
+            name, level, order = f"mid.{mid_index}", levels - 1, (1, 0, int(mid_index))
+        elif kind == "down_blocks":
+            name, level, order = f"down.{block}.{index}", int(block), (0, int(block), int(index))
+        else:
+            name, level, order = f"up.{block}.{index}", levels - 1 - int(block), (2, int(block), int(index))
+        d = int(module.config.in_channels)
+        found.append((order, HookPoint(name=name, module_path=path, d=d, stride=vae_factor * 2**level)))
+    return {hp.name: hp for _, hp in sorted(found, key=lambda item: item[0])}
+
+
+class SDXLAdapter(Adapter):
+    family = "sdxl"
+
+    def _denoiser_of(self, pipe: Any) -> torch.nn.Module:
+        return pipe.unet
+
+    def _discover_hook_points(self) -> dict[str, HookPoint]:
+        return unet_hook_points(self.denoiser, self.vae_factor)
+
+    def _block_io(self, hook, args, kwargs, output):
+        inp = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output.sample
+        return inp, out
+
+    def _with_output(self, hook, output, new):
+        if isinstance(output, tuple):
+            return (new, *output[1:])
+        output.sample = new
+        return output
+
+    def _to_grid(self, hook, x, grid):
+        return x.permute(0, 2, 3, 1)
+
+    def _from_grid(self, hook, x):
+        return x.permute(0, 3, 1, 2).contiguous()
+
+    def _read_timestep(self, args, kwargs):
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        timestep = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+        last = self.pipe.scheduler.config.num_train_timesteps - 1
+        return timestep, min(max(timestep / last, 0.0), 1.0)
+
+    def _row_branches(self, rows: int, state: CallState) -> list[str]:
+        if self.pipe.do_classifier_free_guidance:
+            half = rows // 2
+            return ["uncond"] * half + ["cond"] * (rows - half)
+        return ["cond"] * rows
+
+    def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
+        kwargs = {"guidance_scale": guidance, "height": height, "width": width}
+        if negative_prompt is not None:
+            kwargs["negative_prompt"] = negative_prompt
+        return kwargs
