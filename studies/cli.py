@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each module defines `register(subparsers)` which adds its parser and sets `func`.
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="diffdict",
         description="Dictionary learning on the denoisers of text-to-image diffusion models "
         "(SDXL Turbo, SDXL Base, Flux): capture, fit, intervene, compare.",
+        epilog="Set DIFFDICT_DEBUG=1 to see the full traceback of an error.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (UserError, ValueError, KeyError, FileNotFoundError) as error:
+        if os.environ.get("DIFFDICT_DEBUG"):
+            raise  # DIFFDICT_DEBUG=1 shows the full traceback
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"diffdict {args.command}: error: {message}", file=sys.stderr)
         return 2
