@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test benchmarks clean
+.PHONY: setup quickstart test chromium benchmarks clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,14 @@ quickstart: setup
 	$(BIN)/diffdict generate tiny/sdxl "a large red circle on the left" "a small blue square on the right" \
 		--hooks down.2.1,mid.0,up.0.0,up.0.1 --out runs/quickstart
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
+
+# The report test opens report.html in headless Chromium (Debian's package; needs root or sudo).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 benchmarks: setup
 	$(BIN)/python benchmarks/capture.py

@@ -1,0 +1,78 @@
+"""Plots from tidy polars tables, with seaborn, written as PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _frame(table: pl.DataFrame):
+    """A pandas frame for seaborn, without polars' pyarrow dependency."""
+    import pandas as pd
+
+    return pd.DataFrame(table.to_dict(as_series=False))
+
+
+def _need(table: pl.DataFrame, columns: list[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what}: table has no column(s) {missing}; it has {table.columns}")
+    if table.is_empty():
+        raise ValueError(f"{what}: the table is empty, nothing to plot")
+
+
+def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
+              style: str | None = None) -> Path:
+    """One line per `hue` value (e.g. FVU against normalised t, one line per model)."""
+    _need(table, [c for c in (x, y, hue, style) if c], "line_plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=_frame(table), x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def scatter_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "") -> Path:
+    """Points coloured by `hue` (e.g. FVU against L0 per method)."""
+    _need(table, [c for c in (x, y, hue) if c], "scatter_plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.scatterplot(data=_frame(table), x=x, y=y, hue=hue, s=70, ax=ax)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "") -> Path:
+    """Grouped bars (e.g. concept alignment per concept, one colour per method)."""
+    _need(table, [c for c in (x, y, hue) if c], "bar_plot")
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * table[x].n_unique() + 2), 4.2))
+    sns.barplot(data=_frame(table), x=x, y=y, hue=hue, ax=ax)
+    ax.tick_params(axis="x", rotation=60)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Path, title: str = "",
+            fmt: str = ".2f", vmin: float | None = 0.0, vmax: float | None = 1.0) -> Path:
+    """A rows x columns grid of the mean of `values` (e.g. edit type x time window -> success)."""
+    _need(table, [rows, columns, values], "heatmap")
+    grid = _frame(table.group_by([rows, columns]).agg(pl.col(values).mean()))
+    grid = grid.pivot(index=rows, columns=columns, values=values)
+    fig, ax = plt.subplots(figsize=(1.2 * len(grid.columns) + 3, 0.5 * len(grid.index) + 2))
+    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax)
+    ax.set_title(title)
+    return _save(fig, path)
