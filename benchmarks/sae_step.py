@@ -1,0 +1,89 @@
+"""One full top-k SAE training step vs one dense (batch x d) @ (d x n) matmul, same process.
+
+A step = encoder product, top-k, sparse decode, MSE/Var + AuxK loss, sparse backward,
+decoder-gradient projection, fused Adam, decoder renormalisation. A fraction of latents is
+held dead (--dead-fraction) so that AuxK does real work every step.
+
+    python benchmarks/sae_step.py --d 1280 --n 5120 --k 10 --batch 4096
+    python benchmarks/sae_step.py --d 3072 --n 24576 --k 64 --batch 2048
+Last line: ratio_to_matmul=<float>  (min step time / min matmul time, interleaved reps)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+
+
+def main(argv: list[str] | None = None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d", type=int, default=1280)
+    parser.add_argument("--n", type=int, default=5120)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--k-aux", type=int, default=256)
+    parser.add_argument("--dead-fraction", type=float, default=0.02,
+                        help="fraction of latents kept dead so AuxK runs (default 0.02)")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    config = TopKSAEConfig(d=args.d, n=args.n, k=args.k, k_aux=args.k_aux, dead_tokens=1_000_000)
+    sae = TopKSAE(config)
+    x = torch.randn(args.batch, args.d)
+    sae.initialize(x)
+    n_dead = int(round(args.dead_fraction * args.n))
+    dead = torch.randperm(args.n)[:n_dead]
+    # Dead latents must not fire: push their pre-activations just below the top-k threshold
+    # (so some stay positive and AuxK has real work), as a starved latent would be.
+    pre = sae.pre_activations(x)
+    kth = pre.topk(args.k, dim=1).values[:, -1]
+    sae.b_enc[dead] -= float(kth.max()) - float(pre[:, dead].median())
+    del pre
+
+    def hold_dead() -> None:
+        sae.tokens_since_fired.zero_()
+        sae.tokens_since_fired[dead] = config.dead_tokens
+
+    def matmul() -> None:
+        torch.mm(x, sae.W_enc.t())
+
+    last = {}
+
+    def step() -> None:
+        last["stats"] = sae.train_step(x)
+
+    for _ in range(2):  # warm-up: Adam state allocation, allocator caches
+        hold_dead()
+        step()
+        matmul()
+    step_times, matmul_times = [], []
+    for _ in range(args.reps):
+        start = time.perf_counter()
+        matmul()
+        matmul_times.append(time.perf_counter() - start)
+        hold_dead()
+        start = time.perf_counter()
+        step()
+        step_times.append(time.perf_counter() - start)
+    stats = last["stats"]
+    if n_dead and not (stats.dead_fraction > 0 and stats.aux_loss > 0):
+        raise RuntimeError(f"AuxK did no work (dead fraction {stats.dead_fraction}, aux loss {stats.aux_loss})")
+    best_step, best_matmul = min(step_times), min(matmul_times)
+    ratio = best_step / best_matmul
+    print(f"shape: batch={args.batch} d={args.d} n={args.n} k={args.k} k_aux={args.k_aux} "
+          f"dead={n_dead} ({args.dead_fraction:.1%}) threads={torch.get_num_threads()}")
+    print(f"last step: dead_fraction={stats.dead_fraction:.4f} aux_loss={stats.aux_loss:.4f} l0={stats.l0:.1f}")
+    print(f"matmul  min {best_matmul * 1e3:8.1f} ms  all {[round(t * 1e3) for t in matmul_times]}")
+    print(f"step    min {best_step * 1e3:8.1f} ms  all {[round(t * 1e3) for t in step_times]}")
+    print(f"ratio_to_matmul={ratio:.3f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()

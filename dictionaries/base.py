@@ -1,0 +1,225 @@
+"""One API for every dictionary learner: SparseCode, the Dictionary base class, the registry.
+
+A dictionary maps activations x (N, d) to a sparse code (values, indices), each (N, k), and
+back. Codes stay sparse: decoding is an `embedding_bag` over the atoms, never a dense
+(N, n) matrix. Saved as `config.json` (with an "architecture" key) plus safetensors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterable
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from dictionaries.atomic import resolve_dir, write_dir_atomic
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+TRAINING_FILE = "training_state.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class SparseCode:
+    """A batch of sparse codes: values (N, k) float, indices (N, k) int64 into the atoms."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.values.shape != self.indices.shape or self.values.dim() != 2:
+            raise ValueError(f"SparseCode needs values and indices of the same (N, k) shape; "
+                             f"got {tuple(self.values.shape)} and {tuple(self.indices.shape)}")
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[1]
+
+    def dense(self, n: int) -> torch.Tensor:
+        """(N, n) dense code, for small analyses only (never in a hot path)."""
+        out = torch.zeros(len(self), n, dtype=self.values.dtype)
+        return out.scatter_add_(1, self.indices, self.values)
+
+    def active(self) -> torch.Tensor:
+        """(N, k) bool: which entries carry a nonzero value."""
+        return self.values != 0
+
+
+def sparse_decode(code: SparseCode, atoms: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_j values[:, j] * atoms[indices[:, j]] (+ bias) as (N, d), without a dense code."""
+    out = F.embedding_bag(code.indices, atoms, per_sample_weights=code.values.to(atoms.dtype), mode="sum")
+    return out + bias if bias is not None else out
+
+
+def check_activations(x: torch.Tensor, d: int, where: str = "input") -> torch.Tensor:
+    """Validate a batch (N, d): right width, finite. Errors say which rows are bad and why."""
+    if x.dim() != 2:
+        raise ValueError(f"{where}: expected activations of shape (N, d={d}), got {tuple(x.shape)}")
+    if x.shape[1] != d:
+        raise ValueError(f"{where}: activations have d={x.shape[1]} but this dictionary was built for "
+                         f"d={d}; use a dictionary made for this hook (or set d={x.shape[1]})")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
+        raise ValueError(f"{where}: non-finite activations (nan/inf) in {bad.numel()} of {x.shape[0]} rows, "
+                         f"first rows {bad[:5].tolist()}; fix the source (e.g. harvest in fp32 instead of fp16)")
+    return x
+
+
+class Dictionary(ABC):
+    """The protocol every learner implements. Subclasses set `architecture` and a config dataclass."""
+
+    architecture: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.meta: dict[str, Any] = {}  # free-form provenance: model, hook, store path, ...
+
+    @property
+    def d(self) -> int:
+        return self.config.d
+
+    @property
+    @abstractmethod
+    def n(self) -> int:
+        """Number of atoms."""
+
+    @property
+    @abstractmethod
+    def atoms(self) -> torch.Tensor:
+        """(n, d) decoder directions in activation space."""
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> SparseCode:
+        """x (N, d) -> SparseCode with (N, k) values and indices."""
+
+    @abstractmethod
+    def decode(self, code: SparseCode) -> torch.Tensor:
+        """SparseCode -> reconstruction (N, d)."""
+
+    @abstractmethod
+    def partial_fit(self, x: torch.Tensor) -> dict[str, float]:
+        """Learn from one batch (N, d); returns scalar training metrics."""
+
+    def fit(self, batches: Iterable[torch.Tensor]) -> "Dictionary":
+        """Learn from a stream of (N, d) batches (or TokenBatch objects carrying `.x`)."""
+        for batch in batches:
+            self.partial_fit(batch)
+        return self
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    # --- persistence: config.json + safetensors, never pickle ---
+    @abstractmethod
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to encode/decode exactly."""
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def training_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimiser and bookkeeping state needed to resume training exactly (may be empty)."""
+        return {}
+
+    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def extra_config(self) -> dict[str, Any]:
+        """JSON-able state that is not a tensor (counters, provenance tables)."""
+        return {}
+
+    def load_extra_config(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def save(self, directory: str | Path, training_state: bool = False) -> Path:
+        """Write config.json + weights.safetensors (+ training_state.safetensors) atomically."""
+        def write(tmp: Path) -> None:
+            document = {
+                "architecture": self.architecture,
+                "format_version": FORMAT_VERSION,
+                "config": dataclasses.asdict(self.config),
+                "meta": self.meta,
+                "extra": self.extra_config(),
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
+            save_file({k: v.contiguous() for k, v in self.tensors().items()}, str(tmp / WEIGHTS_FILE))
+            if training_state:
+                state = self.training_tensors()
+                if state:
+                    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / TRAINING_FILE))
+        return write_dir_atomic(directory, write)
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Dictionary":
+        return cls(config)
+
+
+REGISTRY: dict[str, type[Dictionary]] = {}
+
+
+def register(cls: type[Dictionary]) -> type[Dictionary]:
+    """Class decorator: make `cls` loadable by its `architecture` string."""
+    REGISTRY[cls.architecture] = cls
+    return cls
+
+
+def _ensure_builtin_registered() -> None:
+    # Imported lazily so that `base` does not depend on the learners that depend on it.
+    import dictionaries.itda  # noqa: F401
+    import dictionaries.topk_sae  # noqa: F401
+
+
+def architecture_class(architecture: str) -> type[Dictionary]:
+    _ensure_builtin_registered()
+    if architecture not in REGISTRY:
+        close = difflib.get_close_matches(str(architecture), REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown dictionary architecture {architecture!r}{hint}; "
+                         f"known architectures: {sorted(REGISTRY)}")
+    return REGISTRY[architecture]
+
+
+def config_from_dict(config_class: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build a config dataclass, naming unknown keys (with the closest valid one)."""
+    names = [f.name for f in dataclasses.fields(config_class)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}{hint}; allowed keys: {names}")
+    return config_class(**values)
+
+
+def create(architecture: str, **config: Any) -> Dictionary:
+    """A fresh dictionary: create("topk_sae", d=1280, n=5120, k=10)."""
+    cls = architecture_class(architecture)
+    return cls.from_config(config_from_dict(cls.config_class, config, where=f"{architecture} config"))
+
+
+def load(directory: str | Path, training_state: bool = False) -> Dictionary:
+    """Load any saved dictionary; the "architecture" key in config.json picks the class."""
+    found = resolve_dir(directory)
+    if found is None or not (found / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    document = json.loads((found / CONFIG_FILE).read_text())
+    if "architecture" not in document:
+        raise ValueError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
+    cls = architecture_class(document["architecture"])
+    dictionary = cls.from_config(config_from_dict(cls.config_class, document["config"], where=str(found / CONFIG_FILE)))
+    dictionary.meta = document.get("meta", {})
+    dictionary.load_tensors(load_file(str(found / WEIGHTS_FILE)))
+    dictionary.load_extra_config(document.get("extra", {}))
+    if training_state and (found / TRAINING_FILE).is_file():
+        dictionary.load_training_tensors(load_file(str(found / TRAINING_FILE)))
+    return dictionary

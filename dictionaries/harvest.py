@@ -1,0 +1,100 @@
+"""Harvest: run an adapter over prompts x seeds with capture and write an activation store.
+
+The adapter is duck-typed (anything with `model_id`, `hook_points` and `generate(...)`
+returning a Generation with `captures`), so this layer never imports adapters/diffusers.
+Work is cut into jobs (one `generate` call = one batch of prompts with one seed) and each job
+is one shard: a killed harvest resumes at the first missing shard and never duplicates or
+loses a map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from dictionaries.stats import compute_stats
+from dictionaries.store import MapRecord, StoreWriter
+from dictionaries.store_reader import ActivationStore
+
+
+@dataclass(frozen=True)
+class Job:
+    number: int
+    prompt_ids: tuple[int, ...]
+    seed: int
+
+    @property
+    def shard_name(self) -> str:
+        return f"job-{self.number:06d}"
+
+
+def plan_jobs(n_prompts: int, seeds: Sequence[int], batch_size: int) -> list[Job]:
+    """Seed-major, then prompt chunks of batch_size: a fixed order, so names are stable."""
+    if batch_size < 1:
+        raise ValueError(f"harvest batch_size must be >= 1, got {batch_size}")
+    jobs = []
+    for seed in seeds:
+        for start in range(0, n_prompts, batch_size):
+            ids = tuple(range(start, min(start + batch_size, n_prompts)))
+            jobs.append(Job(len(jobs), ids, int(seed)))
+    return jobs
+
+
+def _records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str, int]) -> list[MapRecord]:
+    records = []
+    for capture in generation.captures:
+        value = capture.value
+        if value.dim() != 4 or value.shape[0] != len(job.prompt_ids):
+            raise ValueError(f"hook {capture.hook}: expected a (batch={len(job.prompt_ids)}, h, w, d) map, "
+                             f"got {tuple(value.shape)}")
+        d = expected_d.get(capture.hook)
+        if d is not None and value.shape[-1] != d:
+            raise ValueError(f"hook {capture.hook}: captured d={value.shape[-1]} but the adapter declares "
+                             f"d={d}; the hook table of the adapter is wrong for this model")
+        for row, prompt_id in enumerate(job.prompt_ids):
+            where = (f"hook {capture.hook}, step {capture.step}, branch {capture.branch}, "
+                     f"prompt {prompt_id} ({prompts[prompt_id]!r}), seed {job.seed}")
+            if not torch.isfinite(value[row]).all():
+                raise ValueError(f"non-finite activations (nan/inf) at {where}; run the model in fp32 "
+                                 f"(dtype) or check its weights")
+            records.append(MapRecord(
+                {"hook": capture.hook, "prompt_id": prompt_id, "prompt": prompts[prompt_id], "seed": job.seed,
+                 "step": int(capture.step), "timestep": float(capture.timestep), "t": float(capture.t),
+                 "branch": capture.branch}, value[row]))
+    return records
+
+
+def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequence[str], out: str | Path,
+            dtype: str = "fp16", batch_size: int = 4, capture: str = "update", steps: int | None = None,
+            guidance: float | None = None, height: int | None = None, width: int | None = None,
+            progress: bool = True) -> ActivationStore:
+    """Fill (or resume) the store at `out`; returns it opened for reading, stats computed."""
+    if not prompts:
+        raise ValueError("harvest needs at least one prompt")
+    known = getattr(adapter, "hook_points", {})
+    unknown = [h for h in hooks if known and h not in known]
+    if unknown:
+        raise ValueError(f"unknown hook(s) {unknown} for {adapter.model_id}; available: {sorted(known)}")
+    settings = {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
+                "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
+                "height": height, "width": width}
+    writer = StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings)
+    expected_d = {h: known[h].d for h in hooks if h in known}
+    jobs = plan_jobs(len(prompts), seeds, batch_size)
+    todo = [job for job in jobs if not writer.has_shard(job.shard_name)]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"harvest {adapter.model_id}",
+               unit="batch", disable=not progress)
+    for job in todo:
+        generation = adapter.generate([prompts[i] for i in job.prompt_ids], seeds=[job.seed] * len(job.prompt_ids),
+                                      hooks=list(hooks), capture=capture, steps=steps, guidance=guidance,
+                                      height=height, width=width)
+        writer.write_shard(job.shard_name, _records(generation, job, prompts, expected_d))
+        bar.update(1)
+    bar.close()
+    writer.finalize()
+    store = ActivationStore(out)
+    compute_stats(store)
+    return store

@@ -1,0 +1,138 @@
+"""The activation store on disk: sharded safetensors plus a parquet index, written atomically.
+
+Layout of a store folder:
+  store.json           model, dtype, harvest settings, format version
+  shards/NAME.safetensors   one per harvest job; tensor "<offset>" is one map (h, w, d); the
+                       header metadata carries that shard's index rows (so a shard is the
+                       unit of commit: it exists completely or not at all)
+  index.parquet        one row per map (INDEX_COLUMNS), rebuilt from the shard headers
+  stats.parquet / stats.safetensors   per-hook statistics (see stats.py)
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dictionaries.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
+
+FORMAT_VERSION = 1
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+INDEX_COLUMNS = {
+    "model": pl.Utf8, "hook": pl.Utf8, "prompt_id": pl.Int64, "prompt": pl.Utf8, "seed": pl.Int64,
+    "step": pl.Int64, "timestep": pl.Float64, "t": pl.Float64, "branch": pl.Utf8, "shard": pl.Utf8,
+    "offset": pl.Int64, "shape": pl.List(pl.Int64), "h": pl.Int64, "w": pl.Int64, "d": pl.Int64,
+    "crc32": pl.Int64,
+}
+SHARD_DIR = "shards"
+INDEX_FILE = "index.parquet"
+META_FILE = "store.json"
+
+
+class CorruptShardError(ValueError):
+    """A shard is truncated, unreadable or fails its checksum. Never skipped silently."""
+
+
+def corrupt(shard: Path, why: str) -> CorruptShardError:
+    return CorruptShardError(
+        f"corrupt activation shard {shard}: {why}. Delete this file and run the same "
+        f"`diffdict harvest CONFIG` again: it re-creates only the missing shards")
+
+
+def tensor_crc32(tensor: torch.Tensor) -> int:
+    """CRC-32 of a tensor's raw bytes (works for fp16/bf16 through an integer view)."""
+    raw = tensor.contiguous().view(torch.uint8) if tensor.dtype != torch.uint8 else tensor.contiguous()
+    return zlib.crc32(raw.numpy().data)
+
+
+@dataclass
+class MapRecord:
+    """One captured map with its index fields; value (h, w, d)."""
+
+    fields: dict[str, Any]  # model, hook, prompt_id, prompt, seed, step, timestep, t, branch
+    value: torch.Tensor
+
+
+def read_shard_rows(shard: Path) -> list[dict[str, Any]]:
+    """The index rows stored in a shard's header; raises CorruptShardError if unreadable."""
+    try:
+        with safe_open(str(shard), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            keys = set(handle.keys())
+    except Exception as error:  # safetensors raises its own error types for truncation
+        raise corrupt(shard, f"cannot read header ({error})") from error
+    if "index" not in metadata:
+        raise corrupt(shard, "header has no index rows")
+    rows = json.loads(metadata["index"])
+    missing = [row["offset"] for row in rows if str(row["offset"]) not in keys]
+    if missing:
+        raise corrupt(shard, f"maps {missing[:5]} listed in the header are missing")
+    return rows
+
+
+class StoreWriter:
+    """Writes shards atomically and rebuilds the index; resuming skips finished shards."""
+
+    def __init__(self, root: str | Path, model: str, dtype: str = "fp16", settings: dict | None = None) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.root = Path(root)
+        self.model = model
+        self.dtype = dtype
+        self.shard_dir = self.root / SHARD_DIR
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.shard_dir)  # half-written shards of a killed run
+        remove_stale_temps(self.root)
+        meta = {"format_version": FORMAT_VERSION, "model": model, "dtype": dtype, "settings": settings or {}}
+        meta_path = self.root / META_FILE
+        if meta_path.exists():
+            existing = json.loads(meta_path.read_text())
+            for key in ("model", "dtype", "settings"):
+                if existing.get(key) != meta[key]:
+                    raise ValueError(
+                        f"{self.root} already holds a harvest with {key}={existing.get(key)!r}, but this "
+                        f"run asks for {key}={meta[key]!r}; resume with the same config or choose a new `out`")
+        else:
+            write_json_atomic(meta_path, meta)
+
+    def shard_path(self, name: str) -> Path:
+        return self.shard_dir / f"{name}.safetensors"
+
+    def has_shard(self, name: str) -> bool:
+        return self.shard_path(name).is_file()
+
+    def write_shard(self, name: str, records: list[MapRecord]) -> Path:
+        """Write all maps of one job as one shard; the rename is the commit point."""
+        dtype = DTYPES[self.dtype]
+        tensors, rows = {}, []
+        for offset, record in enumerate(records):
+            value = record.value.detach().to("cpu", dtype).contiguous()
+            if value.dim() != 3:
+                raise ValueError(f"a map must be (h, w, d), got {tuple(value.shape)} for {record.fields}")
+            tensors[str(offset)] = value
+            h, w, d = value.shape
+            rows.append({**record.fields, "model": self.model, "shard": name, "offset": offset,
+                         "shape": [h, w, d], "h": h, "w": w, "d": d, "crc32": tensor_crc32(value)})
+        metadata = {"index": json.dumps(rows), "format_version": str(FORMAT_VERSION)}
+        return write_file_atomic(self.shard_path(name), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def finalize(self) -> pl.DataFrame:
+        """Rebuild index.parquet from every shard header (reads headers only)."""
+        rows: list[dict] = []
+        for shard in sorted(self.shard_dir.glob("*.safetensors")):
+            rows.extend(read_shard_rows(shard))
+        index = rows_to_frame(rows)
+        write_file_atomic(self.root / INDEX_FILE, lambda tmp: index.write_parquet(tmp))
+        return index
+
+
+def rows_to_frame(rows: list[dict]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema=INDEX_COLUMNS) if rows else pl.DataFrame(schema=INDEX_COLUMNS)
+    return frame.sort(["shard", "offset"])

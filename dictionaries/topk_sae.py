@@ -1,0 +1,237 @@
+"""Top-k sparse autoencoder (Gao et al.), trained the way sdxl-unbox trains it.
+
+latents = relu(topk((x' - b_dec) W_enc^T + b_enc)),  x_hat' = latents W_dec + b_dec,
+with x' the optionally standardised/whitened input. Recipe: b_dec starts at the geometric
+median, W_enc starts as W_dec (the decoder's transpose in nn.Linear terms), decoder rows stay
+unit-norm (the gradient along them is removed), AuxK on dead latents (k_aux, coefficient
+1/32, dead after `dead_tokens` tokens without firing), loss scaled by 1/Var(x), Adam with
+lr * sqrt(2^14 / n). Training is `sae_step.sae_train_step` (sparse, hand-written backward).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from dictionaries.base import Dictionary, SparseCode, check_activations, register, sparse_decode
+from dictionaries.normalize import KINDS, InputNorm
+from dictionaries.sae_step import StepStats, sae_train_step
+
+PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
+ENCODE_CHUNK = 4096  # rows per encoder product, bounds the (rows, n) pre-activation buffer
+
+
+@dataclass
+class TopKSAEConfig:
+    d: int
+    n: int
+    k: int
+    k_aux: int = 256
+    aux_coef: float = 1.0 / 32
+    dead_tokens: int = 10_000_000
+    lr: float = 1e-4
+    scale_lr_with_n: bool = True  # effective lr = lr * sqrt(2^14 / n) (Gao et al.)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 6.25e-10
+    input_norm: str = "none"
+    fired_threshold: float = 1e-3
+    init_sample: int = 32768  # tokens used for the geometric median / variance
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d", "n", "k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"topk_sae: {name} must be a positive integer, got {value!r}")
+        if self.k > self.n:
+            raise ValueError(f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n "
+                             f"(sdxl-unbox uses k=10 with n=5120)")
+        if self.k_aux < 0:
+            raise ValueError(f"topk_sae: k_aux must be >= 0 (0 disables AuxK), got {self.k_aux}")
+        if self.input_norm not in KINDS:
+            raise ValueError(f"topk_sae: input_norm must be one of {KINDS}, got {self.input_norm!r}")
+        if self.lr <= 0:
+            raise ValueError(f"topk_sae: lr must be > 0, got {self.lr}")
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * math.sqrt(2**14 / self.n) if self.scale_lr_with_n else self.lr
+
+
+def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1e-6,
+                     ftol: float = 1e-20) -> torch.Tensor:
+    """Weiszfeld's algorithm on points (N, d) -> (d,); starts at the mean."""
+    points = points.double()
+    median = points.mean(0)
+    objective = (points - median).norm(dim=1).sum()
+    for _ in range(iterations):
+        weights = 1.0 / (points - median).norm(dim=1).clamp_min(eps)
+        median = (points * weights[:, None]).sum(0) / weights.sum()
+        previous, objective = objective, (points - median).norm(dim=1).sum()
+        if abs(previous - objective) <= ftol * objective:
+            break
+    return median.float()
+
+
+@register
+class TopKSAE(Dictionary):
+    architecture = "topk_sae"
+    config_class = TopKSAEConfig
+
+    def __init__(self, config: TopKSAEConfig) -> None:
+        super().__init__(config)
+        generator = torch.Generator().manual_seed(config.seed)
+        W_dec = torch.randn(config.n, config.d, generator=generator)
+        self.W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+        self.W_enc = self.W_dec.clone()  # encoder = decoder transpose at init
+        self.b_enc = torch.zeros(config.n)
+        self.b_dec = torch.zeros(config.d)
+        self.norm = InputNorm(config.input_norm, config.d)
+        self.mse_scale = 1.0
+        self.initialized = False
+        self.tokens_since_fired = torch.zeros(config.n, dtype=torch.long)
+        self.tokens_seen = 0
+        self.steps = 0
+        self._optimizer: torch.optim.Adam | None = None
+        self._pending_adam: dict[str, torch.Tensor] | None = None
+
+    # --- shape ---
+    @property
+    def n(self) -> int:
+        return self.config.n
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    @property
+    def atoms(self) -> torch.Tensor:
+        """(n, d) decoder rows in activation space (unit norm unless an input norm is folded in)."""
+        return self.norm.invert_directions(self.W_dec)
+
+    @property
+    def decoder_bias(self) -> torch.Tensor:
+        """(d,) the reconstruction of an all-zero code, in activation space."""
+        return self.norm.invert(self.b_dec)
+
+    # --- training ---
+    def initialize(self, sample: torch.Tensor) -> None:
+        """Data-dependent init from a sample (N, d): input norm, b_dec at the geometric median, 1/Var."""
+        check_activations(sample, self.d, "topk_sae init sample")
+        sample = sample[: self.config.init_sample].float()
+        self.norm.fit(sample)
+        normed = self.norm.apply(sample)
+        self.b_dec = geometric_median(normed)
+        variance = float((normed - normed.mean(0)).pow(2).mean())
+        self.mse_scale = 1.0 / max(variance, 1e-30)
+        self.initialized = True
+
+    def _adam(self) -> torch.optim.Adam:
+        if self._optimizer is None:
+            cfg = self.config
+            params = [getattr(self, name) for name in PARAM_NAMES]
+            self._optimizer = torch.optim.Adam(params, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2),
+                                               eps=cfg.eps, fused=True)
+            if self._pending_adam is not None:
+                self._restore_adam(self._pending_adam)
+                self._pending_adam = None
+        return self._optimizer
+
+    def adam_step(self, grads: list[torch.Tensor]) -> None:
+        optimizer = self._adam()
+        for param, grad in zip(optimizer.param_groups[0]["params"], grads):
+            param.grad = grad
+        optimizer.step()
+        for param in optimizer.param_groups[0]["params"]:
+            param.grad = None
+
+    def partial_fit(self, x) -> dict[str, float]:
+        x = getattr(x, "x", x)  # accepts a store TokenBatch
+        check_activations(x, self.d, "topk_sae.partial_fit")
+        if not self.initialized:
+            self.initialize(x)
+        return self.train_step(x).as_dict()
+
+    def train_step(self, x: torch.Tensor) -> StepStats:
+        return sae_train_step(self, self.norm.apply(x.float()))
+
+    # --- inference ---
+    @torch.no_grad()
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, n) encoder pre-activations; for analyses, not for training."""
+        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode").float())
+        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.t())
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> SparseCode:
+        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode").float())
+        values, indices = [], []
+        for start in range(0, x.shape[0], ENCODE_CHUNK):
+            pre = torch.addmm(self.b_enc, x[start:start + ENCODE_CHUNK] - self.b_dec, self.W_enc.t())
+            top, idx = pre.topk(self.k, dim=1)
+            values.append(top.clamp_min(0))
+            indices.append(idx)
+        if not values:
+            return SparseCode(torch.zeros(0, self.k), torch.zeros(0, self.k, dtype=torch.long))
+        return SparseCode(torch.cat(values), torch.cat(indices))
+
+    @torch.no_grad()
+    def decode(self, code: SparseCode) -> torch.Tensor:
+        return sparse_decode(code, self.atoms, self.decoder_bias)
+
+    # --- persistence ---
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {name: getattr(self, name) for name in PARAM_NAMES}
+        out.update(self.norm.tensors())
+        out["mse_scale"] = torch.tensor([self.mse_scale], dtype=torch.float64)
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name in PARAM_NAMES:
+            expected = tuple(getattr(self, name).shape)
+            if tuple(tensors[name].shape) != expected:
+                raise ValueError(f"topk_sae: saved {name} has shape {tuple(tensors[name].shape)}, "
+                                 f"config says {expected}")
+            setattr(self, name, tensors[name].float().contiguous())
+        self.norm.load_tensors(tensors)
+        self.mse_scale = float(tensors["mse_scale"][0])
+        self._optimizer = None
+
+    def extra_config(self) -> dict:
+        return {"initialized": self.initialized, "tokens_seen": self.tokens_seen, "steps": self.steps}
+
+    def load_extra_config(self, extra: dict) -> None:
+        self.initialized = bool(extra.get("initialized", True))
+        self.tokens_seen = int(extra.get("tokens_seen", 0))
+        self.steps = int(extra.get("steps", 0))
+
+    def training_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"tokens_since_fired": self.tokens_since_fired}
+        if self._optimizer is not None:
+            state = self._optimizer.state
+            for name, param in zip(PARAM_NAMES, self._optimizer.param_groups[0]["params"]):
+                if param in state:
+                    out[f"adam.{name}.exp_avg"] = state[param]["exp_avg"]
+                    out[f"adam.{name}.exp_avg_sq"] = state[param]["exp_avg_sq"]
+                    out[f"adam.{name}.step"] = state[param]["step"].reshape(1).float()
+        elif self._pending_adam is not None:
+            out.update(self._pending_adam)
+        return out
+
+    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tokens_since_fired = tensors["tokens_since_fired"].long().clone()
+        adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
+        self._optimizer = None
+        self._pending_adam = adam or None
+
+    def _restore_adam(self, adam: dict[str, torch.Tensor]) -> None:
+        optimizer = self._optimizer
+        for name, param in zip(PARAM_NAMES, optimizer.param_groups[0]["params"]):
+            if f"adam.{name}.exp_avg" in adam:
+                optimizer.state[param] = {
+                    "step": adam[f"adam.{name}.step"].reshape(()).float().clone(),
+                    "exp_avg": adam[f"adam.{name}.exp_avg"].clone(),
+                    "exp_avg_sq": adam[f"adam.{name}.exp_avg_sq"].clone(),
+                }
