@@ -1,0 +1,137 @@
+"""`diffdict toy {train,eval,scenes}`: the ground-truth toy world and its toy models."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "export")
+
+
+def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
+    """['base=2000', 'flux=10'] -> {'base': 2000, 'flux': 10}."""
+    out = {}
+    for pair in pairs or []:
+        stage, sep, value = pair.partition("=")
+        if not sep or stage not in TRAIN_STAGES[:-1]:
+            raise ValueError(f"{flag} expects STAGE=VALUE with STAGE in {', '.join(TRAIN_STAGES[:-1])}, got {pair!r}")
+        try:
+            out[stage] = cast(value)
+        except ValueError:
+            raise ValueError(f"{flag} {pair!r}: {value!r} is not a number") from None
+    return out
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("toy", help="the toy world: train, evaluate and inspect the toy models")
+    toy = parser.add_subparsers(dest="toy_command", metavar="TOY_COMMAND")
+    toy.required = True
+
+    train = toy.add_parser("train", help="train toy/sdxl-base, toy/sdxl-turbo and toy/flux from scratch")
+    train.add_argument("--preset", choices=("gpu", "cpu"), default="cpu",
+                       help="step counts: 'cpu' fits 4 h on 2 cores, 'gpu' made the shipped weights")
+    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--work-dir", default="runs/toy_train", help="checkpoints; rerun to resume")
+    train.add_argument("--out-dir", default="toyworld/weights", help="where the pipeline folders go")
+    train.add_argument("--stages", default=",".join(TRAIN_STAGES), help="comma-separated subset, in order")
+    train.add_argument("--steps", nargs="*", metavar="STAGE=N", help="override step counts")
+    train.add_argument("--batch", nargs="*", metavar="STAGE=N", help="override batch sizes")
+    train.add_argument("--minutes", nargs="*", metavar="STAGE=M", help="wall-clock cap per stage")
+    train.add_argument("--n-scenes", type=int, help="training scenes to render")
+    train.add_argument("--teacher-samples", type=int, help="base samples the turbo distils from")
+    train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
+    train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=run_train)
+
+    evaluate = toy.add_parser("eval", help="adherence per attribute on the held-out captions")
+    evaluate.add_argument("models", nargs="+", metavar="MODEL", help="toy/sdxl-base, toy/sdxl-turbo, toy/flux or a folder")
+    evaluate.add_argument("--n", type=int, default=256, help="held-out captions (seeds 0..n-1)")
+    evaluate.add_argument("--batch", type=int, default=64)
+    evaluate.add_argument("--steps", type=int, help="override the model's default steps")
+    evaluate.add_argument("--guidance", type=float, help="override the model's default guidance")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--save-images", type=Path, help="folder for a PNG grid per model")
+    evaluate.add_argument("--json", type=Path, help="also write the table as JSON here")
+    evaluate.set_defaults(func=run_eval)
+
+    scenes = toy.add_parser("scenes", help="render ground-truth scenes with captions and labels")
+    scenes.add_argument("--n", type=int, default=8)
+    scenes.add_argument("--stream", choices=("train", "eval"), default="eval")
+    scenes.add_argument("--out", type=Path, required=True, help="folder for PNGs and labels.jsonl")
+    scenes.set_defaults(func=run_scenes)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from toyworld.train import PRESETS, TrainConfig, train
+
+    cfg = TrainConfig(seed=args.seed, device=args.device, work_dir=args.work_dir, out_dir=args.out_dir,
+                      progress=not args.no_progress)
+    for key, value in PRESETS[args.preset].items():
+        setattr(cfg, key, dict(value) if isinstance(value, dict) else value)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = [s for s in stages if s not in TRAIN_STAGES]
+    if unknown:
+        raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(TRAIN_STAGES)}")
+    cfg.stages = stages
+    cfg.steps = cfg.steps | _stage_values(args.steps, int, "--steps")
+    cfg.batch = cfg.batch | _stage_values(args.batch, int, "--batch")
+    cfg.minutes = _stage_values(args.minutes, float, "--minutes")
+    for name in ("n_scenes", "teacher_samples", "base_guidance", "flux_steps"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if cfg.n_scenes < 1 or cfg.teacher_samples < 1:
+        raise ValueError("--n-scenes and --teacher-samples must be positive")
+    train(cfg)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from toyworld.eval import evaluate, format_table
+
+    rows, times = {}, {}
+    for model in args.models:
+        result = evaluate(model, n=args.n, batch=args.batch, steps=args.steps, guidance=args.guidance,
+                          device=args.device)
+        name = model if model.startswith("toy/") or "/" in model else f"toy/{model}"
+        rows[name], times[name] = result["adherence"], result["seconds_per_batch"]
+        if args.save_images:
+            _save_grid(result["images"][:64], args.save_images / f"{name.replace('/', '_')}.png")
+    print(format_table(rows))
+    for name, seconds in times.items():
+        print(f"{name}: {seconds:.2f} s per batch of {args.batch}")
+    if args.json:
+        args.json.write_text(json.dumps({"adherence": rows, "seconds_per_batch": times}, indent=2))
+    return 0
+
+
+def _save_grid(images, path: Path, columns: int = 8) -> None:
+    import numpy as np
+    from PIL import Image
+
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    grid = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        grid[(i // columns) * h:(i // columns + 1) * h, (i % columns) * w:(i % columns + 1) * w] = image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def run_scenes(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from toyworld.render import render
+    from toyworld.scenes import eval_scenes, sample_scene
+
+    if args.n < 1:
+        raise ValueError("--n must be at least 1")
+    scenes = eval_scenes(args.n) if args.stream == "eval" else [sample_scene(i) for i in range(args.n)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "labels.jsonl", "w") as handle:
+        for scene in scenes:
+            Image.fromarray(render(scene).image).save(args.out / f"scene_{scene.seed:05d}.png")
+            handle.write(json.dumps({"seed": scene.seed, **scene.labels()}) + "\n")
+    print(f"wrote {len(scenes)} scenes to {args.out}")
+    return 0

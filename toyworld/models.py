@@ -1,0 +1,155 @@
+"""Toy models of the real architectures, built as standard diffusers pipelines.
+
+Sizes are chosen for speed on a 2-core CPU while keeping the real layouts and the hook
+grids the studies need at 64 px: the VAE halves the side once (latents 32x32), the
+SDXL-style U-Net has three levels so that down.2 / mid / up.0 run at 8x8, and Flux packs
+2x2 latent patches into a 16x16 grid of image tokens.
+
+The text encoders are used the way the pipelines use them, which training must copy
+exactly (`encode_sdxl`, `encode_flux`): SDXL takes the penultimate hidden states of both
+CLIP encoders (concatenated) and the projected pooled output of the second; Flux takes
+CLIP's pooled output and T5's last hidden states; no attention masks anywhere.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+)
+
+from adapters.tokenizers import special_token_ids, word_tokenizer
+from toyworld.scenes import IMAGE_SIZE, vocabulary
+
+MAX_TOKENS = 32  # the longest caption is 26 tokens with <bos>/<eos>
+TEXT_WIDTH = 64  # hidden size of every toy text encoder
+TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # SDXL micro-conditioning
+ADDITION_TIME_EMBED_DIM = 16
+SDXL_SCHEDULER = dict(  # SDXL Base's noise schedule
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+)
+
+
+def tokenizer() -> PreTrainedTokenizerFast:
+    return word_tokenizer(vocabulary(), MAX_TOKENS)
+
+
+def clip_config(tok: PreTrainedTokenizerFast, layers: int = 3) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH,
+        num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_WIDTH, **special_token_ids(tok),
+    )
+
+
+def vae(latent_channels: int, quant_convs: bool, shift_factor: float | None = None) -> AutoencoderKL:
+    """Two levels (vae_scale_factor 2): 64x64x3 images <-> 32x32xC latents.
+
+    scaling_factor (and Flux's shift_factor) are measured on the data after training.
+    """
+    return AutoencoderKL(
+        scaling_factor=1.0, shift_factor=shift_factor,
+        in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(16, 32), layers_per_block=1, latent_channels=latent_channels,
+        norm_num_groups=16, sample_size=IMAGE_SIZE,
+        use_quant_conv=quant_convs, use_post_quant_conv=quant_convs,
+    )
+
+
+def unet() -> UNet2DConditionModel:
+    """SDXL's U-Net layout (text_time conditioning, 3 levels, 2 layers per block), small."""
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 2, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 32, 64), layers_per_block=2, transformer_layers_per_block=(1, 1, 2),
+        attention_head_dim=(1, 2, 4),  # diffusers' name for the number of heads: 16 channels each
+        norm_num_groups=16, cross_attention_dim=2 * TEXT_WIDTH, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=len(TIME_IDS) * ADDITION_TIME_EMBED_DIM + TEXT_WIDTH,
+    )
+
+
+def sdxl_pipeline(turbo: bool = False) -> StableDiffusionXLPipeline:
+    """A randomly initialised toy SDXL pipeline (base: Euler 'leading'; turbo: Euler a 'trailing')."""
+    tok = tokenizer()
+    if turbo:
+        scheduler = EulerAncestralDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="trailing")
+    else:
+        scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="leading", steps_offset=1)
+    return StableDiffusionXLPipeline(
+        vae=vae(latent_channels=4, quant_convs=True),
+        text_encoder=CLIPTextModel(clip_config(tok)),
+        text_encoder_2=CLIPTextModelWithProjection(clip_config(tok)),
+        tokenizer=tok, tokenizer_2=tokenizer(), unet=unet(), scheduler=scheduler,
+    )
+
+
+def flux_transformer(latent_channels: int) -> FluxTransformer2DModel:
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=4 * latent_channels, num_layers=2, num_single_layers=2,
+        attention_head_dim=32, num_attention_heads=4, joint_attention_dim=TEXT_WIDTH,
+        pooled_projection_dim=TEXT_WIDTH, guidance_embeds=False, axes_dims_rope=(8, 12, 12),
+    )
+
+
+FLUX_LATENT_CHANNELS = 8
+
+
+def flux_pipeline() -> FluxPipeline:
+    """A randomly initialised toy Flux pipeline (schnell-like: no guidance embedding)."""
+    tok = tokenizer()
+    t5 = T5Config(
+        vocab_size=len(tok), d_model=TEXT_WIDTH, d_kv=16, d_ff=2 * TEXT_WIDTH, num_layers=3,
+        num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+        is_encoder_decoder=False, use_cache=False,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
+        vae=vae(latent_channels=FLUX_LATENT_CHANNELS, quant_convs=False, shift_factor=0.0),
+        text_encoder=CLIPTextModel(clip_config(tok)), tokenizer=tok,
+        text_encoder_2=T5EncoderModel(t5), tokenizer_2=tokenizer(),
+        transformer=flux_transformer(FLUX_LATENT_CHANNELS),
+    )
+
+
+def token_ids(tok: PreTrainedTokenizerFast, captions: list[str]) -> torch.Tensor:
+    """(batch, MAX_TOKENS) ids padded to max length, as both pipelines tokenize."""
+    return tok(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+               return_tensors="pt").input_ids
+
+
+def encode_sdxl(text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection,
+                ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (batch, T) -> prompt_embeds (batch, T, 2 * TEXT_WIDTH), pooled (batch, TEXT_WIDTH)."""
+    first = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    second = text_encoder_2(ids, output_hidden_states=True)
+    return torch.cat([first, second.hidden_states[-2]], dim=-1), second.text_embeds
+
+
+def encode_flux(text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel,
+                ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""
+    pooled = text_encoder(ids).pooler_output
+    return text_encoder_2(ids).last_hidden_state, pooled
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,285 @@
+"""The training stages of `diffdict toy train` (see toyworld.train for the order)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
+from tqdm.auto import tqdm
+
+from toyworld import models
+from toyworld.checkpoints import load_final
+from toyworld.data import SceneData, build_scene_data, step_generator
+from toyworld.train import TrainConfig, train_loop
+
+VAE_KL_WEIGHT = 1e-6
+MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting: trains faster than plain epsilon MSE
+
+
+@dataclass
+class LatentStore:
+    """Posterior mean/std of every training image; samples normalised latents."""
+
+    mean: torch.Tensor  # (N, C, 32, 32)
+    std: torch.Tensor  # (N, C, 32, 32)
+    scale: float
+    shift: float
+
+    def sample(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        mean, std = self.mean[index], self.std[index]
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        return (mean + std * noise - self.shift) * self.scale
+
+
+class Context:
+    """What the stages share: config, data and latents, each built once on first use."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self._data: SceneData | None = None
+        self._latents: dict[str, LatentStore] = {}
+
+    @property
+    def data(self) -> SceneData:
+        if self._data is None:
+            self._data = build_scene_data(self.cfg.n_scenes, self.cfg.seed, self.cfg.progress).to(self.cfg.device)
+        return self._data
+
+    def generator(self, stage: str, step: int) -> torch.Generator:
+        return step_generator(self.cfg.seed, stage, step, self.cfg.device)
+
+    def batch_index(self, stage: str, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
+        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
+                             device=self.cfg.device)
+
+    def trained_vae(self, family: str):
+        vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
+        load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
+        return vae.to(self.cfg.device).eval().requires_grad_(False)
+
+    def latents(self, family: str) -> LatentStore:
+        """Encode the data once with the trained VAE; SDXL gets a scale, Flux a shift too."""
+        if family not in self._latents:
+            vae, means, stds = self.trained_vae(family), [], []
+            with torch.no_grad():
+                for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
+                                  disable=not self.cfg.progress, mininterval=5):
+                    posterior = vae.encode(self.data.pixels(torch.arange(start, min(start + 512, len(self.data)),
+                                                                           device=self.cfg.device))).latent_dist
+                    means.append(posterior.mean)
+                    stds.append(posterior.std)
+            mean, std = torch.cat(means), torch.cat(stds)
+            shift = float(mean.mean()) if family == "flux" else 0.0
+            spread = float(((mean - shift) ** 2 + std**2).mean().sqrt())
+            self._latents[family] = LatentStore(mean, std, scale=1.0 / spread, shift=shift)
+            stats = {"scaling_factor": 1.0 / spread, "shift_factor": shift}
+            (self.cfg.work / f"vae_{family}_stats.json").write_text(json.dumps(stats))
+        return self._latents[family]
+
+
+def _train_vae(ctx: Context, family: str) -> None:
+    stage = f"vae_{family}"
+    vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
+    vae.to(ctx.cfg.device)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        pixels = ctx.data.pixels(ctx.batch_index(stage, generator))
+        posterior = vae.encode(pixels).latent_dist
+        recon = vae.decode(posterior.sample(generator=generator)).sample
+        return F.mse_loss(recon, pixels) + VAE_KL_WEIGHT * posterior.kl().mean()
+
+    train_loop(ctx.cfg, stage, {"vae": vae}, loss)
+
+
+def run_vae_sdxl(ctx: Context) -> None:
+    _train_vae(ctx, "sdxl")
+
+
+def run_vae_flux(ctx: Context) -> None:
+    _train_vae(ctx, "flux")
+
+
+def _sdxl_conditioning(ctx: Context, text_encoder, text_encoder_2, ids: torch.Tensor,
+                       drop: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    embeds, pooled = models.encode_sdxl(text_encoder, text_encoder_2, ids)
+    if drop is not None:
+        # The pipeline's unconditional branch is all zeros (force_zeros_for_empty_prompt).
+        keep = (~drop).float()
+        embeds, pooled = embeds * keep[:, None, None], pooled * keep[:, None]
+    time_ids = torch.tensor([models.TIME_IDS], dtype=embeds.dtype, device=embeds.device).expand(len(ids), -1)
+    return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
+    tok = models.tokenizer()
+    parts = {
+        "unet": models.unet(),
+        "text_encoder": models.CLIPTextModel(models.clip_config(tok)),
+        "text_encoder_2": models.CLIPTextModelWithProjection(models.clip_config(tok)),
+    }
+    if trained:
+        load_final(ctx.cfg.work / "base.safetensors", parts)
+    return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
+
+
+def run_base(ctx: Context) -> None:
+    stage, cfg = "base", ctx.cfg
+    latents = ctx.latents("sdxl")
+    parts = _base_parts(ctx, trained=False)
+    alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        index = ctx.batch_index(stage, generator)
+        clean = latents.sample(index, generator)
+        noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
+        t = torch.randint(0, len(alphas), (len(index),), generator=generator, device=cfg.device)
+        a = alphas[t][:, None, None, None]
+        noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
+        drop = torch.rand(len(index), generator=generator, device=cfg.device) < cfg.caption_dropout
+        embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
+                                           ctx.data.ids[index], drop)
+        predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+        snr = a.flatten() / (1 - a.flatten())
+        weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
+        return (weight * ((predicted - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+
+    train_loop(cfg, stage, parts, loss)
+
+
+def _teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise, caption index, base's 25-step CFG latents) for cfg.teacher_samples draws."""
+    cfg = ctx.cfg
+    pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
+    pipe.set_progress_bar_config(disable=True)
+    generator = ctx.generator("teacher", 0)
+    noise = torch.randn((cfg.teacher_samples, 4, 32, 32), generator=generator, device=cfg.device)
+    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
+    targets = []
+    chunk = 1024 if cfg.device.startswith("cuda") else 64
+    with torch.no_grad():
+        for start in tqdm(range(0, cfg.teacher_samples, chunk), desc="teacher samples",
+                          disable=not cfg.progress, mininterval=5):
+            rows = slice(start, start + chunk)
+            embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+            out = pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
+                       num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
+                       height=64, width=64, output_type="latent")
+            targets.append(out.images)
+    return noise, index, torch.cat(targets)
+
+
+def run_turbo(ctx: Context) -> None:
+    stage, cfg = "turbo", ctx.cfg
+    noise, index, targets = _teacher_samples(ctx)
+    parts = _base_parts(ctx, trained=True)  # the student starts as the base
+    scheduler = EulerAncestralDiscreteScheduler(**models.SDXL_SCHEDULER, timestep_spacing="trailing")
+    scheduler.set_timesteps(1)
+    timestep, sigma = scheduler.timesteps[0].item(), scheduler.sigmas[0].item()
+    init_sigma = float(scheduler.init_noise_sigma)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        rows = ctx.batch_index(stage, generator, n=len(noise))
+        with torch.no_grad():
+            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
+                                               ctx.data.ids[index[rows]])
+        latents = noise[rows] * init_sigma
+        model_input = latents / (sigma**2 + 1) ** 0.5
+        t = torch.full((len(rows),), timestep, device=cfg.device)
+        predicted = parts["unet"](model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+        # One Euler step from sigma_max to 0 lands on the denoised estimate.
+        return F.mse_loss(latents - sigma * predicted, targets[rows])
+
+    train_loop(cfg, stage, parts, loss, trainable=["unet"])
+
+
+def _flux_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
+    pipe = models.flux_pipeline()
+    parts = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    if trained:
+        load_final(ctx.cfg.work / "flux.safetensors", parts)
+    return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
+
+
+def run_flux(ctx: Context) -> None:
+    stage, cfg = "flux", ctx.cfg
+    latents = ctx.latents("flux")
+    parts = _flux_parts(ctx, trained=False)
+    side = 32
+    img_ids = FluxPipeline._prepare_latent_image_ids(1, side // 2, side // 2, cfg.device, torch.float32)
+    txt_ids = torch.zeros(models.MAX_TOKENS, 3, device=cfg.device)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        index = ctx.batch_index(stage, generator)
+        clean = latents.sample(index, generator)
+        b, c, h, w = clean.shape
+        noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
+        sigma = torch.rand(b, generator=generator, device=cfg.device)
+        noisy = (1 - sigma[:, None, None, None]) * clean + sigma[:, None, None, None] * noise
+        drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
+        ids = torch.where(drop[:, None], ctx.data.empty_ids[None], ctx.data.ids[index])
+        embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
+        velocity = parts["transformer"](
+            hidden_states=FluxPipeline._pack_latents(noisy, b, c, h, w), timestep=sigma, guidance=None,
+            pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,
+            return_dict=False,
+        )[0]
+        return F.mse_loss(velocity, FluxPipeline._pack_latents(noise - clean, b, c, h, w))
+
+    train_loop(cfg, stage, parts, loss)
+
+
+def _vae_stats(ctx: Context, family: str) -> dict:
+    path = ctx.cfg.work / f"vae_{family}_stats.json"
+    if not path.exists():
+        ctx.latents(family)
+    return json.loads(path.read_text())
+
+
+def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
+    pipe = models.sdxl_pipeline(turbo=turbo)
+    load_final(ctx.cfg.work / "vae_sdxl.safetensors", {"vae": pipe.vae})
+    parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    load_final(ctx.cfg.work / "base.safetensors", parts)
+    if turbo:
+        load_final(ctx.cfg.work / "turbo.safetensors", {"unet": pipe.unet})
+    pipe.vae.register_to_config(scaling_factor=_vae_stats(ctx, "sdxl")["scaling_factor"])
+    return pipe.to(dtype=dtype)
+
+
+def export_flux(ctx: Context, dtype: torch.dtype = torch.float16):
+    pipe = models.flux_pipeline()
+    load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
+    load_final(ctx.cfg.work / "flux.safetensors", {
+        "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
+    pipe.vae.register_to_config(**_vae_stats(ctx, "flux"))
+    return pipe.to(dtype=dtype)
+
+
+def _save(pipe, folder: Path, defaults: dict) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"[export] {folder}: {size / 2**20:.1f} MiB")
+
+
+def run_export(ctx: Context) -> None:
+    cfg, out = ctx.cfg, Path(ctx.cfg.out_dir)
+    size = {"height": 64, "width": 64}
+    if (cfg.work / "base.safetensors").exists():
+        _save(export_sdxl(ctx, turbo=False), out / "sdxl-base",
+              {"steps": cfg.base_steps, "guidance": cfg.base_guidance, **size})
+    if (cfg.work / "turbo.safetensors").exists():
+        _save(export_sdxl(ctx, turbo=True), out / "sdxl-turbo", {"steps": 1, "guidance": 0.0, **size})
+    if (cfg.work / "flux.safetensors").exists():
+        _save(export_flux(ctx), out / "flux",
+              {"steps": cfg.flux_steps, "guidance": 0.0, **size, "max_sequence_length": models.MAX_TOKENS})

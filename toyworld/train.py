@@ -1,0 +1,172 @@
+"""`diffdict toy train`: reproduce the three toy models from scratch with a seed.
+
+Stages, each resumable and skipped once finished (see toyworld.checkpoints):
+  vae_sdxl, vae_flux  autoencoders (MSE + a small KL), then their latent statistics
+  base                toy/sdxl-base: text encoders + U-Net, epsilon loss, caption dropout
+  turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG)
+                      by regressing the base's 25-step CFG samples from the same noise
+  flux                toy/flux: CLIP + T5 + Flux transformer, flow matching
+  export              fp16 diffusers folders + diffdict.json under the output folder
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from toyworld.checkpoints import load_partial, save_final, save_partial
+
+STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "export")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    device: str = "cpu"
+    work_dir: str = "runs/toy_train"
+    out_dir: str = "toyworld/weights"
+    stages: tuple[str, ...] = STAGES
+    n_scenes: int = 50_000
+    steps: dict[str, int] = field(default_factory=lambda: {
+        "vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 6000, "flux": 20000})
+    batch: dict[str, int] = field(default_factory=lambda: {
+        "vae_sdxl": 128, "vae_flux": 128, "base": 256, "turbo": 256, "flux": 256})
+    lr: dict[str, float] = field(default_factory=lambda: {
+        "vae_sdxl": 1e-3, "vae_flux": 1e-3, "base": 1e-3, "turbo": 2e-4, "flux": 5e-4})
+    # Wall-clock caps (minutes) that shorten a stage before it starts its schedule.
+    minutes: dict[str, float] = field(default_factory=dict)
+    caption_dropout: float = 0.1
+    base_guidance: float = 5.0  # the teacher's CFG scale, also base's default
+    base_steps: int = 25
+    flux_steps: int = 4
+    teacher_samples: int = 32_768
+    ema_decay: float = 0.999
+    checkpoint_minutes: float = 5.0
+    progress: bool = True
+
+    @property
+    def work(self) -> Path:
+        return Path(self.work_dir)
+
+
+# Presets: "gpu" made the shipped weights; "cpu" fits the 4-hour budget of a 2-core CPU.
+PRESETS: dict[str, dict] = {
+    "gpu": {},
+    "cpu": {
+        "n_scenes": 20_000, "teacher_samples": 4096,
+        "steps": {"vae_sdxl": 1200, "vae_flux": 1200, "base": 3000, "turbo": 800, "flux": 3000},
+        "batch": {"vae_sdxl": 32, "vae_flux": 32, "base": 48, "turbo": 48, "flux": 48},
+    },
+}
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak."""
+    warmup = min(warmup, max(total // 10, 1))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train_loop(
+    cfg: TrainConfig,
+    stage: str,
+    modules: dict[str, torch.nn.Module],
+    loss_fn: Callable[[int], torch.Tensor],
+    trainable: list[str] | None = None,
+) -> dict[str, torch.nn.Module]:
+    """Optimise `modules[trainable]` with AdamW on loss_fn(step); returns the EMA copies.
+
+    Checkpoints every `cfg.checkpoint_minutes` to `<stage>.partial.safetensors` and resumes
+    from it; the EMA weights are saved as `<stage>.safetensors` at the end.
+    """
+    trainable = trainable or list(modules)
+    train_modules = {name: modules[name] for name in trainable}
+    for module in train_modules.values():
+        module.train().requires_grad_(True)
+    for name, module in modules.items():
+        if name not in train_modules:
+            module.eval().requires_grad_(False)
+    params = [p for m in train_modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr[stage], weight_decay=0.01, betas=(0.9, 0.99))
+    ema = {name: copy.deepcopy(m).eval().requires_grad_(False) for name, m in train_modules.items()}
+    partial = cfg.work / f"{stage}.partial.safetensors"
+    step, total = 0, cfg.steps[stage]
+    if partial.exists():
+        step, total = load_partial(partial, train_modules, ema, optimizer)
+        print(f"[{stage}] resuming at step {step}/{total}")
+    cap = cfg.minutes.get(stage)
+    bar = tqdm(total=total, initial=step, desc=f"train {stage}", disable=not cfg.progress, mininterval=5)
+    started = last_save = warm = time.time()
+    timed_steps = 0
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total, cfg.lr[stage])
+        loss = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, module in train_modules.items():
+                for e, p in zip(ema[name].parameters(), module.parameters()):
+                    e.lerp_(p, 1 - decay)
+        step += 1
+        timed_steps += 1
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if timed_steps == 20:
+            warm = time.time()  # the first steps include CUDA/allocator warm-up
+        if cap and timed_steps == 80 and step < total:
+            # Fit the rest of the stage into its wall-clock cap (decided once, then saved).
+            rate = 60 / (time.time() - warm)
+            fitted = step + int(rate * (cap * 60 - (time.time() - started)))
+            if fitted < total:
+                total = max(fitted, step + 1)
+                bar.total = total
+                print(f"[{stage}] {rate:.1f} steps/s: shortened to {total} steps to fit {cap} min")
+        if time.time() - last_save > cfg.checkpoint_minutes * 60 and step < total:
+            save_partial(partial, train_modules, ema, optimizer, step, total)
+            last_save = time.time()
+    bar.close()
+    elapsed = time.time() - started
+    print(f"[{stage}] {step} steps in {elapsed / 60:.1f} min ({timed_steps / max(elapsed, 1e-9):.2f} steps/s)")
+    final = {name: ema[name] for name in train_modules}
+    save_final(cfg.work / f"{stage}.safetensors", final, {"steps": step, "config": asdict(cfg)})
+    partial.unlink(missing_ok=True)
+    return final
+
+
+def train(cfg: TrainConfig) -> None:
+    """Run the configured stages in order; finished stages are skipped."""
+    from toyworld import stages as stage_impl
+
+    unknown = set(cfg.stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is visible: use --device cpu")
+    torch.manual_seed(cfg.seed)
+    if cfg.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    (cfg.work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    context = stage_impl.Context(cfg)
+    for stage in STAGES:
+        if stage not in cfg.stages:
+            continue
+        if stage != "export" and (cfg.work / f"{stage}.safetensors").exists():
+            print(f"[{stage}] done already ({cfg.work / f'{stage}.safetensors'})")
+            continue
+        getattr(stage_impl, f"run_{stage}")(context)
