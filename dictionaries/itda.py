@@ -161,6 +161,15 @@ class ITDA(Dictionary):
         self.provenance = {k: tensors[f"provenance.{k}"].long() for k in PROVENANCE_FIELDS}
         self.norm.load_tensors(tensors)
 
+    def training_tensors(self) -> dict[str, torch.Tensor]:
+        # The Gram matrix as built incrementally; recomputing it on load could differ in the last
+        # bits and change pursuit picks, so a resumed fit would drift from an uninterrupted one.
+        return {"gram": self.gram.contiguous()}
+
+    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "gram" in tensors and tensors["gram"].shape[0] == self.n:
+            self._gram = tensors["gram"].clone()
+
     def extra_config(self) -> dict:
         return {"initialized": self.initialized, "tokens_seen": self.tokens_seen}
 

@@ -11,6 +11,8 @@ import sys
 COMMAND_MODULES = [
     "studies.commands.hooks",
     "studies.commands.generate",
+    "studies.commands.harvest",
+    "studies.commands.train",
 ]
 
 

@@ -1,0 +1,71 @@
+"""Reconstruction and sparsity metrics, accumulated over a stream of held-out batches.
+
+  fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
+  explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
+  l0                   mean number of nonzero code entries per token
+  dead_fraction        atoms never active on the evaluated tokens
+  frequencies          (n,) fraction of tokens on which each atom is active
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from dictionaries.base import Dictionary
+
+
+def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Pooled fraction of variance unexplained for one batch (N, d)."""
+    return float((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-30))
+
+
+class MetricsAccumulator:
+    def __init__(self, d: int, n: int) -> None:
+        self.tokens = 0
+        self.x_sum = torch.zeros(d, dtype=torch.float64)
+        self.x_sq = torch.zeros(d, dtype=torch.float64)
+        self.r_sum = torch.zeros(d, dtype=torch.float64)
+        self.r_sq = torch.zeros(d, dtype=torch.float64)
+        self.nonzero = 0
+        self.counts = torch.zeros(n, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
+        x, residual = x.double(), (x - x_hat).double()
+        self.tokens += x.shape[0]
+        self.x_sum += x.sum(0)
+        self.x_sq += x.pow(2).sum(0)
+        self.r_sum += residual.sum(0)
+        self.r_sq += residual.pow(2).sum(0)
+        active = values != 0
+        self.nonzero += int(active.sum())
+        n = self.counts.numel()
+        # an atom picked twice in one row (plain matching pursuit) counts once for that token
+        rows = torch.arange(x.shape[0])[:, None].expand_as(indices)
+        keys = torch.unique(rows[active] * n + indices[active])
+        self.counts += torch.bincount(keys % n, minlength=n).double()
+
+    def result(self) -> dict[str, object]:
+        count = max(self.tokens, 1)
+        x_var = self.x_sq / count - (self.x_sum / count).pow(2)
+        r_var = self.r_sq / count - (self.r_sum / count).pow(2)
+        frequencies = self.counts / count
+        return {
+            "tokens": self.tokens,
+            "fvu": float(self.r_sq.sum() / (x_var.sum() * count).clamp_min(1e-30)),
+            "explained_variance": float((1 - r_var / (x_var + 1e-8)).mean()),
+            "l0": self.nonzero / count,
+            "dead_fraction": float((frequencies == 0).double().mean()) if frequencies.numel() else 0.0,
+            "frequencies": frequencies.float(),
+        }
+
+
+@torch.no_grad()
+def evaluate(dictionary: Dictionary, batches: Iterable[torch.Tensor]) -> dict[str, object]:
+    """Metrics of `dictionary` over held-out batches (tensors or TokenBatch)."""
+    acc = MetricsAccumulator(dictionary.d, dictionary.n)
+    for batch in batches:
+        x = getattr(batch, "x", batch).float()
+        code = dictionary.encode(x)
+        acc.add(x, dictionary.decode(code), code.values, code.indices)
+    return acc.result()

@@ -1,0 +1,206 @@
+"""Resumable training of several dictionaries on streams from one activation store.
+
+Dictionaries that read the same hook and selection share one stream (a sweep over n and k
+costs one read). Every `checkpoint_every` steps each dictionary is saved with its optimiser
+state and step count; a killed run resumes from those checkpoints and, because the stream
+is a deterministic function of (seed, start batch), ends bit-identical to an uninterrupted
+run. Metrics go to parquet: one row per dictionary per step (train) and per evaluation.
+
+Output folder:
+  NAME/                 final dictionary (config.json + weights.safetensors)
+  checkpoints/NAME/     latest checkpoint, with training_state.safetensors
+  metrics/part-*.parquet, metrics.parquet   per-step and eval metrics
+  features.parquet      per-atom activation frequency on held-out prompts
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from dictionaries import base
+from dictionaries.atomic import resolve_dir, write_file_atomic
+from dictionaries.metrics import evaluate
+from dictionaries.store_reader import ActivationStore
+
+SELECTION_KEYS = ("branch", "steps", "t_range")
+
+
+@dataclass
+class DictionarySpec:
+    name: str
+    architecture: str
+    hook: str
+    params: dict[str, Any] = field(default_factory=dict)  # n, k, ... (d is taken from the store)
+    branch: str | None = None
+    steps: list[int] | None = None
+    t_range: tuple[float, float] | None = None
+
+    def selection(self) -> dict[str, Any]:
+        return {"branch": self.branch, "steps": self.steps, "t_range": self.t_range}
+
+    def stream_key(self) -> tuple:
+        return (self.hook, self.branch, tuple(self.steps or ()), tuple(self.t_range or ()))
+
+
+@dataclass
+class TrainSettings:
+    tokens: int
+    batch_size: int = 4096
+    checkpoint_every: int = 200  # steps
+    buffer_tokens: int = 262_144
+    seed: int = 0
+    eval_fraction: float = 0.1
+    eval_tokens: int = 65_536
+    init_tokens: int = 32_768
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "batch_size", "checkpoint_every", "buffer_tokens", "eval_tokens", "init_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.tokens < self.batch_size:
+            raise ValueError(f"train.tokens={self.tokens} is smaller than one batch ({self.batch_size})")
+
+    @property
+    def total_steps(self) -> int:
+        return self.tokens // self.batch_size
+
+
+def _new_dictionary(spec: DictionarySpec, d: int) -> base.Dictionary:
+    params = dict(spec.params)
+    if "d" in params and params["d"] != d:
+        raise ValueError(f"dictionary {spec.name!r}: d={params['d']} but hook {spec.hook!r} has d={d} in the store")
+    params["d"] = d
+    cls = base.architecture_class(spec.architecture)
+    dictionary = cls.from_config(base.config_from_dict(cls.config_class, params, where=f"dictionary {spec.name!r}"))
+    dictionary.meta.update({"name": spec.name, "hook": spec.hook, **{k: v for k, v in spec.selection().items()
+                                                                     if v is not None}})
+    return dictionary
+
+
+def _steps_done(dictionary: base.Dictionary) -> int:
+    return int(dictionary.meta.get("train_steps", 0))
+
+
+def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSettings, out: str | Path,
+          progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict[str, base.Dictionary]:
+    """Train (or resume) every spec; returns the final dictionaries by name."""
+    out = Path(out)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dictionary names must be unique, got {names}")
+    groups: dict[tuple, list[DictionarySpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.stream_key(), []).append(spec)
+    finished: dict[str, base.Dictionary] = {}
+    for group in groups.values():
+        finished.update(_train_group(store, group, settings, out, progress, on_step))
+    _assemble_metrics(out, {name: _steps_done(d) for name, d in finished.items()})
+    return finished
+
+
+def _train_group(store, specs, settings, out, progress, on_step):
+    d = store.d(specs[0].hook)
+    selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
+                     split_seed=settings.seed)
+    dictionaries = {}
+    for spec in specs:
+        checkpoint = resolve_dir(out / "checkpoints" / spec.name)
+        dictionaries[spec.name] = (base.load(checkpoint, training_state=True) if checkpoint is not None
+                                   else _new_dictionary(spec, d))
+    needs_init = [dic for dic in dictionaries.values() if hasattr(dic, "initialize") and not dic.initialized]
+    if needs_init:  # data-dependent init from a separate sample (another seed), as sdxl-unbox does
+        sample_stream = store.stream(specs[0].hook, batch_size=min(settings.init_tokens, settings.batch_size),
+                                     buffer_tokens=settings.buffer_tokens, seed=settings.seed + 1, epochs=None,
+                                     **selection)
+        sample = []
+        for batch in sample_stream:
+            sample.append(batch)
+            if sum(b.shape[0] for b in sample) >= settings.init_tokens:
+                break
+        for dic in needs_init:
+            dic.initialize(torch.cat(sample))
+    total = settings.total_steps
+    start = min(_steps_done(dic) for dic in dictionaries.values())
+    provenance = any(dic.architecture == "itda" for dic in dictionaries.values())
+    stream = store.stream(specs[0].hook, batch_size=settings.batch_size, buffer_tokens=settings.buffer_tokens,
+                          seed=settings.seed, epochs=None, start_batch=start, with_provenance=provenance, **selection)
+    rows: list[dict] = []
+    bar = tqdm(total=total, initial=start, desc=f"train {specs[0].hook} ({', '.join(dictionaries)})",
+               unit="step", disable=not progress)
+    step = start
+    for step in range(start, total):
+        batch = next(stream)
+        for name, dic in dictionaries.items():
+            if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
+                continue
+            stats = dic.partial_fit(batch)
+            dic.meta["train_steps"] = step + 1
+            rows.append({"name": name, "kind": "train", "step": step + 1,
+                         "tokens": (step + 1) * settings.batch_size, **{k: float(v) for k, v in stats.items()}})
+        bar.update(1)
+        if rows:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("fvu", "loss", "size")})
+        if (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
+            _checkpoint(out, dictionaries, rows, step + 1)
+            rows = []
+        if on_step is not None:
+            on_step(step + 1)
+    bar.close()
+    _checkpoint(out, dictionaries, rows, total)
+    _evaluate_and_save(store, specs, dictionaries, settings, out, selection)
+    return dictionaries
+
+
+def _checkpoint(out: Path, dictionaries: dict, rows: list[dict], step: int) -> None:
+    if rows:  # metrics first: a duplicate after a resume is dropped at assembly, a loss is not possible
+        frame = pl.DataFrame(rows)
+        group = "-".join(sorted(dictionaries))[:80]
+        write_file_atomic(out / "metrics" / f"part-{group}-{step:09d}.parquet", lambda tmp: frame.write_parquet(tmp))
+    for name, dic in dictionaries.items():
+        dic.save(out / "checkpoints" / name, training_state=True)
+
+
+def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> None:
+    eval_selection = dict(selection, split="eval")
+    frequency_rows = []
+    for spec in specs:
+        dic = dictionaries[spec.name]
+        try:
+            rows = store.select(spec.hook, **eval_selection)
+        except ValueError:
+            rows = None  # too few prompts for a held-out split; training metrics still exist
+        if rows is not None:
+            tokens = min(settings.eval_tokens, int((rows["h"] * rows["w"]).sum()))
+            batches = store.stream(spec.hook, batch_size=min(tokens, settings.batch_size),
+                                   buffer_tokens=settings.buffer_tokens, seed=settings.seed, epochs=1, **eval_selection)
+            limited = (b for i, b in enumerate(batches) if i * min(tokens, settings.batch_size) < tokens)
+            result = evaluate(dic, limited)
+            frequencies = result.pop("frequencies")
+            row = {"name": spec.name, "kind": "eval", "step": _steps_done(dic), "tokens": result.pop("tokens"),
+                   **{k: float(v) for k, v in result.items()}}
+            write_file_atomic(out / "metrics" / f"eval-{spec.name}.parquet",
+                              lambda tmp: pl.DataFrame([row]).write_parquet(tmp))
+            frequency_rows.append(pl.DataFrame({"name": spec.name, "atom": range(frequencies.numel()),
+                                                "frequency": frequencies.tolist()}))
+        dic.save(out / spec.name)
+    if frequency_rows:
+        table = pl.concat(frequency_rows)
+        path = out / "features.parquet"
+        if path.exists():
+            table = pl.concat([pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique())), table])
+        write_file_atomic(path, lambda tmp: table.write_parquet(tmp))
+
+
+def _assemble_metrics(out: Path, final_steps: dict[str, int]) -> pl.DataFrame:
+    parts = sorted((out / "metrics").glob("*.parquet")) if (out / "metrics").is_dir() else []
+    if not parts:
+        return pl.DataFrame()
+    frame = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    frame = frame.unique(subset=["name", "kind", "step"], keep="last", maintain_order=True).sort(["name", "kind", "step"])
+    write_file_atomic(out / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
+    return frame

@@ -1,0 +1,55 @@
+"""Import sdxl-unbox (SDLens) top-k SAE checkpoints as a `topk_sae` that encodes identically.
+
+An sdxl-unbox checkpoint folder holds config.json (n_dirs_local, d_model, k, auxk,
+dead_steps_threshold) and state_dict.pth ({"state_dict": {encoder.weight (n, d),
+decoder.weight (d, n), pre_bias (d,), latent_bias (n,), stats_last_nonzero (n,)}}).
+Their encoder is relu(topk((x - pre_bias) @ encoder.weight^T + latent_bias)), which is ours
+with W_enc = encoder.weight, b_enc = latent_bias, b_dec = pre_bias, W_dec = decoder.weight^T.
+Read with torch.load(weights_only=True): no code from the checkpoint is executed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+
+REQUIRED_CONFIG = ("n_dirs_local", "d_model", "k")
+REQUIRED_WEIGHTS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
+
+
+def import_unbox(folder: str | Path, batch_size: int = 4096) -> TopKSAE:
+    """Load an sdxl-unbox checkpoint folder; `batch_size` converts their step-counted dead window to tokens."""
+    folder = Path(folder)
+    config_path, weights_path = folder / "config.json", folder / "state_dict.pth"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} is not an sdxl-unbox checkpoint: {path.name} is missing")
+    config = json.loads(config_path.read_text())
+    missing = [key for key in REQUIRED_CONFIG if key not in config]
+    if missing:
+        raise ValueError(f"{config_path}: missing keys {missing} (an sdxl-unbox config has {list(REQUIRED_CONFIG)})")
+    loaded = torch.load(weights_path, map_location="cpu", weights_only=True)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_WEIGHTS):
+        found = sorted(state) if isinstance(state, dict) else type(loaded).__name__
+        raise ValueError(f"{weights_path}: expected tensors {list(REQUIRED_WEIGHTS)}, found {found}")
+    n, d, k = int(config["n_dirs_local"]), int(config["d_model"]), int(config["k"])
+    threshold = int(config.get("dead_steps_threshold") or 0)
+    sae = TopKSAE(TopKSAEConfig(d=d, n=n, k=k, k_aux=int(config.get("auxk") or 0),
+                                dead_tokens=max(1, threshold * batch_size) if threshold else 10_000_000))
+    encoder, decoder = state["encoder.weight"].float(), state["decoder.weight"].float()
+    if tuple(encoder.shape) != (n, d) or tuple(decoder.shape) != (d, n):
+        raise ValueError(f"{weights_path}: encoder {tuple(encoder.shape)} / decoder {tuple(decoder.shape)} do not "
+                         f"match n_dirs_local={n}, d_model={d}")
+    sae.W_enc = encoder.contiguous()
+    sae.W_dec = decoder.t().contiguous()
+    sae.b_enc = state["latent_bias"].float().contiguous()
+    sae.b_dec = state["pre_bias"].float().contiguous()
+    if "stats_last_nonzero" in state:
+        sae.tokens_since_fired = state["stats_last_nonzero"].long() * batch_size
+    sae.initialized = True
+    sae.meta.update({"imported_from": str(folder), "source": "sdxl-unbox"})
+    return sae
