@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 BRANCH_RULES = ("cond", "uncond", "both", "cond+uncond-")
+EDIT_MODES = ("set", "scale", "add", "zero")
 
 
 @dataclass
@@ -118,23 +119,26 @@ def _feature_activations(code: Any, features: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class EditFeatures(Intervention):
-    """Set, scale or zero dictionary features at every location of the update.
+    """Set, scale, add to or zero dictionary features at every location of the update.
 
     The change is sum_f (target_f - current_f) * atoms[f], so the dictionary's
     reconstruction error stays in the stream (only the named features move).
     mode "set": target = value (also where the feature was inactive);
-    "scale": target = value * current; "zero": target = 0.
+    "scale": target = value * current; "add": target = current + value; "zero": target = 0.
+    relative_to_code_norm: multiply `value` at each location by the norm of the code there
+    (Tinaz et al.'s global edits), so the edit is as strong as what the block already writes.
     """
 
     dictionary: Any = None
     features: Sequence[int] = ()
     mode: str = "set"
     value: float | Sequence[float] = 0.0
+    relative_to_code_norm: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.mode not in ("set", "scale", "zero"):
-            raise ValueError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of set, scale, zero")
+        if self.mode not in EDIT_MODES:
+            raise ValueError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of {', '.join(EDIT_MODES)}")
         if self.dictionary is None or not len(self.features):
             raise ValueError(f"EditFeatures on {self.hook!r} needs a dictionary and at least one feature")
         n = self.dictionary.atoms.shape[0]
@@ -147,12 +151,17 @@ class EditFeatures(Intervention):
         features = torch.as_tensor(list(self.features), dtype=torch.long, device=flat.device)
         atoms = self.dictionary.atoms.to(flat.device, flat.dtype)[features]  # (F, d)
         with torch.no_grad():
-            current = _feature_activations(self.dictionary.encode(flat), features).to(flat.dtype)
-        value = torch.as_tensor(self.value, dtype=flat.dtype, device=flat.device)
+            code = self.dictionary.encode(flat)
+            current = _feature_activations(code, features).to(flat.dtype)
+        value = torch.as_tensor(self.value, dtype=flat.dtype, device=flat.device).expand_as(current)
+        if self.relative_to_code_norm:
+            value = value * code.values.to(flat.dtype).norm(dim=-1, keepdim=True)
         if self.mode == "set":
-            target = value.expand_as(current)
+            target = value
         elif self.mode == "scale":
             target = current * value
+        elif self.mode == "add":
+            target = current + value
         else:
             target = torch.zeros_like(current)
         return (flat + (target - current) @ atoms).reshape(update.shape)

@@ -150,3 +150,13 @@ def test_flux_interventions_on_image_and_text_streams(tiny_flux):
     torch.testing.assert_close(diff[0, :4], direction.expand(4, 16, 32), atol=1e-5, rtol=1e-5)
     assert diff[0, 4:].abs().max() < 1e-6
     assert gen.maps(hook="double.1.txt", step=0)[0].value.abs().max() == 0
+
+
+def test_edit_features_add_relative_to_the_local_code_norm(tiny_sdxl, baseline):
+    dictionary = OrthoDictionary(32, k=32)
+    gen = _run(tiny_sdxl, [EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[7], mode="add", value=0.5,
+                                        relative_to_code_norm=True)])
+    before = baseline.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
+    after = gen.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
+    # an orthonormal complete code has the norm of the update itself
+    torch.testing.assert_close(after[:, 7], before[:, 7] + 0.5 * before.norm(dim=-1), atol=1e-4, rtol=1e-4)
