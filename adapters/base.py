@@ -155,7 +155,7 @@ class Adapter:
         for name in hook_names + [iv.hook for iv in interventions]:
             self.hook_point(name)
         for iv in interventions:
-            iv.validate(self.hook_point(iv.hook).grid(height, width), steps)
+            iv.validate(self.hook_point(iv.hook).grid(height, width), steps, len(prompts))
 
         generation = Generation(images=[], prompts=prompts, seeds=seeds)
         keep_steps = None if capture_steps is None else frozenset(capture_steps)

@@ -2,8 +2,9 @@
 
 Every intervention edits the block's *update* (output - input) on the hook's grid
 (batch, h, w, d), and carries three rules that decide where it acts:
-- mask: (h, w) weights on the hook's grid (None = everywhere); the edit's change is
-  multiplied by it, so a 0/1 mask restricts the edit and fractional masks blend it;
+- mask: (h, w) weights on the hook's grid (None = everywhere), or (batch, h, w) with one
+  mask per prompt; the edit's change is multiplied by it, so a 0/1 mask restricts the
+  edit, fractional masks blend it, and per-prompt masks let one batch carry different edits;
 - time window: `steps` (denoising step indices) and/or `t_range` (normalised t, 1 = noise);
 - branch: "cond" (default), "uncond", "both", or "cond+uncond-": the change computed on
   each cond row is added there and subtracted from the matching uncond row, as SDLens
@@ -51,18 +52,23 @@ class Intervention:
                 raise ValueError(f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}")
         if self.mask is not None:
             self.mask = torch.as_tensor(self.mask, dtype=torch.float32)
-            if self.mask.ndim != 2:
+            if self.mask.ndim not in (2, 3):
                 raise ValueError(
-                    f"{type(self).__name__} on {self.hook!r}: mask must be 2-D (h, w) on the hook's grid, "
-                    f"got shape {tuple(self.mask.shape)}"
+                    f"{type(self).__name__} on {self.hook!r}: mask must be (h, w) on the hook's grid or "
+                    f"(batch, h, w), got shape {tuple(self.mask.shape)}"
                 )
 
-    def validate(self, grid: tuple[int, int], num_steps: int) -> None:
+    def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
         """Check the mask and window against one generation; raise ValueError naming both sides."""
-        if self.mask is not None and tuple(self.mask.shape) != tuple(grid):
+        if self.mask is not None and tuple(self.mask.shape[-2:]) != tuple(grid):
             raise ValueError(
                 f"{type(self).__name__} on {self.hook!r}: mask shape {tuple(self.mask.shape)} does not match "
                 f"the hook's grid {tuple(grid)} at this resolution; build the mask on that grid"
+            )
+        if self.mask is not None and self.mask.ndim == 3 and self.mask.shape[0] != batch:
+            raise ValueError(
+                f"{type(self).__name__} on {self.hook!r}: per-prompt mask has {self.mask.shape[0]} masks for "
+                f"{batch} prompts; give one (h, w) mask per prompt"
             )
         if self.steps is not None:
             outside = sorted(s for s in self.steps if s >= num_steps)
@@ -86,7 +92,8 @@ class Intervention:
         """The masked change this intervention makes to `update` (batch, h, w, d)."""
         delta = self.edit(update) - update
         if self.mask is not None:
-            delta = delta * self.mask.to(delta.device, delta.dtype)[None, :, :, None]
+            mask = self.mask.to(delta.device, delta.dtype)
+            delta = delta * (mask[None] if mask.ndim == 2 else mask)[..., None]
         return delta
 
 

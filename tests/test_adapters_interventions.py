@@ -160,3 +160,19 @@ def test_edit_features_add_relative_to_the_local_code_norm(tiny_sdxl, baseline):
     after = gen.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     # an orthonormal complete code has the norm of the update itself
     torch.testing.assert_close(after[:, 7], before[:, 7] + 0.5 * before.norm(dim=-1), atol=1e-4, rtol=1e-4)
+
+
+def test_per_prompt_masks_edit_each_prompt_in_its_own_place(tiny_sdxl):
+    prompts = ["a red circle", "a blue square"]
+    base = tiny_sdxl.generate(prompts, seeds=[1, 2], hooks=[HOOK], steps=1, guidance=5.0)
+    masks = torch.zeros(2, 8, 8)
+    masks[0, 0, 0] = 1
+    masks[1, 7, 7] = 1
+    direction = torch.randn(32)
+    gen = tiny_sdxl.generate(prompts, seeds=[1, 2], hooks=[HOOK], steps=1, guidance=5.0,
+                             interventions=[AddDirection(HOOK, mask=masks, direction=direction)])
+    diff = gen.maps(branch="cond")[0].value - base.maps(branch="cond")[0].value  # (2, 8, 8, 32)
+    changed = diff.abs().amax(dim=-1) > 1e-6
+    assert changed[0].nonzero().tolist() == [[0, 0]] and changed[1].nonzero().tolist() == [[7, 7]]
+    with pytest.raises(ValueError, match="3 masks for 2 prompts"):
+        tiny_sdxl.generate(prompts, steps=1, interventions=[SkipBlock(HOOK, mask=torch.ones(3, 8, 8))])
