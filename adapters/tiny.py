@@ -48,7 +48,7 @@ def build_tiny_sdxl(seed: int = SEED):
     from .tokenizers import word_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = word_tokenizer(TINY_VOCAB, max_length=16)
+    tokenizer = word_tokenizer(TINY_VOCAB, max_length=40)
     unet = UNet2DConditionModel(
         sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=(16, 32, 32),
@@ -78,8 +78,8 @@ def build_tiny_flux(seed: int = SEED):
     from .tokenizers import special_token_ids, word_tokenizer
 
     torch.manual_seed(seed)
-    clip_tokenizer = word_tokenizer(TINY_VOCAB, max_length=16)
-    t5_tokenizer = word_tokenizer(TINY_VOCAB, max_length=16)
+    clip_tokenizer = word_tokenizer(TINY_VOCAB, max_length=40)
+    t5_tokenizer = word_tokenizer(TINY_VOCAB, max_length=40)
     t5_ids = special_token_ids(t5_tokenizer)
     t5 = T5EncoderModel(T5Config(
         vocab_size=len(t5_tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,

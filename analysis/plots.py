@@ -67,11 +67,14 @@ def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, t
 
 
 def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Path, title: str = "",
-            fmt: str = ".2f", vmin: float | None = 0.0, vmax: float | None = 1.0) -> Path:
+            fmt: str = ".2f", vmin: float | None = 0.0, vmax: float | None = 1.0,
+            column_order: list[str] | None = None) -> Path:
     """A rows x columns grid of the mean of `values` (e.g. edit type x time window -> success)."""
     _need(table, [rows, columns, values], "heatmap")
     grid = _frame(table.group_by([rows, columns]).agg(pl.col(values).mean()))
     grid = grid.pivot(index=rows, columns=columns, values=values)
+    if column_order is not None:
+        grid = grid[[c for c in column_order if c in grid.columns]]
     fig, ax = plt.subplots(figsize=(1.2 * len(grid.columns) + 3, 0.5 * len(grid.index) + 2))
     sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax)
     ax.set_title(title)

@@ -11,8 +11,10 @@ import sys
 COMMAND_MODULES = [
     "studies.commands.hooks",
     "studies.commands.generate",
+    "studies.commands.toy",
     "studies.commands.harvest",
     "studies.commands.train",
+    "studies.commands.study",
 ]
 
 

@@ -1,0 +1,54 @@
+"""`diffdict check`: resolve a config fully without downloading or generating anything.
+
+Models are built on the meta device from their configs, hooks are looked up, each
+dictionary's architecture config is built with the hook's d (which validates every option).
+"""
+from __future__ import annotations
+
+from .config import StudyConfig
+from .run import SIZE_KEYS
+
+
+def check_config(config: StudyConfig) -> list[str]:
+    """Lines describing the resolved config; raises ValueError on the first problem found."""
+    import adapters
+    from dictionaries.base import architecture_class, config_from_dict
+
+    source = str(config.path or "<config>")
+    lines = [f"config {source}: {config.name!r}, output in {config.out}"]
+    resolved = {}
+    for entry in config.models:
+        adapter = adapters.load(entry.id, device="meta", quantize=None)
+        resolved[entry.name] = adapter
+        if entry.quantize and adapter.family != "flux":
+            raise ValueError(f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
+                             f"which is supported for Flux models only")
+        steps = entry.steps or adapter.defaults.steps
+        guidance = adapter.defaults.guidance if entry.guidance is None else entry.guidance
+        lines.append(f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "
+                     f"{adapter.defaults.height}x{adapter.defaults.width} px"
+                     + (f", {entry.quantize}" if entry.quantize else ""))
+    harvested = {d.model for d in config.dictionaries}
+    if config.studies.transfer is not None:
+        harvested |= set(config.studies.transfer.models)
+    for name in sorted(harvested):
+        adapter = resolved[name]
+        for hook_name in config.harvest.hooks:
+            try:
+                hook = adapter.hook_point(hook_name)
+            except KeyError as error:
+                raise ValueError(f"{source}: harvest.hooks: {error.args[0]}") from None
+            h, w = hook.grid(adapter.defaults.height, adapter.defaults.width)
+            lines.append(f"hook  {name:14s} {hook_name:14s} {hook.module_path:36s} d={hook.d:5d} grid {h}x{w}")
+    for i, entry in enumerate(config.dictionaries):
+        d = resolved[entry.model].hook_point(entry.hook).d
+        cls = architecture_class(entry.architecture)
+        n_key, k_key = SIZE_KEYS[entry.architecture]
+        params = {"d": d, n_key: entry.n, k_key: entry.k, **entry.options}
+        config_from_dict(cls.config_class, params, where=f"{source}: dictionaries[{i}] ({entry.name!r})")
+        lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
+                     f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
+    studies = [name for name in ("transfer", "compare", "windows", "atlas") if getattr(config.studies, name)]
+    lines.append(f"studies: {', '.join(studies) or 'none'}")
+    lines.append("ok: nothing was downloaded or generated")
+    return lines

@@ -1,0 +1,71 @@
+"""Ground-truth concepts per hook-grid location, and how well single features predict them.
+
+A location (cell of the hook's grid) belongs to an object when at least half of its pixels
+are inside the object's exact mask; it then carries the object's colour, shape, size,
+position and the scene's style. Every other location carries the scene's background.
+Alignment of a feature with a concept is the AUROC of the feature's activation as a
+predictor of the concept over all locations (ties, i.e. the many zeros, get average ranks).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+
+def location_concepts(scene, grid: tuple[int, int]) -> list[set[str]]:
+    """One set of concept names (`colour:red`, `background:black`, ...) per grid cell, row-major."""
+    from toyworld.render import render
+
+    rendered = render(scene)
+    size = rendered.image.shape[0]
+    h, w = grid
+    cells = rendered.masks.reshape(len(scene.objects), h, size // h, w, size // w).mean(axis=(2, 4))  # (obj, h, w)
+    labels: list[set[str]] = []
+    for row in range(h):
+        for col in range(w):
+            owner = int(np.argmax(cells[:, row, col])) if cells.shape[0] else -1
+            if owner >= 0 and cells[owner, row, col] >= 0.5:
+                obj = scene.objects[owner]
+                labels.append({f"colour:{obj.colour}", f"shape:{obj.shape}", f"size:{obj.size}",
+                               f"position:{obj.position}", f"style:{scene.style}"})
+            else:
+                labels.append({f"background:{scene.background}"})
+    return labels
+
+
+def concept_matrix(labels: list[set[str]]) -> tuple[list[str], np.ndarray]:
+    """(concept names, (N, C) bool) from per-location label sets."""
+    names = sorted(set().union(*labels)) if labels else []
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(labels), len(names)), dtype=bool)
+    for row, label_set in enumerate(labels):
+        for name in label_set:
+            matrix[row, index[name]] = True
+    return names, matrix
+
+
+def auroc_matrix(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(F, C) AUROC of each score column (N, F) for each boolean target column (N, C).
+
+    Mann-Whitney form: (sum of positive ranks - P(P+1)/2) / (P * N_neg), with average
+    ranks for ties. A concept with no positives or no negatives gets NaN.
+    """
+    ranks = rankdata(scores, axis=0)  # (N, F)
+    positives = targets.sum(axis=0).astype(np.float64)  # (C,)
+    negatives = targets.shape[0] - positives
+    rank_sums = ranks.T @ targets.astype(np.float64)  # (F, C)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives)
+    auc[:, (positives == 0) | (negatives == 0)] = np.nan
+    return auc
+
+
+def dense_codes(dictionary, x: torch.Tensor, chunk: int = 4096) -> np.ndarray:
+    """(N, n) activations of every atom; for the alignment analysis on small evaluation sets only."""
+    out = np.zeros((x.shape[0], dictionary.atoms.shape[0]), dtype=np.float32)
+    for start in range(0, x.shape[0], chunk):
+        code = dictionary.encode(x[start:start + chunk])
+        rows = np.arange(code.values.shape[0])[:, None] + start
+        np.add.at(out, (rows, code.indices.cpu().numpy()), code.values.detach().cpu().numpy())
+    return out

@@ -1,0 +1,342 @@
+"""Study configs: TOML files read into dataclasses, validated with errors that name the file,
+the key and what is allowed.
+
+A config names models (by a short name the rest of the file uses), where prompts come
+from, what to harvest, which dictionaries to fit, and which studies to run. See
+configs/quickstart.toml for a commented example.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be run as written. The message names file, key and fix."""
+
+
+DTYPES = ("fp32", "fp16", "bf16")
+PROMPT_SOURCES = ("toyworld", "file", "list")
+ARCHITECTURES = ("topk_sae", "itda")
+EDIT_STYLES = ("sdlens", "tinaz_spatial", "tinaz_global", "flux_add")
+EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "style")
+BRANCHES = ("cond", "uncond")
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    id: str
+    steps: int | None = None
+    guidance: float | None = None
+    quantize: str | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class PromptsSection:
+    source: str = "toyworld"
+    count: int = 64
+    file: str | None = None
+    list: list[str] = field(default_factory=list)
+    eval_fraction: float = 0.25
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class HarvestSection:
+    hooks: list[str] = field(default_factory=list)
+    dtype: str = "fp16"
+    batch_size: int = 8
+    capture: str = "update"
+
+
+@dataclass
+class DictionaryEntry:
+    """One dictionary to fit. `n` atoms and `k` active per token for every architecture
+    (ITDA: n = maximum size, k = L); other keys go to the architecture's own config."""
+
+    name: str
+    architecture: str
+    model: str
+    hook: str
+    n: int
+    k: int
+    tokens: int = 200_000
+    batch: int = 1024
+    branch: str = "cond"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TransferStudy:
+    dictionaries: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    splice_prompts: int = 8
+
+
+@dataclass
+class CompareStudy:
+    pairs: list[list[str]] = field(default_factory=list)
+    random_directions: int = 0  # 0 = as many as the dictionary has atoms
+    prompts: int = 32  # held-out toy prompts generated for concept alignment
+
+
+@dataclass
+class WindowsStudy:
+    dictionaries: list[str] = field(default_factory=list)
+    windows: dict[str, list[float]] = field(
+        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+    edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
+    edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
+    prompts: int = 8
+    strength: float = 4.0  # sdlens / tinaz_spatial: multiples of the feature's mean activation
+    norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
+    token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
+
+
+@dataclass
+class AtlasStudy:
+    dictionaries: list[str] = field(default_factory=list)
+    top_features: int = 12
+    images_per_feature: int = 6
+
+
+@dataclass
+class StudiesSection:
+    transfer: TransferStudy | None = None
+    compare: CompareStudy | None = None
+    windows: WindowsStudy | None = None
+    atlas: AtlasStudy | None = None
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    models: list[ModelEntry]
+    out: str = "runs/study"
+    seed: int = 0
+    device: str | None = None
+    # CLIP for scoring real-model images (no judge there): "NAME:PRETRAINED" from open-clip,
+    # or "random" (a small random-weight model: for tests and dry runs only).
+    clip_model: str = "ViT-B-32:laion2b_s34b_b79k"
+    prompts: PromptsSection = field(default_factory=PromptsSection)
+    harvest: HarvestSection = field(default_factory=HarvestSection)
+    dictionaries: list[DictionaryEntry] = field(default_factory=list)
+    studies: StudiesSection = field(default_factory=StudiesSection)
+    path: Path | None = None  # where it was read from; not a TOML key
+
+    def model(self, name: str) -> ModelEntry:
+        return next(m for m in self.models if m.name == name)
+
+    def dictionary(self, name: str) -> DictionaryEntry:
+        return next(d for d in self.dictionaries if d.name == name)
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study config; raises ConfigError naming the file and key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist; the shipped configs are in configs/")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(table, source=str(path), path=path)
+
+
+def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | None = None) -> StudyConfig:
+    config = _build(StudyConfig, table, source, "", skip=("path",))
+    config.path = path
+    _check_semantics(config, source, path)
+    return config
+
+
+def _fail(source: str, key: str, message: str) -> ConfigError:
+    where = f"{source}: {key}: " if key else f"{source}: "
+    return ConfigError(where + message)
+
+
+def _build(cls: type, table: Any, source: str, prefix: str, skip: tuple[str, ...] = ()) -> Any:
+    if not isinstance(table, dict):
+        raise _fail(source, prefix or "(top level)", f"expected a table, got {type(table).__name__} {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(source, _join(prefix, key), f"unknown key{hint} Allowed keys here: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name in table:
+            values[name] = _coerce(hints[name], table[name], source, key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _fail(source, key, "is required")
+    return cls(**values)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(options[0], value, source, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(source, key, f"expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(item):
+            return [_build(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(source, key, f"expected a table, got {type(value).__name__} {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: (v if item is Any else _coerce(item, v, source, f"{key}.{k}")) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(source, key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(source, key, f"expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(source, key, f"expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(source, key, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def _one_of(source: str, key: str, value: Any, allowed: tuple | list) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _fail(source, key, f"{value!r} is not allowed{hint} Allowed: {', '.join(map(str, allowed))}")
+
+
+def _positive(source: str, key: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise _fail(source, key, f"must be > 0, got {value}")
+
+
+def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> None:
+    if not config.models:
+        raise _fail(source, "models", "at least one [[models]] entry is required")
+    names = [m.name for m in config.models]
+    for i, model in enumerate(config.models):
+        if names.count(model.name) > 1:
+            raise _fail(source, f"models[{i}].name", f"{model.name!r} is used twice; give each model its own name")
+        _positive(source, f"models[{i}].steps", model.steps)
+        if model.guidance is not None and model.guidance < 0:
+            raise _fail(source, f"models[{i}].guidance", f"must be >= 0, got {model.guidance}")
+        if model.quantize is not None:
+            _one_of(source, f"models[{i}].quantize", model.quantize, ("nf4",))
+        if model.dtype is not None:
+            _one_of(source, f"models[{i}].dtype", model.dtype, DTYPES)
+    _check_prompts(config.prompts, source, path)
+    harvest = config.harvest
+    _one_of(source, "harvest.dtype", harvest.dtype, DTYPES)
+    _one_of(source, "harvest.capture", harvest.capture, ("update", "output"))
+    _positive(source, "harvest.batch_size", harvest.batch_size)
+    if not harvest.hooks and config.dictionaries:
+        raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
+    dict_names = [d.name for d in config.dictionaries]
+    for i, entry in enumerate(config.dictionaries):
+        key = f"dictionaries[{i}]"
+        if dict_names.count(entry.name) > 1:
+            raise _fail(source, f"{key}.name", f"{entry.name!r} is used twice; names must be unique")
+        _one_of(source, f"{key}.architecture", entry.architecture, ARCHITECTURES)
+        _one_of(source, f"{key}.model", entry.model, names)
+        _one_of(source, f"{key}.hook", entry.hook, harvest.hooks)
+        _one_of(source, f"{key}.branch", entry.branch, BRANCHES)
+        for name in ("n", "k", "tokens", "batch"):
+            _positive(source, f"{key}.{name}", getattr(entry, name))
+        if entry.k > entry.n:
+            raise _fail(source, f"{key}.k", f"k={entry.k} is larger than n={entry.n}; choose k <= n")
+    _check_studies(config, source, names, dict_names)
+
+
+def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> None:
+    _one_of(source, "prompts.source", prompts.source, PROMPT_SOURCES)
+    _positive(source, "prompts.count", prompts.count)
+    if not 0.0 < prompts.eval_fraction < 1.0:
+        raise _fail(source, "prompts.eval_fraction", f"must be strictly between 0 and 1, got {prompts.eval_fraction}")
+    if not prompts.seeds:
+        raise _fail(source, "prompts.seeds", "is empty; give at least one seed, e.g. [0]")
+    if prompts.source == "list" and not prompts.list:
+        raise _fail(source, "prompts.list", "is empty; give at least two prompts (train and eval are split by prompt)")
+    if prompts.source == "file":
+        if not prompts.file:
+            raise _fail(source, "prompts.file", "is required when prompts.source = 'file'")
+        file = resolve_relative(prompts.file, path)
+        if not file.exists():
+            raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
+        if not [line for line in file.read_text().splitlines() if line.strip()]:
+            raise _fail(source, "prompts.file", f"{file} has no prompts (one prompt per line)")
+
+
+def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:
+    studies = config.studies
+    for study_name in ("transfer", "windows", "atlas"):
+        study = getattr(studies, study_name)
+        if study is None:
+            continue
+        for i, name in enumerate(study.dictionaries):
+            _one_of(source, f"studies.{study_name}.dictionaries[{i}]", name, dictionaries)
+    if studies.transfer is not None:
+        for i, name in enumerate(studies.transfer.models):
+            _one_of(source, f"studies.transfer.models[{i}]", name, models)
+        _positive(source, "studies.transfer.splice_prompts", studies.transfer.splice_prompts)
+    if studies.compare is not None:
+        for i, pair in enumerate(studies.compare.pairs):
+            key = f"studies.compare.pairs[{i}]"
+            if len(pair) != 2:
+                raise _fail(source, key, f"expected two dictionary names [sae, itda], got {pair}")
+            for name in pair:
+                _one_of(source, key, name, dictionaries)
+            first, second = (config.dictionary(n) for n in pair)
+            if (first.model, first.hook) != (second.model, second.hook):
+                raise _fail(source, key, f"{pair[0]!r} and {pair[1]!r} must be fit on the same model and hook")
+    if studies.windows is not None:
+        w = studies.windows
+        for name, window in w.windows.items():
+            key = f"studies.windows.windows.{name}"
+            if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+                raise _fail(source, key, f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+        for i, style in enumerate(w.edit_styles):
+            _one_of(source, f"studies.windows.edit_styles[{i}]", style, EDIT_STYLES)
+        for i, edit in enumerate(w.edits):
+            _one_of(source, f"studies.windows.edits[{i}]", edit, EDIT_ATTRIBUTES)
+        _positive(source, "studies.windows.prompts", w.prompts)
+    if studies.atlas is not None:
+        _positive(source, "studies.atlas.top_features", studies.atlas.top_features)
+        _positive(source, "studies.atlas.images_per_feature", studies.atlas.images_per_feature)
+
+
+def resolve_relative(file: str, config_path: Path | None) -> Path:
+    """A path from a config: absolute, or relative to the config file's folder."""
+    candidate = Path(file)
+    if candidate.is_absolute() or config_path is None:
+        return candidate
+    return config_path.parent / candidate

@@ -1,0 +1,150 @@
+"""One run of a study config: where its files live, and the harvest and fit stages.
+
+Layout of a run folder (config `out`):
+  stores/MODEL/            activation store per model entry (sharded safetensors + index)
+  fits/GROUP/NAME/         fitted dictionaries (GROUP = model, tokens, batch of a fit)
+  tables/*.parquet         one tidy table per study
+  plots/*.png              seaborn plots
+  report.html              every table and plot, self-contained
+
+Every stage skips what is already complete, so rerunning a killed `diffdict run` resumes.
+"""
+from __future__ import annotations
+
+import json
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DictionaryEntry, StudyConfig
+from .prompts import Prompt, study_prompts
+
+DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The config's uniform `n` / `k` in each architecture's own words.
+SIZE_KEYS = {"topk_sae": ("n", "k"), "itda": ("max_size", "L")}
+
+
+class Run:
+    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True):
+        self.config = config
+        self.device = device or config.device
+        self.progress = progress
+        self.root = Path(config.out)
+        self._adapters: dict[str, Any] = {}
+        self._dictionaries: dict[str, Any] = {}
+        self.cache: dict[tuple, Any] = {}  # results studies share within a run (e.g. alignment data)
+
+    # ---- paths -----------------------------------------------------------------------------
+    def store_dir(self, model: str) -> Path:
+        return self.root / "stores" / model
+
+    def fit_group(self, entry: DictionaryEntry) -> str:
+        return f"{entry.model}-{entry.tokens}-{entry.batch}"
+
+    def dictionary_dir(self, name: str) -> Path:
+        entry = self.config.dictionary(name)
+        return self.root / "fits" / self.fit_group(entry) / name
+
+    def table_path(self, name: str) -> Path:
+        return self.root / "tables" / f"{name}.parquet"
+
+    def plot_path(self, name: str) -> Path:
+        return self.root / "plots" / f"{name}.png"
+
+    # ---- shared objects ----------------------------------------------------------------------
+    @cached_property
+    def prompts(self) -> list[Prompt]:
+        return study_prompts(self.config.prompts, self.config.path)
+
+    def adapter(self, model: str):
+        """The loaded adapter of a model entry (loaded once per run)."""
+        if model not in self._adapters:
+            import adapters
+
+            entry = self.config.model(model)
+            dtype = DTYPE_NAMES[entry.dtype] if entry.dtype else None
+            self._adapters[model] = adapters.load(entry.id, device=self.device, dtype=dtype, quantize=entry.quantize)
+        return self._adapters[model]
+
+    def generate(self, model: str, prompts: list[str], seeds: list[int], **kwargs):
+        """Generate with the model entry's steps and guidance."""
+        entry = self.config.model(model)
+        return self.adapter(model).generate(prompts, seeds=seeds, steps=entry.steps, guidance=entry.guidance, **kwargs)
+
+    @cached_property
+    def clip(self):
+        from analysis.clip_score import ClipScorer
+
+        if self.config.clip_model == "random":
+            return ClipScorer.random()
+        name, _, pretrained = self.config.clip_model.partition(":")
+        return ClipScorer.pretrained(name, pretrained or None, device=str(self.device or "cpu"))
+
+    def store(self, model: str):
+        from dictionaries.store_reader import ActivationStore
+
+        return ActivationStore(self.store_dir(model))
+
+    def dictionary(self, name: str):
+        if name not in self._dictionaries:
+            from dictionaries.base import load
+
+            folder = self.dictionary_dir(name)
+            if not (folder / "config.json").exists():
+                raise FileNotFoundError(f"dictionary {name!r} is not fitted yet ({folder}); run `diffdict fit` first")
+            self._dictionaries[name] = load(folder)
+        return self._dictionaries[name]
+
+    def eval_prompt_ids(self, model: str) -> list[int]:
+        store = self.store(model)
+        return sorted(store.eval_prompts(self.config.prompts.eval_fraction, split_seed=self.config.seed))
+
+    # ---- stages --------------------------------------------------------------------------------
+    def models_to_harvest(self) -> list[str]:
+        names = {d.model for d in self.config.dictionaries}
+        if self.config.studies.transfer is not None:
+            names |= set(self.config.studies.transfer.models)
+        return [m.name for m in self.config.models if m.name in names]
+
+    def harvest(self) -> None:
+        from dictionaries.harvest import harvest
+
+        section = self.config.harvest
+        texts = [p.text for p in self.prompts]
+        for model in self.models_to_harvest():
+            entry = self.config.model(model)
+            harvest(self.adapter(model), texts, self.config.prompts.seeds, section.hooks, self.store_dir(model),
+                    dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
+                    steps=entry.steps, guidance=entry.guidance, progress=self.progress)
+
+    def fit(self) -> None:
+        """Fit every dictionary not fitted yet; those sharing model, tokens and batch share a stream."""
+        from dictionaries.train import DictionarySpec, TrainSettings, train
+
+        groups: dict[str, list[DictionaryEntry]] = {}
+        for entry in self.config.dictionaries:
+            if not (self.dictionary_dir(entry.name) / "config.json").exists():
+                groups.setdefault(self.fit_group(entry), []).append(entry)
+        for group, entries in groups.items():
+            first = entries[0]
+            specs = []
+            for entry in entries:
+                n_key, k_key = SIZE_KEYS[entry.architecture]
+                params = {n_key: entry.n, k_key: entry.k, **entry.options}
+                specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch))
+            settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,
+                                     eval_fraction=self.config.prompts.eval_fraction,
+                                     checkpoint_every=max(1, first.tokens // first.batch // 10))
+            start = time.perf_counter()
+            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress)
+            seconds = time.perf_counter() - start
+            for entry in entries:  # the group's wall time, shared by the dictionaries trained together
+                (self.dictionary_dir(entry.name) / "fit.json").write_text(
+                    json.dumps({"fit_seconds": seconds / len(entries), "group": group}))
+
+    def fit_seconds(self, name: str) -> float:
+        path = self.dictionary_dir(name) / "fit.json"
+        return json.loads(path.read_text())["fit_seconds"] if path.exists() else float("nan")

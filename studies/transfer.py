@@ -1,0 +1,83 @@
+"""Cross-model transfer: a dictionary fit on one model and hook, evaluated on the same hook of
+other models and step counts (1-step Turbo -> 4-step Turbo -> Base), per step and CFG branch.
+
+Tables:
+  transfer_metrics   dictionary, source_model, target_model, hook, branch, step, t, fvu, l0, explained_variance
+  transfer_splice    dictionary, source_model, target_model, hook, prompts, pixel_similarity,
+                     judge_agreement (toy world) or clip_similarity (real models)
+"""
+from __future__ import annotations
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from .run import Run
+
+
+def transfer_metrics(run: Run, dictionary_name: str, target_model: str) -> list[dict]:
+    """FVU / L0 of one dictionary on one model's held-out maps, per (branch, step)."""
+    from dictionaries.metrics import evaluate
+
+    entry = run.config.dictionary(dictionary_name)
+    dictionary = run.dictionary(dictionary_name)
+    store = run.store(target_model)
+    prompts = run.config.prompts
+    rows = store.select(entry.hook, split="eval", eval_fraction=prompts.eval_fraction, split_seed=run.config.seed)
+    out = []
+    for (branch, step), group in sorted(rows.group_by(["branch", "step"]), key=lambda item: (item[0][0], item[0][1])):
+        metrics = evaluate(dictionary, [store.tokens(group)])
+        out.append({
+            "dictionary": dictionary_name, "architecture": entry.architecture, "source_model": entry.model,
+            "target_model": target_model, "hook": entry.hook, "branch": branch, "step": int(step),
+            "t": float(group["t"].mean()), "fvu": metrics["fvu"], "l0": metrics["l0"],
+            "explained_variance": metrics["explained_variance"],
+        })
+    return out
+
+
+def splice_fidelity(run: Run, dictionary_name: str, target_model: str, count: int) -> dict:
+    """Generate held-out prompts with and without the block's update replaced by its reconstruction."""
+    import adapters
+
+    from .similarity import judge_agreement, pixel_similarity
+
+    entry = run.config.dictionary(dictionary_name)
+    ids = run.eval_prompt_ids(target_model)[:count]
+    prompts = [run.prompts[i] for i in ids]
+    texts, seeds = [p.text for p in prompts], [run.config.prompts.seeds[0]] * len(prompts)
+    splice = adapters.Splice(entry.hook, dictionary=run.dictionary(dictionary_name), branch="both")
+    original = run.generate(target_model, texts, seeds).images
+    spliced = run.generate(target_model, texts, seeds, interventions=[splice]).images
+    row = {"dictionary": dictionary_name, "architecture": entry.architecture, "source_model": entry.model,
+           "target_model": target_model, "hook": entry.hook, "prompts": len(prompts),
+           "pixel_similarity": sum(map(pixel_similarity, original, spliced)) / len(prompts)}
+    if all(p.scene is not None for p in prompts):
+        row["judge_agreement"] = sum(map(judge_agreement, original, spliced)) / len(prompts)
+    else:
+        row["clip_similarity"] = float(run.clip.image_image(spliced, original).mean())
+    return row
+
+
+def run_transfer(run: Run) -> dict[str, pl.DataFrame]:
+    study = run.config.studies.transfer
+    metrics, splices = [], []
+    pairs = [(name, model) for name in study.dictionaries for model in study.models]
+    for name, model in tqdm(pairs, desc="transfer", disable=not run.progress):
+        if run.config.dictionary(name).hook not in run.store(model).hooks:
+            continue
+        metrics += transfer_metrics(run, name, model)
+        splices.append(splice_fidelity(run, name, model, study.splice_prompts))
+    return {"transfer_metrics": pl.DataFrame(metrics), "transfer_splice": pl.DataFrame(splices)}
+
+
+def plot_transfer(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
+    from analysis.plots import line_plot
+
+    plots = []
+    table = tables["transfer_metrics"]
+    for name in table["dictionary"].unique(maintain_order=True).to_list():
+        subset = table.filter(pl.col("dictionary") == name)
+        path = line_plot(subset, "t", "fvu", "target_model", run.plot_path(f"transfer_fvu_{name}"),
+                         title=f"{name}: FVU against normalised t (1 = noise)", style="branch")
+        plots.append((f"Transfer of {name}: FVU per step, one line per model (dashes: branch)", path))
+    return plots
