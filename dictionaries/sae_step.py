@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
 
 
 @dataclass
@@ -62,8 +60,10 @@ class SparsePattern:
         """(N, k): left[i] . table[idx[i, j]], i.e. (left @ table^T) only where the code is nonzero."""
         n_rows, k = self.idx.shape
         crow = torch.arange(0, n_rows * k + 1, k, dtype=torch.long)
-        pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k),
-                                          (n_rows, self.m))
+        with warnings.catch_warnings():  # "CSR support is in beta": the op we use is stable
+            warnings.simplefilter("ignore")
+            pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k),
+                                              (n_rows, self.m), check_invariants=False)
         out = torch.sparse.sampled_addmm(pattern, left, table.t(), beta=0.0)
         return out.values().reshape(n_rows, k)
 

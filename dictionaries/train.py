@@ -192,7 +192,7 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
         table = pl.concat(frequency_rows)
         path = out / "features.parquet"
         if path.exists():
-            table = pl.concat([pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique())), table])
+            table = pl.concat([pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique().to_list())), table])
         write_file_atomic(path, lambda tmp: table.write_parquet(tmp))
 
 

@@ -4,9 +4,20 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 from adapters.capture import CapturedMap, Generation
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Run a test on one intra-op thread: on a shared 2-core machine, 2-thread OpenMP regions
+    on tiny tensors wait for descheduled threads and run 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def planted_atoms(n: int, d: int, seed: int = 0) -> torch.Tensor:
