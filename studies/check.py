@@ -33,11 +33,12 @@ def check_config(config: StudyConfig) -> list[str]:
         harvested |= set(config.studies.transfer.models)
     for name in sorted(harvested):
         adapter = resolved[name]
-        for hook_name in config.harvest.hooks:
+        for hook_name in config.hooks_of(name):
             try:
                 hook = adapter.hook_point(hook_name)
             except KeyError as error:
-                raise ValueError(f"{source}: harvest.hooks: {error.args[0]}") from None
+                where = "harvest.hooks" if config.model(name).hooks is None else f"models ({name!r}).hooks"
+                raise ValueError(f"{source}: {where}: {error.args[0]}") from None
             h, w = hook.grid(adapter.defaults.height, adapter.defaults.width)
             lines.append(f"hook  {name:14s} {hook_name:14s} {hook.module_path:36s} d={hook.d:5d} grid {h}x{w}")
     for i, entry in enumerate(config.dictionaries):

@@ -37,6 +37,7 @@ class ModelEntry:
     guidance: float | None = None
     quantize: str | None = None
     dtype: str | None = None
+    hooks: list[str] | None = None  # overrides harvest.hooks for this model (e.g. Flux beside SDXL)
 
 
 @dataclass
@@ -99,6 +100,9 @@ class WindowsStudy:
     strength: float = 4.0  # sdlens / tinaz_spatial: multiples of the feature's mean activation
     norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
     token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
+    # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
+    # against the edited and the original caption; "auto" = judge for toy/tiny models.
+    scoring: str = "auto"
 
 
 @dataclass
@@ -134,6 +138,11 @@ class StudyConfig:
 
     def model(self, name: str) -> ModelEntry:
         return next(m for m in self.models if m.name == name)
+
+    def hooks_of(self, model: str) -> list[str]:
+        """The hooks harvested for a model entry: its own list, else harvest.hooks."""
+        own = self.model(model).hooks
+        return own if own is not None else self.harvest.hooks
 
     def dictionary(self, name: str) -> DictionaryEntry:
         return next(d for d in self.dictionaries if d.name == name)
@@ -259,8 +268,9 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
     _one_of(source, "harvest.dtype", harvest.dtype, DTYPES)
     _one_of(source, "harvest.capture", harvest.capture, ("update", "output"))
     _positive(source, "harvest.batch_size", harvest.batch_size)
-    if not harvest.hooks and config.dictionaries:
-        raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
+    for i, entry in enumerate(config.dictionaries):
+        if not config.hooks_of(entry.model):
+            raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
     dict_names = [d.name for d in config.dictionaries]
     for i, entry in enumerate(config.dictionaries):
         key = f"dictionaries[{i}]"
@@ -268,7 +278,8 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
             raise _fail(source, f"{key}.name", f"{entry.name!r} is used twice; names must be unique")
         _one_of(source, f"{key}.architecture", entry.architecture, ARCHITECTURES)
         _one_of(source, f"{key}.model", entry.model, names)
-        _one_of(source, f"{key}.hook", entry.hook, harvest.hooks)
+        if entry.model in names:
+            _one_of(source, f"{key}.hook", entry.hook, config.hooks_of(entry.model))
         _one_of(source, f"{key}.branch", entry.branch, BRANCHES)
         for name in ("n", "k", "tokens", "batch"):
             _positive(source, f"{key}.{name}", getattr(entry, name))
@@ -329,6 +340,10 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
         for i, edit in enumerate(w.edits):
             _one_of(source, f"studies.windows.edits[{i}]", edit, EDIT_ATTRIBUTES)
         _positive(source, "studies.windows.prompts", w.prompts)
+        _one_of(source, "studies.windows.scoring", w.scoring, ("auto", "judge", "clip"))
+        if config.prompts.source != "toyworld":
+            raise _fail(source, "studies.windows", "needs toy-world prompts (prompts.source = 'toyworld'): edits are "
+                        "planned from each scene's ground truth; real models draw the same captions")
     if studies.atlas is not None:
         _positive(source, "studies.atlas.top_features", studies.atlas.top_features)
         _positive(source, "studies.atlas.images_per_feature", studies.atlas.images_per_feature)

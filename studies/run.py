@@ -116,7 +116,7 @@ class Run:
         texts = [p.text for p in self.prompts]
         for model in self.models_to_harvest():
             entry = self.config.model(model)
-            harvest(self.adapter(model), texts, self.config.prompts.seeds, section.hooks, self.store_dir(model),
+            harvest(self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model), self.store_dir(model),
                     dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
                     steps=entry.steps, guidance=entry.guidance, progress=self.progress)
 

@@ -16,6 +16,9 @@ at a time (early t in [0.6, 1], middle [0.2, 0.6], late [0, 0.2] by default):
 
 Success: the judge sees the target value on the edited object (or scene). Preservation:
 of the other attributes the judge read correctly without the edit, the share still correct.
+Real models (no judge) draw the same toy-world captions and are scored with CLIP: success
+when the edited image is closer to the edited caption than to the original one,
+preservation = CLIP image similarity to the unedited image.
 Every prompt of a batch carries its own masks and features (per-prompt masks).
 
 Table windows: model, hook, dictionary, edit, style, window, t_low, t_high, steps_in_window,
@@ -174,6 +177,16 @@ def interventions_for(style: str, plans: list[EditPlan], batch: int, hook: str, 
     return out
 
 
+def clip_score_edits(run: Run, plans: list[EditPlan], prompts: list, originals: list, edited: list) -> list[tuple[bool, float]]:
+    """(success, preservation) per plan for real models: CLIP says whether the edited image matches
+    the edited caption better than the original caption; preservation is CLIP image similarity."""
+    images = [edited[p.prompt_index] for p in plans]
+    target = run.clip.image_text(images, [p.expected_scene.caption for p in plans])
+    source = run.clip.image_text(images, [prompts[p.prompt_index].text for p in plans])
+    kept = run.clip.image_image(images, [originals[p.prompt_index] for p in plans])
+    return [(bool(t > s), float(k)) for t, s, k in zip(target, source, kept)]
+
+
 def score_edit(plan: EditPlan, original_scene, original_image, edited_image) -> tuple[bool, float]:
     """(success, preservation) of one edited image, read by the judge."""
     from toyworld.judge import judge, score
@@ -198,6 +211,8 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
     for name in study.dictionaries:
         entry = run.config.dictionary(name)
         dictionary = run.dictionary(name)
+        model_id = run.config.model(entry.model).id
+        use_clip = study.scoring == "clip" or (study.scoring == "auto" and not model_id.startswith(("toy/", "tiny/")))
         data = alignment_data(run, entry.model, entry.hook, max(study.prompts, run.config.studies.compare.prompts
                                                                  if run.config.studies.compare else 0))
         codes = dense_codes(dictionary, data.x)
@@ -221,10 +236,13 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
             interventions = interventions_for(style, plans, len(prompts), entry.hook, dictionary, strengths, (low, high))
             edited = run.generate(entry.model, [p.text for p in prompts], [run.config.prompts.seeds[0]] * len(prompts),
                                   interventions=interventions).images
-            for plan in plans:
-                success, preservation = score_edit(plan, prompts[plan.prompt_index].scene, images[plan.prompt_index],
-                                                   edited[plan.prompt_index])
-                rows.append({"model": entry.model, "hook": entry.hook, "dictionary": name, "edit": edit,
+            if use_clip:
+                scores = clip_score_edits(run, plans, prompts, images, edited)
+            else:
+                scores = [score_edit(plan, prompts[plan.prompt_index].scene, images[plan.prompt_index],
+                                     edited[plan.prompt_index]) for plan in plans]
+            for plan, (success, preservation) in zip(plans, scores):
+                rows.append({"scoring": "clip" if use_clip else "judge", "model": entry.model, "hook": entry.hook, "dictionary": name, "edit": edit,
                              "style": style, "window": window, "t_low": low, "t_high": high,
                              "steps_in_window": in_window, "prompt_id": prompts[plan.prompt_index].id,
                              "success": float(success), "preservation": preservation})
