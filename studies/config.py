@@ -184,7 +184,7 @@ def _build(cls: type, table: Any, source: str, prefix: str, skip: tuple[str, ...
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _fail(source, _join(prefix, key), f"unknown key{hint} Allowed keys here: {', '.join(fields)}")
+            raise _fail(source, _join(prefix, key), f"unknown key{hint}; allowed keys here: {', '.join(fields)}")
     values = {}
     for name, f in fields.items():
         key = _join(prefix, name)
@@ -268,9 +268,6 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
     _one_of(source, "harvest.dtype", harvest.dtype, DTYPES)
     _one_of(source, "harvest.capture", harvest.capture, ("update", "output"))
     _positive(source, "harvest.batch_size", harvest.batch_size)
-    for i, entry in enumerate(config.dictionaries):
-        if not config.hooks_of(entry.model):
-            raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
     dict_names = [d.name for d in config.dictionaries]
     for i, entry in enumerate(config.dictionaries):
         key = f"dictionaries[{i}]"
@@ -278,8 +275,9 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
             raise _fail(source, f"{key}.name", f"{entry.name!r} is used twice; names must be unique")
         _one_of(source, f"{key}.architecture", entry.architecture, ARCHITECTURES)
         _one_of(source, f"{key}.model", entry.model, names)
-        if entry.model in names:
-            _one_of(source, f"{key}.hook", entry.hook, config.hooks_of(entry.model))
+        if not config.hooks_of(entry.model):
+            raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
+        _one_of(source, f"{key}.hook", entry.hook, config.hooks_of(entry.model))
         _one_of(source, f"{key}.branch", entry.branch, BRANCHES)
         for name in ("n", "k", "tokens", "batch"):
             _positive(source, f"{key}.{name}", getattr(entry, name))

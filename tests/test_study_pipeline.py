@@ -1,0 +1,78 @@
+"""`diffdict run` on a tiny study: every stage, every study, a report whose images all load."""
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from analysis.browser import image_load_status
+from studies.cli import main
+
+from study_fixtures import write_tiny_study
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study")
+    config = write_tiny_study(folder)
+    assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 0
+    return folder / "run", config
+
+
+def _table(run_dir, name):
+    return pl.read_parquet(run_dir / "tables" / f"{name}.parquet")
+
+
+def test_transfer_table_has_every_model_step_and_branch(finished_run):
+    run_dir, _ = finished_run
+    metrics = _table(run_dir, "transfer_metrics")
+    keys = set(metrics.select("target_model", "branch", "step").iter_rows())
+    assert keys == {("one", "cond", 0), ("multi", "cond", 0), ("multi", "cond", 1),
+                    ("multi", "uncond", 0), ("multi", "uncond", 1)}
+    assert metrics["fvu"].is_finite().all() and (metrics["fvu"] >= 0).all()
+    assert (metrics["l0"] <= 4).all()
+    splice = _table(run_dir, "transfer_splice")
+    assert splice["judge_agreement"].is_between(0, 1).all() and splice["pixel_similarity"].is_between(0, 1).all()
+
+
+def test_compare_table_has_both_methods_and_baselines(finished_run):
+    run_dir, _ = finished_run
+    metrics = _table(run_dir, "compare_metrics")
+    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random directions"]
+    assert metrics["concepts_above_0_9"].is_between(0, 1).all()
+    alignment = _table(run_dir, "compare_alignment")
+    assert alignment["best_auroc"].is_between(0, 1).all()
+    assert {"colour", "background", "shape", "position", "style"} <= set(alignment["attribute"].to_list())
+
+
+def test_windows_table_covers_every_style_and_window(finished_run):
+    run_dir, _ = finished_run
+    windows = _table(run_dir, "windows")
+    assert set(windows["style"].to_list()) == {"sdlens", "tinaz_spatial", "tinaz_global", "flux_add"}
+    assert set(windows["window"].to_list()) == {"early", "middle", "late"}
+    assert windows["success"].is_between(0, 1).all()
+    # the 1-step model's only step (t = 1) lies in the early window alone
+    steps = dict(windows.select("window", "steps_in_window").unique().iter_rows())
+    assert steps == {"early": 1, "middle": 0, "late": 0}
+
+
+def test_atlas_and_report(finished_run):
+    run_dir, _ = finished_run
+    atlas = _table(run_dir, "atlas")
+    assert set(atlas["dictionary"].to_list()) == {"sae", "itda"}
+    assert atlas.filter(pl.col("dictionary") == "itda")["label"].str.contains("atom from prompt").all()
+    report = run_dir / "report.html"
+    status = image_load_status(report)
+    assert status["broken"] == 0 and status["loaded"] >= 8
+    text = report.read_text()
+    for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Feature atlas"):
+        assert title in text
+
+
+def test_rerun_resumes_without_recomputing(finished_run, capsys):
+    run_dir, config = finished_run
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "tables").glob("*.parquet")}
+    assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 0
+    after = {p: p.stat().st_mtime_ns for p in (run_dir / "tables").glob("*.parquet")}
+    assert before == after
+    assert main(["study", str(config), "--only", "atlas", "--force", "--no-progress", "--device", "cpu"]) == 0
+    assert (run_dir / "tables" / "atlas.parquet").stat().st_mtime_ns > before[run_dir / "tables" / "atlas.parquet"]
