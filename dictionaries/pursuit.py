@@ -14,10 +14,36 @@ Both optionally finish with a least-squares refit on the chosen support (never w
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 METHODS = ("matching", "gradient")
 CHUNK_BYTES = 4 * 2**20  # a (rows, m) block of correlations this size stays in L2/L3
+GROUP = 128  # argmax in two stages over groups of this many columns (see argmax_abs)
+
+
+def argmax_abs(block: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax of |block| for a (rows, G * groups) block; first index on ties.
+
+    torch's argmax over a long row is scalar code; amax/amin over short groups vectorise.
+    Stage 1 finds the group holding the largest |value| (amax and -amin, no abs pass, no
+    temporary of the block's size), stage 2 the position inside that group: ~8x faster.
+    """
+    rows, width = block.shape
+    groups = block.view(rows, width // GROUP, GROUP)
+    best_group = torch.maximum(groups.amax(2), groups.amin(2).neg_()).argmax(1)
+    inside = groups[torch.arange(rows), best_group].abs_().argmax(1)
+    return best_group * GROUP + inside
+
+
+def _padded_block(correlations: torch.Tensor, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zero-padded copy of correlations[rows] whose width is a multiple of GROUP, and its live view."""
+    part = correlations[rows]
+    width = -(-part.shape[1] // GROUP) * GROUP
+    block = torch.zeros(part.shape[0], width)
+    block[:, : part.shape[1]] = part
+    return block, block[:, : part.shape[1]]
 
 
 def _chunk_rows(m: int, extra_per_row: int = 0) -> int:
@@ -41,23 +67,41 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     indices = torch.zeros(x.shape[0], L, dtype=torch.long)
     sub_gram = torch.zeros(x.shape[0], L, L)  # G restricted to each row's support, filled as we go
     step = _chunk_rows(m) if method == "matching" else _chunk_rows(m, L * m // 4)
-    for start in range(0, x.shape[0], step):
+
+    def run(start: int) -> None:
         rows = slice(start, start + step)
-        block = correlations[rows].clone()
+        block, live = _padded_block(correlations, rows)
         if method == "matching":
-            _matching_block(block, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit)
+            _matching_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit)
         else:
-            _gradient_block(block, gram, values[rows], indices[rows], sub_gram[rows])
+            _gradient_block(block, live, gram, values[rows], indices[rows], sub_gram[rows])
+
+    # The per-iteration ops on one chunk are small: threading inside them spends more time in
+    # barriers than in work. Instead one chunk per thread, each op single-threaded (ops
+    # release the GIL), which keeps every core busy without synchronising per op.
+    workers = torch.get_num_threads()
+    starts = list(range(0, x.shape[0], step))
+    if workers > 1 and len(starts) > 1:
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(run, starts))
+        finally:
+            torch.set_num_threads(workers)
+    else:
+        for start in starts:
+            run(start)
     if refit:
         values = least_squares_refit(correlations.gather(1, indices), sub_gram, ridge)
     return values, indices
 
 
-def _matching_block(corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
-                    sub_gram: torch.Tensor, exclude: bool) -> None:
-    L = values.shape[1]
+def _matching_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
+                    indices: torch.Tensor, sub_gram: torch.Tensor, exclude: bool) -> None:
+    """block: (rows, padded m) correlations, corr its live (rows, m) view; updated in place."""
+    L, last = values.shape[1], corr.shape[1] - 1
     for t in range(L):
-        pick = corr.abs().argmax(1)
+        pick = argmax_abs(block).clamp_max_(last)  # an all-zero row may point into the padding
         coef = corr.gather(1, pick[:, None])  # (rows, 1)
         rows_of_gram = gram.index_select(0, pick)  # (rows, m)
         indices[:, t] = pick
@@ -69,16 +113,17 @@ def _matching_block(corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor
             corr.scatter_(1, indices[:, : t + 1], 0.0)
 
 
-def _gradient_block(corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
-                    sub_gram: torch.Tensor) -> None:
+def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
+                    indices: torch.Tensor, sub_gram: torch.Tensor) -> None:
     rows, L = values.shape
+    last = corr.shape[1] - 1
     support_rows = torch.empty(rows, L, gram.shape[1])  # the support's Gram rows, cached per chunk
     for t in range(L):
         # Exclude the current support from the pick so the support grows by one atom each step.
-        masked = corr.abs()
+        masked = block.clone()
         if t:
-            masked.scatter_(1, indices[:, :t], -1.0)
-        pick = masked.argmax(1)
+            masked.scatter_(1, indices[:, :t], 0.0)
+        pick = argmax_abs(masked).clamp_max_(last)
         indices[:, t] = pick
         torch.index_select(gram, 0, pick, out=support_rows[:, t])
         sub_gram[:, t, : t + 1] = support_rows[:, t].gather(1, indices[:, : t + 1])
