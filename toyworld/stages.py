@@ -161,8 +161,8 @@ def _teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     noise = torch.randn((cfg.teacher_samples, 4, 32, 32), generator=generator, device=cfg.device)
     index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
     targets = []
-    chunk = 1024 if cfg.device.startswith("cuda") else 64
-    with torch.no_grad():
+    chunk = 2048 if cfg.device.startswith("cuda") else 64
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
         for start in tqdm(range(0, cfg.teacher_samples, chunk), desc="teacher samples",
                           disable=not cfg.progress, mininterval=5):
             rows = slice(start, start + chunk)
@@ -170,7 +170,7 @@ def _teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Te
             out = pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
                        num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
                        height=64, width=64, output_type="latent")
-            targets.append(out.images)
+            targets.append(out.images.float())
     return noise, index, torch.cat(targets)
 
 

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.checkpoints import load_partial, save_final, save_partial
+from toyworld.checkpoints import load_final, load_partial, save_final, save_partial
 
 STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "export")
 
@@ -43,10 +43,10 @@ class TrainConfig:
     # Wall-clock caps (minutes) that shorten a stage before it starts its schedule.
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
-    base_guidance: float = 5.0  # the teacher's CFG scale, also base's default
+    base_guidance: float = 3.0  # the teacher's CFG scale, also base's default
     base_steps: int = 25
     flux_steps: int = 4
-    teacher_samples: int = 32_768
+    teacher_samples: int = 16_384
     ema_decay: float = 0.999
     checkpoint_minutes: float = 5.0
     progress: bool = True
@@ -95,10 +95,15 @@ def train_loop(
     for name, module in modules.items():
         if name not in train_modules:
             module.eval().requires_grad_(False)
+    init = cfg.work / f"{stage}.init.safetensors"
+    partial = cfg.work / f"{stage}.partial.safetensors"
+    if init.exists() and not partial.exists():
+        # Warm start (e.g. continuing shipped weights); the schedule starts afresh.
+        load_final(init, train_modules)
+        print(f"[{stage}] warm start from {init}")
     params = [p for m in train_modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr[stage], weight_decay=0.01, betas=(0.9, 0.99))
     ema = {name: copy.deepcopy(m).eval().requires_grad_(False) for name, m in train_modules.items()}
-    partial = cfg.work / f"{stage}.partial.safetensors"
     step, total = 0, cfg.steps[stage]
     if partial.exists():
         step, total = load_partial(partial, train_modules, ema, optimizer)
@@ -110,7 +115,8 @@ def train_loop(
     while step < total:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, cfg.lr[stage])
-        loss = loss_fn(step)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
+            loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -118,8 +124,7 @@ def train_loop(
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for name, module in train_modules.items():
-                for e, p in zip(ema[name].parameters(), module.parameters()):
-                    e.lerp_(p, 1 - decay)
+                torch._foreach_lerp_(list(ema[name].parameters()), list(module.parameters()), 1 - decay)
         step += 1
         timed_steps += 1
         bar.update(1)
@@ -160,6 +165,7 @@ def train(cfg: TrainConfig) -> None:
     if cfg.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # small-channel convs are slow on default algorithms
     cfg.work.mkdir(parents=True, exist_ok=True)
     (cfg.work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     context = stage_impl.Context(cfg)
