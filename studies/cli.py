@@ -12,8 +12,6 @@ COMMAND_MODULES = [
     "studies.commands.hooks",
     "studies.commands.generate",
     "studies.commands.toy",
-    "studies.commands.harvest",
-    "studies.commands.train",
     "studies.commands.study",
 ]
 

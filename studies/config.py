@@ -38,6 +38,8 @@ class ModelEntry:
     quantize: str | None = None
     dtype: str | None = None
     hooks: list[str] | None = None  # overrides harvest.hooks for this model (e.g. Flux beside SDXL)
+    height: int | None = None
+    width: int | None = None
 
 
 @dataclass
@@ -56,6 +58,16 @@ class HarvestSection:
     dtype: str = "fp16"
     batch_size: int = 8
     capture: str = "update"
+
+
+@dataclass
+class TrainSection:
+    """How dictionaries are trained (shared by every [[dictionaries]] entry)."""
+
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = ten checkpoints per fit
+    buffer_tokens: int = 262_144  # shuffle buffer of the token stream
+    eval_tokens: int = 65_536  # held-out tokens evaluated at the end of a fit
+    init_tokens: int = 32_768  # tokens for the geometric median / input statistics
 
 
 @dataclass
@@ -132,6 +144,7 @@ class StudyConfig:
     clip_model: str = "ViT-B-32:laion2b_s34b_b79k"
     prompts: PromptsSection = field(default_factory=PromptsSection)
     harvest: HarvestSection = field(default_factory=HarvestSection)
+    train: TrainSection = field(default_factory=TrainSection)
     dictionaries: list[DictionaryEntry] = field(default_factory=list)
     studies: StudiesSection = field(default_factory=StudiesSection)
     path: Path | None = None  # where it was read from; not a TOML key
@@ -257,6 +270,8 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         if names.count(model.name) > 1:
             raise _fail(source, f"models[{i}].name", f"{model.name!r} is used twice; give each model its own name")
         _positive(source, f"models[{i}].steps", model.steps)
+        _positive(source, f"models[{i}].height", model.height)
+        _positive(source, f"models[{i}].width", model.width)
         if model.guidance is not None and model.guidance < 0:
             raise _fail(source, f"models[{i}].guidance", f"must be >= 0, got {model.guidance}")
         if model.quantize is not None:
@@ -268,6 +283,10 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
     _one_of(source, "harvest.dtype", harvest.dtype, DTYPES)
     _one_of(source, "harvest.capture", harvest.capture, ("update", "output"))
     _positive(source, "harvest.batch_size", harvest.batch_size)
+    for name in ("buffer_tokens", "eval_tokens", "init_tokens"):
+        _positive(source, f"train.{name}", getattr(config.train, name))
+    if config.train.checkpoint_every < 0:
+        raise _fail(source, "train.checkpoint_every", f"must be >= 0 (0 = automatic), got {config.train.checkpoint_every}")
     dict_names = [d.name for d in config.dictionaries]
     for i, entry in enumerate(config.dictionaries):
         key = f"dictionaries[{i}]"
@@ -283,6 +302,8 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
             _positive(source, f"{key}.{name}", getattr(entry, name))
         if entry.k > entry.n:
             raise _fail(source, f"{key}.k", f"k={entry.k} is larger than n={entry.n}; choose k <= n")
+        if entry.tokens < entry.batch:
+            raise _fail(source, f"{key}.tokens", f"{entry.tokens} tokens are fewer than one batch ({entry.batch})")
     _check_studies(config, source, names, dict_names)
 
 

@@ -1,4 +1,4 @@
-"""harvest -> fit -> studies -> report, each stage resumable and callable on its own."""
+"""harvest -> train -> studies -> report, each stage resumable and callable on its own."""
 from __future__ import annotations
 
 import time
@@ -121,7 +121,7 @@ def build_report(run: Run) -> Path:
 def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -> dict[str, float]:
     """The whole config; returns seconds per stage."""
     timings = {}
-    for stage, action in (("harvest", run.harvest), ("fit", run.fit),
+    for stage, action in (("harvest", run.harvest), ("train", run.train),
                           ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
         log(f"[{stage}] ...")
         start = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Layout of a run folder (config `out`):
   stores/MODEL/            activation store per model entry (sharded safetensors + index)
-  fits/GROUP/NAME/         fitted dictionaries (GROUP = model, tokens, batch of a fit)
+  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit);
+  fits/GROUP/metrics.parquet  training and held-out metrics of that group
   tables/*.parquet         one tidy table per study
   plots/*.png              seaborn plots
   report.html              every table and plot, self-contained
@@ -70,9 +71,10 @@ class Run:
         return self._adapters[model]
 
     def generate(self, model: str, prompts: list[str], seeds: list[int], **kwargs):
-        """Generate with the model entry's steps and guidance."""
+        """Generate with the model entry's steps, guidance and size."""
         entry = self.config.model(model)
-        return self.adapter(model).generate(prompts, seeds=seeds, steps=entry.steps, guidance=entry.guidance, **kwargs)
+        return self.adapter(model).generate(prompts, seeds=seeds, steps=entry.steps, guidance=entry.guidance,
+                                            height=entry.height, width=entry.width, **kwargs)
 
     @cached_property
     def clip(self):
@@ -94,7 +96,7 @@ class Run:
 
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
-                raise FileNotFoundError(f"dictionary {name!r} is not fitted yet ({folder}); run `diffdict fit` first")
+                raise FileNotFoundError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
             self._dictionaries[name] = load(folder)
         return self._dictionaries[name]
 
@@ -109,19 +111,24 @@ class Run:
             names |= set(self.config.studies.transfer.models)
         return [m.name for m in self.config.models if m.name in names]
 
-    def harvest(self) -> None:
+    def harvest(self) -> dict[str, Any]:
+        """Fill (or resume) the store of every model the studies read; returns the stores."""
         from dictionaries.harvest import harvest
 
         section = self.config.harvest
         texts = [p.text for p in self.prompts]
+        stores = {}
         for model in self.models_to_harvest():
             entry = self.config.model(model)
-            harvest(self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model), self.store_dir(model),
-                    dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
-                    steps=entry.steps, guidance=entry.guidance, progress=self.progress)
+            stores[model] = harvest(
+                self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model),
+                self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
+                steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
+                progress=self.progress)
+        return stores
 
-    def fit(self) -> None:
-        """Fit every dictionary not fitted yet; those sharing model, tokens and batch share a stream."""
+    def train(self) -> None:
+        """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
         from dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
@@ -135,15 +142,28 @@ class Run:
                 n_key, k_key = SIZE_KEYS[entry.architecture]
                 params = {n_key: entry.n, k_key: entry.k, **entry.options}
                 specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch))
+            options = self.config.train
             settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,
                                      eval_fraction=self.config.prompts.eval_fraction,
-                                     checkpoint_every=max(1, first.tokens // first.batch // 10))
+                                     checkpoint_every=options.checkpoint_every or max(1, first.tokens // first.batch // 10),
+                                     buffer_tokens=options.buffer_tokens, eval_tokens=options.eval_tokens,
+                                     init_tokens=options.init_tokens)
             start = time.perf_counter()
             train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress)
             seconds = time.perf_counter() - start
             for entry in entries:  # the group's wall time, shared by the dictionaries trained together
                 (self.dictionary_dir(entry.name) / "fit.json").write_text(
                     json.dumps({"fit_seconds": seconds / len(entries), "group": group}))
+
+    def held_out_metrics(self, name: str) -> dict[str, float] | None:
+        """The held-out evaluation written at the end of a dictionary's training."""
+        import polars as pl
+
+        path = self.dictionary_dir(name).parent / "metrics.parquet"
+        if not path.exists():
+            return None
+        rows = pl.read_parquet(path).filter((pl.col("kind") == "eval") & (pl.col("name") == name))
+        return rows.row(-1, named=True) if rows.height else None
 
     def fit_seconds(self, name: str) -> float:
         path = self.dictionary_dir(name) / "fit.json"

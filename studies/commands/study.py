@@ -1,19 +1,26 @@
-"""`diffdict run | check | fit | study | report CONFIG`: a study config, whole or by stage."""
+"""`diffdict run | check | harvest | train | study | report CONFIG`: a study config, whole or by stage.
+
+Every stage is resumable: a killed harvest continues at the first missing shard, a killed
+training from its last checkpoint (ending identical to an uninterrupted run), and studies
+whose tables exist are kept unless --force.
+"""
 from __future__ import annotations
 
 import argparse
 import time
 
+STAGES = {
+    "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
+    "check": "resolve a config (models on the meta device, hooks, dims, dictionaries): no download, no generation",
+    "harvest": "capture the config's hooks for every model its studies read, into activation stores (resumable)",
+    "train": "train the config's dictionaries (top-k SAE, ITDA) on the harvested activations (resumable)",
+    "study": "compute the config's studies from its trained dictionaries (tables + plots)",
+    "report": "write report.html from the tables already computed",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    commands = {
-        "run": "harvest -> fit -> studies -> report for a whole config (resumes where it stopped)",
-        "check": "resolve a config (models on the meta device, hooks, dims, dictionaries): no download, no generation",
-        "fit": "fit the config's dictionaries on its harvested activations (resumable)",
-        "study": "compute the config's studies from its fitted dictionaries (tables + plots)",
-        "report": "write report.html from the tables already computed",
-    }
-    for name, help_text in commands.items():
+    for name, help_text in STAGES.items():
         parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         parser.add_argument("config", help="a study config (TOML), e.g. configs/quickstart.toml")
         if name != "check":
@@ -44,8 +51,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.stage == "run":
         timings = run_all(run, force=args.force)
         print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    elif args.stage == "fit":
-        run.fit()
+    elif args.stage == "harvest":
+        for model, store in run.harvest().items():
+            print(f"{model}: {store.index.height} maps of hooks {store.hooks} in {store.root}")
+    elif args.stage == "train":
+        run.train()
+        _print_training(run)
     elif args.stage == "study":
         run_studies(run, only=args.only, force=args.force)
     if args.stage in ("run", "study", "report"):
@@ -53,3 +64,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"report: {path}")
     print(f"{args.stage} finished in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _print_training(run) -> None:
+    for entry in run.config.dictionaries:
+        metrics = run.held_out_metrics(entry.name)
+        summary = (f"held-out fvu {metrics['fvu']:.4f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}"
+                   if metrics else "no held-out evaluation")
+        print(f"{entry.name}: {entry.architecture} n={entry.n} k={entry.k} on {entry.model} {entry.hook} -> "
+              f"{run.dictionary_dir(entry.name)} ({summary})")
