@@ -208,18 +208,62 @@ def create(architecture: str, **config: Any) -> Dictionary:
 
 
 def load(directory: str | Path, training_state: bool = False) -> Dictionary:
-    """Load any saved dictionary; the "architecture" key in config.json picks the class."""
+    """Load any saved dictionary; the "architecture" key in config.json picks the class.
+
+    Every problem is named with the file and a fix: a missing or unreadable config, an
+    unknown architecture, missing weights, a pickle where safetensors belong (never
+    unpickled: it could run code), tensors whose shapes disagree with the config.
+    """
     found = resolve_dir(directory)
     if found is None or not (found / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    document = json.loads((found / CONFIG_FILE).read_text())
+        raise FileNotFoundError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
+                                f"train it first (`diffdict train CONFIG`)")
+    try:
+        document = json.loads((found / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{found / CONFIG_FILE} is not valid JSON ({error}); retrain the dictionary") from None
     if "architecture" not in document:
         raise ValueError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
-    cls = architecture_class(document["architecture"])
+    try:
+        cls = architecture_class(document["architecture"])
+    except ValueError as error:
+        raise ValueError(f"{found / CONFIG_FILE}: {error}") from None
     dictionary = cls.from_config(config_from_dict(cls.config_class, document["config"], where=str(found / CONFIG_FILE)))
     dictionary.meta = document.get("meta", {})
-    dictionary.load_tensors(load_file(str(found / WEIGHTS_FILE)))
     dictionary.load_extra_config(document.get("extra", {}))
+    tensors = read_safetensors(found / WEIGHTS_FILE)
+    _check_shapes(dictionary, tensors, found / WEIGHTS_FILE)
+    dictionary.load_tensors(tensors)
     if training_state and (found / TRAINING_FILE).is_file():
-        dictionary.load_training_tensors(load_file(str(found / TRAINING_FILE)))
+        dictionary.load_training_tensors(read_safetensors(found / TRAINING_FILE))
     return dictionary
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, refusing anything else (pickles are never loaded)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the dictionary's weights are gone; retrain it "
+                                f"(`diffdict train CONFIG` resumes from its last checkpoint)")
+    head = path.read_bytes()[:8]
+    if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
+        raise ValueError(f"{path} is a pickle / torch.save file, not safetensors; diffdict never unpickles "
+                         f"(it can run arbitrary code). Convert it: safetensors.torch.save_file(torch.load(f, "
+                         f"weights_only=True), '{path.name}')")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for bad headers
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); retrain the dictionary") from None
+
+
+def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = dictionary.tensors()
+    for name, tensor in tensors.items():
+        want = expected.get(name)
+        # Growing dictionaries (ITDA) start empty: only their trailing dimensions are fixed.
+        if want is not None and want.numel() and tuple(want.shape) != tuple(tensor.shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the config says "
+                             f"{tuple(want.shape)} (d={dictionary.d}); the weights do not belong to this config")
+        if want is not None and want.dim() == tensor.dim() and want.dim() > 1 and \
+                tuple(want.shape[1:]) != tuple(tensor.shape[1:]):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected (*, "
+                             f"{', '.join(map(str, want.shape[1:]))}) for d={dictionary.d}")

@@ -37,11 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from studies.config import load_config
 
-    config = load_config(args.config)
-    if args.stage == "check":
-        from studies.check import check_config
+    from studies.check import check_config
 
-        print("\n".join(check_config(config)))
+    config = load_config(args.config)
+    lines = check_config(config)  # every stage resolves the whole config first: fail before any work
+    if args.stage == "check":
+        print("\n".join(lines))
         return 0
     from studies.pipeline import build_report, run_all, run_studies
     from studies.run import Run
