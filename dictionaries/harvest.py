@@ -5,6 +5,10 @@ returning a Generation with `captures`), so this layer never imports adapters/di
 Work is cut into jobs (one `generate` call = one batch of prompts with one seed) and each job
 is one shard: a killed harvest resumes at the first missing shard and never duplicates or
 loses a map.
+
+Under torchrun, job j belongs to rank j % WORLD_SIZE; each rank writes its own shards (the
+names are global, so 1 rank and N ranks produce the same files), and rank 0 builds the index
+and the statistics once every rank has passed a barrier.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from dictionaries import distributed
 from dictionaries.stats import compute_stats
 from dictionaries.store import MapRecord, StoreWriter
 from dictionaries.store_reader import ActivationStore
@@ -81,12 +86,17 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
     settings = {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
                 "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
                 "height": height, "width": width}
-    writer = StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings)
+    world = distributed.world()
+    # Rank 0 alone cleans temporaries and writes store.json, before any rank starts a shard.
+    make_writer = lambda primary: StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings,
+                                              primary=primary)
+    writer = distributed.on_main(lambda: make_writer(True), world) or make_writer(False)
     expected_d = {h: known[h].d for h in hooks if h in known}
-    jobs = plan_jobs(len(prompts), seeds, batch_size)
-    todo = [job for job in jobs if not writer.has_shard(job.shard_name)]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"harvest {adapter.model_id}",
-               unit="batch", disable=not progress)
+    mine = [job for job in plan_jobs(len(prompts), seeds, batch_size) if job.number % world.size == world.rank]
+    todo = [job for job in mine if not writer.has_shard(job.shard_name)]
+    label = f" (rank {world.rank}/{world.size})" if world.distributed else ""
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"harvest {adapter.model_id}{label}",
+               unit="batch", disable=not progress or not world.is_main)
     for job in todo:
         generation = adapter.generate([prompts[i] for i in job.prompt_ids], seeds=[job.seed] * len(job.prompt_ids),
                                       hooks=list(hooks), capture=capture, steps=steps, guidance=guidance,
@@ -94,7 +104,11 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
         writer.write_shard(job.shard_name, _records(generation, job, prompts, expected_d))
         bar.update(1)
     bar.close()
-    writer.finalize()
-    store = ActivationStore(out)
-    compute_stats(store)
-    return store
+
+    def index_and_stats() -> None:
+        writer.finalize()
+        compute_stats(ActivationStore(out))
+
+    distributed.barrier(world)  # every rank's shards are on disk before the index is built
+    distributed.on_main(index_and_stats, world)
+    return ActivationStore(out)

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from dictionaries import distributed
 from dictionaries.base import Dictionary, SparseCode, check_activations, register, sparse_decode
+from dictionaries.distributed import World
 from dictionaries.normalize import KINDS, InputNorm
 from dictionaries.pursuit import METHODS, pursuit
 
@@ -48,6 +50,7 @@ class ITDAConfig:
 class ITDA(Dictionary):
     architecture = "itda"
     config_class = ITDAConfig
+    supports_distributed = True  # partial_fit(batch, world): candidates gathered rank-major
 
     def __init__(self, config: ITDAConfig) -> None:
         super().__init__(config)
@@ -101,12 +104,16 @@ class ITDA(Dictionary):
 
     # --- growing ---
     @torch.no_grad()
-    def partial_fit(self, batch) -> dict[str, float]:
+    def partial_fit(self, batch, world: World | None = None) -> dict[str, float]:
+        """Grow from one batch (N, d). With a World, `batch` is this rank's contiguous slice of
+        the global batch: the candidates of all ranks are appended rank-major, i.e. in the order
+        one process would append them from the whole batch, so the atoms come out identical."""
+        world = world or World()
         x = getattr(batch, "x", batch)
         check_activations(x, self.d, "itda.partial_fit")
         x = x.float()
         if not self.initialized:
-            self.norm.fit(x)
+            self.norm.fit(distributed.gather_rows(x, world))
             self.initialized = True
         xn = self.norm.apply(x)
         values, indices = self._code_normalised(xn)
@@ -117,13 +124,40 @@ class ITDA(Dictionary):
             error = torch.ones(x.shape[0])
         add = (error > self.config.threshold) & (xn.norm(dim=1) > 0)
         chosen = add.nonzero().flatten()
+        provenance = getattr(batch, "provenance", None)
+        if world.distributed:
+            new, provenance = self._gather_candidates(xn[chosen], provenance, chosen, world)
+            chosen = torch.arange(new.shape[0])
+        else:
+            new = xn[chosen]
         if self.config.max_size:
             chosen = chosen[: max(0, self.config.max_size - self.n)]
-        self._append(xn[chosen], getattr(batch, "provenance", None), chosen)
-        self.tokens_seen += x.shape[0]
-        total = (xn - xn.mean(0)).pow(2).sum()
-        fvu = float((error * xn.pow(2).sum(1)).sum() / total.clamp_min(1e-30))
-        return {"fvu": fvu, "added": float(chosen.numel()), "size": float(self.n)}
+        self._append(new[: chosen.numel()], provenance, chosen)
+        self.tokens_seen += x.shape[0] * world.size
+        return {"fvu": self._fvu(xn, error, world), "added": float(chosen.numel()), "size": float(self.n)}
+
+    @staticmethod
+    def _fvu(xn: torch.Tensor, error: torch.Tensor, world: World) -> float:
+        """Unexplained over total variance of the (global) batch."""
+        if not world.distributed:
+            total = (xn - xn.mean(0)).pow(2).sum()
+            return float((error * xn.pow(2).sum(1)).sum() / total.clamp_min(1e-30))
+        sums = torch.cat([(error * xn.pow(2).sum(1)).sum().reshape(1), xn.pow(2).sum().reshape(1),
+                          torch.tensor([float(xn.shape[0])]), xn.sum(0)]).double()
+        distributed.all_reduce_sum([sums], world)
+        total = sums[1] - sums[3:].pow(2).sum() / sums[2]
+        return float(sums[0] / total.clamp_min(1e-30))
+
+    @staticmethod
+    def _gather_candidates(rows: torch.Tensor, provenance: dict | None, chosen: torch.Tensor,
+                           world: World) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Every rank's candidate rows (c_i, d) and their provenance, concatenated rank 0 first."""
+        labels = torch.stack([provenance[name][chosen].long() if provenance and name in provenance
+                              else torch.full((chosen.numel(),), -1, dtype=torch.long)
+                              for name in PROVENANCE_FIELDS], dim=1)  # (c_i, fields)
+        all_rows = distributed.gather_rows(rows, world)
+        all_labels = distributed.gather_rows(labels, world)
+        return all_rows, {name: all_labels[:, i] for i, name in enumerate(PROVENANCE_FIELDS)}
 
     def _append(self, new: torch.Tensor, provenance: dict | None, chosen: torch.Tensor) -> None:
         if new.shape[0] == 0:

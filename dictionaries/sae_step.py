@@ -12,16 +12,24 @@ AuxK only touches the dead latents: a dense product over the (few) dead columns,
 same sparse path when many are dead. Adam is the fused kernel (2% of the matmul).
 
 Shapes: x (N, d); W_enc, W_dec (n, d); b_enc (n,); b_dec (d,).
+
+Data-parallel (torchrun): each rank passes its equal slice of the global batch and a World.
+Every term of the loss is a sum over tokens, so the global gradient is the mean of the
+ranks' gradients once the batch-level quantities are global: which latents fired (dead
+bookkeeping), and the AuxK normaliser Var(residual). Those are reduced first, then the four
+gradients and the statistics in one message; every rank applies the same Adam update and
+keeps bit-identical weights.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-
+from dictionaries import distributed
 
 @dataclass
 class SparsePattern:
@@ -82,17 +90,18 @@ class StepStats:
 
 
 def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead_idx: torch.Tensor,
-               k_aux: int, W_dec: torch.Tensor, aux_coef: float):
+               k_aux: int, W_dec: torch.Tensor, aux_coef: float, denom: torch.Tensor | None = None):
     """AuxK on the dead latents: reconstruct the main residual from the top-k_aux dead pre-activations.
 
     Returns (aux_loss, g_hat (N, d) grad w.r.t. the aux reconstruction, dpre (N, k') over
     `cols`, the grads dW_dec_rows / dW_enc_rows (k'-space, for `cols`), cols (global ids)).
     Matches sdxl-unbox: loss = mse(aux_hat + b_dec, residual + b_dec) / var(residual).
+    `denom` (the residual's summed squared deviation) is passed in when it spans several ranks.
     """
-    n_rows = pre.shape[0]
     n_dead = dead_idx.numel()
     k_eff = min(k_aux, n_dead)
-    denom = (residual - residual.mean(0)).pow(2).sum()
+    if denom is None:
+        denom = (residual - residual.mean(0)).pow(2).sum()
     if float(denom) == 0.0:
         return None
     pre_dead = pre.index_select(1, dead_idx)  # (N, n_dead)
@@ -125,13 +134,23 @@ def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead
     return loss, g_hat, db_enc, dW_dec, dW_enc, dead_idx
 
 
+def _global_deviation(residual: torch.Tensor, world) -> torch.Tensor:
+    """sum_i ||r_i - mean(r)||^2 over the rows of every rank: sum ||r||^2 - N ||mean||^2."""
+    parts = torch.cat([residual.double().sum(0), residual.double().pow(2).sum().reshape(1),
+                       torch.tensor([float(residual.shape[0])], dtype=torch.float64, device=residual.device)])
+    distributed.all_reduce_sum([parts], world)
+    total, squares, count = parts[:-2], parts[-2], parts[-1]
+    return (squares - total.pow(2).sum() / count).float()
+
+
 @torch.no_grad()
-def sae_train_step(sae, x: torch.Tensor) -> StepStats:
+def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = None) -> StepStats:
     """Forward, loss (MSE/Var + AuxK), sparse backward, decoder upkeep and Adam for one batch.
 
     `sae` is a TopKSAE (params W_enc, b_enc, W_dec, b_dec in normalised space); x is already
-    normalised (N, d) float32.
+    normalised (N, d) float32: the whole batch, or with `world` this rank's equal slice of it.
     """
+    world = world or distributed.World()
     cfg = sae.config
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     n_rows, d = x.shape
@@ -151,7 +170,11 @@ def sae_train_step(sae, x: torch.Tensor) -> StepStats:
     # Dead bookkeeping counts tokens since a latent last fired (OpenAI threshold 1e-3).
     fired = torch.zeros(n, dtype=torch.bool)
     fired[idx[top > cfg.fired_threshold]] = True
-    sae.tokens_since_fired.add_(n_rows).masked_fill_(fired, 0)
+    if world.distributed:  # a latent is alive if it fired on any rank
+        fired_anywhere = fired.to(torch.int32)
+        distributed.all_reduce_max(fired_anywhere, world)
+        fired = fired_anywhere.bool()
+    sae.tokens_since_fired.add_(n_rows * world.size).masked_fill_(fired, 0)
     dead = sae.tokens_since_fired >= cfg.dead_tokens
 
     use_aux = cfg.k_aux > 0 and bool(dead.any())
@@ -165,7 +188,8 @@ def sae_train_step(sae, x: torch.Tensor) -> StepStats:
 
     aux_loss = 0.0
     if use_aux:
-        aux = _aux_grads(pre, xc, residual, dead.nonzero().flatten(), cfg.k_aux, W_dec, cfg.aux_coef)
+        denom = _global_deviation(residual, world) if world.distributed else None
+        aux = _aux_grads(pre, xc, residual, dead.nonzero().flatten(), cfg.k_aux, W_dec, cfg.aux_coef, denom)
         if aux is not None:
             aux_l, g_hat, db_enc_aux, dW_dec_aux, dW_enc_aux, cols = aux
             aux_loss = float(aux_l)
@@ -175,6 +199,11 @@ def sae_train_step(sae, x: torch.Tensor) -> StepStats:
             grad_b_enc.index_add_(0, cols, db_enc_aux)
             grad_b_dec += g_hat.sum(0)
     del pre
+    if world.distributed:
+        whole = _reduce_across_ranks(x, top, [grad_W_enc, grad_b_enc, grad_W_dec, grad_b_dec], sq, aux_loss, world)
+        n_rows, sq, aux_loss = whole.rows, whole.sq, whole.aux_loss
+        mse = sq / (n_rows * d)
+        loss = sae.mse_scale * mse + cfg.aux_coef * aux_loss
     # pre = (x - b_dec) W_enc^T + b_enc, so b_dec also gets -colsum(dpre) @ W_enc.
     grad_b_dec -= grad_b_enc @ W_enc
 
@@ -187,8 +216,39 @@ def sae_train_step(sae, x: torch.Tensor) -> StepStats:
 
     sae.tokens_seen += n_rows
     sae.steps += 1
-    mean = x.mean(0)
-    flat_x = x.reshape(-1)
-    total_var = float(torch.dot(flat_x, flat_x)) - n_rows * float(torch.dot(mean, mean))
+    if world.distributed:
+        total_var, l0_count = whole.total_var, whole.l0_count
+    else:
+        mean = x.mean(0)
+        flat_x = x.reshape(-1)
+        total_var = float(torch.dot(flat_x, flat_x)) - n_rows * float(torch.dot(mean, mean))
+        l0_count = float((top > 0).sum())
     return StepStats(loss=loss, mse=mse, fvu=sq / max(total_var, 1e-30), aux_loss=aux_loss,
-                     l0=float((top > 0).sum()) / n_rows, dead_fraction=float(dead.float().mean()))
+                     l0=l0_count / n_rows, dead_fraction=float(dead.float().mean()))
+
+
+class BatchSums(NamedTuple):
+    """Whole-batch quantities of a data-parallel step (summed over ranks)."""
+
+    rows: int
+    sq: float  # sum of squared reconstruction errors
+    aux_loss: float
+    l0_count: float  # active latents over all tokens
+    total_var: float  # sum_i ||x_i - mean(x)||^2
+
+
+def _reduce_across_ranks(x: torch.Tensor, top: torch.Tensor, grads: list[torch.Tensor], sq: float,
+                         aux_loss: float, world) -> BatchSums:
+    """Average the gradients over ranks in place and sum the batch statistics.
+
+    Each rank's gradient carries 1/(N_rank d); the global one 1/(N d) with N = size * N_rank,
+    so the mean of the ranks' gradients is the gradient of the whole batch.
+    """
+    sums = torch.cat([torch.tensor([sq, aux_loss, float((top > 0).sum()), float(x.double().pow(2).sum())],
+                                   dtype=torch.float64), x.double().sum(0)])
+    distributed.all_reduce_sum(grads + [sums], world)
+    for grad in grads:
+        grad.div_(world.size)
+    rows = x.shape[0] * world.size
+    total_var = float(sums[3]) - float(sums[4:].pow(2).sum()) / rows
+    return BatchSums(rows, float(sums[0]), float(sums[1]), float(sums[2]), total_var)

@@ -80,18 +80,24 @@ def read_shard_rows(shard: Path) -> list[dict[str, Any]]:
 class StoreWriter:
     """Writes shards atomically and rebuilds the index; resuming skips finished shards."""
 
-    def __init__(self, root: str | Path, model: str, dtype: str = "fp16", settings: dict | None = None) -> None:
+    def __init__(self, root: str | Path, model: str, dtype: str = "fp16", settings: dict | None = None,
+                 primary: bool = True) -> None:
+        """primary=False: a second writer of the same harvest (another rank). It neither deletes
+        temporaries (they may be a live rank's shard in flight) nor creates store.json."""
         if dtype not in DTYPES:
             raise ValueError(f"store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.root = Path(root)
         self.model = model
         self.dtype = dtype
         self.shard_dir = self.root / SHARD_DIR
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.shard_dir)  # half-written shards of a killed run
-        remove_stale_temps(self.root)
         meta = {"format_version": FORMAT_VERSION, "model": model, "dtype": dtype, "settings": settings or {}}
         meta_path = self.root / META_FILE
+        if primary:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.shard_dir)  # half-written shards of a killed run
+            remove_stale_temps(self.root)
+        elif not meta_path.exists():
+            raise FileNotFoundError(f"{meta_path} is missing: the primary writer (rank 0) creates it first")
         if meta_path.exists():
             existing = json.loads(meta_path.read_text())
             for key in ("model", "dtype", "settings"):

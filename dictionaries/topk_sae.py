@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from dictionaries import distributed
 from dictionaries.base import Dictionary, SparseCode, check_activations, register, sparse_decode
 from dictionaries.normalize import KINDS, InputNorm
+from dictionaries.distributed import World
 from dictionaries.sae_step import StepStats, sae_train_step
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
@@ -79,6 +81,7 @@ def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1
 class TopKSAE(Dictionary):
     architecture = "topk_sae"
     config_class = TopKSAEConfig
+    supports_distributed = True  # partial_fit(x, world): gradients averaged over ranks
 
     def __init__(self, config: TopKSAEConfig) -> None:
         super().__init__(config)
@@ -147,15 +150,16 @@ class TopKSAE(Dictionary):
         for param in optimizer.param_groups[0]["params"]:
             param.grad = None
 
-    def partial_fit(self, x) -> dict[str, float]:
+    def partial_fit(self, x, world: World | None = None) -> dict[str, float]:
+        """One step on x (N, d); with a World, x is this rank's slice of the global batch."""
         x = getattr(x, "x", x)  # accepts a store TokenBatch
         check_activations(x, self.d, "topk_sae.partial_fit")
-        if not self.initialized:
-            self.initialize(x)
-        return self.train_step(x).as_dict()
+        if not self.initialized:  # on the whole batch, so every rank starts from the same point
+            self.initialize(distributed.gather_rows(x, world) if world is not None else x)
+        return self.train_step(x, world).as_dict()
 
-    def train_step(self, x: torch.Tensor) -> StepStats:
-        return sae_train_step(self, self.norm.apply(x.float()))
+    def train_step(self, x: torch.Tensor, world: World | None = None) -> StepStats:
+        return sae_train_step(self, self.norm.apply(x.float()), world)
 
     # --- inference ---
     @torch.no_grad()

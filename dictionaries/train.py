@@ -11,6 +11,14 @@ Output folder:
   checkpoints/NAME/     latest checkpoint, with training_state.safetensors
   metrics/part-*.parquet, metrics.parquet   per-step and eval metrics
   features.parquet      per-atom activation frequency on held-out prompts
+
+Under torchrun every rank reads the same (seeded) stream and keeps its contiguous slice of
+each global batch, so the global batch, and the result, do not depend on the number of
+ranks: SAE gradients are averaged over ranks (equal to the whole batch's gradient up to
+float rounding), ITDA candidates are gathered rank-major (atoms identical to one process).
+Rank 0 alone writes checkpoints, metrics, evaluations and the final dictionaries; a resume
+loads the same checkpoint on every rank. A final dictionary is saved last, after its
+metrics, so a folder holding it is complete.
 """
 from __future__ import annotations
 
@@ -22,8 +30,8 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from dictionaries import base
-from dictionaries.atomic import resolve_dir, write_file_atomic
+from dictionaries import base, distributed
+from dictionaries.atomic import remove_stale_temps, resolve_dir, write_file_atomic
 from dictionaries.metrics import evaluate
 from dictionaries.store_reader import ActivationStore
 
@@ -93,17 +101,41 @@ def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSe
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"dictionary names must be unique, got {names}")
+    world = distributed.world()
+    if world.distributed:
+        world.share(settings.batch_size)  # raises early, with the fix, if the batch does not split evenly
+        for spec in specs:
+            if not getattr(base.architecture_class(spec.architecture), "supports_distributed", False):
+                raise ValueError(f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
+                                 f"several processes; run `diffdict train` without torchrun")
+    distributed.on_main(lambda: _remove_stale_temps(out), world)
     groups: dict[tuple, list[DictionarySpec]] = {}
     for spec in specs:
         groups.setdefault(spec.stream_key(), []).append(spec)
     finished: dict[str, base.Dictionary] = {}
     for group in groups.values():
-        finished.update(_train_group(store, group, settings, out, progress, on_step))
-    _assemble_metrics(out, {name: _steps_done(d) for name, d in finished.items()})
+        finished.update(_train_group(store, group, settings, out, progress, on_step, world))
+    distributed.on_main(lambda: _assemble_metrics(out), world)
     return finished
 
 
-def _train_group(store, specs, settings, out, progress, on_step):
+def _remove_stale_temps(out: Path) -> None:
+    """Temporaries of a killed run are never read (resolve_dir skips them); delete them anyway."""
+    for folder in (out, out / "checkpoints", out / "metrics"):
+        remove_stale_temps(folder)
+
+
+def _rank_slice(batch, world: distributed.World):
+    """This rank's contiguous rows of a global batch (a tensor or a TokenBatch)."""
+    if not world.distributed:
+        return batch
+    rows = world.share(getattr(batch, "x", batch).shape[0])
+    if hasattr(batch, "provenance"):
+        return type(batch)(batch.x[rows], {k: v[rows] for k, v in batch.provenance.items()})
+    return batch[rows]
+
+
+def _train_group(store, specs, settings, out, progress, on_step, world):
     d = store.d(specs[0].hook)
     selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
                      split_seed=settings.seed)
@@ -122,23 +154,26 @@ def _train_group(store, specs, settings, out, progress, on_step):
             sample.append(batch)
             if sum(b.shape[0] for b in sample) >= settings.init_tokens:
                 break
-        for dic in needs_init:
+        for dic in needs_init:  # every rank reads the same sample, so every rank starts identical
             dic.initialize(torch.cat(sample))
+    for name, dic in dictionaries.items():
+        distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the start of training")
     total = settings.total_steps
     start = min(_steps_done(dic) for dic in dictionaries.values())
     provenance = any(dic.architecture == "itda" for dic in dictionaries.values())
     stream = store.stream(specs[0].hook, batch_size=settings.batch_size, buffer_tokens=settings.buffer_tokens,
                           seed=settings.seed, epochs=None, start_batch=start, with_provenance=provenance, **selection)
     rows: list[dict] = []
-    bar = tqdm(total=total, initial=start, desc=f"train {specs[0].hook} ({', '.join(dictionaries)})",
-               unit="step", disable=not progress)
+    label = f" rank 0/{world.size}" if world.distributed else ""
+    bar = tqdm(total=total, initial=start, desc=f"train {specs[0].hook} ({', '.join(dictionaries)}){label}",
+               unit="step", disable=not progress or not world.is_main)
     step = start
     for step in range(start, total):
-        batch = next(stream)
+        batch = _rank_slice(next(stream), world)
         for name, dic in dictionaries.items():
             if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
                 continue
-            stats = dic.partial_fit(batch)
+            stats = dic.partial_fit(batch, world=world) if world.distributed else dic.partial_fit(batch)
             dic.meta["train_steps"] = step + 1
             rows.append({"name": name, "kind": "train", "step": step + 1,
                          "tokens": (step + 1) * settings.batch_size, **{k: float(v) for k, v in stats.items()}})
@@ -146,13 +181,15 @@ def _train_group(store, specs, settings, out, progress, on_step):
         if rows:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("fvu", "loss", "size")})
         if (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
-            _checkpoint(out, dictionaries, rows, step + 1)
+            distributed.on_main(lambda: _checkpoint(out, dictionaries, rows, step + 1), world)
             rows = []
         if on_step is not None:
             on_step(step + 1)
     bar.close()
-    _checkpoint(out, dictionaries, rows, total)
-    _evaluate_and_save(store, specs, dictionaries, settings, out, selection)
+    for name, dic in dictionaries.items():
+        distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the end of training")
+    distributed.on_main(lambda: _checkpoint(out, dictionaries, rows, total), world)
+    distributed.on_main(lambda: _evaluate_and_save(store, specs, dictionaries, settings, out, selection), world)
     return dictionaries
 
 
@@ -187,16 +224,19 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
                               lambda tmp: pl.DataFrame([row]).write_parquet(tmp))
             frequency_rows.append(pl.DataFrame({"name": spec.name, "atom": range(frequencies.numel()),
                                                 "frequency": frequencies.tolist()}))
-        dic.save(out / spec.name)
     if frequency_rows:
         table = pl.concat(frequency_rows)
         path = out / "features.parquet"
         if path.exists():
             table = pl.concat([pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique().to_list())), table])
         write_file_atomic(path, lambda tmp: table.write_parquet(tmp))
+    _assemble_metrics(out)
+    # Last: a saved final dictionary is the commit point a resumed `diffdict train` skips on.
+    for spec in specs:
+        dictionaries[spec.name].save(out / spec.name)
 
 
-def _assemble_metrics(out: Path, final_steps: dict[str, int]) -> pl.DataFrame:
+def _assemble_metrics(out: Path) -> pl.DataFrame:
     parts = sorted((out / "metrics").glob("*.parquet")) if (out / "metrics").is_dir() else []
     if not parts:
         return pl.DataFrame()
