@@ -76,3 +76,35 @@ def test_rerun_resumes_without_recomputing(finished_run, capsys):
     assert before == after
     assert main(["study", str(config), "--only", "atlas", "--force", "--no-progress", "--device", "cpu"]) == 0
     assert (run_dir / "tables" / "atlas.parquet").stat().st_mtime_ns > before[run_dir / "tables" / "atlas.parquet"]
+
+
+def test_windows_scored_with_clip_as_for_real_models(finished_run):
+    run_dir, config = finished_run
+    text = config.read_text().replace('edit_styles = ["sdlens"', 'scoring = "clip"\nedit_styles = ["sdlens"')
+    clip_config = config.with_name("clip.toml")
+    clip_config.write_text(text.replace(f'out = "{run_dir}"', f'out = "{run_dir.parent / "clip_run"}"'))
+    import shutil
+
+    shutil.copytree(run_dir / "stores", run_dir.parent / "clip_run" / "stores")
+    shutil.copytree(run_dir / "fits", run_dir.parent / "clip_run" / "fits")
+    assert main(["study", str(clip_config), "--only", "windows", "--no-progress", "--device", "cpu"]) == 0
+    windows = pl.read_parquet(run_dir.parent / "clip_run" / "tables" / "windows.parquet")
+    assert set(windows["scoring"].to_list()) == {"clip"}
+    assert windows["preservation"].is_between(-1, 1).all()  # CLIP image similarity
+
+
+def test_plain_text_prompts_use_clip_and_skip_concepts(tmp_path):
+    """Real-model path on tiny inputs: prompts without ground truth."""
+    config = write_tiny_study(tmp_path, **{
+        'source = "toyworld"': 'source = "list"\nlist = ["a cat", "a dog", "a red car", "a blue house", "a tree", "a star"]',
+        'count = 12': 'count = 6', 'eval_fraction = 0.34': 'eval_fraction = 0.5',
+    })
+    text = config.read_text()
+    text = text[:text.index("[studies.windows]")] + text[text.index("[studies.atlas]"):]  # windows need toy scenes
+    config.write_text(text)
+    assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 0
+    splice = pl.read_parquet(tmp_path / "run" / "tables" / "transfer_splice.parquet")
+    assert "clip_similarity" in splice.columns and "judge_agreement" not in splice.columns
+    assert pl.read_parquet(tmp_path / "run" / "tables" / "compare_alignment.parquet").is_empty()
+    atlas = pl.read_parquet(tmp_path / "run" / "tables" / "atlas.parquet")
+    assert atlas.height > 0 and image_load_status(tmp_path / "run" / "report.html")["broken"] == 0
