@@ -188,7 +188,9 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
 
     aux_loss = 0.0
     if use_aux:
-        denom = _global_deviation(residual, world) if world.distributed else None
+        # Each rank normalises by its share of the whole batch's Var (like 1/(N_rank d) above),
+        # so that the mean over ranks, taken by the reduce, is the whole batch's AuxK gradient.
+        denom = _global_deviation(residual, world) / world.size if world.distributed else None
         aux = _aux_grads(pre, xc, residual, dead.nonzero().flatten(), cfg.k_aux, W_dec, cfg.aux_coef, denom)
         if aux is not None:
             aux_l, g_hat, db_enc_aux, dW_dec_aux, dW_enc_aux, cols = aux
@@ -242,7 +244,7 @@ def _reduce_across_ranks(x: torch.Tensor, top: torch.Tensor, grads: list[torch.T
     """Average the gradients over ranks in place and sum the batch statistics.
 
     Each rank's gradient carries 1/(N_rank d); the global one 1/(N d) with N = size * N_rank,
-    so the mean of the ranks' gradients is the gradient of the whole batch.
+    so the mean of the ranks' gradients (and of their AuxK losses) is the whole batch's.
     """
     sums = torch.cat([torch.tensor([sq, aux_loss, float((top > 0).sum()), float(x.double().pow(2).sum())],
                                    dtype=torch.float64), x.double().sum(0)])
@@ -251,4 +253,4 @@ def _reduce_across_ranks(x: torch.Tensor, top: torch.Tensor, grads: list[torch.T
         grad.div_(world.size)
     rows = x.shape[0] * world.size
     total_var = float(sums[3]) - float(sums[4:].pow(2).sum()) / rows
-    return BatchSums(rows, float(sums[0]), float(sums[1]), float(sums[2]), total_var)
+    return BatchSums(rows, float(sums[0]), float(sums[1]) / world.size, float(sums[2]), total_var)
