@@ -129,6 +129,7 @@ class Run:
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
+        from dictionaries import distributed
         from dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
@@ -151,6 +152,8 @@ class Run:
             start = time.perf_counter()
             train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress)
             seconds = time.perf_counter() - start
+            if not distributed.world().is_main:
+                continue  # under torchrun rank 0 alone writes the outputs
             for entry in entries:  # the group's wall time, shared by the dictionaries trained together
                 (self.dictionary_dir(entry.name) / "fit.json").write_text(
                     json.dumps({"fit_seconds": seconds / len(entries), "group": group}))

@@ -1,9 +1,10 @@
 """`diffdict harvest` at scale on tiny/sdxl: 2 ranks under torchrun, and a SIGKILL mid-run.
 
 Both must leave the same store as one uninterrupted process: the same index rows, the same
-shard files with the same tensors, the same statistics. Each command runs as a real
-subprocess (`python -m studies` / `torchrun -m studies`), with OMP_NUM_THREADS=1 everywhere
-so all runs compute with the same kernels.
+shard files with the same tensors, the same statistics. The reference runs in this process;
+the tested commands are real subprocesses (`python -m studies` / `torchrun -m studies`).
+Everything runs on one thread per process (torchrun's OMP_NUM_THREADS=1), so every run
+computes with the same kernels.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from safetensors.torch import load_file
 
 from dictionaries.store import INDEX_FILE, SHARD_DIR, read_shard_rows
 from dictionaries.store_reader import ActivationStore
+from studies.config import load_config
+from studies.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red square", "a blue circle", "a green triangle", "a white square", "a red circle", "a blue square"]
@@ -107,10 +110,17 @@ def assert_same_store(actual: Path, expected: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    """The reference: one process, never interrupted."""
+def uninterrupted(tmp_path_factory, tiny_sdxl) -> Path:
+    """The reference: one process (this one, on one thread like the subprocesses), never interrupted."""
     config = write_config(tmp_path_factory.mktemp("harvest"), "single")
-    run_command(harvest_command(config))
+    run = Run(load_config(config), device="cpu", progress=False)
+    run._adapters["tiny"] = tiny_sdxl  # the session's copy of the same seeded model: no second build
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run.harvest()
+    finally:
+        torch.set_num_threads(threads)
     store = store_of(config)
     # 6 prompts x 1 seed x 1 step x 2 hooks x 2 CFG branches, one shard per prompt
     assert ActivationStore(store).index.height == 6 * 2 * 2
