@@ -24,7 +24,10 @@ import torch.distributed as dist
 
 T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-TIMEOUT = timedelta(minutes=int(os.environ.get("DIFFDICT_DIST_TIMEOUT_MIN", "60")))
+# Ranks wait while rank 0 alone indexes a store and computes its statistics (one pass over
+# every shard): hours for a terabyte store, hence a long default. A crashed rank does not
+# make the others wait this long: torchrun stops the whole job when one worker fails.
+TIMEOUT = timedelta(minutes=int(os.environ.get("DIFFDICT_DIST_TIMEOUT_MIN", "240")))
 
 
 class RankFailed(RuntimeError):

@@ -113,8 +113,10 @@ class Run:
 
     def harvest(self) -> dict[str, Any]:
         """Fill (or resume) the store of every model the studies read; returns the stores."""
+        from dictionaries import distributed
         from dictionaries.harvest import harvest
 
+        distributed.world()  # under torchrun: join the group and pin this rank's GPU before a model loads
         section = self.config.harvest
         texts = [p.text for p in self.prompts]
         stores = {}
