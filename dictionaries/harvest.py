@@ -88,9 +88,12 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
                 "height": height, "width": width}
     world = distributed.world()
     # Rank 0 alone cleans temporaries and writes store.json, before any rank starts a shard.
-    make_writer = lambda primary: StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings,
-                                              primary=primary)
-    writer = distributed.on_main(lambda: make_writer(True), world) or make_writer(False)
+    def make_writer(primary: bool) -> StoreWriter:
+        return StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings, primary=primary)
+
+    writer = distributed.on_main(lambda: make_writer(True), world)
+    if writer is None:  # the other ranks, once rank 0 has prepared the folder
+        writer = make_writer(False)
     expected_d = {h: known[h].d for h in hooks if h in known}
     mine = [job for job in plan_jobs(len(prompts), seeds, batch_size) if job.number % world.size == world.rank]
     todo = [job for job in mine if not writer.has_shard(job.shard_name)]

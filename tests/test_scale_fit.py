@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,16 +90,29 @@ def _worker(rank: int, port: int, folder: str) -> None:
     for case in CASES:
         save_file({k: v.contiguous() for k, v in fit_case(case, world).items()},
                   os.path.join(folder, f"{case}-rank{rank}.safetensors"))
+    try:  # work given to rank 0 fails there: every rank must raise, none may wait forever
+        distributed.on_main(lambda: int("not a number"), world)
+    except Exception as error:
+        Path(folder, f"failure-rank{rank}.txt").write_text(f"{type(error).__name__}: {error}")
     distributed.shutdown()
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> dict[str, list[dict[str, torch.Tensor]]]:
-    """Every case fitted once on 2 spawned processes (one spawn: importing torch is the slow part)."""
+def two_ranks(tmp_path_factory) -> dict[str, list]:
+    """Per case, each rank's final state; and what each rank raised when rank 0 failed. One spawn
+    for all of it: importing torch in the children is the slow part."""
     folder = tmp_path_factory.mktemp("ranks")
     mp.start_processes(_worker, args=(free_port(), str(folder)), nprocs=RANKS, start_method="spawn", join=True)
-    return {case: [load_file(str(folder / f"{case}-rank{rank}.safetensors")) for rank in range(RANKS)]
-            for case in CASES}
+    states = {case: [load_file(str(folder / f"{case}-rank{rank}.safetensors")) for rank in range(RANKS)]
+              for case in CASES}
+    states["failures"] = [(folder / f"failure-rank{rank}.txt").read_text() for rank in range(RANKS)]
+    return states
+
+
+def test_a_failure_on_rank_0_stops_every_rank(two_ranks):
+    main, other = two_ranks["failures"]
+    assert main.startswith("ValueError: invalid literal for int()")
+    assert other.startswith("RankFailed: rank 0 failed, so rank 1 stops too: ValueError: invalid literal")
 
 
 @pytest.mark.parametrize("case", ["itda-plain", "itda-standardized-capped"])
