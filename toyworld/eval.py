@@ -40,7 +40,7 @@ def load_pipeline(model: str, device: str = "cpu"):
     from diffusers import DiffusionPipeline
 
     folder = model_folder(model)
-    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32).to(device)
+    pipe = DiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
     defaults = json.loads((folder / "diffdict.json").read_text())
     return pipe, defaults

@@ -162,7 +162,7 @@ def _teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
     targets = []
     chunk = 2048 if cfg.device.startswith("cuda") else 64
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
+    with torch.no_grad():
         for start in tqdm(range(0, cfg.teacher_samples, chunk), desc="teacher samples",
                           disable=not cfg.progress, mininterval=5):
             rows = slice(start, start + chunk)

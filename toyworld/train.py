@@ -115,8 +115,7 @@ def train_loop(
     while step < total:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, cfg.lr[stage])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.device.startswith("cuda")):
-            loss = loss_fn(step)
+        loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -165,7 +164,6 @@ def train(cfg: TrainConfig) -> None:
     if cfg.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True  # small-channel convs are slow on default algorithms
     cfg.work.mkdir(parents=True, exist_ok=True)
     (cfg.work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     context = stage_impl.Context(cfg)
