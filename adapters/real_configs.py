@@ -29,18 +29,18 @@ FLUX_TRANSFORMER = dict(
 FLUX_VAE_FACTOR = 8  # VAE block_out_channels [128, 256, 512, 512], 16 latent channels
 
 
-def meta_denoiser(family: str, guidance_embeds: bool = False) -> torch.nn.Module:
-    """The real SDXL U-Net or Flux transformer with meta tensors (shapes only)."""
+def meta_denoiser(family: str, guidance_embeds: bool = False, config: dict | None = None) -> torch.nn.Module:
+    """The real SDXL U-Net or Flux transformer (or one built from `config`) with meta tensors."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():
         if family == "sdxl":
             from diffusers import UNet2DConditionModel
 
-            return UNet2DConditionModel(**SDXL_UNET)
+            return UNet2DConditionModel(**(config or SDXL_UNET))
         from diffusers import FluxTransformer2DModel
 
-        return FluxTransformer2DModel(**FLUX_TRANSFORMER, guidance_embeds=guidance_embeds)
+        return FluxTransformer2DModel(**(config or dict(FLUX_TRANSFORMER, guidance_embeds=guidance_embeds)))
 
 
 def meta_denoiser_from_folder(family: str, folder: Path) -> tuple[torch.nn.Module, int]:

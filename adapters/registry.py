@@ -166,9 +166,12 @@ def _meta_adapter(model_id: str, spec: ModelSpec, cls: type[Adapter]) -> Adapter
     """A config-only adapter: the denoiser on the meta device, no weights read or downloaded."""
     from .real_configs import FLUX_VAE_FACTOR, SDXL_VAE_FACTOR, meta_denoiser, meta_denoiser_from_folder
 
-    if model_id in TINY_MODELS:
-        built = load(model_id, device="cpu")
-        return cls(model_id, None, spec.defaults, denoiser=built.denoiser, vae_factor=built.vae_factor)
+    if model_id in TINY_MODELS:  # only the denoiser: no text encoders to import or build
+        from .tiny import TINY_FLUX_TRANSFORMER, TINY_UNET, TINY_VAE_FACTOR
+
+        config = TINY_UNET if spec.family == "sdxl" else TINY_FLUX_TRANSFORMER
+        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(spec.family, config=config),
+                   vae_factor=TINY_VAE_FACTOR)
     if model_id in REAL_MODELS:
         denoiser = meta_denoiser(spec.family, guidance_embeds=spec.guidance_embeds)
         factor = SDXL_VAE_FACTOR if spec.family == "sdxl" else FLUX_VAE_FACTOR

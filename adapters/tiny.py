@@ -41,6 +41,24 @@ def _vae(latent_channels: int, **extra):
     ).eval()
 
 
+TINY_UNET = dict(
+    sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(16, 32, 32),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 1, 1), attention_head_dim=(2, 4, 4), norm_num_groups=8,
+    cross_attention_dim=2 * TEXT_DIM, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=6 * 8 + TEXT_DIM,
+)
+TINY_FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
+    num_attention_heads=4, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
+    guidance_embeds=False, axes_dims_rope=(2, 2, 4),
+)
+TINY_VAE_FACTOR = 2  # two VAE levels
+
+
 def build_tiny_sdxl(seed: int = SEED):
     """A StableDiffusionXLPipeline with a 3-level U-Net (attention at down.1, down.2, mid, up.0, up.1)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -49,16 +67,7 @@ def build_tiny_sdxl(seed: int = SEED):
 
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(TINY_VOCAB, max_length=40)
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(16, 32, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 1, 1), attention_head_dim=(2, 4, 4), norm_num_groups=8,
-        cross_attention_dim=2 * TEXT_DIM, use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=8,
-        projection_class_embeddings_input_dim=6 * 8 + TEXT_DIM,
-    ).eval()
+    unet = UNet2DConditionModel(**TINY_UNET).eval()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         timestep_spacing="trailing", steps_offset=1,
@@ -85,11 +94,7 @@ def build_tiny_flux(seed: int = SEED):
         vocab_size=len(t5_tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         pad_token_id=t5_ids["pad_token_id"], eos_token_id=t5_ids["eos_token_id"], decoder_start_token_id=0,
     )).eval()
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
-        num_attention_heads=4, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
-        guidance_embeds=False, axes_dims_rope=(2, 2, 4),
-    ).eval()
+    transformer = FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER).eval()
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159,
                                                                          use_quant_conv=False, use_post_quant_conv=False),
