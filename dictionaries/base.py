@@ -47,7 +47,7 @@ class SparseCode:
 
     def dense(self, n: int) -> torch.Tensor:
         """(N, n) dense code, for small analyses only (never in a hot path)."""
-        out = torch.zeros(len(self), n, dtype=self.values.dtype)
+        out = torch.zeros(len(self), n, dtype=self.values.dtype, device=self.values.device)
         return out.scatter_add_(1, self.indices, self.values)
 
     def active(self) -> torch.Tensor:
@@ -61,8 +61,12 @@ def sparse_decode(code: SparseCode, atoms: torch.Tensor, bias: torch.Tensor | No
     return out + bias if bias is not None else out
 
 
-def check_activations(x: torch.Tensor, d: int, where: str = "input") -> torch.Tensor:
-    """Validate a batch (N, d): right width, finite. Errors say which rows are bad and why."""
+def check_activations(x: torch.Tensor, d: int, where: str = "input",
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Validate a batch (N, d): right width, finite, on `device` (when given). Errors say what is bad and why."""
+    if device is not None and x.device != device:
+        raise ValueError(f"{where}: activations are on {x.device} but the dictionary is on {device}; "
+                         f"move them first (x.to(dictionary.device)) or the dictionary (dictionary.to({str(x.device)!r}))")
     if x.dim() != 2:
         raise ValueError(f"{where}: expected activations of shape (N, d={d}), got {tuple(x.shape)}")
     if x.shape[1] != d:
@@ -120,6 +124,16 @@ class Dictionary(ABC):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    # --- device ---
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Where the dictionary's tensors live; inputs to encode/partial_fit must be there too."""
+
+    @abstractmethod
+    def to(self, device: str | torch.device) -> "Dictionary":
+        """Move every tensor held (weights, normaliser, optimiser and bookkeeping state) in place; returns self."""
+
     # --- persistence: config.json + safetensors, never pickle ---
     @abstractmethod
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -153,16 +167,21 @@ class Dictionary(ABC):
                 "extra": self.extra_config(),
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
-            save_file({k: v.contiguous() for k, v in self.tensors().items()}, str(tmp / WEIGHTS_FILE))
+            # Files always hold CPU tensors, whatever device the dictionary trains on.
+            save_file(_cpu(self.tensors()), str(tmp / WEIGHTS_FILE))
             if training_state:
                 state = self.training_tensors()
                 if state:
-                    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / TRAINING_FILE))
+                    save_file(_cpu(state), str(tmp / TRAINING_FILE))
         return write_dir_atomic(directory, write)
 
     @classmethod
     def from_config(cls, config: Any) -> "Dictionary":
         return cls(config)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
 REGISTRY: dict[str, type[Dictionary]] = {}
@@ -207,8 +226,10 @@ def create(architecture: str, **config: Any) -> Dictionary:
     return cls.from_config(config_from_dict(cls.config_class, config, where=f"{architecture} config"))
 
 
-def load(directory: str | Path, training_state: bool = False) -> Dictionary:
+def load(directory: str | Path, training_state: bool = False, device: str | torch.device | None = None) -> Dictionary:
     """Load any saved dictionary; the "architecture" key in config.json picks the class.
+
+    Tensors are read on the CPU and, with `device`, moved there (optimiser state included).
 
     Every problem is named with the file and a fix: a missing or unreadable config, an
     unknown architecture, missing weights, a pickle where safetensors belong (never
@@ -236,6 +257,8 @@ def load(directory: str | Path, training_state: bool = False) -> Dictionary:
     dictionary.load_tensors(tensors)
     if training_state and (found / TRAINING_FILE).is_file():
         dictionary.load_training_tensors(read_safetensors(found / TRAINING_FILE))
+    if device is not None:
+        dictionary.to(device)
     return dictionary
 
 

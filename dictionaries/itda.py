@@ -46,6 +46,11 @@ class ITDAConfig:
             raise ValueError(f"itda: input_norm must be one of {KINDS}, got {self.input_norm!r}")
 
 
+def _labels(column: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """column[chosen] as int64 on chosen's device: a stream's provenance may sit on the CPU."""
+    return column[chosen.to(column.device)].long().to(chosen.device)
+
+
 @register
 class ITDA(Dictionary):
     architecture = "itda"
@@ -75,22 +80,34 @@ class ITDA(Dictionary):
 
     @property
     def decoder_bias(self) -> torch.Tensor:
-        return self.norm.invert(torch.zeros(self.d))
+        return self.norm.invert(torch.zeros(self.d, device=self.device))
 
     @property
     def gram(self) -> torch.Tensor:
         return self._gram[: self.n, : self.n]
 
+    # --- device ---
+    @property
+    def device(self) -> torch.device:
+        return self._atoms.device
+
+    def to(self, device: str | torch.device) -> "ITDA":
+        """Move atoms, the Gram matrix (its whole capacity), provenance and normaliser to `device`."""
+        self._atoms, self._gram = self._atoms.to(device), self._gram.to(device)
+        self.provenance = {name: column.to(device) for name, column in self.provenance.items()}
+        self.norm.to(device)
+        return self
+
     # --- coding ---
     def _code_normalised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.n == 0:
-            empty = torch.zeros(x.shape[0], 0)
+            empty = torch.zeros(x.shape[0], 0, device=x.device)
             return empty, empty.long()
         return pursuit(x, self._atoms, self.gram, self.config.L, self.config.pursuit, self.config.refit)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> SparseCode:
-        x = self.norm.apply(check_activations(x, self.d, "itda.encode").float())
+        x = self.norm.apply(check_activations(x, self.d, "itda.encode", self.device).float())
         values, indices = [], []
         for start in range(0, max(1, x.shape[0]), ENCODE_CHUNK):
             v, i = self._code_normalised(x[start:start + ENCODE_CHUNK])
@@ -110,7 +127,7 @@ class ITDA(Dictionary):
         one process would append them from the whole batch, so the atoms come out identical."""
         world = world or World()
         x = getattr(batch, "x", batch)
-        check_activations(x, self.d, "itda.partial_fit")
+        check_activations(x, self.d, "itda.partial_fit", self.device)
         x = x.float()
         if not self.initialized:
             self.norm.fit(distributed.gather_rows(x, world))
@@ -121,13 +138,13 @@ class ITDA(Dictionary):
             recon = sparse_decode(SparseCode(values, indices), self._atoms)
             error = (xn - recon).pow(2).sum(1) / xn.pow(2).sum(1).clamp_min(1e-30)
         else:
-            error = torch.ones(x.shape[0])
+            error = torch.ones(x.shape[0], device=x.device)
         add = (error > self.config.threshold) & (xn.norm(dim=1) > 0)
         chosen = add.nonzero().flatten()
         provenance = getattr(batch, "provenance", None)
         if world.distributed:
             new, provenance = self._gather_candidates(xn[chosen], provenance, chosen, world)
-            chosen = torch.arange(new.shape[0])
+            chosen = torch.arange(new.shape[0], device=new.device)
         else:
             new = xn[chosen]
         if self.config.max_size:
@@ -143,7 +160,7 @@ class ITDA(Dictionary):
             total = (xn - xn.mean(0)).pow(2).sum()
             return float((error * xn.pow(2).sum(1)).sum() / total.clamp_min(1e-30))
         sums = torch.cat([(error * xn.pow(2).sum(1)).sum().reshape(1), xn.pow(2).sum().reshape(1),
-                          torch.tensor([float(xn.shape[0])]), xn.sum(0)]).double()
+                          torch.tensor([float(xn.shape[0])], device=xn.device), xn.sum(0)]).double()
         distributed.all_reduce_sum([sums], world)
         total = sums[1] - sums[3:].pow(2).sum() / sums[2]
         return float(sums[0] / total.clamp_min(1e-30))
@@ -152,8 +169,8 @@ class ITDA(Dictionary):
     def _gather_candidates(rows: torch.Tensor, provenance: dict | None, chosen: torch.Tensor,
                            world: World) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Every rank's candidate rows (c_i, d) and their provenance, concatenated rank 0 first."""
-        labels = torch.stack([provenance[name][chosen].long() if provenance and name in provenance
-                              else torch.full((chosen.numel(),), -1, dtype=torch.long)
+        labels = torch.stack([_labels(provenance[name], chosen) if provenance and name in provenance
+                              else torch.full((chosen.numel(),), -1, dtype=torch.long, device=chosen.device)
                               for name in PROVENANCE_FIELDS], dim=1)  # (c_i, fields)
         all_rows = distributed.gather_rows(rows, world)
         all_labels = distributed.gather_rows(labels, world)
@@ -166,7 +183,7 @@ class ITDA(Dictionary):
         n_old, n_new = self.n, self.n + new.shape[0]
         if n_new > self._gram.shape[0]:  # grow capacity geometrically; old block copied once
             capacity = max(n_new, 2 * self._gram.shape[0], 256)
-            grown = torch.zeros(capacity, capacity)
+            grown = torch.zeros(capacity, capacity, device=self._gram.device)
             grown[:n_old, :n_old] = self.gram
             self._gram = grown
         cross = self._atoms @ new.t()  # (n_old, b)
@@ -176,7 +193,8 @@ class ITDA(Dictionary):
         self._atoms = torch.cat([self._atoms, new])
         for name in PROVENANCE_FIELDS:
             column = provenance.get(name) if provenance else None
-            values = column[chosen].long() if column is not None else torch.full((new.shape[0],), -1)
+            values = (_labels(column, chosen) if column is not None
+                      else torch.full((new.shape[0],), -1, dtype=torch.long, device=new.device))
             self.provenance[name] = torch.cat([self.provenance[name], values])
 
     # --- persistence ---
@@ -202,7 +220,7 @@ class ITDA(Dictionary):
 
     def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "gram" in tensors and tensors["gram"].shape[0] == self.n:
-            self._gram = tensors["gram"].clone()
+            self._gram = tensors["gram"].to(self.device, copy=True)
 
     def extra_config(self) -> dict:
         return {"initialized": self.initialized, "tokens_seen": self.tokens_seen}

@@ -21,14 +21,15 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 class MetricsAccumulator:
-    def __init__(self, d: int, n: int) -> None:
+    def __init__(self, d: int, n: int, device: str | torch.device | None = None) -> None:
         self.tokens = 0
-        self.x_sum = torch.zeros(d, dtype=torch.float64)
-        self.x_sq = torch.zeros(d, dtype=torch.float64)
-        self.r_sum = torch.zeros(d, dtype=torch.float64)
-        self.r_sq = torch.zeros(d, dtype=torch.float64)
+        sums = dict(dtype=torch.float64, device=device)  # on the batches' device: no per-batch copies
+        self.x_sum = torch.zeros(d, **sums)
+        self.x_sq = torch.zeros(d, **sums)
+        self.r_sum = torch.zeros(d, **sums)
+        self.r_sq = torch.zeros(d, **sums)
         self.nonzero = 0
-        self.counts = torch.zeros(n, dtype=torch.float64)
+        self.counts = torch.zeros(n, **sums)
 
     def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
         x, residual = x.double(), (x - x_hat).double()
@@ -41,7 +42,7 @@ class MetricsAccumulator:
         self.nonzero += int(active.sum())
         n = self.counts.numel()
         # an atom picked twice in one row (plain matching pursuit) counts once for that token
-        rows = torch.arange(x.shape[0])[:, None].expand_as(indices)
+        rows = torch.arange(x.shape[0], device=indices.device)[:, None].expand_as(indices)
         keys = torch.unique(rows[active] * n + indices[active])
         self.counts += torch.bincount(keys % n, minlength=n).double()
 
@@ -62,10 +63,11 @@ class MetricsAccumulator:
 
 @torch.no_grad()
 def evaluate(dictionary: Dictionary, batches: Iterable[torch.Tensor]) -> dict[str, object]:
-    """Metrics of `dictionary` over held-out batches (tensors or TokenBatch)."""
-    acc = MetricsAccumulator(dictionary.d, dictionary.n)
+    """Metrics of `dictionary` over held-out batches (tensors or TokenBatch), on the dictionary's device."""
+    device = dictionary.device
+    acc = MetricsAccumulator(dictionary.d, dictionary.n, device)
     for batch in batches:
-        x = getattr(batch, "x", batch).float()
+        x = getattr(batch, "x", batch).to(device, non_blocking=True).float()
         code = dictionary.encode(x)
         acc.add(x, dictionary.decode(code), code.values, code.indices)
     return acc.result()

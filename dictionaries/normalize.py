@@ -79,6 +79,12 @@ class InputNorm:
             return w * self.scale
         return w @ self.matrix.T
 
+    def to(self, device: str | torch.device) -> "InputNorm":
+        self.shift, self.scale = self.shift.to(device), self.scale.to(device)
+        if self.matrix is not None:
+            self.matrix, self.inverse = self.matrix.to(device), self.inverse.to(device)
+        return self
+
     def tensors(self, prefix: str = "norm.") -> dict[str, torch.Tensor]:
         out = {prefix + "shift": self.shift, prefix + "scale": self.scale}
         if self.matrix is not None:

@@ -20,6 +20,8 @@ import torch
 
 METHODS = ("matching", "gradient")
 CHUNK_BYTES = 4 * 2**20  # a (rows, m) block of correlations this size stays in L2/L3
+# On a GPU a block is bounded by memory, not cache: large blocks mean few, full kernels per pick.
+GPU_CHUNK_BYTES = 512 * 2**20
 GROUP = 128  # argmax in two stages over groups of this many columns (see argmax_abs)
 
 
@@ -33,7 +35,7 @@ def argmax_abs(block: torch.Tensor) -> torch.Tensor:
     rows, width = block.shape
     groups = block.view(rows, width // GROUP, GROUP)
     best_group = torch.maximum(groups.amax(2), groups.amin(2).neg_()).argmax(1)
-    inside = groups[torch.arange(rows), best_group].abs_().argmax(1)
+    inside = groups[torch.arange(rows, device=block.device), best_group].abs_().argmax(1)
     return best_group * GROUP + inside
 
 
@@ -41,13 +43,13 @@ def _padded_block(correlations: torch.Tensor, rows: slice) -> tuple[torch.Tensor
     """A zero-padded copy of correlations[rows] whose width is a multiple of GROUP, and its live view."""
     part = correlations[rows]
     width = -(-part.shape[1] // GROUP) * GROUP
-    block = torch.zeros(part.shape[0], width)
+    block = torch.zeros(part.shape[0], width, device=part.device)
     block[:, : part.shape[1]] = part
     return block, block[:, : part.shape[1]]
 
 
-def _chunk_rows(m: int, extra_per_row: int = 0) -> int:
-    return max(8, CHUNK_BYTES // (4 * (m + extra_per_row)))
+def _chunk_rows(m: int, extra_per_row: int = 0, budget: int = CHUNK_BYTES) -> int:
+    return max(8, budget // (4 * (m + extra_per_row)))
 
 
 @torch.no_grad()
@@ -63,10 +65,12 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     m = atoms.shape[0]
     L = min(L, m)
     correlations = x @ atoms.t()  # (N, m): the one dense product
-    values = torch.zeros(x.shape[0], L)
-    indices = torch.zeros(x.shape[0], L, dtype=torch.long)
-    sub_gram = torch.zeros(x.shape[0], L, L)  # G restricted to each row's support, filled as we go
-    step = _chunk_rows(m) if method == "matching" else _chunk_rows(m, L * m // 4)
+    values = torch.zeros(x.shape[0], L, device=x.device)
+    indices = torch.zeros(x.shape[0], L, dtype=torch.long, device=x.device)
+    sub_gram = torch.zeros(x.shape[0], L, L, device=x.device)  # G restricted to each row's support, filled as we go
+    on_cpu = x.device.type == "cpu"
+    budget = CHUNK_BYTES if on_cpu else GPU_CHUNK_BYTES
+    step = _chunk_rows(m, budget=budget) if method == "matching" else _chunk_rows(m, L * m // 4, budget)
 
     def run(start: int) -> None:
         rows = slice(start, start + step)
@@ -81,7 +85,7 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     # release the GIL), which keeps every core busy without synchronising per op.
     workers = torch.get_num_threads()
     starts = list(range(0, x.shape[0], step))
-    if workers > 1 and len(starts) > 1:
+    if on_cpu and workers > 1 and len(starts) > 1:
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -117,7 +121,7 @@ def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor,
                     indices: torch.Tensor, sub_gram: torch.Tensor) -> None:
     rows, L = values.shape
     last = corr.shape[1] - 1
-    support_rows = torch.empty(rows, L, gram.shape[1])  # the support's Gram rows, cached per chunk
+    support_rows = torch.empty(rows, L, gram.shape[1], device=gram.device)  # the support's Gram rows, cached per chunk
     for t in range(L):
         # Exclude the current support from the pick so the support grows by one atom each step.
         masked = block.clone()
@@ -144,7 +148,7 @@ def least_squares_refit(targets: torch.Tensor, sub_gram: torch.Tensor, ridge: fl
     zero gram entries) gets coefficient 0 through the ridge.
     """
     system = sub_gram.double()
-    eye = torch.eye(system.shape[-1], dtype=torch.float64)
+    eye = torch.eye(system.shape[-1], dtype=torch.float64, device=system.device)
     scale = system.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)
     system = system + ridge * scale[:, None, None] * eye
     factor, info = torch.linalg.cholesky_ex(system)

@@ -11,7 +11,8 @@ product; everything a top-k code touches is sparse:
 AuxK only touches the dead latents: a dense product over the (few) dead columns, or the
 same sparse path when many are dead. Adam is the fused kernel (2% of the matmul).
 
-Shapes: x (N, d); W_enc, W_dec (n, d); b_enc (n,); b_dec (d,).
+Shapes: x (N, d); W_enc, W_dec (n, d); b_enc (n,); b_dec (d,). Every tensor made here is made
+on x's device (CPU or GPU); under torchrun with NCCL the reduced tensors are thus on the GPU.
 
 Data-parallel (torchrun): each rank passes its equal slice of the global batch and a World.
 Every term of the loss is a sum over tokens, so the global gradient is the mean of the
@@ -51,7 +52,7 @@ class SparsePattern:
         # torch.sort(stable) is ~100x faster than argsort(stable) on CPU for this size.
         _, by_column = torch.sort(flat, stable=True)
         counts = torch.bincount(flat, minlength=m)
-        offsets = torch.zeros(m, dtype=torch.long)
+        offsets = torch.zeros(m, dtype=torch.long, device=idx.device)
         offsets[1:] = counts.cumsum(0)[:-1]
         return cls(idx, by_column, offsets, torch.div(by_column, idx.shape[1], rounding_mode="floor"), m)
 
@@ -67,10 +68,10 @@ class SparsePattern:
     def sampled_dots(self, left: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(N, k): left[i] . table[idx[i, j]], i.e. (left @ table^T) only where the code is nonzero."""
         n_rows, k = self.idx.shape
-        crow = torch.arange(0, n_rows * k + 1, k, dtype=torch.long)
+        crow = torch.arange(0, n_rows * k + 1, k, dtype=torch.long, device=left.device)
         with warnings.catch_warnings():  # "CSR support is in beta": the op we use is stable
             warnings.simplefilter("ignore")
-            pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k),
+            pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k, device=left.device),
                                               (n_rows, self.m), check_invariants=False)
         out = torch.sparse.sampled_addmm(pattern, left, table.t(), beta=0.0)
         return out.values().reshape(n_rows, k)
@@ -130,7 +131,7 @@ def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead
     dz = pattern.sampled_dots(g_hat, Wd).mul_(vals > 0)
     dW_dec = pattern.transpose_product(z, g_hat)
     dW_enc = pattern.transpose_product(dz, xc)
-    db_enc = torch.zeros(n_dead).index_add_(0, pos.reshape(-1), dz.reshape(-1))
+    db_enc = torch.zeros(n_dead, device=dz.device).index_add_(0, pos.reshape(-1), dz.reshape(-1))
     return loss, g_hat, db_enc, dW_dec, dW_enc, dead_idx
 
 
@@ -168,7 +169,7 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
     loss = sae.mse_scale * mse
 
     # Dead bookkeeping counts tokens since a latent last fired (OpenAI threshold 1e-3).
-    fired = torch.zeros(n, dtype=torch.bool)
+    fired = torch.zeros(n, dtype=torch.bool, device=x.device)
     fired[idx[top > cfg.fired_threshold]] = True
     if world.distributed:  # a latent is alive if it fired on any rank
         fired_anywhere = fired.to(torch.int32)
@@ -183,7 +184,7 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
     dz = pattern.sampled_dots(g_e, W_dec).mul_(top > 0)  # (N, k) = dL/dpre at the selected entries
     grad_W_dec = pattern.transpose_product(z, g_e)
     grad_W_enc = pattern.transpose_product(dz, xc)
-    grad_b_enc = torch.zeros(n).index_add_(0, idx.reshape(-1), dz.reshape(-1))
+    grad_b_enc = torch.zeros(n, device=x.device).index_add_(0, idx.reshape(-1), dz.reshape(-1))
     grad_b_dec = g_e.sum(0)
 
     aux_loss = 0.0
@@ -247,7 +248,7 @@ def _reduce_across_ranks(x: torch.Tensor, top: torch.Tensor, grads: list[torch.T
     so the mean of the ranks' gradients (and of their AuxK losses) is the whole batch's.
     """
     sums = torch.cat([torch.tensor([sq, aux_loss, float((top > 0).sum()), float(x.double().pow(2).sum())],
-                                   dtype=torch.float64), x.double().sum(0)])
+                                   dtype=torch.float64, device=x.device), x.double().sum(0)])
     distributed.all_reduce_sum(grads + [sums], world)
     for grad in grads:
         grad.div_(world.size)

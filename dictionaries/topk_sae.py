@@ -119,10 +119,28 @@ class TopKSAE(Dictionary):
         """(d,) the reconstruction of an all-zero code, in activation space."""
         return self.norm.invert(self.b_dec)
 
+    # --- device ---
+    @property
+    def device(self) -> torch.device:
+        return self.W_dec.device
+
+    def to(self, device: str | torch.device) -> "TopKSAE":
+        """Move weights, normaliser, dead-latent counters and Adam state to `device`."""
+        # The optimiser holds the old parameter tensors: keep its state as a pending restore
+        # (the path a resume takes, bit-exact) and rebuild it on first use on the new device.
+        adam = {k: v for k, v in self.training_tensors().items() if k.startswith("adam.")}
+        for name in PARAM_NAMES:
+            setattr(self, name, getattr(self, name).to(device))
+        self.norm.to(device)
+        self.tokens_since_fired = self.tokens_since_fired.to(device)
+        self._optimizer = None
+        self._pending_adam = {k: v.to(device) for k, v in adam.items()} or None
+        return self
+
     # --- training ---
     def initialize(self, sample: torch.Tensor) -> None:
         """Data-dependent init from a sample (N, d): input norm, b_dec at the geometric median, 1/Var."""
-        check_activations(sample, self.d, "topk_sae init sample")
+        check_activations(sample, self.d, "topk_sae init sample", self.device)
         sample = sample[: self.config.init_sample].float()
         self.norm.fit(sample)
         normed = self.norm.apply(sample)
@@ -153,7 +171,7 @@ class TopKSAE(Dictionary):
     def partial_fit(self, x, world: World | None = None) -> dict[str, float]:
         """One step on x (N, d); with a World, x is this rank's slice of the global batch."""
         x = getattr(x, "x", x)  # accepts a store TokenBatch
-        check_activations(x, self.d, "topk_sae.partial_fit")
+        check_activations(x, self.d, "topk_sae.partial_fit", self.device)
         if not self.initialized:  # on the whole batch, so every rank starts from the same point
             self.initialize(distributed.gather_rows(x, world) if world is not None else x)
         return self.train_step(x, world).as_dict()
@@ -165,12 +183,12 @@ class TopKSAE(Dictionary):
     @torch.no_grad()
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """(N, n) encoder pre-activations; for analyses, not for training."""
-        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode").float())
+        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode", self.device).float())
         return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.t())
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> SparseCode:
-        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode").float())
+        x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode", self.device).float())
         values, indices = [], []
         for start in range(0, x.shape[0], ENCODE_CHUNK):
             pre = torch.addmm(self.b_enc, x[start:start + ENCODE_CHUNK] - self.b_dec, self.W_enc.t())
@@ -178,7 +196,8 @@ class TopKSAE(Dictionary):
             values.append(top.clamp_min(0))
             indices.append(idx)
         if not values:
-            return SparseCode(torch.zeros(0, self.k), torch.zeros(0, self.k, dtype=torch.long))
+            return SparseCode(torch.zeros(0, self.k, device=x.device),
+                              torch.zeros(0, self.k, dtype=torch.long, device=x.device))
         return SparseCode(torch.cat(values), torch.cat(indices))
 
     @torch.no_grad()
@@ -189,7 +208,7 @@ class TopKSAE(Dictionary):
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {name: getattr(self, name) for name in PARAM_NAMES}
         out.update(self.norm.tensors())
-        out["mse_scale"] = torch.tensor([self.mse_scale], dtype=torch.float64)
+        out["mse_scale"] = torch.tensor([self.mse_scale], dtype=torch.float64, device=self.device)
         return out
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -225,7 +244,7 @@ class TopKSAE(Dictionary):
         return out
 
     def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tokens_since_fired = tensors["tokens_since_fired"].long().clone()
+        self.tokens_since_fired = tensors["tokens_since_fired"].long().to(self.device, copy=True)
         adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
         self._optimizer = None
         self._pending_adam = adam or None
@@ -234,8 +253,9 @@ class TopKSAE(Dictionary):
         optimizer = self._optimizer
         for name, param in zip(PARAM_NAMES, optimizer.param_groups[0]["params"]):
             if f"adam.{name}.exp_avg" in adam:
+                # fused Adam wants its state (the step too) on the parameter's device
                 optimizer.state[param] = {
-                    "step": adam[f"adam.{name}.step"].reshape(()).float().clone(),
-                    "exp_avg": adam[f"adam.{name}.exp_avg"].clone(),
-                    "exp_avg_sq": adam[f"adam.{name}.exp_avg_sq"].clone(),
+                    "step": adam[f"adam.{name}.step"].reshape(()).float().to(param.device, copy=True),
+                    "exp_avg": adam[f"adam.{name}.exp_avg"].to(param.device, copy=True),
+                    "exp_avg_sq": adam[f"adam.{name}.exp_avg_sq"].to(param.device, copy=True),
                 }

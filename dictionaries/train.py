@@ -95,9 +95,15 @@ def _steps_done(dictionary: base.Dictionary) -> int:
 
 
 def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSettings, out: str | Path,
-          progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict[str, base.Dictionary]:
-    """Train (or resume) every spec; returns the final dictionaries by name."""
+          progress: bool = True, on_step: Callable[[int], None] | None = None,
+          device: str | torch.device | None = None) -> dict[str, base.Dictionary]:
+    """Train (or resume) every spec; returns the final dictionaries by name.
+
+    `device` ("cuda", "cpu", ...; None keeps the CPU) is where the dictionaries train: they and
+    every batch are moved there. Under torchrun "cuda" is this rank's GPU (see distributed.world).
+    """
     out = Path(out)
+    device = torch.device(device) if device is not None else None
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"dictionary names must be unique, got {names}")
@@ -114,7 +120,7 @@ def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSe
         groups.setdefault(spec.stream_key(), []).append(spec)
     finished: dict[str, base.Dictionary] = {}
     for group in groups.values():
-        finished.update(_train_group(store, group, settings, out, progress, on_step, world))
+        finished.update(_train_group(store, group, settings, out, progress, on_step, world, device))
     distributed.on_main(lambda: _assemble_metrics(out), world)
     return finished
 
@@ -135,15 +141,33 @@ def _rank_slice(batch, world: distributed.World):
     return batch[rows]
 
 
-def _train_group(store, specs, settings, out, progress, on_step, world):
+def _to_device(batch, device: torch.device | None):
+    """A batch (tensor or TokenBatch) on `device`. To a GPU the rows go through pinned memory so
+    the copy is asynchronous; the caching host allocator keeps the pinned block alive until done."""
+    if device is None:
+        return batch
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device == device:
+            return tensor
+        if device.type == "cuda" and tensor.device.type == "cpu":
+            return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.to(device)
+    if hasattr(batch, "provenance"):
+        return type(batch)(move(batch.x), {k: move(v) for k, v in batch.provenance.items()})
+    return move(batch)
+
+
+def _train_group(store, specs, settings, out, progress, on_step, world, device=None):
     d = store.d(specs[0].hook)
     selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
                      split_seed=settings.seed)
     dictionaries = {}
     for spec in specs:
         checkpoint = resolve_dir(out / "checkpoints" / spec.name)
-        dictionaries[spec.name] = (base.load(checkpoint, training_state=True) if checkpoint is not None
-                                   else _new_dictionary(spec, d))
+        dictionaries[spec.name] = (base.load(checkpoint, training_state=True)
+                                   if checkpoint is not None else _new_dictionary(spec, d))
+        if device is not None:
+            dictionaries[spec.name].to(device)
     needs_init = [dic for dic in dictionaries.values() if hasattr(dic, "initialize") and not dic.initialized]
     if needs_init:  # data-dependent init from a separate sample (another seed), as sdxl-unbox does
         sample_stream = store.stream(specs[0].hook, batch_size=min(settings.init_tokens, settings.batch_size),
@@ -155,7 +179,7 @@ def _train_group(store, specs, settings, out, progress, on_step, world):
             if sum(b.shape[0] for b in sample) >= settings.init_tokens:
                 break
         for dic in needs_init:  # every rank reads the same sample, so every rank starts identical
-            dic.initialize(torch.cat(sample))
+            dic.initialize(_to_device(torch.cat(sample), device))
     for name, dic in dictionaries.items():
         distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the start of training")
     total = settings.total_steps
@@ -169,7 +193,7 @@ def _train_group(store, specs, settings, out, progress, on_step, world):
                unit="step", disable=not progress or not world.is_main)
     step = start
     for step in range(start, total):
-        batch = _rank_slice(next(stream), world)
+        batch = _to_device(_rank_slice(next(stream), world), device)
         for name, dic in dictionaries.items():
             if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
                 continue

@@ -152,7 +152,7 @@ class Run:
                                      buffer_tokens=options.buffer_tokens, eval_tokens=options.eval_tokens,
                                      init_tokens=options.init_tokens)
             start = time.perf_counter()
-            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress)
+            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress, device=self.device)
             seconds = time.perf_counter() - start
             if not distributed.world().is_main:
                 continue  # under torchrun rank 0 alone writes the outputs
