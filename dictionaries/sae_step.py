@@ -72,7 +72,7 @@ class SparsePattern:
         with warnings.catch_warnings():  # "CSR support is in beta": the op we use is stable
             warnings.simplefilter("ignore")
             pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k, device=left.device),
-                                              (n_rows, self.m), check_invariants=False)
+                                              (n_rows, self.m), device=left.device, check_invariants=False)
         out = torch.sparse.sampled_addmm(pattern, left, table.t(), beta=0.0)
         return out.values().reshape(n_rows, k)
 
