@@ -118,6 +118,12 @@ class AddDirection(Intervention):
         return update + self.strength * self.direction.to(update.device, update.dtype)
 
 
+def _encode(dictionary: Any, flat: torch.Tensor) -> Any:
+    """Encode on the dictionary's own device (it may sit on the GPU while a study reads CPU maps)."""
+    device = getattr(dictionary, "device", flat.device)
+    return dictionary.encode(flat.to(device))
+
+
 def _feature_activations(code: Any, features: torch.Tensor) -> torch.Tensor:
     """(N, len(features)) activation of each listed feature in a sparse code (0 where inactive)."""
     hits = code.indices.unsqueeze(-1) == features.view(1, 1, -1)  # (N, k, F)
@@ -158,11 +164,11 @@ class EditFeatures(Intervention):
         features = torch.as_tensor(list(self.features), dtype=torch.long, device=flat.device)
         atoms = self.dictionary.atoms.to(flat.device, flat.dtype)[features]  # (F, d)
         with torch.no_grad():
-            code = self.dictionary.encode(flat)
-            current = _feature_activations(code, features).to(flat.dtype)
+            code = _encode(self.dictionary, flat)
+            current = _feature_activations(code, features.to(code.indices.device)).to(flat.device, flat.dtype)
         value = torch.as_tensor(self.value, dtype=flat.dtype, device=flat.device).expand_as(current)
         if self.relative_to_code_norm:
-            value = value * code.values.to(flat.dtype).norm(dim=-1, keepdim=True)
+            value = value * code.values.to(flat.device, flat.dtype).norm(dim=-1, keepdim=True)
         if self.mode == "set":
             target = value
         elif self.mode == "scale":
@@ -183,8 +189,8 @@ class Splice(Intervention):
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         flat = update.reshape(-1, update.shape[-1])
         with torch.no_grad():
-            recon = self.dictionary.decode(self.dictionary.encode(flat))
-        return recon.to(update.dtype).reshape(update.shape)
+            recon = self.dictionary.decode(_encode(self.dictionary, flat))
+        return recon.to(update.device, update.dtype).reshape(update.shape)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def dense_codes(dictionary, x: torch.Tensor, chunk: int = 4096) -> np.ndarray:
     """(N, n) activations of every atom; for the alignment analysis on small evaluation sets only."""
     out = np.zeros((x.shape[0], dictionary.atoms.shape[0]), dtype=np.float32)
     for start in range(0, x.shape[0], chunk):
-        code = dictionary.encode(x[start:start + chunk])
+        code = dictionary.encode(x[start:start + chunk].to(getattr(dictionary, "device", x.device)))
         rows = np.arange(code.values.shape[0])[:, None] + start
         np.add.at(out, (rows, code.indices.cpu().numpy()), code.values.detach().cpu().numpy())
     return out

@@ -97,8 +97,15 @@ class Run:
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
                 raise FileNotFoundError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
-            self._dictionaries[name] = load(folder)
+            # On the device the run generates on, so interventions encode next to the model.
+            self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
+
+    def adapter_device(self) -> torch.device:
+        """The device models run on in this run: the configured one, else CUDA when available."""
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def eval_prompt_ids(self, model: str) -> list[int]:
         store = self.store(model)
