@@ -22,6 +22,8 @@ metrics, so a folder holding it is complete.
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -179,7 +181,9 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
             if sum(b.shape[0] for b in sample) >= settings.init_tokens:
                 break
         for dic in needs_init:  # every rank reads the same sample, so every rank starts identical
+            began = time.perf_counter()
             dic.initialize(_to_device(torch.cat(sample), device))
+            dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
     for name, dic in dictionaries.items():
         distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the start of training")
     total = settings.total_steps
@@ -197,7 +201,11 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
         for name, dic in dictionaries.items():
             if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
                 continue
+            began = time.perf_counter()
             stats = dic.partial_fit(batch, world=world) if world.distributed else dic.partial_fit(batch)
+            # Each dictionary's own compute time (saved with its checkpoints): what "fit time"
+            # means when several dictionaries share one stream.
+            dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
             dic.meta["train_steps"] = step + 1
             rows.append({"name": name, "kind": "train", "step": step + 1,
                          "tokens": (step + 1) * settings.batch_size, **{k: float(v) for k, v in stats.items()}})

@@ -12,8 +12,6 @@ Every stage skips what is already complete, so rerunning a killed `diffdict run`
 """
 from __future__ import annotations
 
-import json
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -138,7 +136,6 @@ class Run:
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
-        from dictionaries import distributed
         from dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
@@ -158,14 +155,8 @@ class Run:
                                      checkpoint_every=options.checkpoint_every or max(1, first.tokens // first.batch // 10),
                                      buffer_tokens=options.buffer_tokens, eval_tokens=options.eval_tokens,
                                      init_tokens=options.init_tokens)
-            start = time.perf_counter()
-            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress, device=self.device)
-            seconds = time.perf_counter() - start
-            if not distributed.world().is_main:
-                continue  # under torchrun rank 0 alone writes the outputs
-            for entry in entries:  # the group's wall time, shared by the dictionaries trained together
-                (self.dictionary_dir(entry.name) / "fit.json").write_text(
-                    json.dumps({"fit_seconds": seconds / len(entries), "group": group}))
+            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress,
+                  device=self.adapter_device())
 
     def held_out_metrics(self, name: str) -> dict[str, float] | None:
         """The held-out evaluation written at the end of a dictionary's training."""
@@ -178,5 +169,5 @@ class Run:
         return rows.row(-1, named=True) if rows.height else None
 
     def fit_seconds(self, name: str) -> float:
-        path = self.dictionary_dir(name) / "fit.json"
-        return json.loads(path.read_text())["fit_seconds"] if path.exists() else float("nan")
+        """Compute time the training spent on this dictionary (its own steps, not its group's)."""
+        return float(self.dictionary(name).meta.get("fit_seconds", float("nan")))
