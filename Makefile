@@ -14,9 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: setup
-	$(BIN)/diffdict hooks tiny/sdxl
-	$(BIN)/diffdict generate tiny/sdxl "a large red circle on the left" "a small blue square on the right" \
-		--hooks down.2.1,mid.0,up.0.0,up.0.1 --out runs/quickstart
+	$(BIN)/diffdict run configs/quickstart.toml
+	@echo "open runs/quickstart/report.html in a browser"
 
 test: setup chromium
 	$(BIN)/python -m pytest
@@ -29,6 +28,11 @@ chromium:
 
 benchmarks: setup
 	$(BIN)/python benchmarks/capture.py
+	$(BIN)/python benchmarks/sae_step.py --d 1280 --n 5120 --k 10 --batch 4096
+	$(BIN)/python benchmarks/sae_step.py --d 3072 --n 24576 --k 64 --batch 2048
+	$(BIN)/python benchmarks/itda_encode.py --d 1280 --m 8192 --L 32 --batch 2048
+	$(BIN)/python benchmarks/store_memory.py
+	$(BIN)/python benchmarks/toy_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
