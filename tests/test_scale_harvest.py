@@ -146,7 +146,9 @@ def test_harvest_killed_mid_run_resumes_to_the_same_store(tmp_path, uninterrupte
             assert process.poll() is None, "the harvest ended before writing a shard"
             assert time.monotonic() < deadline, "no shard appeared in time"
             time.sleep(0.02)
-        delay = random.uniform(0.0, 0.4)  # a random point among the following jobs
+        # a random point among the following jobs: each takes ~0.1 s on a quiet machine, so a
+        # longer delay could outlive the whole harvest and kill nothing
+        delay = random.uniform(0.0, 0.1)
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
     finally:
