@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 from dictionaries.itda import ITDA, ITDAConfig
 
 
@@ -76,30 +77,15 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     def encode() -> None:
         result["code"] = itda.encode(x)
 
-    def sync() -> None:  # GPU work is asynchronous: time it to completion
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     encode()
     matmul()
-    encode_times, matmul_times, encode_cpu, matmul_cpu = [], [], [], []
-    for _ in range(args.reps):
-        sync()
-        start, cpu = time.perf_counter(), time.process_time()
-        matmul()
-        sync()
-        matmul_times.append(time.perf_counter() - start)
-        matmul_cpu.append(time.process_time() - cpu)
-        start, cpu = time.perf_counter(), time.process_time()
-        encode()
-        sync()
-        encode_times.append(time.perf_counter() - start)
-        encode_cpu.append(time.process_time() - cpu)
+    timings = interleaved(matmul, encode, args.reps, device)
     ours = fvu(x, itda.decode(result["code"]))
     start = time.perf_counter()
-    reference = fvu(x, leask_matching_pursuit(x, atoms, args.L))
-    sync()
+    reference = fvu(x, leask_matching_pursuit(x, atoms, args.L))  # a Python float: the work has finished
     reference_time = time.perf_counter() - start
+    encode_times, matmul_times = timings.candidate_wall, timings.baseline_wall
+    encode_cpu, matmul_cpu = timings.candidate_cpu, timings.baseline_cpu
     best_encode, best_matmul = min(encode_times), min(matmul_times)
     print(f"shape: batch={args.batch} d={args.d} m={args.m} L={args.L} pursuit={args.pursuit}+refit "
           f"threads={torch.get_num_threads()} device={device}")
@@ -111,7 +97,7 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     wall_ratio = best_encode / best_matmul
     # Headline on the CPU: process CPU time (all threads), robust to other tenants of a shared
     # machine. On a GPU the host's CPU time says nothing about the device: the wall clock.
-    ratio = min(encode_cpu) / min(matmul_cpu) if device.type == "cpu" else wall_ratio
+    ratio = timings.ratio(device)
     print(f"cpu time: matmul min {min(matmul_cpu) * 1e3:.1f} ms, encode min {min(encode_cpu) * 1e3:.1f} ms; "
           f"wall-clock ratio {wall_ratio:.3f}")
     print(f"ratio_to_matmul={ratio:.3f} fvu={ours:.4f}")

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 
 
@@ -68,34 +69,15 @@ def main(argv: list[str] | None = None) -> float:
         hold_dead()
         step()
         matmul()
-    def sync() -> None:  # GPU work is asynchronous: time it to completion
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    step_times, matmul_times, step_cpu, matmul_cpu = [], [], [], []
-    for _ in range(args.reps):
-        sync()
-        start, cpu = time.perf_counter(), time.process_time()
-        matmul()
-        sync()
-        matmul_times.append(time.perf_counter() - start)
-        matmul_cpu.append(time.process_time() - cpu)
-        hold_dead()
-        sync()
-        start, cpu = time.perf_counter(), time.process_time()
-        step()
-        sync()
-        step_times.append(time.perf_counter() - start)
-        step_cpu.append(time.process_time() - cpu)
+    timings = interleaved(matmul, step, args.reps, device, before_candidate=hold_dead)
     stats = last["stats"]
     if n_dead and not (stats.dead_fraction > 0 and stats.aux_loss > 0):
         raise RuntimeError(f"AuxK did no work (dead fraction {stats.dead_fraction}, aux loss {stats.aux_loss})")
-    best_step, best_matmul = min(step_times), min(matmul_times)
-    wall_ratio = best_step / best_matmul
-    # Headline on the CPU: process CPU time (all threads). On a shared machine the wall clock of
-    # either side swings by +-30% with other tenants; the CPU time each side needs does not.
-    # On a GPU the host's CPU time says nothing about the device: the synchronised wall clock.
-    ratio = min(step_cpu) / min(matmul_cpu) if on_cpu else wall_ratio
+    best_step, best_matmul = min(timings.candidate_wall), min(timings.baseline_wall)
+    step_times, matmul_times = timings.candidate_wall, timings.baseline_wall
+    step_cpu, matmul_cpu = timings.candidate_cpu, timings.baseline_cpu
+    wall_ratio = timings.wall_ratio
+    ratio = timings.ratio(device)
     print(f"shape: batch={args.batch} d={args.d} n={args.n} k={args.k} k_aux={args.k_aux} "
           f"dead={n_dead} ({args.dead_fraction:.1%}) threads={torch.get_num_threads()} device={device}")
     print(f"last step: dead_fraction={stats.dead_fraction:.4f} aux_loss={stats.aux_loss:.4f} l0={stats.l0:.1f}")
