@@ -14,7 +14,6 @@ wall-clock ratio, the matmul on the same device)
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -36,7 +35,6 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    on_cpu = device.type == "cpu"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
