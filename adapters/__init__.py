@@ -8,9 +8,9 @@ from .base import Adapter, ProtocolDefaults
 from .capture import BRANCHES, CapturedMap, Generation
 from .hookpoints import HookPoint
 from .interventions import AddDirection, EditFeatures, Intervention, SkipBlock, Splice
-from .registry import known_models, load
+from .registry import default_device, known_models, load
 
 __all__ = [
     "Adapter", "ProtocolDefaults", "BRANCHES", "CapturedMap", "Generation", "HookPoint",
-    "AddDirection", "EditFeatures", "Intervention", "SkipBlock", "Splice", "known_models", "load",
+    "AddDirection", "EditFeatures", "Intervention", "SkipBlock", "Splice", "default_device", "known_models", "load",
 ]

@@ -51,7 +51,8 @@ def _adapter_class(family: str) -> type[Adapter]:
     return {"sdxl": SDXLAdapter, "flux": FluxAdapter}[family]
 
 
-def _default_device(device: str | torch.device | None) -> torch.device:
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` as a torch.device; None means CUDA when available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -130,7 +131,7 @@ def load(model_id: str, device: str | torch.device | None = None, dtype: torch.d
             f"quantize={quantize!r} is supported for Flux models only (the 12B transformer and T5-XXL); "
             f"{model_id!r} is an SDXL model: load it without quantize"
         )
-    device = _default_device(device)
+    device = default_device(device)
     cls = _adapter_class(spec.family)
     if device.type == "meta":
         return _meta_adapter(model_id, spec, cls)

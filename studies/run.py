@@ -34,6 +34,7 @@ class Run:
         self.root = Path(config.out)
         self._adapters: dict[str, Any] = {}
         self._dictionaries: dict[str, Any] = {}
+        self._stores: dict[str, Any] = {}  # opened once: every study reads the same index
         self.cache: dict[tuple, Any] = {}  # results studies share within a run (e.g. alignment data)
 
     # ---- paths -----------------------------------------------------------------------------
@@ -84,9 +85,11 @@ class Run:
         return ClipScorer.pretrained(name, pretrained or None, device=str(self.device or "cpu"))
 
     def store(self, model: str):
-        from dictionaries.store_reader import ActivationStore
+        if model not in self._stores:
+            from dictionaries.store_reader import ActivationStore
 
-        return ActivationStore(self.store_dir(model))
+            self._stores[model] = ActivationStore(self.store_dir(model))
+        return self._stores[model]
 
     def dictionary(self, name: str):
         if name not in self._dictionaries:
@@ -101,9 +104,9 @@ class Run:
 
     def adapter_device(self) -> torch.device:
         """The device models run on in this run: the configured one, else CUDA when available."""
-        if self.device:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from adapters import default_device
+
+        return default_device(self.device)
 
     def eval_prompt_ids(self, model: str) -> list[int]:
         store = self.store(model)
@@ -132,6 +135,7 @@ class Run:
                 self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
                 steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
                 progress=self.progress)
+        self._stores.update(stores)
         return stores
 
     def train(self) -> None:
