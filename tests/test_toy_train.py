@@ -6,7 +6,7 @@ import torch
 
 from studies.cli import main
 
-TINY = ["--n-scenes", "8", "--teacher-samples", "2",
+TINY = ["--n-scenes", "8",
         "--steps", *(f"{s}=1" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
         "--batch", *(f"{s}=2" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
         "--no-progress"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from toyworld import models
@@ -64,6 +66,13 @@ class Context:
     def latents(self, family: str) -> LatentStore:
         """Encode the data once with the trained VAE; SDXL gets a scale, Flux a shift too."""
         if family not in self._latents:
+            cached = self.cfg.work / f"latents_{family}_{self.cfg.seed}_{self.cfg.n_scenes}.safetensors"
+            if cached.exists():  # the VAE is final once its stage is done, so are its latents
+                tensors = load_file(str(cached))
+                stats = json.loads((self.cfg.work / f"vae_{family}_stats.json").read_text())
+                self._latents[family] = LatentStore(tensors["mean"].to(self.cfg.device), tensors["std"].to(self.cfg.device),
+                                                    scale=stats["scaling_factor"], shift=stats["shift_factor"])
+                return self._latents[family]
             vae, means, stds = self.trained_vae(family), [], []
             with torch.no_grad():
                 for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
@@ -78,6 +87,8 @@ class Context:
             self._latents[family] = LatentStore(mean, std, scale=1.0 / spread, shift=shift)
             stats = {"scaling_factor": 1.0 / spread, "shift_factor": shift}
             (self.cfg.work / f"vae_{family}_stats.json").write_text(json.dumps(stats))
+            save_file({"mean": mean.cpu().contiguous(), "std": std.cpu().contiguous()}, str(cached.with_suffix(".tmp")))
+            os.replace(cached.with_suffix(".tmp"), cached)
         return self._latents[family]
 
 
@@ -137,7 +148,10 @@ def run_base(ctx: Context) -> None:
         generator = ctx.generator(stage, step)
         index = ctx.batch_index(stage, generator)
         clean = latents.sample(index, generator)
-        noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
+        # Offset noise (as SDXL was trained): without it the model cannot move an image's mean
+        # colour away from the noise's, and flat black or white backgrounds come out gray.
+        noise = torch.randn(clean.shape, generator=generator, device=cfg.device) + cfg.offset_noise * torch.randn(
+            clean.shape[:2] + (1, 1), generator=generator, device=cfg.device)
         t = torch.randint(0, len(alphas), (len(index),), generator=generator, device=cfg.device)
         a = alphas[t][:, None, None, None]
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
@@ -152,32 +166,30 @@ def run_base(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss)
 
 
-def _teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noise, caption index, base's 25-step CFG latents) for cfg.teacher_samples draws."""
-    cfg = ctx.cfg
-    pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
-    pipe.set_progress_bar_config(disable=True)
-    generator = ctx.generator("teacher", 0)
-    noise = torch.randn((cfg.teacher_samples, 4, 32, 32), generator=generator, device=cfg.device)
-    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
-    targets = []
-    chunk = 2048 if cfg.device.startswith("cuda") else 64
-    with torch.no_grad():
-        for start in tqdm(range(0, cfg.teacher_samples, chunk), desc="teacher samples",
-                          disable=not cfg.progress, mininterval=5):
-            rows = slice(start, start + chunk)
-            embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            out = pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
-                       num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
-                       height=64, width=64, output_type="latent")
-            targets.append(out.images.float())
-    return noise, index, torch.cat(targets)
+def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor,
+            added: dict, guidance: float) -> torch.Tensor:
+    """The teacher's classifier-free-guided clean estimate of `noisy` at timesteps t (alpha_bar a)."""
+    zeros = {key: torch.zeros_like(value) if key == "text_embeds" else value for key, value in added.items()}
+    eps_cond = unet(noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+    eps_uncond = unet(noisy, t, encoder_hidden_states=torch.zeros_like(embeds), added_cond_kwargs=zeros).sample
+    eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+    return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def run_turbo(ctx: Context) -> None:
+    """Adversarial-diffusion-distillation without the discriminator, as SDXL Turbo was made.
+
+    The student (initialised as the base) takes one Euler step from pure noise at the
+    trailing t=999. Its sample is pulled towards (1) the training image of its caption,
+    standing in for ADD's adversarial term that keeps samples on the data, and (2) the
+    frozen base's CFG estimate of that sample re-noised at a random t (ADD's distillation
+    term, weighted by alpha_bar as in the paper so that the noisiest estimates count least).
+    """
     stage, cfg = "turbo", ctx.cfg
-    noise, index, targets = _teacher_samples(ctx)
+    latents = ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
+    teacher = _base_parts(ctx, trained=True)["unet"].eval().requires_grad_(False)
+    alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
     scheduler = EulerAncestralDiscreteScheduler(**models.SDXL_SCHEDULER, timestep_spacing="trailing")
     scheduler.set_timesteps(1)
     timestep, sigma = scheduler.timesteps[0].item(), scheduler.sigmas[0].item()
@@ -185,16 +197,23 @@ def run_turbo(ctx: Context) -> None:
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
-        rows = ctx.batch_index(stage, generator, n=len(noise))
+        index = ctx.batch_index(stage, generator)
+        clean = latents.sample(index, generator)
         with torch.no_grad():
-            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
-                                               ctx.data.ids[index[rows]])
-        latents = noise[rows] * init_sigma
-        model_input = latents / (sigma**2 + 1) ** 0.5
-        t = torch.full((len(rows),), timestep, device=cfg.device)
-        predicted = parts["unet"](model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
-        # One Euler step from sigma_max to 0 lands on the denoised estimate.
-        return F.mse_loss(latents - sigma * predicted, targets[rows])
+            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
+        start = torch.randn(clean.shape, generator=generator, device=cfg.device) * init_sigma
+        t = torch.full((len(index),), timestep, device=cfg.device)
+        predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
+                                  added_cond_kwargs=added).sample
+        sample = start - sigma * predicted  # one Euler step from sigma_max to 0
+        t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
+        a = alphas[t_teacher][:, None, None, None]
+        renoised = a.sqrt() * sample.detach() + (1 - a).sqrt() * torch.randn(
+            clean.shape, generator=generator, device=cfg.device)
+        with torch.no_grad():
+            target = _cfg_x0(teacher, renoised, t_teacher, a, embeds, added, cfg.base_guidance)
+        distill = (a.flatten() * ((sample - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        return F.mse_loss(sample, clean) + cfg.turbo_distill_weight * distill
 
     train_loop(cfg, stage, parts, loss, trainable=["unet"])
 
@@ -221,7 +240,9 @@ def run_flux(ctx: Context) -> None:
         clean = latents.sample(index, generator)
         b, c, h, w = clean.shape
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
-        sigma = torch.rand(b, generator=generator, device=cfg.device)
+        # Logit-normal sigmas (as SD3 and Flux were trained) weight the middle of the path,
+        # where an object's shape is decided; uniform sigmas left toy/flux drawing blobs.
+        sigma = torch.sigmoid(torch.randn(b, generator=generator, device=cfg.device))
         noisy = (1 - sigma[:, None, None, None]) * clean + sigma[:, None, None, None] * noise
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
         ids = torch.where(drop[:, None], ctx.data.empty_ids[None], ctx.data.ids[index])

@@ -39,7 +39,9 @@ def register(subparsers) -> None:
     train.add_argument("--batch", nargs="*", metavar="STAGE=N", help="override batch sizes")
     train.add_argument("--minutes", nargs="*", metavar="STAGE=M", help="wall-clock cap per stage")
     train.add_argument("--n-scenes", type=int, help="training scenes to render")
-    train.add_argument("--teacher-samples", type=int, help="base samples the turbo distils from")
+    train.add_argument("--lr", nargs="*", metavar="STAGE=X", help="override peak learning rates")
+    train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
+    train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
     train.add_argument("--no-progress", action="store_true")
@@ -77,12 +79,15 @@ def run_train(args: argparse.Namespace) -> int:
     cfg.stages = stages
     cfg.steps = cfg.steps | _stage_values(args.steps, int, "--steps")
     cfg.batch = cfg.batch | _stage_values(args.batch, int, "--batch")
-    cfg.minutes = _stage_values(args.minutes, float, "--minutes")
-    for name in ("n_scenes", "teacher_samples", "base_guidance", "flux_steps"):
+    cfg.minutes = cfg.minutes | _stage_values(args.minutes, float, "--minutes")
+    cfg.lr = cfg.lr | _stage_values(args.lr, float, "--lr")
+    for name in ("n_scenes", "offset_noise", "threads", "base_guidance", "flux_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    if cfg.n_scenes < 1 or cfg.teacher_samples < 1:
-        raise ValueError("--n-scenes and --teacher-samples must be positive")
+    if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
+        raise ValueError("--n-scenes and --threads must be positive")
+    if cfg.offset_noise < 0:
+        raise ValueError(f"--offset-noise must be >= 0, got {cfg.offset_noise}")
     train(cfg)
     return 0
 
