@@ -19,7 +19,7 @@ from toyworld.data import SceneData, build_scene_data, step_generator
 from toyworld.train import TrainConfig, train_loop
 
 VAE_KL_WEIGHT = 1e-6
-MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting: trains faster than plain epsilon MSE
+MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (x0 weight capped at gamma): trains faster than plain epsilon MSE
 
 
 @dataclass
@@ -159,8 +159,12 @@ def run_base(ctx: Context) -> None:
         embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
                                            ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+        # In x0 terms the epsilon loss weighs each t by its SNR, which is ~0.005 at t=999: the
+        # noisiest steps, where the caption decides colour, background and layout, would learn
+        # almost nothing. Clamping the x0 weight to [1, gamma] (truncated SNR below, min-SNR
+        # above) trains them as v-prediction would while keeping SDXL's epsilon output.
         snr = a.flatten() / (1 - a.flatten())
-        weight = snr.clamp(max=MIN_SNR_GAMMA) / snr
+        weight = snr.clamp(min=1.0, max=MIN_SNR_GAMMA) / snr
         return (weight * ((predicted - noise) ** 2).mean(dim=(1, 2, 3))).mean()
 
     train_loop(cfg, stage, parts, loss)
