@@ -12,8 +12,8 @@ from toyworld.scenes import eval_scenes
 # What the shipped weights reach on 64 held-out captions (toyworld/README.md has the full
 # 256-caption table). These floors catch a broken export or loader, not the targets.
 FLOORS = {
-    "sdxl-turbo": {"position": 0.6, "size": 0.6, "style": 0.45},
-    "flux": {"colour": 0.75, "position": 0.8, "background": 0.9, "style": 0.6},
+    "sdxl-turbo": {"colour": 0.55, "position": 0.8, "size": 0.8, "background": 0.7, "style": 0.6},
+    "flux": {"colour": 0.75, "position": 0.8, "background": 0.9, "style": 0.7},
 }
 
 

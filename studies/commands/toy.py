@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
     train = toy.add_parser("train", help="train toy/sdxl-base, toy/sdxl-turbo and toy/flux from scratch")
     train.add_argument("--preset", choices=("gpu", "cpu"), default="cpu",
-                       help="step counts: 'cpu' fits 4 h on 2 cores, 'gpu' made the shipped weights")
+                       help="'cpu': per-stage time caps that fit 4 h on 2 cores; 'gpu': longer step counts for CUDA")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", default="runs/toy_train", help="checkpoints; rerun to resume")
