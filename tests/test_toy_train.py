@@ -66,3 +66,16 @@ def test_bad_stage_names_are_rejected(tmp_path):
         args = parser.parse_args(["toy", "train", "--stages", "vae,unet", "--work-dir", str(tmp_path)])
         args.func(args)
     assert main(["toy", "train", "--steps", "unet=3", "--work-dir", str(tmp_path)]) == 2
+
+
+def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
+    from toyworld import models
+    from toyworld.stages import MIN_SNR_GAMMA, epsilon_loss_weight
+
+    alpha_bar = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod
+    snr = alpha_bar / (1 - alpha_bar)
+    x0_weight = epsilon_loss_weight(alpha_bar) * snr  # the epsilon loss is x0 error * SNR
+    assert torch.all(x0_weight >= 1 - 1e-4) and torch.all(x0_weight <= MIN_SNR_GAMMA + 1e-4)
+    assert float(epsilon_loss_weight(alpha_bar[-1:])) > 100  # t=999: SNR ~ 0.005
+    low_noise = snr > MIN_SNR_GAMMA
+    assert torch.allclose(x0_weight[low_noise], torch.full_like(x0_weight[low_noise], MIN_SNR_GAMMA))

@@ -92,6 +92,18 @@ class Context:
         return self._latents[family]
 
 
+def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight of the epsilon MSE at alpha_bar (batch,) -> (batch,).
+
+    In x0 terms the epsilon loss weighs each t by its SNR, which is ~0.005 at t=999: the
+    noisiest steps, where the caption decides colour, background and layout, would learn
+    almost nothing. Clamping the x0 weight to [1, gamma] (truncated SNR below, min-SNR above)
+    trains them as v-prediction would while keeping SDXL's epsilon output.
+    """
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(min=1.0, max=MIN_SNR_GAMMA) / snr
+
+
 def _train_vae(ctx: Context, family: str) -> None:
     stage = f"vae_{family}"
     vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
@@ -159,12 +171,7 @@ def run_base(ctx: Context) -> None:
         embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
                                            ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
-        # In x0 terms the epsilon loss weighs each t by its SNR, which is ~0.005 at t=999: the
-        # noisiest steps, where the caption decides colour, background and layout, would learn
-        # almost nothing. Clamping the x0 weight to [1, gamma] (truncated SNR below, min-SNR
-        # above) trains them as v-prediction would while keeping SDXL's epsilon output.
-        snr = a.flatten() / (1 - a.flatten())
-        weight = snr.clamp(min=1.0, max=MIN_SNR_GAMMA) / snr
+        weight = epsilon_loss_weight(a.flatten())
         return (weight * ((predicted - noise) ** 2).mean(dim=(1, 2, 3))).mean()
 
     train_loop(cfg, stage, parts, loss)
