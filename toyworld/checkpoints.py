@@ -7,18 +7,18 @@ atomic (temporary file, then rename), so a killed run never leaves a broken chec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from dictionaries.atomic import write_file_atomic
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+
+def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Safetensors file written through dictionaries.atomic (temporary sibling, fsync, rename)."""
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_file_atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
 
 
 def module_tensors(modules: dict[str, torch.nn.Module], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -40,7 +40,7 @@ def load_modules(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.T
 
 
 def save_final(path: Path, modules: dict[str, torch.nn.Module], info: dict | None = None) -> None:
-    _atomic_save(module_tensors(modules), path, {"info": json.dumps(info or {})})
+    save_tensors_atomic(module_tensors(modules), path, {"info": json.dumps(info or {})})
 
 
 def load_final(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
@@ -60,7 +60,7 @@ def save_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str,
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optimizer.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    _atomic_save(tensors, path, {"step": str(step), "total_steps": str(total_steps)})
+    save_tensors_atomic(tensors, path, {"step": str(step), "total_steps": str(total_steps)})
 
 
 def load_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],

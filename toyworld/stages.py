@@ -1,8 +1,8 @@
 """The training stages of `diffdict toy train` (see toyworld.train for the order)."""
 from __future__ import annotations
 
+import copy
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from dictionaries.atomic import write_json_atomic
 from toyworld import models
-from toyworld.checkpoints import load_final
+from toyworld.checkpoints import load_final, save_tensors_atomic
 from toyworld.data import SceneData, build_scene_data, step_generator
 from toyworld.train import TrainConfig, train_loop
 
@@ -64,32 +65,36 @@ class Context:
         return vae.to(self.cfg.device).eval().requires_grad_(False)
 
     def latents(self, family: str) -> LatentStore:
-        """Encode the data once with the trained VAE; SDXL gets a scale, Flux a shift too."""
+        """Encode the data once with the trained VAE (cached in the work dir); SDXL gets a
+        scale, Flux a shift too."""
         if family not in self._latents:
             cached = self.cfg.work / f"latents_{family}_{self.cfg.seed}_{self.cfg.n_scenes}.safetensors"
-            if cached.exists():  # the VAE is final once its stage is done, so are its latents
+            stats_path = self.cfg.work / f"vae_{family}_stats.json"
+            if cached.exists():  # written after its stats, from the finished VAE: both are final
                 tensors = load_file(str(cached))
-                stats = json.loads((self.cfg.work / f"vae_{family}_stats.json").read_text())
-                self._latents[family] = LatentStore(tensors["mean"].to(self.cfg.device), tensors["std"].to(self.cfg.device),
-                                                    scale=stats["scaling_factor"], shift=stats["shift_factor"])
-                return self._latents[family]
-            vae, means, stds = self.trained_vae(family), [], []
-            with torch.no_grad():
-                for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
-                                  disable=not self.cfg.progress, mininterval=5):
-                    posterior = vae.encode(self.data.pixels(torch.arange(start, min(start + 512, len(self.data)),
-                                                                           device=self.cfg.device))).latent_dist
-                    means.append(posterior.mean)
-                    stds.append(posterior.std)
-            mean, std = torch.cat(means), torch.cat(stds)
-            shift = float(mean.mean()) if family == "flux" else 0.0
-            spread = float(((mean - shift) ** 2 + std**2).mean().sqrt())
-            self._latents[family] = LatentStore(mean, std, scale=1.0 / spread, shift=shift)
-            stats = {"scaling_factor": 1.0 / spread, "shift_factor": shift}
-            (self.cfg.work / f"vae_{family}_stats.json").write_text(json.dumps(stats))
-            save_file({"mean": mean.cpu().contiguous(), "std": std.cpu().contiguous()}, str(cached.with_suffix(".tmp")))
-            os.replace(cached.with_suffix(".tmp"), cached)
+                mean, std = tensors["mean"].to(self.cfg.device), tensors["std"].to(self.cfg.device)
+                stats = json.loads(stats_path.read_text())
+            else:
+                mean, std = self._encode(family)
+                shift = float(mean.mean()) if family == "flux" else 0.0
+                spread = float(((mean - shift) ** 2 + std**2).mean().sqrt())
+                stats = {"scaling_factor": 1.0 / spread, "shift_factor": shift}
+                write_json_atomic(stats_path, stats)
+                save_tensors_atomic({"mean": mean, "std": std}, cached)
+            self._latents[family] = LatentStore(mean, std, scale=stats["scaling_factor"], shift=stats["shift_factor"])
         return self._latents[family]
+
+    def _encode(self, family: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mean, std) of every training image, each (N, C, 32, 32)."""
+        vae, means, stds = self.trained_vae(family), [], []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
+                              disable=not self.cfg.progress, mininterval=5):
+                rows = torch.arange(start, min(start + 512, len(self.data)), device=self.cfg.device)
+                posterior = vae.encode(self.data.pixels(rows)).latent_dist
+                means.append(posterior.mean)
+                stds.append(posterior.std)
+        return torch.cat(means), torch.cat(stds)
 
 
 def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -199,7 +204,7 @@ def run_turbo(ctx: Context) -> None:
     stage, cfg = "turbo", ctx.cfg
     latents = ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
-    teacher = _base_parts(ctx, trained=True)["unet"].eval().requires_grad_(False)
+    teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False)
     alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
     scheduler = EulerAncestralDiscreteScheduler(**models.SDXL_SCHEDULER, timestep_spacing="trailing")
     scheduler.set_timesteps(1)
