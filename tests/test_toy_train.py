@@ -9,7 +9,7 @@ from studies.cli import main
 TINY = ["--n-scenes", "8",
         "--steps", *(f"{s}=1" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
         "--batch", *(f"{s}=2" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
-        "--no-progress"]
+        "--teacher-samples", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,24 @@ def test_every_stage_leaves_a_final_checkpoint(trained):
     for stage in ("vae_sdxl", "vae_flux", "base", "turbo", "flux"):
         assert (work / f"{stage}.safetensors").exists()
         assert not (work / f"{stage}.partial.safetensors").exists()
+
+
+def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
+    from toyworld.scenes import train_scene
+    from toyworld.stages import Context, export_sdxl, teacher_samples
+    from toyworld.train import TrainConfig
+
+    work, _ = trained
+    cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
+    ctx = Context(cfg)
+    noise, index, targets = teacher_samples(ctx)  # read back from the cache the turbo stage wrote
+    assert noise.shape == targets.shape == (2, 4, 32, 32) and index.shape == (2,)
+    pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    caption = train_scene(cfg.seed * 10**7 + int(index[1])).caption  # as toyworld.data renders them
+    again = pipe([caption], latents=noise[1:2], num_inference_steps=cfg.base_steps,
+                 guidance_scale=cfg.base_guidance, height=64, width=64, output_type="latent").images
+    torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
 
 
 def test_rerun_skips_finished_stages(trained, capsys):

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
+from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
@@ -192,19 +195,67 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
+def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise (n, 4, 32, 32), caption index (n,), the base's latents (n, 4, 32, 32)) for
+    n = cfg.teacher_samples draws, each sampled the base's way (Euler, cfg.base_steps, CFG).
+
+    Euler sampling is deterministic, so each target is a function of its noise: a one-step
+    student regressing on these pairs learns a map, not the blurred mean of the many images a
+    caption allows (Luhman & Luhman 2021). Sampling is the slow part on a CPU (about half a
+    second per sample on 2 cores), so the targets are cached in the work dir with the digest
+    of the base checkpoint they came from, and a killed run resumes chunk by chunk.
+    """
+    cfg = ctx.cfg
+    n = cfg.teacher_samples
+    generator = ctx.generator("teacher", 0)
+    noise = torch.randn((n, 4, 32, 32), generator=generator, device=cfg.device)
+    index = torch.randint(len(ctx.data), (n,), generator=generator, device=cfg.device)
+    digest = hashlib.sha256((cfg.work / "base.safetensors").read_bytes()).hexdigest()[:16]
+    path = cfg.work / f"teacher_{cfg.seed}_{n}.safetensors"
+    targets, done = torch.zeros_like(noise), 0
+    if path.exists():
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("base") == digest:
+            targets, done = load_file(str(path))["targets"].to(cfg.device), int(meta["done"])
+    if done < n:
+        pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
+        pipe.set_progress_bar_config(disable=True)
+        chunk = 2048 if cfg.device.startswith("cuda") else 64
+        last_save = time.time()
+        with torch.no_grad(), tqdm(total=n, initial=done, desc="teacher samples", disable=not cfg.progress,
+                                   mininterval=5) as bar:
+            while done < n:
+                rows = slice(done, min(done + chunk, n))
+                embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+                targets[rows] = pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"],
+                                     latents=noise[rows], num_inference_steps=cfg.base_steps,
+                                     guidance_scale=cfg.base_guidance, height=models.IMAGE_SIZE,
+                                     width=models.IMAGE_SIZE, output_type="latent").images.float()
+                done = rows.stop
+                bar.update(rows.stop - rows.start)
+                if done == n or time.time() - last_save > cfg.checkpoint_minutes * 60:
+                    save_tensors_atomic({"targets": targets}, path, {"base": digest, "done": str(done)})
+                    last_save = time.time()
+    return noise, index, targets
+
+
 def run_turbo(ctx: Context) -> None:
-    """Adversarial-diffusion-distillation without the discriminator, as SDXL Turbo was made.
+    """Distil the base to one step, as SDXL Turbo was distilled from SDXL Base.
 
     The student (initialised as the base) takes one Euler step from pure noise at the
-    trailing t=999. Its sample is pulled towards (1) the training image of its caption,
-    standing in for ADD's adversarial term that keeps samples on the data, and (2) the
-    frozen base's CFG estimate of that sample re-noised at a random t (ADD's distillation
-    term, weighted by alpha_bar as in the paper so that the noisiest estimates count least).
+    trailing t=999. Its sample is pulled towards (1) the base's own sample from the same
+    noise (`teacher_samples`; with cfg.teacher_samples = 0, the training image of the
+    caption instead, whose mean over images is a blur) and, with weight
+    cfg.turbo_distill_weight, (2) the frozen base's CFG estimate of that sample re-noised
+    at a random t: ADD's distillation term, weighted by alpha_bar as in the paper so that
+    the noisiest estimates count least. ADD's critic is left out.
     """
     stage, cfg = "turbo", ctx.cfg
-    latents = ctx.latents("sdxl")
+    pairs = teacher_samples(ctx) if cfg.teacher_samples else None
+    latents = None if pairs else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
-    teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False)
+    teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
     alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
     scheduler = EulerAncestralDiscreteScheduler(**models.SDXL_SCHEDULER, timestep_spacing="trailing")
     scheduler.set_timesteps(1)
@@ -213,23 +264,30 @@ def run_turbo(ctx: Context) -> None:
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
-        index = ctx.batch_index(stage, generator)
-        clean = latents.sample(index, generator)
+        if pairs:
+            rows = ctx.batch_index(stage, generator, n=len(pairs[0]))
+            noise, index, target = pairs[0][rows], pairs[1][rows], pairs[2][rows]
+        else:
+            index = ctx.batch_index(stage, generator)
+            target = latents.sample(index, generator)
+            noise = torch.randn(target.shape, generator=generator, device=cfg.device)
         with torch.no_grad():
             embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
-        start = torch.randn(clean.shape, generator=generator, device=cfg.device) * init_sigma
+        start = noise * init_sigma
         t = torch.full((len(index),), timestep, device=cfg.device)
         predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
                                   added_cond_kwargs=added).sample
         sample = start - sigma * predicted  # one Euler step from sigma_max to 0
-        t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
-        a = alphas[t_teacher][:, None, None, None]
-        renoised = a.sqrt() * sample.detach() + (1 - a).sqrt() * torch.randn(
-            clean.shape, generator=generator, device=cfg.device)
-        with torch.no_grad():
-            target = _cfg_x0(teacher, renoised, t_teacher, a, embeds, added, cfg.base_guidance)
-        distill = (a.flatten() * ((sample - target) ** 2).mean(dim=(1, 2, 3))).mean()
-        return F.mse_loss(sample, clean) + cfg.turbo_distill_weight * distill
+        total = F.mse_loss(sample, target)
+        if teacher is not None:
+            t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
+            a = alphas[t_teacher][:, None, None, None]
+            renoised = a.sqrt() * sample.detach() + (1 - a).sqrt() * torch.randn(
+                sample.shape, generator=generator, device=cfg.device)
+            with torch.no_grad():
+                guided = _cfg_x0(teacher, renoised, t_teacher, a, embeds, added, cfg.base_guidance)
+            total = total + cfg.turbo_distill_weight * (a.flatten() * ((sample - guided) ** 2).mean(dim=(1, 2, 3))).mean()
+        return total
 
     train_loop(cfg, stage, parts, loss, trainable=["unet"])
 

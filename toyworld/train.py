@@ -3,8 +3,8 @@
 Stages, each resumable and skipped once finished (see toyworld.checkpoints):
   vae_sdxl, vae_flux  autoencoders (MSE + a small KL), then their latent statistics
   base                toy/sdxl-base: text encoders + U-Net, epsilon loss, caption dropout
-  turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG)
-                      the way ADD made SDXL Turbo, with a data term in place of the critic
+  turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG):
+                      regression on the base's own samples plus ADD's distillation term
   flux                toy/flux: CLIP + T5 + Flux transformer, flow matching
   export              fp16 diffusers folders + diffdict.json under the output folder
 """
@@ -47,7 +47,8 @@ class TrainConfig:
     base_steps: int = 25
     flux_steps: int = 4
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
-    turbo_distill_weight: float = 1.0  # turbo: weight of the teacher term against the data term
+    teacher_samples: int = 16384  # turbo: (noise, base sample) pairs to regress on; 0: training images
+    turbo_distill_weight: float = 1.0  # turbo: weight of ADD's re-noised teacher term
     threads: int | None = None  # torch CPU threads (None: torch's default)
     ema_decay: float = 0.999
     checkpoint_minutes: float = 5.0
@@ -59,16 +60,18 @@ class TrainConfig:
 
 
 # Presets. "gpu": the step counts of a CUDA run. "cpu": a from-scratch run that fits the
-# 4-hour budget of this 2-core machine by wall-clock caps (205 min of optimisation, plus about
-# 14 min encoding latents, 1 min rendering and the export); each stage runs as many steps
-# as its cap allows at the rate measured over its first 80 steps.
+# 4-hour budget of this 2-core machine by wall-clock caps (200 min of optimisation, plus about
+# 17 min sampling the base for turbo's 2048 pairs, 14 min encoding latents, 1 min rendering
+# and the export); each stage runs as many steps as its cap allows at the rate measured over
+# its first 80 steps.
 PRESETS: dict[str, dict] = {
     "gpu": {},
     "cpu": {
         "n_scenes": 20_000,
         "steps": {"vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 5000, "flux": 20000},
         "batch": {"vae_sdxl": 32, "vae_flux": 32, "base": 32, "turbo": 32, "flux": 32},
-        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "base": 75, "turbo": 25, "flux": 75},
+        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "base": 75, "turbo": 20, "flux": 75},
+        "teacher_samples": 2048,
     },
 }
 

@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     train.add_argument("--lr", nargs="*", metavar="STAGE=X", help="override peak learning rates")
     train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
+    train.add_argument("--teacher-samples", type=int,
+                       help="turbo: base samples to regress on (cpu preset 2048, gpu 16384; 0: training images)")
+    train.add_argument("--turbo-distill-weight", type=float, help="turbo: weight of ADD's teacher term (default 1)")
     train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
     train.add_argument("--no-progress", action="store_true")
@@ -81,13 +84,16 @@ def run_train(args: argparse.Namespace) -> int:
     cfg.batch = cfg.batch | _stage_values(args.batch, int, "--batch")
     cfg.minutes = cfg.minutes | _stage_values(args.minutes, float, "--minutes")
     cfg.lr = cfg.lr | _stage_values(args.lr, float, "--lr")
-    for name in ("n_scenes", "offset_noise", "threads", "base_guidance", "flux_steps"):
+    for name in ("n_scenes", "offset_noise", "threads", "base_guidance", "flux_steps", "teacher_samples",
+                 "turbo_distill_weight"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise ValueError("--n-scenes and --threads must be positive")
-    if cfg.offset_noise < 0:
-        raise ValueError(f"--offset-noise must be >= 0, got {cfg.offset_noise}")
+    for flag, value in (("--offset-noise", cfg.offset_noise), ("--teacher-samples", cfg.teacher_samples),
+                        ("--turbo-distill-weight", cfg.turbo_distill_weight)):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
     train(cfg)
     return 0
 
