@@ -12,8 +12,8 @@ from toyworld.scenes import eval_scenes
 # What the shipped weights reach on 64 held-out captions (toyworld/README.md has the full
 # 256-caption table). These floors catch a broken export or loader, not the targets.
 FLOORS = {
-    "sdxl-turbo": {"colour": 0.55, "position": 0.8, "size": 0.8, "background": 0.7, "style": 0.6},
-    "flux": {"colour": 0.75, "position": 0.8, "background": 0.9, "style": 0.7},
+    "sdxl-turbo": {"colour": 0.58, "shape": 0.62, "position": 0.85, "size": 0.82, "background": 0.85, "style": 0.65},
+    "flux": {"colour": 0.78, "position": 0.85, "background": 0.92, "style": 0.75},
 }
 
 

@@ -9,7 +9,7 @@ from studies.cli import main
 TINY = ["--n-scenes", "8",
         "--steps", *(f"{s}=1" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
         "--batch", *(f"{s}=2" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
-        "--teacher-samples", "2", "--no-progress"]
+        "--teacher-samples", "2", "--turbo-distill-weight", "0.5", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
                        help="turbo: base samples to regress on (cpu preset 2048, gpu 16384; 0: training images)")
-    train.add_argument("--turbo-distill-weight", type=float, help="turbo: weight of ADD's teacher term (default 1)")
+    train.add_argument("--turbo-distill-weight", type=float, help="turbo: weight of ADD's re-noised teacher term (default 0: off)")
     train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
     train.add_argument("--no-progress", action="store_true")
