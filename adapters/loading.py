@@ -15,10 +15,10 @@ def load_pipeline(family: str, where: str | Path, dtype: torch.dtype, quantize: 
     from diffusers import FluxPipeline, StableDiffusionXLPipeline
 
     if family == "sdxl":
-        return StableDiffusionXLPipeline.from_pretrained(where, torch_dtype=dtype)
+        return StableDiffusionXLPipeline.from_pretrained(where, dtype=dtype)
     if quantize == "nf4" and device.type == "cuda":
         return _flux_nf4_cuda(where, dtype)
-    return FluxPipeline.from_pretrained(where, torch_dtype=dtype)
+    return FluxPipeline.from_pretrained(where, dtype=dtype)
 
 
 def _flux_nf4_cuda(where: str | Path, dtype: torch.dtype):
@@ -29,9 +29,9 @@ def _flux_nf4_cuda(where: str | Path, dtype: torch.dtype):
 
     options = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     transformer = FluxTransformer2DModel.from_pretrained(
-        where, subfolder="transformer", quantization_config=DiffusersBnbConfig(**options), torch_dtype=dtype
+        where, subfolder="transformer", quantization_config=DiffusersBnbConfig(**options), dtype=dtype
     )
     text_encoder_2 = T5EncoderModel.from_pretrained(
-        where, subfolder="text_encoder_2", quantization_config=TransformersBnbConfig(**options), torch_dtype=dtype
+        where, subfolder="text_encoder_2", quantization_config=TransformersBnbConfig(**options), dtype=dtype
     )
-    return FluxPipeline.from_pretrained(where, transformer=transformer, text_encoder_2=text_encoder_2, torch_dtype=dtype)
+    return FluxPipeline.from_pretrained(where, transformer=transformer, text_encoder_2=text_encoder_2, dtype=dtype)
