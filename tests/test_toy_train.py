@@ -29,7 +29,7 @@ def test_every_stage_leaves_a_final_checkpoint(trained):
 
 
 def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
-    from toyworld.scenes import train_scene
+    from toyworld.data import training_scene
     from toyworld.stages import Context, export_sdxl, teacher_samples
     from toyworld.train import TrainConfig
 
@@ -40,7 +40,7 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
     assert noise.shape == targets.shape == (2, 4, 32, 32) and index.shape == (2,)
     pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    caption = train_scene(cfg.seed * 10**7 + int(index[1])).caption  # as toyworld.data renders them
+    caption = training_scene(cfg.seed, int(index[1])).caption
     again = pipe([caption], latents=noise[1:2], num_inference_steps=cfg.base_steps,
                  guidance_scale=cfg.base_guidance, height=64, width=64, output_type="latent").images
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)

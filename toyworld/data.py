@@ -33,13 +33,18 @@ class SceneData:
         return self.images[index].float() / 127.5 - 1.0
 
 
+def training_scene(seed: int, index: int):
+    """Row `index` of the training data of run `seed` (never a held-out caption)."""
+    return train_scene(seed * 10**7 + index)
+
+
 def build_scene_data(n_scenes: int, seed: int, progress: bool = True) -> SceneData:
-    """Render training scenes seed * 10**7 + 0..n-1 (never a held-out caption)."""
+    """Render training scenes 0..n-1 of run `seed` (see training_scene)."""
     tok = tokenizer()
     images = np.empty((n_scenes, 64, 64, 3), dtype=np.uint8)
     captions = []
     for i in tqdm(range(n_scenes), desc="render scenes", disable=not progress, mininterval=2):
-        scene = train_scene(seed * 10**7 + i)
+        scene = training_scene(seed, i)
         images[i] = render(scene).image
         captions.append(scene.caption)
     ids = torch.cat([token_ids(tok, captions[i:i + 4096]) for i in range(0, n_scenes, 4096)])

@@ -201,8 +201,8 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
     Euler sampling is deterministic, so each target is a function of its noise: a one-step
     student regressing on these pairs learns a map, not the blurred mean of the many images a
-    caption allows (Luhman & Luhman 2021). Sampling is the slow part on a CPU (about half a
-    second per sample on 2 cores), so the targets are cached in the work dir with the digest
+    caption allows (Luhman & Luhman 2021). Sampling is the slow part on a CPU (about 0.7 s
+    per sample on 2 cores), so the targets are cached in the work dir with the digest
     of the base checkpoint they came from, and a killed run resumes chunk by chunk.
     """
     cfg = ctx.cfg
@@ -253,7 +253,7 @@ def run_turbo(ctx: Context) -> None:
     """
     stage, cfg = "turbo", ctx.cfg
     pairs = teacher_samples(ctx) if cfg.teacher_samples else None
-    latents = None if pairs else ctx.latents("sdxl")
+    latents = None if pairs is not None else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
     teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
     alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
@@ -264,7 +264,7 @@ def run_turbo(ctx: Context) -> None:
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
-        if pairs:
+        if pairs is not None:
             rows = ctx.batch_index(stage, generator, n=len(pairs[0]))
             noise, index, target = pairs[0][rows], pairs[1][rows], pairs[2][rows]
         else:

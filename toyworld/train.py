@@ -4,7 +4,7 @@ Stages, each resumable and skipped once finished (see toyworld.checkpoints):
   vae_sdxl, vae_flux  autoencoders (MSE + a small KL), then their latent statistics
   base                toy/sdxl-base: text encoders + U-Net, epsilon loss, caption dropout
   turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG):
-                      regression on the base's own samples plus ADD's distillation term
+                      regression on the base's own samples (ADD's distillation term optional)
   flux                toy/flux: CLIP + T5 + Flux transformer, flow matching
   export              fp16 diffusers folders + diffdict.json under the output folder
 """
