@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from studies.cli import main
+from studies.commands.toy import TRAIN_STAGES
+from toyworld.train import STAGES
 
+TRAINED = STAGES[:-1]  # every stage but export
 TINY = ["--n-scenes", "8",
-        "--steps", *(f"{s}=1" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
-        "--batch", *(f"{s}=2" for s in ("vae_sdxl", "vae_flux", "base", "turbo", "flux")),
+        "--steps", *(f"{s}=1" for s in TRAINED), "--batch", *(f"{s}=2" for s in TRAINED),
         "--teacher-samples", "2", "--turbo-distill-weight", "0.5", "--no-progress"]
 
 
@@ -21,9 +23,13 @@ def trained(tmp_path_factory):
     return work, out
 
 
+def test_the_cli_lists_the_stages_the_trainer_runs():
+    assert TRAIN_STAGES == STAGES
+
+
 def test_every_stage_leaves_a_final_checkpoint(trained):
     work, _ = trained
-    for stage in ("vae_sdxl", "vae_flux", "base", "turbo", "flux"):
+    for stage in TRAINED:
         assert (work / f"{stage}.safetensors").exists()
         assert not (work / f"{stage}.partial.safetensors").exists()
 
@@ -44,6 +50,41 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
     again = pipe([caption], latents=noise[1:2], num_inference_steps=cfg.base_steps,
                  guidance_scale=cfg.base_guidance, height=64, width=64, output_type="latent").images
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
+
+
+def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(trained):
+    from toyworld.data import training_scene
+    from toyworld.stages import Context, export_flux, flux_teacher_samples
+    from toyworld.train import TrainConfig
+
+    work, _ = trained
+    cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
+    ctx = Context(cfg)
+    noise, index, targets = flux_teacher_samples(ctx)  # read back from the stage's cache
+    assert noise.shape == targets.shape == (2, 256, 32) and index.shape == (2,)
+    teacher = export_flux(ctx, dtype=torch.float32, distilled=False)
+    teacher.set_progress_bar_config(disable=True)
+    caption = training_scene(cfg.seed, int(index[1])).caption
+    again = teacher([caption], negative_prompt=[""], true_cfg_scale=cfg.flux_teacher_guidance,
+                    latents=noise[1:2], num_inference_steps=cfg.flux_teacher_steps, height=64, width=64,
+                    max_sequence_length=32, output_type="latent").images
+    torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
+    # The shipped transformer is the student, not the teacher.
+    student = export_flux(ctx, dtype=torch.float32)
+    assert not torch.equal(student.transformer.proj_out.weight, teacher.transformer.proj_out.weight)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_decoder_finetune_moves_the_decoder_and_keeps_the_latent_space(trained, family):
+    from toyworld.stages import Context
+    from toyworld.train import TrainConfig
+
+    work, _ = trained
+    ctx = Context(TrainConfig(**json.loads((work / "config.json").read_text())))
+    before, after = ctx.trained_vae(family), ctx.trained_vae(family, finetuned_decoder=True)
+    for name, weight in before.encoder.state_dict().items():
+        assert torch.equal(weight, after.encoder.state_dict()[name]), name
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
 
 
 def test_rerun_skips_finished_stages(trained, capsys):

@@ -8,6 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +63,13 @@ class Context:
         return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
                              device=self.cfg.device)
 
-    def trained_vae(self, family: str):
+    def trained_vae(self, family: str, finetuned_decoder: bool = False):
+        """The VAE of the vae_<family> stage, with decoder_<family>'s decoder if asked and trained."""
         vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
         load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
+        decoder = self.cfg.work / f"decoder_{family}.safetensors"
+        if finetuned_decoder and decoder.exists():
+            load_final(decoder, _decoder_parts(vae))
         return vae.to(self.cfg.device).eval().requires_grad_(False)
 
     def latents(self, family: str) -> LatentStore:
@@ -135,6 +140,42 @@ def run_vae_flux(ctx: Context) -> None:
     _train_vae(ctx, "flux")
 
 
+def _decoder_parts(vae) -> dict[str, torch.nn.Module]:
+    """The modules a decoder fine-tune trains: the decoder, and SDXL's post-quant conv."""
+    parts = {"decoder": vae.decoder}
+    if vae.post_quant_conv is not None:
+        parts["post_quant_conv"] = vae.post_quant_conv
+    return parts
+
+
+def _finetune_decoder(ctx: Context, family: str) -> None:
+    """Train the decoder on latents of the frozen encoder, as SD's ft-MSE VAE was made.
+
+    The latent space the denoisers learned is untouched (the encoder and the latent
+    statistics stay as they are), so this can run after base, turbo and flux and still
+    sharpen what they draw: a short VAE stage leaves small shapes blurred into circles.
+    """
+    stage = f"decoder_{family}"
+    latents, vae = ctx.latents(family), ctx.trained_vae(family)
+    parts = _decoder_parts(vae)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        index = ctx.batch_index(stage, generator)
+        raw = latents.sample(index, generator) / latents.scale + latents.shift  # the encoder's own latents
+        return F.mse_loss(vae.decode(raw).sample, ctx.data.pixels(index))
+
+    train_loop(ctx.cfg, stage, parts, loss)
+
+
+def run_decoder_sdxl(ctx: Context) -> None:
+    _finetune_decoder(ctx, "sdxl")
+
+
+def run_decoder_flux(ctx: Context) -> None:
+    _finetune_decoder(ctx, "flux")
+
+
 def _sdxl_conditioning(ctx: Context, text_encoder, text_encoder_2, ids: torch.Tensor,
                        drop: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     embeds, pooled = models.encode_sdxl(text_encoder, text_encoder_2, ids)
@@ -195,6 +236,35 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
+def _cached_samples(ctx: Context, name: str, teacher: Path, noise: torch.Tensor,
+                    sample: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """sample(rows) for every row of `noise`, cached in the work dir as `<name>_<seed>_<n>`
+    with the digest of the teacher checkpoint, saved every cfg.checkpoint_minutes so that a
+    killed run resumes chunk by chunk; a cache from another teacher is sampled afresh."""
+    cfg, n = ctx.cfg, len(noise)
+    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
+    path = cfg.work / f"{name}_{cfg.seed}_{n}.safetensors"
+    targets, done = torch.zeros_like(noise), 0
+    if path.exists():
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+        if meta.get("base") == digest:
+            targets, done = load_file(str(path))["targets"].to(cfg.device), int(meta["done"])
+    chunk = 2048 if cfg.device.startswith("cuda") else 64
+    last_save = time.time()
+    with torch.no_grad(), tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress,
+                               mininterval=5) as bar:
+        while done < n:
+            rows = slice(done, min(done + chunk, n))
+            targets[rows] = sample(rows).float()
+            done = rows.stop
+            bar.update(rows.stop - rows.start)
+            if done == n or time.time() - last_save > cfg.checkpoint_minutes * 60:
+                save_tensors_atomic({"targets": targets}, path, {"base": digest, "done": str(done)})
+                last_save = time.time()
+    return targets
+
+
 def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noise (n, 4, 32, 32), caption index (n,), the base's latents (n, 4, 32, 32)) for
     n = cfg.teacher_samples draws, each sampled the base's way (Euler, cfg.base_steps, CFG).
@@ -202,42 +272,25 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     Euler sampling is deterministic, so each target is a function of its noise: a one-step
     student regressing on these pairs learns a map, not the blurred mean of the many images a
     caption allows (Luhman & Luhman 2021). Sampling is the slow part on a CPU (about 0.7 s
-    per sample on 2 cores), so the targets are cached in the work dir with the digest
-    of the base checkpoint they came from, and a killed run resumes chunk by chunk.
+    per sample on 2 cores), hence the cache (`_cached_samples`).
     """
     cfg = ctx.cfg
-    n = cfg.teacher_samples
     generator = ctx.generator("teacher", 0)
-    noise = torch.randn((n, 4, 32, 32), generator=generator, device=cfg.device)
-    index = torch.randint(len(ctx.data), (n,), generator=generator, device=cfg.device)
-    digest = hashlib.sha256((cfg.work / "base.safetensors").read_bytes()).hexdigest()[:16]
-    path = cfg.work / f"teacher_{cfg.seed}_{n}.safetensors"
-    targets, done = torch.zeros_like(noise), 0
-    if path.exists():
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        if meta.get("base") == digest:
-            targets, done = load_file(str(path))["targets"].to(cfg.device), int(meta["done"])
-    if done < n:
-        pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
-        pipe.set_progress_bar_config(disable=True)
-        chunk = 2048 if cfg.device.startswith("cuda") else 64
-        last_save = time.time()
-        with torch.no_grad(), tqdm(total=n, initial=done, desc="teacher samples", disable=not cfg.progress,
-                                   mininterval=5) as bar:
-            while done < n:
-                rows = slice(done, min(done + chunk, n))
-                embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-                targets[rows] = pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"],
-                                     latents=noise[rows], num_inference_steps=cfg.base_steps,
-                                     guidance_scale=cfg.base_guidance, height=models.IMAGE_SIZE,
-                                     width=models.IMAGE_SIZE, output_type="latent").images.float()
-                done = rows.stop
-                bar.update(rows.stop - rows.start)
-                if done == n or time.time() - last_save > cfg.checkpoint_minutes * 60:
-                    save_tensors_atomic({"targets": targets}, path, {"base": digest, "done": str(done)})
-                    last_save = time.time()
-    return noise, index, targets
+    noise = torch.randn((cfg.teacher_samples, 4, 32, 32), generator=generator, device=cfg.device)
+    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
+    pipe = None
+
+    def sample(rows: slice) -> torch.Tensor:
+        nonlocal pipe
+        if pipe is None:  # built only when something is left to sample
+            pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
+            pipe.set_progress_bar_config(disable=True)
+        embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
+                    num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
+                    height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
+
+    return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors", noise, sample)
 
 
 def run_turbo(ctx: Context) -> None:
@@ -331,6 +384,69 @@ def run_flux(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss)
 
 
+def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noise, caption index (n,), flux's sample from that noise) for n = cfg.teacher_samples,
+    noise and samples packed as the pipeline packs them: (n, 256, 4 * FLUX_LATENT_CHANNELS).
+
+    The teacher is the `flux` stage sampled with true classifier-free guidance
+    (cfg.flux_teacher_guidance, empty negative prompt) over cfg.flux_teacher_steps Euler steps.
+    """
+    cfg = ctx.cfg
+    generator = ctx.generator("flux_teacher", 0)
+    noise = FluxPipeline._pack_latents(
+        torch.randn((cfg.teacher_samples, models.FLUX_LATENT_CHANNELS, 32, 32), generator=generator, device=cfg.device),
+        cfg.teacher_samples, models.FLUX_LATENT_CHANNELS, 32, 32)
+    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
+    pipe = None
+
+    def sample(rows: slice) -> torch.Tensor:
+        nonlocal pipe
+        if pipe is None:
+            pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)
+            pipe.set_progress_bar_config(disable=True)
+        n = rows.stop - rows.start
+        embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+        empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
+        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
+                    negative_prompt_embeds=empty.expand(n, -1, -1), negative_pooled_prompt_embeds=empty_pooled.expand(n, -1),
+                    true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
+                    num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE, width=models.IMAGE_SIZE,
+                    max_sequence_length=models.MAX_TOKENS, output_type="latent").images
+
+    return noise, index, _cached_samples(ctx, "flux_teacher", cfg.work / "flux.safetensors", noise, sample)
+
+
+def run_flux_distill(ctx: Context) -> None:
+    """Distil toy/flux to few guidance-free steps, as FLUX.1 [schnell] is a distilled model.
+
+    The student (initialised as the `flux` stage) learns flow matching on pairs of noise and
+    the guided teacher's sample from that noise ("reflow", Liu et al. 2022) instead of
+    independent pairs: the paths it learns are the teacher's, so they are nearly straight
+    (few steps suffice) and carry the guidance (no unconditional branch is needed).
+    """
+    stage, cfg = "flux_distill", ctx.cfg
+    noise_all, index_all, target_all = flux_teacher_samples(ctx)
+    parts = _flux_parts(ctx, trained=True)
+    img_ids = FluxPipeline._prepare_latent_image_ids(1, 16, 16, cfg.device, torch.float32)
+    txt_ids = torch.zeros(models.MAX_TOKENS, 3, device=cfg.device)
+
+    def loss(step: int) -> torch.Tensor:
+        generator = ctx.generator(stage, step)
+        rows = ctx.batch_index(stage, generator, n=len(noise_all))
+        noise, target = noise_all[rows], target_all[rows]
+        sigma = torch.sigmoid(torch.randn(len(rows), generator=generator, device=cfg.device))[:, None, None]
+        with torch.no_grad():
+            embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index_all[rows]])
+        velocity = parts["transformer"](
+            hidden_states=(1 - sigma) * target + sigma * noise, timestep=sigma.flatten(), guidance=None,
+            pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,
+            return_dict=False,
+        )[0]
+        return F.mse_loss(velocity, noise - target)
+
+    train_loop(cfg, stage, parts, loss, trainable=["transformer"])
+
+
 def _vae_stats(ctx: Context, family: str) -> dict:
     path = ctx.cfg.work / f"vae_{family}_stats.json"
     if not path.exists():
@@ -340,7 +456,7 @@ def _vae_stats(ctx: Context, family: str) -> dict:
 
 def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
     pipe = models.sdxl_pipeline(turbo=turbo)
-    load_final(ctx.cfg.work / "vae_sdxl.safetensors", {"vae": pipe.vae})
+    pipe.vae.load_state_dict(ctx.trained_vae("sdxl", finetuned_decoder=True).state_dict())
     parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     load_final(ctx.cfg.work / "base.safetensors", parts)
     if turbo:
@@ -349,11 +465,15 @@ def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
     return pipe.to(dtype=dtype)
 
 
-def export_flux(ctx: Context, dtype: torch.dtype = torch.float16):
+def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: bool = True):
+    """The toy Flux pipeline; its transformer from the flux_distill stage when that has run
+    (unless distilled=False, which gives the guided teacher)."""
     pipe = models.flux_pipeline()
-    load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
+    pipe.vae.load_state_dict(ctx.trained_vae("flux", finetuned_decoder=True).state_dict())
     load_final(ctx.cfg.work / "flux.safetensors", {
         "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
+    if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():
+        load_final(ctx.cfg.work / "flux_distill.safetensors", {"transformer": pipe.transformer})
     pipe.vae.register_to_config(**_vae_stats(ctx, "flux"))
     return pipe.to(dtype=dtype)
 

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "export")
+# toyworld.train.STAGES, written out so that `--help` need not import torch (a test keeps them equal)
+TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "decoder_sdxl", "decoder_flux", "export")
 
 
 def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
