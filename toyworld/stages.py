@@ -63,13 +63,9 @@ class Context:
         return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
                              device=self.cfg.device)
 
-    def trained_vae(self, family: str, finetuned_decoder: bool = False):
-        """The VAE of the vae_<family> stage, with decoder_<family>'s decoder if asked and trained."""
+    def trained_vae(self, family: str):
         vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
         load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
-        decoder = self.cfg.work / f"decoder_{family}.safetensors"
-        if finetuned_decoder and decoder.exists():
-            load_final(decoder, _decoder_parts(vae))
         return vae.to(self.cfg.device).eval().requires_grad_(False)
 
     def latents(self, family: str) -> LatentStore:
@@ -138,42 +134,6 @@ def run_vae_sdxl(ctx: Context) -> None:
 
 def run_vae_flux(ctx: Context) -> None:
     _train_vae(ctx, "flux")
-
-
-def _decoder_parts(vae) -> dict[str, torch.nn.Module]:
-    """The modules a decoder fine-tune trains: the decoder, and SDXL's post-quant conv."""
-    parts = {"decoder": vae.decoder}
-    if vae.post_quant_conv is not None:
-        parts["post_quant_conv"] = vae.post_quant_conv
-    return parts
-
-
-def _finetune_decoder(ctx: Context, family: str) -> None:
-    """Train the decoder on latents of the frozen encoder, as SD's ft-MSE VAE was made.
-
-    The latent space the denoisers learned is untouched (the encoder and the latent
-    statistics stay as they are), so this can run after base, turbo and flux and still
-    sharpen what they draw: a short VAE stage leaves small shapes blurred into circles.
-    """
-    stage = f"decoder_{family}"
-    latents, vae = ctx.latents(family), ctx.trained_vae(family)
-    parts = _decoder_parts(vae)
-
-    def loss(step: int) -> torch.Tensor:
-        generator = ctx.generator(stage, step)
-        index = ctx.batch_index(stage, generator)
-        raw = latents.sample(index, generator) / latents.scale + latents.shift  # the encoder's own latents
-        return F.mse_loss(vae.decode(raw).sample, ctx.data.pixels(index))
-
-    train_loop(ctx.cfg, stage, parts, loss)
-
-
-def run_decoder_sdxl(ctx: Context) -> None:
-    _finetune_decoder(ctx, "sdxl")
-
-
-def run_decoder_flux(ctx: Context) -> None:
-    _finetune_decoder(ctx, "flux")
 
 
 def _sdxl_conditioning(ctx: Context, text_encoder, text_encoder_2, ids: torch.Tensor,
@@ -456,7 +416,7 @@ def _vae_stats(ctx: Context, family: str) -> dict:
 
 def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
     pipe = models.sdxl_pipeline(turbo=turbo)
-    pipe.vae.load_state_dict(ctx.trained_vae("sdxl", finetuned_decoder=True).state_dict())
+    load_final(ctx.cfg.work / "vae_sdxl.safetensors", {"vae": pipe.vae})
     parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
     load_final(ctx.cfg.work / "base.safetensors", parts)
     if turbo:
@@ -469,7 +429,7 @@ def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: boo
     """The toy Flux pipeline; its transformer from the flux_distill stage when that has run
     (unless distilled=False, which gives the guided teacher)."""
     pipe = models.flux_pipeline()
-    pipe.vae.load_state_dict(ctx.trained_vae("flux", finetuned_decoder=True).state_dict())
+    load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
     load_final(ctx.cfg.work / "flux.safetensors", {
         "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
     if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():

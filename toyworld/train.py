@@ -8,8 +8,6 @@ Stages, each resumable and skipped once finished (see toyworld.checkpoints):
   flux                toy/flux's teacher: CLIP + T5 + Flux transformer, flow matching
   flux_distill        toy/flux: the teacher distilled to few guidance-free steps (reflow on
                       its own true-CFG samples, as schnell is a distilled model)
-  decoder_sdxl,       the VAE decoders fine-tuned on the frozen encoders' latents (sharper
-  decoder_flux        small shapes; the latent space the denoisers learned does not move)
   export              fp16 diffusers folders + diffdict.json under the output folder
 """
 from __future__ import annotations
@@ -27,7 +25,7 @@ from tqdm.auto import tqdm
 
 from toyworld.checkpoints import load_final, load_partial, save_final, save_partial
 
-STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "decoder_sdxl", "decoder_flux", "export")
+STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "export")
 
 
 @dataclass
@@ -39,14 +37,11 @@ class TrainConfig:
     stages: tuple[str, ...] = STAGES
     n_scenes: int = 50_000
     steps: dict[str, int] = field(default_factory=lambda: {
-        "vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 6000, "flux": 20000, "flux_distill": 4000,
-        "decoder_sdxl": 4000, "decoder_flux": 4000})
+        "vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 6000, "flux": 20000, "flux_distill": 4000})
     batch: dict[str, int] = field(default_factory=lambda: {
-        "vae_sdxl": 128, "vae_flux": 128, "base": 256, "turbo": 256, "flux": 256, "flux_distill": 256,
-        "decoder_sdxl": 128, "decoder_flux": 128})
+        "vae_sdxl": 128, "vae_flux": 128, "base": 256, "turbo": 256, "flux": 256, "flux_distill": 256})
     lr: dict[str, float] = field(default_factory=lambda: {
-        "vae_sdxl": 1e-3, "vae_flux": 1e-3, "base": 1e-3, "turbo": 2e-4, "flux": 5e-4, "flux_distill": 2e-4,
-        "decoder_sdxl": 3e-4, "decoder_flux": 3e-4})
+        "vae_sdxl": 1e-3, "vae_flux": 1e-3, "base": 1e-3, "turbo": 2e-4, "flux": 5e-4, "flux_distill": 2e-4})
     # Wall-clock caps (minutes) that shorten a stage before it starts its schedule.
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
@@ -80,9 +75,8 @@ PRESETS: dict[str, dict] = {
     "cpu": {
         "n_scenes": 20_000,
         "steps": {"vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 5000, "flux": 20000,
-                  "flux_distill": 4000, "decoder_sdxl": 4000, "decoder_flux": 4000},
-        "batch": {"vae_sdxl": 32, "vae_flux": 32, "base": 32, "turbo": 32, "flux": 32,
-                  "flux_distill": 32, "decoder_sdxl": 32, "decoder_flux": 32},
+                  "flux_distill": 4000},
+        "batch": {"vae_sdxl": 32, "vae_flux": 32, "base": 32, "turbo": 32, "flux": 32, "flux_distill": 32},
         "minutes": {"vae_sdxl": 15, "vae_flux": 15, "base": 70, "turbo": 20, "flux": 70},
         "teacher_samples": 2048,
     },

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 # toyworld.train.STAGES, written out so that `--help` need not import torch (a test keeps them equal)
-TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "decoder_sdxl", "decoder_flux", "export")
+TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "export")
 
 
 def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
