@@ -74,6 +74,22 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
     assert not torch.equal(student.transformer.proj_out.weight, teacher.transformer.proj_out.weight)
 
 
+def test_a_larger_teacher_sample_count_extends_the_cache(trained):
+    from safetensors.torch import load_file
+
+    from toyworld.stages import Context, flux_teacher_samples
+    from toyworld.train import TrainConfig
+
+    work, _ = trained
+    cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
+    noise, index, targets = flux_teacher_samples(Context(cfg))
+    cfg.teacher_samples = 3
+    more_noise, more_index, more_targets = flux_teacher_samples(Context(cfg))
+    assert torch.equal(more_noise[:2], noise) and torch.equal(more_index[:2], index)
+    assert torch.equal(more_targets[:2], targets) and more_targets[2].abs().sum() > 0
+    assert len(load_file(str(work / f"flux_teacher_{cfg.seed}_{cfg.n_scenes}.safetensors"))["targets"]) == 3
+
+
 def test_rerun_skips_finished_stages(trained, capsys):
     work, out = trained
     assert main(["toy", "train", "--work-dir", str(work), "--out-dir", str(out),

@@ -196,20 +196,45 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def _cached_samples(ctx: Context, name: str, teacher: Path, noise: torch.Tensor,
+DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
+
+
+def _teacher_draws(ctx: Context, name: str, n: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(noise (n, *shape), training-caption index (n,)), drawn block by block from
+    (seed, name, block) so that the first n rows are the same whatever the total asked for."""
+    noises, indices = [], []
+    for block in range(-(-n // DRAW_BLOCK)):
+        generator = ctx.generator(name, block)
+        noises.append(torch.randn((DRAW_BLOCK, *shape), generator=generator, device=ctx.cfg.device))
+        indices.append(torch.randint(len(ctx.data), (DRAW_BLOCK,), generator=generator, device=ctx.cfg.device))
+    return torch.cat(noises)[:n], torch.cat(indices)[:n]
+
+
+def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise: torch.Tensor,
                     sample: Callable[[slice], torch.Tensor]) -> torch.Tensor:
-    """sample(rows) for every row of `noise`, cached in the work dir as `<name>_<seed>_<n>`
-    with the digest of the teacher checkpoint, saved every cfg.checkpoint_minutes so that a
-    killed run resumes chunk by chunk; a cache from another teacher is sampled afresh."""
+    """sample(rows) for every row of `noise`, cached in the work dir as
+    `<name>_<seed>_<n_scenes>` with the digest of the teacher checkpoint and the sampling
+    `settings` (a cache from another teacher or other settings is sampled afresh).
+
+    The cache keeps rows in draw order (`_teacher_draws`), so asking for more samples later
+    extends it and asking for fewer reads a prefix; it is saved every cfg.checkpoint_minutes,
+    so a killed run resumes chunk by chunk.
+    """
     cfg, n = ctx.cfg, len(noise)
-    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]
-    path = cfg.work / f"{name}_{cfg.seed}_{n}.safetensors"
-    targets, done = torch.zeros_like(noise), 0
+    key = f"{hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]} {settings}"
+    path = cfg.work / f"{name}_{cfg.seed}_{cfg.n_scenes}.safetensors"
+    cached, done = None, 0
     if path.exists():
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-        if meta.get("base") == digest:
-            targets, done = load_file(str(path))["targets"].to(cfg.device), int(meta["done"])
+        if meta.get("teacher") == key:
+            cached = load_file(str(path))["targets"].to(cfg.device)
+            done = len(cached)
+    if done >= n:
+        return cached[:n]
+    targets = torch.zeros_like(noise)
+    if cached is not None:
+        targets[:done] = cached
     chunk = 2048 if cfg.device.startswith("cuda") else 64
     last_save = time.time()
     with torch.no_grad(), tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress,
@@ -220,7 +245,7 @@ def _cached_samples(ctx: Context, name: str, teacher: Path, noise: torch.Tensor,
             done = rows.stop
             bar.update(rows.stop - rows.start)
             if done == n or time.time() - last_save > cfg.checkpoint_minutes * 60:
-                save_tensors_atomic({"targets": targets}, path, {"base": digest, "done": str(done)})
+                save_tensors_atomic({"targets": targets[:done]}, path, {"teacher": key})
                 last_save = time.time()
     return targets
 
@@ -235,9 +260,7 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     per sample on 2 cores), hence the cache (`_cached_samples`).
     """
     cfg = ctx.cfg
-    generator = ctx.generator("teacher", 0)
-    noise = torch.randn((cfg.teacher_samples, 4, 32, 32), generator=generator, device=cfg.device)
-    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
+    noise, index = _teacher_draws(ctx, "teacher", cfg.teacher_samples, (4, 32, 32))
     pipe = None
 
     def sample(rows: slice) -> torch.Tensor:
@@ -250,7 +273,8 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
                     num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
                     height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
 
-    return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors", noise, sample)
+    return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors",
+                                         f"steps {cfg.base_steps} cfg {cfg.base_guidance}", noise, sample)
 
 
 def run_turbo(ctx: Context) -> None:
@@ -351,12 +375,9 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
     The teacher is the `flux` stage sampled with true classifier-free guidance
     (cfg.flux_teacher_guidance, empty negative prompt) over cfg.flux_teacher_steps Euler steps.
     """
-    cfg = ctx.cfg
-    generator = ctx.generator("flux_teacher", 0)
-    noise = FluxPipeline._pack_latents(
-        torch.randn((cfg.teacher_samples, models.FLUX_LATENT_CHANNELS, 32, 32), generator=generator, device=cfg.device),
-        cfg.teacher_samples, models.FLUX_LATENT_CHANNELS, 32, 32)
-    index = torch.randint(len(ctx.data), (cfg.teacher_samples,), generator=generator, device=cfg.device)
+    cfg, n = ctx.cfg, ctx.cfg.teacher_samples
+    noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, 32, 32))
+    noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, 32, 32)
     pipe = None
 
     def sample(rows: slice) -> torch.Tensor:
@@ -373,7 +394,9 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
                     num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE, width=models.IMAGE_SIZE,
                     max_sequence_length=models.MAX_TOKENS, output_type="latent").images
 
-    return noise, index, _cached_samples(ctx, "flux_teacher", cfg.work / "flux.safetensors", noise, sample)
+    return noise, index, _cached_samples(
+        ctx, "flux_teacher", cfg.work / "flux.safetensors",
+        f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}", noise, sample)
 
 
 def run_flux_distill(ctx: Context) -> None:
