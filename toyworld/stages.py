@@ -408,6 +408,8 @@ def run_flux_distill(ctx: Context) -> None:
     (few steps suffice) and carry the guidance (no unconditional branch is needed).
     """
     stage, cfg = "flux_distill", ctx.cfg
+    if cfg.teacher_samples < 1:
+        raise ValueError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     parts = _flux_parts(ctx, trained=True)
     img_ids = FluxPipeline._prepare_latent_image_ids(1, 16, 16, cfg.device, torch.float32)

@@ -51,7 +51,9 @@ class TrainConfig:
     flux_teacher_guidance: float = 2.0  # flux_distill: true-CFG scale of the teacher's samples
     flux_teacher_steps: int = 8  # flux_distill: Euler steps of the teacher's samples
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
-    teacher_samples: int = 16384  # turbo: (noise, base sample) pairs to regress on; 0: training images
+    # turbo and flux_distill: (noise, teacher sample) pairs to regress on; 0: turbo regresses on
+    # training images (flux_distill needs pairs)
+    teacher_samples: int = 16384
     # turbo: weight of ADD's re-noised teacher term; off by default, since regressing on the
     # pairs alone is what was measured (and each step is 3x cheaper without the teacher calls)
     turbo_distill_weight: float = 0.0
@@ -66,10 +68,10 @@ class TrainConfig:
 
 
 # Presets. "gpu": the step counts of a CUDA run. "cpu": a from-scratch run that fits the
-# 4-hour budget of this 2-core machine by wall-clock caps (190 min of optimisation, plus about
-# 24 min sampling the base for turbo's 2048 pairs at 0.7 s each, 14 min encoding latents and
-# 2 min rendering and exporting: 230 min); each stage runs as many steps as its cap allows at
-# the rate measured over its first 80 steps.
+# 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation, plus about
+# 24 min sampling the base for turbo's 2048 pairs at 0.7 s each, 10 min sampling flux's 2048
+# at about 0.3 s, 14 min encoding latents and 2 min rendering and exporting: 235 min); each
+# stage runs as many steps as its cap allows at the rate measured over its first 80 steps.
 PRESETS: dict[str, dict] = {
     "gpu": {},
     "cpu": {
@@ -77,7 +79,7 @@ PRESETS: dict[str, dict] = {
         "steps": {"vae_sdxl": 4000, "vae_flux": 4000, "base": 20000, "turbo": 5000, "flux": 20000,
                   "flux_distill": 4000},
         "batch": {"vae_sdxl": 32, "vae_flux": 32, "base": 32, "turbo": 32, "flux": 32, "flux_distill": 32},
-        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "base": 70, "turbo": 20, "flux": 70},
+        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "base": 65, "turbo": 20, "flux": 50, "flux_distill": 20},
         "teacher_samples": 2048,
     },
 }

@@ -44,10 +44,14 @@ def register(subparsers) -> None:
     train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
-                       help="turbo: base samples to regress on (cpu preset 2048, gpu 16384; 0: training images)")
+                       help="turbo and flux_distill: teacher samples to regress on (cpu preset 2048, gpu 16384; "
+                            "0: turbo regresses on training images, flux_distill cannot run)")
     train.add_argument("--turbo-distill-weight", type=float, help="turbo: weight of ADD's re-noised teacher term (default 0: off)")
     train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
+    train.add_argument("--flux-teacher-guidance", type=float,
+                       help="flux_distill: true-CFG scale of the teacher's samples (default 2)")
+    train.add_argument("--flux-teacher-steps", type=int, help="flux_distill: Euler steps of the teacher's samples (default 8)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=run_train)
 
@@ -86,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg.minutes = cfg.minutes | _stage_values(args.minutes, float, "--minutes")
     cfg.lr = cfg.lr | _stage_values(args.lr, float, "--lr")
     for name in ("n_scenes", "offset_noise", "threads", "base_guidance", "flux_steps", "teacher_samples",
-                 "turbo_distill_weight"):
+                 "turbo_distill_weight", "flux_teacher_guidance", "flux_teacher_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
