@@ -141,3 +141,13 @@ def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
     assert float(epsilon_loss_weight(alpha_bar[-1:])) > 100  # t=999: SNR ~ 0.005
     low_noise = snr > MIN_SNR_GAMMA
     assert torch.allclose(x0_weight[low_noise], torch.full_like(x0_weight[low_noise], MIN_SNR_GAMMA))
+
+
+def test_the_cpu_preset_caps_every_stage_within_four_hours():
+    from toyworld.train import PRESETS
+
+    cpu = PRESETS["cpu"]
+    for key in ("steps", "batch", "minutes"):
+        assert set(cpu[key]) == set(TRAINED), key
+    # Sampling teachers, encoding latents, rendering and exporting take about 50 more minutes.
+    assert sum(cpu["minutes"].values()) + 50 <= 240
