@@ -13,7 +13,7 @@ from toyworld.scenes import eval_scenes
 # 256-caption table). These floors catch a broken export or loader, not the targets.
 FLOORS = {
     "sdxl-turbo": {"colour": 0.62, "shape": 0.7, "position": 0.85, "size": 0.82, "background": 0.85, "style": 0.65},
-    "flux": {"colour": 0.78, "position": 0.85, "background": 0.92, "style": 0.75},
+    "flux": {"count": 0.85, "colour": 0.88, "size": 0.88, "position": 0.92, "background": 0.95, "style": 0.88},
 }
 
 
