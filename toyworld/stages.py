@@ -385,11 +385,11 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
         if pipe is None:
             pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)
             pipe.set_progress_bar_config(disable=True)
-        n = rows.stop - rows.start
+        count = rows.stop - rows.start
         embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
         empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
-        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                    negative_prompt_embeds=empty.expand(n, -1, -1), negative_pooled_prompt_embeds=empty_pooled.expand(n, -1),
+        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=empty.expand(count, -1, -1),
+                    negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
                     true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
                     num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE, width=models.IMAGE_SIZE,
                     max_sequence_length=models.MAX_TOKENS, output_type="latent").images
