@@ -388,7 +388,8 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
         count = rows.stop - rows.start
         embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
         empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
-        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt_embeds=empty.expand(count, -1, -1),
+        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
+                    negative_prompt_embeds=empty.expand(count, -1, -1),
                     negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
                     true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
                     num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE, width=models.IMAGE_SIZE,
@@ -421,7 +422,8 @@ def run_flux_distill(ctx: Context) -> None:
         noise, target = noise_all[rows], target_all[rows]
         sigma = torch.sigmoid(torch.randn(len(rows), generator=generator, device=cfg.device))[:, None, None]
         with torch.no_grad():
-            embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index_all[rows]])
+            embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"],
+                                                ctx.data.ids[index_all[rows]])
         velocity = parts["transformer"](
             hidden_states=(1 - sigma) * target + sigma * noise, timestep=sigma.flatten(), guidance=None,
             pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,

@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
     train.add_argument("--flux-teacher-guidance", type=float,
                        help="flux_distill: true-CFG scale of the teacher's samples (default 2)")
-    train.add_argument("--flux-teacher-steps", type=int, help="flux_distill: Euler steps of the teacher's samples (default 8)")
+    train.add_argument("--flux-teacher-steps", type=int,
+                       help="flux_distill: Euler steps of the teacher's samples (default 8)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=run_train)
 
