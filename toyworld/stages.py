@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import shutil
@@ -211,8 +212,9 @@ def _teacher_draws(ctx: Context, name: str, n: int, shape: tuple[int, ...]) -> t
 
 
 def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise: torch.Tensor,
-                    sample: Callable[[slice], torch.Tensor]) -> torch.Tensor:
-    """sample(rows) for every row of `noise`, cached in the work dir as
+                    make_sampler: Callable[[], Callable[[slice], torch.Tensor]]) -> torch.Tensor:
+    """sample(rows) for every row of `noise`, where sample = make_sampler() is built only if
+    something is left to sample (it loads the teacher); cached in the work dir as
     `<name>_<seed>_<n_scenes>` with the digest of the teacher checkpoint and the sampling
     `settings` (a cache from another teacher or other settings is sampled afresh).
 
@@ -236,7 +238,7 @@ def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise
     if cached is not None:
         targets[:done] = cached
     chunk = 2048 if cfg.device.startswith("cuda") else 64
-    last_save = time.time()
+    sample, last_save = make_sampler(), time.time()
     with torch.no_grad(), tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress,
                                mininterval=5) as bar:
         while done < n:
@@ -261,20 +263,21 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     """
     cfg = ctx.cfg
     noise, index = _teacher_draws(ctx, "teacher", cfg.teacher_samples, (4, 32, 32))
-    pipe = None
 
-    def sample(rows: slice) -> torch.Tensor:
-        nonlocal pipe
-        if pipe is None:  # built only when something is left to sample
-            pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
-            pipe.set_progress_bar_config(disable=True)
-        embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
-                    num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
-                    height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
+    def make_sampler() -> Callable[[slice], torch.Tensor]:
+        pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def sample(rows: slice) -> torch.Tensor:
+            embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
+                        num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
+                        height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
+
+        return sample
 
     return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors",
-                                         f"steps {cfg.base_steps} cfg {cfg.base_guidance}", noise, sample)
+                                         f"steps {cfg.base_steps} cfg {cfg.base_guidance}", noise, make_sampler)
 
 
 def run_turbo(ctx: Context) -> None:
@@ -337,13 +340,38 @@ def _flux_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
     return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
 
 
+@functools.lru_cache
+def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image ids (256, 3) of the 16x16 token grid, text ids (MAX_TOKENS, 3)) for the RoPE."""
+    return (FluxPipeline._prepare_latent_image_ids(1, 16, 16, device, torch.float32),
+            torch.zeros(models.MAX_TOKENS, 3, device=device))
+
+
+def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, noise: torch.Tensor,
+                    sigma: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Flow-matching loss of the toy Flux: clean and noise packed (B, 256, 4 * C), sigma (B,),
+    caption ids (B, MAX_TOKENS); the velocity target is noise - clean."""
+    img_ids, txt_ids = _flux_position_ids(str(clean.device))
+    embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
+    s = sigma[:, None, None]
+    velocity = parts["transformer"](
+        hidden_states=(1 - s) * clean + s * noise, timestep=sigma, guidance=None, pooled_projections=pooled,
+        encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+    )[0]
+    return F.mse_loss(velocity, noise - clean)
+
+
+def _logit_normal(n: int, generator: torch.Generator, device: str) -> torch.Tensor:
+    """(n,) sigmas in (0, 1). Logit-normal sigmas (as SD3 and Flux were trained) weight the
+    middle of the path, where an object's shape is decided; uniform sigmas left toy/flux
+    drawing blobs."""
+    return torch.sigmoid(torch.randn(n, generator=generator, device=device))
+
+
 def run_flux(ctx: Context) -> None:
     stage, cfg = "flux", ctx.cfg
     latents = ctx.latents("flux")
     parts = _flux_parts(ctx, trained=False)
-    side = 32
-    img_ids = FluxPipeline._prepare_latent_image_ids(1, side // 2, side // 2, cfg.device, torch.float32)
-    txt_ids = torch.zeros(models.MAX_TOKENS, 3, device=cfg.device)
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
@@ -351,19 +379,11 @@ def run_flux(ctx: Context) -> None:
         clean = latents.sample(index, generator)
         b, c, h, w = clean.shape
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
-        # Logit-normal sigmas (as SD3 and Flux were trained) weight the middle of the path,
-        # where an object's shape is decided; uniform sigmas left toy/flux drawing blobs.
-        sigma = torch.sigmoid(torch.randn(b, generator=generator, device=cfg.device))
-        noisy = (1 - sigma[:, None, None, None]) * clean + sigma[:, None, None, None] * noise
+        sigma = _logit_normal(b, generator, cfg.device)
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
         ids = torch.where(drop[:, None], ctx.data.empty_ids[None], ctx.data.ids[index])
-        embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
-        velocity = parts["transformer"](
-            hidden_states=FluxPipeline._pack_latents(noisy, b, c, h, w), timestep=sigma, guidance=None,
-            pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,
-            return_dict=False,
-        )[0]
-        return F.mse_loss(velocity, FluxPipeline._pack_latents(noise - clean, b, c, h, w))
+        return _flux_flow_loss(parts, FluxPipeline._pack_latents(clean, b, c, h, w),
+                               FluxPipeline._pack_latents(noise, b, c, h, w), sigma, ids)
 
     train_loop(cfg, stage, parts, loss)
 
@@ -378,26 +398,28 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
     cfg, n = ctx.cfg, ctx.cfg.teacher_samples
     noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, 32, 32))
     noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, 32, 32)
-    pipe = None
 
-    def sample(rows: slice) -> torch.Tensor:
-        nonlocal pipe
-        if pipe is None:
-            pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)
-            pipe.set_progress_bar_config(disable=True)
-        count = rows.stop - rows.start
-        embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-        empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
-        return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                    negative_prompt_embeds=empty.expand(count, -1, -1),
-                    negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
-                    true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
-                    num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE, width=models.IMAGE_SIZE,
-                    max_sequence_length=models.MAX_TOKENS, output_type="latent").images
+    def make_sampler() -> Callable[[slice], torch.Tensor]:
+        pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
+
+        def sample(rows: slice) -> torch.Tensor:
+            count = rows.stop - rows.start
+            embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
+            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
+                        negative_prompt_embeds=empty.expand(count, -1, -1),
+                        negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
+                        true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
+                        num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE,
+                        width=models.IMAGE_SIZE, max_sequence_length=models.MAX_TOKENS, output_type="latent").images
+
+        return sample
 
     return noise, index, _cached_samples(
         ctx, "flux_teacher", cfg.work / "flux.safetensors",
-        f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}", noise, sample)
+        f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}", noise, make_sampler)
 
 
 def run_flux_distill(ctx: Context) -> None:
@@ -413,23 +435,13 @@ def run_flux_distill(ctx: Context) -> None:
         raise ValueError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     parts = _flux_parts(ctx, trained=True)
-    img_ids = FluxPipeline._prepare_latent_image_ids(1, 16, 16, cfg.device, torch.float32)
-    txt_ids = torch.zeros(models.MAX_TOKENS, 3, device=cfg.device)
 
     def loss(step: int) -> torch.Tensor:
+        # The text encoders stay frozen (train_loop trains the transformer only).
         generator = ctx.generator(stage, step)
         rows = ctx.batch_index(stage, generator, n=len(noise_all))
-        noise, target = noise_all[rows], target_all[rows]
-        sigma = torch.sigmoid(torch.randn(len(rows), generator=generator, device=cfg.device))[:, None, None]
-        with torch.no_grad():
-            embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"],
-                                                ctx.data.ids[index_all[rows]])
-        velocity = parts["transformer"](
-            hidden_states=(1 - sigma) * target + sigma * noise, timestep=sigma.flatten(), guidance=None,
-            pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids,
-            return_dict=False,
-        )[0]
-        return F.mse_loss(velocity, noise - target)
+        sigma = _logit_normal(len(rows), generator, cfg.device)
+        return _flux_flow_loss(parts, target_all[rows], noise_all[rows], sigma, ctx.data.ids[index_all[rows]])
 
     train_loop(cfg, stage, parts, loss, trainable=["transformer"])
 
