@@ -11,7 +11,7 @@ from toyworld.train import STAGES
 TRAINED = STAGES[:-1]  # every stage but export
 TINY = ["--n-scenes", "8",
         "--steps", *(f"{s}=1" for s in TRAINED), "--batch", *(f"{s}=2" for s in TRAINED),
-        "--teacher-samples", "2", "--turbo-distill-weight", "0.5", "--no-progress"]
+        "--teacher-samples", "2", "--turbo-distill-weight", "0.5", "--object-loss-weight", "2", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +141,46 @@ def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
     assert float(epsilon_loss_weight(alpha_bar[-1:])) > 100  # t=999: SNR ~ 0.005
     low_noise = snr > MIN_SNR_GAMMA
     assert torch.allclose(x0_weight[low_noise], torch.full_like(x0_weight[low_noise], MIN_SNR_GAMMA))
+
+
+def test_the_object_mask_marks_exactly_the_latent_cells_an_object_touches():
+    import torch.nn.functional as F
+
+    from toyworld.data import build_scene_data, training_scene
+    from toyworld.render import render
+
+    data = build_scene_data(32, seed=3, progress=False)
+    mask = data.object_mask(torch.arange(32), 32)
+    truth = torch.stack([torch.from_numpy(render(training_scene(3, i)).masks.any(axis=0)) for i in range(32)])
+    expected = F.max_pool2d(truth[:, None].float(), 2)
+    assert mask.shape == (32, 1, 32, 32)
+    assert torch.equal(mask, expected)
+    # Flux's image tokens: 4x4 pixel patches, packed row-major (the weights follow that order).
+    assert torch.equal(data.object_mask(torch.arange(32), 16), F.max_pool2d(truth[:, None].float(), 4))
+    from diffusers import FluxPipeline
+
+    grid = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32)
+    packed = FluxPipeline._pack_latents(grid, 1, 1, 32, 32)  # (1, 256, 4)
+    assert torch.equal(packed[0, :, 0].view(16, 16), grid[0, 0, ::2, ::2])
+
+
+def test_the_object_weight_moves_the_loss_towards_the_objects_cells():
+    from toyworld.data import build_scene_data
+    from toyworld.stages import _pixel_weighted_mse
+
+    class Ctx:
+        data = build_scene_data(4, seed=0, progress=False)
+
+    index = torch.arange(4)
+    on_objects = Ctx.data.object_mask(index, 32).expand(4, 4, 32, 32)
+    target = torch.zeros(4, 4, 32, 32)
+    plain = _pixel_weighted_mse(on_objects, target, Ctx, index, 0.0)
+    weighted = _pixel_weighted_mse(on_objects, target, Ctx, index, 4.0)
+    share = on_objects[:, 0].mean(dim=(1, 2))  # error 1 on object cells, 0 elsewhere
+    assert torch.allclose(plain, share)
+    assert torch.allclose(weighted, 5 * share / (1 + 4 * share))
+    # A uniform error is unchanged by the weights (they are normalised per sample).
+    assert torch.allclose(_pixel_weighted_mse(torch.ones(4, 4, 32, 32), target, Ctx, index, 4.0), torch.ones(4))
 
 
 def test_the_cpu_preset_caps_every_stage_within_four_hours():

@@ -32,6 +32,16 @@ class SceneData:
         """(B, 3, 64, 64) float in [-1, 1], the VAE's input range."""
         return self.images[index].float() / 127.5 - 1.0
 
+    def object_mask(self, index: torch.Tensor, latent_side: int) -> torch.Tensor:
+        """(B, 1, latent_side, latent_side) float: 1 where any object pixel falls in the cell.
+
+        The background is the colour of the top-left pixel, which no object reaches (every
+        anchor is at least 12 px from one of the two edges it would need to touch).
+        """
+        images = self.images[index]
+        foreground = (images != images[:, :, :1, :1]).any(dim=1, keepdim=True).float()
+        return torch.nn.functional.adaptive_max_pool2d(foreground, latent_side)
+
 
 def training_scene(seed: int, index: int):
     """Row `index` of the training data of run `seed` (never a held-out caption)."""

@@ -182,9 +182,26 @@ def run_base(ctx: Context) -> None:
                                            ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
-        return (weight * ((predicted - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        return (weight * _pixel_weighted_mse(predicted, noise, ctx, index, cfg.object_loss_weight)).mean()
 
     train_loop(cfg, stage, parts, loss)
+
+
+def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, ctx: Context, index: torch.Tensor,
+                        object_weight: float) -> torch.Tensor:
+    """Per-sample MSE (B,) of (B, C, h, w) tensors; see _object_weighted_mean."""
+    error = ((predicted - target) ** 2).mean(dim=1, keepdim=True)
+    return _object_weighted_mean(error, ctx, index, object_weight)
+
+
+def _object_weighted_mean(error: torch.Tensor, ctx: Context, index: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """(B, 1, h, w) per-cell errors of training rows `index` -> (B,) means, with the cells an
+    object covers weighted 1 + object_weight and the weights normalised per sample (so the
+    loss scale stays put when the weight changes)."""
+    if object_weight == 0:
+        return error.mean(dim=(1, 2, 3))
+    weights = 1 + object_weight * ctx.data.object_mask(index, error.shape[-1])
+    return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
 
 
 def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor,
@@ -350,7 +367,8 @@ def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, noise: torch.Tensor,
                     sigma: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Flow-matching loss of the toy Flux: clean and noise packed (B, 256, 4 * C), sigma (B,),
-    caption ids (B, MAX_TOKENS); the velocity target is noise - clean."""
+    caption ids (B, MAX_TOKENS); the velocity target is noise - clean. Returns the squared
+    error per image token, (B, 1, 16, 16) (tokens are packed row-major)."""
     img_ids, txt_ids = _flux_position_ids(str(clean.device))
     embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
     s = sigma[:, None, None]
@@ -358,7 +376,8 @@ def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, nois
         hidden_states=(1 - s) * clean + s * noise, timestep=sigma, guidance=None, pooled_projections=pooled,
         encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
     )[0]
-    return F.mse_loss(velocity, noise - clean)
+    error = ((velocity - (noise - clean)) ** 2).mean(dim=-1)
+    return error.view(len(error), 1, 16, 16)
 
 
 def _logit_normal(n: int, generator: torch.Generator, device: str) -> torch.Tensor:
@@ -382,8 +401,9 @@ def run_flux(ctx: Context) -> None:
         sigma = _logit_normal(b, generator, cfg.device)
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
         ids = torch.where(drop[:, None], ctx.data.empty_ids[None], ctx.data.ids[index])
-        return _flux_flow_loss(parts, FluxPipeline._pack_latents(clean, b, c, h, w),
-                               FluxPipeline._pack_latents(noise, b, c, h, w), sigma, ids)
+        error = _flux_flow_loss(parts, FluxPipeline._pack_latents(clean, b, c, h, w),
+                                FluxPipeline._pack_latents(noise, b, c, h, w), sigma, ids)
+        return _object_weighted_mean(error, ctx, index, cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss)
 
@@ -441,7 +461,7 @@ def run_flux_distill(ctx: Context) -> None:
         generator = ctx.generator(stage, step)
         rows = ctx.batch_index(stage, generator, n=len(noise_all))
         sigma = _logit_normal(len(rows), generator, cfg.device)
-        return _flux_flow_loss(parts, target_all[rows], noise_all[rows], sigma, ctx.data.ids[index_all[rows]])
+        return _flux_flow_loss(parts, target_all[rows], noise_all[rows], sigma, ctx.data.ids[index_all[rows]]).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=["transformer"])
 

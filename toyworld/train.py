@@ -51,6 +51,10 @@ class TrainConfig:
     flux_teacher_guidance: float = 2.0  # flux_distill: true-CFG scale of the teacher's samples
     flux_teacher_steps: int = 8  # flux_distill: Euler steps of the teacher's samples
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
+    # base and flux: extra loss weight on the latent cells (Flux: image tokens) an object
+    # covers (0: plain mean). Objects cover about 7% of the cells, so a plain mean spends most
+    # of the loss on the background.
+    object_loss_weight: float = 0.0
     # turbo and flux_distill: (noise, teacher sample) pairs to regress on; 0: turbo regresses on
     # training images (flux_distill needs pairs)
     teacher_samples: int = 16384

@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     train.add_argument("--n-scenes", type=int, help="training scenes to render")
     train.add_argument("--lr", nargs="*", metavar="STAGE=X", help="override peak learning rates")
     train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
+    train.add_argument("--object-loss-weight", type=float,
+                       help="base and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
+                            "covers (default 0: plain mean)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
                        help="turbo and flux_distill: teacher samples to regress on (cpu preset 2048, gpu 16384; "
@@ -90,13 +93,14 @@ def run_train(args: argparse.Namespace) -> int:
     cfg.batch = cfg.batch | _stage_values(args.batch, int, "--batch")
     cfg.minutes = cfg.minutes | _stage_values(args.minutes, float, "--minutes")
     cfg.lr = cfg.lr | _stage_values(args.lr, float, "--lr")
-    for name in ("n_scenes", "offset_noise", "threads", "base_guidance", "flux_steps", "teacher_samples",
+    for name in ("n_scenes", "offset_noise", "object_loss_weight", "threads", "base_guidance", "flux_steps", "teacher_samples",
                  "turbo_distill_weight", "flux_teacher_guidance", "flux_teacher_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise ValueError("--n-scenes and --threads must be positive")
-    for flag, value in (("--offset-noise", cfg.offset_noise), ("--teacher-samples", cfg.teacher_samples),
+    for flag, value in (("--offset-noise", cfg.offset_noise), ("--object-loss-weight", cfg.object_loss_weight),
+                        ("--teacher-samples", cfg.teacher_samples),
                         ("--turbo-distill-weight", cfg.turbo_distill_weight)):
         if value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
