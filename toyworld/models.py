@@ -88,16 +88,13 @@ def unet() -> UNet2DConditionModel:
 
 def sdxl_pipeline(turbo: bool = False) -> StableDiffusionXLPipeline:
     """A randomly initialised toy SDXL pipeline (base: Euler 'leading'; turbo: Euler a 'trailing')."""
-    tok = tokenizer()
     if turbo:
         scheduler = EulerAncestralDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="trailing")
     else:
         scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="leading", steps_offset=1)
     return StableDiffusionXLPipeline(
-        vae=vae(latent_channels=4, quant_convs=True),
-        text_encoder=CLIPTextModel(clip_config(tok)),
-        text_encoder_2=CLIPTextModelWithProjection(clip_config(tok)),
-        tokenizer=tok, tokenizer_2=tokenizer(), unet=unet(), scheduler=scheduler,
+        vae=vae(latent_channels=4, quant_convs=True), **text_encoders("sdxl"),
+        tokenizer=tokenizer(), tokenizer_2=tokenizer(), unet=unet(), scheduler=scheduler,
     )
 
 
@@ -112,20 +109,33 @@ def flux_transformer(latent_channels: int) -> FluxTransformer2DModel:
 FLUX_LATENT_CHANNELS = 8
 
 
-def flux_pipeline() -> FluxPipeline:
-    """A randomly initialised toy Flux pipeline (schnell-like: no guidance embedding)."""
-    tok = tokenizer()
-    t5 = T5Config(
+def t5_config(tok: PreTrainedTokenizerFast) -> T5Config:
+    return T5Config(
         vocab_size=len(tok), d_model=TEXT_WIDTH, d_kv=16, d_ff=2 * TEXT_WIDTH, num_layers=3,
         num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
         is_encoder_decoder=False, use_cache=False,
     )
+
+
+def text_encoders(family: str) -> dict[str, torch.nn.Module]:
+    """Randomly initialised text encoders of a family, named as in its pipeline:
+    sdxl: CLIP + CLIP with projection; flux: CLIP (pooled) + T5."""
+    tok = tokenizer()
+    if family == "sdxl":
+        return {"text_encoder": CLIPTextModel(clip_config(tok)),
+                "text_encoder_2": CLIPTextModelWithProjection(clip_config(tok))}
+    if family == "flux":
+        return {"text_encoder": CLIPTextModel(clip_config(tok)), "text_encoder_2": T5EncoderModel(t5_config(tok))}
+    raise ValueError(f"unknown model family {family!r}: use 'sdxl' or 'flux'")
+
+
+def flux_pipeline() -> FluxPipeline:
+    """A randomly initialised toy Flux pipeline (schnell-like: no guidance embedding)."""
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
         vae=vae(latent_channels=FLUX_LATENT_CHANNELS, quant_convs=False, shift_factor=0.0),
-        text_encoder=CLIPTextModel(clip_config(tok)), tokenizer=tok,
-        text_encoder_2=T5EncoderModel(t5), tokenizer_2=tokenizer(),
+        **text_encoders("flux"), tokenizer=tokenizer(), tokenizer_2=tokenizer(),
         transformer=flux_transformer(FLUX_LATENT_CHANNELS),
     )
 

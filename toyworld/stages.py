@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from dictionaries.atomic import write_json_atomic
 from toyworld import models
 from toyworld.checkpoints import load_final, save_tensors_atomic
-from toyworld.data import SceneData, build_scene_data, step_generator
+from toyworld.data import SceneData, build_scene_data, step_generator, training_scene
+from toyworld.scenes import eval_scenes
+from toyworld.text_pretrain import AttributeReadout, caption_targets, readout_accuracy, readout_loss
 from toyworld.train import TrainConfig, train_loop
 
 VAE_KL_WEIGHT = 1e-6
@@ -149,21 +151,68 @@ def _sdxl_conditioning(ctx: Context, text_encoder, text_encoder_2, ids: torch.Te
 
 
 def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
-    tok = models.tokenizer()
-    parts = {
-        "unet": models.unet(),
-        "text_encoder": models.CLIPTextModel(models.clip_config(tok)),
-        "text_encoder_2": models.CLIPTextModelWithProjection(models.clip_config(tok)),
-    }
+    """U-Net and text encoders: from the base stage (trained=True), else a fresh U-Net with
+    the text stage's encoders (cfg.text_pretrain) or fresh ones."""
+    parts = {"unet": models.unet(), **models.text_encoders("sdxl")}
     if trained:
         load_final(ctx.cfg.work / "base.safetensors", parts)
+    elif ctx.cfg.text_pretrain:
+        _load_pretrained_text(ctx, "sdxl", parts)
     return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
+
+
+def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.Module]) -> None:
+    path = ctx.cfg.work / "text.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the text stage first (--stages text,...), "
+                                "or train the text encoders with the denoiser (--no-text-pretrain)")
+    load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
+
+
+def _denoiser_trainable(ctx: Context, denoiser: str) -> list[str]:
+    """Pre-trained text encoders stay frozen, as SDXL's and Flux's do; otherwise they train
+    with the denoiser."""
+    return [denoiser] if ctx.cfg.text_pretrain else [denoiser, "text_encoder", "text_encoder_2"]
+
+
+def run_text(ctx: Context) -> None:
+    """Pre-train both families' text encoders to say what each caption puts where
+    (toyworld.text_pretrain); prints the readout's accuracy on the held-out captions."""
+    stage, cfg = "text", ctx.cfg
+    parts = {f"{family}_{name}": module for family in ("sdxl", "flux")
+             for name, module in models.text_encoders(family).items()}
+    width = models.TEXT_WIDTH
+    parts |= {"sdxl_readout": AttributeReadout(2 * width, width), "flux_readout": AttributeReadout(width, width)}
+    parts = {name: module.to(cfg.device) for name, module in parts.items()}
+    targets = {k: v.to(cfg.device) for k, v in caption_targets(
+        [training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()}
+
+    def readouts(ids: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        sdxl = models.encode_sdxl(parts["sdxl_text_encoder"], parts["sdxl_text_encoder_2"], ids)
+        flux = models.encode_flux(parts["flux_text_encoder"], parts["flux_text_encoder_2"], ids)
+        return {"sdxl": parts["sdxl_readout"](*sdxl), "flux": parts["flux_readout"](*flux)}
+
+    def loss(step: int) -> torch.Tensor:
+        index = ctx.batch_index(stage, ctx.generator(stage, step))
+        batch_targets = {name: value[index] for name, value in targets.items()}
+        return sum(readout_loss(logits, batch_targets) for logits in readouts(ctx.data.ids[index]).values())
+
+    final = train_loop(cfg, stage, parts, loss)
+    parts.update(final)
+    held_out = list(eval_scenes(256))
+    ids = models.token_ids(models.tokenizer(), [scene.caption for scene in held_out]).to(cfg.device)
+    with torch.no_grad():
+        for family, logits in readouts(ids).items():
+            accuracy = readout_accuracy(logits, {k: v.to(cfg.device) for k, v in caption_targets(held_out).items()})
+            print(f"[text] {family} readout on the 256 held-out captions: "
+                  + ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items()))
 
 
 def run_base(ctx: Context) -> None:
     stage, cfg = "base", ctx.cfg
     latents = ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=False)
+    trainable = _denoiser_trainable(ctx, "unet")
     alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
 
     def loss(step: int) -> torch.Tensor:
@@ -178,13 +227,14 @@ def run_base(ctx: Context) -> None:
         a = alphas[t][:, None, None, None]
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
         drop = torch.rand(len(index), generator=generator, device=cfg.device) < cfg.caption_dropout
-        embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
-                                           ctx.data.ids[index], drop)
+        with torch.set_grad_enabled("text_encoder" in trainable):
+            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
+                                               ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
         return (weight * _pixel_weighted_mse(predicted, noise, ctx, index, cfg.object_loss_weight)).mean()
 
-    train_loop(cfg, stage, parts, loss)
+    train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
 def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, ctx: Context, index: torch.Tensor,
@@ -350,10 +400,13 @@ def run_turbo(ctx: Context) -> None:
 
 
 def _flux_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
-    pipe = models.flux_pipeline()
-    parts = {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    """Transformer and text encoders: from the flux stage (trained=True), else a fresh
+    transformer with the text stage's encoders (cfg.text_pretrain) or fresh ones."""
+    parts = {"transformer": models.flux_transformer(models.FLUX_LATENT_CHANNELS), **models.text_encoders("flux")}
     if trained:
         load_final(ctx.cfg.work / "flux.safetensors", parts)
+    elif ctx.cfg.text_pretrain:
+        _load_pretrained_text(ctx, "flux", parts)
     return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
 
 
@@ -370,7 +423,8 @@ def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, nois
     caption ids (B, MAX_TOKENS); the velocity target is noise - clean. Returns the squared
     error per image token, (B, 1, 16, 16) (tokens are packed row-major)."""
     img_ids, txt_ids = _flux_position_ids(str(clean.device))
-    embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
+    with torch.set_grad_enabled(next(parts["text_encoder_2"].parameters()).requires_grad):
+        embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
     s = sigma[:, None, None]
     velocity = parts["transformer"](
         hidden_states=(1 - s) * clean + s * noise, timestep=sigma, guidance=None, pooled_projections=pooled,
@@ -391,6 +445,7 @@ def run_flux(ctx: Context) -> None:
     stage, cfg = "flux", ctx.cfg
     latents = ctx.latents("flux")
     parts = _flux_parts(ctx, trained=False)
+    trainable = _denoiser_trainable(ctx, "transformer")
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
@@ -405,7 +460,7 @@ def run_flux(ctx: Context) -> None:
                                 FluxPipeline._pack_latents(noise, b, c, h, w), sigma, ids)
         return _object_weighted_mean(error, ctx, index, cfg.object_loss_weight).mean()
 
-    train_loop(cfg, stage, parts, loss)
+    train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
 def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 # toyworld.train.STAGES, written out so that `--help` need not import torch (a test keeps them equal)
-TRAIN_STAGES = ("vae_sdxl", "vae_flux", "base", "turbo", "flux", "flux_distill", "export")
+TRAIN_STAGES = ("vae_sdxl", "vae_flux", "text", "base", "turbo", "flux", "flux_distill", "export")
 
 
 def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
@@ -44,7 +44,10 @@ def register(subparsers) -> None:
     train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
     train.add_argument("--object-loss-weight", type=float,
                        help="base and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
-                            "covers (default 0: plain mean)")
+                            "covers (default 4; 0: plain mean)")
+    train.add_argument("--no-text-pretrain", action="store_true",
+                       help="base and flux: train fresh text encoders with the denoiser instead of starting from "
+                            "the text stage's (which then stay frozen)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
                        help="turbo and flux_distill: teacher samples to regress on (cpu preset 2048, gpu 16384; "
@@ -58,6 +61,19 @@ def register(subparsers) -> None:
                        help="flux_distill: Euler steps of the teacher's samples (default 8)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=run_train)
+
+    imports = toy.add_parser(
+        "import-weights", help="write a training work dir from shipped pipeline folders (to continue training them)",
+        description="Training checkpoints do not outlive a machine; the shipped folders do. This writes each "
+                    "stage's checkpoint from them as if it had just finished; stages named by --continue are "
+                    "written as <stage>.init.safetensors, so the next `toy train --stages STAGE` warm-starts "
+                    "from them.")
+    imports.add_argument("--weights", type=Path, default=Path("toyworld/weights"),
+                         help="folder holding sdxl-base, sdxl-turbo and flux")
+    imports.add_argument("--work-dir", type=Path, required=True, help="an empty (or new) work dir")
+    imports.add_argument("--continue", dest="continue_stages", default="",
+                         help=f"comma-separated stages to continue training ({', '.join(TRAIN_STAGES[:-1])})")
+    imports.set_defaults(func=run_import)
 
     evaluate = toy.add_parser("eval", help="adherence per attribute on the held-out captions")
     evaluate.add_argument("models", nargs="+", metavar="MODEL", help="toy/sdxl-base, toy/sdxl-turbo, toy/flux or a folder")
@@ -97,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
                  "turbo_distill_weight", "flux_teacher_guidance", "flux_teacher_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    cfg.text_pretrain = not args.no_text_pretrain
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise ValueError("--n-scenes and --threads must be positive")
     for flag, value in (("--offset-noise", cfg.offset_noise), ("--object-loss-weight", cfg.object_loss_weight),
@@ -105,6 +122,15 @@ def run_train(args: argparse.Namespace) -> int:
         if value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
     train(cfg)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from toyworld.warm_start import import_weights
+
+    stages = tuple(s.strip() for s in args.continue_stages.split(",") if s.strip())
+    for path in import_weights(args.weights, args.work_dir, stages):
+        print(f"wrote {path}")
     return 0
 
 
