@@ -47,8 +47,12 @@ def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float,
     The triangle points up, with its base on the bottom edge of the box.
     """
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
-    dx = (xs - cx) / max(half_x, 1e-6)
-    dy = (ys - cy) / max(half_y, 1e-6)
+    return inside_shape(shape, (xs - cx) / max(half_x, 1e-6), (ys - cy) / max(half_y, 1e-6))
+
+
+def inside_shape(shape: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Whether points at box-normalised offsets (dx, dy) from the box centre (the box is
+    [-1, 1] in both) lie inside `shape`; any array shape."""
     inside_box = (np.abs(dx) <= 1) & (np.abs(dy) <= 1)
     if shape == "square":
         return inside_box
