@@ -4,8 +4,22 @@ import json
 
 import torch
 
-from toyworld.scenes import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, BACKGROUNDS, Scene, SceneObject
-from toyworld.text_pretrain import AttributeReadout, caption_targets, readout_accuracy, readout_loss
+from toyworld.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    STYLES,
+    Scene,
+    SceneObject,
+)
+from toyworld.text_pretrain import (
+    AttributeReadout,
+    caption_targets,
+    readout_accuracy,
+    readout_loss,
+)
 
 
 def _scene() -> Scene:

@@ -35,8 +35,10 @@ def test_every_stage_leaves_a_final_checkpoint(trained):
 
 
 def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
+    from toyworld.context import Context
     from toyworld.data import training_scene
-    from toyworld.stages import Context, export_sdxl, teacher_samples
+    from toyworld.export import export_sdxl
+    from toyworld.teachers import teacher_samples
     from toyworld.train import TrainConfig
 
     work, _ = trained
@@ -53,8 +55,10 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
 
 
 def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(trained):
+    from toyworld.context import Context
     from toyworld.data import training_scene
-    from toyworld.stages import Context, export_flux, flux_teacher_samples
+    from toyworld.export import export_flux
+    from toyworld.teachers import flux_teacher_samples
     from toyworld.train import TrainConfig
 
     work, _ = trained
@@ -77,7 +81,8 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
 def test_a_larger_teacher_sample_count_extends_the_cache(trained):
     from safetensors.torch import load_file
 
-    from toyworld.stages import Context, flux_teacher_samples
+    from toyworld.context import Context
+    from toyworld.teachers import flux_teacher_samples
     from toyworld.train import TrainConfig
 
     work, _ = trained

@@ -154,6 +154,20 @@ def encode_sdxl(text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithPr
     return torch.cat([first, second.hidden_states[-2]], dim=-1), second.text_embeds
 
 
+def sdxl_conditioning(text_encoder, text_encoder_2, ids: torch.Tensor,
+                      drop: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The U-Net's text conditioning as the SDXL pipeline builds it: prompt embeds (B, T, 2W)
+    and added_cond_kwargs (pooled text_embeds, micro-conditioning time_ids); rows in `drop`
+    get the all-zero unconditional branch."""
+    embeds, pooled = encode_sdxl(text_encoder, text_encoder_2, ids)
+    if drop is not None:
+        # The pipeline's unconditional branch is all zeros (force_zeros_for_empty_prompt).
+        keep = (~drop).float()
+        embeds, pooled = embeds * keep[:, None, None], pooled * keep[:, None]
+    time_ids = torch.tensor([TIME_IDS], dtype=embeds.dtype, device=embeds.device).expand(len(ids), -1)
+    return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
 def encode_flux(text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel,
                 ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""

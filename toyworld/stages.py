@@ -1,107 +1,34 @@
-"""The training stages of `diffdict toy train` (see toyworld.train for the order)."""
+"""The training stages of `diffdict toy train` (see toyworld.train for the order).
+
+Shared state lives in toyworld.context, teacher sampling for the distillation stages in
+toyworld.teachers, and the export stage in toyworld.export.
+"""
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
-import shutil
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
-from safetensors import safe_open
-from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
-from dictionaries.atomic import write_json_atomic
 from toyworld import models
-from toyworld.checkpoints import load_final, save_tensors_atomic
-from toyworld.data import SceneData, build_scene_data, step_generator, training_scene
+from toyworld.checkpoints import load_final
+from toyworld.context import Context
+from toyworld.data import training_scene
+from toyworld.export import run_export  # noqa: F401  (train.py runs stages by name)
 from toyworld.scenes import eval_scenes
-from toyworld.text_pretrain import AttributeReadout, caption_targets, readout_accuracy, readout_loss
-from toyworld.train import TrainConfig, train_loop
+from toyworld.teachers import flux_teacher_samples, teacher_samples
+from toyworld.text_pretrain import (
+    AttributeReadout,
+    caption_targets,
+    readout_accuracy,
+    readout_loss,
+)
+from toyworld.train import train_loop
 
 VAE_KL_WEIGHT = 1e-6
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (x0 weight capped at gamma): trains faster than plain epsilon MSE
-
-
-@dataclass
-class LatentStore:
-    """Posterior mean/std of every training image; samples normalised latents."""
-
-    mean: torch.Tensor  # (N, C, 32, 32)
-    std: torch.Tensor  # (N, C, 32, 32)
-    scale: float
-    shift: float
-
-    def sample(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        mean, std = self.mean[index], self.std[index]
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-        return (mean + std * noise - self.shift) * self.scale
-
-
-class Context:
-    """What the stages share: config, data and latents, each built once on first use."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        self._data: SceneData | None = None
-        self._latents: dict[str, LatentStore] = {}
-
-    @property
-    def data(self) -> SceneData:
-        if self._data is None:
-            self._data = build_scene_data(self.cfg.n_scenes, self.cfg.seed, self.cfg.progress).to(self.cfg.device)
-        return self._data
-
-    def generator(self, stage: str, step: int) -> torch.Generator:
-        return step_generator(self.cfg.seed, stage, step, self.cfg.device)
-
-    def batch_index(self, stage: str, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
-        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
-                             device=self.cfg.device)
-
-    def trained_vae(self, family: str):
-        vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
-        load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
-        return vae.to(self.cfg.device).eval().requires_grad_(False)
-
-    def latents(self, family: str) -> LatentStore:
-        """Encode the data once with the trained VAE (cached in the work dir); SDXL gets a
-        scale, Flux a shift too."""
-        if family not in self._latents:
-            cached = self.cfg.work / f"latents_{family}_{self.cfg.seed}_{self.cfg.n_scenes}.safetensors"
-            stats_path = self.cfg.work / f"vae_{family}_stats.json"
-            if cached.exists():  # written after its stats, from the finished VAE: both are final
-                tensors = load_file(str(cached))
-                mean, std = tensors["mean"].to(self.cfg.device), tensors["std"].to(self.cfg.device)
-                stats = json.loads(stats_path.read_text())
-            else:
-                mean, std = self._encode(family)
-                shift = float(mean.mean()) if family == "flux" else 0.0
-                spread = float(((mean - shift) ** 2 + std**2).mean().sqrt())
-                stats = {"scaling_factor": 1.0 / spread, "shift_factor": shift}
-                write_json_atomic(stats_path, stats)
-                save_tensors_atomic({"mean": mean, "std": std}, cached)
-            self._latents[family] = LatentStore(mean, std, scale=stats["scaling_factor"], shift=stats["shift_factor"])
-        return self._latents[family]
-
-    def _encode(self, family: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior (mean, std) of every training image, each (N, C, 32, 32)."""
-        vae, means, stds = self.trained_vae(family), [], []
-        with torch.no_grad():
-            for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
-                              disable=not self.cfg.progress, mininterval=5):
-                rows = torch.arange(start, min(start + 512, len(self.data)), device=self.cfg.device)
-                posterior = vae.encode(self.data.pixels(rows)).latent_dist
-                means.append(posterior.mean)
-                stds.append(posterior.std)
-        return torch.cat(means), torch.cat(stds)
 
 
 def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -137,17 +64,6 @@ def run_vae_sdxl(ctx: Context) -> None:
 
 def run_vae_flux(ctx: Context) -> None:
     _train_vae(ctx, "flux")
-
-
-def _sdxl_conditioning(ctx: Context, text_encoder, text_encoder_2, ids: torch.Tensor,
-                       drop: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    embeds, pooled = models.encode_sdxl(text_encoder, text_encoder_2, ids)
-    if drop is not None:
-        # The pipeline's unconditional branch is all zeros (force_zeros_for_empty_prompt).
-        keep = (~drop).float()
-        embeds, pooled = embeds * keep[:, None, None], pooled * keep[:, None]
-    time_ids = torch.tensor([models.TIME_IDS], dtype=embeds.dtype, device=embeds.device).expand(len(ids), -1)
-    return embeds, {"text_embeds": pooled, "time_ids": time_ids}
 
 
 def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
@@ -228,7 +144,7 @@ def run_base(ctx: Context) -> None:
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
         drop = torch.rand(len(index), generator=generator, device=cfg.device) < cfg.caption_dropout
         with torch.set_grad_enabled("text_encoder" in trainable):
-            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"],
+            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"],
                                                ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
@@ -264,89 +180,6 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
-
-
-def _teacher_draws(ctx: Context, name: str, n: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(noise (n, *shape), training-caption index (n,)), drawn block by block from
-    (seed, name, block) so that the first n rows are the same whatever the total asked for."""
-    noises, indices = [], []
-    for block in range(-(-n // DRAW_BLOCK)):
-        generator = ctx.generator(name, block)
-        noises.append(torch.randn((DRAW_BLOCK, *shape), generator=generator, device=ctx.cfg.device))
-        indices.append(torch.randint(len(ctx.data), (DRAW_BLOCK,), generator=generator, device=ctx.cfg.device))
-    return torch.cat(noises)[:n], torch.cat(indices)[:n]
-
-
-def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise: torch.Tensor,
-                    make_sampler: Callable[[], Callable[[slice], torch.Tensor]]) -> torch.Tensor:
-    """sample(rows) for every row of `noise`, where sample = make_sampler() is built only if
-    something is left to sample (it loads the teacher); cached in the work dir as
-    `<name>_<seed>_<n_scenes>` with the digest of the teacher checkpoint and the sampling
-    `settings` (a cache from another teacher or other settings is sampled afresh).
-
-    The cache keeps rows in draw order (`_teacher_draws`), so asking for more samples later
-    extends it and asking for fewer reads a prefix; it is saved every cfg.checkpoint_minutes,
-    so a killed run resumes chunk by chunk.
-    """
-    cfg, n = ctx.cfg, len(noise)
-    key = f"{hashlib.sha256(teacher.read_bytes()).hexdigest()[:16]} {settings}"
-    path = cfg.work / f"{name}_{cfg.seed}_{cfg.n_scenes}.safetensors"
-    cached, done = None, 0
-    if path.exists():
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-        if meta.get("teacher") == key:
-            cached = load_file(str(path))["targets"].to(cfg.device)
-            done = len(cached)
-    if done >= n:
-        return cached[:n]
-    targets = torch.zeros_like(noise)
-    if cached is not None:
-        targets[:done] = cached
-    chunk = 2048 if cfg.device.startswith("cuda") else 64
-    sample, last_save = make_sampler(), time.time()
-    with torch.no_grad(), tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress,
-                               mininterval=5) as bar:
-        while done < n:
-            rows = slice(done, min(done + chunk, n))
-            targets[rows] = sample(rows).float()
-            done = rows.stop
-            bar.update(rows.stop - rows.start)
-            if done == n or time.time() - last_save > cfg.checkpoint_minutes * 60:
-                save_tensors_atomic({"targets": targets[:done]}, path, {"teacher": key})
-                last_save = time.time()
-    return targets
-
-
-def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noise (n, 4, 32, 32), caption index (n,), the base's latents (n, 4, 32, 32)) for
-    n = cfg.teacher_samples draws, each sampled the base's way (Euler, cfg.base_steps, CFG).
-
-    Euler sampling is deterministic, so each target is a function of its noise: a one-step
-    student regressing on these pairs learns a map, not the blurred mean of the many images a
-    caption allows (Luhman & Luhman 2021). Sampling is the slow part on a CPU (about 0.7 s
-    per sample on 2 cores), hence the cache (`_cached_samples`).
-    """
-    cfg = ctx.cfg
-    noise, index = _teacher_draws(ctx, "teacher", cfg.teacher_samples, (4, 32, 32))
-
-    def make_sampler() -> Callable[[slice], torch.Tensor]:
-        pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32).to(cfg.device)
-        pipe.set_progress_bar_config(disable=True)
-
-        def sample(rows: slice) -> torch.Tensor:
-            embeds, added = _sdxl_conditioning(ctx, pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
-                        num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
-                        height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
-
-        return sample
-
-    return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors",
-                                         f"steps {cfg.base_steps} cfg {cfg.base_guidance}", noise, make_sampler)
-
-
 def run_turbo(ctx: Context) -> None:
     """Distil the base to one step, as SDXL Turbo was distilled from SDXL Base.
 
@@ -379,7 +212,7 @@ def run_turbo(ctx: Context) -> None:
             target = latents.sample(index, generator)
             noise = torch.randn(target.shape, generator=generator, device=cfg.device)
         with torch.no_grad():
-            embeds, added = _sdxl_conditioning(ctx, parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
+            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
         start = noise * init_sigma
         t = torch.full((len(index),), timestep, device=cfg.device)
         predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
@@ -463,40 +296,6 @@ def run_flux(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
-def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(noise, caption index (n,), flux's sample from that noise) for n = cfg.teacher_samples,
-    noise and samples packed as the pipeline packs them: (n, 256, 4 * FLUX_LATENT_CHANNELS).
-
-    The teacher is the `flux` stage sampled with true classifier-free guidance
-    (cfg.flux_teacher_guidance, empty negative prompt) over cfg.flux_teacher_steps Euler steps.
-    """
-    cfg, n = ctx.cfg, ctx.cfg.teacher_samples
-    noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, 32, 32))
-    noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, 32, 32)
-
-    def make_sampler() -> Callable[[slice], torch.Tensor]:
-        pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)
-        pipe.set_progress_bar_config(disable=True)
-        with torch.no_grad():
-            empty, empty_pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.empty_ids[None])
-
-        def sample(rows: slice) -> torch.Tensor:
-            count = rows.stop - rows.start
-            embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                        negative_prompt_embeds=empty.expand(count, -1, -1),
-                        negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
-                        true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
-                        num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE,
-                        width=models.IMAGE_SIZE, max_sequence_length=models.MAX_TOKENS, output_type="latent").images
-
-        return sample
-
-    return noise, index, _cached_samples(
-        ctx, "flux_teacher", cfg.work / "flux.safetensors",
-        f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}", noise, make_sampler)
-
-
 def run_flux_distill(ctx: Context) -> None:
     """Distil toy/flux to few guidance-free steps, as FLUX.1 [schnell] is a distilled model.
 
@@ -521,54 +320,3 @@ def run_flux_distill(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss, trainable=["transformer"])
 
 
-def _vae_stats(ctx: Context, family: str) -> dict:
-    path = ctx.cfg.work / f"vae_{family}_stats.json"
-    if not path.exists():
-        ctx.latents(family)
-    return json.loads(path.read_text())
-
-
-def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
-    pipe = models.sdxl_pipeline(turbo=turbo)
-    load_final(ctx.cfg.work / "vae_sdxl.safetensors", {"vae": pipe.vae})
-    parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
-    load_final(ctx.cfg.work / "base.safetensors", parts)
-    if turbo:
-        load_final(ctx.cfg.work / "turbo.safetensors", {"unet": pipe.unet})
-    pipe.vae.register_to_config(scaling_factor=_vae_stats(ctx, "sdxl")["scaling_factor"])
-    return pipe.to(dtype=dtype)
-
-
-def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: bool = True):
-    """The toy Flux pipeline; its transformer from the flux_distill stage when that has run
-    (unless distilled=False, which gives the guided teacher)."""
-    pipe = models.flux_pipeline()
-    load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
-    load_final(ctx.cfg.work / "flux.safetensors", {
-        "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
-    if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():
-        load_final(ctx.cfg.work / "flux_distill.safetensors", {"transformer": pipe.transformer})
-    pipe.vae.register_to_config(**_vae_stats(ctx, "flux"))
-    return pipe.to(dtype=dtype)
-
-
-def _save(pipe, folder: Path, defaults: dict) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    (folder / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    print(f"[export] {folder}: {size / 2**20:.1f} MiB")
-
-
-def run_export(ctx: Context) -> None:
-    cfg, out = ctx.cfg, Path(ctx.cfg.out_dir)
-    size = {"height": 64, "width": 64}
-    if (cfg.work / "base.safetensors").exists():
-        _save(export_sdxl(ctx, turbo=False), out / "sdxl-base",
-              {"steps": cfg.base_steps, "guidance": cfg.base_guidance, **size})
-    if (cfg.work / "turbo.safetensors").exists():
-        _save(export_sdxl(ctx, turbo=True), out / "sdxl-turbo", {"steps": 1, "guidance": 0.0, **size})
-    if (cfg.work / "flux.safetensors").exists():
-        _save(export_flux(ctx), out / "flux",
-              {"steps": cfg.flux_steps, "guidance": 0.0, **size, "max_sequence_length": models.MAX_TOKENS})

@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toyworld.scenes import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, STYLES, Scene
+from toyworld.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    STYLES,
+    Scene,
+)
 
 # Per-position attributes; each gets one extra class, "no object here".
 SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES}

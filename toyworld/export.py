@@ -1,0 +1,65 @@
+"""Training checkpoints -> the fp16 diffusers pipeline folders that ship (the export stage)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from toyworld import models
+from toyworld.checkpoints import load_final
+from toyworld.context import Context
+
+
+def _vae_stats(ctx: Context, family: str) -> dict:
+    path = ctx.cfg.work / f"vae_{family}_stats.json"
+    if not path.exists():
+        ctx.latents(family)
+    return json.loads(path.read_text())
+
+
+def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
+    pipe = models.sdxl_pipeline(turbo=turbo)
+    load_final(ctx.cfg.work / "vae_sdxl.safetensors", {"vae": pipe.vae})
+    parts = {"unet": pipe.unet, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2}
+    load_final(ctx.cfg.work / "base.safetensors", parts)
+    if turbo:
+        load_final(ctx.cfg.work / "turbo.safetensors", {"unet": pipe.unet})
+    pipe.vae.register_to_config(scaling_factor=_vae_stats(ctx, "sdxl")["scaling_factor"])
+    return pipe.to(dtype=dtype)
+
+
+def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: bool = True):
+    """The toy Flux pipeline; its transformer from the flux_distill stage when that has run
+    (unless distilled=False, which gives the guided teacher)."""
+    pipe = models.flux_pipeline()
+    load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
+    load_final(ctx.cfg.work / "flux.safetensors", {
+        "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
+    if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():
+        load_final(ctx.cfg.work / "flux_distill.safetensors", {"transformer": pipe.transformer})
+    pipe.vae.register_to_config(**_vae_stats(ctx, "flux"))
+    return pipe.to(dtype=dtype)
+
+
+def _save(pipe, folder: Path, defaults: dict) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    print(f"[export] {folder}: {size / 2**20:.1f} MiB")
+
+
+def run_export(ctx: Context) -> None:
+    cfg, out = ctx.cfg, Path(ctx.cfg.out_dir)
+    size = {"height": 64, "width": 64}
+    if (cfg.work / "base.safetensors").exists():
+        _save(export_sdxl(ctx, turbo=False), out / "sdxl-base",
+              {"steps": cfg.base_steps, "guidance": cfg.base_guidance, **size})
+    if (cfg.work / "turbo.safetensors").exists():
+        _save(export_sdxl(ctx, turbo=True), out / "sdxl-turbo", {"steps": 1, "guidance": 0.0, **size})
+    if (cfg.work / "flux.safetensors").exists():
+        _save(export_flux(ctx), out / "flux",
+              {"steps": cfg.flux_steps, "guidance": 0.0, **size, "max_sequence_length": models.MAX_TOKENS})
