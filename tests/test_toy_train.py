@@ -1,5 +1,6 @@
 """`diffdict toy train` runs end to end for a few steps, resumes, and exports loadable pipelines."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,10 +124,10 @@ def test_exported_pipelines_load_and_generate(trained):
 
 def test_bad_stage_names_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="--stages"):
-        from studies.commands.toy import run_train  # noqa: F401
         import argparse
 
         from studies.commands import toy
+        from studies.commands.toy import run_train  # noqa: F401
 
         parser = argparse.ArgumentParser()
         toy.register(parser.add_subparsers())
@@ -173,19 +174,17 @@ def test_the_object_weight_moves_the_loss_towards_the_objects_cells():
     from toyworld.data import build_scene_data
     from toyworld.stages import _pixel_weighted_mse
 
-    class Ctx:
-        data = build_scene_data(4, seed=0, progress=False)
-
-    index = torch.arange(4)
-    on_objects = Ctx.data.object_mask(index, 32).expand(4, 4, 32, 32)
+    data = build_scene_data(4, seed=0, progress=False)
+    mask = data.object_mask(torch.arange(4), 32)
+    on_objects = mask.expand(4, 4, 32, 32)
     target = torch.zeros(4, 4, 32, 32)
-    plain = _pixel_weighted_mse(on_objects, target, Ctx, index, 0.0)
-    weighted = _pixel_weighted_mse(on_objects, target, Ctx, index, 4.0)
+    plain = _pixel_weighted_mse(on_objects, target, mask, 0.0)
+    weighted = _pixel_weighted_mse(on_objects, target, mask, 4.0)
     share = on_objects[:, 0].mean(dim=(1, 2))  # error 1 on object cells, 0 elsewhere
     assert torch.allclose(plain, share)
     assert torch.allclose(weighted, 5 * share / (1 + 4 * share))
     # A uniform error is unchanged by the weights (they are normalised per sample).
-    assert torch.allclose(_pixel_weighted_mse(torch.ones(4, 4, 32, 32), target, Ctx, index, 4.0), torch.ones(4))
+    assert torch.allclose(_pixel_weighted_mse(torch.ones(4, 4, 32, 32), target, mask, 4.0), torch.ones(4))
 
 
 def test_the_cpu_preset_caps_every_stage_within_four_hours():
@@ -196,3 +195,21 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
         assert set(cpu[key]) == set(TRAINED), key
     # Sampling teachers, encoding latents, rendering and exporting take about 50 more minutes.
     assert sum(cpu["minutes"].values()) + 50 <= 240
+
+
+def test_turbo_finds_the_objects_in_decoded_samples(tmp_path):
+    from toyworld.context import Context
+    from toyworld.stages import _teacher_object_masks
+    from toyworld.train import TrainConfig
+    from toyworld.warm_start import import_weights
+
+    import_weights(Path(__file__).resolve().parents[1] / "toyworld" / "weights", tmp_path)
+    ctx = Context(TrainConfig(work_dir=str(tmp_path), n_scenes=16, progress=False))
+    index = torch.arange(16)
+    scale = json.loads((tmp_path / "vae_sdxl_stats.json").read_text())["scaling_factor"]
+    with torch.no_grad():  # the shipped VAE's latents of the true images stand in for the base's samples
+        samples = ctx.trained_vae("sdxl").encode(ctx.data.pixels(index)).latent_dist.mean * scale
+    found, truth = _teacher_object_masks(ctx, samples, index), ctx.data.object_mask(index, 32)
+    assert found.shape == truth.shape == (16, 1, 32, 32)
+    overlap = (found * truth).sum() / torch.clamp(found + truth, max=1).sum()
+    assert overlap > 0.8, float(overlap)

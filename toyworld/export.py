@@ -12,7 +12,7 @@ from toyworld.checkpoints import load_final
 from toyworld.context import Context
 
 
-def _vae_stats(ctx: Context, family: str) -> dict:
+def vae_stats(ctx: Context, family: str) -> dict:
     path = ctx.cfg.work / f"vae_{family}_stats.json"
     if not path.exists():
         ctx.latents(family)
@@ -26,7 +26,7 @@ def export_sdxl(ctx: Context, turbo: bool, dtype: torch.dtype = torch.float16):
     load_final(ctx.cfg.work / "base.safetensors", parts)
     if turbo:
         load_final(ctx.cfg.work / "turbo.safetensors", {"unet": pipe.unet})
-    pipe.vae.register_to_config(scaling_factor=_vae_stats(ctx, "sdxl")["scaling_factor"])
+    pipe.vae.register_to_config(scaling_factor=vae_stats(ctx, "sdxl")["scaling_factor"])
     return pipe.to(dtype=dtype)
 
 
@@ -39,7 +39,7 @@ def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: boo
         "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
     if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():
         load_final(ctx.cfg.work / "flux_distill.safetensors", {"transformer": pipe.transformer})
-    pipe.vae.register_to_config(**_vae_stats(ctx, "flux"))
+    pipe.vae.register_to_config(**vae_stats(ctx, "flux"))
     return pipe.to(dtype=dtype)
 
 

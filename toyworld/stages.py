@@ -16,8 +16,9 @@ from toyworld import models
 from toyworld.checkpoints import load_final
 from toyworld.context import Context
 from toyworld.data import training_scene
-from toyworld.export import run_export  # noqa: F401  (train.py runs stages by name)
-from toyworld.scenes import eval_scenes
+from toyworld.export import run_export, vae_stats  # noqa: F401  (train.py runs stages by name)
+from toyworld.judge import FOREGROUND_DISTANCE
+from toyworld.scenes import BACKGROUNDS, eval_scenes
 from toyworld.teachers import flux_teacher_samples, teacher_samples
 from toyworld.text_pretrain import (
     AttributeReadout,
@@ -148,25 +149,26 @@ def run_base(ctx: Context) -> None:
                                                ctx.data.ids[index], drop)
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
-        return (weight * _pixel_weighted_mse(predicted, noise, ctx, index, cfg.object_loss_weight)).mean()
+        mask = ctx.data.object_mask(index, clean.shape[-1])
+        return (weight * _pixel_weighted_mse(predicted, noise, mask, cfg.object_loss_weight)).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
-def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, ctx: Context, index: torch.Tensor,
+def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, object_mask: torch.Tensor,
                         object_weight: float) -> torch.Tensor:
     """Per-sample MSE (B,) of (B, C, h, w) tensors; see _object_weighted_mean."""
     error = ((predicted - target) ** 2).mean(dim=1, keepdim=True)
-    return _object_weighted_mean(error, ctx, index, object_weight)
+    return _object_weighted_mean(error, object_mask, object_weight)
 
 
-def _object_weighted_mean(error: torch.Tensor, ctx: Context, index: torch.Tensor, object_weight: float) -> torch.Tensor:
-    """(B, 1, h, w) per-cell errors of training rows `index` -> (B,) means, with the cells an
-    object covers weighted 1 + object_weight and the weights normalised per sample (so the
-    loss scale stays put when the weight changes)."""
+def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """(B, 1, h, w) per-cell errors -> (B,) means, with the cells where object_mask (B, 1, h, w)
+    is 1 weighted 1 + object_weight and the weights normalised per sample (so the loss scale
+    stays put when the weight changes)."""
     if object_weight == 0:
         return error.mean(dim=(1, 2, 3))
-    weights = 1 + object_weight * ctx.data.object_mask(index, error.shape[-1])
+    weights = 1 + object_weight * object_mask
     return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
 
 
@@ -178,6 +180,22 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     eps_uncond = unet(noisy, t, encoder_hidden_states=torch.zeros_like(embeds), added_cond_kwargs=zeros).sample
     eps = eps_uncond + guidance * (eps_cond - eps_uncond)
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def _teacher_object_masks(ctx: Context, samples: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 32, 32): 1 on the latent cells where the base's decoded sample (n, 4, 32, 32)
+    differs from its caption's background colour as much as the judge's foreground does."""
+    vae, scale = ctx.trained_vae("sdxl"), vae_stats(ctx, "sdxl")["scaling_factor"]
+    backgrounds = torch.tensor([BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
+                               dtype=torch.float32, device=samples.device)
+    masks = []
+    with torch.no_grad():
+        for start in range(0, len(samples), 256):
+            rows = slice(start, start + 256)
+            pixels = (vae.decode(samples[rows] / scale).sample.clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
+            distance = (pixels - backgrounds[rows, :, None, None]).norm(dim=1, keepdim=True)
+            masks.append(F.adaptive_max_pool2d((distance > FOREGROUND_DISTANCE).float(), samples.shape[-1]))
+    return torch.cat(masks)
 
 
 def run_turbo(ctx: Context) -> None:
@@ -193,6 +211,7 @@ def run_turbo(ctx: Context) -> None:
     """
     stage, cfg = "turbo", ctx.cfg
     pairs = teacher_samples(ctx) if cfg.teacher_samples else None
+    masks = _teacher_object_masks(ctx, pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
     latents = None if pairs is not None else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
     teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
@@ -218,7 +237,10 @@ def run_turbo(ctx: Context) -> None:
         predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
                                   added_cond_kwargs=added).sample
         sample = start - sigma * predicted  # one Euler step from sigma_max to 0
-        total = F.mse_loss(sample, target)
+        if masks is not None:
+            total = _pixel_weighted_mse(sample, target, masks[rows], cfg.object_loss_weight).mean()
+        else:
+            total = F.mse_loss(sample, target)
         if teacher is not None:
             t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
             a = alphas[t_teacher][:, None, None, None]
@@ -291,7 +313,7 @@ def run_flux(ctx: Context) -> None:
         ids = torch.where(drop[:, None], ctx.data.empty_ids[None], ctx.data.ids[index])
         error = _flux_flow_loss(parts, FluxPipeline._pack_latents(clean, b, c, h, w),
                                 FluxPipeline._pack_latents(noise, b, c, h, w), sigma, ids)
-        return _object_weighted_mean(error, ctx, index, cfg.object_loss_weight).mean()
+        return _object_weighted_mean(error, ctx.data.object_mask(index, error.shape[-1]), cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=trainable)
 

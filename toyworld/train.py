@@ -56,9 +56,10 @@ class TrainConfig:
     flux_teacher_guidance: float = 2.0  # flux_distill: true-CFG scale of the teacher's samples
     flux_teacher_steps: int = 8  # flux_distill: Euler steps of the teacher's samples
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
-    # base and flux: extra loss weight on the latent cells (Flux: image tokens) an object
+    # base, turbo and flux: extra loss weight on the latent cells (Flux: image tokens) an object
     # covers (0: plain mean). Objects cover about 7% of the cells, so a plain mean spends most
-    # of the loss on the background; 4 took base's colour from 85.3 to 90.8 (toyworld/README.md).
+    # of the loss on the background (toyworld/README.md has the measured effect). Turbo finds
+    # the objects in the base's decoded samples.
     object_loss_weight: float = 4.0
     # turbo and flux_distill: (noise, teacher sample) pairs to regress on; 0: turbo regresses on
     # training images (flux_distill needs pairs)

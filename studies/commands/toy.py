@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     train.add_argument("--lr", nargs="*", metavar="STAGE=X", help="override peak learning rates")
     train.add_argument("--offset-noise", type=float, help="base: offset-noise std (default 0.1)")
     train.add_argument("--object-loss-weight", type=float,
-                       help="base and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
+                       help="base, turbo and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
                             "covers (default 4; 0: plain mean)")
     train.add_argument("--no-text-pretrain", action="store_true",
                        help="base and flux: train fresh text encoders with the denoiser instead of starting from "
