@@ -197,7 +197,7 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
     assert sum(cpu["minutes"].values()) + 50 <= 240
 
 
-def test_turbo_finds_the_objects_in_decoded_samples(tmp_path):
+def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
     from toyworld.context import Context
     from toyworld.stages import _teacher_object_masks
     from toyworld.train import TrainConfig
@@ -206,10 +206,13 @@ def test_turbo_finds_the_objects_in_decoded_samples(tmp_path):
     import_weights(Path(__file__).resolve().parents[1] / "toyworld" / "weights", tmp_path)
     ctx = Context(TrainConfig(work_dir=str(tmp_path), n_scenes=16, progress=False))
     index = torch.arange(16)
-    scale = json.loads((tmp_path / "vae_sdxl_stats.json").read_text())["scaling_factor"]
-    with torch.no_grad():  # the shipped VAE's latents of the true images stand in for the base's samples
-        samples = ctx.trained_vae("sdxl").encode(ctx.data.pixels(index)).latent_dist.mean * scale
-    found, truth = _teacher_object_masks(ctx, samples, index), ctx.data.object_mask(index, 32)
-    assert found.shape == truth.shape == (16, 1, 32, 32)
-    overlap = (found * truth).sum() / torch.clamp(found + truth, max=1).sum()
-    assert overlap > 0.8, float(overlap)
+    truth = ctx.data.object_mask(index, 32)
+    for family in ("sdxl", "flux"):
+        stats = json.loads((tmp_path / f"vae_{family}_stats.json").read_text())
+        with torch.no_grad():  # the shipped VAE's latents of the true images stand in for a teacher's samples
+            mean = ctx.trained_vae(family).encode(ctx.data.pixels(index)).latent_dist.mean
+        samples = (mean - stats["shift_factor"]) * stats["scaling_factor"]
+        found = _teacher_object_masks(ctx, family, samples, index)
+        assert found.shape == truth.shape == (16, 1, 32, 32)
+        overlap = (found * truth).sum() / torch.clamp(found + truth, max=1).sum()
+        assert overlap > 0.8, (family, float(overlap))

@@ -162,7 +162,7 @@ def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, object_ma
     return _object_weighted_mean(error, object_mask, object_weight)
 
 
-def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor, object_weight: float) -> torch.Tensor:
+def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor | None, object_weight: float) -> torch.Tensor:
     """(B, 1, h, w) per-cell errors -> (B,) means, with the cells where object_mask (B, 1, h, w)
     is 1 weighted 1 + object_weight and the weights normalised per sample (so the loss scale
     stays put when the weight changes)."""
@@ -182,17 +182,18 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
     return (noisy - (1 - a).sqrt() * eps) / a.sqrt()
 
 
-def _teacher_object_masks(ctx: Context, samples: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(n, 1, 32, 32): 1 on the latent cells where the base's decoded sample (n, 4, 32, 32)
+def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 32, 32): 1 on the latent cells where a teacher's decoded sample (n, C, 32, 32)
     differs from its caption's background colour as much as the judge's foreground does."""
-    vae, scale = ctx.trained_vae("sdxl"), vae_stats(ctx, "sdxl")["scaling_factor"]
+    vae, stats = ctx.trained_vae(family), vae_stats(ctx, family)
     backgrounds = torch.tensor([BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
                                dtype=torch.float32, device=samples.device)
     masks = []
     with torch.no_grad():
         for start in range(0, len(samples), 256):
             rows = slice(start, start + 256)
-            pixels = (vae.decode(samples[rows] / scale).sample.clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
+            latents = samples[rows] / stats["scaling_factor"] + stats["shift_factor"]
+            pixels = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
             distance = (pixels - backgrounds[rows, :, None, None]).norm(dim=1, keepdim=True)
             masks.append(F.adaptive_max_pool2d((distance > FOREGROUND_DISTANCE).float(), samples.shape[-1]))
     return torch.cat(masks)
@@ -211,7 +212,7 @@ def run_turbo(ctx: Context) -> None:
     """
     stage, cfg = "turbo", ctx.cfg
     pairs = teacher_samples(ctx) if cfg.teacher_samples else None
-    masks = _teacher_object_masks(ctx, pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
+    masks = _teacher_object_masks(ctx, "sdxl", pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
     latents = None if pairs is not None else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
     teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
@@ -330,6 +331,10 @@ def run_flux_distill(ctx: Context) -> None:
     if cfg.teacher_samples < 1:
         raise ValueError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
+    masks = None
+    if cfg.object_loss_weight:  # image tokens (16x16) that show an object in the teacher's sample
+        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, 2)
+        masks = F.max_pool2d(_teacher_object_masks(ctx, "flux", unpacked, index_all), 2)
     parts = _flux_parts(ctx, trained=True)
 
     def loss(step: int) -> torch.Tensor:
@@ -337,7 +342,8 @@ def run_flux_distill(ctx: Context) -> None:
         generator = ctx.generator(stage, step)
         rows = ctx.batch_index(stage, generator, n=len(noise_all))
         sigma = _logit_normal(len(rows), generator, cfg.device)
-        return _flux_flow_loss(parts, target_all[rows], noise_all[rows], sigma, ctx.data.ids[index_all[rows]]).mean()
+        error = _flux_flow_loss(parts, target_all[rows], noise_all[rows], sigma, ctx.data.ids[index_all[rows]])
+        return _object_weighted_mean(error, None if masks is None else masks[rows], cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=["transformer"])
 
