@@ -75,7 +75,8 @@ def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
     trained = [s for s in STAGES if s not in ("turbo", "flux_distill", "export")]
     args = ["--n-scenes", "8", "--steps", *(f"{s}=2" for s in trained), "--batch", *(f"{s}=2" for s in trained),
             "--no-progress"]
-    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", ",".join(trained), *args]) == 0
+    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", ",".join(trained), "--text-pretrain",
+                 *args]) == 0
     text = load_file(str(tmp_path / "text.safetensors"))
     for stage, family in (("base", "sdxl"), ("flux", "flux")):
         saved = load_file(str(tmp_path / f"{stage}.safetensors"))
@@ -91,7 +92,8 @@ def test_a_denoiser_stage_without_the_text_stage_says_what_to_do(tmp_path):
     from studies.cli import main
 
     args = ["--n-scenes", "4", "--steps", "vae_sdxl=1", "base=1", "--batch", "vae_sdxl=2", "base=2", "--no-progress"]
-    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", *args]) == 2
-    # Without pre-training the encoders train with the U-Net and the stage runs.
-    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", "--no-text-pretrain",
-                 *args]) == 0
+    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", "--text-pretrain",
+                 *args]) == 2
+    # By default the encoders train with the U-Net, and the text stage does not run.
+    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,text,base", *args]) == 0
+    assert (tmp_path / "base.safetensors").exists() and not (tmp_path / "text.safetensors").exists()

@@ -31,6 +31,9 @@ def test_the_cli_lists_the_stages_the_trainer_runs():
 def test_every_stage_leaves_a_final_checkpoint(trained):
     work, _ = trained
     for stage in TRAINED:
+        if stage == "text":  # runs only with --text-pretrain (tests/test_toy_text_pretrain.py)
+            assert not (work / "text.safetensors").exists()
+            continue
         assert (work / f"{stage}.safetensors").exists()
         assert not (work / f"{stage}.partial.safetensors").exists()
 

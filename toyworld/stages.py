@@ -82,7 +82,7 @@ def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.M
     path = ctx.cfg.work / "text.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the text stage first (--stages text,...), "
-                                "or train the text encoders with the denoiser (--no-text-pretrain)")
+                                "or train the text encoders with the denoiser (leave out --text-pretrain)")
     load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
 
 

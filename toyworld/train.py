@@ -2,8 +2,8 @@
 
 Stages, each resumable and skipped once finished (see toyworld.checkpoints):
   vae_sdxl, vae_flux  autoencoders (MSE + a small KL), then their latent statistics
-  text                both families' text encoders, pre-trained to say what each caption
-                      puts where (toyworld.text_pretrain); frozen from then on
+  text                (with text_pretrain) both families' text encoders, pre-trained to say
+                      what each caption puts where (toyworld.text_pretrain); frozen from then on
   base                toy/sdxl-base: text encoders + U-Net, epsilon loss, caption dropout
   turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG):
                       regression on the base's own samples (ADD's distillation term optional)
@@ -48,8 +48,9 @@ class TrainConfig:
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
     # base and flux: start from the text stage's encoders and keep them frozen (as SDXL and
-    # Flux keep theirs); False trains fresh encoders jointly with the denoiser
-    text_pretrain: bool = True
+    # Flux keep theirs). Off by default: the shipped models train their encoders jointly with
+    # the denoiser, and a 30-minute from-scratch base was no better with it (toyworld/README.md).
+    text_pretrain: bool = False
     base_guidance: float = 3.0  # the teacher's CFG scale, also base's default
     base_steps: int = 25
     flux_steps: int = 4
@@ -203,6 +204,8 @@ def train(cfg: TrainConfig) -> None:
     for stage in STAGES:
         if stage not in cfg.stages:
             continue
+        if stage == "text" and not cfg.text_pretrain:
+            continue  # nothing reads its encoders
         if stage != "export" and (cfg.work / f"{stage}.safetensors").exists():
             print(f"[{stage}] done already ({cfg.work / f'{stage}.safetensors'})")
             continue

@@ -45,9 +45,9 @@ def register(subparsers) -> None:
     train.add_argument("--object-loss-weight", type=float,
                        help="base, turbo and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
                             "covers (default 4; 0: plain mean)")
-    train.add_argument("--no-text-pretrain", action="store_true",
-                       help="base and flux: train fresh text encoders with the denoiser instead of starting from "
-                            "the text stage's (which then stay frozen)")
+    train.add_argument("--text-pretrain", action="store_true",
+                       help="run the text stage and start base and flux from its encoders, frozen (default: fresh "
+                            "encoders trained with the denoiser, as the shipped models were)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
                        help="turbo and flux_distill: teacher samples to regress on (cpu preset 2048, gpu 16384; "
@@ -113,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
                  "turbo_distill_weight", "flux_teacher_guidance", "flux_teacher_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    cfg.text_pretrain = not args.no_text_pretrain
+    cfg.text_pretrain = args.text_pretrain
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise ValueError("--n-scenes and --threads must be positive")
     for flag, value in (("--offset-noise", cfg.offset_noise), ("--object-loss-weight", cfg.object_loss_weight),
