@@ -151,9 +151,16 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
     return result
 
 
-def shutdown() -> None:
-    """Tear the process group down (end of a command), so the process exits cleanly."""
+def shutdown(wait_for_peers: bool = True) -> None:
+    """Tear the process group down (end of a command), so the process exits cleanly.
+
+    After a normal end every rank first waits for the others: rank 0 hosts the rendezvous
+    store, and a rank still talking to it when it went away would abort (seen once as a
+    SIGABRT in the 2-rank tests). After an error there is no waiting: the other ranks may
+    never arrive."""
     if dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 

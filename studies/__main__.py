@@ -9,6 +9,8 @@ from studies.cli import main
 
 try:
     code = main()
-finally:
-    distributed.shutdown()  # a clean exit of the process group, when torchrun started one
+except BaseException:
+    distributed.shutdown(wait_for_peers=False)
+    raise
+distributed.shutdown(wait_for_peers=code == 0)  # a clean exit of the process group under torchrun
 sys.exit(code)
