@@ -32,10 +32,12 @@ def register(subparsers) -> None:
     train.add_argument("--preset", choices=("gpu", "cpu"), default="cpu",
                        help="'cpu': per-stage time caps that fit 4 h on 2 cores; 'gpu': longer step counts for CUDA")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seeds the training scenes, initial weights and noise (default 0)")
     train.add_argument("--work-dir", default="runs/toy_train", help="checkpoints; rerun to resume")
     train.add_argument("--out-dir", default="toyworld/weights", help="where the pipeline folders go")
-    train.add_argument("--stages", default=",".join(TRAIN_STAGES), help="comma-separated subset, in order")
+    train.add_argument("--stages", default=",".join(TRAIN_STAGES),
+                       help=f"comma-separated subset of {','.join(TRAIN_STAGES)} (default: all; text runs only "
+                            "with --text-pretrain); finished stages are skipped on a rerun")
     train.add_argument("--steps", nargs="*", metavar="STAGE=N", help="override step counts")
     train.add_argument("--batch", nargs="*", metavar="STAGE=N", help="override batch sizes")
     train.add_argument("--minutes", nargs="*", metavar="STAGE=M", help="wall-clock cap per stage")
@@ -59,7 +61,7 @@ def register(subparsers) -> None:
                        help="flux_distill: true-CFG scale of the teacher's samples (default 2)")
     train.add_argument("--flux-teacher-steps", type=int,
                        help="flux_distill: Euler steps of the teacher's samples (default 8)")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars (for log files)")
     train.set_defaults(func=run_train)
 
     imports = toy.add_parser(
@@ -78,17 +80,18 @@ def register(subparsers) -> None:
     evaluate = toy.add_parser("eval", help="adherence per attribute on the held-out captions")
     evaluate.add_argument("models", nargs="+", metavar="MODEL", help="toy/sdxl-base, toy/sdxl-turbo, toy/flux or a folder")
     evaluate.add_argument("--n", type=int, default=256, help="held-out captions (seeds 0..n-1)")
-    evaluate.add_argument("--batch", type=int, default=64)
+    evaluate.add_argument("--batch", type=int, default=64, help="images generated per pipeline call (default 64)")
     evaluate.add_argument("--steps", type=int, help="override the model's default steps")
     evaluate.add_argument("--guidance", type=float, help="override the model's default guidance")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--save-images", type=Path, help="folder for a PNG grid per model")
     evaluate.add_argument("--json", type=Path, help="also write the table as JSON here")
     evaluate.set_defaults(func=run_eval)
 
     scenes = toy.add_parser("scenes", help="render ground-truth scenes with captions and labels")
-    scenes.add_argument("--n", type=int, default=8)
-    scenes.add_argument("--stream", choices=("train", "eval"), default="eval")
+    scenes.add_argument("--n", type=int, default=8, help="scenes to write (default 8)")
+    scenes.add_argument("--stream", choices=("train", "eval"), default="eval",
+                        help="eval: the held-out captions (seeds 0..n-1); train: the training stream")
     scenes.add_argument("--out", type=Path, required=True, help="folder for PNGs and labels.jsonl")
     scenes.set_defaults(func=run_scenes)
 
