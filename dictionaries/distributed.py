@@ -14,6 +14,7 @@ Collectives used by this package, all in a fixed rank order so results are deter
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -151,17 +152,29 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
     return result
 
 
-def shutdown(wait_for_peers: bool = True) -> None:
+def shutdown(wait_for_peers: bool = True) -> bool:
     """Tear the process group down (end of a command), so the process exits cleanly.
+    Returns False when a peer rank was found to have failed, True otherwise.
 
     After a normal end every rank first waits for the others: rank 0 hosts the rendezvous
     store, and a rank still talking to it when it went away would abort (seen once as a
     SIGABRT in the 2-rank tests). After an error there is no waiting: the other ranks may
-    never arrive."""
+    never arrive. So a rank that ended well but waits for one that failed sees the
+    connection drop instead of a barrier: it says so and reports failure (its own output
+    is complete; the failed rank printed the error)."""
+    peers_ok = True
     if dist.is_initialized():
         if wait_for_peers:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except (RuntimeError, ConnectionError) as error:  # gloo raises DistBackendError, a RuntimeError
+                rank = dist.get_rank()
+                print(f"rank {rank}: finished, but another rank ended with an error (see its output above); "
+                      f"the run failed. ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
+                      file=sys.stderr)
+                peers_ok = False
         dist.destroy_process_group()
+    return peers_ok
 
 
 def check_identical(tensors: dict[str, torch.Tensor], w: World, what: str) -> None:

@@ -12,5 +12,7 @@ try:
 except BaseException:
     distributed.shutdown(wait_for_peers=False)
     raise
-distributed.shutdown(wait_for_peers=code == 0)  # a clean exit of the process group under torchrun
+# A clean exit of the process group under torchrun; a rank that ended well fails too when a peer failed.
+if not distributed.shutdown(wait_for_peers=code == 0) and code == 0:
+    code = 1
 sys.exit(code)
