@@ -54,18 +54,19 @@ def load_final(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
 
 
 def save_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],
-                 optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
+                 optimizer: torch.optim.Optimizer, step: int, total_steps: int, seconds: float = 0.0) -> None:
+    """`seconds`: wall-clock time the stage has run so far (its cap counts across resumes)."""
     tensors = module_tensors(modules) | module_tensors(ema, prefix="ema.")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optimizer.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    save_tensors_atomic(tensors, path, {"step": str(step), "total_steps": str(total_steps)})
+    save_tensors_atomic(tensors, path, {"step": str(step), "total_steps": str(total_steps), "seconds": f"{seconds:.1f}"})
 
 
 def load_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],
-                 optimizer: torch.optim.Optimizer) -> tuple[int, int]:
-    """Restores a running stage; returns (step, total_steps)."""
+                 optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:
+    """Restores a running stage; returns (step, total_steps, seconds run so far)."""
     from safetensors import safe_open
 
     tensors = load_file(str(path))
@@ -80,4 +81,5 @@ def load_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str,
             optimizer.state[param] = state
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    return int(metadata["step"]), int(metadata["total_steps"])
+    # Checkpoints written before the time was kept have no "seconds".
+    return int(metadata["step"]), int(metadata["total_steps"]), float(metadata.get("seconds", 0.0))

@@ -44,7 +44,7 @@ class TrainConfig:
         "vae_sdxl": 128, "vae_flux": 128, "text": 256, "base": 256, "turbo": 256, "flux": 256, "flux_distill": 256})
     lr: dict[str, float] = field(default_factory=lambda: {
         "vae_sdxl": 1e-3, "vae_flux": 1e-3, "text": 1e-3, "base": 1e-3, "turbo": 2e-4, "flux": 5e-4, "flux_distill": 2e-4})
-    # Wall-clock caps (minutes) that shorten a stage before it starts its schedule.
+    # Wall-clock caps (minutes per stage, counted across resumes) that shorten a stage's schedule.
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
     # base and flux: start from the text stage's encoders and keep them frozen (as SDXL and
@@ -82,7 +82,8 @@ class TrainConfig:
 # 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation, plus about
 # 24 min sampling the base for turbo's 2048 pairs at 0.7 s each, 10 min sampling flux's 2048
 # at about 0.3 s, 14 min encoding latents and 2 min rendering and exporting: 235 min); each
-# stage runs as many steps as its cap allows at the rate measured over its first 80 steps.
+# stage runs as many steps as its cap allows, fitted at its 80th step and refitted every
+# checkpoint interval from the recent rate (only ever shortened; the cosine schedule follows).
 PRESETS: dict[str, dict] = {
     "gpu": {},
     "cpu": {
@@ -105,6 +106,13 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def steps_within_cap(step: int, total: int, rate: float, seconds_left: float) -> int:
+    """The stage's new total: `total`, or fewer so that the steps left at `rate` (steps/s)
+    fit in `seconds_left`; never below step + 1 (a stage always ends with a step)."""
+    fitted = step + int(rate * max(seconds_left, 0.0))
+    return max(min(total, fitted), step + 1)
 
 
 def train_loop(
@@ -135,14 +143,19 @@ def train_loop(
     params = [p for m in train_modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr[stage], weight_decay=0.01, betas=(0.9, 0.99))
     ema = {name: copy.deepcopy(m).eval().requires_grad_(False) for name, m in train_modules.items()}
-    step, total = 0, cfg.steps[stage]
+    step, total, seconds_before = 0, cfg.steps[stage], 0.0
     if partial.exists():
-        step, total = load_partial(partial, train_modules, ema, optimizer)
+        step, total, seconds_before = load_partial(partial, train_modules, ema, optimizer)
         print(f"[{stage}] resuming at step {step}/{total}")
     cap = cfg.minutes.get(stage)
     bar = tqdm(total=total, initial=step, desc=f"train {stage}", disable=not cfg.progress, mininterval=5)
-    started = last_save = warm = time.time()
+    started = last_save = time.time()
     timed_steps = 0
+    window_start, window_step = started, step  # where the rate used for the cap is measured from
+
+    def seconds_run() -> float:
+        return seconds_before + time.time() - started
+
     while step < total:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, cfg.lr[stage])
@@ -160,22 +173,28 @@ def train_loop(
         bar.update(1)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        now = time.time()
         if timed_steps == 20:
-            warm = time.time()  # the first steps include CUDA/allocator warm-up
-        if cap and timed_steps == 80 and step < total:
-            # Fit the rest of the stage into its wall-clock cap (decided once, then saved).
-            rate = 60 / (time.time() - warm)
-            fitted = step + int(rate * (cap * 60 - (time.time() - started)))
+            window_start, window_step = now, step  # the first steps include CUDA/allocator warm-up
+        refit_due = timed_steps == 80 or (timed_steps > 80 and now - window_start > cfg.checkpoint_minutes * 60)
+        if cap and refit_due and step < total:
+            # Fit the rest of the stage into its wall-clock cap: first from the rate of its first
+            # steps, then every few minutes from the recent rate, since rates drift (the from-scratch
+            # base slowed from 2.6 to 1.9 steps/s, which a single early fit let overrun 65 min by 10).
+            rate = (step - window_step) / max(now - window_start, 1e-9)
+            fitted = steps_within_cap(step, total, rate, cap * 60 - seconds_run())
             if fitted < total:
-                total = max(fitted, step + 1)
+                total = fitted
                 bar.total = total
-                print(f"[{stage}] {rate:.1f} steps/s: shortened to {total} steps to fit {cap} min")
-        if time.time() - last_save > cfg.checkpoint_minutes * 60 and step < total:
-            save_partial(partial, train_modules, ema, optimizer, step, total)
+                print(f"[{stage}] {rate:.2f} steps/s: shortened to {total} steps to fit {cap:g} min")
+            window_start, window_step = now, step
+        if now - last_save > cfg.checkpoint_minutes * 60 and step < total:
+            save_partial(partial, train_modules, ema, optimizer, step, total, seconds_run())
             last_save = time.time()
     bar.close()
     elapsed = time.time() - started
-    print(f"[{stage}] {step} steps in {elapsed / 60:.1f} min ({timed_steps / max(elapsed, 1e-9):.2f} steps/s)")
+    print(f"[{stage}] {step} steps in {seconds_run() / 60:.1f} min "
+          f"({timed_steps / max(elapsed, 1e-9):.2f} steps/s since {'resuming' if seconds_before else 'starting'})")
     # Frozen modules are saved as they are, so a stage's checkpoint holds every part it used.
     final = {name: ema.get(name, module) for name, module in modules.items()}
     save_final(cfg.work / f"{stage}.safetensors", final, {"steps": step, "config": asdict(cfg)})
