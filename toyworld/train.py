@@ -79,11 +79,11 @@ class TrainConfig:
 
 
 # Presets. "gpu": the step counts of a CUDA run. "cpu": a from-scratch run that fits the
-# 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation, plus about
-# 24 min sampling the base for turbo's 2048 pairs at 0.7 s each, 10 min sampling flux's 2048
-# at about 0.3 s, 14 min encoding latents and 2 min rendering and exporting: 235 min); each
-# stage runs as many steps as its cap allows, fitted at its 80th step and refitted every
-# checkpoint interval from the recent rate (only ever shortened; the cosine schedule follows).
+# 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation; measured
+# end to end in sessions 6-7: 225 min with the teachers' samples, latents, rendering and
+# export, base running 10 min over its cap before caps were refitted); each stage runs as
+# many steps as its cap allows, fitted at its 80th step and refitted every checkpoint
+# interval from the recent rate (only ever shortened; the cosine schedule follows).
 PRESETS: dict[str, dict] = {
     "gpu": {},
     "cpu": {
