@@ -168,10 +168,9 @@ def shutdown(wait_for_peers: bool = True) -> bool:
             try:
                 dist.barrier()
             except (RuntimeError, ConnectionError) as error:  # gloo raises DistBackendError, a RuntimeError
-                rank = dist.get_rank()
-                print(f"rank {rank}: finished, but another rank ended with an error (see its output above); "
-                      f"the run failed. ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})",
-                      file=sys.stderr)
+                first_line = (str(error).splitlines() or [""])[0]
+                print(f"rank {dist.get_rank()}: finished, but another rank ended with an error (see its output "
+                      f"above); the run failed. ({type(error).__name__}: {first_line})", file=sys.stderr)
                 peers_ok = False
         dist.destroy_process_group()
     return peers_ok

@@ -1,6 +1,7 @@
 """Shared helpers for the dictionary/store tests: planted sparse data and a fake adapter."""
 from __future__ import annotations
 
+import socket
 import zlib
 from dataclasses import dataclass
 
@@ -8,6 +9,13 @@ import pytest
 import torch
 
 from adapters.capture import CapturedMap, Generation
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a gloo rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=False)

@@ -1,11 +1,12 @@
 """distributed.shutdown on a real 2-rank gloo group: a rank that ended well but whose peer
 failed (and so left without waiting) must report failure instead of crashing or hanging."""
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from dict_fixtures import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,6 @@ if rank == failing:
 else:
     print(f"peers_ok={distributed.shutdown(wait_for_peers=True)}")
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("failing_rank", [0, 1], ids=["store-host-failed", "worker-failed"])

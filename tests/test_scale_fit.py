@@ -7,7 +7,6 @@ SAE equal within float rounding, and bit-identical across the ranks.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from dict_fixtures import one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
+from dict_fixtures import free_port, one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
 from dictionaries import distributed
 from dictionaries.itda import ITDA, ITDAConfig
 from dictionaries.store_reader import TokenBatch
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RANKS = 2
 D, BATCH, STEPS = 16, 64, 12
 SAE_TOLERANCE = 1e-5  # max |weight difference| after STEPS Adam steps; float-rounding scale
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def batches() -> list[TokenBatch]:

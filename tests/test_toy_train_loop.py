@@ -50,11 +50,12 @@ def test_a_resumed_stage_continues_its_step_and_counts_the_time_already_spent(tm
     net = torch.nn.Linear(4, 1)
     cfg = config(tmp_path, steps=1000, cap_minutes=None, checkpoint_minutes=0)  # a checkpoint every step
     stop_at = 30
+    loss = regression_loss(net, lambda _: 0.01)
 
     def interrupted(step: int) -> torch.Tensor:
         if step == stop_at:
             raise KeyboardInterrupt  # as a killed run
-        return regression_loss(net, lambda _: 0.01)(step)
+        return loss(step)
 
     with pytest.raises(KeyboardInterrupt):
         train_loop(cfg, STAGE, {"net": net}, interrupted)
@@ -65,10 +66,9 @@ def test_a_resumed_stage_continues_its_step_and_counts_the_time_already_spent(tm
 
     # Resumed under a cap that the time already spent nearly uses up: it stops at its first fit.
     fresh = torch.nn.Linear(4, 1)
-    steps_run = []
+    fresh_loss, steps_run = regression_loss(fresh, lambda _: 0.01), []
     resumed_cfg = config(tmp_path, steps=1000, cap_minutes=(seconds + 0.1) / 60, checkpoint_minutes=5)
-    train_loop(resumed_cfg, STAGE, {"net": fresh}, lambda step: steps_run.append(step) or
-               regression_loss(fresh, lambda _: 0.01)(step))
+    train_loop(resumed_cfg, STAGE, {"net": fresh}, lambda step: steps_run.append(step) or fresh_loss(step))
     assert f"resuming at step {stop_at}/1000" in capsys.readouterr().out
     assert steps_run[0] == stop_at and len(steps_run) <= 81
     assert (tmp_path / f"{STAGE}.safetensors").exists() and not partial.exists()

@@ -194,7 +194,7 @@ def train_loop(
     bar.close()
     elapsed = time.time() - started
     print(f"[{stage}] {step} steps in {seconds_run() / 60:.1f} min "
-          f"({timed_steps / max(elapsed, 1e-9):.2f} steps/s since {'resuming' if seconds_before else 'starting'})")
+          f"({timed_steps / max(elapsed, 1e-9):.2f} steps/s in this run)")
     # Frozen modules are saved as they are, so a stage's checkpoint holds every part it used.
     final = {name: ema.get(name, module) for name, module in modules.items()}
     save_final(cfg.work / f"{stage}.safetensors", final, {"steps": step, "config": asdict(cfg)})
