@@ -54,7 +54,7 @@ def load_final(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
 
 
 def save_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],
-                 optimizer: torch.optim.Optimizer, step: int, total_steps: int, seconds: float = 0.0) -> None:
+                 optimizer: torch.optim.Optimizer, step: int, total_steps: int, seconds: float) -> None:
     """`seconds`: wall-clock time the stage has run so far (its cap counts across resumes)."""
     tensors = module_tensors(modules) | module_tensors(ema, prefix="ema.")
     params = [p for group in optimizer.param_groups for p in group["params"]]
