@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.judge import ATTRIBUTES, adherence
+from toyworld.errors import error_breakdown
+from toyworld.judge import ATTRIBUTES, judge, judged_adherence
 from toyworld.scenes import eval_scenes
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -65,7 +66,8 @@ def generate(pipe, captions: list[str], seeds: list[int], defaults: dict,
 
 def evaluate(model: str, n: int = 256, batch: int = 64, steps: int | None = None,
              guidance: float | None = None, device: str = "cpu", progress: bool = True) -> dict:
-    """{'adherence': {attribute: share}, 'seconds_per_batch': float, 'images': array}."""
+    """{'adherence': {attribute: share}, 'errors': `errors.error_breakdown`, 'seconds_per_batch':
+    float, 'images': array}."""
     pipe, defaults = load_pipeline(model, device)
     scenes = list(eval_scenes(n))
     images, times = [], []
@@ -75,8 +77,9 @@ def evaluate(model: str, n: int = 256, batch: int = 64, steps: int | None = None
         images.append(generate(pipe, [s.caption for s in chunk], [s.seed for s in chunk], defaults, steps, guidance))
         times.append(time.perf_counter() - began)
     images = np.concatenate(images)
-    return {"adherence": adherence(scenes, list(images)), "seconds_per_batch": float(np.median(times)),
-            "images": images}
+    judgements = [judge(image) for image in images]
+    return {"adherence": judged_adherence(scenes, judgements), "errors": error_breakdown(scenes, judgements),
+            "seconds_per_batch": float(np.median(times)), "images": images}
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

@@ -167,7 +167,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     background, measured = _judge_background(array)
     foreground = np.linalg.norm(array - measured, axis=2) > FOREGROUND_DISTANCE
     foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
-    labels, n = ndimage.label(foreground)
+    labels, _ = ndimage.label(foreground)
     objects: list[JudgedObject] = []
     shaded_all = np.zeros(foreground.shape, dtype=bool)
     interior_all = np.zeros(foreground.shape, dtype=bool)
@@ -198,7 +198,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects)
 
 
-def _match(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject | None]:
+def match_objects(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject | None]:
     """Pair each scene object with a distinct judged object, minimising centre distance."""
     truth = scene.objects
     found = sorted(found, key=lambda o: -o.area)[: len(truth) + 2]
@@ -221,7 +221,7 @@ def score(scene: Scene, judgement: Judgement) -> dict[str, list[bool]]:
     result["count"].append(len(judgement.objects) == len(scene.objects))
     result["background"].append(judgement.background == scene.background)
     result["style"].append(judgement.style == scene.style)
-    for truth, found in zip(scene.objects, _match(scene, judgement.objects)):
+    for truth, found in zip(scene.objects, match_objects(scene, judgement.objects)):
         for attribute in ("colour", "shape", "size", "position"):
             result[attribute].append(found is not None and getattr(found, attribute) == getattr(truth, attribute))
     return result
@@ -229,8 +229,13 @@ def score(scene: Scene, judgement: Judgement) -> dict[str, list[bool]]:
 
 def adherence(scenes: list[Scene], images: list) -> dict[str, float]:
     """Share of correct items per attribute over many (scene, image) pairs."""
+    return judged_adherence(scenes, [judge(image) for image in images])
+
+
+def judged_adherence(scenes: list[Scene], judgements: list[Judgement]) -> dict[str, float]:
+    """`adherence` of images already judged (one judgement per scene)."""
     totals: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
-    for scene, image in zip(scenes, images, strict=True):
-        for attribute, values in score(scene, judge(image)).items():
+    for scene, judgement in zip(scenes, judgements, strict=True):
+        for attribute, values in score(scene, judgement).items():
             totals[attribute].extend(values)
     return {a: float(np.mean(v)) if v else float("nan") for a, v in totals.items()}

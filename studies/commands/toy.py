@@ -85,7 +85,10 @@ def register(subparsers) -> None:
     evaluate.add_argument("--guidance", type=float, help="override the model's default guidance")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--save-images", type=Path, help="folder for a PNG grid per model")
-    evaluate.add_argument("--json", type=Path, help="also write the table as JSON here")
+    evaluate.add_argument("--errors", action="store_true",
+                          help="also break colour, shape and size errors down by scene kind and object size into "
+                               "swapped (the other object's value: a binding error), wrong and missing")
+    evaluate.add_argument("--json", type=Path, help="also write the table (and the breakdown) as JSON here")
     evaluate.set_defaults(func=run_eval)
 
     scenes = toy.add_parser("scenes", help="render ground-truth scenes with captions and labels")
@@ -138,21 +141,29 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from toyworld.errors import format_breakdown
     from toyworld.eval import evaluate, format_table
 
-    rows, times = {}, {}
+    rows, times, errors = {}, {}, {}
     for model in args.models:
         result = evaluate(model, n=args.n, batch=args.batch, steps=args.steps, guidance=args.guidance,
                           device=args.device)
         name = model if model.startswith("toy/") or "/" in model else f"toy/{model}"
-        rows[name], times[name] = result["adherence"], result["seconds_per_batch"]
+        rows[name], times[name], errors[name] = result["adherence"], result["seconds_per_batch"], result["errors"]
         if args.save_images:
             _save_grid(result["images"][:64], args.save_images / f"{name.replace('/', '_')}.png")
     print(format_table(rows))
     for name, seconds in times.items():
         print(f"{name}: {seconds:.2f} s per batch of {args.batch}")
+    if args.errors:
+        for name, table in errors.items():
+            print(f"\n{name}: objects by outcome (swapped: took the other object's value)\n{format_breakdown(table)}")
     if args.json:
-        args.json.write_text(json.dumps({"adherence": rows, "seconds_per_batch": times}, indent=2))
+        report = {"adherence": rows, "seconds_per_batch": times}
+        if args.errors:
+            report["errors"] = {name: {attribute: {group: dict(counts) for group, counts in groups.items()}
+                                       for attribute, groups in table.items()} for name, table in errors.items()}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
