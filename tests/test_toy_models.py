@@ -79,7 +79,7 @@ def test_shipped_models_follow_prompts(pipelines, name):
     assert not low, f"{name} below its floor: {low} (all: {table})"
 
 
-def test_flux_image_tokens_are_a_16x16_grid(pipelines):
+def test_flux_image_tokens_are_an_8x8_grid(pipelines):
     pipe, defaults = pipelines["flux"]
     seen = []
 
@@ -91,7 +91,7 @@ def test_flux_image_tokens_are_a_16x16_grid(pipelines):
         generate(pipe, ["a small blue square at the top, dotted, on a white background"], [0], defaults, steps=1)
     finally:
         handle.remove()
-    assert seen and seen[0][1] == 16 * 16
+    assert seen and seen[0][1] == 8 * 8
 
 
 def test_toy_models_load_through_the_adapters():

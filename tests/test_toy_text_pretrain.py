@@ -85,15 +85,27 @@ def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
         for key in encoder_keys:
             assert torch.equal(saved[key], text[f"{family}_{key}"]), key
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["text_pretrain"] is True
+    assert config["text_pretrain"] == ["sdxl", "flux"]
 
 
 def test_a_denoiser_stage_without_the_text_stage_says_what_to_do(tmp_path):
+    from safetensors.torch import load_file
+
     from studies.cli import main
 
-    args = ["--n-scenes", "4", "--steps", "vae_sdxl=1", "base=1", "--batch", "vae_sdxl=2", "base=2", "--no-progress"]
+    args = ["--n-scenes", "4", "--steps", "vae_sdxl=1", "text=1", "base=1", "--batch", "vae_sdxl=2", "text=2", "base=2",
+            "--no-progress"]
     assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", "--text-pretrain",
                  *args]) == 2
-    # By default the encoders train with the U-Net, and the text stage does not run.
+    # By default only Flux's encoders are pre-trained: SDXL's train with the U-Net.
     assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,text,base", *args]) == 0
-    assert (tmp_path / "base.safetensors").exists() and not (tmp_path / "text.safetensors").exists()
+    text = load_file(str(tmp_path / "text.safetensors"))
+    assert any(k.startswith("flux_text_encoder_2.") for k in text) and not any(k.startswith("sdxl_") for k in text)
+    base = load_file(str(tmp_path / "base.safetensors"))
+    assert any(k.startswith("text_encoder.") for k in base)
+    # With none, the text stage does not run.
+    other = tmp_path / "none"
+    assert main(["toy", "train", "--work-dir", str(other), "--stages", "vae_sdxl,text,base", "--text-pretrain", "none",
+                 *args]) == 0
+    assert (other / "base.safetensors").exists() and not (other / "text.safetensors").exists()
+    assert main(["toy", "train", "--work-dir", str(other), "--stages", "text", "--text-pretrain", "clip", *args]) == 2

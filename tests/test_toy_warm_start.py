@@ -38,6 +38,9 @@ def test_continued_stages_become_warm_starts_and_a_used_work_dir_is_refused(tmp_
                  "--continue", "base,flux"]) == 0
     assert (work / "base.init.safetensors").exists() and not (work / "base.safetensors").exists()
     assert (work / "flux.init.safetensors").exists() and (work / "turbo.safetensors").exists()
+    # Flux's frozen encoders (text_pretrain) come from the shipped flux folder.
+    text, flux = load_file(str(work / "text.safetensors")), load_file(str(work / "flux.init.safetensors"))
+    assert torch.equal(text["flux_text_encoder_2.shared.weight"], flux["text_encoder_2.shared.weight"])
     before = (work / "turbo.safetensors").read_bytes()
     assert main(["toy", "import-weights", "--weights", str(SHIPPED), "--work-dir", str(work)]) == 2
     assert (work / "turbo.safetensors").read_bytes() == before

@@ -19,8 +19,8 @@ from toyworld.train import TrainConfig
 class LatentStore:
     """Posterior mean/std of every training image; samples normalised latents."""
 
-    mean: torch.Tensor  # (N, C, 32, 32)
-    std: torch.Tensor  # (N, C, 32, 32)
+    mean: torch.Tensor  # (N, C, h, w): sdxl (N, 4, 32, 32), flux (N, 16, 16, 16)
+    std: torch.Tensor  # (N, C, h, w)
     scale: float
     shift: float
 
@@ -52,7 +52,7 @@ class Context:
                              device=self.cfg.device)
 
     def trained_vae(self, family: str):
-        vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
+        vae = models.family_vae(family)
         load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
         return vae.to(self.cfg.device).eval().requires_grad_(False)
 
@@ -77,7 +77,7 @@ class Context:
         return self._latents[family]
 
     def _encode(self, family: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior (mean, std) of every training image, each (N, C, 32, 32)."""
+        """Posterior (mean, std) of every training image, each (N, C, h, w)."""
         vae, means, stds = self.trained_vae(family), [], []
         with torch.no_grad():
             for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",

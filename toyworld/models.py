@@ -1,9 +1,12 @@
 """Toy models of the real architectures, built as standard diffusers pipelines.
 
 Sizes are chosen for speed on a 2-core CPU while keeping the real layouts and the hook
-grids the studies need at 64 px: the VAE halves the side once (latents 32x32), the
-SDXL-style U-Net has three levels so that down.2 / mid / up.0 run at 8x8, and Flux packs
-2x2 latent patches into a 16x16 grid of image tokens.
+grids the studies need at 64 px: the SDXL VAE halves the side once (latents 32x32) and the
+SDXL-style U-Net has three levels so that down.2 / mid / up.0 run at 8x8; the Flux VAE
+halves it twice (latents 16x16x16, as real Flux has 16 latent channels) and Flux packs 2x2
+latent patches into an 8x8 grid of image tokens, the issue's minimum. That grid keeps the
+transformer's attention cheap enough for a width of 256, which is what lets it draw shapes
+(toyworld/README.md: width, not the token grid, moved shape in the pilots).
 
 The text encoders are used the way the pipelines use them, which training must copy
 exactly (`encode_sdxl`, `encode_flux`): SDXL takes the penultimate hidden states of both
@@ -57,16 +60,19 @@ def clip_config(tok: PreTrainedTokenizerFast, layers: int = 3) -> CLIPTextConfig
     )
 
 
-def vae(latent_channels: int, quant_convs: bool, shift_factor: float | None = None) -> AutoencoderKL:
-    """Two levels (vae_scale_factor 2): 64x64x3 images <-> 32x32xC latents.
+def vae(latent_channels: int, quant_convs: bool, shift_factor: float | None = None,
+        block_channels: tuple[int, ...] = (16, 32)) -> AutoencoderKL:
+    """len(block_channels) levels (vae_scale_factor 2 ** (levels - 1)): with two, 64x64x3
+    images <-> 32x32xC latents; with three, 16x16xC.
 
     scaling_factor (and Flux's shift_factor) are measured on the data after training.
     """
+    levels = len(block_channels)
     return AutoencoderKL(
         scaling_factor=1.0, shift_factor=shift_factor,
         in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(16, 32), layers_per_block=1, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=block_channels, layers_per_block=1, latent_channels=latent_channels,
         norm_num_groups=16, sample_size=IMAGE_SIZE,
         use_quant_conv=quant_convs, use_post_quant_conv=quant_convs,
     )
@@ -93,20 +99,35 @@ def sdxl_pipeline(turbo: bool = False) -> StableDiffusionXLPipeline:
     else:
         scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="leading", steps_offset=1)
     return StableDiffusionXLPipeline(
-        vae=vae(latent_channels=4, quant_convs=True), **text_encoders("sdxl"),
+        vae=family_vae("sdxl"), **text_encoders("sdxl"),
         tokenizer=tokenizer(), tokenizer_2=tokenizer(), unet=unet(), scheduler=scheduler,
     )
 
 
-def flux_transformer(latent_channels: int) -> FluxTransformer2DModel:
+FLUX_LATENT_CHANNELS = 16
+FLUX_VAE_CHANNELS = (16, 32, 64)  # three levels: vae_scale_factor 4
+FLUX_LATENT_SIZE = IMAGE_SIZE // 2 ** (len(FLUX_VAE_CHANNELS) - 1)  # 16
+FLUX_TOKEN_GRID = FLUX_LATENT_SIZE // 2  # image tokens per side: 2x2 latent patches are packed into one
+
+
+def family_vae(family: str) -> AutoencoderKL:
+    """The VAE of a family: sdxl 4 latent channels at 32x32 with quant convs (as SDXL's);
+    flux 16 channels at 16x16 with a shift factor and no quant convs (as Flux's)."""
+    if family == "sdxl":
+        return vae(latent_channels=4, quant_convs=True)
+    if family == "flux":
+        return vae(FLUX_LATENT_CHANNELS, quant_convs=False, shift_factor=0.0, block_channels=FLUX_VAE_CHANNELS)
+    raise ValueError(f"unknown model family {family!r}: use 'sdxl' or 'flux'")
+
+
+def flux_transformer() -> FluxTransformer2DModel:
+    """2 double + 2 single blocks, 4 heads x 64 (width 256, 7.1 M parameters), RoPE over
+    (text, y, x) axes of 16 / 24 / 24 dimensions."""
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=4 * latent_channels, num_layers=2, num_single_layers=2,
-        attention_head_dim=32, num_attention_heads=4, joint_attention_dim=TEXT_WIDTH,
-        pooled_projection_dim=TEXT_WIDTH, guidance_embeds=False, axes_dims_rope=(8, 12, 12),
+        patch_size=1, in_channels=4 * FLUX_LATENT_CHANNELS, num_layers=2, num_single_layers=2,
+        attention_head_dim=64, num_attention_heads=4, joint_attention_dim=TEXT_WIDTH,
+        pooled_projection_dim=TEXT_WIDTH, guidance_embeds=False, axes_dims_rope=(16, 24, 24),
     )
-
-
-FLUX_LATENT_CHANNELS = 8
 
 
 def t5_config(tok: PreTrainedTokenizerFast) -> T5Config:
@@ -134,9 +155,8 @@ def flux_pipeline() -> FluxPipeline:
     """A randomly initialised toy Flux pipeline (schnell-like: no guidance embedding)."""
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-        vae=vae(latent_channels=FLUX_LATENT_CHANNELS, quant_convs=False, shift_factor=0.0),
-        **text_encoders("flux"), tokenizer=tokenizer(), tokenizer_2=tokenizer(),
-        transformer=flux_transformer(FLUX_LATENT_CHANNELS),
+        vae=family_vae("flux"), **text_encoders("flux"), tokenizer=tokenizer(), tokenizer_2=tokenizer(),
+        transformer=flux_transformer(),
     )
 
 

@@ -46,8 +46,7 @@ def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
 
 def _train_vae(ctx: Context, family: str) -> None:
     stage = f"vae_{family}"
-    vae = models.vae(4, True) if family == "sdxl" else models.vae(models.FLUX_LATENT_CHANNELS, False, 0.0)
-    vae.to(ctx.cfg.device)
+    vae = models.family_vae(family).to(ctx.cfg.device)
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
@@ -69,11 +68,11 @@ def run_vae_flux(ctx: Context) -> None:
 
 def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
     """U-Net and text encoders: from the base stage (trained=True), else a fresh U-Net with
-    the text stage's encoders (cfg.text_pretrain) or fresh ones."""
+    the text stage's encoders ("sdxl" in cfg.text_pretrain) or fresh ones."""
     parts = {"unet": models.unet(), **models.text_encoders("sdxl")}
     if trained:
         load_final(ctx.cfg.work / "base.safetensors", parts)
-    elif ctx.cfg.text_pretrain:
+    elif "sdxl" in ctx.cfg.text_pretrain:
         _load_pretrained_text(ctx, "sdxl", parts)
     return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
 
@@ -81,33 +80,37 @@ def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
 def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.Module]) -> None:
     path = ctx.cfg.work / "text.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the text stage first (--stages text,...), "
-                                "or train the text encoders with the denoiser (leave out --text-pretrain)")
+        raise FileNotFoundError(f"{path} is missing: run the text stage first (--stages text,...), or train "
+                                f"{family}'s text encoders with the denoiser (--text-pretrain without {family})")
     load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
 
 
-def _denoiser_trainable(ctx: Context, denoiser: str) -> list[str]:
+def _denoiser_trainable(ctx: Context, family: str, denoiser: str) -> list[str]:
     """Pre-trained text encoders stay frozen, as SDXL's and Flux's do; otherwise they train
     with the denoiser."""
-    return [denoiser] if ctx.cfg.text_pretrain else [denoiser, "text_encoder", "text_encoder_2"]
+    return [denoiser] if family in ctx.cfg.text_pretrain else [denoiser, "text_encoder", "text_encoder_2"]
 
 
 def run_text(ctx: Context) -> None:
-    """Pre-train both families' text encoders to say what each caption puts where
-    (toyworld.text_pretrain); prints the readout's accuracy on the held-out captions."""
+    """Pre-train the text encoders of the families in cfg.text_pretrain to say what each
+    caption puts where (toyworld.text_pretrain); prints the readout's accuracy on the
+    held-out captions."""
     stage, cfg = "text", ctx.cfg
-    parts = {f"{family}_{name}": module for family in ("sdxl", "flux")
-             for name, module in models.text_encoders(family).items()}
+    families = tuple(cfg.text_pretrain)
     width = models.TEXT_WIDTH
-    parts |= {"sdxl_readout": AttributeReadout(2 * width, width), "flux_readout": AttributeReadout(width, width)}
+    readout_width = {"sdxl": 2 * width, "flux": width}  # SDXL concatenates its two encoders' states
+    encode = {"sdxl": models.encode_sdxl, "flux": models.encode_flux}
+    parts = {f"{family}_{name}": module for family in families
+             for name, module in models.text_encoders(family).items()}
+    parts |= {f"{family}_readout": AttributeReadout(readout_width[family], width) for family in families}
     parts = {name: module.to(cfg.device) for name, module in parts.items()}
     targets = {k: v.to(cfg.device) for k, v in caption_targets(
         [training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()}
 
     def readouts(ids: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        sdxl = models.encode_sdxl(parts["sdxl_text_encoder"], parts["sdxl_text_encoder_2"], ids)
-        flux = models.encode_flux(parts["flux_text_encoder"], parts["flux_text_encoder_2"], ids)
-        return {"sdxl": parts["sdxl_readout"](*sdxl), "flux": parts["flux_readout"](*flux)}
+        return {family: parts[f"{family}_readout"](*encode[family](
+                    parts[f"{family}_text_encoder"], parts[f"{family}_text_encoder_2"], ids))
+                for family in families}
 
     def loss(step: int) -> torch.Tensor:
         index = ctx.batch_index(stage, ctx.generator(stage, step))
@@ -129,7 +132,7 @@ def run_base(ctx: Context) -> None:
     stage, cfg = "base", ctx.cfg
     latents = ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=False)
-    trainable = _denoiser_trainable(ctx, "unet")
+    trainable = _denoiser_trainable(ctx, "sdxl", "unet")
     alphas = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod.to(cfg.device)
 
     def loss(step: int) -> torch.Tensor:
@@ -183,7 +186,7 @@ def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds:
 
 
 def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(n, 1, 32, 32): 1 on the latent cells where a teacher's decoded sample (n, C, 32, 32)
+    """(n, 1, h, w): 1 on the latent cells where a teacher's decoded sample (n, C, h, w)
     differs from its caption's background colour as much as the judge's foreground does."""
     vae, stats = ctx.trained_vae(family), vae_stats(ctx, family)
     backgrounds = torch.tensor([BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
@@ -257,27 +260,30 @@ def run_turbo(ctx: Context) -> None:
 
 def _flux_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
     """Transformer and text encoders: from the flux stage (trained=True), else a fresh
-    transformer with the text stage's encoders (cfg.text_pretrain) or fresh ones."""
-    parts = {"transformer": models.flux_transformer(models.FLUX_LATENT_CHANNELS), **models.text_encoders("flux")}
+    transformer with the text stage's encoders ("flux" in cfg.text_pretrain) or fresh ones."""
+    parts = {"transformer": models.flux_transformer(), **models.text_encoders("flux")}
     if trained:
         load_final(ctx.cfg.work / "flux.safetensors", parts)
-    elif ctx.cfg.text_pretrain:
+    elif "flux" in ctx.cfg.text_pretrain:
         _load_pretrained_text(ctx, "flux", parts)
     return {name: part.to(ctx.cfg.device) for name, part in parts.items()}
 
 
 @functools.lru_cache
 def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image ids (256, 3) of the 16x16 token grid, text ids (MAX_TOKENS, 3)) for the RoPE."""
-    return (FluxPipeline._prepare_latent_image_ids(1, 16, 16, device, torch.float32),
+    """(image ids (G * G, 3) of the G x G token grid (G = FLUX_TOKEN_GRID), text ids
+    (MAX_TOKENS, 3)) for the RoPE."""
+    grid = models.FLUX_TOKEN_GRID
+    return (FluxPipeline._prepare_latent_image_ids(1, grid, grid, device, torch.float32),
             torch.zeros(models.MAX_TOKENS, 3, device=device))
 
 
 def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, noise: torch.Tensor,
                     sigma: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Flow-matching loss of the toy Flux: clean and noise packed (B, 256, 4 * C), sigma (B,),
-    caption ids (B, MAX_TOKENS); the velocity target is noise - clean. Returns the squared
-    error per image token, (B, 1, 16, 16) (tokens are packed row-major)."""
+    """Flow-matching loss of the toy Flux: clean and noise packed (B, G * G, 4 * C) with
+    G = FLUX_TOKEN_GRID, sigma (B,), caption ids (B, MAX_TOKENS); the velocity target is
+    noise - clean. Returns the squared error per image token, (B, 1, G, G) (tokens are
+    packed row-major)."""
     img_ids, txt_ids = _flux_position_ids(str(clean.device))
     with torch.set_grad_enabled(next(parts["text_encoder_2"].parameters()).requires_grad):
         embeds, pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ids)
@@ -287,7 +293,7 @@ def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, nois
         encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
     )[0]
     error = ((velocity - (noise - clean)) ** 2).mean(dim=-1)
-    return error.view(len(error), 1, 16, 16)
+    return error.view(len(error), 1, models.FLUX_TOKEN_GRID, models.FLUX_TOKEN_GRID)
 
 
 def _logit_normal(n: int, generator: torch.Generator, device: str) -> torch.Tensor:
@@ -301,7 +307,7 @@ def run_flux(ctx: Context) -> None:
     stage, cfg = "flux", ctx.cfg
     latents = ctx.latents("flux")
     parts = _flux_parts(ctx, trained=False)
-    trainable = _denoiser_trainable(ctx, "transformer")
+    trainable = _denoiser_trainable(ctx, "flux", "transformer")
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
@@ -332,9 +338,10 @@ def run_flux_distill(ctx: Context) -> None:
         raise ValueError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     masks = None
-    if cfg.object_loss_weight:  # image tokens (16x16) that show an object in the teacher's sample
-        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, 2)
-        masks = F.max_pool2d(_teacher_object_masks(ctx, "flux", unpacked, index_all), 2)
+    if cfg.object_loss_weight:  # image tokens that show an object in the teacher's sample
+        vae_factor = models.IMAGE_SIZE // models.FLUX_LATENT_SIZE
+        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, vae_factor)
+        masks = F.max_pool2d(_teacher_object_masks(ctx, "flux", unpacked, index_all), 2)  # 2x2 latent cells per token
     parts = _flux_parts(ctx, trained=True)
 
     def loss(step: int) -> torch.Tensor:

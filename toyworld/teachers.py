@@ -104,14 +104,15 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noise, caption index (n,), flux's sample from that noise) for n = cfg.teacher_samples,
-    noise and samples packed as the pipeline packs them: (n, 256, 4 * FLUX_LATENT_CHANNELS).
+    noise and samples packed as the pipeline packs them: (n, FLUX_TOKEN_GRID ** 2, 4 * FLUX_LATENT_CHANNELS).
 
     The teacher is the `flux` stage sampled with true classifier-free guidance
     (cfg.flux_teacher_guidance, empty negative prompt) over cfg.flux_teacher_steps Euler steps.
     """
     cfg, n = ctx.cfg, ctx.cfg.teacher_samples
-    noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, 32, 32))
-    noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, 32, 32)
+    side = models.FLUX_LATENT_SIZE
+    noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, side, side))
+    noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, side, side)
 
     def make_sampler() -> Callable[[slice], torch.Tensor]:
         pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)

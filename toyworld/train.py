@@ -2,8 +2,9 @@
 
 Stages, each resumable and skipped once finished (see toyworld.checkpoints):
   vae_sdxl, vae_flux  autoencoders (MSE + a small KL), then their latent statistics
-  text                (with text_pretrain) both families' text encoders, pre-trained to say
-                      what each caption puts where (toyworld.text_pretrain); frozen from then on
+  text                the text encoders of the families in text_pretrain (default flux),
+                      pre-trained to say what each caption puts where (toyworld.text_pretrain);
+                      frozen from then on
   base                toy/sdxl-base: text encoders + U-Net, epsilon loss, caption dropout
   turbo               toy/sdxl-turbo: base distilled to one step (trailing spacing, no CFG):
                       regression on the base's own samples (ADD's distillation term optional)
@@ -47,10 +48,12 @@ class TrainConfig:
     # Wall-clock caps (minutes per stage, counted across resumes) that shorten a stage's schedule.
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
-    # base and flux: start from the text stage's encoders and keep them frozen (as SDXL and
-    # Flux keep theirs). Off by default: the shipped models train their encoders jointly with
-    # the denoiser, and a 30-minute from-scratch base was no better with it (toyworld/README.md).
-    text_pretrain: bool = False
+    # Families whose denoiser starts from the text stage's encoders, kept frozen (as SDXL and
+    # Flux keep theirs). Flux by default: with encoders trained jointly it gave an object the
+    # other object's colour on a third of two-object captions, and with pre-trained ones on
+    # almost none (toyworld/README.md). Not sdxl: its shipped base trains them jointly, and a
+    # 30-minute from-scratch base was no better with them.
+    text_pretrain: tuple[str, ...] = ("flux",)
     base_guidance: float = 3.0  # the teacher's CFG scale, also base's default
     base_steps: int = 25
     flux_steps: int = 4

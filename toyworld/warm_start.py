@@ -11,10 +11,13 @@ Stage files and what they hold (see toyworld.stages):
   turbo                {"unet"} of sdxl-turbo
   flux                 {"transformer", "text_encoder", "text_encoder_2"} of flux
   flux_distill         {"transformer"} of flux
+  text                 {"sdxl_text_encoder", "sdxl_text_encoder_2"} of sdxl-base and
+                       {"flux_text_encoder", "flux_text_encoder_2"} of flux
 
 The shipped flux transformer is the distilled student (the guided teacher is not shipped),
 so `flux` is written with the student's transformer: continuing `flux` warm-starts the
-teacher from the student.
+teacher from the student. The text stage's file lets a continued denoiser whose family is in
+text_pretrain (flux by default) find its frozen encoders: the shipped ones.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ STAGE_PARTS = {
     "flux": ("flux", {"transformer": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}),
     "flux_distill": ("flux", {"transformer": "transformer"}),
 }
+TEXT_FOLDERS = {"sdxl": "sdxl-base", "flux": "flux"}  # family -> the folder whose encoders the text stage gets
 
 
 def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str, ...] = ()) -> list[Path]:
@@ -50,7 +54,7 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         raise ValueError(f"cannot continue {sorted(unknown)}: choose from {', '.join(STAGE_PARTS)}")
     work_dir.mkdir(parents=True, exist_ok=True)
     targets = {stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
-               for stage in STAGE_PARTS}
+               for stage in (*STAGE_PARTS, "text")}
     clashes = [p for stage, p in targets.items()
                if p.exists() or (work_dir / f"{stage}.safetensors").exists() or (work_dir / f"{stage}.partial.safetensors").exists()]
     if clashes:
@@ -66,6 +70,10 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         modules = {name: getattr(pipes[folder], attribute) for name, attribute in parts.items()}
         save_final(targets[stage], modules, {"imported_from": str(weights_dir / folder)})
         written.append(targets[stage])
+    encoders = {f"{family}_{name}": getattr(pipes[folder], name)
+                for family, folder in TEXT_FOLDERS.items() for name in ("text_encoder", "text_encoder_2")}
+    save_final(targets["text"], encoders, {"imported_from": str(weights_dir)})
+    written.append(targets["text"])
     for family, folder in (("sdxl", "sdxl-base"), ("flux", "flux")):
         config = pipes[folder].vae.config
         stats = {"scaling_factor": float(config.scaling_factor), "shift_factor": float(config.shift_factor or 0.0)}

@@ -36,8 +36,8 @@ def register(subparsers) -> None:
     train.add_argument("--work-dir", default="runs/toy_train", help="checkpoints; rerun to resume")
     train.add_argument("--out-dir", default="toyworld/weights", help="where the pipeline folders go")
     train.add_argument("--stages", default=",".join(TRAIN_STAGES),
-                       help=f"comma-separated subset of {','.join(TRAIN_STAGES)} (default: all; text runs only "
-                            "with --text-pretrain); finished stages are skipped on a rerun")
+                       help=f"comma-separated subset of {','.join(TRAIN_STAGES)} (default: all; text is skipped "
+                            "with --text-pretrain none); finished stages are skipped on a rerun")
     train.add_argument("--steps", nargs="*", metavar="STAGE=N", help="override step counts")
     train.add_argument("--batch", nargs="*", metavar="STAGE=N", help="override batch sizes")
     train.add_argument("--minutes", nargs="*", metavar="STAGE=M", help="wall-clock cap per stage")
@@ -47,9 +47,10 @@ def register(subparsers) -> None:
     train.add_argument("--object-loss-weight", type=float,
                        help="base, turbo and flux: extra loss weight on the latent cells (Flux: image tokens) an object "
                             "covers (default 4; 0: plain mean)")
-    train.add_argument("--text-pretrain", action="store_true",
-                       help="run the text stage and start base and flux from its encoders, frozen (default: fresh "
-                            "encoders trained with the denoiser, as the shipped models were)")
+    train.add_argument("--text-pretrain", nargs="?", const="sdxl,flux", metavar="FAMILIES",
+                       help="families (sdxl, flux; 'none') whose denoiser starts from the text stage's encoders, "
+                            "frozen; the others train fresh encoders with the denoiser (default: flux, as shipped; "
+                            "the bare flag: both)")
     train.add_argument("--threads", type=int, help="torch CPU threads (e.g. 1 per stage when two run at once)")
     train.add_argument("--teacher-samples", type=int,
                        help="turbo and flux_distill: teacher samples to regress on (cpu preset 2048, gpu 16384; "
@@ -99,6 +100,16 @@ def register(subparsers) -> None:
     scenes.set_defaults(func=run_scenes)
 
 
+def _families(value: str) -> tuple[str, ...]:
+    """'--text-pretrain' value: comma-separated families, or 'none'."""
+    families = tuple(f.strip() for f in value.split(",") if f.strip() and f.strip() != "none")
+    unknown = [f for f in families if f not in ("sdxl", "flux")]
+    if unknown:
+        raise ValueError(f"--text-pretrain: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                         "give sdxl, flux, sdxl,flux or none")
+    return families
+
+
 def run_train(args: argparse.Namespace) -> int:
     from toyworld.train import PRESETS, TrainConfig, train
 
@@ -119,7 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
                  "turbo_distill_weight", "flux_teacher_guidance", "flux_teacher_steps"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    cfg.text_pretrain = args.text_pretrain
+    if args.text_pretrain is not None:
+        cfg.text_pretrain = _families(args.text_pretrain)
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise ValueError("--n-scenes and --threads must be positive")
     for flag, value in (("--offset-noise", cfg.offset_noise), ("--object-loss-weight", cfg.object_loss_weight),
