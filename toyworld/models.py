@@ -105,8 +105,9 @@ def sdxl_pipeline(turbo: bool = False) -> StableDiffusionXLPipeline:
 
 
 FLUX_LATENT_CHANNELS = 16
-FLUX_VAE_CHANNELS = (16, 32, 64)  # three levels: vae_scale_factor 4
-FLUX_LATENT_SIZE = IMAGE_SIZE // 2 ** (len(FLUX_VAE_CHANNELS) - 1)  # 16
+FLUX_VAE_CHANNELS = (16, 32, 64)
+FLUX_VAE_FACTOR = 2 ** (len(FLUX_VAE_CHANNELS) - 1)  # 4: each level but the last halves the side
+FLUX_LATENT_SIZE = IMAGE_SIZE // FLUX_VAE_FACTOR  # 16
 FLUX_TOKEN_GRID = FLUX_LATENT_SIZE // 2  # image tokens per side: 2x2 latent patches are packed into one
 
 

@@ -339,8 +339,7 @@ def run_flux_distill(ctx: Context) -> None:
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     masks = None
     if cfg.object_loss_weight:  # image tokens that show an object in the teacher's sample
-        vae_factor = models.IMAGE_SIZE // models.FLUX_LATENT_SIZE
-        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, vae_factor)
+        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, models.FLUX_VAE_FACTOR)
         masks = F.max_pool2d(_teacher_object_masks(ctx, "flux", unpacked, index_all), 2)  # 2x2 latent cells per token
     parts = _flux_parts(ctx, trained=True)
 

@@ -173,8 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         report = {"adherence": rows, "seconds_per_batch": times}
         if args.errors:
-            report["errors"] = {name: {attribute: {group: dict(counts) for group, counts in groups.items()}
-                                       for attribute, groups in table.items()} for name, table in errors.items()}
+            report["errors"] = errors  # Counters are dicts to json
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 
