@@ -79,6 +79,26 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
     assert not torch.equal(student.transformer.proj_out.weight, teacher.transformer.proj_out.weight)
 
 
+def test_frozen_flux_encoders_are_looked_up_as_they_would_have_encoded(trained):
+    from toyworld import models
+    from toyworld.context import Context
+    from toyworld.stages import _flux_caption_encoder, _flux_parts
+    from toyworld.train import TrainConfig
+
+    work, _ = trained
+    ctx = Context(TrainConfig(**json.loads((work / "config.json").read_text())))
+    parts = _flux_parts(ctx, trained=True)
+    cached, direct = _flux_caption_encoder(ctx, parts, frozen=True), _flux_caption_encoder(ctx, parts, frozen=False)
+    index, drop = torch.tensor([5, 0, 5, 7]), torch.tensor([False, True, True, False])
+    for got, want in zip(cached(index, drop), direct(index, drop)):
+        torch.testing.assert_close(got, want)
+    embeds, pooled = cached(index, None)
+    assert embeds.shape == (4, models.MAX_TOKENS, models.TEXT_WIDTH) and pooled.shape == (4, models.TEXT_WIDTH)
+    torch.testing.assert_close(embeds[1], direct(index[1:2], None)[0][0])
+    dropped = cached(index, drop)[0]
+    assert torch.equal(dropped[1], dropped[2]) and not torch.equal(dropped[1], embeds[1])  # the empty caption
+
+
 def test_a_larger_teacher_sample_count_extends_the_cache(trained):
     from safetensors.torch import load_file
 
