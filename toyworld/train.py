@@ -57,7 +57,9 @@ class TrainConfig:
     base_guidance: float = 3.0  # the teacher's CFG scale, also base's default
     base_steps: int = 25
     flux_steps: int = 4
-    flux_teacher_guidance: float = 2.0  # flux_distill: true-CFG scale of the teacher's samples
+    # flux_distill: true-CFG scale of the teacher's samples. The session-11 Flux at 8 steps drew
+    # shapes 68.7% right guidance-free, 84.7 with CFG 2, 89.5 with 3, 89.7 with 4 (256 captions).
+    flux_teacher_guidance: float = 3.0
     flux_teacher_steps: int = 8  # flux_distill: Euler steps of the teacher's samples
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
     # base, turbo and flux: extra loss weight on the latent cells (Flux: image tokens) an object

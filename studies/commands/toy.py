@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     train.add_argument("--base-guidance", type=float, help="CFG scale of the base (teacher and default)")
     train.add_argument("--flux-steps", type=int, help="default sampling steps of toy/flux")
     train.add_argument("--flux-teacher-guidance", type=float,
-                       help="flux_distill: true-CFG scale of the teacher's samples (default 2)")
+                       help="flux_distill: true-CFG scale of the teacher's samples (default 3)")
     train.add_argument("--flux-teacher-steps", type=int,
                        help="flux_distill: Euler steps of the teacher's samples (default 8)")
     train.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars (for log files)")
