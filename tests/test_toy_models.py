@@ -16,7 +16,7 @@ FLOORS = {
                   "background": 0.92, "style": 0.9},
     "sdxl-turbo": {"count": 0.86, "colour": 0.85, "shape": 0.83, "size": 0.9, "position": 0.86,
                    "background": 0.9, "style": 0.83},
-    "flux": {"count": 0.9, "colour": 0.92, "shape": 0.65, "size": 0.9, "position": 0.92, "background": 0.95,
+    "flux": {"count": 0.9, "colour": 0.92, "shape": 0.82, "size": 0.92, "position": 0.92, "background": 0.95,
              "style": 0.9},
 }
 
