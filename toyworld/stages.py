@@ -279,7 +279,7 @@ def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
             torch.zeros(models.MAX_TOKENS, 3, device=device))
 
 
-FluxText = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+FluxText = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], frozen: bool) -> FluxText:
