@@ -290,27 +290,26 @@ def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], froze
     captions: 410 MB); running them on each batch cost the toy Flux about 10% of its steps
     (1.65 against 1.8-1.9 steps/s on two threads). Trained encoders run on each batch.
     """
-    def caption_ids(index: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
-        ids = ctx.data.ids[index]
-        return ids if drop is None else torch.where(drop[:, None], ctx.data.empty_ids[None], ids)
+    # Every training caption, then the empty one: a dropped caption is that last row.
+    ids = torch.cat([ctx.data.ids, ctx.data.empty_ids[None]])
+
+    def rows(index: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+        return index if drop is None else torch.where(drop, len(ids) - 1, index)
+
+    def encode(some_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], some_ids)
 
     if not frozen:
-        return lambda index, drop: models.encode_flux(parts["text_encoder"], parts["text_encoder_2"],
-                                                      caption_ids(index, drop))
-    parts["text_encoder"].eval(), parts["text_encoder_2"].eval()  # as train_loop leaves frozen modules
+        return lambda index, drop: encode(ids[rows(index, drop)])
+    for name in ("text_encoder", "text_encoder_2"):
+        parts[name].eval()  # as train_loop leaves frozen modules
     with torch.no_grad():
-        chunks = [models.encode_flux(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[start:start + 1000])
-                  for start in range(0, len(ctx.data.ids), 1000)]
-        empty_embeds, empty_pooled = models.encode_flux(parts["text_encoder"], parts["text_encoder_2"],
-                                                        ctx.data.empty_ids[None])
+        chunks = [encode(ids[start:start + 1000]) for start in range(0, len(ids), 1000)]
     all_embeds, all_pooled = torch.cat([e for e, _ in chunks]), torch.cat([p for _, p in chunks])
 
     def lookup(index: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds, pooled = all_embeds[index], all_pooled[index]
-        if drop is None:
-            return embeds, pooled
-        return (torch.where(drop[:, None, None], empty_embeds, embeds),
-                torch.where(drop[:, None], empty_pooled, pooled))
+        chosen = rows(index, drop)
+        return all_embeds[chosen], all_pooled[chosen]
 
     return lookup
 
