@@ -5,7 +5,7 @@ dictionary's architecture config is built with the hook's d (which validates eve
 """
 from __future__ import annotations
 
-from .config import StudyConfig
+from .config import STUDY_NAMES, StudyConfig
 from .run import SIZE_KEYS
 
 
@@ -49,7 +49,18 @@ def check_config(config: StudyConfig) -> list[str]:
         config_from_dict(cls.config_class, params, where=f"{source}: dictionaries[{i}] ({entry.name!r})")
         lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
                      f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
-    studies = [name for name in ("transfer", "compare", "windows", "atlas") if getattr(config.studies, name)]
+    for study_name in ("editability", "layout"):
+        study = getattr(config.studies, study_name)
+        if study is None:
+            continue
+        named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]
+        for model in study.models:
+            for hook_name in named:
+                try:
+                    resolved[model].hook_point(hook_name)
+                except KeyError as error:
+                    raise ValueError(f"{source}: studies.{study_name}: {error.args[0]}") from None
+    studies = [name for name in STUDY_NAMES if getattr(config.studies, name)]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
     return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -98,23 +99,60 @@ class TransferStudy:
 class CompareStudy:
     pairs: list[list[str]] = field(default_factory=list)
     random_directions: int = 0  # 0 = as many as the dictionary has atoms
-    prompts: int = 32  # held-out toy prompts generated for concept alignment
+    prompts: int = 128  # held-out (scoring) toy prompts generated for concept alignment
+    selection_prompts: int = 256  # train-split prompts on which features, thresholds and probes are chosen
 
 
 @dataclass
 class WindowsStudy:
+    # A dictionary name per edited block, or "a+b" to edit several blocks at once (one dictionary each).
     dictionaries: list[str] = field(default_factory=list)
     windows: dict[str, list[float]] = field(
         default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
     edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
-    prompts: int = 8
-    strength: float = 4.0  # sdlens / tinaz_spatial: multiples of the feature's mean activation
+    prompts: int = 8  # held-out prompts edited
+    selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
+    strength: float = 4.0  # sdlens / tinaz_spatial, and the oracle and random rows: x the feature's mean activation
     norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
     token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
     # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
     # against the edited and the original caption; "auto" = judge for toy/tiny models.
     scoring: str = "auto"
+
+
+@dataclass
+class EditabilityStudy:
+    """Which block edits which attribute, when: oracle, random and dictionary directions, strength sweep."""
+
+    models: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # empty = every image-stream hook of the model
+    groups: dict[str, list[str]] = field(default_factory=dict)  # unit name -> hooks edited together
+    dictionaries: list[str] = field(default_factory=list)  # their best features are tried at their hook
+    attributes: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
+    windows: dict[str, list[float]] = field(
+        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])  # x mean update norm at the cells
+    prompts: int = 8  # held-out prompts edited per attribute
+    selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
+
+
+@dataclass
+class LayoutStudy:
+    """Tinaz et al.: is the final layout predictable from the first steps' activations?"""
+
+    models: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # empty = the model's harvested hooks
+    dictionaries: list[str] = field(default_factory=list)  # their best feature predicts the object mask
+    prompts: int = 32  # held-out prompts scored
+    selection_prompts: int = 96  # train-split prompts the probes, features and thresholds are fit on
+
+
+@dataclass
+class TrainingStudy:
+    """Convergence of the dictionaries' training (FVU and dead fraction against tokens seen)."""
+
+    dictionaries: list[str] = field(default_factory=list)  # empty = every dictionary
 
 
 @dataclass
@@ -129,7 +167,13 @@ class StudiesSection:
     transfer: TransferStudy | None = None
     compare: CompareStudy | None = None
     windows: WindowsStudy | None = None
+    editability: EditabilityStudy | None = None
+    layout: LayoutStudy | None = None
+    training: TrainingStudy | None = None
     atlas: AtlasStudy | None = None
+
+
+STUDY_NAMES = tuple(f.name for f in dataclasses.fields(StudiesSection))
 
 
 @dataclass
@@ -328,12 +372,48 @@ def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> N
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:
     studies = config.studies
-    for study_name in ("transfer", "windows", "atlas"):
+    for study_name in ("transfer", "windows", "editability", "layout", "training", "atlas"):
         study = getattr(studies, study_name)
         if study is None:
             continue
         for i, name in enumerate(study.dictionaries):
-            _one_of(source, f"studies.{study_name}.dictionaries[{i}]", name, dictionaries)
+            # windows edits several blocks at once with "a+b": one dictionary per hook
+            parts = name.split("+") if study_name == "windows" else [name]
+            for part in parts:
+                _one_of(source, f"studies.{study_name}.dictionaries[{i}]", part, dictionaries)
+            if len(parts) > 1:
+                entries = [config.dictionary(p) for p in parts]
+                if len({e.model for e in entries}) > 1 or len({e.hook for e in entries}) < len(entries):
+                    raise _fail(source, f"studies.{study_name}.dictionaries[{i}]",
+                                f"{name!r}: dictionaries edited together must share a model and sit on different hooks")
+    for study_name in ("editability", "layout"):
+        study = getattr(studies, study_name)
+        if study is None:
+            continue
+        key = f"studies.{study_name}"
+        if not study.models:
+            raise _fail(source, f"{key}.models", "is empty; name the model entries to study")
+        for i, name in enumerate(study.models):
+            _one_of(source, f"{key}.models[{i}]", name, models)
+        _positive(source, f"{key}.prompts", study.prompts)
+        _positive(source, f"{key}.selection_prompts", study.selection_prompts)
+        if config.prompts.source != "toyworld":
+            raise _fail(source, key, "needs toy-world prompts (prompts.source = 'toyworld'): it is scored "
+                        "against each scene's ground truth")
+    if studies.editability is not None:
+        e = studies.editability
+        _check_windows(source, "studies.editability.windows", e.windows)
+        for i, attribute in enumerate(e.attributes):
+            _one_of(source, f"studies.editability.attributes[{i}]", attribute, EDIT_ATTRIBUTES)
+        if not e.strengths:
+            raise _fail(source, "studies.editability.strengths", "is empty; give strengths such as [1, 2, 4, 8]")
+        for i, strength in enumerate(e.strengths):
+            if not math.isfinite(strength) or strength <= 0:
+                raise _fail(source, f"studies.editability.strengths[{i}]",
+                            f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
+        for unit, hooks in e.groups.items():
+            if not hooks:
+                raise _fail(source, f"studies.editability.groups.{unit}", "is empty; list the hooks edited together")
     if studies.transfer is not None:
         for i, name in enumerate(studies.transfer.models):
             _one_of(source, f"studies.transfer.models[{i}]", name, models)
@@ -350,10 +430,7 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
                 raise _fail(source, key, f"{pair[0]!r} and {pair[1]!r} must be fit on the same model and hook")
     if studies.windows is not None:
         w = studies.windows
-        for name, window in w.windows.items():
-            key = f"studies.windows.windows.{name}"
-            if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-                raise _fail(source, key, f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+        _check_windows(source, "studies.windows.windows", w.windows)
         for i, style in enumerate(w.edit_styles):
             _one_of(source, f"studies.windows.edit_styles[{i}]", style, EDIT_STYLES)
         for i, edit in enumerate(w.edits):
@@ -366,6 +443,15 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
     if studies.atlas is not None:
         _positive(source, "studies.atlas.top_features", studies.atlas.top_features)
         _positive(source, "studies.atlas.images_per_feature", studies.atlas.images_per_feature)
+
+
+def _check_windows(source: str, key: str, windows: dict[str, list[float]]) -> None:
+    if not windows:
+        raise _fail(source, key, "is empty; give at least one window, e.g. { early = [0.6, 1.0] }")
+    for name, window in windows.items():
+        if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+            raise _fail(source, f"{key}.{name}",
+                        f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
 
 
 def resolve_relative(file: str, config_path: Path | None) -> Path:

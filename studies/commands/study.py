@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from studies.config import STUDY_NAMES
+
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
     "check": "resolve a config (models on the meta device, hooks, dims, dictionaries): no download, no generation",
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--force", action="store_true", help="recompute studies whose tables already exist")
         if name == "study":
             parser.add_argument("--only", action="append", default=None, metavar="STUDY",
-                                help="transfer, compare, windows or atlas (repeatable; default: every configured one)")
+                                help=f"{', '.join(STUDY_NAMES)} (repeatable; default: every configured one)")
         parser.set_defaults(func=_run, stage=name)
 
 
