@@ -182,7 +182,7 @@ def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[s
             above = probe["mean_auroc"] - 0.5
             row["auroc_share_of_probe"] = (row["mean_auroc"] - 0.5) / above if above > 0 else float("nan")
     if not sparse.is_empty():
-        for (method, k), group in sparse.group_by(["method", "k"]):
+        for (method, k), group in sparse.sort("k").group_by(["method", "k"], maintain_order=True):
             summary.setdefault(method, {})[f"mean_f1_sparse_k{k}"] = float(group["f1"].mean())
     return summary
 
