@@ -85,7 +85,7 @@ class TrainConfig:
 
 
 # Presets. "gpu": the step counts of a CUDA run. "cpu": a from-scratch run that fits the
-# 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation; measured
+# 4-hour budget of this 2-core machine by wall-clock caps (190 min of optimisation; measured
 # end to end with the earlier width-128 Flux: 225 min with the teachers' samples, latents,
 # rendering and export, base running 10 min over its cap before caps were refitted); each stage runs as
 # many steps as its cap allows, fitted at its 80th step and refitted every checkpoint
