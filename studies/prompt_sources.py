@@ -92,16 +92,20 @@ def _load_dataset(name: str, section: PromptsSection) -> list[str]:
     if columns is not None and section.column not in columns:
         raise ValueError(f"dataset {section.dataset!r} (split {section.split!r}) has no column {section.column!r}; "
                          f"columns: {', '.join(columns)}")
-    rows = rows.select_columns([section.column])
+    if columns is not None:  # a streamed dataset may not know its columns before the first row
+        rows = rows.select_columns([section.column])
     if section.shuffle:
         rows = (rows.shuffle(seed=section.shuffle_seed, buffer_size=section.shuffle_buffer) if section.streaming
                 else rows.shuffle(seed=section.shuffle_seed))
-    return _first_captions((row.get(section.column) for row in rows), section.count, name, section.column)
+    return _first_captions(iter(rows), section.count, name, section.column)
 
 
-def _first_captions(values: Iterable, count: int, name: str, column: str) -> list[str]:
+def _first_captions(rows: Iterable[dict], count: int, name: str, column: str) -> list[str]:
     texts: list[str] = []
-    for value in values:
+    for row in rows:
+        if column not in row:
+            raise ValueError(f"dataset {name!r} has no column {column!r}; columns: {', '.join(row)}")
+        value = row[column]
         if isinstance(value, str) and value.strip():
             texts.append(value.strip())
             if len(texts) == count:

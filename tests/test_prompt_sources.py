@@ -159,3 +159,10 @@ def test_real_model_configs_name_laion_coco_captions(name):
     config = load_config(REPO / "configs" / name)
     assert (config.prompts.source, config.prompts.dataset, config.prompts.column) == ("dataset", "laion/laion-coco", "top_caption")
     assert config.prompts.streaming and config.prompts.shuffle
+
+
+def test_a_streamed_dataset_without_the_column_names_its_columns_at_the_first_row():
+    with pytest.raises(ValueError, match=r"dataset 'd' has no column 'top_caption'; columns: url, TEXT"):
+        prompt_sources._first_captions(iter([{"url": "u", "TEXT": "t"}]), 3, "d", "top_caption")
+    rows = [{"c": " a "}, {"c": None}, {"c": ""}, {"c": "b"}, {"c": "c"}]
+    assert prompt_sources._first_captions(iter(rows), 2, "d", "c") == ["a", "b"]
