@@ -15,7 +15,9 @@ def check_config(config: StudyConfig) -> list[str]:
     from dictionaries.base import architecture_class, config_from_dict
 
     source = str(config.path or "<config>")
-    lines = [f"config {source}: {config.name!r}, output in {config.out}"]
+    from .prompt_sources import describe
+
+    lines = [f"config {source}: {config.name!r}, output in {config.out}", describe(config.prompts, config.path)]
     resolved = {}
     for entry in config.models:
         adapter = adapters.load(entry.id, device="meta", quantize=None)

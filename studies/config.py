@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 DTYPES = ("fp32", "fp16", "bf16")
-PROMPT_SOURCES = ("toyworld", "file", "list")
+PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
 ARCHITECTURES = ("topk_sae", "itda")
 EDIT_STYLES = ("sdlens", "tinaz_spatial", "tinaz_global", "flux_add")
 EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "style")
@@ -51,6 +51,16 @@ class PromptsSection:
     list: list[str] = field(default_factory=list)
     eval_fraction: float = 0.25
     seeds: list[int] = field(default_factory=lambda: [0])
+    # source = "dataset": a Hugging Face dataset id, a local dataset folder, or a local
+    # .parquet / .jsonl / .csv file; `column` names the caption column (also for such a `file`).
+    dataset: str | None = None
+    config: str | None = None  # the dataset's configuration (subset) name, if it has several
+    split: str = "train"
+    column: str | None = None
+    streaming: bool = True  # Hub datasets: read rows as they arrive instead of downloading all files first
+    shuffle: bool = False  # take `count` rows after a seeded shuffle instead of the first `count`
+    shuffle_seed: int = 0
+    shuffle_buffer: int = 10_000  # streaming shuffle buffer (rows)
 
 
 @dataclass
@@ -366,8 +376,56 @@ def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> N
         file = resolve_relative(prompts.file, path)
         if not file.exists():
             raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
-        if not [line for line in file.read_text().splitlines() if line.strip()]:
+        if file.suffix.lower() in TABLE_SUFFIXES:
+            _check_table(file, prompts.column, source, "prompts.file")
+        elif not [line for line in file.read_text().splitlines() if line.strip()]:
             raise _fail(source, "prompts.file", f"{file} has no prompts (one prompt per line)")
+    if prompts.source == "dataset":
+        _check_dataset(prompts, source, path)
+    _positive(source, "prompts.shuffle_buffer", prompts.shuffle_buffer)
+
+
+# Local tables read with polars; anything else named by `dataset` goes through `datasets`.
+TABLE_SUFFIXES = (".parquet", ".jsonl", ".csv")
+
+
+def _check_dataset(prompts: PromptsSection, source: str, path: Path | None) -> None:
+    """A dataset source is checked without downloading: local files by their schema, Hub ids by form."""
+    if not prompts.dataset:
+        raise _fail(source, "prompts.dataset", "is required when prompts.source = 'dataset' (a Hugging Face "
+                    "dataset id such as 'laion/laion-coco', a local folder, or a .parquet/.jsonl/.csv file)")
+    if not prompts.column:
+        raise _fail(source, "prompts.column", "is required when prompts.source = 'dataset': the column that "
+                    "holds the captions (e.g. 'top_caption' for LAION-COCO)")
+    local = resolve_relative(prompts.dataset, path)
+    if local.is_file():
+        if local.suffix.lower() not in TABLE_SUFFIXES:
+            raise _fail(source, "prompts.dataset", f"{local}: a local file must be .parquet, .jsonl or .csv")
+        _check_table(local, prompts.column, source, "prompts.dataset")
+    elif not local.exists() and (local.suffix.lower() in TABLE_SUFFIXES or not _looks_like_hub_id(prompts.dataset)):
+        raise _fail(source, "prompts.dataset", f"{local} does not exist, and {prompts.dataset!r} is not a Hugging Face "
+                    "dataset id ('owner/name')")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
+    """A local .parquet/.jsonl/.csv must name its caption column, and hold it (schema only, no full read)."""
+    from studies.prompt_sources import table_columns
+
+    if not column:
+        raise _fail(source, "prompts.column", f"is required to read captions from {file.name} (one of its columns)")
+    try:
+        columns = table_columns(file)
+    except Exception as error:  # polars raises its own error kinds for unreadable files
+        raise _fail(source, key, f"{file} cannot be read as {file.suffix[1:]}: {error}") from None
+    if column not in columns:
+        close = difflib.get_close_matches(column, columns, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{hint} Columns: {', '.join(columns)}")
 
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, help_text in STAGES.items():
         parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         parser.add_argument("config", help="a study config (TOML), e.g. configs/quickstart.toml")
+        parser.add_argument("--out", default=None, metavar="DIR", help="the run folder (default: the config's `out`)")
         if name != "check":
             parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -42,6 +43,8 @@ def _run(args: argparse.Namespace) -> int:
     from studies.check import check_config
 
     config = load_config(args.config)
+    if args.out is not None:
+        config.out = args.out
     lines = check_config(config)  # every stage resolves the whole config first: fail before any work
     if args.stage == "check":
         print("\n".join(lines))
