@@ -258,3 +258,29 @@ def plot_compare(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, o
                          "Mean held-out F1 against t (1 = noise)")
         plots.append(("Concept alignment per denoising step", path))
     return plots
+
+
+def summarize_compare(run: Run, tables: dict[str, pl.DataFrame]) -> str:
+    """Two or three sentences with the headline numbers, from the tables."""
+    metrics = tables["compare_metrics"]
+    sentences = []
+    for (pair,), rows in metrics.group_by(["pair"], maintain_order=True):
+        by_method = {row["method"]: row for row in rows.iter_rows(named=True)}
+        dictionaries = [row for row in by_method.values() if row["kind"] == DICTIONARY]
+        recon = ", ".join(f"{r['method']} FVU {r['fvu']:.3f} at L0 {r['l0']:.1f}" for r in dictionaries)
+        sentences.append(f"{pair}: {recon} on held-out maps.")
+        probe = by_method.get(PROBE_METHOD)
+        if probe is None or probe.get("mean_f1") is None:
+            continue
+        f1 = lambda name: by_method[name]["mean_f1"]  # noqa: E731
+        best = max(dictionaries, key=lambda r: r["mean_f1"])
+        sentences.append(
+            f"Concept alignment on {probe['scoring_prompts']} held-out prompts (chosen on {probe['selection_prompts']} "
+            f"train prompts), mean F1 over concepts: "
+            + ", ".join(f"{r['method']} {r['mean_f1']:.2f}" for r in dictionaries)
+            + f"; floor: random {f1(RANDOM):.2f}, raw channels {f1(RAW):.2f}; ceiling: diff-in-means "
+            f"{f1(ORACLE_METHOD):.2f}, logistic probe {f1(PROBE_METHOD):.2f}.")
+        k8 = best.get("mean_f1_sparse_k8")
+        sentences.append(f"The best dictionary ({best['method']}) reaches {100 * best['f1_share_of_probe']:.0f}% of the "
+                         f"probe's F1" + (f"; with 8 features (k-sparse probing) {k8:.2f}." if k8 is not None else "."))
+    return " ".join(sentences)
