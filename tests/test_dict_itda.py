@@ -225,3 +225,24 @@ def test_itda_bad_input():
         base.create("itda", d=4, pursuit="orthogonal")
     with pytest.raises(ValueError, match="d=3 but this dictionary was built for d=4"):
         base.create("itda", d=4).partial_fit(torch.randn(5, 3))
+
+
+def test_l0_counts_distinct_active_atoms():
+    from dictionaries.metrics import MetricsAccumulator
+
+    acc = MetricsAccumulator(d=2, n=6)
+    values = torch.tensor([[1.0, 0.5, 0.2], [1.0, -1.0, 0.3], [0.0, 0.4, 0.1]])
+    indices = torch.tensor([[3, 3, 5], [2, 2, 0], [1, 4, 4]])  # a re-pick; a re-pick that cancels; a zero entry
+    acc.add(torch.randn(3, 2), torch.zeros(3, 2), values, indices)
+    result = acc.result()
+    assert result["l0"] == pytest.approx(4 / 3)  # {3, 5}, {0}, {4}
+    assert result["frequencies"].tolist() == pytest.approx([1 / 3, 0, 0, 1 / 3, 1 / 3, 1 / 3])
+    # plain matching pursuit re-picks atoms: L0 is below L, and equals the distinct atoms per token
+    atoms = planted_atoms(48, 16, seed=0)
+    itda = ITDA(ITDAConfig(d=16, L=8, threshold=0.05, refit=False))
+    itda.fit(planted_data(atoms, 1024, active=4, seed=1, noise=0.1).split(256))
+    x = planted_data(atoms, 256, active=4, seed=2, noise=0.1)
+    code = itda.encode(x)
+    distinct = [len({int(i) for i, v in zip(row_i, row_v) if v != 0}) for row_i, row_v in zip(code.indices, code.values)]
+    assert evaluate(itda, [x])["l0"] == pytest.approx(sum(distinct) / len(distinct))
+    assert sum(distinct) < 8 * len(distinct)
