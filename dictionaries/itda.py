@@ -186,6 +186,19 @@ class ITDA(Dictionary):
         recon = sparse_decode(SparseCode(values, indices), self._atoms)
         return (xn - recon).pow(2).sum(1) / xn.pow(2).sum(1).clamp_min(1e-30)
 
+    def _errors_after_window(self, part: torch.Tensor) -> torch.Tensor:
+        """(w,) errors of candidates part (w, d) if every earlier one in the window were admitted:
+        row i is coded by the atoms plus part[:i] (a pursuit over both, masked per row)."""
+        width, total = part.shape[0], self.n + part.shape[0]
+        self._stage(part)  # written after the atoms, not counted in n: an admitted prefix stays
+        atoms, gram = self._buffer[:total], self._gram[:total, :total]
+        allowed = torch.ones(width, total, dtype=torch.bool, device=part.device)
+        allowed[:, self.n:] = torch.ones(width, width, dtype=torch.bool, device=part.device).tril(-1)
+        cfg = self.config
+        values, indices = pursuit(part, atoms, gram, cfg.L, cfg.pursuit, cfg.refit, allowed=allowed)
+        recon = sparse_decode(SparseCode(values, indices), atoms)
+        return (part - recon).pow(2).sum(1) / part.pow(2).sum(1).clamp_min(1e-30)
+
     def _admit(self, rows: torch.Tensor, labels: torch.Tensor) -> int:
         """Admit candidates (C, d) in order; returns how many were appended.
 
@@ -193,29 +206,37 @@ class ITDA(Dictionary):
         made it a candidate); it is admitted unless the atoms as they stand when its turn comes
         (those plus the candidates admitted before it in this batch) code it within the threshold.
         So near-duplicates within a batch enter once, and the threshold sets the size from the
-        first batch on. Batched: a window of candidates is coded at once; its decisions hold up
-        to its first admission, after which coding resumes on the grown dictionary. Windows widen
-        while nothing is admitted and shrink after admissions, so a batch costs about one coding
-        pass plus a small window per admitted atom.
+        first batch on.
+
+        Batched by speculating on a window of candidates, in one of two ways: "all rejected"
+        codes the window with the atoms as they stand (its decisions hold up to its first
+        admission); "all admitted" codes row i with the atoms plus the window's rows before i
+        (they hold up to its first rejection). The guess follows the last decision and the
+        window widens while it holds, so a batch costs a few codings of its candidates whether
+        most of them are admitted (an empty or young dictionary) or few are.
         """
         room = self.config.max_size - self.n if self.config.max_size else rows.shape[0]
-        if rows.shape[0] == 0 or room <= 0:
-            return 0
-        admitted = [0]  # the first candidate meets the dictionary it already failed
-        self._append_rows(rows[:1])
-        position, window = 1, MIN_WINDOW
+        admitted: list[int] = []
+        position, window, guess_admit = 0, MIN_WINDOW, True
         while position < rows.shape[0] and len(admitted) < room:
-            part = rows[position:position + window]
-            over = (self._errors(part) > self.config.threshold).nonzero().flatten()
-            if over.numel() == 0:
-                position += part.shape[0]
-                window = min(2 * window, MAX_WINDOW)
-                continue
-            first = int(over[0])
-            admitted.append(position + first)
-            self._append_rows(rows[position + first:position + first + 1])
-            position += first + 1
-            window = max(MIN_WINDOW, 2 * (first + 1))
+            if guess_admit:
+                part = rows[position:position + min(window, room - len(admitted))]
+                rejected = (self._errors_after_window(part) <= self.config.threshold).nonzero().flatten()
+                held = int(rejected[0]) if rejected.numel() else part.shape[0]
+                admitted.extend(range(position, position + held))
+                self._size += held  # those rows were staged by _errors_after_window
+                position += held + (1 if held < part.shape[0] else 0)
+                guess_admit = held == part.shape[0]
+            else:
+                part = rows[position:position + window]
+                over = (self._errors(part) > self.config.threshold).nonzero().flatten()
+                held = int(over[0]) if over.numel() else part.shape[0]
+                if held < part.shape[0]:
+                    admitted.append(position + held)
+                    self._append_rows(part[held:held + 1])
+                position += held + (1 if held < part.shape[0] else 0)
+                guess_admit = held < part.shape[0]
+            window = min(2 * window, MAX_WINDOW) if held == part.shape[0] else MIN_WINDOW
         picked = torch.tensor(admitted, dtype=torch.long, device=labels.device)
         for i, name in enumerate(PROVENANCE_FIELDS):
             self.provenance[name] = torch.cat([self.provenance[name], labels[picked, i].to(self.provenance[name].device)])
@@ -244,10 +265,14 @@ class ITDA(Dictionary):
             self.provenance[name] = torch.cat([self.provenance[name], labels[:, i].to(self.provenance[name].device)])
 
     def _append_rows(self, new: torch.Tensor) -> None:
-        """Append unit-normed copies of `new` (b, d) to the atoms and extend the Gram matrix.
+        """Append unit-normed copies of `new` (b, d) to the atoms and extend the Gram matrix."""
+        self._stage(new)
+        self._size += new.shape[0]
 
-        Atoms and Gram live in buffers that grow geometrically, so admitting one atom at a time
-        costs one (n, d) @ (d, b) product, not a copy of the dictionary."""
+    def _stage(self, new: torch.Tensor) -> None:
+        """Write unit-normed `new` (b, d) and their Gram entries just after the n atoms, without
+        counting them. Atoms and Gram live in buffers that grow geometrically, so admitting one
+        atom at a time costs one (n, d) @ (d, b) product, not a copy of the dictionary."""
         new = new / new.norm(dim=1, keepdim=True)
         n_old, n_new = self.n, self.n + new.shape[0]
         if n_new > self._gram.shape[0]:  # grow capacity geometrically; old blocks copied once
@@ -265,7 +290,6 @@ class ITDA(Dictionary):
         self._gram[n_old:n_new, :n_old] = cross.t()
         self._gram[n_old:n_new, n_old:n_new] = _inner(new, new)
         self._buffer[n_old:n_new] = new
-        self._size = n_new
 
     # --- persistence ---
     def tensors(self) -> dict[str, torch.Tensor]:
