@@ -128,7 +128,7 @@ def sequential_itda(batches, threshold, L, method="matching", refit=True):
     return atoms, admitted
 
 
-@pytest.mark.parametrize("method,refit", [("matching", True), ("gradient", False)])
+@pytest.mark.parametrize("method,refit", [("matching", True), ("matching", False), ("gradient", False)])
 def test_batched_admission_equals_the_sequential_rule(method, refit):
     directions = planted_atoms(40, 16, seed=7)
     x = planted_data(directions, 6 * 96, active=2, seed=8, noise=0.05)
@@ -246,3 +246,19 @@ def test_l0_counts_distinct_active_atoms():
     distinct = [len({int(i) for i, v in zip(row_i, row_v) if v != 0}) for row_i, row_v in zip(code.indices, code.values)]
     assert evaluate(itda, [x])["l0"] == pytest.approx(sum(distinct) / len(distinct))
     assert sum(distinct) < 8 * len(distinct)
+
+
+@pytest.mark.parametrize("method,refit", [("matching", True), ("matching", False), ("gradient", True)])
+def test_pursuit_with_an_allowed_mask_equals_pursuit_on_those_atoms(problem, method, refit):
+    x, D, G = problem
+    x = x[:24]
+    allowed = torch.rand(24, 96, generator=torch.Generator().manual_seed(0)) < 0.4
+    allowed[:3, 10:] = False  # rows with fewer allowed atoms than L
+    values, indices = pursuit(x, D, G, L=6, method=method, refit=refit, allowed=allowed)
+    for row in range(24):
+        keep = allowed[row].nonzero().flatten()
+        v, i = pursuit(x[row:row + 1], D[keep], G[keep][:, keep], L=6, method=method, refit=refit)
+        alone = dense(v, keep[i], 96)
+        masked = dense(values[row:row + 1], indices[row:row + 1], 96)
+        assert not masked[0, ~allowed[row]].any()
+        torch.testing.assert_close(masked @ D, alone @ D, rtol=1e-4, atol=1e-5)
