@@ -14,7 +14,8 @@ made on selection (train-split) prompts and every number measured on held-out pr
             chance) that each method reaches
 
 Tables:
-  compare_metrics     pair, method, kind, fvu, l0, dead_fraction, n, fit_seconds, mean_auroc, mean_f1,
+  compare_metrics     pair, method, kind, fvu, l0, dead_fraction, n, fit_seconds, (ITDA) threshold,
+                      atoms_first_batch, atoms_after_first_batch, mean_auroc, mean_f1,
                       mean_f1_sparse_k{1,2,4,8}, f1_share_of_probe, auroc_share_of_probe, selection_prompts, scoring_prompts
   compare_alignment   pair, method, kind, concept, attribute, feature, selection_auroc, threshold, auroc, f1, precision, recall
   compare_sparse_probing  pair, method, kind, concept, attribute, k, auroc, f1
@@ -78,6 +79,16 @@ def candidate_scores(run: Run, method: str, tokens: HookTokens, n_atoms: int) ->
     if method == RANDOM:
         return baseline_scores(tokens.x, random_directions(n_atoms, tokens.x.shape[1], run.config.seed))
     return dense_codes(run.dictionary(method), tokens.x)
+
+
+def _admission(meta: dict) -> dict:
+    """ITDA's threshold and how its atoms arrived: a size chosen by the threshold shows atoms added
+    after the first batch (or a size below the cap)."""
+    added = meta.get("added_per_batch")
+    if not added:
+        return {}
+    return {"threshold": float(meta["threshold"]), "atoms_first_batch": int(added[0]),
+            "atoms_after_first_batch": int(sum(added[1:]))}
 
 
 def _score_rows(base: dict, tokens_concepts: list[str], scores: list[FeatureScore | None]) -> list[dict]:
@@ -207,7 +218,8 @@ def run_compare(run: Run) -> dict[str, pl.DataFrame]:
             pair_rows.append({"pair": pair, "method": method, "kind": DICTIONARY,
                               "architecture": run.config.dictionary(method).architecture,
                               "fvu": metrics["fvu"], "l0": metrics["l0"], "dead_fraction": metrics["dead_fraction"],
-                              "n": int(dictionary.atoms.shape[0]), "fit_seconds": run.fit_seconds(method)})
+                              "n": int(dictionary.atoms.shape[0]), "fit_seconds": run.fit_seconds(method),
+                              **_admission(dictionary.meta)})
         if toy:
             selection = labelled_set(run, entry.model, [entry.hook], "selection", study.selection_prompts)
             scoring = labelled_set(run, entry.model, [entry.hook], "scoring", study.prompts)
