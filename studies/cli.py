@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "studies.commands.generate",
     "studies.commands.toy",
     "studies.commands.study",
+    "studies.commands.atlas",
 ]
 
 

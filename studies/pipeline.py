@@ -13,16 +13,24 @@ from .run import Run
 
 @dataclass(frozen=True)
 class StudyKind:
+    """A study: how to compute its tables, plot them and (optionally) say what they show.
+
+    summarize(run, tables) -> two or three sentences with the headline numbers, written from
+    the tables; they open the report. A study without one gets no sentence there.
+    """
+
     title: str
     about: str
     compute: Callable[[Run], dict[str, pl.DataFrame]]
     plot: Callable[[Run, dict[str, pl.DataFrame]], list]
     tables: tuple[str, ...]
+    summarize: Callable[[Run, dict[str, pl.DataFrame]], str] | None = None
 
 
 def _kinds() -> dict[str, StudyKind]:
-    from .atlas import run_atlas
+    from .atlas import run_atlas, summarize_atlas
     from .compare import plot_compare, run_compare
+    from .summaries import summarize_compare, summarize_transfer, summarize_windows
     from .transfer import plot_transfer, run_transfer
     from .windows import plot_windows, run_windows
 
@@ -33,25 +41,28 @@ def _kinds() -> dict[str, StudyKind]:
             "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
             "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
             "toy world; pixel and CLIP similarity on real models).",
-            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice")),
+            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice"), summarize_transfer),
         "compare": StudyKind(
             "SAE vs ITDA",
             "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment: "
             "for every ground-truth concept the best single feature's AUROC per location, with the block's raw "
             "channels and random directions as baselines.",
-            run_compare, plot_compare, ("compare_metrics", "compare_alignment")),
+            run_compare, plot_compare, ("compare_metrics", "compare_alignment"), summarize_compare),
         "windows": StudyKind(
             "Timestep-window interventions",
             "Edits of one concept made with dictionary features inside one time window at a time, in the edit "
             "styles of the papers. Success: the judge sees the target concept; preservation: the other attributes "
             "the judge read correctly before the edit are still correct.",
-            run_windows, plot_windows, ("windows",)),
+            run_windows, plot_windows, ("windows",), summarize_windows),
         "atlas": StudyKind(
             "Feature atlas",
-            "Top features of each dictionary with their top-activating held-out images; red marks where the "
-            "feature fires. Labels: the best-aligned ground-truth concept (toy world) and, for ITDA, where the "
-            "atom came from.",
-            run_atlas, lambda run, tables: [], ("atlas", "atlas_tiles")),
+            "One card per top feature of each dictionary: its label (the best-aligned ground-truth concept on the "
+            "toy world, with that AUROC; for ITDA also where the atom came from), how often it fires, its "
+            "top-activating held-out images (red marks where it fires), what it draws by itself (the empty "
+            "prompt with its decoder direction added everywhere) and a modulation strip (its top prompt with the "
+            "direction added at strengths from negative to strong). Strengths are multiples of the feature's "
+            "mean activation.",
+            run_atlas, lambda run, tables: [], ("atlas", "atlas_tiles"), summarize_atlas),
     }
 
 
@@ -84,6 +95,7 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
     if missing:
         raise ValueError(f"{missing} not configured: add a [studies.{missing[0]}] table to the config")
     seconds = {}
+    run.save_config_copy()
     for name in selected:
         kind = kinds[name]
         if not force and read_tables(run, kind.tables) is not None:
@@ -96,11 +108,13 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
 
 
 def build_report(run: Run) -> Path:
-    """report.html from every study's tables on disk (plots are redrawn from them)."""
+    """report.html from every study's tables on disk (plots are redrawn from them): the studies'
+    summaries first, then per study its plots and cards, its tables last and collapsed."""
     from analysis.report import Section, write_report
 
-    from .atlas import atlas_galleries
+    from .atlas import atlas_cards
 
+    run.save_config_copy()
     sections = []
     for name in configured_studies(run):
         kind = _kinds()[name]
@@ -110,7 +124,8 @@ def build_report(run: Run) -> Path:
             continue
         shown = [(table_name, table) for table_name, table in tables.items() if table_name != "atlas_tiles"]
         sections.append(Section(kind.title, kind.about, tables=shown, plots=kind.plot(run, tables),
-                                galleries=atlas_galleries(tables) if name == "atlas" else []))
+                                summary=kind.summarize(run, tables) if kind.summarize else "",
+                                cards=atlas_cards(tables) if name == "atlas" else []))
     models = ", ".join(f"{m.name} = {m.id}" for m in run.config.models)
     dictionaries = ", ".join(f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})"
                              for d in run.config.dictionaries)
@@ -121,6 +136,7 @@ def build_report(run: Run) -> Path:
 def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -> dict[str, float]:
     """The whole config; returns seconds per stage."""
     timings = {}
+    run.save_config_copy()
     for stage, action in (("harvest", run.harvest), ("train", run.train),
                           ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
         log(f"[{stage}] ...")

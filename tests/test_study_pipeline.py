@@ -59,7 +59,7 @@ def test_atlas_and_report(finished_run):
     run_dir, _ = finished_run
     atlas = _table(run_dir, "atlas")
     assert set(atlas["dictionary"].to_list()) == {"sae", "itda"}
-    assert atlas.filter(pl.col("dictionary") == "itda")["label"].str.contains("atom from prompt").all()
+    assert atlas.filter(pl.col("dictionary") == "itda")["provenance"].str.contains("atom from prompt").all()
     report = run_dir / "report.html"
     status = image_load_status(report)
     assert status["broken"] == 0 and status["loaded"] >= 8
