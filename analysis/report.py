@@ -47,11 +47,11 @@ figcaption { font-size: 0.8rem; color: #555; max-width: 40rem; }
 .grid figure { margin: 0.2rem; } .grid figcaption { max-width: 128px; font-size: 0.72rem; }
 .tile { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ddd; display: block; }
 .cards { display: flex; flex-wrap: wrap; gap: 0.8rem; }
-.card { border: 1px solid #ccd; border-radius: 6px; padding: 0.5rem 0.7rem; background: #fff; flex: 1 1 38rem;
-        max-width: 48rem; }
+.card { border: 1px solid #ccd; border-radius: 6px; padding: 0.5rem 0.7rem; background: #fff; flex: 1 1 100%; }
+.card .group { display: inline-block; vertical-align: top; margin-right: 1.2rem; max-width: 100%; }
 .card h4 { margin: 0.1rem 0 0.2rem; font-size: 1rem; } .card .meta { color: #555; font-size: 0.8rem; margin: 0 0 0.3rem; }
 .card .row { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 0.25rem; margin: 0.15rem 0; }
-.card .row-title { font-size: 0.75rem; color: #333; font-weight: 600; margin-top: 0.3rem; }
+.card .row-title { font-size: 0.75rem; color: #333; font-weight: 600; margin-top: 0.3rem; max-width: 40rem; }
 .card figure { margin: 0; } .card figcaption { font-size: 0.7rem; text-align: center; max-width: 128px; }
 input.search { font-size: 0.95rem; padding: 0.3rem 0.5rem; width: 24rem; margin: 0.4rem 0 0.8rem; }
 """
@@ -242,12 +242,12 @@ def card_html(card: FeatureCard) -> str:
     if card.provenance:
         parts.append(f'<p class="meta">ITDA provenance: {html.escape(card.provenance)}</p>')
     rows = (("Top-activating held-out images (red: where it fires; number: peak activation)", card.top),
-            ('Switched on by itself: generated from the empty prompt "" (x mean activation)', card.empty),
-            (f"Modulation on one prompt (x mean activation): {card.strip_prompt}", card.strip))
-    for title, tiles in rows:
+            ('By itself: the empty prompt "" with it added (x mean activation)', card.empty),
+            (f"Modulation (x mean activation) of {card.strip_prompt}", card.strip))
+    for title, tiles in rows:  # groups sit side by side where the page is wide enough
         if tiles:
-            parts.append(f'<div class="row-title">{html.escape(title)}</div>'
-                         f'<div class="row">{"".join(_figure(t) for t in tiles)}</div>')
+            parts.append(f'<div class="group"><div class="row-title">{html.escape(title)}</div>'
+                         f'<div class="row">{"".join(_figure(t) for t in tiles)}</div></div>')
     parts.append("</div>")
     return "".join(parts)
 

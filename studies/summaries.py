@@ -28,7 +28,7 @@ def summarize_transfer(run, tables: dict[str, pl.DataFrame]) -> str:
         cond = rows.filter(pl.col("branch") == "cond") if "branch" in rows.columns else rows
         fvu = (cond if not cond.is_empty() else rows).group_by("target_model", maintain_order=True).agg(
             pl.col("fvu").mean())
-        per_model = ", ".join(f"{m} {v:.3f}" for m, v in fvu.iter_rows())
+        per_model = ", ".join(f"{v:.3f} on {m}" for m, v in fvu.iter_rows())
         hook = f" {rows['hook'][0]}" if "hook" in rows.columns else ""
         sentences.append(f"{name} (fit on {source}{hook}) has held-out FVU {per_model} "
                          "(mean over steps, cond branch; lower is better)")
@@ -75,7 +75,8 @@ def summarize_windows(run, tables: dict[str, pl.DataFrame]) -> str:
     rank = {w: i for i, w in enumerate(order)}
     by_window = by_window.sort(pl.col("window").replace_strict(rank, default=len(rank), return_dtype=pl.Int64))
     parts = [f"{w} {_pct(s)}" for w, s in by_window.select("window", "success").iter_rows()]
-    text = (f"Edit success by time window (mean over {table['edit'].n_unique()} edited attributes"
+    attributes = table["edit"].n_unique()
+    text = (f"Edit success by time window (mean over {attributes} edited attribute{'s' if attributes > 1 else ''}"
             f"{', edit styles' if 'style' in table.columns else ''} and blocks): {', '.join(parts)}")
     if "preservation" in by_window.columns:
         kept = [f"{w} {_pct(p)}" for w, p in by_window.select("window", "preservation").iter_rows() if p == p]
@@ -85,6 +86,8 @@ def summarize_windows(run, tables: dict[str, pl.DataFrame]) -> str:
     cells = table.group_by(keys).agg(pl.col("success").mean(), pl.len().alias("n")).sort(
         ["success", "n"], descending=True)
     best = cells.row(0, named=True)
+    if best["success"] == 0:
+        return text + f". No edit succeeded in any window ({table.height} edits)."
     where = " ".join(str(best[c]) for c in ("model", "hook") if c in best)
     how = f" with {best['style']}" if "style" in best else ""
     text += (f". Most editable: {best['edit']} in the {best['window']} window{how}"

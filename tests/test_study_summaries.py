@@ -19,7 +19,7 @@ def test_transfer_summary_names_each_model_and_splice():
     splice = pl.DataFrame({"dictionary": ["sae", "sae"], "target_model": ["turbo", "base"],
                            "judge_agreement": [0.97, 0.5]})
     text = summarize_transfer(RUN, {"transfer_metrics": metrics, "transfer_splice": splice})
-    assert "turbo 0.200, base 0.500" in text  # cond branch, mean over steps
+    assert "0.200 on turbo, 0.500 on base" in text  # cond branch, mean over steps
     assert "97% on turbo, 50% on base" in text
 
 
