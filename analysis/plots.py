@@ -48,6 +48,9 @@ AXIS_LABELS = {
     "step": "denoising step (index)",
     "concept": "ground-truth concept",
     "window": "time window",
+    "style": "edit style",
+    "edit": "edited attribute",
+    "method": "method",
     "mean_best_auroc": "mean best AUROC over concepts",
     "concepts_above_0_9": "share of concepts with AUROC > 0.9",
     "fit_seconds": "fit time (s)",
@@ -186,7 +189,8 @@ def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, 
     handles = [Line2D([], [], color=palette[v], marker=markers[v], label=v) for v in hue_values if hue]
     handles += [Line2D([], [], color="#444", linestyle=dashes[s], label=f"{style} = {s}") for s in style_values if style]
     if handles:
-        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title=hue)
+        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                             title=hue.replace("_", " ") if hue else None)
     fig.suptitle(title)
     return _save(fig, path)
 

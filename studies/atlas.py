@@ -162,7 +162,7 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
         for rank, i in enumerate(top):
             step = int(per_prompt[:, i, :, feature].max(axis=1).argmax())
             path = folder / f"feature{feature}_top{rank}.png"
-            overlay(data.images[i], per_prompt[step, i, :, feature].reshape(h, w)).save(path)
+            overlay(data.images[i], per_prompt[step, i, :, feature].reshape(h, w)).save(path, optimize=True)
             tiles.append(_tile(name, feature, "top", rank, float("nan"), f"{peak[i]:.3g}",
                                f"prompt {data.prompts[i].id}: {data.prompts[i].text}", path))
     # One list of generation jobs for the whole dictionary: the empty-prompt reference, the
@@ -173,17 +173,17 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
     jobs += [(strip_of[f].text, f, s) for f in features for s in strengths]
     images = iter(steered_images(run, name, jobs, unit, data.grid))
     reference = folder / "empty_reference.png"
-    thumbnail(next(images)).save(reference)
+    thumbnail(next(images)).save(reference, optimize=True)
     for f in features:
         tiles.append(_tile(name, f, "empty", 0, 0.0, "off", 'empty prompt "", no edit', reference))
         for rank, s in enumerate(empty_strengths, start=1):
             path = folder / f"feature{f}_empty{rank}.png"
-            thumbnail(next(images)).save(path)
+            thumbnail(next(images)).save(path, optimize=True)
             tiles.append(_tile(name, f, "empty", rank, s, f"{s:g}x", f'empty prompt "", +{s:g} x mean activation', path))
     for f in features:
         for rank, s in enumerate(strengths):
             path = folder / f"feature{f}_strip{rank}.png"
-            thumbnail(next(images)).save(path)
+            thumbnail(next(images)).save(path, optimize=True)
             tiles.append(_tile(name, f, "strip", rank, s, "off (original)" if s == 0 else f"{s:+g}x",
                                f"prompt {strip_of[f].id}: {strip_of[f].text}", path))
     return rows, tiles
