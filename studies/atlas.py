@@ -6,7 +6,7 @@ that AUROC; ITDA: where its atom came from), its firing frequency and mean activ
 top-activating held-out images with a heatmap of where it fires, the images generated from the
 empty prompt "" with the feature's decoder direction added everywhere (SDLens's empty-prompt
 activation; the 0x image is the unedited empty prompt), and a modulation strip: the feature's
-top prompt with the direction added at each strength. Strengths are multiples of the
+top prompt with the direction added at each strength (0x: its held-out image, not regenerated). Strengths are multiples of the
 feature's mean activation where active. All images of a dictionary are generated in batches
 of `harvest.batch_size`, each prompt carrying its own strength through a per-prompt mask.
 
@@ -30,15 +30,16 @@ from .compare import AlignmentData, alignment_data
 from .concepts import auroc_matrix, dense_codes
 from .run import Run
 
-TILE_SIZE = 128  # px: every atlas image, so that a reader can see what is drawn
+TILE_SIZE = 128  # px: atlas images larger than this are shrunk to it; the page shows every tile at 128 px
 STRIP_STRENGTHS = (-4.0, 0.0, 2.0, 4.0, 8.0)
-EMPTY_STRENGTHS = (4.0, 12.0)
+EMPTY_STRENGTHS = (12.0,)
 
 
 def thumbnail(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
-    """Square `size` px: nearest-neighbour when enlarging (keeps pixels sharp), Lanczos when shrinking."""
+    """At most `size` px square (Lanczos). Smaller images keep their pixels: the page enlarges them
+    without smoothing, which reads the same and keeps the report small."""
     image = image.convert("RGB")
-    return image.resize((size, size), Image.NEAREST if image.width < size else Image.LANCZOS)
+    return image if image.width <= size and image.height <= size else image.resize((size, size), Image.LANCZOS)
 
 
 def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -> Image.Image:
@@ -46,7 +47,7 @@ def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -
     base = thumbnail(image, size)
     peak = float(activation.max())
     heat = np.clip(activation / peak, 0, 1) if peak > 0 else np.zeros_like(activation)
-    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.BILINEAR)
     red = Image.new("RGB", base.size, (255, 0, 0))
     return Image.composite(red, base, heat_image.point(lambda v: int(v * 0.6)))
 
@@ -170,7 +171,8 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
     jobs: list[tuple[str, int | None, float]] = [("", None, 0.0)]
     jobs += [("", f, s) for f in features for s in empty_strengths]
     strip_of = {f: data.prompts[tops[f][0] if tops[f] else 0] for f in features}
-    jobs += [(strip_of[f].text, f, s) for f in features for s in strengths]
+    # Strength 0 is the held-out image itself (same prompt and seed): reused, not generated again.
+    jobs += [(strip_of[f].text, f, s) for f in features for s in strengths if s != 0]
     images = iter(steered_images(run, name, jobs, unit, data.grid))
     reference = folder / "empty_reference.png"
     thumbnail(next(images)).save(reference, optimize=True)
@@ -183,7 +185,8 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
     for f in features:
         for rank, s in enumerate(strengths):
             path = folder / f"feature{f}_strip{rank}.png"
-            thumbnail(next(images)).save(path, optimize=True)
+            original = data.images[tops[f][0] if tops[f] else 0]
+            thumbnail(next(images) if s != 0 else original).save(path, optimize=True)
             tiles.append(_tile(name, f, "strip", rank, s, "off (original)" if s == 0 else f"{s:+g}x",
                                f"prompt {strip_of[f].id}: {strip_of[f].text}", path))
     return rows, tiles

@@ -124,7 +124,7 @@ class AtlasStudy:
     images_per_feature: int = 6
     # Modulation strip and empty-prompt activation: multiples of each feature's mean activation.
     strengths: list[float] = field(default_factory=lambda: [-4.0, 0.0, 2.0, 4.0, 8.0])
-    empty_strengths: list[float] = field(default_factory=lambda: [4.0, 12.0])
+    empty_strengths: list[float] = field(default_factory=lambda: [12.0])
 
 
 @dataclass
