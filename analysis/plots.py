@@ -1,6 +1,15 @@
-"""Plots from tidy polars tables, with seaborn, written as PNG files."""
+"""Plots from tidy polars tables, with seaborn, written as PNG files.
+
+Every plot of a run uses one palette for methods, keyed by what a method *is*
+(`method_kind`): each dictionary its own hue from one family of blues, and the
+calibration methods fixed colours (oracle = diff-in-means, random directions, probe,
+raw channels), so a colour means the same thing in every figure. Legends sit outside
+the data; lines carry markers so that overlapping ones stay distinguishable; axes are
+labelled with units (`AXIS_LABELS`, or the caller's own label).
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -12,12 +21,115 @@ import seaborn as sns  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
+METHOD_KINDS = ("dictionary", "oracle", "random", "probe", "raw channels")
+# Fixed colours of the calibration methods; dictionaries take blues (_DICTIONARY_FAMILY).
+KIND_COLOURS = {
+    "oracle": "#d95f02",        # orange: the diff-in-means ceiling
+    "random": "#8c8c8c",        # grey: the floor
+    "probe": "#7b3294",         # purple: logistic probe on all channels
+    "raw channels": "#a6761d",  # brown: the block's own channels
+}
+_DICTIONARY_FAMILY = "Blues"
+KIND_MARKERS = {"dictionary": "o", "oracle": "*", "random": "X", "probe": "P", "raw channels": "s"}
+_DICTIONARY_MARKERS = ("o", "D", "^", "v", "<", ">", "p", "h")
+# Plain line/marker cycle for hues that are not methods (models, branches, windows).
+_OTHER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+AXIS_LABELS = {
+    "t": "normalised time t (1 = pure noise, 0 = clean)",
+    "fvu": "FVU (unexplained / total variance)",
+    "l0": "L0 (active features per token)",
+    "explained_variance": "explained variance (fraction)",
+    "best_auroc": "best single-feature AUROC (0.5 = chance)",
+    "auroc": "AUROC (0.5 = chance)",
+    "success": "edit success rate (fraction of prompts)",
+    "preservation": "preservation (fraction of attributes kept)",
+    "frequency": "firing frequency (fraction of tokens)",
+    "step": "denoising step (index)",
+    "concept": "ground-truth concept",
+    "window": "time window",
+    "style": "edit style",
+    "edit": "edited attribute",
+    "method": "method",
+    "mean_best_auroc": "mean best AUROC over concepts",
+    "concepts_above_0_9": "share of concepts with AUROC > 0.9",
+    "fit_seconds": "fit time (s)",
+}
+
+
+def method_kind(name: str) -> str:
+    """What a method is, from its name: 'dictionary' unless it names a calibration method.
+
+    'diff-in-means', 'oracle', 'mean difference' -> 'oracle'; 'random ...' -> 'random';
+    '... probe' -> 'probe'; 'raw channels' / 'raw' / 'channels' -> 'raw channels'.
+    """
+    lowered = name.lower().strip()
+    if "diff-in-means" in lowered or "diff in means" in lowered or "oracle" in lowered or "mean diff" in lowered:
+        return "oracle"
+    if lowered.startswith("random"):
+        return "random"
+    if "probe" in lowered:
+        return "probe"
+    if lowered in ("raw", "channels") or lowered.startswith("raw channel"):
+        return "raw channels"
+    return "dictionary"
+
+
+def method_palette(methods: Iterable[str]) -> dict[str, str]:
+    """{method name: hex colour}: dictionaries in the given order get distinct blues (dark to
+    mid); calibration methods get their kind's fixed colour. Pass every method of a study at
+    once so a dictionary keeps its hue across that study's plots."""
+    methods = list(dict.fromkeys(methods))
+    dictionaries = [m for m in methods if method_kind(m) == "dictionary"]
+    # Skip the palest blues: they vanish on a white background.
+    blues = sns.color_palette(_DICTIONARY_FAMILY, len(dictionaries) + 2)[2:][::-1] if dictionaries else []
+    colours = {m: matplotlib.colors.to_hex(c) for m, c in zip(dictionaries, blues)}
+    for m in methods:
+        if m not in colours:
+            colours[m] = KIND_COLOURS[method_kind(m)]
+    return {m: colours[m] for m in methods}
+
+
+def method_markers(methods: Iterable[str]) -> dict[str, str]:
+    """{method name: matplotlib marker}: one per kind, and distinct ones among dictionaries."""
+    markers, dictionaries = {}, 0
+    for m in dict.fromkeys(methods):
+        kind = method_kind(m)
+        if kind == "dictionary":
+            markers[m] = _DICTIONARY_MARKERS[dictionaries % len(_DICTIONARY_MARKERS)]
+            dictionaries += 1
+        else:
+            markers[m] = KIND_MARKERS[kind]
+    return markers
+
+
+def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict | None]:
+    """(palette, markers) for a hue column: the method palette when the hue is `method`."""
+    if hue is None:
+        return None, None
+    values = [str(v) for v in table[hue].unique(maintain_order=True).to_list()]
+    if hue == "method":
+        return method_palette(values), method_markers(values)
+    colours = sns.color_palette("colorblind", len(values))
+    return ({v: matplotlib.colors.to_hex(c) for v, c in zip(values, colours)},
+            {v: _OTHER_MARKERS[i % len(_OTHER_MARKERS)] for i, v in enumerate(values)})
+
+
+def _label(ax: plt.Axes, x: str, y: str, xlabel: str | None, ylabel: str | None, title: str) -> None:
+    ax.set_xlabel(AXIS_LABELS.get(x, x) if xlabel is None else xlabel)
+    ax.set_ylabel(AXIS_LABELS.get(y, y) if ylabel is None else ylabel)
+    ax.set_title(title)
+
+
+def _legend_outside(ax: plt.Axes, title: str | None = None) -> None:
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title=title)
+
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: keeps the outside legend in the file
     plt.close(fig)
     return path
 
@@ -38,37 +150,83 @@ def _need(table: pl.DataFrame, columns: list[str], what: str) -> None:
 
 
 def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
-              style: str | None = None) -> Path:
-    """One line per `hue` value (e.g. FVU against normalised t, one line per model)."""
-    _need(table, [c for c in (x, y, hue, style) if c], "line_plot")
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.lineplot(data=_frame(table), x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
-    ax.set_title(title)
+              style: str | None = None, facet: str | None = None, xlabel: str | None = None,
+              ylabel: str | None = None, dodge: float = 0.015) -> Path:
+    """One line per `hue` value (e.g. FVU against normalised t, one line per model); the mean
+    of `y` where several rows share an x.
+
+    Each hue has its own colour and marker and is shifted by `dodge` x the x range from the
+    next, so lines that coincide stay visible; `style` dashes lines by a second column;
+    `facet` draws one panel per value of a column (sharing the y axis).
+    """
+    from matplotlib.lines import Line2D
+
+    _need(table, [c for c in (x, y, hue, style, facet) if c], "line_plot")
+    hue_values = [str(v) for v in table[hue].unique(maintain_order=True).to_list()] if hue else [""]
+    palette, markers = _hue_style(table, hue) if hue else ({"": "#1764ab"}, {"": "o"})
+    style_values = [str(v) for v in table[style].unique(maintain_order=True).to_list()] if style else [""]
+    dashes = dict(zip(style_values, ("-", "--", ":", "-.")  * 4))
+    panels = table[facet].unique(maintain_order=True).to_list() if facet else [None]
+    span = float(table[x].max() - table[x].min()) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.8, 4.0), sharey=True, squeeze=False)
+    for i, (ax, panel) in enumerate(zip(axes[0], panels)):
+        subset = table if panel is None else table.filter(pl.col(facet) == panel)
+        for j, value in enumerate(hue_values):
+            offset = (j - (len(hue_values) - 1) / 2) * dodge * span
+            for line_style in style_values:
+                rows = subset
+                if hue:
+                    rows = rows.filter(pl.col(hue).cast(pl.Utf8) == value)
+                if style:
+                    rows = rows.filter(pl.col(style).cast(pl.Utf8) == line_style)
+                if rows.is_empty():
+                    continue
+                points = rows.group_by(x).agg(pl.col(y).mean()).sort(x)
+                ax.plot(points[x].to_numpy() + offset, points[y].to_numpy(), color=palette[value],
+                        marker=markers[value], linestyle=dashes[line_style], markersize=6, linewidth=1.6,
+                        markeredgecolor="white", markeredgewidth=0.6)
+        _label(ax, x, y, xlabel, ylabel if i == 0 else "", f"{facet} = {panel}" if facet else "")
+    handles = [Line2D([], [], color=palette[v], marker=markers[v], label=v) for v in hue_values if hue]
+    handles += [Line2D([], [], color="#444", linestyle=dashes[s], label=f"{style} = {s}") for s in style_values if style]
+    if handles:
+        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                             title=hue.replace("_", " ") if hue else None)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
-def scatter_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "") -> Path:
-    """Points coloured by `hue` (e.g. FVU against L0 per method)."""
+def scatter_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
+                 xlabel: str | None = None, ylabel: str | None = None) -> Path:
+    """Points coloured by `hue` (e.g. FVU against L0 per method), one marker per hue value."""
     _need(table, [c for c in (x, y, hue) if c], "scatter_plot")
+    palette, markers = _hue_style(table, hue)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(data=_frame(table), x=x, y=y, hue=hue, s=70, ax=ax)
-    ax.set_title(title)
+    sns.scatterplot(data=_frame(table), x=x, y=y, hue=hue, style=hue, palette=palette, markers=markers,
+                    s=90, ax=ax)
+    _label(ax, x, y, xlabel, ylabel, title)
+    _legend_outside(ax)
     return _save(fig, path)
 
 
-def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "") -> Path:
+def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
+             xlabel: str | None = None, ylabel: str | None = None) -> Path:
     """Grouped bars (e.g. concept alignment per concept, one colour per method)."""
     _need(table, [c for c in (x, y, hue) if c], "bar_plot")
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * table[x].n_unique() + 2), 4.2))
-    sns.barplot(data=_frame(table), x=x, y=y, hue=hue, ax=ax)
+    palette, _ = _hue_style(table, hue)
+    groups = table[hue].n_unique() if hue else 1
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.18 * groups * table[x].n_unique() + 2), 4.2))
+    sns.barplot(data=_frame(table), x=x, y=y, hue=hue, palette=palette, ax=ax)
     ax.tick_params(axis="x", rotation=60)
-    ax.set_title(title)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    _label(ax, x, y, xlabel, ylabel, title)
+    _legend_outside(ax)
     return _save(fig, path)
 
 
 def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Path, title: str = "",
             fmt: str = ".2f", vmin: float | None = 0.0, vmax: float | None = 1.0,
-            column_order: list[str] | None = None) -> Path:
+            column_order: list[str] | None = None, colorbar_label: str | None = None) -> Path:
     """A rows x columns grid of the mean of `values` (e.g. edit type x time window -> success)."""
     _need(table, [rows, columns, values], "heatmap")
     grid = _frame(table.group_by([rows, columns]).agg(pl.col(values).mean()))
@@ -76,8 +234,9 @@ def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Pat
     if column_order is not None:
         grid = grid[[c for c in column_order if c in grid.columns]]
     fig, ax = plt.subplots(figsize=(1.2 * len(grid.columns) + 3, 0.5 * len(grid.index) + 2))
-    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax)
-    ax.set_title(title)
+    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax,
+                cbar_kws={"label": colorbar_label or AXIS_LABELS.get(values, values)})
+    _label(ax, columns, rows, None, None, title)
     return _save(fig, path)
 
 

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "studies.commands.toy",
     "studies.commands.study",
     "studies.commands.push",
+    "studies.commands.atlas",
 ]
 
 

@@ -170,6 +170,9 @@ class AtlasStudy:
     dictionaries: list[str] = field(default_factory=list)
     top_features: int = 12
     images_per_feature: int = 6
+    # Modulation strip and empty-prompt activation: multiples of each feature's mean activation.
+    strengths: list[float] = field(default_factory=lambda: [-4.0, 0.0, 2.0, 4.0, 8.0])
+    empty_strengths: list[float] = field(default_factory=lambda: [12.0])
 
 
 @dataclass

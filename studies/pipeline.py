@@ -13,19 +13,27 @@ from .run import Run
 
 @dataclass(frozen=True)
 class StudyKind:
+    """A study: how to compute its tables, plot them and (optionally) say what they show.
+
+    summarize(run, tables) -> two or three sentences with the headline numbers, written from
+    the tables; they open the report. A study without one gets no sentence there.
+    """
+
     title: str
     about: str
     compute: Callable[[Run], dict[str, pl.DataFrame]]
     plot: Callable[[Run, dict[str, pl.DataFrame]], list]
     tables: tuple[str, ...]
+    summarize: Callable[[Run, dict[str, pl.DataFrame]], str] | None = None
 
 
 def _kinds() -> dict[str, StudyKind]:
-    from .atlas import run_atlas
-    from .compare import plot_compare, run_compare
-    from .editability import plot_editability, run_editability
-    from .layout import plot_layout, run_layout
-    from .training import plot_training, run_training
+    from .atlas import run_atlas, summarize_atlas
+    from .compare import plot_compare, run_compare, summarize_compare
+    from .editability import plot_editability, run_editability, summarize_editability
+    from .layout import plot_layout, run_layout, summarize_layout
+    from .training import plot_training, run_training, summarize_training
+    from .summaries import summarize_transfer, summarize_windows
     from .transfer import plot_transfer, run_transfer
     from .windows import plot_windows, run_windows
 
@@ -36,7 +44,7 @@ def _kinds() -> dict[str, StudyKind]:
             "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
             "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
             "toy world; pixel and CLIP similarity on real models).",
-            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice")),
+            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice"), summarize_transfer),
         "compare": StudyKind(
             "SAE vs ITDA",
             "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment "
@@ -45,38 +53,41 @@ def _kinds() -> dict[str, StudyKind]:
             "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
             "a logistic probe on all channels).",
             run_compare, plot_compare,
-            ("compare_metrics", "compare_alignment", "compare_sparse_probing", "compare_alignment_by_t")),
+            ("compare_metrics", "compare_alignment", "compare_sparse_probing", "compare_alignment_by_t"), summarize_compare),
         "windows": StudyKind(
             "Timestep-window interventions",
             "Edits of one concept made with dictionary features inside one time window at a time, in the edit "
             "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
             "same window. Success is strict (position: the object left its place; background: the objects kept "
             "their colour); clean success also keeps every attribute that was right before the edit.",
-            run_windows, plot_windows, ("windows",)),
+            run_windows, plot_windows, ("windows",), summarize_windows),
         "editability": StudyKind(
             "Editability map",
             "Which block edits which attribute, and when: per attribute, hook (or group of hooks), time window and "
             "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
             "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
             "features, on held-out prompts.",
-            run_editability, plot_editability, ("editability", "editability_best")),
+            run_editability, plot_editability, ("editability", "editability_best"), summarize_editability),
         "layout": StudyKind(
             "Layout from early steps",
             "At each denoising step, the final image's object mask predicted from the hook's activations (a probe on "
             "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
             "caption alone gives and what another seed's image of the same caption gives.",
-            run_layout, plot_layout, ("layout",)),
+            run_layout, plot_layout, ("layout",), summarize_layout),
         "training": StudyKind(
             "Dictionary training",
             "FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
             "less than 5% over its last tenth.",
-            run_training, plot_training, ("training_curves", "training_summary")),
+            run_training, plot_training, ("training_curves", "training_summary"), summarize_training),
         "atlas": StudyKind(
             "Feature atlas",
-            "Top features of each dictionary with their top-activating held-out images; red marks where the "
-            "feature fires. Labels: the best-aligned ground-truth concept (toy world) and, for ITDA, where the "
-            "atom came from.",
-            run_atlas, lambda run, tables: [], ("atlas", "atlas_tiles")),
+            "One card per top feature of each dictionary: its label (the best-aligned ground-truth concept on the "
+            "toy world, with that AUROC; for ITDA also where the atom came from), how often it fires, its "
+            "top-activating held-out images (red marks where it fires), what it draws by itself (the empty "
+            "prompt with its decoder direction added everywhere) and a modulation strip (its top prompt with the "
+            "direction added at strengths from negative to strong). Strengths are multiples of the feature's "
+            "mean activation.",
+            run_atlas, lambda run, tables: [], ("atlas", "atlas_tiles"), summarize_atlas),
     }
 
 
@@ -109,6 +120,7 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
     if missing:
         raise ValueError(f"{missing} not configured: add a [studies.{missing[0]}] table to the config")
     seconds = {}
+    run.save_config_copy()
     for name in selected:
         kind = kinds[name]
         if not force and read_tables(run, kind.tables) is not None:
@@ -121,11 +133,13 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
 
 
 def build_report(run: Run) -> Path:
-    """report.html from every study's tables on disk (plots are redrawn from them)."""
+    """report.html from every study's tables on disk (plots are redrawn from them): the studies'
+    summaries first, then per study its plots and cards, its tables last and collapsed."""
     from analysis.report import Section, write_report
 
-    from .atlas import atlas_galleries
+    from .atlas import atlas_cards
 
+    run.save_config_copy()
     sections = []
     for name in configured_studies(run):
         kind = _kinds()[name]
@@ -135,7 +149,8 @@ def build_report(run: Run) -> Path:
             continue
         shown = [(table_name, table) for table_name, table in tables.items() if table_name != "atlas_tiles"]
         sections.append(Section(kind.title, kind.about, tables=shown, plots=kind.plot(run, tables),
-                                galleries=atlas_galleries(tables) if name == "atlas" else []))
+                                summary=kind.summarize(run, tables) if kind.summarize else "",
+                                cards=atlas_cards(tables) if name == "atlas" else []))
     models = ", ".join(f"{m.name} = {m.id}" for m in run.config.models)
     dictionaries = ", ".join(f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})"
                              for d in run.config.dictionaries)
@@ -146,6 +161,7 @@ def build_report(run: Run) -> Path:
 def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -> dict[str, float]:
     """The whole config; returns seconds per stage."""
     timings = {}
+    run.save_config_copy()
     for stage, action in (("harvest", run.harvest), ("train", run.train),
                           ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
         log(f"[{stage}] ...")

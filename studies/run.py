@@ -7,6 +7,8 @@ Layout of a run folder (config `out`):
   tables/*.parquet         one tidy table per study
   plots/*.png              seaborn plots
   report.html              every table and plot, self-contained
+  config.toml, run.json    a copy of the config the run was made with, and where it was read
+                           from (so `diffdict atlas RUN_DIR` finds the config from the folder)
 
 Every stage skips what is already complete, so rerunning a killed `diffdict run` resumes.
 """
@@ -53,6 +55,17 @@ class Run:
 
     def plot_path(self, name: str) -> Path:
         return self.root / "plots" / f"{name}.png"
+
+    def save_config_copy(self) -> None:
+        """Keep the config beside the results: config.toml (its text) and run.json (its path)."""
+        import json
+
+        path = self.config.path
+        if path is None or not Path(path).exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "config.toml").write_text(Path(path).read_text())
+        (self.root / "run.json").write_text(json.dumps({"config": str(Path(path).resolve())}, indent=2) + "\n")
 
     # ---- shared objects ----------------------------------------------------------------------
     @cached_property
@@ -175,3 +188,28 @@ class Run:
     def fit_seconds(self, name: str) -> float:
         """Compute time the training spent on this dictionary (its own steps, not its group's)."""
         return float(self.dictionary(name).meta.get("fit_seconds", float("nan")))
+
+
+def load_run_dir(run_dir: str | Path, config: str | Path | None = None, device: str | None = None,
+                 progress: bool = True) -> Run:
+    """The Run behind a run folder: `config` when given, else the copy the run stored
+    (RUN_DIR/config.toml, relative paths in it resolved against the original config's folder
+    recorded in RUN_DIR/run.json). Outputs stay in RUN_DIR even if the config names another `out`."""
+    import json
+    import tomllib
+
+    from .config import ConfigError, load_config, parse_config
+
+    run_dir = Path(run_dir)
+    if config is not None:
+        study = load_config(config)
+    else:
+        copy = run_dir / "config.toml"
+        if not copy.exists():
+            raise ConfigError(f"{run_dir} holds no config.toml (runs store one since `diffdict run` writes it); "
+                              "pass the run's config with --config")
+        record = run_dir / "run.json"
+        original = Path(json.loads(record.read_text())["config"]) if record.exists() else copy
+        study = parse_config(tomllib.loads(copy.read_text()), source=str(copy), path=original)
+    study.out = str(run_dir)
+    return Run(study, device=device, progress=progress)

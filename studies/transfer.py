@@ -78,6 +78,8 @@ def plot_transfer(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, 
     for name in table["dictionary"].unique(maintain_order=True).to_list():
         subset = table.filter(pl.col("dictionary") == name)
         path = line_plot(subset, "t", "fvu", "target_model", run.plot_path(f"transfer_fvu_{name}"),
-                         title=f"{name}: FVU against normalised t (1 = noise)", style="branch")
-        plots.append((f"Transfer of {name}: FVU per step, one line per model (dashes: branch)", path))
+                         title=f"{name} (fit on {subset['source_model'][0]}): held-out FVU per denoising step",
+                         facet="branch" if subset["branch"].n_unique() > 1 else None)
+        plots.append((f"Transfer of {name}: held-out FVU at each step's normalised time t, one line per target "
+                      "model (one panel per CFG branch; lower is better)", path))
     return plots

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 from analysis import plots
-from analysis.browser import image_load_status
+from analysis.browser import image_load_status, report_problems, screenshot
 from analysis.clip_score import ClipScorer
-from analysis.report import Section, write_report
+from analysis.report import FeatureCard, Section, Tile, readable, write_report
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,43 @@ def test_report_is_self_contained_and_every_image_loads_in_chromium(tmp_path, ta
     assert 'src="plots/' not in text and "data:image/png;base64," in text  # nothing points outside the file
     (tmp_path / "plots" / "fvu.png").unlink()  # the page must not need its neighbours
     assert image_load_status(page) == {"total": 7, "loaded": 7, "broken": 0}
+
+
+def test_report_opens_with_findings_and_keeps_tables_collapsed(tmp_path, tables):
+    fvu, windows = tables
+    line = plots.line_plot(fvu, "t", "fvu", "model", tmp_path / "fvu.png", "FVU against t")
+    tile = Image.new("RGB", (128, 128), (200, 40, 40))
+    card = FeatureCard("sae", 7, "colour:red", 0.97, "", 0.12, 1.5, top=[Tile(tile, "1.2", "a red circle")],
+                       empty=[Tile(tile, "off"), Tile(tile, "4x")], strip=[Tile(tile, "-4x"), Tile(tile, "+8x")],
+                       strip_prompt="a red circle", architecture="topk_sae")
+    page = write_report(tmp_path / "report.html", "test run", [
+        Section("Transfer", "about it", tables=[("fvu", fvu), ("windows", windows)], plots=[("fvu", line)],
+                summary="FVU 0.20 on turbo."),
+        Section("Atlas", cards=[card], tables=[("empty", pl.DataFrame({"a": []}))]),
+    ], "Models: turbo.")
+    text = page.read_text()
+    assert text.index("FVU 0.20 on turbo.") < text.index('<section id="s0"')  # findings before any study
+    assert text.index("<figure") < text.index("<details")  # figures before tables
+    marks, problems = report_problems(page)
+    assert problems == [] and marks["csv-total"] == 3 and marks["images-total"] == 6
+    shot = screenshot(page, tmp_path / "first_screen.png")
+    assert Image.open(shot).size == (1280, 900)
+
+
+def test_numbers_are_rounded_for_reading():
+    assert [readable(v) for v in (0.123456, 12345.6, 3, float("nan"), "text")] == ["0.123", "12,346", "3", "–", "text"]
+
+
+def test_one_method_palette_for_every_plot():
+    methods = ["turbo-sae", "turbo-itda", "raw channels", "random directions", "diff-in-means", "logistic probe"]
+    assert [plots.method_kind(m) for m in methods] == ["dictionary", "dictionary", "raw channels", "random",
+                                                       "oracle", "probe"]
+    palette = plots.method_palette(methods)
+    assert palette["turbo-sae"] != palette["turbo-itda"]  # each dictionary its own blue
+    assert palette["random directions"] == plots.KIND_COLOURS["random"] == plots.method_palette(["random"])["random"]
+    assert palette["diff-in-means"] == plots.method_palette(["oracle (diff-in-means)"])["oracle (diff-in-means)"]
+    markers = plots.method_markers(methods)
+    assert len(set(markers.values())) == len(methods)
 
 
 def test_browser_check_reports_a_broken_image(tmp_path):

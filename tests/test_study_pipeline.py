@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from PIL import Image
 
-from analysis.browser import image_load_status
+from analysis.browser import image_load_status, report_problems, screenshot
 from studies.cli import main
 
 from study_fixtures import write_tiny_study
@@ -101,18 +102,42 @@ def test_windows_table_covers_every_style_and_window(finished_run):
     assert steps == {"early": 1, "middle": 0, "late": 0}
 
 
-def test_atlas_and_report(finished_run):
+def test_atlas_and_report(finished_run, tmp_path):
     run_dir, _ = finished_run
     atlas = _table(run_dir, "atlas")
     assert set(atlas["dictionary"].to_list()) == {"sae", "itda"}
-    assert atlas.filter(pl.col("dictionary") == "itda")["label"].str.contains("atom from prompt").all()
+    assert atlas.filter(pl.col("dictionary") == "itda")["provenance"].str.contains("atom from prompt").all()
+    tiles = _table(run_dir, "atlas_tiles")
+    per_feature = tiles.group_by("dictionary", "feature", "kind").len()
+    # every card: its empty-prompt reference + one strength, and a five-strength modulation strip
+    assert set(per_feature.filter(pl.col("kind") == "empty")["len"].to_list()) == {2}
+    assert set(per_feature.filter(pl.col("kind") == "strip")["len"].to_list()) == {5}
+    assert all(Image.open(p).size == (64, 64) for p in tiles["path"].to_list())  # tiny/sdxl's size; shown at 128 px
     report = run_dir / "report.html"
-    status = image_load_status(report)
-    assert status["broken"] == 0 and status["loaded"] >= 8
+    marks, problems = report_problems(report)
+    assert problems == [], problems
+    assert marks["images-loaded"] >= len(tiles)
+    # 2 transfer, 4 compare, windows, 2 editability, layout, 2 training, atlas
+    assert marks["csv-total"] == 13
     text = report.read_text()
     for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Editability map",
                   "Layout from early steps", "Dictionary training", "Feature atlas"):
-        assert title in text
+        assert text.index(f"<b>{title}.</b>") < text.index('<section id="s0"')  # each study's findings up top
+    assert text.count('class="card"') == atlas.height
+    screenshot(report, tmp_path / "report_first_screen.png")
+
+
+def test_atlas_command_renders_chosen_features(finished_run, capsys):
+    run_dir, _ = finished_run
+    assert (run_dir / "config.toml").exists() and (run_dir / "run.json").exists()
+    assert main(["atlas", str(run_dir), "--dictionary", "itda", "--features", "1,0", "--device", "cpu"]) == 0
+    page = run_dir / "atlas_itda_1_0.html"
+    assert f"atlas: {page}" in capsys.readouterr().out
+    text = page.read_text()
+    assert text.count('class="card"') == 2 and text.index("itda #1") < text.index("itda #0")
+    assert image_load_status(page)["broken"] == 0
+    assert main(["atlas", str(run_dir), "--dictionary", "nope", "--features", "1"]) == 2
+    assert "dictionaries: sae, itda" in capsys.readouterr().err
 
 
 def test_rerun_resumes_without_recomputing(finished_run, capsys):
