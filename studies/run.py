@@ -2,7 +2,9 @@
 
 Layout of a run folder (config `out`):
   stores/MODEL/            activation store per model entry (sharded safetensors + index)
-  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit);
+  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit and a hash of
+                           every setting that shapes its result: a changed n, k, option or store
+                           trains into a new GROUP, never reuses the old fit);
   fits/GROUP/metrics.parquet  training and held-out metrics of that group
   tables/*.parquet         one tidy table per study
   plots/*.png              seaborn plots
@@ -12,6 +14,9 @@ Every stage skips what is already complete, so rerunning a killed `diffdict run`
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ import torch
 
 from .config import DictionaryEntry, StudyConfig
 from .prompts import Prompt, study_prompts
+from .errors import MissingFileError, UserError
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The config's uniform `n` / `k` in each architecture's own words.
@@ -27,10 +33,11 @@ SIZE_KEYS = {"topk_sae": ("n", "k"), "itda": ("max_size", "L")}
 
 
 class Run:
-    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True):
+    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True, force: bool = False):
         self.config = config
         self.device = device or config.device
         self.progress = progress
+        self.force = force  # re-harvest stores harvested with other settings
         self.root = Path(config.out)
         self._adapters: dict[str, Any] = {}
         self._dictionaries: dict[str, Any] = {}
@@ -38,21 +45,38 @@ class Run:
         self.cache: dict[tuple, Any] = {}  # results studies share within a run (e.g. alignment data)
 
     # ---- paths -----------------------------------------------------------------------------
+    def _inside(self, path: Path) -> Path:
+        """Every path a run writes is inside its folder (names are validated; this is the backstop)."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise UserError(f"{path} is outside the run folder {self.root}; names in the config must be plain names")
+        return path
+
     def store_dir(self, model: str) -> Path:
-        return self.root / "stores" / model
+        return self._inside(self.root / "stores" / model)
 
     def fit_group(self, entry: DictionaryEntry) -> str:
-        return f"{entry.model}-{entry.tokens}-{entry.batch}"
+        """model-tokens-batch-HASH; HASH covers every setting of the group's dictionaries and of the store."""
+        members = [d for d in self.config.dictionaries
+                   if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
+        model = self.config.model(entry.model)
+        settings = {"dictionaries": [dataclasses.asdict(d) for d in sorted(members, key=lambda d: d.name)],
+                    "train": dataclasses.asdict(self.config.train), "seed": self.config.seed,
+                    "eval_fraction": self.config.prompts.eval_fraction,
+                    "model": dataclasses.asdict(model), "harvest": dataclasses.asdict(self.config.harvest),
+                    "hooks": self.config.hooks_of(entry.model),
+                    "prompts": dataclasses.asdict(self.config.prompts)}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return f"{entry.model}-{entry.tokens}-{entry.batch}-{digest}"
 
     def dictionary_dir(self, name: str) -> Path:
         entry = self.config.dictionary(name)
-        return self.root / "fits" / self.fit_group(entry) / name
+        return self._inside(self.root / "fits" / self.fit_group(entry) / name)
 
     def table_path(self, name: str) -> Path:
-        return self.root / "tables" / f"{name}.parquet"
+        return self._inside(self.root / "tables" / f"{name}.parquet")
 
     def plot_path(self, name: str) -> Path:
-        return self.root / "plots" / f"{name}.png"
+        return self._inside(self.root / "plots" / f"{name}.png")
 
     # ---- shared objects ----------------------------------------------------------------------
     @cached_property
@@ -97,7 +121,7 @@ class Run:
 
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
-                raise FileNotFoundError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
+                raise MissingFileError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
             # On the device the run generates on, so interventions encode next to the model.
             self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
@@ -134,7 +158,7 @@ class Run:
                 self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model),
                 self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
                 steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
-                progress=self.progress)
+                progress=self.progress, replace=self.force)
         self._stores.update(stores)
         return stores
 

@@ -122,7 +122,7 @@ def _shards(run: Path) -> list[Path]:
 
 
 def _sae_folder(run: Path) -> Path:
-    return run / "fits" / "one-4096-256" / "sae"
+    return next((run / "fits").glob("one-4096-256-*")) / "sae"
 
 
 def _corrupt_shard(run):
