@@ -47,7 +47,8 @@ def _refuse_duplicate_rows(index: pl.DataFrame, path: Path) -> None:
         repeated = index.filter(index.select(list(key)).is_duplicated())
         if repeated.height:
             first = repeated.row(0, named=True)
-            raise InputError(f"{path}: {repeated.height} rows list the same map twice (e.g. "
+            extra = index.height - index.unique(subset=list(key)).height
+            raise InputError(f"{path}: {extra} row(s) list a map a second time (e.g. "
                              f"{', '.join(f'{k}={first[k]!r}' for k in key)}); the index is rebuilt from the shards: "
                              f"delete {path} and run the same `diffdict harvest CONFIG` again")
 

@@ -45,6 +45,9 @@ def run_lock(root: str | Path, command: str = "diffdict", log: Callable[[str], N
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / LOCK_FILE
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 holds the lock for the whole group
+        yield path
+        return
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
           "command": command}
     for _ in range(3):

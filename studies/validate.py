@@ -175,14 +175,14 @@ def _check_seeds(config: StudyConfig, source: str) -> None:
 
 # ---- dictionary options ------------------------------------------------------------------------------
 def _check_options(config: StudyConfig, source: str) -> None:
-    from dictionaries.base import REGISTRY
+    from dictionaries.base import architecture_class
 
     from .run import SIZE_KEYS
 
     for i, entry in enumerate(config.dictionaries):
-        if entry.architecture not in REGISTRY or entry.architecture not in SIZE_KEYS:
+        if entry.architecture not in SIZE_KEYS:
             continue  # reported by the architecture check, with the allowed names
-        config_class = REGISTRY[entry.architecture].config_class
+        config_class = architecture_class(entry.architecture).config_class
         hints = typing.get_type_hints(config_class)
         fields = [f.name for f in dataclasses.fields(config_class)]
         reserved = {"d": "d is taken from the hook", SIZE_KEYS[entry.architecture][0]: "set `n` on the entry",
