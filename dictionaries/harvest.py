@@ -74,6 +74,17 @@ def _records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str,
     return records
 
 
+def harvest_settings(prompts: Sequence[str], seeds: Sequence[int], hooks: Sequence[str], batch_size: int,
+                     capture: str, steps: int | None, guidance: float | None, height: int | None,
+                     width: int | None) -> dict:
+    """What store.json records about the harvest that made a store (with the model id and dtype)."""
+    return {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
+            "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
+            "height": height, "width": width,
+            # the prompt texts themselves: a changed prompt list is another store, also at the same count
+            "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
+
+
 def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequence[str], out: str | Path,
             dtype: str = "fp16", batch_size: int = 4, capture: str = "update", steps: int | None = None,
             guidance: float | None = None, height: int | None = None, width: int | None = None,
@@ -88,11 +99,7 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
     unknown = [h for h in hooks if known and h not in known]
     if unknown:
         raise InputError(f"unknown hook(s) {unknown} for {adapter.model_id}; available: {sorted(known)}")
-    settings = {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
-                "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
-                "height": height, "width": width,
-                # the prompt texts themselves: a changed prompt list is another store, also at the same count
-                "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
+    settings = harvest_settings(prompts, seeds, hooks, batch_size, capture, steps, guidance, height, width)
     world = distributed.world()
     # Rank 0 alone cleans temporaries and writes store.json, before any rank starts a shard.
     def make_writer(primary: bool) -> StoreWriter:

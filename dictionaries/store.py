@@ -112,7 +112,7 @@ class StoreWriter:
                 existing = json.loads(meta_path.read_text())
             except ValueError:
                 existing = {}
-            changed = _changed_settings(existing, meta)
+            changed = changed_settings(existing, meta)
             if changed and primary:
                 shards = sorted(self.shard_dir.glob("*.safetensors"))
                 if shards and not replace:
@@ -171,7 +171,7 @@ class StoreWriter:
         return index
 
 
-def _changed_settings(existing: dict, wanted: dict) -> str:
+def changed_settings(existing: dict, wanted: dict) -> str:
     """'key: old -> new' for every harvest setting that differs ('' when none)."""
     old = {"model": existing.get("model"), "dtype": existing.get("dtype"), **(existing.get("settings") or {})}
     new = {"model": wanted["model"], "dtype": wanted["dtype"], **wanted["settings"]}

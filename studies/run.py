@@ -108,11 +108,29 @@ class Run:
         name, _, pretrained = self.config.clip_model.partition(":")
         return ClipScorer.pretrained(name, pretrained or None, device=str(self.device or "cpu"))
 
+    def harvest_settings(self, model: str) -> dict:
+        """The settings a harvest of this model entry records in its store (see dictionaries.harvest)."""
+        from dictionaries.harvest import harvest_settings
+
+        entry, section = self.config.model(model), self.config.harvest
+        return harvest_settings([p.text for p in self.prompts], self.config.prompts.seeds, self.config.hooks_of(model),
+                                section.batch_size, section.capture, entry.steps, entry.guidance, entry.height,
+                                entry.width)
+
     def store(self, model: str):
         if model not in self._stores:
+            from dictionaries.store import changed_settings
             from dictionaries.store_reader import ActivationStore
 
-            self._stores[model] = ActivationStore(self.store_dir(model))
+            store = ActivationStore(self.store_dir(model))
+            wanted = {"model": self.config.model(model).id, "dtype": self.config.harvest.dtype,
+                      "settings": self.harvest_settings(model)}
+            changed = changed_settings(store.meta, wanted)
+            if changed:  # studies never read maps of other settings than the config's
+                raise UserError(f"{store.root} was harvested with other settings than the config's ({changed}); "
+                                f"run `diffdict harvest {self.config.path} --force` to harvest it again "
+                                f"(or `diffdict run ... --force`)")
+            self._stores[model] = store
         return self._stores[model]
 
     def dictionary(self, name: str):

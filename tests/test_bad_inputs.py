@@ -515,6 +515,8 @@ def _changed_store_settings(run):
 
 
 FILE_CASES_23 = [
+    FileCase("store harvested with other settings", _changed_store_settings,
+             r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); run `diffdict harvest .*--force`"),
     FileCase("duplicate index row", _duplicate_index_row, r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same `diffdict harvest CONFIG` again"),
 ]
 
@@ -522,6 +524,21 @@ FILE_CASES_23 = [
 @pytest.mark.parametrize("case", FILE_CASES_23, ids=[c.name for c in FILE_CASES_23])
 def test_store_case_23(case, trained_run, tmp_path, capsys):
     test_store_and_dictionary_case(case, trained_run, tmp_path, capsys)
+
+
+def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsys):
+    """The fix the refusal names works: `harvest --force` replaces the store, and studies read it."""
+    from studies.config import load_config
+    from studies.run import Run
+
+    config = _copy_run(trained_run, tmp_path)
+    changed = write_tiny_study(tmp_path, **{"steps = 1\nguidance = 0.0": "steps = 2\nguidance = 0.0"})
+    assert main(["harvest", str(changed), "--no-progress", "--device", "cpu"]) == 2
+    assert re.search(r"holds \d+ shard\(s\) harvested with other settings \(steps: 1 -> 2\).*--force", capsys.readouterr().err)
+    assert main(["harvest", str(changed), "--no-progress", "--device", "cpu", "--force"]) == 0
+    assert "deleting its" in capsys.readouterr().out
+    store = Run(load_config(changed)).store("one")  # no longer refused
+    assert sorted(store.index["step"].unique().to_list()) == [0, 1]
 
 
 def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp_path, capsys):
@@ -557,6 +574,6 @@ def test_interventions_refuse_non_finite_numbers():
 
 
 def test_catalogue_has_at_least_63_cases():
-    issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 9  # + the named tests above
+    issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 10  # + the named tests above
     assert issue_23 >= 30
     assert len(CONFIG_CASES) + len(CLI_CASES) + 1 + len(FILE_CASES) + issue_23 >= 63
