@@ -577,3 +577,83 @@ def test_catalogue_has_at_least_63_cases():
     issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 10  # + the named tests above
     assert issue_23 >= 30
     assert len(CONFIG_CASES) + len(CLI_CASES) + 1 + len(FILE_CASES) + issue_23 >= 63
+
+
+# ---- kill -9 during the studies and the report of `diffdict run` ------------------------------------------
+# (A kill during harvest and train is tested on real processes in test_scale_harvest.py / test_scale_train.py.)
+_ONLY_TRANSFER_AND_ATLAS = {
+    '[studies.compare]\npairs = [["sae", "itda"]]\nprompts = 4\n': "",
+    '[studies.windows]\ndictionaries = ["sae"]\nprompts = 2\nedits = ["colour", "background"]\n'
+    'edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]\n': "",
+}
+
+
+def _tables(run: Path) -> dict:
+    """Every table, timings dropped and the run folder's own path (atlas tiles name files) made relative."""
+    import polars as pl
+
+    tables = {}
+    for path in sorted((run / "tables").glob("*.parquet")):
+        table = pl.read_parquet(path)
+        table = table.drop([c for c in table.columns if "seconds" in c])
+        tables[path.name] = table.with_columns(pl.col(pl.Utf8).str.replace(str(run), "RUN", literal=True))
+    return tables
+
+
+def _kill_when(command: list[str], ready: Callable[[], bool], extra_delay: float, timeout: float = 300) -> bool:
+    """Start `command`, SIGKILL it `extra_delay` s after `ready()` turns true; True if it was killed mid-run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "studies", *command], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    began = time.monotonic()
+    try:
+        while not ready() and process.poll() is None and time.monotonic() - began < timeout:
+            time.sleep(0.05)
+        time.sleep(extra_delay)
+        if process.poll() is not None:
+            return False
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_tables(trained_run, tmp_path_factory):
+    """The tables of one uninterrupted `diffdict run` (transfer and atlas) from the trained run."""
+    reference = tmp_path_factory.mktemp("reference")
+    shutil.copytree(trained_run / "run", reference / "run")
+    write_tiny_study(reference, **_ONLY_TRANSFER_AND_ATLAS)
+    assert main(["run", str(reference / "study.toml"), "--no-progress", "--device", "cpu"]) == 0
+    return _tables(reference / "run")
+
+
+@pytest.mark.parametrize("moment", ["first table written", "studies started"])
+def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(moment, trained_run, uninterrupted_tables, tmp_path):
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copytree(trained_run / "run", killed / "run")
+    write_tiny_study(killed, **_ONLY_TRANSFER_AND_ATLAS)
+    if moment == "first table written":
+        ready = lambda: any((killed / "run" / "tables").glob("*.parquet"))  # noqa: E731
+    else:
+        ready = lambda: (killed / "run" / ".diffdict.lock").exists()  # noqa: E731
+    was_killed = _kill_when(["run", str(killed / "study.toml"), "--no-progress", "--device", "cpu"], ready, 0.5)
+    lock = killed / "run" / ".diffdict.lock"
+    assert was_killed and lock.exists()  # a kill -9 mid-run leaves its lock behind ...
+    assert main(["run", str(killed / "study.toml"), "--no-progress", "--device", "cpu"]) == 0  # ... which is stale
+    assert not lock.exists()
+    assert not [p for p in (killed / "run").rglob("*") if ".tmp" in p.name]
+    expected, resumed = uninterrupted_tables, _tables(killed / "run")
+    assert sorted(expected) == sorted(resumed)
+    for name, table in expected.items():
+        assert table.equals(resumed[name]), name
+    assert (killed / "run" / "report.html").exists()
