@@ -54,8 +54,8 @@ class Run:
     def store_dir(self, model: str) -> Path:
         return self._inside(self.root / "stores" / model)
 
-    def fit_group(self, entry: DictionaryEntry) -> str:
-        """model-tokens-batch-HASH; HASH covers every setting of the group's dictionaries and of the store."""
+    def fit_settings(self, entry: DictionaryEntry) -> dict[str, Any]:
+        """Every setting that shapes the fits of `entry`'s group (recorded as fits/GROUP/settings.json)."""
         members = [d for d in self.config.dictionaries
                    if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
         model = self.config.model(entry.model)
@@ -64,8 +64,15 @@ class Run:
                     "eval_fraction": self.config.prompts.eval_fraction,
                     "model": dataclasses.asdict(model), "harvest": dataclasses.asdict(self.config.harvest),
                     "hooks": self.config.hooks_of(entry.model),
-                    "prompts": dataclasses.asdict(self.config.prompts)}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+                    "prompts": dataclasses.asdict(self.config.prompts),
+                    "store": self.harvest_settings(entry.model)}  # with a hash of the prompt texts
+        return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+    def fit_group(self, entry: DictionaryEntry) -> str:
+        """model-tokens-batch-HASH; HASH covers every setting of the group's dictionaries and of the store,
+        so a changed n, k, option, prompt list or harvest trains a new fit instead of reading the old one."""
+        settings = self.fit_settings(entry)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         return f"{entry.model}-{entry.tokens}-{entry.batch}-{digest}"
 
     def dictionary_dir(self, name: str) -> Path:
@@ -123,9 +130,12 @@ class Run:
             from dictionaries.store_reader import ActivationStore
 
             store = ActivationStore(self.store_dir(model))
+            recorded = store.meta.get("settings") or {}
             wanted = {"model": self.config.model(model).id, "dtype": self.config.harvest.dtype,
-                      "settings": self.harvest_settings(model)}
-            changed = changed_settings(store.meta, wanted)
+                      "settings": {k: v for k, v in self.harvest_settings(model).items() if k in recorded}}
+            # Only a store `diffdict harvest` made is compared (an imported or synthetic one has no harvest
+            # settings), and only on the settings it recorded (an older store has no prompt hash).
+            changed = changed_settings(store.meta, wanted) if "hooks" in recorded else ""
             if changed:  # studies never read maps of other settings than the config's
                 raise UserError(f"{store.root} was harvested with other settings than the config's ({changed}); "
                                 f"run `diffdict harvest {self.config.path} --force` to harvest it again "
@@ -182,6 +192,7 @@ class Run:
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
+        from dictionaries.atomic import write_json_atomic
         from dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
@@ -195,6 +206,7 @@ class Run:
                 n_key, k_key = SIZE_KEYS[entry.architecture]
                 params = {n_key: entry.n, k_key: entry.k, **entry.options}
                 specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch))
+            write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(first))
             options = self.config.train
             settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,
                                      eval_fraction=self.config.prompts.eval_fraction,

@@ -636,7 +636,7 @@ def uninterrupted_tables(trained_run, tmp_path_factory):
     return _tables(reference / "run")
 
 
-@pytest.mark.parametrize("moment", ["first table written", "studies started"])
+@pytest.mark.parametrize("moment", ["first table written", "soon after start"])
 def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(moment, trained_run, uninterrupted_tables, tmp_path):
     killed = tmp_path / "killed"
     killed.mkdir()
