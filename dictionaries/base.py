@@ -243,7 +243,8 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
     try:
         document = json.loads((found / CONFIG_FILE).read_text())
     except json.JSONDecodeError as error:
-        raise InputError(f"{found / CONFIG_FILE} is not valid JSON ({error}); retrain the dictionary") from None
+        raise InputError(f"{found / CONFIG_FILE} is not valid JSON ({error}); to retrain the dictionary delete "
+                         f"{found} and run `diffdict train CONFIG`") from None
     if "architecture" not in document:
         raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
     try:
@@ -276,7 +277,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for bad headers
-        raise InputError(f"{path} is not a readable safetensors file ({error}); retrain the dictionary") from None
+        raise InputError(f"{path} is not a readable safetensors file ({error}); to retrain the dictionary delete "
+                         f"{path.parent} and run `diffdict train CONFIG`") from None
 
 
 def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path: Path) -> None:

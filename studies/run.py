@@ -197,7 +197,10 @@ class Run:
 
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:
-            if not (self.dictionary_dir(entry.name) / "config.json").exists():
+            folder = self.dictionary_dir(entry.name)
+            # Trained = both files there; a folder that lost its weights is trained again (from the last
+            # checkpoint), so the advice "retrain it" in the load errors works.
+            if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
                 groups.setdefault(self.fit_group(entry), []).append(entry)
         for group, entries in groups.items():
             first = entries[0]

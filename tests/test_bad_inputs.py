@@ -561,6 +561,21 @@ def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp
     assert json.loads((new / "config.json").read_text())["config"]["n"] == 32
 
 
+def test_retrain_advice_works(trained_run, tmp_path, capsys):
+    """'weights.safetensors is missing ... retrain it (`diffdict train CONFIG` ...)': that command restores it."""
+    config = _copy_run(trained_run, tmp_path)
+    weights = _sae_folder(tmp_path / "run") / "weights.safetensors"
+    expected = weights.read_bytes()
+    _remove_weights(tmp_path / "run")
+    assert main(["study", str(config), "--only", "transfer", "--no-progress", "--device", "cpu"]) == 2
+    assert "retrain it (`diffdict train CONFIG`" in capsys.readouterr().err
+    assert main(["train", str(config), "--no-progress", "--device", "cpu"]) == 0
+    from safetensors.torch import load
+
+    before, after = load(expected), load(weights.read_bytes())
+    assert sorted(before) == sorted(after) and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_interventions_refuse_non_finite_numbers():
     from adapters import AddDirection
     from adapters.errors import AdapterInputError
@@ -574,7 +589,7 @@ def test_interventions_refuse_non_finite_numbers():
 
 
 def test_catalogue_has_at_least_63_cases():
-    issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 10  # + the named tests above
+    issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 11  # + the named tests above
     assert issue_23 >= 30
     assert len(CONFIG_CASES) + len(CLI_CASES) + 1 + len(FILE_CASES) + issue_23 >= 63
 

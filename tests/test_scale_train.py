@@ -126,12 +126,14 @@ def kill_mid_training(command: list[str], config: Path) -> float:
     """Start `command`, SIGKILL it and every process it started a random moment after its first
     checkpoint; returns that delay. torchrun starts its workers in sessions of their own, so
     they are found through /proc and killed by pid."""
-    checkpoint = _fits(config.parent / "run") / "checkpoints"
+    def checkpoint() -> Path:  # looked up again each time: the group folder appears when training starts
+        return _fits(config.parent / "run") / "checkpoints"
+
     process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
-        while not (checkpoint.is_dir() and any(checkpoint.iterdir())):
+        while not (checkpoint().is_dir() and any(checkpoint().iterdir())):
             assert process.poll() is None, "training ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint appeared in time"
             time.sleep(0.01)
