@@ -105,7 +105,11 @@ class Intervention:
 
 @dataclass
 class AddDirection(Intervention):
-    """Add `strength * direction` (d,) to the update: steering, or a feature's decoder atom."""
+    """Add `strength * direction` to the update: steering, or a feature's decoder atom.
+
+    direction: (d,) for every prompt, or (batch, d) with one direction per prompt (so that
+    one intervention carries a whole sweep of different edits in one batch).
+    """
 
     direction: torch.Tensor = field(default=None)  # type: ignore[assignment]
     strength: float = 1.0
@@ -113,20 +117,33 @@ class AddDirection(Intervention):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.direction is None:
-            raise AdapterInputError(f"AddDirection on {self.hook!r} needs a direction of shape (d,)")
-        self.direction = torch.as_tensor(self.direction).flatten()
+            raise AdapterInputError(f"AddDirection on {self.hook!r} needs a direction of shape (d,) or (batch, d)")
+        self.direction = torch.as_tensor(self.direction)
+        if self.direction.ndim != 2:
+            self.direction = self.direction.flatten()
         if not torch.isfinite(self.direction).all():
             raise AdapterInputError(f"AddDirection on {self.hook!r}: the direction has non-finite values (nan/inf); "
                                     f"it would blacken the image. Check how it was computed (e.g. a zero-norm division)")
         if not math.isfinite(float(self.strength)):
             raise AdapterInputError(f"AddDirection on {self.hook!r}: strength {self.strength} is not finite; give a finite number")
 
-    def edit(self, update: torch.Tensor) -> torch.Tensor:
-        if self.direction.numel() != update.shape[-1]:
+    def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
+        super().validate(grid, num_steps, batch)
+        if self.direction.ndim == 2 and self.direction.shape[0] != batch:
             raise AdapterInputError(
-                f"AddDirection on {self.hook!r}: direction has {self.direction.numel()} channels, hook has {update.shape[-1]}"
+                f"AddDirection on {self.hook!r}: per-prompt direction has {self.direction.shape[0]} rows for "
+                f"{batch} prompts; give one (d,) direction or one per prompt"
             )
-        return update + self.strength * self.direction.to(update.device, update.dtype)
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        if self.direction.shape[-1] != update.shape[-1]:
+            raise AdapterInputError(
+                f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, hook has {update.shape[-1]}"
+            )
+        direction = self.direction.to(update.device, update.dtype)
+        if direction.ndim == 2:  # (batch, d): one per prompt row
+            direction = direction[:, None, None, :]
+        return update + self.strength * direction
 
 
 def _encode(dictionary: Any, flat: torch.Tensor) -> Any:

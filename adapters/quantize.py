@@ -7,6 +7,9 @@ devices `quantize_linear_nf4` swaps every `nn.Linear` in place for bitsandbytes 
 """
 from __future__ import annotations
 
+import logging
+import sys
+
 import torch
 from torch import nn
 
@@ -18,6 +21,7 @@ def quantize_linear_nf4(module: nn.Module, compute_dtype: torch.dtype = torch.fl
     """
     import bitsandbytes as bnb
 
+    _note_cpu_kernel(module)
     targets = [
         (path, child)
         for path, child in module.named_modules()
@@ -38,6 +42,25 @@ def quantize_linear_nf4(module: nn.Module, compute_dtype: torch.dtype = torch.fl
             replacement.bias = nn.Parameter(linear.bias.data.detach().clone(), requires_grad=False)
         setattr(parent, attribute, replacement.to(device))  # .to() quantizes the weight
     return len(targets)
+
+
+def _note_cpu_kernel(module: nn.Module) -> None:
+    """Say once, where NF4 runs on the CPU, that bitsandbytes' optional fast kernel is not loaded.
+
+    adapters/__init__.py silences bitsandbytes' own import-time warning about it (printed in
+    every process); this is the same fact, told only to those it concerns."""
+    global _kernel_noted
+    on_cpu = any(p.device.type == "cpu" for p in module.parameters())
+    ops = sys.modules.get("bitsandbytes.backends.cpu.ops")
+    if _kernel_noted or not on_cpu or ops is None or getattr(ops, "gemm_4bit_forward_kernel", True) is not None:
+        return
+    _kernel_noted = True
+    logging.getLogger(__name__).warning(
+        "NF4 on the CPU runs on bitsandbytes' built-in kernels: the optional kernels-community "
+        "gemm_4bit_forward kernel was not loaded (it is fetched from the Hub and must be trusted)")
+
+
+_kernel_noted = False
 
 
 def weight_bytes(module: nn.Module) -> int:

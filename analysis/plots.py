@@ -79,3 +79,22 @@ def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Pat
     sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def lines_with_references(table: pl.DataFrame, x: str, y: str, hue: str, references: dict[str, float], path: Path,
+                          title: str = "", xlabel: str | None = None, ylabel: str | None = None,
+                          invert_x: bool = False) -> Path:
+    """One line per `hue` value plus a dashed horizontal line per named reference value (a baseline)."""
+    _need(table, [x, y, hue], "lines_with_references")
+    fig, ax = plt.subplots(figsize=(7.4, 4.2))
+    sns.lineplot(data=_frame(table), x=x, y=y, hue=hue, style=hue, markers=True, dashes=False, ax=ax)
+    palette = sns.color_palette("Greys", len(references) + 2)[2:]
+    for (name, value), colour in zip(references.items(), palette):
+        ax.axhline(value, linestyle="--", color=colour, label=f"{name} ({value:.2f})")
+    if invert_x:
+        ax.invert_xaxis()
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, path)

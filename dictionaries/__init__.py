@@ -1,0 +1,30 @@
+"""Dictionary learners behind one API (`dictionaries.base`), their activation store and training.
+
+    import dictionaries
+    sae = dictionaries.load("runs/quickstart/fits/turbo-60000-512/turbo-sae")  # a local folder
+    sae = dictionaries.load("owner/repo", subfolder="turbo-sae")               # or the Hugging Face Hub
+
+Kept import-free: `dictionaries.distributed` and friends are imported without torch-heavy
+learners, and `diffdict --help` imports nothing from here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load(source: str | Path, subfolder: str | None = None, revision: str | None = None,
+         training_state: bool = False, device: Any = None, cache_dir: str | Path | None = None) -> Any:
+    """Load a saved dictionary from a local folder or a Hugging Face Hub repo ('owner/repo').
+
+    subfolder: the dictionary's folder inside the source (a repo may hold several).
+    revision, cache_dir: as in huggingface_hub (a branch, tag or commit; the Hub cache).
+    """
+    from dictionaries.base import load as load_folder
+    from dictionaries.hub import download, is_hub_id
+
+    if is_hub_id(source):
+        folder = download(str(source), subfolder=subfolder, revision=revision, cache_dir=cache_dir)
+    else:
+        folder = Path(source) / subfolder if subfolder else Path(source)
+    return load_folder(folder, training_state=training_state, device=device)

@@ -5,7 +5,7 @@ dictionary's architecture config is built with the hook's d (which validates eve
 """
 from __future__ import annotations
 
-from .config import StudyConfig
+from .config import STUDY_NAMES, StudyConfig
 from .run import SIZE_KEYS
 from .validate import available_memory, human_bytes, memory_estimate
 from .errors import UserError
@@ -19,7 +19,9 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
     from dictionaries.base import architecture_class, config_from_dict
 
     source = str(config.path or "<config>")
-    lines = [f"config {source}: {config.name!r}, output in {config.out}"]
+    from .prompt_sources import describe
+
+    lines = [f"config {source}: {config.name!r}, output in {config.out}", describe(config.prompts, config.path)]
     resolved = {}
     for entry in config.models:
         adapter = adapters.load(entry.id, device="meta", quantize=None)
@@ -66,7 +68,18 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
                             f"to train ({how}) but {what} is {human_bytes(have)}; lower n (or batch)")
         lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
                      f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
-    studies = [name for name in ("transfer", "compare", "windows", "atlas") if getattr(config.studies, name)]
+    for study_name in ("editability", "layout"):
+        study = getattr(config.studies, study_name)
+        if study is None:
+            continue
+        named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]
+        for model in study.models:
+            for hook_name in named:
+                try:
+                    resolved[model].hook_point(hook_name)
+                except KeyError as error:
+                    raise UserError(f"{source}: studies.{study_name}: {error.args[0]}") from None
+    studies = [name for name in STUDY_NAMES if getattr(config.studies, name)]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
     return lines

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -15,6 +16,7 @@ COMMAND_MODULES = [
     "studies.commands.generate",
     "studies.commands.toy",
     "studies.commands.study",
+    "studies.commands.push",
 ]
 
 
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any command imports diffusers: see adapters/__init__.py (bitsandbytes' kernel warning).
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

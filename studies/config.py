@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -24,7 +25,7 @@ class ConfigError(ValueError):
 
 
 DTYPES = ("fp32", "fp16", "bf16")
-PROMPT_SOURCES = ("toyworld", "file", "list")
+PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
 ARCHITECTURES = ("topk_sae", "itda")
 EDIT_STYLES = ("sdlens", "tinaz_spatial", "tinaz_global", "flux_add")
 EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "style")
@@ -52,6 +53,16 @@ class PromptsSection:
     list: list[str] = field(default_factory=list)
     eval_fraction: float = 0.25
     seeds: list[int] = field(default_factory=lambda: [0])
+    # source = "dataset": a Hugging Face dataset id, a local dataset folder, or a local
+    # .parquet / .jsonl / .csv file; `column` names the caption column (also for such a `file`).
+    dataset: str | None = None
+    config: str | None = None  # the dataset's configuration (subset) name, if it has several
+    split: str = "train"
+    column: str | None = None
+    streaming: bool = True  # Hub datasets: read rows as they arrive instead of downloading all files first
+    shuffle: bool = False  # take `count` rows after a seeded shuffle instead of the first `count`
+    shuffle_seed: int = 0
+    shuffle_buffer: int = 10_000  # streaming shuffle buffer (rows)
 
 
 @dataclass
@@ -100,23 +111,60 @@ class TransferStudy:
 class CompareStudy:
     pairs: list[list[str]] = field(default_factory=list)
     random_directions: int = 0  # 0 = as many as the dictionary has atoms
-    prompts: int = 32  # held-out toy prompts generated for concept alignment
+    prompts: int = 128  # held-out (scoring) toy prompts generated for concept alignment
+    selection_prompts: int = 256  # train-split prompts on which features, thresholds and probes are chosen
 
 
 @dataclass
 class WindowsStudy:
+    # A dictionary name per edited block, or "a+b" to edit several blocks at once (one dictionary each).
     dictionaries: list[str] = field(default_factory=list)
     windows: dict[str, list[float]] = field(
         default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
     edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
-    prompts: int = 8
-    strength: float = 4.0  # sdlens / tinaz_spatial: multiples of the feature's mean activation
+    prompts: int = 8  # held-out prompts edited
+    selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
+    strength: float = 4.0  # sdlens / tinaz_spatial, and the oracle and random rows: x the feature's mean activation
     norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
     token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
     # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
     # against the edited and the original caption; "auto" = judge for toy/tiny models.
     scoring: str = "auto"
+
+
+@dataclass
+class EditabilityStudy:
+    """Which block edits which attribute, when: oracle, random and dictionary directions, strength sweep."""
+
+    models: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # empty = every image-stream hook of the model
+    groups: dict[str, list[str]] = field(default_factory=dict)  # unit name -> hooks edited together
+    dictionaries: list[str] = field(default_factory=list)  # their best features are tried at their hook
+    attributes: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
+    windows: dict[str, list[float]] = field(
+        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])  # x mean update norm at the cells
+    prompts: int = 8  # held-out prompts edited per attribute
+    selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
+
+
+@dataclass
+class LayoutStudy:
+    """Tinaz et al.: is the final layout predictable from the first steps' activations?"""
+
+    models: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # empty = the model's harvested hooks
+    dictionaries: list[str] = field(default_factory=list)  # their best feature predicts the object mask
+    prompts: int = 32  # held-out prompts scored
+    selection_prompts: int = 96  # train-split prompts the probes, features and thresholds are fit on
+
+
+@dataclass
+class TrainingStudy:
+    """Convergence of the dictionaries' training (FVU and dead fraction against tokens seen)."""
+
+    dictionaries: list[str] = field(default_factory=list)  # empty = every dictionary
 
 
 @dataclass
@@ -131,7 +179,13 @@ class StudiesSection:
     transfer: TransferStudy | None = None
     compare: CompareStudy | None = None
     windows: WindowsStudy | None = None
+    editability: EditabilityStudy | None = None
+    layout: LayoutStudy | None = None
+    training: TrainingStudy | None = None
     atlas: AtlasStudy | None = None
+
+
+STUDY_NAMES = tuple(f.name for f in dataclasses.fields(StudiesSection))
 
 
 @dataclass
@@ -334,18 +388,104 @@ def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> N
         from .validate import read_prompt_file
 
         file = resolve_relative(prompts.file, path)
-        if not read_prompt_file(file, source):
+        if file.suffix.lower() in TABLE_SUFFIXES:
+            if not file.exists():
+                raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
+            _check_table(file, prompts.column, source, "prompts.file")
+        elif not read_prompt_file(file, source):  # names a folder, a missing or a non-UTF-8 file
             raise _fail(source, "prompts.file", f"{file} has no prompts (one prompt per line)")
+    if prompts.source == "dataset":
+        _check_dataset(prompts, source, path)
+    _positive(source, "prompts.shuffle_buffer", prompts.shuffle_buffer)
+
+
+# Local tables read with polars; anything else named by `dataset` goes through `datasets`.
+TABLE_SUFFIXES = (".parquet", ".jsonl", ".csv")
+
+
+def _check_dataset(prompts: PromptsSection, source: str, path: Path | None) -> None:
+    """A dataset source is checked without downloading: local files by their schema, Hub ids by form."""
+    if not prompts.dataset:
+        raise _fail(source, "prompts.dataset", "is required when prompts.source = 'dataset' (a Hugging Face "
+                    "dataset id such as 'laion/laion-coco', a local folder, or a .parquet/.jsonl/.csv file)")
+    if not prompts.column:
+        raise _fail(source, "prompts.column", "is required when prompts.source = 'dataset': the column that "
+                    "holds the captions (e.g. 'top_caption' for LAION-COCO)")
+    local = resolve_relative(prompts.dataset, path)
+    if local.is_file():
+        if local.suffix.lower() not in TABLE_SUFFIXES:
+            raise _fail(source, "prompts.dataset", f"{local}: a local file must be .parquet, .jsonl or .csv")
+        _check_table(local, prompts.column, source, "prompts.dataset")
+    elif not local.exists() and (local.suffix.lower() in TABLE_SUFFIXES or not _looks_like_hub_id(prompts.dataset)):
+        raise _fail(source, "prompts.dataset", f"{local} does not exist, and {prompts.dataset!r} is not a Hugging Face "
+                    "dataset id ('owner/name')")
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
+    """A local .parquet/.jsonl/.csv must name its caption column, and hold it (schema only, no full read)."""
+    from studies.prompt_sources import table_columns
+
+    if not column:
+        raise _fail(source, "prompts.column", f"is required to read captions from {file.name} (one of its columns)")
+    try:
+        columns = table_columns(file)
+    except Exception as error:  # polars raises its own error kinds for unreadable files
+        raise _fail(source, key, f"{file} cannot be read as {file.suffix[1:]}: {error}") from None
+    if column not in columns:
+        close = difflib.get_close_matches(column, columns, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{hint} Columns: {', '.join(columns)}")
 
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:
     studies = config.studies
-    for study_name in ("transfer", "windows", "atlas"):
+    for study_name in ("transfer", "windows", "editability", "layout", "training", "atlas"):
         study = getattr(studies, study_name)
         if study is None:
             continue
         for i, name in enumerate(study.dictionaries):
-            _one_of(source, f"studies.{study_name}.dictionaries[{i}]", name, dictionaries)
+            # windows edits several blocks at once with "a+b": one dictionary per hook
+            parts = name.split("+") if study_name == "windows" else [name]
+            for part in parts:
+                _one_of(source, f"studies.{study_name}.dictionaries[{i}]", part, dictionaries)
+            if len(parts) > 1:
+                entries = [config.dictionary(p) for p in parts]
+                if len({e.model for e in entries}) > 1 or len({e.hook for e in entries}) < len(entries):
+                    raise _fail(source, f"studies.{study_name}.dictionaries[{i}]",
+                                f"{name!r}: dictionaries edited together must share a model and sit on different hooks")
+    for study_name in ("editability", "layout"):
+        study = getattr(studies, study_name)
+        if study is None:
+            continue
+        key = f"studies.{study_name}"
+        if not study.models:
+            raise _fail(source, f"{key}.models", "is empty; name the model entries to study")
+        for i, name in enumerate(study.models):
+            _one_of(source, f"{key}.models[{i}]", name, models)
+        _positive(source, f"{key}.prompts", study.prompts)
+        _positive(source, f"{key}.selection_prompts", study.selection_prompts)
+        if config.prompts.source != "toyworld":
+            raise _fail(source, key, "needs toy-world prompts (prompts.source = 'toyworld'): it is scored "
+                        "against each scene's ground truth")
+    if studies.editability is not None:
+        e = studies.editability
+        _check_windows(source, "studies.editability.windows", e.windows)
+        for i, attribute in enumerate(e.attributes):
+            _one_of(source, f"studies.editability.attributes[{i}]", attribute, EDIT_ATTRIBUTES)
+        if not e.strengths:
+            raise _fail(source, "studies.editability.strengths", "is empty; give strengths such as [1, 2, 4, 8]")
+        for i, strength in enumerate(e.strengths):
+            if not math.isfinite(strength) or strength <= 0:
+                raise _fail(source, f"studies.editability.strengths[{i}]",
+                            f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
+        for unit, hooks in e.groups.items():
+            if not hooks:
+                raise _fail(source, f"studies.editability.groups.{unit}", "is empty; list the hooks edited together")
     if studies.transfer is not None:
         for i, name in enumerate(studies.transfer.models):
             _one_of(source, f"studies.transfer.models[{i}]", name, models)
@@ -362,10 +502,7 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
                 raise _fail(source, key, f"{pair[0]!r} and {pair[1]!r} must be fit on the same model and hook")
     if studies.windows is not None:
         w = studies.windows
-        for name, window in w.windows.items():
-            key = f"studies.windows.windows.{name}"
-            if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-                raise _fail(source, key, f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+        _check_windows(source, "studies.windows.windows", w.windows)
         for i, style in enumerate(w.edit_styles):
             _one_of(source, f"studies.windows.edit_styles[{i}]", style, EDIT_STYLES)
         for i, edit in enumerate(w.edits):
@@ -378,6 +515,15 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
     if studies.atlas is not None:
         _positive(source, "studies.atlas.top_features", studies.atlas.top_features)
         _positive(source, "studies.atlas.images_per_feature", studies.atlas.images_per_feature)
+
+
+def _check_windows(source: str, key: str, windows: dict[str, list[float]]) -> None:
+    if not windows:
+        raise _fail(source, key, "is empty; give at least one window, e.g. { early = [0.6, 1.0] }")
+    for name, window in windows.items():
+        if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
+            raise _fail(source, f"{key}.{name}",
+                        f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
 
 
 def resolve_relative(file: str, config_path: Path | None) -> Path:

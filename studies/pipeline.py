@@ -24,6 +24,9 @@ class StudyKind:
 def _kinds() -> dict[str, StudyKind]:
     from .atlas import run_atlas
     from .compare import plot_compare, run_compare
+    from .editability import plot_editability, run_editability
+    from .layout import plot_layout, run_layout
+    from .training import plot_training, run_training
     from .transfer import plot_transfer, run_transfer
     from .windows import plot_windows, run_windows
 
@@ -37,16 +40,38 @@ def _kinds() -> dict[str, StudyKind]:
             run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice")),
         "compare": StudyKind(
             "SAE vs ITDA",
-            "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment: "
-            "for every ground-truth concept the best single feature's AUROC per location, with the block's raw "
-            "channels and random directions as baselines.",
-            run_compare, plot_compare, ("compare_metrics", "compare_alignment")),
+            "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment "
+            "per ground-truth concept: each method's feature and threshold are chosen on train prompts and scored on "
+            "held-out prompts (AUROC, F1, precision, recall; k-sparse probing with k = 1, 2, 4, 8), beside the floor "
+            "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
+            "a logistic probe on all channels).",
+            run_compare, plot_compare,
+            ("compare_metrics", "compare_alignment", "compare_sparse_probing", "compare_alignment_by_t")),
         "windows": StudyKind(
             "Timestep-window interventions",
             "Edits of one concept made with dictionary features inside one time window at a time, in the edit "
-            "styles of the papers. Success: the judge sees the target concept; preservation: the other attributes "
-            "the judge read correctly before the edit are still correct.",
+            "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
+            "same window. Success is strict (position: the object left its place; background: the objects kept "
+            "their colour); clean success also keeps every attribute that was right before the edit.",
             run_windows, plot_windows, ("windows",)),
+        "editability": StudyKind(
+            "Editability map",
+            "Which block edits which attribute, and when: per attribute, hook (or group of hooks), time window and "
+            "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
+            "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
+            "features, on held-out prompts.",
+            run_editability, plot_editability, ("editability", "editability_best")),
+        "layout": StudyKind(
+            "Layout from early steps",
+            "At each denoising step, the final image's object mask predicted from the hook's activations (a probe on "
+            "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
+            "caption alone gives and what another seed's image of the same caption gives.",
+            run_layout, plot_layout, ("layout",)),
+        "training": StudyKind(
+            "Dictionary training",
+            "FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
+            "less than 5% over its last tenth.",
+            run_training, plot_training, ("training_curves", "training_summary")),
         "atlas": StudyKind(
             "Feature atlas",
             "Top features of each dictionary with their top-activating held-out images; red marks where the "

@@ -88,7 +88,7 @@ class Run:
     # ---- shared objects ----------------------------------------------------------------------
     @cached_property
     def prompts(self) -> list[Prompt]:
-        return study_prompts(self.config.prompts, self.config.path)
+        return study_prompts(self.config.prompts, self.config.path, cache=self.root)
 
     def adapter(self, model: str):
         """The loaded adapter of a model entry (loaded once per run)."""

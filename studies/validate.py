@@ -40,7 +40,7 @@ def _fail(source: str, key: str, message: str) -> ConfigError:
 def validate_config(config: StudyConfig, source: str, path: Path | None) -> None:
     """Every check that needs no model: names, out, numbers, windows, strengths, options, prompts, device."""
     _check_names(config, source)
-    _check_out(config, source)
+    check_out(config.out, source)
     _check_finite(config, source, "", config)
     _check_intervals_and_strengths(config.studies, source, "studies")
     _check_models(config, source)
@@ -78,18 +78,22 @@ def _check_names(config: StudyConfig, source: str) -> None:
                 check_name(window, source, f"studies.{study.name}.windows.{window}")
 
 
-def _check_out(config: StudyConfig, source: str) -> None:
-    if not config.out.strip():
-        raise _fail(source, "out", "is empty; give the folder that receives the run, e.g. out = \"runs/my-study\"")
-    if "\0" in config.out:
-        raise _fail(source, "out", "contains a NUL character; give a plain folder path")
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise _fail(source, "out", f"{out} is a file, not a folder; choose another `out` or move that file")
-    for parent in out.parents:  # a file where a parent folder belongs: mkdir would fail later
+def check_out(out: str, source: str, key: str = "out") -> None:
+    """`out` (or --out) is a non-empty path of a folder that is, or can be, created."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+    if not out.strip():
+        raise fail("is empty; give the folder that receives the run, e.g. out = \"runs/my-study\"")
+    if "\0" in out:
+        raise fail("contains a NUL character; give a plain folder path")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise fail(f"{path} is a file, not a folder; choose another `out` or move that file")
+    for parent in path.parents:  # a file where a parent folder belongs: mkdir would fail later
         if parent.exists():
             if not parent.is_dir():
-                raise _fail(source, "out", f"{parent} is a file, so {out} cannot be created; choose another `out`")
+                raise fail(f"{parent} is a file, so {path} cannot be created; choose another `out`")
             break
 
 

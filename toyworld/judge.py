@@ -37,6 +37,7 @@ class JudgedObject:
     cx: float
     cy: float
     area: int
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)  # (H, W) bool pixels
 
 
 @dataclass
@@ -193,7 +194,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
         position = min(ANCHORS, key=lambda p: (ANCHORS[p][0] - cx) ** 2 + (ANCHORS[p][1] - cy) ** 2)
         objects.append(JudgedObject(
             colour=colour, shape=_shape_of(mask, box), size="large" if side >= LARGE_SIDE else "small",
-            position=position, cx=cx, cy=cy, area=area,
+            position=position, cx=cx, cy=cy, area=area, mask=mask,
         ))
     return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects)
 

@@ -6,7 +6,7 @@ SDXL-style U-Net has three levels so that down.2 / mid / up.0 run at 8x8; the Fl
 halves it twice (latents 16x16x16, as real Flux has 16 latent channels) and Flux packs 2x2
 latent patches into an 8x8 grid of image tokens, the issue's minimum. That grid keeps the
 transformer's attention cheap enough for a width of 256, which is what lets it draw shapes
-(toyworld/README.md: width, not the token grid, moved shape in the pilots).
+(toyworld/README.md, "What mattered": width, not the token grid, moved shape).
 
 The text encoders are used the way the pipelines use them, which training must copy
 exactly (`encode_sdxl`, `encode_flux`): SDXL takes the penultimate hidden states of both

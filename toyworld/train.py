@@ -58,8 +58,9 @@ class TrainConfig:
     base_guidance: float = 3.0  # the teacher's CFG scale, also base's default
     base_steps: int = 25
     flux_steps: int = 4
-    # flux_distill: true-CFG scale of the teacher's samples. The session-11 Flux at 8 steps drew
-    # shapes 68.7% right guidance-free, 84.7 with CFG 2, 89.5 with 3, 89.7 with 4 (256 captions).
+    # flux_distill: true-CFG scale of the teacher's samples. An earlier checkpoint of the shipped
+    # Flux's teacher, sampled over 8 steps, drew shapes 68.7% right guidance-free, 84.7 with
+    # CFG 2, 89.5 with 3, 89.7 with 4 (256 captions).
     flux_teacher_guidance: float = 3.0
     flux_teacher_steps: int = 8  # flux_distill: Euler steps of the teacher's samples
     offset_noise: float = 0.1  # base: std of a per-image, per-channel constant added to the noise
@@ -85,9 +86,9 @@ class TrainConfig:
 
 
 # Presets. "gpu": the step counts of a CUDA run. "cpu": a from-scratch run that fits the
-# 4-hour budget of this 2-core machine by wall-clock caps (185 min of optimisation; measured
-# end to end in sessions 6-7: 225 min with the teachers' samples, latents, rendering and
-# export, base running 10 min over its cap before caps were refitted); each stage runs as
+# 4-hour budget of this 2-core machine by wall-clock caps (190 min of optimisation; measured
+# end to end with the earlier width-128 Flux: 225 min with the teachers' samples, latents,
+# rendering and export, base running 10 min over its cap before caps were refitted); each stage runs as
 # many steps as its cap allows, fitted at its 80th step and refitted every checkpoint
 # interval from the recent rate (only ever shortened; the cosine schedule follows).
 PRESETS: dict[str, dict] = {

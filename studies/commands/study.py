@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from studies.config import STUDY_NAMES
+
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
     "check": "resolve a config (models on the meta device, hooks, dims, dictionaries): no download, no generation",
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, help_text in STAGES.items():
         parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         parser.add_argument("config", help="a study config (TOML), e.g. configs/quickstart.toml")
+        parser.add_argument("--out", default=None, metavar="DIR", help="the run folder (default: the config's `out`)")
         if name != "check":
             parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -34,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 help="delete and re-harvest a store that was harvested with other settings")
         if name == "study":
             parser.add_argument("--only", action="append", default=None, metavar="STUDY",
-                                help="transfer, compare, windows or atlas (repeatable; default: every configured one)")
+                                help=f"{', '.join(STUDY_NAMES)} (repeatable; default: every configured one)")
         parser.set_defaults(func=_run, stage=name)
 
 
@@ -43,9 +46,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from studies.check import check_config
 
-    from studies.validate import check_device
+    from studies.validate import check_device, check_out
 
     config = load_config(args.config)
+    if args.out is not None:
+        check_out(args.out, "--out", "")
+        config.out = args.out
     if args.stage != "check":  # the device exists and is free to use, before any model is loaded
         check_device(args.device, "--device") if args.device else check_device(config.device, f"{config.path}: device")
     lines = check_config(config, device=getattr(args, "device", None))  # every stage resolves the whole config first

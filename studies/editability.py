@@ -1,0 +1,200 @@
+"""Editability map: which block (or group of blocks) edits which attribute, when, and how strongly.
+
+For every attribute, hook unit (a single hook or a configured group), time window and
+strength, each held-out prompt is edited by adding one direction per region (studies/edits.py):
+the concepts' diff-in-means (oracle, the ceiling), a random direction of the same norm (the
+floor), and, on hooks that have one, each dictionary's best distinct features. The norm is
+`strength` x the block's mean update norm at the edited cells (selection prompts, in the
+window), the same for every method. Directions, features and norms come from selection
+(train-split) prompts; edits are judged on held-out prompts.
+
+Tables:
+  editability       model, unit, hooks, attribute, window, t_low, t_high, steps_in_window, method, kind,
+                    strength, prompt_id, success, clean_success, feature_rank
+  editability_best  model, unit, attribute, window, method, kind, best_strength, success, clean_success, prompts
+                    (best = the strength of the sweep with the highest clean success, for every method alike)
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm.auto import tqdm
+
+from .alignment import distinct_features
+from .concepts import dense_codes
+from .edits import DICTIONARY, ORACLE, RANDOM, Variant, concept_means, concept_norms, interventions_for, judge_edit, \
+    plans_for, region_direction
+from .labelled import labelled_set
+from .run import Run
+
+BATCH_LIMIT = 96  # edited images per generate call
+
+
+def attribute_groups(concepts: list[str]) -> list[list[int]]:
+    """Concept indices grouped by attribute (the values that must not share a feature)."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(concepts):
+        groups.setdefault(name.split(":")[0], []).append(i)
+    return list(groups.values())
+
+
+def dictionary_atoms(run: Run, name: str, tokens) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """(concept -> atom of its distinct best feature, concept -> rank of that feature) on selection tokens."""
+    dictionary = run.dictionary(name)
+    codes = dense_codes(dictionary, tokens.x)
+    chosen = distinct_features(codes, tokens.targets, attribute_groups(tokens.concepts))
+    atoms = dictionary.atoms.detach().float().cpu()
+    return ({tokens.concepts[c]: atoms[f] for c, (f, _) in chosen.items()},
+            {tokens.concepts[c]: rank for c, (_, rank) in chosen.items()})
+
+
+def hook_units(run: Run, model: str) -> dict[str, list[str]]:
+    """unit name -> hooks: every configured single hook, then every configured group."""
+    study = run.config.studies.editability
+    hooks = study.hooks or image_attention_hooks(run, model)
+    return {**{h: [h] for h in hooks}, **study.groups}
+
+
+def image_attention_hooks(run: Run, model: str) -> list[str]:
+    """Every image-stream hook point of the model (text-stream `.txt` hooks carry no grid cells)."""
+    adapter = run.adapter(model)
+    return [name for name in adapter.hook_points if not name.endswith(".txt")]
+
+
+def run_editability(run: Run) -> dict[str, pl.DataFrame]:
+    study = run.config.studies.editability
+    rows = []
+    for model in study.models:
+        units = hook_units(run, model)
+        all_hooks = sorted({h for hooks in units.values() for h in hooks})
+        selection = labelled_set(run, model, all_hooks, "selection", study.selection_prompts)
+        scoring = labelled_set(run, model, [], "scoring", study.prompts)
+        entry = run.config.model(model)
+        adapter = run.adapter(model)
+        grids = {h: adapter.hook_point(h).grid(entry.height or adapter.defaults.height,
+                                               entry.width or adapter.defaults.width) for h in all_hooks}
+        from toyworld.judge import judge
+
+        originals = [judge(image) for image in scoring.images]
+        dictionaries = {run.config.dictionary(n).hook: n for n in study.dictionaries
+                        if run.config.dictionary(n).model == model}
+        jobs = [(a, u, w) for a in study.attributes for u in units for w in study.windows]
+        for attribute, unit, window in tqdm(jobs, desc=f"editability {model}", disable=not run.progress):
+            low, high = study.windows[window]
+            steps = sum(low <= t <= high for t in selection.step_t)
+            if steps == 0:
+                continue  # the window holds no denoising step of this model (e.g. late, for 1-step Turbo)
+            plans = plans_for(scoring.prompts, attribute)
+            variants = _variants(run, plans, units[unit], selection, (low, high), study.strengths,
+                                 {h: dictionaries[h] for h in units[unit] if h in dictionaries})
+            for start in range(0, len(variants), BATCH_LIMIT):
+                chunk = variants[start:start + BATCH_LIMIT]
+                images = run.generate(model, [scoring.prompts[v.plan.prompt_index].text for v in chunk],
+                                      [run.config.prompts.seeds[0]] * len(chunk),
+                                      interventions=interventions_for(chunk, {h: grids[h] for h in units[unit]},
+                                                                      (low, high))).images
+                for variant, image in zip(chunk, images):
+                    index = variant.plan.prompt_index
+                    success, clean, _ = judge_edit(variant.plan, scoring.prompts[index].scene, originals[index], image)
+                    rows.append({"model": model, "unit": unit, "hooks": ",".join(units[unit]),
+                                 "attribute": attribute, "window": window, "t_low": low, "t_high": high,
+                                 "steps_in_window": steps, "method": variant.method,
+                                 "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
+                                 "strength": variant.strength, "prompt_id": scoring.prompts[index].id,
+                                 "success": float(success), "clean_success": float(clean),
+                                 "feature_rank": variant.feature_rank})
+    table = pl.DataFrame(rows, infer_schema_length=None)
+    return {"editability": table, "editability_best": best_strengths(table)}
+
+
+def _variants(run: Run, plans, hooks: list[str], selection, t_range: tuple[float, float],
+              strengths: list[float], dictionaries: dict[str, str]) -> list[Variant]:
+    """Every (plan, method, strength) edit of one unit in one window, with its scaled vectors."""
+    low, high = t_range
+    per_hook = {}
+    for hook in hooks:
+        tokens = selection.tokens(hook)
+        window = tokens.rows((tokens.t >= low) & (tokens.t <= high))
+        per_hook[hook] = (concept_means(window.x, window.targets, window.concepts),
+                          concept_norms(window.x, window.targets, window.concepts), window.x.shape[1])
+    methods: dict[str, tuple[dict, dict] | None] = {ORACLE: None, RANDOM: None}
+    if len(hooks) == 1 and hooks[0] in dictionaries:  # a group has no single dictionary
+        name = dictionaries[hooks[0]]
+        methods[name] = dictionary_atoms(run, name, selection.tokens(hooks[0]))
+    variants = []
+    for method, features in methods.items():
+        for plan in plans:
+            unit_vectors = _plan_directions(plan, hooks, per_hook, method, features)
+            if unit_vectors is None:
+                continue
+            rank = max((features[1][c] for r in plan.regions for c in (r.source, r.target)), default=None) \
+                if features else None
+            for strength in strengths:
+                vectors = {hook: [v * strength for v in vs] for hook, vs in unit_vectors.items()}
+                variants.append(Variant(plan, method, float(strength), vectors, rank))
+    return variants
+
+
+def _plan_directions(plan, hooks: list[str], per_hook: dict, method: str,
+                     features: tuple[dict, dict] | None) -> dict[str, list[torch.Tensor]] | None:
+    """hook -> per region, the method's direction scaled to the reference norm (strength 1); None
+    when the method has no direction for one of the plan's concepts."""
+    out = {}
+    for hook in hooks:
+        means, norms, d = per_hook[hook]
+        vectors = []
+        for r, region in enumerate(plan.regions):
+            seed = zlib.crc32(f"{hook}/{plan.attribute}/{plan.prompt_index}/{r}".encode())
+            direction = region_direction(DICTIONARY if features else method, region, means=means,
+                                         atoms=features[0] if features else None, d=d, seed=seed)
+            if direction is None or region.source not in norms:
+                return None
+            vectors.append(direction * norms[region.source])
+        out[hook] = vectors
+    return out
+
+
+def best_strengths(table: pl.DataFrame) -> pl.DataFrame:
+    """Per model, unit, attribute, window and method: the sweep's strength with the best clean success."""
+    if table.is_empty():
+        return table
+    keys = ["model", "unit", "attribute", "window", "method", "kind"]
+    dose = table.group_by([*keys, "strength"]).agg(pl.col("success").mean(), pl.col("clean_success").mean(),
+                                                     pl.len().alias("prompts"))
+    return (dose.sort(["clean_success", "success", "strength"], descending=[True, True, False])
+            .group_by(keys, maintain_order=True).first()
+            .rename({"strength": "best_strength"}).sort(keys))
+
+
+def plot_editability(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
+    from analysis.plots import heatmap, line_plot
+
+    best = tables["editability_best"]
+    plots = []
+    if best.is_empty():
+        return plots
+    for (model, window), group in best.group_by(["model", "window"], maintain_order=True):
+        for method in (ORACLE, RANDOM):
+            subset = group.filter(pl.col("method") == method)
+            if subset.is_empty():
+                continue
+            path = heatmap(subset, "unit", "attribute", "success",
+                           run.plot_path(f"editability_{model}_{window}_{method}"),
+                           f"{model}, {window}: {method} success at its best strength")
+            plots.append((f"Editability map, {model}, {window} window: {method} direction", path))
+    table = tables["editability"]
+    # Dose-response at each attribute's best unit for the oracle.
+    oracle = best.filter(pl.col("method") == ORACLE).sort("success", descending=True)
+    for (model, attribute), group in oracle.group_by(["model", "attribute"], maintain_order=True):
+        top = group.row(0, named=True)
+        dose = (table.filter((pl.col("model") == model) & (pl.col("attribute") == attribute)
+                             & (pl.col("unit") == top["unit"]) & (pl.col("window") == top["window"]))
+                .group_by(["method", "strength"]).agg(pl.col("success").mean()).sort("strength"))
+        path = line_plot(dose, "strength", "success", "method",
+                         run.plot_path(f"editability_dose_{model}_{attribute}"),
+                         f"{model} {attribute} at {top['unit']} ({top['window']}): success against strength")
+        plots.append((f"Dose-response, {model}, {attribute} at {top['unit']}", path))
+    return plots

@@ -1,0 +1,178 @@
+"""Layout from early steps (Tinaz et al.): is the final image's layout readable before it is drawn?
+
+At every denoising step, the hook's activations predict the final image's layout per grid
+cell: object or background (foreground IoU), and which of the caption's objects
+(object IoU, the mean over the caption's objects). Predictors, fit on selection (train-split)
+prompts per step and scored on held-out prompts:
+  probe       a logistic regression on all channels (binary for the foreground, multinomial
+              background / first object / second object for the objects)
+  dictionary  each listed dictionary's single best feature for the foreground, with its
+              selection threshold (foreground only)
+The truth is the judge's reading of the final image (its objects' pixel masks, matched to
+the caption's objects). Baselines, the same for every step:
+  caption alone  the caption's objects drawn at their anchor positions: what the text says
+  other seed     the judged layout of the same caption generated from another seed
+
+Table layout: model, hook, method, kind, step, t, iou_foreground, iou_objects, prompts.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import torch
+
+from .alignment import best_f1_threshold, logistic_scores
+from .concepts import auroc_matrix, dense_codes
+from .labelled import HookTokens, labelled_set
+from .run import Run
+
+PROBE, CAPTION, OTHER_SEED = "probe", "caption alone", "other seed"
+
+
+def cell_layout(masks: list[np.ndarray | None], grid: tuple[int, int]) -> np.ndarray:
+    """(h*w,) int: 0 = background, i + 1 = the i-th object, for cells at least half covered by it.
+
+    masks: one (H, W) bool pixel mask per caption object (None when the object is missing).
+    """
+    h, w = grid
+    layout = np.zeros(h * w, dtype=np.int64)
+    best = np.zeros(h * w)
+    for i, mask in enumerate(masks):
+        if mask is None:
+            continue
+        size = mask.shape[0]
+        share = mask.reshape(h, size // h, w, size // w).mean(axis=(1, 3)).reshape(-1)
+        wins = (share >= 0.5) & (share > best)
+        layout[wins], best[wins] = i + 1, share[wins]
+    return layout
+
+
+def judged_masks(scene, image) -> list[np.ndarray | None]:
+    """The judge's pixel mask of each caption object in an image (None where it found none)."""
+    from toyworld.judge import judge, match_objects
+
+    return [o.mask if o is not None else None for o in match_objects(scene, judge(image).objects)]
+
+
+def caption_masks(scene) -> list[np.ndarray]:
+    """Each caption object drawn at its anchor: the layout the text alone gives."""
+    from toyworld.render import object_mask
+    from toyworld.scenes import ANCHORS
+
+    return [object_mask(dataclasses.replace(o, cx=ANCHORS[o.position][0], cy=ANCHORS[o.position][1])).astype(bool)
+            for o in scene.objects]
+
+
+def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of two boolean cell masks; two empty masks agree fully."""
+    union = (predicted | truth).sum()
+    return float((predicted & truth).sum() / union) if union else 1.0
+
+
+def layout_ious(predicted: np.ndarray, truth: np.ndarray, objects: int) -> tuple[float, float]:
+    """(foreground IoU, mean object IoU) of one prompt's cell layouts (h*w,) int."""
+    foreground = iou(predicted > 0, truth > 0)
+    per_object = [iou(predicted == i + 1, truth == i + 1) for i in range(objects)]
+    return foreground, float(np.mean(per_object)) if per_object else float("nan")
+
+
+def mean_ious(predicted: np.ndarray, truth: np.ndarray, prompts: list) -> tuple[float, float]:
+    """Mean (foreground, object) IoU over prompts; predicted and truth (prompts, h*w) int."""
+    pairs = [layout_ious(predicted[i], truth[i], len(p.scene.objects)) for i, p in enumerate(prompts)]
+    return float(np.mean([a for a, _ in pairs])), float(np.nanmean([b for _, b in pairs]))
+
+
+def _step_rows(tokens: HookTokens, step: int) -> HookTokens:
+    return tokens.rows(tokens.step == step)
+
+
+def probe_layout(selection: HookTokens, sel_truth: np.ndarray, scoring: HookTokens, seed: int) -> np.ndarray:
+    """(prompts, h*w) predicted layout of the scoring tokens of one step, from probes fit on selection."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, xh = selection.x.numpy(), scoring.x.numpy()
+    labels = sel_truth[selection.prompt_index, selection.location]
+    foreground_train, foreground_test = logistic_scores(xs, labels > 0, xh, seed)
+    threshold, _ = best_f1_threshold(foreground_train, labels > 0)
+    predicted = np.zeros(len(xh), dtype=np.int64)
+    is_object = foreground_test > threshold
+    if len(np.unique(labels[labels > 0])) > 1:
+        mean, scale = xs.mean(0), xs.std(0) + 1e-6
+        which = LogisticRegression(max_iter=300).fit((xs[labels > 0] - mean) / scale, labels[labels > 0])
+        predicted[is_object] = which.predict((xh[is_object] - mean) / scale)
+    else:
+        predicted[is_object] = 1
+    return predicted.reshape(-1, scoring.grid[0] * scoring.grid[1])
+
+
+def feature_layout(sel_codes: np.ndarray, sel_foreground: np.ndarray, held_codes: np.ndarray,
+                   cells: int) -> np.ndarray:
+    """(prompts, h*w) foreground predicted by the single best feature (chosen and thresholded on selection)."""
+    auc = np.nan_to_num(auroc_matrix(sel_codes, sel_foreground[:, None])[:, 0], nan=-np.inf)
+    feature = int(np.argmax(auc))
+    threshold, _ = best_f1_threshold(sel_codes[:, feature], sel_foreground)
+    return (held_codes[:, feature] > threshold).astype(np.int64).reshape(-1, cells)
+
+
+def run_layout(run: Run) -> dict[str, pl.DataFrame]:
+    study = run.config.studies.layout
+    rows = []
+    seed = run.config.prompts.seeds[0]
+    for model in study.models:
+        hooks = study.hooks or run.config.hooks_of(model)
+        selection = labelled_set(run, model, hooks, "selection", study.selection_prompts)
+        scoring = labelled_set(run, model, hooks, "scoring", study.prompts)
+        other = run.generate(model, [p.text for p in scoring.prompts], [seed + 1] * len(scoring.prompts)).images
+        sel_masks = [judged_masks(p.scene, image) for p, image in zip(selection.prompts, selection.images)]
+        held_masks = [judged_masks(p.scene, image) for p, image in zip(scoring.prompts, scoring.images)]
+        other_masks = [judged_masks(p.scene, image) for p, image in zip(scoring.prompts, other)]
+        dictionaries = [n for n in study.dictionaries if run.config.dictionary(n).model == model]
+        for hook in hooks:
+            sel_tokens, held_tokens = selection.tokens(hook), scoring.tokens(hook)
+            grid = held_tokens.grid
+            sel_truth = np.stack([cell_layout(m, grid) for m in sel_masks])
+            truth = np.stack([cell_layout(m, grid) for m in held_masks])
+            base = {"model": model, "hook": hook, "prompts": len(scoring.prompts)}
+            for method, masks in ((CAPTION, [caption_masks(p.scene) for p in scoring.prompts]),
+                                  (OTHER_SEED, other_masks)):
+                predicted = np.stack([cell_layout(m, grid) for m in masks])
+                fg, obj = mean_ious(predicted, truth, scoring.prompts)
+                rows.append({**base, "method": method, "kind": "baseline", "step": None, "t": None,
+                             "iou_foreground": fg, "iou_objects": obj})
+            codes = {n: (dense_codes(run.dictionary(n), sel_tokens.x), dense_codes(run.dictionary(n), held_tokens.x))
+                     for n in dictionaries if run.config.dictionary(n).hook == hook}
+            for step in np.unique(held_tokens.step):
+                at_sel, at_held = sel_tokens.step == step, held_tokens.step == step
+                sel_step, held_step = sel_tokens.rows(at_sel), held_tokens.rows(at_held)
+                t = float(held_step.t[0])
+                fg, obj = mean_ious(probe_layout(sel_step, sel_truth, held_step, run.config.seed), truth,
+                                    scoring.prompts)
+                rows.append({**base, "method": PROBE, "kind": "probe", "step": int(step), "t": t,
+                             "iou_foreground": fg, "iou_objects": obj})
+                sel_foreground = sel_truth[sel_step.prompt_index, sel_step.location] > 0
+                for name, (sel_codes, held_codes) in codes.items():
+                    predicted = feature_layout(sel_codes[at_sel], sel_foreground, held_codes[at_held], grid[0] * grid[1])
+                    fg, _ = mean_ious(predicted, truth, scoring.prompts)
+                    rows.append({**base, "method": name, "kind": "dictionary", "step": int(step), "t": t,
+                                 "iou_foreground": fg, "iou_objects": None})
+    return {"layout": pl.DataFrame(rows, infer_schema_length=None)}
+
+
+def plot_layout(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
+    from analysis.plots import lines_with_references
+
+    table = tables["layout"]
+    plots = []
+    for (model, hook), group in table.group_by(["model", "hook"], maintain_order=True):
+        curves = group.filter(pl.col("step").is_not_null()).sort("t")
+        references = {row["method"]: row["iou_foreground"]
+                      for row in group.filter(pl.col("step").is_null()).iter_rows(named=True)}
+        path = lines_with_references(curves, "t", "iou_foreground", "method", references,
+                                     run.plot_path(f"layout_{model}_{hook}".replace("/", "_")),
+                                     f"{model} {hook}: final layout predicted at each step",
+                                     xlabel="t of the step (1 = pure noise)", ylabel="foreground IoU with the final image",
+                                     invert_x=True)
+        plots.append((f"Layout from early steps, {model} {hook}: IoU against t, baselines as lines", path))
+    return plots

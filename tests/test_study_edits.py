@@ -1,0 +1,76 @@
+"""Edit plans, strict judging and batched per-prompt directions, on rendered toy scenes."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from studies.edits import Variant, interventions_for, judge_edit, plan_edit
+from toyworld.judge import judge
+from toyworld.render import render
+from toyworld.scenes import ANCHORS, Scene, SceneObject
+
+CIRCLE = SceneObject(shape="circle", colour="red", size="large", position="left", cx=14, cy=32, half=12)
+SCENE = Scene(objects=(CIRCLE,), background="black", style="flat", seed=0)
+
+
+def _image(scene: Scene) -> np.ndarray:
+    return render(scene).image
+
+
+def _judged(plan, image):
+    return judge_edit(plan, SCENE, judge(_image(SCENE)), image)
+
+
+def test_colour_edit_succeeds_cleanly_only_when_the_colour_changed():
+    plan = plan_edit(SCENE, "colour", 0)
+    assert (plan.source_value, plan.target_value) == ("red", "yellow")
+    assert _judged(plan, _image(plan.expected_scene))[:2] == (True, True)
+    assert _judged(plan, _image(SCENE))[:2] == (False, False)
+    # Right colour but the shape broke: success, not clean success.
+    broken = dataclasses.replace(plan.expected_scene, objects=(dataclasses.replace(plan.expected_scene.objects[0],
+                                                                                   shape="square"),))
+    success, clean, preservation = _judged(plan, _image(broken))
+    assert success and not clean and preservation < 1.0
+
+
+def test_position_success_needs_the_object_gone_from_its_old_place():
+    plan = plan_edit(SCENE, "position", 0)
+    assert plan.target_value == "right" and len(plan.regions) == 2
+    assert plan.source.target == "background:black" and plan.target.source == "background:black"
+    assert _judged(plan, _image(plan.expected_scene))[0]
+    # A second blob at the target while the object stays: the old "success" that a random direction met.
+    moved = plan.expected_scene.objects[0]
+    both = dataclasses.replace(SCENE, objects=(CIRCLE, moved))
+    assert not _judged(plan, _image(both))[0]
+
+
+def test_background_success_needs_the_objects_to_keep_their_colour():
+    plan = plan_edit(SCENE, "background", 0)
+    assert plan.target_value == "gray"
+    assert _judged(plan, _image(plan.expected_scene))[0]
+    recoloured = dataclasses.replace(plan.expected_scene, objects=(dataclasses.replace(CIRCLE, colour="blue"),))
+    assert not _judged(plan, _image(recoloured))[0]
+
+
+def test_regions_cover_the_right_cells():
+    plan = plan_edit(SCENE, "position", 0)
+    old, new = plan.source.cells((8, 8)), plan.target.cells((8, 8))
+    assert old[4, 1] == 1 and new[4, 6] == 1 and (old * new).sum() == 0
+    ax, ay = ANCHORS["right"]
+    assert plan.expected_scene.objects[0].cx == ax and plan.expected_scene.objects[0].cy == ay
+
+
+def test_one_intervention_carries_every_variant_direction_on_its_own_row_and_cells():
+    plans = [plan_edit(SCENE, "colour", 0), plan_edit(SCENE, "position", 1)]
+    vectors = [{"h": [torch.full((4,), 1.0)]}, {"h": [torch.full((4,), 2.0), torch.full((4,), -3.0)]}]
+    variants = [Variant(p, "oracle", 1.0, v) for p, v in zip(plans, vectors)]
+    interventions = interventions_for(variants, {"h": (8, 8)}, (0.0, 1.0))
+    assert len(interventions) == 2  # two region slots; the colour plan has only the first
+    update = torch.zeros(2, 8, 8, 4)
+    total = sum(iv.change(update) for iv in interventions)
+    colour_cells = torch.as_tensor(plans[0].source.cells((8, 8))).bool()
+    assert torch.all(total[0][colour_cells] == 1.0) and torch.all(total[0][~colour_cells] == 0.0)
+    new_cells = torch.as_tensor(plans[1].target.cells((8, 8))).bool()
+    assert torch.all(total[1][new_cells] == -3.0)
