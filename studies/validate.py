@@ -271,7 +271,7 @@ def _check_prompt_counts(prompts: PromptsSection, source: str, path: Path | None
     """Train and eval are split by prompt text: at least two different prompts must be used."""
     if prompts.source == "list":
         texts, key = prompts.list[: max(prompts.count, 0)], "prompts.list"
-    elif prompts.source == "file" and prompts.file:
+    elif prompts.source == "file" and prompts.file and not prompts.file.lower().endswith((".parquet", ".jsonl", ".csv")):
         texts, key = read_prompt_file(resolve_relative(prompts.file, path), source), "prompts.file"
         texts = texts[: max(prompts.count, 0)]
     else:
