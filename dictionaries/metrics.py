@@ -2,7 +2,7 @@
 
   fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
   explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
-  l0                   mean number of nonzero code entries per token
+  l0                   mean number of distinct atoms with a nonzero (summed) coefficient per token
   dead_fraction        atoms never active on the evaluated tokens
   frequencies          (n,) fraction of tokens on which each atom is active
 """
@@ -38,12 +38,15 @@ class MetricsAccumulator:
         self.x_sq += x.pow(2).sum(0)
         self.r_sum += residual.sum(0)
         self.r_sq += residual.pow(2).sum(0)
-        active = values != 0
-        self.nonzero += int(active.sum())
         n = self.counts.numel()
-        # an atom picked twice in one row (plain matching pursuit) counts once for that token
+        # An atom picked twice in one row (matching pursuit without refit) is one active atom for
+        # that token, with the sum of its coefficients.
         rows = torch.arange(x.shape[0], device=indices.device)[:, None].expand_as(indices)
-        keys = torch.unique(rows[active] * n + indices[active])
+        keys, slot = torch.unique(rows * n + indices, return_inverse=True)
+        summed = torch.zeros(keys.numel(), dtype=torch.float64, device=keys.device)
+        summed.index_add_(0, slot.reshape(-1), values.reshape(-1).double())
+        keys = keys[summed != 0]
+        self.nonzero += keys.numel()
         self.counts += torch.bincount(keys % n, minlength=n).double()
 
     def result(self) -> dict[str, object]:

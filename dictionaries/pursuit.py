@@ -55,17 +55,23 @@ def _chunk_rows(m: int, extra_per_row: int = 0, budget: int = CHUNK_BYTES) -> in
 
 @torch.no_grad()
 def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, method: str = "matching",
-            refit: bool = True, ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+            refit: bool = True, ridge: float = 1e-6,
+            allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Code x (N, d) with L atoms each. Returns values (N, L) and indices (N, L) int64.
 
     Indices are distinct within a row when refit is on (a repeated pick is masked), so that
-    the refit is a well-posed least-squares problem.
+    the refit is a well-posed least-squares problem. `allowed` (N, m) bool restricts each row
+    to some atoms: the code is the one that row gets from its allowed atoms alone (a pick
+    outside them, made only when no allowed atom is left, carries the value 0).
     """
     if method not in METHODS:
         raise InputError(f"pursuit method must be one of {METHODS}, got {method!r}")
     m = atoms.shape[0]
     L = min(L, m)
     correlations = x @ atoms.t()  # (N, m): the one dense product
+    keep = allowed.float() if allowed is not None else None
+    # A row with fewer allowed atoms than L stops after that many picks, as it would on them alone.
+    limit = allowed.sum(1) if allowed is not None else None
     values = torch.zeros(x.shape[0], L, device=x.device)
     indices = torch.zeros(x.shape[0], L, dtype=torch.long, device=x.device)
     sub_gram = torch.zeros(x.shape[0], L, L, device=x.device)  # G restricted to each row's support, filled as we go
@@ -76,10 +82,15 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     def run(start: int) -> None:
         rows = slice(start, start + step)
         block, live = _padded_block(correlations, rows)
+        mask = keep[rows] if keep is not None else None
+        until = limit[rows] if limit is not None else None
+        if mask is not None:
+            live.mul_(mask)
         if method == "matching":
-            _matching_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit)
+            _matching_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit, mask=mask,
+                            limit=until)
         else:
-            _gradient_block(block, live, gram, values[rows], indices[rows], sub_gram[rows])
+            _gradient_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], mask=mask, limit=until)
 
     # The per-iteration ops on one chunk are small: threading inside them spends more time in
     # barriers than in work. Instead one chunk per thread, each op single-threaded (ops
@@ -97,29 +108,40 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
         for start in starts:
             run(start)
     if refit:
-        values = least_squares_refit(correlations.gather(1, indices), sub_gram, ridge)
+        targets = correlations.gather(1, indices)
+        if keep is not None:  # a pick outside the allowed atoms is decoupled and solved to 0
+            inside = keep.gather(1, indices) * (torch.arange(L, device=x.device) < limit[:, None])
+            targets = targets * inside
+            sub_gram = sub_gram * inside[:, :, None] * inside[:, None, :]
+        values = least_squares_refit(targets, sub_gram, ridge)
     return values, indices
 
 
 def _matching_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
-                    indices: torch.Tensor, sub_gram: torch.Tensor, exclude: bool) -> None:
+                    indices: torch.Tensor, sub_gram: torch.Tensor, exclude: bool,
+                    mask: torch.Tensor | None = None, limit: torch.Tensor | None = None) -> None:
     """block: (rows, padded m) correlations, corr its live (rows, m) view; updated in place."""
     L, last = values.shape[1], corr.shape[1] - 1
     for t in range(L):
         pick = argmax_abs(block).clamp_max_(last)  # an all-zero row may point into the padding
         coef = corr.gather(1, pick[:, None])  # (rows, 1)
+        if limit is not None:
+            coef = coef * (t < limit)[:, None]
         rows_of_gram = gram.index_select(0, pick)  # (rows, m)
         indices[:, t] = pick
         values[:, t] = coef[:, 0]
         sub_gram[:, t, : t + 1] = rows_of_gram.gather(1, indices[:, : t + 1])
         sub_gram[:, : t, t] = sub_gram[:, t, : t]
         corr.addcmul_(rows_of_gram, coef, value=-1.0)
+        if mask is not None:  # atoms a row may not use stay at correlation 0: never picked
+            corr.mul_(mask)
         if exclude:  # keep the support distinct; the refit gives re-picks their weight anyway
             corr.scatter_(1, indices[:, : t + 1], 0.0)
 
 
 def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
-                    indices: torch.Tensor, sub_gram: torch.Tensor) -> None:
+                    indices: torch.Tensor, sub_gram: torch.Tensor, mask: torch.Tensor | None = None,
+                    limit: torch.Tensor | None = None) -> None:
     rows, L = values.shape
     last = corr.shape[1] - 1
     support_rows = torch.empty(rows, L, gram.shape[1], device=gram.device)  # the support's Gram rows, cached per chunk
@@ -138,8 +160,12 @@ def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor,
         curvature = torch.bmm(sub_gram[:, :size, :size], direction[:, :, None])[:, :, 0]
         step = (direction * direction).sum(1) / (direction * curvature).sum(1).clamp_min(1e-30)
         update = direction * step[:, None]
+        if limit is not None:
+            update = update * (t < limit)[:, None]
         values[:, :size] += update
         corr.sub_(torch.bmm(update[:, None, :], support_rows[:, :size])[:, 0])
+        if mask is not None:
+            corr.mul_(mask)
 
 
 def least_squares_refit(targets: torch.Tensor, sub_gram: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:

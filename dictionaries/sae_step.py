@@ -9,7 +9,9 @@ product; everything a top-k code touches is sparse:
   dW_dec    sum over the tokens that fired latent j        embedding_bag over a sorted pattern
   dW_enc    same pattern, weights dpre, rows x - b_dec
 AuxK only touches the dead latents: a dense product over the (few) dead columns, or the
-same sparse path when many are dead. Adam is the fused kernel (2% of the matmul).
+same sparse path when many are dead. With no dead latent it still applies, as sdxl-unbox and
+the top-k recipe do: the auxiliary reconstruction is then b_dec alone, which the term pulls
+toward the mean residual. Adam is the fused kernel (2% of the matmul).
 
 Shapes: x (N, d); W_enc, W_dec (n, d); b_enc (n,); b_dec (d,). Every tensor made here is made
 on x's device (CPU or GPU); under torchrun with NCCL the reduced tensors are thus on the GPU.
@@ -96,7 +98,8 @@ def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead
 
     Returns (aux_loss, g_hat (N, d) grad w.r.t. the aux reconstruction, dpre (N, k') over
     `cols`, the grads dW_dec_rows / dW_enc_rows (k'-space, for `cols`), cols (global ids)).
-    Matches sdxl-unbox: loss = mse(aux_hat + b_dec, residual + b_dec) / var(residual).
+    Matches sdxl-unbox: loss = mse(aux_hat + b_dec, residual + b_dec) / var(residual). With no
+    dead latent aux_hat is 0 and only b_dec gets a gradient (through g_hat).
     `denom` (the residual's summed squared deviation) is passed in when it spans several ranks.
     """
     n_dead = dead_idx.numel()
@@ -178,7 +181,7 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
     sae.tokens_since_fired.add_(n_rows * world.size).masked_fill_(fired, 0)
     dead = sae.tokens_since_fired >= cfg.dead_tokens
 
-    use_aux = cfg.k_aux > 0 and bool(dead.any())
+    use_aux = cfg.k_aux > 0  # also with no dead latent (see the module docstring)
     residual = e.neg() if use_aux else None  # x - x_hat, the AuxK target
     g_e = e.mul_(2.0 * sae.mse_scale / (n_rows * d))  # dL/dx_hat, reuses e's storage
     dz = pattern.sampled_dots(g_e, W_dec).mul_(top > 0)  # (N, k) = dL/dpre at the selected entries

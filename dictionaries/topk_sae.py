@@ -146,9 +146,15 @@ class TopKSAE(Dictionary):
         self.norm.fit(sample)
         normed = self.norm.apply(sample)
         self.b_dec = geometric_median(normed)
+        self.set_loss_scale(normed)
+        self.initialized = True
+
+    def set_loss_scale(self, normed: torch.Tensor) -> None:
+        """mse_scale = 1 / Var from a normalised sample (N, d): the mean over all entries of the
+        squared deviation from the per-channel mean, as sdxl-unbox computes it."""
+        normed = normed.float()
         variance = float((normed - normed.mean(0)).pow(2).mean())
         self.mse_scale = 1.0 / max(variance, 1e-30)
-        self.initialized = True
 
     def _adam(self) -> torch.optim.Adam:
         if self._optimizer is None:
@@ -175,6 +181,9 @@ class TopKSAE(Dictionary):
         check_activations(x, self.d, "topk_sae.partial_fit", self.device)
         if not self.initialized:  # on the whole batch, so every rank starts from the same point
             self.initialize(distributed.gather_rows(x, world) if world is not None else x)
+        elif not self.mse_scale:  # imported weights without the loss scale they were trained with
+            whole = distributed.gather_rows(x, world) if world is not None else x
+            self.set_loss_scale(self.norm.apply(whole.float()))
         return self.train_step(x, world).as_dict()
 
     def train_step(self, x: torch.Tensor, world: World | None = None) -> StepStats:

@@ -14,7 +14,8 @@ made on selection (train-split) prompts and every number measured on held-out pr
             chance) that each method reaches
 
 Tables:
-  compare_metrics     pair, method, kind, fvu, l0, dead_fraction, n, fit_seconds, mean_auroc, mean_f1,
+  compare_metrics     pair, method, kind, fvu, l0, dead_fraction, n, fit_seconds, (ITDA) threshold,
+                      atoms_first_batch, atoms_after_first_batch, mean_auroc, mean_f1,
                       mean_f1_sparse_k{1,2,4,8}, f1_share_of_probe, auroc_share_of_probe, selection_prompts, scoring_prompts
   compare_alignment   pair, method, kind, concept, attribute, feature, selection_auroc, threshold, auroc, f1, precision, recall
   compare_sparse_probing  pair, method, kind, concept, attribute, k, auroc, f1
@@ -78,6 +79,16 @@ def candidate_scores(run: Run, method: str, tokens: HookTokens, n_atoms: int) ->
     if method == RANDOM:
         return baseline_scores(tokens.x, random_directions(n_atoms, tokens.x.shape[1], run.config.seed))
     return dense_codes(run.dictionary(method), tokens.x)
+
+
+def _admission(meta: dict) -> dict:
+    """ITDA's threshold and how its atoms arrived: a size chosen by the threshold shows atoms added
+    after the first batch (or a size below the cap)."""
+    added = meta.get("added_per_batch")
+    if not added:
+        return {}
+    return {"threshold": float(meta["threshold"]), "atoms_first_batch": int(added[0]),
+            "atoms_after_first_batch": int(sum(added[1:]))}
 
 
 def _score_rows(base: dict, tokens_concepts: list[str], scores: list[FeatureScore | None]) -> list[dict]:
@@ -207,7 +218,8 @@ def run_compare(run: Run) -> dict[str, pl.DataFrame]:
             pair_rows.append({"pair": pair, "method": method, "kind": DICTIONARY,
                               "architecture": run.config.dictionary(method).architecture,
                               "fvu": metrics["fvu"], "l0": metrics["l0"], "dead_fraction": metrics["dead_fraction"],
-                              "n": int(dictionary.atoms.shape[0]), "fit_seconds": run.fit_seconds(method)})
+                              "n": int(dictionary.atoms.shape[0]), "fit_seconds": run.fit_seconds(method),
+                              **_admission(dictionary.meta)})
         if toy:
             selection = labelled_set(run, entry.model, [entry.hook], "selection", study.selection_prompts)
             scoring = labelled_set(run, entry.model, [entry.hook], "scoring", study.prompts)
@@ -258,3 +270,29 @@ def plot_compare(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, o
                          "Mean held-out F1 against t (1 = noise)")
         plots.append(("Concept alignment per denoising step", path))
     return plots
+
+
+def summarize_compare(run: Run, tables: dict[str, pl.DataFrame]) -> str:
+    """Two or three sentences with the headline numbers, from the tables."""
+    metrics = tables["compare_metrics"]
+    sentences = []
+    for (pair,), rows in metrics.group_by(["pair"], maintain_order=True):
+        by_method = {row["method"]: row for row in rows.iter_rows(named=True)}
+        dictionaries = [row for row in by_method.values() if row["kind"] == DICTIONARY]
+        recon = ", ".join(f"{r['method']} FVU {r['fvu']:.3f} at L0 {r['l0']:.1f}" for r in dictionaries)
+        sentences.append(f"{pair}: {recon} on held-out maps.")
+        probe = by_method.get(PROBE_METHOD)
+        if probe is None or probe.get("mean_f1") is None:
+            continue
+        f1 = lambda name: by_method[name]["mean_f1"]  # noqa: E731
+        best = max(dictionaries, key=lambda r: r["mean_f1"])
+        sentences.append(
+            f"Concept alignment on {probe['scoring_prompts']} held-out prompts (chosen on {probe['selection_prompts']} "
+            f"train prompts), mean F1 over concepts: "
+            + ", ".join(f"{r['method']} {r['mean_f1']:.2f}" for r in dictionaries)
+            + f"; floor: random {f1(RANDOM):.2f}, raw channels {f1(RAW):.2f}; ceiling: diff-in-means "
+            f"{f1(ORACLE_METHOD):.2f}, logistic probe {f1(PROBE_METHOD):.2f}.")
+        k8 = best.get("mean_f1_sparse_k8")
+        sentences.append(f"The best dictionary ({best['method']}) reaches {100 * best['f1_share_of_probe']:.0f}% of the "
+                         f"probe's F1" + (f"; with 8 features (k-sparse probing) {k8:.2f}." if k8 is not None else "."))
+    return " ".join(sentences)

@@ -198,3 +198,27 @@ def plot_editability(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[st
                          f"{model} {attribute} at {top['unit']} ({top['window']}): success against strength")
         plots.append((f"Dose-response, {model}, {attribute} at {top['unit']}", path))
     return plots
+
+
+def summarize_editability(run: Run, tables: dict[str, pl.DataFrame]) -> str:
+    """Per attribute, the unit where the oracle edits best, beside random and dictionary rows there."""
+    best = tables["editability_best"]
+    if best.is_empty():
+        return "No edit was planned."
+    sentences = []
+    for (model,), rows in best.group_by(["model"], maintain_order=True):
+        parts = []
+        prompts = int(rows["prompts"].max())
+        for (attribute,), group in rows.group_by(["attribute"], maintain_order=True):
+            oracle = group.filter(pl.col("method") == ORACLE).sort(["success", "clean_success"], descending=True)
+            if oracle.is_empty():
+                continue
+            top = oracle.row(0, named=True)
+            same = group.filter((pl.col("unit") == top["unit"]) & (pl.col("window") == top["window"]))
+            others = ", ".join(f"{r['method']} {r['success']:.2f}" for r in same.iter_rows(named=True)
+                               if r["method"] != ORACLE)
+            parts.append(f"{attribute} at {top['unit']} ({top['window']}): oracle {top['success']:.2f} "
+                         f"(clean {top['clean_success']:.2f}, strength {top['best_strength']:g}), {others}")
+        sentences.append(f"{model}, success at each attribute's best unit ({prompts} held-out prompts per cell): "
+                         + "; ".join(parts) + ".")
+    return " ".join(sentences)

@@ -176,3 +176,21 @@ def plot_layout(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, ob
                                      invert_x=True)
         plots.append((f"Layout from early steps, {model} {hook}: IoU against t, baselines as lines", path))
     return plots
+
+
+def summarize_layout(run: Run, tables: dict[str, pl.DataFrame]) -> str:
+    """Step-0 and best-step probe IoU per hook beside the caption and other-seed baselines."""
+    table = tables["layout"]
+    sentences = []
+    for (model, hook), group in table.group_by(["model", "hook"], maintain_order=True):
+        probe = group.filter(pl.col("method") == PROBE).sort("step")
+        if probe.is_empty():
+            continue
+        first, best = probe.row(0, named=True), probe.sort("iou_foreground", descending=True).row(0, named=True)
+        base = {r["method"]: r["iou_foreground"] for r in group.filter(pl.col("kind") == "baseline").iter_rows(named=True)}
+        sentences.append(
+            f"{model} {hook}: a probe predicts the final foreground at step 0 (t = {first['t']:.2f}) with IoU "
+            f"{first['iou_foreground']:.2f}, at best {best['iou_foreground']:.2f} (step {best['step']}); the caption "
+            f"alone gives {base.get(CAPTION, float('nan')):.2f}, another seed {base.get(OTHER_SEED, float('nan')):.2f} "
+            f"({first['prompts']} held-out prompts).")
+    return " ".join(sentences)

@@ -151,7 +151,9 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
                           ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
         log(f"[{stage}] ...")
         start = time.perf_counter()
-        action()
+        result = action()
         timings[stage] = time.perf_counter() - start
+        if stage == "studies" and result:
+            log("[studies] " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.items()))
         log(f"[{stage}] done in {timings[stage]:.1f} s")
     return timings

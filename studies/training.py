@@ -78,3 +78,16 @@ def plot_training(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, 
                          run.plot_path("training_dead"), "Dead fraction against tokens seen")
         plots.append(("Dictionary training: dead latents against tokens seen", path))
     return plots
+
+
+def summarize_training(run: Run, tables: dict[str, pl.DataFrame]) -> str:
+    summary = tables["training_summary"]
+    if summary.is_empty():
+        return "No training metrics found."
+    flat = summary.filter(pl.col("plateaued"))["dictionary"].to_list()
+    rising = summary.filter(~pl.col("plateaued"))
+    text = f"{len(flat)} of {summary.height} dictionaries had plateaued (FVU moved < {PLATEAU:.0%} over the last tenth)"
+    if rising.height:
+        text += "; still improving: " + ", ".join(f"{r['dictionary']} ({100 * r['relative_change']:+.1f}%)"
+                                                  for r in rising.iter_rows(named=True))
+    return text + "."

@@ -65,6 +65,24 @@ prompts = 2
 edits = ["colour", "background"]
 edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]
 
+[studies.editability]
+models = ["one"]
+hooks = ["down.2.1", "up.1.1"]
+groups = {{ pair = ["down.2.1", "mid.0"] }}
+dictionaries = ["sae"]
+attributes = ["colour", "position"]
+strengths = [1, 4]
+prompts = 2
+selection_prompts = 8
+
+[studies.layout]
+models = ["one", "multi"]
+dictionaries = ["sae"]
+prompts = 4
+selection_prompts = 8
+
+[studies.training]
+
 [studies.atlas]
 dictionaries = ["sae", "itda"]
 top_features = 3

@@ -23,17 +23,17 @@ def reference_loss(params, x, k, dead, k_aux, aux_coef, mse_scale):
     code = torch.zeros_like(pre).scatter(1, idx, vals.relu())
     recons = code @ W_dec + b_dec
     loss = mse_scale * (recons - x).pow(2).mean()
-    if dead.any():
-        masked = pre.masked_fill(~dead, float("-inf"))
-        a_vals, a_idx = masked.topk(min(k_aux, int(dead.sum())), dim=1)
-        aux = torch.zeros_like(pre).scatter(1, a_idx, a_vals.relu()) @ W_dec + b_dec
-        target = x - recons.detach() + b_dec.detach()
-        normalised = (aux - target).pow(2).mean() / (target.mean(0) - target).pow(2).mean()
-        loss = loss + aux_coef * normalised
-    return loss
+    # AuxK as sdxl-unbox applies it, dead latents or not: live pre-activations are zeroed (not
+    # removed), the top k_aux taken, relu'd and decoded with b_dec.
+    masked = pre * dead
+    a_vals, a_idx = masked.topk(min(k_aux, pre.shape[1]), dim=1)
+    aux = torch.zeros_like(pre).scatter(1, a_idx, a_vals.relu()) @ W_dec + b_dec
+    target = x - recons.detach() + b_dec.detach()
+    normalised = (aux - target).pow(2).mean() / (target.mean(0) - target).pow(2).mean()
+    return loss + aux_coef * normalised
 
 
-@pytest.mark.parametrize("n_dead,k_aux", [(6, 4), (24, 2)])  # dense AuxK path, sparse AuxK path
+@pytest.mark.parametrize("n_dead,k_aux", [(6, 4), (24, 2), (0, 4)])  # dense AuxK path, sparse path, none dead
 def test_sparse_step_gradients_equal_autograd(n_dead, k_aux):
     torch.manual_seed(0)
     sae = TopKSAE(TopKSAEConfig(d=12, n=48, k=3, k_aux=k_aux, dead_tokens=10**6))
@@ -62,6 +62,9 @@ def test_sparse_step_gradients_equal_autograd(n_dead, k_aux):
     assert abs(stats.loss - loss.item()) < 1e-4 * max(1.0, loss.item())
     for name, got, want in zip(("W_enc", "b_enc", "W_dec", "b_dec"), captured["grads"], expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+    if n_dead == 0:  # the term that pulls b_dec toward the mean residual is there
+        without = torch.autograd.grad(reference_loss(params, x, 3, dead, 0, 0.0, sae.mse_scale), params[3])[0]
+        assert (captured["grads"][3] - without).norm() > 1e-3 * without.norm()
 
 
 def test_recovers_planted_atoms():
@@ -133,15 +136,16 @@ def test_lr_scales_with_n():
     assert TopKSAEConfig(d=4, n=2**12, k=1).effective_lr == pytest.approx(2e-4)
 
 
-def write_unbox_checkpoint(folder, n=24, d=10, k=3, seed=0):
+def write_unbox_checkpoint(folder, n=24, d=10, k=3, seed=0, threshold=2441, stats=None):
+    """A checkpoint in sdxl-unbox's layout: config.json + torch.save({"state_dict": ...}) (SAE.save_to_disk)."""
     g = torch.Generator().manual_seed(seed)
     state = {"encoder.weight": torch.randn(n, d, generator=g), "decoder.weight": torch.randn(d, n, generator=g),
              "pre_bias": torch.randn(d, generator=g), "latent_bias": torch.randn(n, generator=g) * 0.1,
-             "stats_last_nonzero": torch.zeros(n, dtype=torch.long)}
+             "stats_last_nonzero": torch.zeros(n, dtype=torch.long) if stats is None else stats}
     state["decoder.weight"] /= state["decoder.weight"].norm(dim=0)
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"n_dirs_local": n, "d_model": d, "k": k, "auxk": 256,
-                                                     "dead_steps_threshold": 2441}))
+                                                     "dead_steps_threshold": threshold}))
     torch.save({"state_dict": state}, folder / "state_dict.pth")
     return state
 
@@ -160,6 +164,34 @@ def test_sdxl_unbox_import_encodes_identically(tmp_path):
     assert sae.config.dead_tokens == 2441 * 4096 and sae.config.k_aux == 256
     sae.save(tmp_path / "ours")
     assert torch.equal(base.load(tmp_path / "ours").encode(x).indices, code.indices)
+
+
+def test_sdxl_unbox_import_trains_with_the_reference_loss_scale_and_dead_rule(tmp_path):
+    n, batch, T = 24, 32, 3
+    stats = torch.tensor([0, 1, 2, 3, 4, 5] * 4)  # steps since firing as sdxl-unbox counts them
+    state = write_unbox_checkpoint(tmp_path / "unbox", n=n, threshold=T, stats=stats)
+    state["latent_bias"][12:] -= 50.0  # half the latents never fire again
+    torch.save({"state_dict": state}, tmp_path / "unbox" / "state_dict.pth")
+    x = torch.randn(10 * batch, 10) * 2 + 1
+    sample = x[:4 * batch]
+    sae = import_unbox(tmp_path / "unbox", batch_size=batch, sample=sample)
+    # sdxl-unbox: mse_scale = 1 / ((sample.mean(0) - sample) ** 2).mean(), taken before training
+    assert sae.mse_scale == pytest.approx(1 / float(((sample.mean(0) - sample) ** 2).mean()), rel=1e-6)
+    lazy = import_unbox(tmp_path / "unbox", batch_size=batch)
+    lazy.partial_fit(x[:batch])
+    assert lazy.mse_scale == pytest.approx(1 / float(((x[:batch].mean(0) - x[:batch]) ** 2).mean()), rel=1e-6)
+    reference = stats.clone()
+    for step in range(6):
+        chunk = x[step * batch:(step + 1) * batch]
+        with torch.no_grad():  # which latents fire this step, from the weights before the step
+            top = ((chunk - sae.b_dec) @ sae.W_enc.t() + sae.b_enc).topk(3, dim=1)
+            fired = torch.zeros(n, dtype=torch.long).scatter_add_(0, top.indices.reshape(-1),
+                                                                  (top.values > 1e-3).long().reshape(-1)).clamp(max=1)
+        reference = reference * (1 - fired) + 1  # SparseAutoencoder.forward
+        stats_step = sae.partial_fit(chunk)
+        ours = sae.tokens_since_fired >= sae.config.dead_tokens
+        assert torch.equal(ours, reference > T), step  # their auxk_mask_fn: stats_last_nonzero > threshold
+        assert stats_step["dead_fraction"] == pytest.approx(float((reference > T).float().mean()))
 
 
 def test_sdxl_unbox_import_rejects_a_wrong_file(tmp_path):

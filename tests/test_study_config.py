@@ -51,6 +51,14 @@ BAD = [
     ({'pairs = [["sae", "itda"]]': 'pairs = [["sae"]]'}, r"studies\.compare\.pairs\[0\]: expected two dictionary names"),
     ({'guidance = 0.0': 'guidance = -1.0'}, r"models\[0\]\.guidance: must be >= 0"),
     ({'seeds': 'seeds', 'eval_fraction = 0.34': 'eval_fraction = 1.5'}, r"prompts\.eval_fraction: must be strictly between 0 and 1"),
+    ({'dictionaries = ["sae"]\nprompts = 2\nedits': 'dictionaries = ["sae+itda"]\nprompts = 2\nedits'},
+     r"studies\.windows\.dictionaries\[0\]: 'sae\+itda': dictionaries edited together must share a model and sit on different hooks"),
+    ({'strengths = [1, 4]': 'strengths = [1, nan]'}, r"studies\.editability\.strengths\[1\]: must be a finite number > 0"),
+    ({'strengths = [1, 4]': 'strengths = []'}, r"studies\.editability\.strengths: is empty"),
+    ({'attributes = ["colour", "position"]': 'attributes = ["size"]'}, r"studies\.editability\.attributes\[0\]: 'size' is not allowed"),
+    ({'models = ["one", "multi"]\ndictionaries = ["sae"]': 'models = ["three"]\ndictionaries = ["sae"]'},
+     r"studies\.layout\.models\[0\]: 'three' is not allowed"),
+    ({'groups = { pair = ["down.2.1", "mid.0"] }': 'groups = { pair = [] }'}, r"studies\.editability\.groups\.pair: is empty"),
 ]
 
 
@@ -65,6 +73,12 @@ def test_bad_configs_name_file_key_and_fix(tmp_path, replace, message):
 def test_unknown_hook_for_a_model_is_found_by_check(tmp_path):
     path = write_tiny_study(tmp_path, **{'hooks = ["down.2.1"]': 'hooks = ["down.2.1", "down.7.0"]'})
     with pytest.raises(ValueError, match=r"harvest\.hooks: unknown hook 'down\.7\.0'.*Valid hooks"):
+        check_config(load_config(path))
+
+
+def test_unknown_editability_hook_is_found_by_check(tmp_path):
+    path = write_tiny_study(tmp_path, **{'groups = { pair = ["down.2.1", "mid.0"] }': 'groups = { pair = ["down.2.1", "mid.9"] }'})
+    with pytest.raises(ValueError, match=r"studies\.editability: unknown hook 'mid\.9'"):
         check_config(load_config(path))
 
 

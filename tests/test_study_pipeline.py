@@ -34,20 +34,66 @@ def test_transfer_table_has_every_model_step_and_branch(finished_run):
     assert splice["judge_agreement"].is_between(0, 1).all() and splice["pixel_similarity"].is_between(0, 1).all()
 
 
-def test_compare_table_has_both_methods_and_baselines(finished_run):
+def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "compare_metrics")
-    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random directions"]
-    assert metrics["concepts_above_0_9"].is_between(0, 1).all()
+    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "diff-in-means", "logistic probe"]
+    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "oracle", "probe"]
+    # 12 prompts, 4 held out: selection and scoring never share a prompt
+    assert set(metrics["selection_prompts"].to_list()) == {8} and set(metrics["scoring_prompts"].to_list()) == {4}
+    probe = metrics.filter(pl.col("method") == "logistic probe").row(0, named=True)
+    assert probe["f1_share_of_probe"] == pytest.approx(1.0)
+    assert metrics["mean_f1"].is_between(0, 1).all() and metrics["mean_auroc"].is_between(0, 1).all()
     alignment = _table(run_dir, "compare_alignment")
-    assert alignment["best_auroc"].is_between(0, 1).all()
+    assert alignment["f1"].is_between(0, 1).all() and alignment["auroc"].is_between(0, 1).all()
     assert {"colour", "background", "shape", "position", "style"} <= set(alignment["attribute"].to_list())
+    sparse = _table(run_dir, "compare_sparse_probing")
+    assert set(sparse["k"].to_list()) == {1, 2, 4, 8}
+    assert set(sparse["method"].to_list()) == {"sae", "itda", "raw channels", "random"}
+    assert not _table(run_dir, "compare_alignment_by_t").is_empty()
+
+
+def test_editability_map_has_every_unit_method_and_strength(finished_run):
+    run_dir, _ = finished_run
+    table = _table(run_dir, "editability")
+    methods = {unit: set(group["method"].to_list()) for (unit,), group in table.group_by(["unit"])}
+    assert methods == {"down.2.1": {"oracle", "random", "sae"}, "up.1.1": {"oracle", "random"},
+                       "pair": {"oracle", "random"}}
+    assert set(table["strength"].to_list()) == {1.0, 4.0} and set(table["window"].to_list()) == {"early"}
+    assert (table["clean_success"] <= table["success"]).all()
+    best = _table(run_dir, "editability_best")
+    assert best.height == best.select("unit", "attribute", "window", "method").unique().height
+    assert best["best_strength"].is_in([1.0, 4.0]).all() and (best["prompts"] <= 2).all()
+
+
+def test_layout_per_step_beside_its_baselines(finished_run):
+    run_dir, _ = finished_run
+    layout = _table(run_dir, "layout")
+    steps = {model: set(group.filter(pl.col("method") == "probe")["step"].to_list())
+             for (model,), group in layout.group_by(["model"])}
+    assert steps == {"one": {0}, "multi": {0, 1}}
+    baselines = layout.filter(pl.col("kind") == "baseline")
+    assert set(baselines["method"].to_list()) == {"caption alone", "other seed"}
+    assert set(layout.filter(pl.col("kind") == "dictionary")["model"].to_list()) == {"one"}
+    assert layout["iou_foreground"].is_between(0, 1).all()
+
+
+def test_training_convergence_for_every_dictionary(finished_run):
+    run_dir, _ = finished_run
+    summary = _table(run_dir, "training_summary")
+    assert set(summary["dictionary"].to_list()) == {"sae", "itda"}
+    assert set(summary["tokens"].to_list()) == {4096}
+    curves = _table(run_dir, "training_curves")
+    assert curves.filter(pl.col("dictionary") == "sae")["tokens"].max() == 4096
 
 
 def test_windows_table_covers_every_style_and_window(finished_run):
     run_dir, _ = finished_run
     windows = _table(run_dir, "windows")
-    assert set(windows["style"].to_list()) == {"sdlens", "tinaz_spatial", "tinaz_global", "flux_add"}
+    assert set(windows["style"].to_list()) == {"sdlens", "tinaz_spatial", "tinaz_global", "flux_add", "oracle", "random"}
+    assert set(windows.filter(pl.col("kind") == "dictionary")["style"].to_list()) == {
+        "sdlens", "tinaz_spatial", "tinaz_global", "flux_add"}
+    assert (windows["clean_success"] <= windows["success"]).all()
     assert set(windows["window"].to_list()) == {"early", "middle", "late"}
     assert windows["success"].is_between(0, 1).all()
     # the 1-step model's only step (t = 1) lies in the early window alone
@@ -64,7 +110,8 @@ def test_atlas_and_report(finished_run):
     status = image_load_status(report)
     assert status["broken"] == 0 and status["loaded"] >= 8
     text = report.read_text()
-    for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Feature atlas"):
+    for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Editability map",
+                  "Layout from early steps", "Dictionary training", "Feature atlas"):
         assert title in text
 
 
