@@ -11,11 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import math
+
 import torch
 
 from .capture import CapturedMap, Generation
 from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
+from .errors import AdapterInputError, UnknownNameError
 
 
 def vae_scale_factor(vae_config: Any) -> int:
@@ -101,7 +104,7 @@ class Adapter:
 
     def hook_point(self, name: str) -> HookPoint:
         if name not in self.hook_points:
-            raise KeyError(unknown_hook_message(name, list(self.hook_points), self.model_id))
+            raise UnknownNameError(unknown_hook_message(name, list(self.hook_points), self.model_id))
         return self.hook_points[name]
 
     def __repr__(self) -> str:
@@ -132,24 +135,33 @@ class Adapter:
         Returns images and, per hook, per denoiser call, per branch, a (batch, h, w, d) map.
         """
         if self.pipe is None:
-            raise ValueError(
+            raise AdapterInputError(
                 f"{self.model_id!r} was loaded on the meta device (config only, no weights): it lists hook "
                 "points but cannot generate; load it with device='cpu' or 'cuda'"
             )
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
-            raise ValueError("generate needs at least one prompt")
+            raise AdapterInputError("generate needs at least one prompt")
         seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, int) else [int(s) for s in seeds]
         if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int")
+            raise AdapterInputError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int")
         if capture not in ("update", "output"):
-            raise ValueError(f"capture must be 'update' or 'output', got {capture!r}")
+            raise AdapterInputError(f"capture must be 'update' or 'output', got {capture!r}")
         steps = self.defaults.steps if steps is None else int(steps)
         guidance = self.defaults.guidance if guidance is None else float(guidance)
         height = self.defaults.height if height is None else int(height)
         width = self.defaults.width if width is None else int(width)
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise AdapterInputError(f"steps must be >= 1, got {steps}")
+        if steps > 1000:
+            raise AdapterInputError(f"steps must be at most 1000 (the scheduler's training timesteps), got {steps}")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise AdapterInputError(f"guidance must be a finite number >= 0 (0 turns guidance off), got {guidance}")
+        if height < 1 or width < 1:
+            raise AdapterInputError(f"image size must be positive, got {height}x{width} px")
+        bad_seeds = [s for s in seeds if not 0 <= s < 2**63]
+        if bad_seeds:
+            raise AdapterInputError(f"seeds must be integers from 0 to 2**63 - 1, got {bad_seeds[:3]}")
         hook_names = list(dict.fromkeys(hooks))
         interventions = list(interventions)
         for name in hook_names + [iv.hook for iv in interventions]:

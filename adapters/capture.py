@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
+from .errors import UnknownNameError
 
 BRANCHES = ("cond", "uncond")
 
@@ -49,6 +50,6 @@ class Generation:
         """All steps of one hook and branch as (steps, batch, h, w, d)."""
         maps = self.maps(hook=hook, branch=branch)
         if not maps:
-            raise KeyError(f"nothing captured for hook {hook!r}, branch {branch!r}; captured: "
+            raise UnknownNameError(f"nothing captured for hook {hook!r}, branch {branch!r}; captured: "
                            f"{sorted({(m.hook, m.branch) for m in self.captures})}")
         return torch.stack([m.value for m in maps])

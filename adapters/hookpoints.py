@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from .errors import AdapterInputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class HookPoint:
         if self.stride is None:
             return (1, int(self.text_tokens or 0))
         if height % self.stride or width % self.stride:
-            raise ValueError(
+            raise AdapterInputError(
                 f"hook {self.name!r}: image size {height}x{width} px is not a multiple of its "
                 f"stride {self.stride} px; use a size divisible by {self.stride}"
             )

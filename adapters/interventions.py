@@ -20,7 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import torch
+from .errors import AdapterInputError
 
 BRANCH_RULES = ("cond", "uncond", "both", "cond+uncond-")
 EDIT_MODES = ("set", "scale", "add", "zero")
@@ -38,42 +41,45 @@ class Intervention:
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCH_RULES:
-            raise ValueError(f"{type(self).__name__} on {self.hook!r}: branch {self.branch!r} is not one of {BRANCH_RULES}")
+            raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: branch {self.branch!r} is not one of {BRANCH_RULES}")
         if self.t_range is not None:
             lo, hi = self.t_range
             if not (0.0 <= lo <= hi <= 1.0):
-                raise ValueError(
+                raise AdapterInputError(
                     f"{type(self).__name__} on {self.hook!r}: t_range {self.t_range} must satisfy "
                     "0 <= low <= high <= 1 (t is normalised time, 1 = pure noise)"
                 )
         if self.steps is not None:
             self.steps = frozenset(int(s) for s in self.steps)
             if any(s < 0 for s in self.steps):
-                raise ValueError(f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}")
+                raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}")
         if self.mask is not None:
             self.mask = torch.as_tensor(self.mask, dtype=torch.float32)
             if self.mask.ndim not in (2, 3):
-                raise ValueError(
+                raise AdapterInputError(
                     f"{type(self).__name__} on {self.hook!r}: mask must be (h, w) on the hook's grid or "
                     f"(batch, h, w), got shape {tuple(self.mask.shape)}"
                 )
+            if not torch.isfinite(self.mask).all():
+                raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: the mask has non-finite values "
+                                        f"(nan/inf), which would blacken the image; give weights in [0, 1]")
 
     def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
         """Check the mask and window against one generation; raise ValueError naming both sides."""
         if self.mask is not None and tuple(self.mask.shape[-2:]) != tuple(grid):
-            raise ValueError(
+            raise AdapterInputError(
                 f"{type(self).__name__} on {self.hook!r}: mask shape {tuple(self.mask.shape)} does not match "
                 f"the hook's grid {tuple(grid)} at this resolution; build the mask on that grid"
             )
         if self.mask is not None and self.mask.ndim == 3 and self.mask.shape[0] != batch:
-            raise ValueError(
+            raise AdapterInputError(
                 f"{type(self).__name__} on {self.hook!r}: per-prompt mask has {self.mask.shape[0]} masks for "
                 f"{batch} prompts; give one (h, w) mask per prompt"
             )
         if self.steps is not None:
             outside = sorted(s for s in self.steps if s >= num_steps)
             if outside:
-                raise ValueError(
+                raise AdapterInputError(
                     f"{type(self).__name__} on {self.hook!r}: steps {outside} are outside this generation's "
                     f"{num_steps} steps (valid: 0..{num_steps - 1})"
                 )
@@ -111,22 +117,27 @@ class AddDirection(Intervention):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.direction is None:
-            raise ValueError(f"AddDirection on {self.hook!r} needs a direction of shape (d,) or (batch, d)")
+            raise AdapterInputError(f"AddDirection on {self.hook!r} needs a direction of shape (d,) or (batch, d)")
         self.direction = torch.as_tensor(self.direction)
         if self.direction.ndim != 2:
             self.direction = self.direction.flatten()
+        if not torch.isfinite(self.direction).all():
+            raise AdapterInputError(f"AddDirection on {self.hook!r}: the direction has non-finite values (nan/inf); "
+                                    f"it would blacken the image. Check how it was computed (e.g. a zero-norm division)")
+        if not math.isfinite(float(self.strength)):
+            raise AdapterInputError(f"AddDirection on {self.hook!r}: strength {self.strength} is not finite; give a finite number")
 
     def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
         super().validate(grid, num_steps, batch)
         if self.direction.ndim == 2 and self.direction.shape[0] != batch:
-            raise ValueError(
+            raise AdapterInputError(
                 f"AddDirection on {self.hook!r}: per-prompt direction has {self.direction.shape[0]} rows for "
                 f"{batch} prompts; give one (d,) direction or one per prompt"
             )
 
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         if self.direction.shape[-1] != update.shape[-1]:
-            raise ValueError(
+            raise AdapterInputError(
                 f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, hook has {update.shape[-1]}"
             )
         direction = self.direction.to(update.device, update.dtype)
@@ -168,13 +179,15 @@ class EditFeatures(Intervention):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in EDIT_MODES:
-            raise ValueError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of {', '.join(EDIT_MODES)}")
+            raise AdapterInputError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of {', '.join(EDIT_MODES)}")
         if self.dictionary is None or not len(self.features):
-            raise ValueError(f"EditFeatures on {self.hook!r} needs a dictionary and at least one feature")
+            raise AdapterInputError(f"EditFeatures on {self.hook!r} needs a dictionary and at least one feature")
         n = self.dictionary.atoms.shape[0]
         bad = [f for f in self.features if not 0 <= int(f) < n]
         if bad:
-            raise ValueError(f"EditFeatures on {self.hook!r}: features {bad} outside the dictionary's 0..{n - 1}")
+            raise AdapterInputError(f"EditFeatures on {self.hook!r}: features {bad} outside the dictionary's 0..{n - 1}")
+        if not torch.isfinite(torch.as_tensor(self.value, dtype=torch.float32)).all():
+            raise AdapterInputError(f"EditFeatures on {self.hook!r}: value {self.value} is not finite; give finite numbers")
 
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         flat = update.reshape(-1, update.shape[-1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from .errors import MissingFileError
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -52,7 +53,7 @@ def meta_denoiser_from_folder(family: str, folder: Path) -> tuple[torch.nn.Modul
     subfolder = "unet" if family == "sdxl" else "transformer"
     config_path = folder / subfolder / "config.json"
     if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} is missing: a {family} pipeline folder needs {subfolder}/config.json")
+        raise MissingFileError(f"{config_path} is missing: a {family} pipeline folder needs {subfolder}/config.json")
     config = json.loads(config_path.read_text())
     vae_config = json.loads((folder / "vae" / "config.json").read_text())
     with init_empty_weights():

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .base import Adapter, ProtocolDefaults
+from .errors import AdapterInputError, MissingFileError
 
 TOY_WEIGHTS = Path(__file__).resolve().parents[1] / "toyworld" / "weights"
 
@@ -66,9 +67,9 @@ def _default_dtype(family: str, device: torch.device, dtype: torch.dtype | None)
     return torch.float32
 
 
-def _unknown_model(model_id: str) -> ValueError:
+def _unknown_model(model_id: str) -> AdapterInputError:
     listing = "\n".join(f"  {k:45s} {v}" for k, v in known_models().items())
-    return ValueError(
+    return AdapterInputError(
         f"unknown model {model_id!r}: not a known id and not a local diffusers folder (with model_index.json). "
         f"Known models:\n{listing}"
     )
@@ -83,7 +84,7 @@ def resolve(model_id: str) -> tuple[ModelSpec, str | Path | None]:
     if model_id in TOY_MODELS:
         folder = TOY_WEIGHTS / model_id.split("/", 1)[1]
         if not (folder / "model_index.json").exists():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"toy model {model_id!r} has no weights at {folder}; train them with `diffdict toy train`"
             )
         return _folder_spec(folder), folder
@@ -97,7 +98,7 @@ def _folder_spec(folder: Path) -> ModelSpec:
     index = json.loads((folder / "model_index.json").read_text())
     family = PIPELINE_FAMILIES.get(index.get("_class_name", ""))
     if family is None:
-        raise ValueError(
+        raise AdapterInputError(
             f"{folder}/model_index.json names pipeline {index.get('_class_name')!r}; "
             f"supported pipelines: {', '.join(PIPELINE_FAMILIES)}"
         )
@@ -125,9 +126,9 @@ def load(model_id: str, device: str | torch.device | None = None, dtype: torch.d
     """
     spec, where = resolve(model_id)
     if quantize not in (None, "nf4"):
-        raise ValueError(f"quantize must be None or 'nf4', got {quantize!r}")
+        raise AdapterInputError(f"quantize must be None or 'nf4', got {quantize!r}")
     if quantize and spec.family != "flux":
-        raise ValueError(
+        raise AdapterInputError(
             f"quantize={quantize!r} is supported for Flux models only (the 12B transformer and T5-XXL); "
             f"{model_id!r} is an SDXL model: load it without quantize"
         )

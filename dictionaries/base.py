@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from dictionaries.atomic import resolve_dir, write_dir_atomic
+from dictionaries.errors import InputError, MissingFileError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -35,7 +36,7 @@ class SparseCode:
 
     def __post_init__(self) -> None:
         if self.values.shape != self.indices.shape or self.values.dim() != 2:
-            raise ValueError(f"SparseCode needs values and indices of the same (N, k) shape; "
+            raise InputError(f"SparseCode needs values and indices of the same (N, k) shape; "
                              f"got {tuple(self.values.shape)} and {tuple(self.indices.shape)}")
 
     def __len__(self) -> int:
@@ -65,16 +66,16 @@ def check_activations(x: torch.Tensor, d: int, where: str = "input",
                       device: torch.device | None = None) -> torch.Tensor:
     """Validate a batch (N, d): right width, finite, on `device` (when given). Errors say what is bad and why."""
     if device is not None and x.device != device:
-        raise ValueError(f"{where}: activations are on {x.device} but the dictionary is on {device}; "
+        raise InputError(f"{where}: activations are on {x.device} but the dictionary is on {device}; "
                          f"move them first (x.to(dictionary.device)) or the dictionary (dictionary.to({str(x.device)!r}))")
     if x.dim() != 2:
-        raise ValueError(f"{where}: expected activations of shape (N, d={d}), got {tuple(x.shape)}")
+        raise InputError(f"{where}: expected activations of shape (N, d={d}), got {tuple(x.shape)}")
     if x.shape[1] != d:
-        raise ValueError(f"{where}: activations have d={x.shape[1]} but this dictionary was built for "
+        raise InputError(f"{where}: activations have d={x.shape[1]} but this dictionary was built for "
                          f"d={d}; use a dictionary made for this hook (or set d={x.shape[1]})")
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
-        raise ValueError(f"{where}: non-finite activations (nan/inf) in {bad.numel()} of {x.shape[0]} rows, "
+        raise InputError(f"{where}: non-finite activations (nan/inf) in {bad.numel()} of {x.shape[0]} rows, "
                          f"first rows {bad[:5].tolist()}; fix the source (e.g. harvest in fp32 instead of fp16)")
     return x
 
@@ -204,7 +205,7 @@ def architecture_class(architecture: str) -> type[Dictionary]:
     if architecture not in REGISTRY:
         close = difflib.get_close_matches(str(architecture), REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown dictionary architecture {architecture!r}{hint}; "
+        raise InputError(f"unknown dictionary architecture {architecture!r}{hint}; "
                          f"known architectures: {sorted(REGISTRY)}")
     return REGISTRY[architecture]
 
@@ -216,7 +217,7 @@ def config_from_dict(config_class: type, values: dict[str, Any], where: str = "c
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}; allowed keys: {names}")
+            raise InputError(f"{where}: unknown key {key!r}{hint}; allowed keys: {names}")
     return config_class(**values)
 
 
@@ -237,18 +238,19 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
     """
     found = resolve_dir(directory)
     if found is None or not (found / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
+        raise MissingFileError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
                                 f"train it first (`diffdict train CONFIG`)")
     try:
         document = json.loads((found / CONFIG_FILE).read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{found / CONFIG_FILE} is not valid JSON ({error}); retrain the dictionary") from None
+        raise InputError(f"{found / CONFIG_FILE} is not valid JSON ({error}); to retrain the dictionary delete "
+                         f"{found} and run `diffdict train CONFIG`") from None
     if "architecture" not in document:
-        raise ValueError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
+        raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
     try:
         cls = architecture_class(document["architecture"])
     except ValueError as error:
-        raise ValueError(f"{found / CONFIG_FILE}: {error}") from None
+        raise InputError(f"{found / CONFIG_FILE}: {error}") from None
     dictionary = cls.from_config(config_from_dict(cls.config_class, document["config"], where=str(found / CONFIG_FILE)))
     dictionary.meta = document.get("meta", {})
     dictionary.load_extra_config(document.get("extra", {}))
@@ -265,17 +267,18 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, refusing anything else (pickles are never loaded)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the dictionary's weights are gone; retrain it "
+        raise MissingFileError(f"{path} is missing: the dictionary's weights are gone; retrain it "
                                 f"(`diffdict train CONFIG` resumes from its last checkpoint)")
     head = path.read_bytes()[:8]
     if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
-        raise ValueError(f"{path} is a pickle / torch.save file, not safetensors; diffdict never unpickles "
+        raise InputError(f"{path} is a pickle / torch.save file, not safetensors; diffdict never unpickles "
                          f"(it can run arbitrary code). Convert it: safetensors.torch.save_file(torch.load(f, "
                          f"weights_only=True), '{path.name}')")
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for bad headers
-        raise ValueError(f"{path} is not a readable safetensors file ({error}); retrain the dictionary") from None
+        raise InputError(f"{path} is not a readable safetensors file ({error}); to retrain the dictionary delete "
+                         f"{path.parent} and run `diffdict train CONFIG`") from None
 
 
 def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -284,9 +287,9 @@ def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path
         want = expected.get(name)
         # Growing dictionaries (ITDA) start empty: only their trailing dimensions are fixed.
         if want is not None and want.numel() and tuple(want.shape) != tuple(tensor.shape):
-            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the config says "
+            raise InputError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the config says "
                              f"{tuple(want.shape)} (d={dictionary.d}); the weights do not belong to this config")
         if want is not None and want.dim() == tensor.dim() and want.dim() > 1 and \
                 tuple(want.shape[1:]) != tuple(tensor.shape[1:]):
-            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected (*, "
+            raise InputError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected (*, "
                              f"{', '.join(map(str, want.shape[1:]))}) for d={dictionary.d}")

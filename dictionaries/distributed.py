@@ -22,6 +22,7 @@ from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+from dictionaries.errors import InputError
 
 T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -52,7 +53,7 @@ class World:
     def share(self, total: int) -> slice:
         """This rank's contiguous part of `total` items (equal parts; total % size == 0)."""
         if total % self.size:
-            raise ValueError(f"{total} rows cannot be split evenly over {self.size} ranks; choose a batch size "
+            raise InputError(f"{total} rows cannot be split evenly over {self.size} ranks; choose a batch size "
                              f"that is a multiple of the number of processes (torchrun --nproc-per-node x --nnodes)")
         part = total // self.size
         return slice(self.rank * part, (self.rank + 1) * part)
@@ -65,9 +66,9 @@ def _from_env() -> World:
         rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", rank))
     except ValueError as error:
-        raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({error}); launch with torchrun") from error
+        raise InputError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers ({error}); launch with torchrun") from error
     if not 0 <= rank < size:
-        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={size}; launch with torchrun")
+        raise InputError(f"RANK={rank} is outside WORLD_SIZE={size}; launch with torchrun")
     return World(rank, size, local)
 
 

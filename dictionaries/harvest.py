@@ -12,6 +12,7 @@ and the statistics once every rank has passed a barrier.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,7 @@ from dictionaries import distributed
 from dictionaries.stats import compute_stats
 from dictionaries.store import MapRecord, StoreWriter
 from dictionaries.store_reader import ActivationStore
+from dictionaries.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Job:
 def plan_jobs(n_prompts: int, seeds: Sequence[int], batch_size: int) -> list[Job]:
     """Seed-major, then prompt chunks of batch_size: a fixed order, so names are stable."""
     if batch_size < 1:
-        raise ValueError(f"harvest batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"harvest batch_size must be >= 1, got {batch_size}")
     jobs = []
     for seed in seeds:
         for start in range(0, n_prompts, batch_size):
@@ -53,17 +55,17 @@ def _records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str,
     for capture in generation.captures:
         value = capture.value
         if value.dim() != 4 or value.shape[0] != len(job.prompt_ids):
-            raise ValueError(f"hook {capture.hook}: expected a (batch={len(job.prompt_ids)}, h, w, d) map, "
+            raise InputError(f"hook {capture.hook}: expected a (batch={len(job.prompt_ids)}, h, w, d) map, "
                              f"got {tuple(value.shape)}")
         d = expected_d.get(capture.hook)
         if d is not None and value.shape[-1] != d:
-            raise ValueError(f"hook {capture.hook}: captured d={value.shape[-1]} but the adapter declares "
+            raise InputError(f"hook {capture.hook}: captured d={value.shape[-1]} but the adapter declares "
                              f"d={d}; the hook table of the adapter is wrong for this model")
         for row, prompt_id in enumerate(job.prompt_ids):
             where = (f"hook {capture.hook}, step {capture.step}, branch {capture.branch}, "
                      f"prompt {prompt_id} ({prompts[prompt_id]!r}), seed {job.seed}")
             if not torch.isfinite(value[row]).all():
-                raise ValueError(f"non-finite activations (nan/inf) at {where}; run the model in fp32 "
+                raise InputError(f"non-finite activations (nan/inf) at {where}; run the model in fp32 "
                                  f"(dtype) or check its weights")
             records.append(MapRecord(
                 {"hook": capture.hook, "prompt_id": prompt_id, "prompt": prompts[prompt_id], "seed": job.seed,
@@ -72,24 +74,37 @@ def _records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str,
     return records
 
 
+def harvest_settings(prompts: Sequence[str], seeds: Sequence[int], hooks: Sequence[str], batch_size: int,
+                     capture: str, steps: int | None, guidance: float | None, height: int | None,
+                     width: int | None) -> dict:
+    """What store.json records about the harvest that made a store (with the model id and dtype)."""
+    return {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
+            "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
+            "height": height, "width": width,
+            # the prompt texts themselves: a changed prompt list is another store, also at the same count
+            "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
+
+
 def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequence[str], out: str | Path,
             dtype: str = "fp16", batch_size: int = 4, capture: str = "update", steps: int | None = None,
             guidance: float | None = None, height: int | None = None, width: int | None = None,
-            progress: bool = True) -> ActivationStore:
-    """Fill (or resume) the store at `out`; returns it opened for reading, stats computed."""
+            progress: bool = True, replace: bool = False) -> ActivationStore:
+    """Fill (or resume) the store at `out`; returns it opened for reading, stats computed.
+
+    replace: a store at `out` harvested with other settings is deleted and harvested again
+    (without it such a store is refused, unless it holds no shard yet)."""
     if not prompts:
-        raise ValueError("harvest needs at least one prompt")
+        raise InputError("harvest needs at least one prompt")
     known = getattr(adapter, "hook_points", {})
     unknown = [h for h in hooks if known and h not in known]
     if unknown:
-        raise ValueError(f"unknown hook(s) {unknown} for {adapter.model_id}; available: {sorted(known)}")
-    settings = {"hooks": list(hooks), "seeds": [int(s) for s in seeds], "n_prompts": len(prompts),
-                "batch_size": batch_size, "capture": capture, "steps": steps, "guidance": guidance,
-                "height": height, "width": width}
+        raise InputError(f"unknown hook(s) {unknown} for {adapter.model_id}; available: {sorted(known)}")
+    settings = harvest_settings(prompts, seeds, hooks, batch_size, capture, steps, guidance, height, width)
     world = distributed.world()
     # Rank 0 alone cleans temporaries and writes store.json, before any rank starts a shard.
     def make_writer(primary: bool) -> StoreWriter:
-        return StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings, primary=primary)
+        return StoreWriter(out, model=adapter.model_id, dtype=dtype, settings=settings, primary=primary,
+                           replace=replace)
 
     writer = distributed.on_main(lambda: make_writer(True), world)
     if writer is None:  # the other ranks, once rank 0 has prepared the folder

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
+from dictionaries.errors import MissingFileError
 
 # upload(folder, repo_id, path_in_repo, private, commit_message) -> a URL or anything printable.
 Uploader = Callable[..., Any]
@@ -44,7 +45,7 @@ def download(repo_id: str, subfolder: str | None = None, revision: str | None = 
         where = f"subfolder {sub!r} of " if sub else ""
         found = sorted(str(p.parent.relative_to(root)) for p in root.rglob(CONFIG_FILE))
         hint = f"; dictionaries in this repo: {', '.join(found)} (pass subfolder=...)" if found else ""
-        raise FileNotFoundError(f"no saved dictionary ({CONFIG_FILE}) in {where}Hub repo {repo_id!r}{hint}")
+        raise MissingFileError(f"no saved dictionary ({CONFIG_FILE}) in {where}Hub repo {repo_id!r}{hint}")
     return folder
 
 

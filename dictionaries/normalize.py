@@ -7,6 +7,7 @@ always sees directions in the original activation space.
 from __future__ import annotations
 
 import torch
+from dictionaries.errors import InputError
 
 KINDS = ("none", "standardize", "whiten")
 
@@ -19,7 +20,7 @@ class InputNorm:
 
     def __init__(self, kind: str, d: int) -> None:
         if kind not in KINDS:
-            raise ValueError(f"input_norm must be one of {KINDS}, got {kind!r}")
+            raise InputError(f"input_norm must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.d = d
         self.shift = torch.zeros(d)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from dictionaries.errors import InputError
 
 METHODS = ("matching", "gradient")
 CHUNK_BYTES = 4 * 2**20  # a (rows, m) block of correlations this size stays in L2/L3
@@ -64,7 +65,7 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     outside them, made only when no allowed atom is left, carries the value 0).
     """
     if method not in METHODS:
-        raise ValueError(f"pursuit method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"pursuit method must be one of {METHODS}, got {method!r}")
     m = atoms.shape[0]
     L = min(L, m)
     correlations = x @ atoms.t()  # (N, m): the one dense product

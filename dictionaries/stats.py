@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dictionaries.atomic import write_file_atomic
+from dictionaries.errors import MissingFileError
 
 STATS_TABLE = "stats.parquet"
 STATS_TENSORS = "stats.safetensors"
@@ -81,7 +82,7 @@ def load_stats(root: str | Path) -> dict[str, HookStats]:
     """Stats keyed by hook name (a store holds one model). Raises if they were never computed."""
     root = Path(root)
     if not (root / STATS_TABLE).is_file():
-        raise FileNotFoundError(f"{root} has no {STATS_TABLE}; they are written at the end of `diffdict harvest`")
+        raise MissingFileError(f"{root} has no {STATS_TABLE}; they are written at the end of `diffdict harvest`")
     table = pl.read_parquet(root / STATS_TABLE)
     tensors = load_file(str(root / STATS_TENSORS))
     out = {}

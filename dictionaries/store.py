@@ -10,11 +10,12 @@ Layout of a store folder:
 """
 from __future__ import annotations
 
+import errno
 import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 import torch
@@ -22,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dictionaries.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
+from dictionaries.errors import DiskFullError, InputError, MissingFileError
 
 FORMAT_VERSION = 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -38,6 +40,8 @@ META_FILE = "store.json"
 
 class CorruptShardError(ValueError):
     """A shard is truncated, unreadable or fails its checksum. Never skipped silently."""
+
+    user_facing = True
 
 
 def corrupt(shard: Path, why: str) -> CorruptShardError:
@@ -81,11 +85,16 @@ class StoreWriter:
     """Writes shards atomically and rebuilds the index; resuming skips finished shards."""
 
     def __init__(self, root: str | Path, model: str, dtype: str = "fp16", settings: dict | None = None,
-                 primary: bool = True) -> None:
+                 primary: bool = True, replace: bool = False, log: Callable[[str], None] = print) -> None:
         """primary=False: a second writer of the same harvest (another rank). It neither deletes
-        temporaries (they may be a live rank's shard in flight) nor creates store.json."""
+        temporaries (they may be a live rank's shard in flight) nor creates store.json.
+
+        A store records the settings that produced it (store.json). Opened with other settings, a
+        store that holds no shard yet (a harvest that failed before its first batch) starts afresh
+        with a note; one that holds shards is refused with the fix, or with `replace` deleted and
+        started afresh: maps of two settings are never mixed."""
         if dtype not in DTYPES:
-            raise ValueError(f"store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+            raise InputError(f"store dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.root = Path(root)
         self.model = model
         self.dtype = dtype
@@ -97,14 +106,28 @@ class StoreWriter:
             remove_stale_temps(self.shard_dir)  # half-written shards of a killed run
             remove_stale_temps(self.root)
         elif not meta_path.exists():
-            raise FileNotFoundError(f"{meta_path} is missing: the primary writer (rank 0) creates it first")
+            raise MissingFileError(f"{meta_path} is missing: the primary writer (rank 0) creates it first")
         if meta_path.exists():
-            existing = json.loads(meta_path.read_text())
-            for key in ("model", "dtype", "settings"):
-                if existing.get(key) != meta[key]:
-                    raise ValueError(
-                        f"{self.root} already holds a harvest with {key}={existing.get(key)!r}, but this "
-                        f"run asks for {key}={meta[key]!r}; resume with the same config or choose a new `out`")
+            try:
+                existing = json.loads(meta_path.read_text())
+            except ValueError:
+                existing = {}
+            changed = changed_settings(existing, meta)
+            if changed and primary:
+                shards = sorted(self.shard_dir.glob("*.safetensors"))
+                if shards and not replace:
+                    raise InputError(
+                        f"{self.root} holds {len(shards)} shard(s) harvested with other settings ({changed}); maps "
+                        f"of two settings are never mixed. Run the same command with --force to delete that store "
+                        f"and harvest it again, or delete {self.root} yourself, or choose a new `out`")
+                log(f"note: {self.root} was harvested with other settings ({changed}); "
+                    f"{'deleting its ' + str(len(shards)) + ' shard(s) and ' if shards else ''}starting a fresh store")
+                for item in [*shards, self.root / INDEX_FILE, *self.root.glob("stats.*")]:
+                    item.unlink(missing_ok=True)
+                write_json_atomic(meta_path, meta)
+            elif changed:
+                raise InputError(f"{self.root} was harvested with other settings ({changed}); the primary writer "
+                                 f"(rank 0) should have replaced it")
         else:
             write_json_atomic(meta_path, meta)
 
@@ -121,13 +144,22 @@ class StoreWriter:
         for offset, record in enumerate(records):
             value = record.value.detach().to("cpu", dtype).contiguous()
             if value.dim() != 3:
-                raise ValueError(f"a map must be (h, w, d), got {tuple(value.shape)} for {record.fields}")
+                raise InputError(f"a map must be (h, w, d), got {tuple(value.shape)} for {record.fields}")
             tensors[str(offset)] = value
             h, w, d = value.shape
             rows.append({**record.fields, "model": self.model, "shard": name, "offset": offset,
                          "shape": [h, w, d], "h": h, "w": w, "d": d, "crc32": tensor_crc32(value)})
         metadata = {"index": json.dumps(rows), "format_version": str(FORMAT_VERSION)}
-        return write_file_atomic(self.shard_path(name), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        try:
+            return write_file_atomic(self.shard_path(name), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            raise DiskFullError(error.errno, f"no space left to write shard {self.shard_path(name)} (about "
+                                f"{size / 1e6:.1f} MB); the shards already written are kept: free space on that "
+                                f"disk (or choose another `out`) and run the same command again to resume",
+                                str(self.shard_path(name))) from None
 
     def finalize(self) -> pl.DataFrame:
         """Rebuild index.parquet from every shard header (reads headers only)."""
@@ -137,6 +169,14 @@ class StoreWriter:
         index = rows_to_frame(rows)
         write_file_atomic(self.root / INDEX_FILE, lambda tmp: index.write_parquet(tmp))
         return index
+
+
+def changed_settings(existing: dict, wanted: dict) -> str:
+    """'key: old -> new' for every harvest setting that differs ('' when none)."""
+    old = {"model": existing.get("model"), "dtype": existing.get("dtype"), **(existing.get("settings") or {})}
+    new = {"model": wanted["model"], "dtype": wanted["dtype"], **wanted["settings"]}
+    return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+                     if old.get(key) != new.get(key))
 
 
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:

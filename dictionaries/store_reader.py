@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
+from dictionaries.errors import InputError, MissingFileError
 
 SPLITS = ("train", "eval", "all")
 
@@ -37,18 +38,34 @@ def _rng(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+MAP_KEY = ("model", "hook", "prompt_id", "seed", "step", "branch")
+
+
+def _refuse_duplicate_rows(index: pl.DataFrame, path: Path) -> None:
+    """Each map is listed once: a repeated row would weigh some maps twice (and change FVU)."""
+    for key in (MAP_KEY, ("shard", "offset", "hook")):
+        repeated = index.filter(index.select(list(key)).is_duplicated())
+        if repeated.height:
+            first = repeated.row(0, named=True)
+            extra = index.height - index.unique(subset=list(key)).height
+            raise InputError(f"{path}: {extra} row(s) list a map a second time (e.g. "
+                             f"{', '.join(f'{k}={first[k]!r}' for k in key)}); the index is rebuilt from the shards: "
+                             f"delete {path} and run the same `diffdict harvest CONFIG` again")
+
+
 class ActivationStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         meta_path, index_path = self.root / META_FILE, self.root / INDEX_FILE
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.root} is not an activation store (no {META_FILE}); "
+            raise MissingFileError(f"{self.root} is not an activation store (no {META_FILE}); "
                                     f"create one with `diffdict harvest CONFIG`")
         if not index_path.is_file():
-            raise FileNotFoundError(f"{self.root} has no {INDEX_FILE}: the harvest did not finish; "
+            raise MissingFileError(f"{self.root} has no {INDEX_FILE}: the harvest did not finish; "
                                     f"run the same `diffdict harvest CONFIG` again to resume it")
         self.meta = json.loads(meta_path.read_text())
         self.index = pl.read_parquet(index_path).with_row_index("map_row")
+        _refuse_duplicate_rows(self.index, index_path)
 
     @property
     def hooks(self) -> list[str]:
@@ -57,20 +74,26 @@ class ActivationStore:
     def d(self, hook: str) -> int:
         rows = self.index.filter(pl.col("hook") == hook)
         if rows.is_empty():
-            raise ValueError(f"hook {hook!r} is not in the store {self.root}; stored hooks: {self.hooks}")
+            raise InputError(f"hook {hook!r} is not in the store {self.root}; stored hooks: {self.hooks}")
         return int(rows["d"][0])
 
     # --- selection ---
     def eval_prompts(self, eval_fraction: float = 0.1, split_seed: int = 0) -> set[int]:
-        """The held-out prompt ids: a seeded choice over prompts, never over tokens."""
+        """The held-out prompt ids: a seeded choice over distinct prompt *texts*, never over tokens.
+
+        Prompts that share a text (a prompt list with repeats, more toy prompts than the world has
+        captions) fall on the same side, so no caption is both trained on and held out. With every
+        text distinct this is the same choice as a split by prompt id."""
         if not 0.0 <= eval_fraction < 1.0:
-            raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-        prompt_ids = sorted(self.index["prompt_id"].unique().to_list())
-        count = int(round(eval_fraction * len(prompt_ids)))
-        if eval_fraction > 0 and len(prompt_ids) > 1:
-            count = min(max(count, 1), len(prompt_ids) - 1)
-        order = torch.randperm(len(prompt_ids), generator=_rng(split_seed, 17)).tolist()
-        return {prompt_ids[i] for i in order[:count]}
+            raise InputError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+        pairs = self.index.select("prompt_id", "prompt").unique().sort("prompt_id")
+        texts = pairs.group_by("prompt", maintain_order=True).agg(pl.col("prompt_id"))
+        count = int(round(eval_fraction * texts.height))
+        if eval_fraction > 0 and texts.height > 1:
+            count = min(max(count, 1), texts.height - 1)
+        order = torch.randperm(texts.height, generator=_rng(split_seed, 17)).tolist()
+        ids = texts["prompt_id"].to_list()
+        return {prompt_id for i in order[:count] for prompt_id in ids[i]}
 
     def select(self, hook: str, model: str | None = None, branch: str | None = None,
                steps: Sequence[int] | None = None, t_range: tuple[float, float] | None = None,
@@ -78,7 +101,7 @@ class ActivationStore:
         """Index rows for one hook, filtered; split is by prompt id."""
         self.d(hook)
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise InputError(f"split must be one of {SPLITS}, got {split!r}")
         rows = self.index.filter(pl.col("hook") == hook)
         if model is not None:
             rows = rows.filter(pl.col("model") == model)
@@ -93,7 +116,7 @@ class ActivationStore:
             keep = pl.col("prompt_id").is_in(held_out)
             rows = rows.filter(keep if split == "eval" else ~keep)
         if rows.is_empty():
-            raise ValueError(f"no maps in {self.root} match hook={hook!r} model={model!r} branch={branch!r} "
+            raise InputError(f"no maps in {self.root} match hook={hook!r} model={model!r} branch={branch!r} "
                              f"steps={steps!r} t_range={t_range!r} split={split!r}")
         return rows
 
@@ -139,7 +162,7 @@ class ActivationStore:
         whole stream is dropped so every batch has batch_size rows.
         """
         if batch_size < 1 or buffer_tokens < 1:
-            raise ValueError(f"batch_size and buffer_tokens must be >= 1, got {batch_size}, {buffer_tokens}")
+            raise InputError(f"batch_size and buffer_tokens must be >= 1, got {batch_size}, {buffer_tokens}")
         rows = self.select(hook, **selection)
         return self._stream_rows(rows, batch_size, buffer_tokens, seed, epochs, start_batch, with_provenance)
 

@@ -19,6 +19,7 @@ from dictionaries.base import Dictionary, SparseCode, check_activations, registe
 from dictionaries.normalize import KINDS, InputNorm
 from dictionaries.distributed import World
 from dictionaries.sae_step import StepStats, sae_train_step
+from dictionaries.errors import InputError
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 ENCODE_CHUNK = 4096  # rows per encoder product, bounds the (rows, n) pre-activation buffer
@@ -46,16 +47,16 @@ class TopKSAEConfig:
         for name in ("d", "n", "k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"topk_sae: {name} must be a positive integer, got {value!r}")
+                raise InputError(f"topk_sae: {name} must be a positive integer, got {value!r}")
         if self.k > self.n:
-            raise ValueError(f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n "
+            raise InputError(f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n "
                              f"(sdxl-unbox uses k=10 with n=5120)")
         if self.k_aux < 0:
-            raise ValueError(f"topk_sae: k_aux must be >= 0 (0 disables AuxK), got {self.k_aux}")
+            raise InputError(f"topk_sae: k_aux must be >= 0 (0 disables AuxK), got {self.k_aux}")
         if self.input_norm not in KINDS:
-            raise ValueError(f"topk_sae: input_norm must be one of {KINDS}, got {self.input_norm!r}")
+            raise InputError(f"topk_sae: input_norm must be one of {KINDS}, got {self.input_norm!r}")
         if self.lr <= 0:
-            raise ValueError(f"topk_sae: lr must be > 0, got {self.lr}")
+            raise InputError(f"topk_sae: lr must be > 0, got {self.lr}")
 
     @property
     def effective_lr(self) -> float:
@@ -224,7 +225,7 @@ class TopKSAE(Dictionary):
         for name in PARAM_NAMES:
             expected = tuple(getattr(self, name).shape)
             if tuple(tensors[name].shape) != expected:
-                raise ValueError(f"topk_sae: saved {name} has shape {tuple(tensors[name].shape)}, "
+                raise InputError(f"topk_sae: saved {name} has shape {tuple(tensors[name].shape)}, "
                                  f"config says {expected}")
             setattr(self, name, tensors[name].float().contiguous())
         self.norm.load_tensors(tensors)

@@ -36,6 +36,7 @@ from dictionaries import base, distributed
 from dictionaries.atomic import remove_stale_temps, resolve_dir, write_file_atomic
 from dictionaries.metrics import evaluate
 from dictionaries.store_reader import ActivationStore
+from dictionaries.errors import InputError
 
 SELECTION_KEYS = ("branch", "steps", "t_range")
 
@@ -71,9 +72,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         for name in ("tokens", "batch_size", "checkpoint_every", "buffer_tokens", "eval_tokens", "init_tokens"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.tokens < self.batch_size:
-            raise ValueError(f"train.tokens={self.tokens} is smaller than one batch ({self.batch_size})")
+            raise InputError(f"train.tokens={self.tokens} is smaller than one batch ({self.batch_size})")
 
     @property
     def total_steps(self) -> int:
@@ -83,7 +84,7 @@ class TrainSettings:
 def _new_dictionary(spec: DictionarySpec, d: int) -> base.Dictionary:
     params = dict(spec.params)
     if "d" in params and params["d"] != d:
-        raise ValueError(f"dictionary {spec.name!r}: d={params['d']} but hook {spec.hook!r} has d={d} in the store")
+        raise InputError(f"dictionary {spec.name!r}: d={params['d']} but hook {spec.hook!r} has d={d} in the store")
     params["d"] = d
     cls = base.architecture_class(spec.architecture)
     dictionary = cls.from_config(base.config_from_dict(cls.config_class, params, where=f"dictionary {spec.name!r}"))
@@ -108,13 +109,13 @@ def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSe
     device = torch.device(device) if device is not None else None
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
-        raise ValueError(f"dictionary names must be unique, got {names}")
+        raise InputError(f"dictionary names must be unique, got {names}")
     world = distributed.world()
     if world.distributed:
         world.share(settings.batch_size)  # raises early, with the fix, if the batch does not split evenly
         for spec in specs:
             if not getattr(base.architecture_class(spec.architecture), "supports_distributed", False):
-                raise ValueError(f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
+                raise InputError(f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
                                  f"several processes; run `diffdict train` without torchrun")
     distributed.on_main(lambda: _remove_stale_temps(out), world)
     groups: dict[tuple, list[DictionarySpec]] = {}

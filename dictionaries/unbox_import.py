@@ -24,6 +24,7 @@ import torch
 
 from dictionaries.base import check_activations
 from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from dictionaries.errors import InputError, MissingFileError
 
 REQUIRED_CONFIG = ("n_dirs_local", "d_model", "k")
 REQUIRED_WEIGHTS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
@@ -38,23 +39,23 @@ def import_unbox(folder: str | Path, batch_size: int = 4096, sample: torch.Tenso
     config_path, weights_path = folder / "config.json", folder / "state_dict.pth"
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not an sdxl-unbox checkpoint: {path.name} is missing")
+            raise MissingFileError(f"{folder} is not an sdxl-unbox checkpoint: {path.name} is missing")
     config = json.loads(config_path.read_text())
     missing = [key for key in REQUIRED_CONFIG if key not in config]
     if missing:
-        raise ValueError(f"{config_path}: missing keys {missing} (an sdxl-unbox config has {list(REQUIRED_CONFIG)})")
+        raise InputError(f"{config_path}: missing keys {missing} (an sdxl-unbox config has {list(REQUIRED_CONFIG)})")
     loaded = torch.load(weights_path, map_location="cpu", weights_only=True)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_WEIGHTS):
         found = sorted(state) if isinstance(state, dict) else type(loaded).__name__
-        raise ValueError(f"{weights_path}: expected tensors {list(REQUIRED_WEIGHTS)}, found {found}")
+        raise InputError(f"{weights_path}: expected tensors {list(REQUIRED_WEIGHTS)}, found {found}")
     n, d, k = int(config["n_dirs_local"]), int(config["d_model"]), int(config["k"])
     threshold = config.get("dead_steps_threshold")
     sae = TopKSAE(TopKSAEConfig(d=d, n=n, k=k, k_aux=int(config.get("auxk") or 0),
                                 dead_tokens=int(threshold) * batch_size if threshold is not None else 10_000_000))
     encoder, decoder = state["encoder.weight"].float(), state["decoder.weight"].float()
     if tuple(encoder.shape) != (n, d) or tuple(decoder.shape) != (d, n):
-        raise ValueError(f"{weights_path}: encoder {tuple(encoder.shape)} / decoder {tuple(decoder.shape)} do not "
+        raise InputError(f"{weights_path}: encoder {tuple(encoder.shape)} / decoder {tuple(decoder.shape)} do not "
                          f"match n_dirs_local={n}, d_model={d}")
     sae.W_enc = encoder.contiguous()
     sae.W_dec = decoder.t().contiguous()

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from .config import STUDY_NAMES, StudyConfig
 from .run import SIZE_KEYS
+from .validate import available_memory, human_bytes, memory_estimate
+from .errors import UserError
 
 
-def check_config(config: StudyConfig) -> list[str]:
-    """Lines describing the resolved config; raises ValueError on the first problem found."""
+def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
+    """Lines describing the resolved config; raises UserError on the first problem found.
+
+    device: where dictionaries will train (memory estimates are checked against it; default the CPU)."""
     import adapters
     from dictionaries.base import architecture_class, config_from_dict
 
@@ -23,12 +27,12 @@ def check_config(config: StudyConfig) -> list[str]:
         adapter = adapters.load(entry.id, device="meta", quantize=None)
         resolved[entry.name] = adapter
         if entry.quantize and adapter.family != "flux":
-            raise ValueError(f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
+            raise UserError(f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
                              f"which is supported for Flux models only")
         steps = entry.steps or adapter.defaults.steps
         guidance = adapter.defaults.guidance if entry.guidance is None else entry.guidance
         lines.append(f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "
-                     f"{adapter.defaults.height}x{adapter.defaults.width} px"
+                     f"{_size(entry, adapter)[0]}x{_size(entry, adapter)[1]} px"
                      + (f", {entry.quantize}" if entry.quantize else ""))
     harvested = {d.model for d in config.dictionaries}
     if config.studies.transfer is not None:
@@ -40,15 +44,28 @@ def check_config(config: StudyConfig) -> list[str]:
                 hook = adapter.hook_point(hook_name)
             except KeyError as error:
                 where = "harvest.hooks" if config.model(name).hooks is None else f"models ({name!r}).hooks"
-                raise ValueError(f"{source}: {where}: {error.args[0]}") from None
-            h, w = hook.grid(adapter.defaults.height, adapter.defaults.width)
+                raise UserError(f"{source}: {where}: {error.args[0]}") from None
+            height, width = _size(config.model(name), adapter)  # the configured size, else the model's
+            try:
+                h, w = hook.grid(height, width)
+            except ValueError as error:
+                i = [m.name for m in config.models].index(name)
+                raise UserError(f"{source}: models[{i}].height/width: {error}") from None
             lines.append(f"hook  {name:14s} {hook_name:14s} {hook.module_path:36s} d={hook.d:5d} grid {h}x{w}")
     for i, entry in enumerate(config.dictionaries):
         d = resolved[entry.model].hook_point(entry.hook).d
         cls = architecture_class(entry.architecture)
         n_key, k_key = SIZE_KEYS[entry.architecture]
         params = {"d": d, n_key: entry.n, k_key: entry.k, **entry.options}
-        config_from_dict(cls.config_class, params, where=f"{source}: dictionaries[{i}] ({entry.name!r})")
+        try:
+            config_from_dict(cls.config_class, params, where=f"{source}: dictionaries[{i}] ({entry.name!r})")
+        except (ValueError, TypeError) as error:  # the architecture's own range checks
+            raise UserError(f"{source}: dictionaries[{i}] ({entry.name!r}): {error}") from None
+        need, how = memory_estimate(entry.architecture, entry.n, d, entry.batch)
+        have, what = available_memory(device or config.device)
+        if need > have:
+            raise UserError(f"{source}: dictionaries[{i}].n: n={entry.n:,} at d={d} needs about {human_bytes(need)} "
+                            f"to train ({how}) but {what} is {human_bytes(have)}; lower n (or batch)")
         lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
                      f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
     for study_name in ("editability", "layout"):
@@ -61,8 +78,13 @@ def check_config(config: StudyConfig) -> list[str]:
                 try:
                     resolved[model].hook_point(hook_name)
                 except KeyError as error:
-                    raise ValueError(f"{source}: studies.{study_name}: {error.args[0]}") from None
+                    raise UserError(f"{source}: studies.{study_name}: {error.args[0]}") from None
     studies = [name for name in STUDY_NAMES if getattr(config.studies, name)]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
     return lines
+
+
+def _size(entry, adapter) -> tuple[int, int]:
+    """(height, width) in px a model entry generates at: its own, else the model's default."""
+    return entry.height or adapter.defaults.height, entry.width or adapter.defaults.width

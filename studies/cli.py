@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from studies.errors import UserError, user_message  # noqa: F401  (UserError: importable from here too)
+
 # Each module defines `register(subparsers)` which adds its parser and sets `func`.
 # Kept as names so that `diffdict --help` does not import torch/diffusers for every command.
 COMMAND_MODULES = [
@@ -17,10 +19,6 @@ COMMAND_MODULES = [
     "studies.commands.push",
     "studies.commands.atlas",
 ]
-
-
-class UserError(Exception):
-    """A mistake in the user's input: printed as one clear message, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (UserError, ValueError, KeyError, FileNotFoundError) as error:
-        if os.environ.get("DIFFDICT_DEBUG"):
+    except Exception as error:
+        # One error path: the project's own errors (user_facing), file-system and encoding errors
+        # become one message and exit 2; anything else is a bug and keeps its traceback (exit 1).
+        message = user_message(error)
+        if message is None or os.environ.get("DIFFDICT_DEBUG"):
             raise  # DIFFDICT_DEBUG=1 shows the full traceback
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"diffdict {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(result or 0)

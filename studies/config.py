@@ -21,6 +21,8 @@ from typing import Any
 class ConfigError(ValueError):
     """A config file that cannot be run as written. The message names file, key and fix."""
 
+    user_facing = True
+
 
 DTYPES = ("fp32", "fp16", "bf16")
 PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
@@ -226,16 +228,26 @@ def load_config(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; the shipped configs are in configs/")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the path of a .toml file, e.g. configs/quickstart.toml")
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a text file ({error.reason} at byte {error.start}); a config is UTF-8 "
+                          f"TOML text, e.g. configs/quickstart.toml") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     return parse_config(table, source=str(path), path=path)
 
 
 def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | None = None) -> StudyConfig:
+    from .validate import validate_config  # (a module of its own: names, out, numbers, options, device)
+
     config = _build(StudyConfig, table, source, "", skip=("path",))
     config.path = path
+    validate_config(config, source, path)
     _check_semantics(config, source, path)
     return config
 
@@ -329,7 +341,7 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         _positive(source, f"models[{i}].steps", model.steps)
         _positive(source, f"models[{i}].height", model.height)
         _positive(source, f"models[{i}].width", model.width)
-        if model.guidance is not None and model.guidance < 0:
+        if model.guidance is not None and not model.guidance >= 0:
             raise _fail(source, f"models[{i}].guidance", f"must be >= 0, got {model.guidance}")
         if model.quantize is not None:
             _one_of(source, f"models[{i}].quantize", model.quantize, ("nf4",))
@@ -376,12 +388,14 @@ def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> N
     if prompts.source == "file":
         if not prompts.file:
             raise _fail(source, "prompts.file", "is required when prompts.source = 'file'")
+        from .validate import read_prompt_file
+
         file = resolve_relative(prompts.file, path)
-        if not file.exists():
-            raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
         if file.suffix.lower() in TABLE_SUFFIXES:
+            if not file.exists():
+                raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
             _check_table(file, prompts.column, source, "prompts.file")
-        elif not [line for line in file.read_text().splitlines() if line.strip()]:
+        elif not read_prompt_file(file, source):  # names a folder, a missing or a non-UTF-8 file
             raise _fail(source, "prompts.file", f"{file} has no prompts (one prompt per line)")
     if prompts.source == "dataset":
         _check_dataset(prompts, source, path)

@@ -16,6 +16,7 @@ import torch
 
 from .concepts import location_concepts
 from .run import Run
+from .errors import UserError
 
 SPLITS = ("selection", "scoring")
 GENERATE_CHUNK = 32  # prompts per generate call: bounds the captured maps held at once
@@ -107,9 +108,9 @@ def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int)
         return cached
     prompts = [run.prompts[i] for i in prompt_ids(run, model, split)[:count]]
     if not prompts:
-        raise ValueError(f"no {split} prompts for {model!r}: raise prompts.count or adjust prompts.eval_fraction")
+        raise UserError(f"no {split} prompts for {model!r}: raise prompts.count or adjust prompts.eval_fraction")
     if any(p.scene is None for p in prompts):
-        raise ValueError("labelled activations need toy-world prompts (prompts.source = 'toyworld')")
+        raise UserError("labelled activations need toy-world prompts (prompts.source = 'toyworld')")
     wanted = sorted(set(hooks) | set(cached.maps if cached else ()))
     seed = run.config.prompts.seeds[0]
     images, chunks, step_t = [], {h: [] for h in wanted}, []

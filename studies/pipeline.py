@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from .run import Run
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,10 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
     selected = only or configured_studies(run)
     unknown = [s for s in selected if s not in kinds]
     if unknown:
-        raise ValueError(f"unknown study {unknown}; studies: {', '.join(kinds)}")
+        raise UserError(f"unknown study {unknown}; studies: {', '.join(kinds)}")
     missing = [s for s in selected if getattr(run.config.studies, s) is None]
     if missing:
-        raise ValueError(f"{missing} not configured: add a [studies.{missing[0]}] table to the config")
+        raise UserError(f"{missing} not configured: add a [studies.{missing[0]}] table to the config")
     seconds = {}
     run.save_config_copy()
     for name in selected:

@@ -15,6 +15,7 @@ from typing import Iterable
 import polars as pl
 
 from .config import TABLE_SUFFIXES, PromptsSection, resolve_relative
+from .errors import UserError
 
 CACHE_FILE = "prompts.parquet"
 CACHE_KEY_FILE = "prompts.json"
@@ -33,14 +34,14 @@ def _scan(file: Path) -> pl.LazyFrame:
         return pl.scan_ndjson(file)
     if suffix == ".csv":
         return pl.scan_csv(file)
-    raise ValueError(f"{file}: expected a .parquet, .jsonl or .csv file")
+    raise UserError(f"{file}: expected a .parquet, .jsonl or .csv file")
 
 
 def read_table(file: Path, column: str, count: int, shuffle: bool = False, seed: int = 0) -> list[str]:
     """Up to `count` non-empty captions of `column` in a local table (after a seeded shuffle if asked)."""
     names = table_columns(file)
     if column not in names:
-        raise ValueError(f"{file} has no column {column!r}; columns: {', '.join(names)}")
+        raise UserError(f"{file} has no column {column!r}; columns: {', '.join(names)}")
     values = _scan(file).select(pl.col(column).cast(pl.String)).collect().to_series()
     values = values.drop_nulls().str.strip_chars()
     values = values.filter(values.str.len_chars() > 0)
@@ -86,11 +87,11 @@ def _load_dataset(name: str, section: PromptsSection) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise ValueError("prompts.source = 'dataset' needs the `datasets` package: pip install datasets") from None
+        raise UserError("prompts.source = 'dataset' needs the `datasets` package: pip install datasets") from None
     rows = datasets.load_dataset(name, section.config, split=section.split, streaming=section.streaming)
     columns = rows.column_names
     if columns is not None and section.column not in columns:
-        raise ValueError(f"dataset {section.dataset!r} (split {section.split!r}) has no column {section.column!r}; "
+        raise UserError(f"dataset {section.dataset!r} (split {section.split!r}) has no column {section.column!r}; "
                          f"columns: {', '.join(columns)}")
     if columns is not None:  # a streamed dataset may not know its columns before the first row
         rows = rows.select_columns([section.column])
@@ -104,14 +105,14 @@ def _first_captions(rows: Iterable[dict], count: int, name: str, column: str) ->
     texts: list[str] = []
     for row in rows:
         if column not in row:
-            raise ValueError(f"dataset {name!r} has no column {column!r}; columns: {', '.join(row)}")
+            raise UserError(f"dataset {name!r} has no column {column!r}; columns: {', '.join(row)}")
         value = row[column]
         if isinstance(value, str) and value.strip():
             texts.append(value.strip())
             if len(texts) == count:
                 break
     if not texts:
-        raise ValueError(f"dataset {name!r} has no non-empty captions in column {column!r}")
+        raise UserError(f"dataset {name!r} has no non-empty captions in column {column!r}")
     return texts
 
 

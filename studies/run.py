@@ -2,7 +2,9 @@
 
 Layout of a run folder (config `out`):
   stores/MODEL/            activation store per model entry (sharded safetensors + index)
-  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit);
+  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit and a hash of
+                           every setting that shapes its result: a changed n, k, option or store
+                           trains into a new GROUP, never reuses the old fit);
   fits/GROUP/metrics.parquet  training and held-out metrics of that group
   tables/*.parquet         one tidy table per study
   plots/*.png              seaborn plots
@@ -14,6 +16,9 @@ Every stage skips what is already complete, so rerunning a killed `diffdict run`
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ import torch
 
 from .config import DictionaryEntry, StudyConfig
 from .prompts import Prompt, study_prompts
+from .errors import MissingFileError, UserError
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The config's uniform `n` / `k` in each architecture's own words.
@@ -29,10 +35,11 @@ SIZE_KEYS = {"topk_sae": ("n", "k"), "itda": ("max_size", "L")}
 
 
 class Run:
-    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True):
+    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True, force: bool = False):
         self.config = config
         self.device = device or config.device
         self.progress = progress
+        self.force = force  # re-harvest stores harvested with other settings
         self.root = Path(config.out)
         self._adapters: dict[str, Any] = {}
         self._dictionaries: dict[str, Any] = {}
@@ -40,21 +47,45 @@ class Run:
         self.cache: dict[tuple, Any] = {}  # results studies share within a run (e.g. alignment data)
 
     # ---- paths -----------------------------------------------------------------------------
+    def _inside(self, path: Path) -> Path:
+        """Every path a run writes is inside its folder (names are validated; this is the backstop)."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise UserError(f"{path} is outside the run folder {self.root}; names in the config must be plain names")
+        return path
+
     def store_dir(self, model: str) -> Path:
-        return self.root / "stores" / model
+        return self._inside(self.root / "stores" / model)
+
+    def fit_settings(self, entry: DictionaryEntry) -> dict[str, Any]:
+        """Every setting that shapes the fits of `entry`'s group (recorded as fits/GROUP/settings.json)."""
+        members = [d for d in self.config.dictionaries
+                   if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
+        model = self.config.model(entry.model)
+        settings = {"dictionaries": [dataclasses.asdict(d) for d in sorted(members, key=lambda d: d.name)],
+                    "train": dataclasses.asdict(self.config.train), "seed": self.config.seed,
+                    "eval_fraction": self.config.prompts.eval_fraction,
+                    "model": dataclasses.asdict(model), "harvest": dataclasses.asdict(self.config.harvest),
+                    "hooks": self.config.hooks_of(entry.model),
+                    "prompts": dataclasses.asdict(self.config.prompts),
+                    "store": self.harvest_settings(entry.model)}  # with a hash of the prompt texts
+        return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
     def fit_group(self, entry: DictionaryEntry) -> str:
-        return f"{entry.model}-{entry.tokens}-{entry.batch}"
+        """model-tokens-batch-HASH; HASH covers every setting of the group's dictionaries and of the store,
+        so a changed n, k, option, prompt list or harvest trains a new fit instead of reading the old one."""
+        settings = self.fit_settings(entry)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{entry.model}-{entry.tokens}-{entry.batch}-{digest}"
 
     def dictionary_dir(self, name: str) -> Path:
         entry = self.config.dictionary(name)
-        return self.root / "fits" / self.fit_group(entry) / name
+        return self._inside(self.root / "fits" / self.fit_group(entry) / name)
 
     def table_path(self, name: str) -> Path:
-        return self.root / "tables" / f"{name}.parquet"
+        return self._inside(self.root / "tables" / f"{name}.parquet")
 
     def plot_path(self, name: str) -> Path:
-        return self.root / "plots" / f"{name}.png"
+        return self._inside(self.root / "plots" / f"{name}.png")
 
     def save_config_copy(self) -> None:
         """Keep the config beside the results: config.toml (its text) and run.json (its path)."""
@@ -97,11 +128,32 @@ class Run:
         name, _, pretrained = self.config.clip_model.partition(":")
         return ClipScorer.pretrained(name, pretrained or None, device=str(self.device or "cpu"))
 
+    def harvest_settings(self, model: str) -> dict:
+        """The settings a harvest of this model entry records in its store (see dictionaries.harvest)."""
+        from dictionaries.harvest import harvest_settings
+
+        entry, section = self.config.model(model), self.config.harvest
+        return harvest_settings([p.text for p in self.prompts], self.config.prompts.seeds, self.config.hooks_of(model),
+                                section.batch_size, section.capture, entry.steps, entry.guidance, entry.height,
+                                entry.width)
+
     def store(self, model: str):
         if model not in self._stores:
+            from dictionaries.store import changed_settings
             from dictionaries.store_reader import ActivationStore
 
-            self._stores[model] = ActivationStore(self.store_dir(model))
+            store = ActivationStore(self.store_dir(model))
+            recorded = store.meta.get("settings") or {}
+            wanted = {"model": self.config.model(model).id, "dtype": self.config.harvest.dtype,
+                      "settings": {k: v for k, v in self.harvest_settings(model).items() if k in recorded}}
+            # Only a store `diffdict harvest` made is compared (an imported or synthetic one has no harvest
+            # settings), and only on the settings it recorded (an older store has no prompt hash).
+            changed = changed_settings(store.meta, wanted) if "hooks" in recorded else ""
+            if changed:  # studies never read maps of other settings than the config's
+                raise UserError(f"{store.root} was harvested with other settings than the config's ({changed}); "
+                                f"run `diffdict harvest {self.config.path} --force` to harvest it again "
+                                f"(or `diffdict run ... --force`)")
+            self._stores[model] = store
         return self._stores[model]
 
     def dictionary(self, name: str):
@@ -110,7 +162,7 @@ class Run:
 
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
-                raise FileNotFoundError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
+                raise MissingFileError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
             # On the device the run generates on, so interventions encode next to the model.
             self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
@@ -147,17 +199,21 @@ class Run:
                 self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model),
                 self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
                 steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
-                progress=self.progress)
+                progress=self.progress, replace=self.force)
         self._stores.update(stores)
         return stores
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
+        from dictionaries.atomic import write_json_atomic
         from dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:
-            if not (self.dictionary_dir(entry.name) / "config.json").exists():
+            folder = self.dictionary_dir(entry.name)
+            # Trained = both files there; a folder that lost its weights is trained again (from the last
+            # checkpoint), so the advice "retrain it" in the load errors works.
+            if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
                 groups.setdefault(self.fit_group(entry), []).append(entry)
         for group, entries in groups.items():
             first = entries[0]
@@ -166,6 +222,7 @@ class Run:
                 n_key, k_key = SIZE_KEYS[entry.architecture]
                 params = {n_key: entry.n, k_key: entry.k, **entry.options}
                 specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch))
+            write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(first))
             options = self.config.train
             settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,
                                      eval_fraction=self.config.prompts.eval_fraction,

@@ -106,7 +106,7 @@ def test_cli_case(name, argv, message, tmp_path, capsys, monkeypatch):
 def test_unknown_study_name(tmp_path, capsys):
     config = write_tiny_study(tmp_path)
     assert main(["study", str(config), "--only", "tranfser"]) == 2
-    assert "unknown study ['tranfser']; studies: transfer, compare, windows, atlas" in capsys.readouterr().err
+    assert re.search(r"unknown study \['tranfser'\]; studies: transfer, compare, windows, .*atlas", capsys.readouterr().err)
 
 
 # ---- the store and dictionary files ---------------------------------------------------------
@@ -122,7 +122,7 @@ def _shards(run: Path) -> list[Path]:
 
 
 def _sae_folder(run: Path) -> Path:
-    return run / "fits" / "one-4096-256" / "sae"
+    return next((run / "fits").glob("one-4096-256-*")) / "sae"
 
 
 def _corrupt_shard(run):
@@ -215,3 +215,460 @@ def test_store_and_dictionary_case(case, trained_run, tmp_path, capsys):
 
 def test_catalogue_has_at_least_25_cases():
     assert len(CONFIG_CASES) + len(CLI_CASES) + 1 + len(FILE_CASES) >= 25
+
+
+# ==== issue 23: hardening ====================================================================
+# Config cases with a setup step (a file where the run folder belongs, a binary prompts file...):
+# each exits 2 from `check` and `run`, and nothing under the test's folder changes.
+def _write(name: str, data: bytes | str):
+    def setup(folder: Path) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return setup
+
+
+def _mkdir(name: str):
+    return lambda folder: (folder / name).mkdir(parents=True)
+
+
+@dataclass(frozen=True)
+class HardCase:
+    name: str
+    replace: dict[str, str]
+    message: str
+    setup: Callable[[Path], None] | None = None
+
+
+_ATLAS = '[studies.atlas]'
+_WINDOWS_EDITS = 'edits = ["colour", "background"]'
+_SAE = 'name = "sae"\narchitecture = "topk_sae"'
+HARD_CASES = [
+    HardCase("dictionary name climbs out of the run", {'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'},
+             r"dictionaries\[1\]\.name: '\.\./\.\./\.\./victim' is not a safe name.*no '/', no '\.\.'"),
+    HardCase("model name climbs out of the run", {'name = "multi"': 'name = "../../../x"'}, r"models\[1\]\.name: '\.\./\.\./\.\./x' is not a safe name"),
+    HardCase("run name with a slash", {'name = "tiny"': 'name = "a/b"'}, r"name: 'a/b' is not a safe name.*e\.g\. 'a-b'"),
+    HardCase("absolute dictionary name", {'name = "itda"': 'name = "/etc/passwd"', '"sae", "itda"': '"sae", "/etc/passwd"'}, r"'/etc/passwd' is not a safe name"),
+    HardCase("empty out", {'out = "': 'out = ""\n# was "'}, r"out: is empty; give the folder that receives the run"),
+    HardCase("out is an existing file", {}, r"out: .*run is a file, not a folder; choose another `out`", _write("run", "not a folder")),
+    HardCase("out below a file", {'/run"': '/blocker/run"'}, r"blocker is a file, so .*run cannot be created", _write("blocker", "x")),
+    HardCase("options.lr is a word", {_SAE: _SAE + '\noptions = { lr = "fast" }'}, r"dictionaries\[0\]\.options\.lr: expected a number, got str 'fast'"),
+    HardCase("options.dead_tokens is a word", {_SAE: _SAE + '\noptions = { dead_tokens = "soon" }'}, r"options\.dead_tokens: expected an integer, got str 'soon'"),
+    HardCase("options misspelt", {_SAE: _SAE + '\noptions = { lrr = 0.001 }'}, r"options\.lrr: unknown option for topk_sae; did you mean 'lr'"),
+    HardCase("options.lr negative", {_SAE: _SAE + '\noptions = { lr = -0.1 }'}, r"options\.lr: -0\.1 is out of range; allowed: \(0\.0, inf\]"),
+    HardCase("options.beta2 of 1", {_SAE: _SAE + '\noptions = { beta2 = 1.0 }'}, r"options\.beta2: 1\.0 is out of range; allowed: \[0\.0, 1\.0\)"),
+    HardCase("options repeats n", {_SAE: _SAE + '\noptions = { n = 128 }'}, r"options\.n: is not an option here: set `n` on the entry"),
+    HardCase("options.lr is nan", {_SAE: _SAE + '\noptions = { lr = nan }'}, r"options\.lr: is nan, but every number must be finite"),
+    HardCase("dictionary too large for memory", {"n = 64\nk = 4": "n = 9_000_000_000_000\nk = 4"},
+             r"dictionaries\[0\]\.n: n=9,000,000,000,000 at d=32 needs about .* PB to train .* lower n"),
+    HardCase("device is not a device", {'clip_model = "random"': 'clip_model = "random"\ndevice = "banana"'}, r"device: 'banana' is not a device diffdict runs on; use cpu, cuda"),
+    HardCase("guidance nan", {"guidance = 5.0": "guidance = nan"}, r"models\.guidance|models\[1\]\.guidance: is nan, but every number must be finite"),
+    HardCase("guidance inf", {"guidance = 5.0": "guidance = inf"}, r"models\[1\]\.guidance: is inf, but every number must be finite"),
+    HardCase("guidance negative", {"guidance = 5.0": "guidance = -2.0"}, r"models\[1\]\.guidance: must be >= 0, got -2\.0"),
+    HardCase("steps beyond the scheduler", {"steps = 2": "steps = 5000"}, r"models\[1\]\.steps: 5000 steps is more than the scheduler's 1000"),
+    HardCase("configured size off the hook grid", {"steps = 1\nguidance = 0.0": "steps = 1\nguidance = 0.0\nheight = 60"},
+             r"models\[0\]\.height/width: hook 'down\.2\.1': image size 60x64 px is not a multiple of its stride 8 px"),
+    HardCase("windows strength nan", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = nan"}, r"studies\.windows\.strength: is nan, but every number must be finite"),
+    HardCase("windows strength inf", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = inf"}, r"studies\.windows\.strength: is inf"),
+    HardCase("windows strength -1e300", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = -1e300"}, r"studies\.windows\.strength: must be > 0, got -1e\+300.*steers away"),
+    HardCase("norm strength zero", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nnorm_strength = 0.0"}, r"studies\.windows\.norm_strength: must be > 0, got 0\.0"),
+    HardCase("zero-length window", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nwindows = { early = [0.5, 0.5] }"},
+             r"studies\.windows\.windows\.early: \[0\.5, 0\.5\] is an empty time window \(low == high\).*give low < high"),
+    HardCase("no windows", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nwindows = {}"}, r"studies\.windows\.windows: is empty; give at least one window"),
+    HardCase("window name climbs out", {_WINDOWS_EDITS: _WINDOWS_EDITS + '\nwindows = { "../x" = [0.2, 0.5] }'}, r"windows\.\.\./x: '\.\./x' is not a safe name"),
+    HardCase("one-prompt list", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle"]'},
+             r"prompts\.list: has 1 distinct prompt \(of 1 used\).*at least 2 different prompts"),
+    HardCase("the same prompt twice", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle", "a red circle"]'}, r"prompts\.list: has 1 distinct prompt \(of 2 used\)"),
+    HardCase("one toy prompt", {"count = 12": "count = 1"}, r"prompts\.count: is 1, but train and eval are split by prompt"),
+    HardCase("prompts file is a folder", {'source = "toyworld"': 'source = "file"\nfile = "prompts"'}, r"prompts\.file: .*prompts is a folder; give a text file", _mkdir("prompts")),
+    HardCase("prompts file is binary", {'source = "toyworld"': 'source = "file"\nfile = "p.txt"'}, r"prompts\.file: .*p\.txt is not UTF-8 text.*save it as UTF-8", _write("p.txt", b"\xf0\x28\x8c\x28 cat\n\xff dog\n")),
+    HardCase("repeated seed", {"eval_fraction = 0.34": "eval_fraction = 0.34\nseeds = [0, 0]"}, r"prompts\.seeds: \[0, 0\] repeats a seed"),
+    HardCase("negative seed", {'clip_model = "random"': 'clip_model = "random"\nseed = -1'}, r"seed: -1 is out of range; seeds are integers from 0 to 2\*\*63 - 1"),
+    HardCase("eval fraction nan", {"eval_fraction = 0.34": "eval_fraction = nan"}, r"prompts\.eval_fraction: is nan, but every number must be finite"),
+]
+
+
+@pytest.mark.parametrize("case", HARD_CASES, ids=[c.name for c in HARD_CASES])
+def test_hardening_config_case(case, tmp_path, capsys):
+    root = tmp_path / "root"  # the only folder the case may touch; its parent must stay empty of new files
+    root.mkdir()
+    if case.setup:
+        case.setup(root)
+    config = write_tiny_study(root, **case.replace)
+    before = _tree_digest(tmp_path)
+    for command in ("check", "run"):
+        assert main([command, str(config), *(["--device", "cpu"] if command == "run" else [])]) == 2
+        err = capsys.readouterr().err
+        assert f"diffdict {command}: error:" in err and "Traceback" not in err
+        assert re.search(case.message, err, re.S), err
+    assert _tree_digest(tmp_path) == before  # nothing written, nothing removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+def test_hostile_names_write_nothing_outside_the_run_and_keep_a_victim(tmp_path, capsys):
+    """The reported data loss: a dictionary named ../../../victim replaced a user's folder."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    root = tmp_path / "a" / "b"
+    root.mkdir(parents=True)
+    config = write_tiny_study(root, **{'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'})
+    before = _tree_digest(tmp_path)
+    assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 2
+    assert "is not a safe name" in capsys.readouterr().err
+    assert _tree_digest(tmp_path) == before and (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_run_paths_never_leave_the_run_folder(tmp_path):
+    """The backstop behind the name check: a path built from an unchecked name is refused."""
+    from studies.config import load_config
+    from studies.errors import UserError
+    from studies.run import Run
+
+    config = load_config(write_tiny_study(tmp_path))
+    config.models[0].name = "../../outside"  # as if validation had been bypassed
+    with pytest.raises(UserError, match="is outside the run folder"):
+        Run(config).store_dir("../../outside")
+
+
+# ---- command-line arguments and the config path ---------------------------------------------------------
+HARD_CLI_CASES = [
+    ("guidance nan", ["generate", "tiny/sdxl", "a cat", "--guidance", "nan"], r"--guidance must be a finite number >= 0 \(0 turns guidance off\), got nan"),
+    ("guidance inf", ["generate", "tiny/sdxl", "a cat", "--guidance", "inf"], r"--guidance must be a finite number >= 0.*got inf"),
+    ("guidance negative", ["generate", "tiny/sdxl", "a cat", "--guidance", "-1"], r"--guidance must be a finite number >= 0.*got -1\.0"),
+    ("device banana", ["generate", "tiny/sdxl", "a cat", "--device", "banana"], r"--device: 'banana' is not a device diffdict runs on"),
+    ("config path is a folder", ["check", "."], r"config file \. is a folder; give the path of a \.toml file"),
+    ("negative seed", ["generate", "tiny/sdxl", "a cat", "--seed", "-3"], r"--seed must be from 0 to 2\*\*63 - 1, got -3"),
+]
+
+
+@pytest.mark.parametrize("name,argv,message", HARD_CLI_CASES, ids=[c[0] for c in HARD_CLI_CASES])
+def test_hardening_cli_case(name, argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err, re.S)
+    assert not any(tmp_path.iterdir())
+
+
+def test_binary_config_file_names_the_file(tmp_path, capsys):
+    config = tmp_path / "study.toml"
+    config.write_bytes(b"\xf0\x9f\x98\x80\xff\xfe name = 1")
+    assert main(["check", str(config)]) == 2
+    assert re.search(r"study\.toml: not a text file .*a config is UTF-8 TOML text", capsys.readouterr().err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu(tmp_path, capsys):
+    config = write_tiny_study(tmp_path)
+    assert main(["harvest", str(config), "--device", "cuda", "--no-progress"]) == 2
+    assert re.search(r"--device: 'cuda' asks for a CUDA GPU, but none is available.*use --device cpu", capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_not_writable_is_one_message(tmp_path, capsys, monkeypatch):
+    """A read-only or forbidden `out` (patched: the tests may run as root, who may write anywhere)."""
+    import errno
+    import pathlib
+
+    config = write_tiny_study(tmp_path)
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "run")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    assert main(["report", str(config), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"run: Read-only file system; the file system is read-only: choose an `out` on a writable disk", err), err
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the project's own errors (and file-system / encoding errors) become exit 2."""
+    import studies.check
+
+    def broken(config, device=None):
+        raise ValueError("an internal mistake")  # a plain ValueError is not a user error any more
+
+    monkeypatch.setattr(studies.check, "check_config", broken)
+    with pytest.raises(ValueError, match="an internal mistake"):
+        main(["check", str(write_tiny_study(tmp_path))])
+
+
+# ---- the run folder: lock, changed settings, disk full, duplicate rows ------------------------------------
+def test_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    import json
+    import socket
+    import subprocess
+
+    config = write_tiny_study(tmp_path)
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        lock = tmp_path / "run" / ".diffdict.lock"
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now",
+                                    "command": "diffdict run study.toml"}))
+        assert main(["report", str(config), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert re.search(rf"run is in use by `diffdict run study\.toml` \(pid {holder.pid} on this host", err), err
+        assert lock.exists()  # the holder's lock is left alone
+        lock.write_text(json.dumps({"pid": 123, "host": "elsewhere", "started": "now", "command": "diffdict run"}))
+        assert main(["report", str(config), "--device", "cpu"]) == 2
+        assert re.search(r"pid 123 on host elsewhere.*delete .*\.diffdict\.lock", capsys.readouterr().err, re.S)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale, taken over with a note, and released at the end
+    lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now", "command": "x"}))
+    assert main(["report", str(config), "--device", "cpu"]) == 0
+    assert "removing the stale lock" in capsys.readouterr().out
+    assert not lock.exists()
+
+
+def _fake_records(prompts: list[str], value: float = 1.0):
+    from dictionaries.store import MapRecord
+
+    return [MapRecord({"hook": "h", "prompt_id": i, "prompt": text, "seed": 0, "step": 0, "timestep": 999.0,
+                       "t": 1.0, "branch": "cond"}, torch.full((2, 2, 4), value + i)) for i, text in enumerate(prompts)]
+
+
+def test_store_with_other_settings_never_blocks_the_fix(tmp_path, capsys):
+    from dictionaries.errors import InputError
+    from dictionaries.store import StoreWriter
+
+    root = tmp_path / "store"
+    StoreWriter(root, "m", "fp32", settings={"height": 60})  # a run that failed before its first shard
+    StoreWriter(root, "m", "fp32", settings={"height": 64})  # the corrected config: a fresh store, with a note
+    assert "height: 60 -> 64" in capsys.readouterr().out
+    writer = StoreWriter(root, "m", "fp32", settings={"height": 64})
+    writer.write_shard("job-000000", _fake_records(["a", "b"]))
+    with pytest.raises(InputError, match=r"holds 1 shard\(s\) harvested with other settings \(steps: None -> 4\).*--force"):
+        StoreWriter(root, "m", "fp32", settings={"height": 64, "steps": 4})
+    StoreWriter(root, "m", "fp32", settings={"height": 64, "steps": 4}, replace=True)  # --force
+    assert not list((root / "shards").glob("*.safetensors"))
+
+
+def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
+    import errno
+
+    import dictionaries.store as store_module
+    from dictionaries.errors import DiskFullError
+    from dictionaries.store import StoreWriter
+    from studies.errors import user_message
+
+    real = store_module.save_file
+    writer = StoreWriter(tmp_path / "store", "m", "fp32")
+    writer.write_shard("job-000000", _fake_records(["a", "b"]))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "save_file", full)
+    with pytest.raises(DiskFullError) as caught:
+        writer.write_shard("job-000001", _fake_records(["c", "d"]))
+    assert re.search(r"no space left to write shard .*job-000001\.safetensors .*run the same command again to resume",
+                     user_message(caught.value))
+    assert not [p for p in (tmp_path / "store" / "shards").iterdir() if ".tmp-" in p.name]
+    monkeypatch.setattr(store_module, "save_file", real)  # space again: the same writer resumes
+    resumed = StoreWriter(tmp_path / "store", "m", "fp32")
+    assert resumed.has_shard("job-000000") and not resumed.has_shard("job-000001")
+    resumed.write_shard("job-000001", _fake_records(["c", "d"]))
+    assert resumed.finalize().height == 4
+
+
+def test_split_by_prompt_text_never_leaks_a_caption(tmp_path):
+    from dictionaries.store import StoreWriter
+    from dictionaries.store_reader import ActivationStore
+    from dictionaries.stats import compute_stats
+
+    texts = ["a", "b", "c", "a", "b", "c", "d", "a"]  # more prompts than distinct captions
+    writer = StoreWriter(tmp_path / "store", "m", "fp32")
+    writer.write_shard("job-000000", _fake_records(texts))
+    writer.finalize()
+    store = ActivationStore(tmp_path / "store")
+    for seed in range(5):
+        held_out = store.eval_prompts(0.34, split_seed=seed)
+        eval_texts = {texts[i] for i in held_out}
+        train_texts = {texts[i] for i in range(len(texts)) if i not in held_out}
+        assert eval_texts and train_texts and not eval_texts & train_texts
+
+
+def _duplicate_index_row(run):
+    import polars as pl
+
+    path = run / "stores" / "one" / "index.parquet"
+    index = pl.read_parquet(path)
+    pl.concat([index, index.head(1)]).write_parquet(path)
+    return path
+
+
+def _changed_store_settings(run):
+    """The config changed after the store was harvested: its studies must not read that store."""
+    import json
+
+    path = run / "stores" / "one" / "store.json"
+    meta = json.loads(path.read_text())
+    meta["settings"]["steps"] = 7
+    path.write_text(json.dumps(meta))
+    return path
+
+
+FILE_CASES_23 = [
+    FileCase("store harvested with other settings", _changed_store_settings,
+             r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); run `diffdict harvest .*--force`"),
+    FileCase("duplicate index row", _duplicate_index_row, r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same `diffdict harvest CONFIG` again"),
+]
+
+
+@pytest.mark.parametrize("case", FILE_CASES_23, ids=[c.name for c in FILE_CASES_23])
+def test_store_case_23(case, trained_run, tmp_path, capsys):
+    test_store_and_dictionary_case(case, trained_run, tmp_path, capsys)
+
+
+def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsys):
+    """The fix the refusal names works: `harvest --force` replaces the store, and studies read it."""
+    from studies.config import load_config
+    from studies.run import Run
+
+    config = _copy_run(trained_run, tmp_path)
+    changed = write_tiny_study(tmp_path, **{"steps = 1\nguidance = 0.0": "steps = 2\nguidance = 0.0"})
+    assert main(["harvest", str(changed), "--no-progress", "--device", "cpu"]) == 2
+    assert re.search(r"holds \d+ shard\(s\) harvested with other settings \(steps: 1 -> 2\).*--force", capsys.readouterr().err)
+    assert main(["harvest", str(changed), "--no-progress", "--device", "cpu", "--force"]) == 0
+    assert "deleting its" in capsys.readouterr().out
+    store = Run(load_config(changed)).store("one")  # no longer refused
+    assert sorted(store.index["step"].unique().to_list()) == [0, 1]
+
+
+def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp_path, capsys):
+    """A fit is keyed by its settings: after n and k change the old dictionary is never read."""
+    from studies.config import load_config
+    from studies.run import Run
+
+    config = _copy_run(trained_run, tmp_path)
+    old = Run(load_config(config)).dictionary_dir("sae")
+    assert (old / "config.json").exists()
+    changed = write_tiny_study(tmp_path, **{"n = 64\nk = 4\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]":
+                                            "n = 32\nk = 2\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]"})
+    new = Run(load_config(changed)).dictionary_dir("sae")
+    assert new != old and not new.exists()
+    assert main(["study", str(changed), "--only", "transfer", "--no-progress", "--device", "cpu"]) == 2
+    assert re.search(r"dictionary 'sae' is not trained yet .*run `diffdict train` first", capsys.readouterr().err)
+    assert main(["train", str(changed), "--no-progress", "--device", "cpu"]) == 0  # the advice works
+    assert "sae: topk_sae n=32 k=2" in capsys.readouterr().out
+    import json
+    assert json.loads((new / "config.json").read_text())["config"]["n"] == 32
+
+
+def test_retrain_advice_works(trained_run, tmp_path, capsys):
+    """'weights.safetensors is missing ... retrain it (`diffdict train CONFIG` ...)': that command restores it."""
+    config = _copy_run(trained_run, tmp_path)
+    weights = _sae_folder(tmp_path / "run") / "weights.safetensors"
+    expected = weights.read_bytes()
+    _remove_weights(tmp_path / "run")
+    assert main(["study", str(config), "--only", "transfer", "--no-progress", "--device", "cpu"]) == 2
+    assert "retrain it (`diffdict train CONFIG`" in capsys.readouterr().err
+    assert main(["train", str(config), "--no-progress", "--device", "cpu"]) == 0
+    from safetensors.torch import load
+
+    before, after = load(expected), load(weights.read_bytes())
+    assert sorted(before) == sorted(after) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_interventions_refuse_non_finite_numbers():
+    from adapters import AddDirection
+    from adapters.errors import AdapterInputError
+
+    with pytest.raises(AdapterInputError, match="direction has non-finite values"):
+        AddDirection("down.2.1", direction=torch.tensor([1.0, float("nan")]))
+    with pytest.raises(AdapterInputError, match="strength nan is not finite"):
+        AddDirection("down.2.1", direction=torch.ones(2), strength=float("nan"))
+    with pytest.raises(AdapterInputError, match="the mask has non-finite values"):
+        AddDirection("down.2.1", direction=torch.ones(2), mask=torch.full((2, 2), float("nan")))
+
+
+def test_catalogue_has_at_least_63_cases():
+    issue_23 = len(HARD_CASES) + len(HARD_CLI_CASES) + len(FILE_CASES_23) + 11  # + the named tests above
+    assert issue_23 >= 30
+    assert len(CONFIG_CASES) + len(CLI_CASES) + 1 + len(FILE_CASES) + issue_23 >= 63
+
+
+# ---- kill -9 during the studies and the report of `diffdict run` ------------------------------------------
+# (A kill during harvest and train is tested on real processes in test_scale_harvest.py / test_scale_train.py.)
+_ONLY_TRANSFER_AND_ATLAS = {
+    '[studies.compare]\npairs = [["sae", "itda"]]\nprompts = 4\n': "",
+    '[studies.windows]\ndictionaries = ["sae"]\nprompts = 2\nedits = ["colour", "background"]\n'
+    'edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]\n': "",
+}
+
+
+def _tables(run: Path) -> dict:
+    """Every table, timings dropped and the run folder's own path (atlas tiles name files) made relative."""
+    import polars as pl
+
+    tables = {}
+    for path in sorted((run / "tables").glob("*.parquet")):
+        table = pl.read_parquet(path)
+        table = table.drop([c for c in table.columns if "seconds" in c])
+        tables[path.name] = table.with_columns(pl.col(pl.Utf8).str.replace(str(run), "RUN", literal=True))
+    return tables
+
+
+def _kill_when(command: list[str], ready: Callable[[], bool], extra_delay: float, timeout: float = 300) -> bool:
+    """Start `command`, SIGKILL it `extra_delay` s after `ready()` turns true; True if it was killed mid-run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "studies", *command], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    began = time.monotonic()
+    try:
+        while not ready() and process.poll() is None and time.monotonic() - began < timeout:
+            time.sleep(0.05)
+        time.sleep(extra_delay)
+        if process.poll() is not None:
+            return False
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_tables(trained_run, tmp_path_factory):
+    """The tables of one uninterrupted `diffdict run` (transfer and atlas) from the trained run."""
+    reference = tmp_path_factory.mktemp("reference")
+    shutil.copytree(trained_run / "run", reference / "run")
+    write_tiny_study(reference, **_ONLY_TRANSFER_AND_ATLAS)
+    assert main(["run", str(reference / "study.toml"), "--no-progress", "--device", "cpu"]) == 0
+    return _tables(reference / "run")
+
+
+@pytest.mark.parametrize("moment", ["first table written", "soon after start"])
+def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(moment, trained_run, uninterrupted_tables, tmp_path):
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    shutil.copytree(trained_run / "run", killed / "run")
+    write_tiny_study(killed, **_ONLY_TRANSFER_AND_ATLAS)
+    if moment == "first table written":
+        ready = lambda: any((killed / "run" / "tables").glob("*.parquet"))  # noqa: E731
+    else:
+        ready = lambda: (killed / "run" / ".diffdict.lock").exists()  # noqa: E731
+    was_killed = _kill_when(["run", str(killed / "study.toml"), "--no-progress", "--device", "cpu"], ready, 0.5)
+    lock = killed / "run" / ".diffdict.lock"
+    assert was_killed and lock.exists()  # a kill -9 mid-run leaves its lock behind ...
+    assert main(["run", str(killed / "study.toml"), "--no-progress", "--device", "cpu"]) == 0  # ... which is stale
+    assert not lock.exists()
+    assert not [p for p in (killed / "run").rglob("*") if ".tmp" in p.name]
+    expected, resumed = uninterrupted_tables, _tables(killed / "run")
+    assert sorted(expected) == sorted(resumed)
+    for name, table in expected.items():
+        assert table.equals(resumed[name]), name
+    assert (killed / "run" / "report.html").exists()

@@ -76,7 +76,7 @@ def test_out_overrides_the_configs_out_for_every_stage(tmp_path, monkeypatch, ca
     from studies.run import Run
 
     roots = []
-    monkeypatch.setattr(studies.check, "check_config", lambda config: [f"output in {config.out}"])
+    monkeypatch.setattr(studies.check, "check_config", lambda config, **kwargs: [f"output in {config.out}"])
     monkeypatch.setattr(studies.pipeline, "run_all", lambda run, force: roots.append(run.root) or {})
     monkeypatch.setattr(studies.pipeline, "run_studies", lambda run, only, force: roots.append(run.root))
     monkeypatch.setattr(studies.pipeline, "build_report", lambda run: roots.append(run.root) or run.root / "report.html")

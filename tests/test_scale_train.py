@@ -81,6 +81,11 @@ batch = 128
 options = {{ threshold = 0.2 }}
 """
 GROUP = "toy-7680-128"
+
+
+def _fits(run: Path) -> Path:
+    """The fit group folder (its name ends with a hash of the fit's settings)."""
+    return next((run / "fits").glob(f"{GROUP}-*"), run / "fits" / GROUP)
 TOTAL_STEPS = 7680 // 128
 
 
@@ -108,7 +113,7 @@ def train_command(config: Path) -> list[str]:
 
 
 def weights(config: Path, name: str) -> dict[str, torch.Tensor]:
-    return load_file(str(config.parent / "run" / "fits" / GROUP / name / "weights.safetensors"))
+    return load_file(str(_fits(config.parent / "run") / name / "weights.safetensors"))
 
 
 def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -121,12 +126,14 @@ def kill_mid_training(command: list[str], config: Path) -> float:
     """Start `command`, SIGKILL it and every process it started a random moment after its first
     checkpoint; returns that delay. torchrun starts its workers in sessions of their own, so
     they are found through /proc and killed by pid."""
-    checkpoint = config.parent / "run" / "fits" / GROUP / "checkpoints"
+    def checkpoint() -> Path:  # looked up again each time: the group folder appears when training starts
+        return _fits(config.parent / "run") / "checkpoints"
+
     process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
-        while not (checkpoint.is_dir() and any(checkpoint.iterdir())):
+        while not (checkpoint().is_dir() and any(checkpoint().iterdir())):
             assert process.poll() is None, "training ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint appeared in time"
             time.sleep(0.01)
@@ -198,13 +205,13 @@ def test_two_ranks_train_like_one_process(single, two_ranks):
     print(f"SAE trained on 2 ranks vs 1 process: max |weight difference| {worst:.2e}")
     assert worst < SAE_TOLERANCE
     # rank 0 alone wrote the metrics: one row per dictionary per step, plus the held-out evaluation
-    metrics = pl.read_parquet(two_ranks.parent / "run" / "fits" / GROUP / "metrics.parquet")
+    metrics = pl.read_parquet(_fits(two_ranks.parent / "run") / "metrics.parquet")
     assert metrics.filter(pl.col("kind") == "train").height == 2 * TOTAL_STEPS
     assert metrics.filter(pl.col("kind") == "eval").height == 2
-    single_metrics = pl.read_parquet(single.parent / "run" / "fits" / GROUP / "metrics.parquet")
+    single_metrics = pl.read_parquet(_fits(single.parent / "run") / "metrics.parquet")
     itda_size = lambda frame: frame.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))["size"].to_list()
     assert itda_size(metrics) == itda_size(single_metrics)
-    saved = json.loads((two_ranks.parent / "run" / "fits" / GROUP / "sae" / "config.json").read_text())
+    saved = json.loads((_fits(two_ranks.parent / "run") / "sae" / "config.json").read_text())
     assert saved["meta"]["fit_seconds"] > 0  # each dictionary's own training time travels with it
 
 
@@ -214,7 +221,7 @@ def test_torchrun_training_killed_mid_run_resumes_bit_identical(tmp_path, two_ra
     config = make_run(tmp_path)
     command = torchrun_command(2, "train", str(config), "--no-progress")
     delay = kill_mid_training(command, config)
-    assert not (config.parent / "run" / "fits" / GROUP / "sae" / "config.json").exists(), \
+    assert not (_fits(config.parent / "run") / "sae" / "config.json").exists(), \
         f"training finished within {delay:.2f} s of its first checkpoint; not killed mid-run"
     run_command(command)
     for name in ("sae", "itda"):

@@ -78,7 +78,7 @@ def test_harvest_and_train_commands_on_tiny_sdxl(tmp_path, capsys):
     assert cli.main(["train", str(config), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "sae: topk_sae n=64 k=4" in out and "held-out fvu" in out
-    metrics = pl.read_parquet(tmp_path / "run" / "fits" / "tiny-2048-128" / "metrics.parquet")
+    metrics = pl.read_parquet(next((tmp_path / "run" / "fits").glob("tiny-2048-128-*")) / "metrics.parquet")
     assert metrics.filter(pl.col("kind") == "train").height == 2 * 16
 
 

@@ -69,7 +69,7 @@ def test_killed_harvest_resumes_to_the_same_store(tmp_path):
 
 def test_resume_with_different_settings_is_refused(tmp_path):
     run(FakeAdapter(), tmp_path / "s")
-    with pytest.raises(ValueError, match="dtype='fp32'.*dtype='fp16'.*new `out`"):
+    with pytest.raises(ValueError, match="dtype: 'fp32' -> 'fp16'.*--force.*new `out`"):
         run(FakeAdapter(), tmp_path / "s", dtype="fp16")
 
 

@@ -53,7 +53,7 @@ BAD = [
     ({'seeds': 'seeds', 'eval_fraction = 0.34': 'eval_fraction = 1.5'}, r"prompts\.eval_fraction: must be strictly between 0 and 1"),
     ({'dictionaries = ["sae"]\nprompts = 2\nedits': 'dictionaries = ["sae+itda"]\nprompts = 2\nedits'},
      r"studies\.windows\.dictionaries\[0\]: 'sae\+itda': dictionaries edited together must share a model and sit on different hooks"),
-    ({'strengths = [1, 4]': 'strengths = [1, nan]'}, r"studies\.editability\.strengths\[1\]: must be a finite number > 0"),
+    ({'strengths = [1, 4]': 'strengths = [1, nan]'}, r"studies\.editability\.strengths\[1\]: is nan, but every number must be finite"),
     ({'strengths = [1, 4]': 'strengths = []'}, r"studies\.editability\.strengths: is empty"),
     ({'attributes = ["colour", "position"]': 'attributes = ["size"]'}, r"studies\.editability\.attributes\[0\]: 'size' is not allowed"),
     ({'models = ["one", "multi"]\ndictionaries = ["sae"]': 'models = ["three"]\ndictionaries = ["sae"]'},

@@ -28,6 +28,7 @@ from toyworld.text_pretrain import (
     readout_loss,
 )
 from toyworld.train import train_loop
+from toyworld.user_errors import ToyInputError, ToyMissingFileError
 
 VAE_KL_WEIGHT = 1e-6
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (x0 weight capped at gamma): trains faster than plain epsilon MSE
@@ -81,7 +82,7 @@ def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
 def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.Module]) -> None:
     path = ctx.cfg.work / "text.safetensors"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the text stage first (--stages text,...), or train "
+        raise ToyMissingFileError(f"{path} is missing: run the text stage first (--stages text,...), or train "
                                 f"{family}'s text encoders with the denoiser (--text-pretrain without {family})")
     load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
 
@@ -370,7 +371,7 @@ def run_flux_distill(ctx: Context) -> None:
     """
     stage, cfg = "flux_distill", ctx.cfg
     if cfg.teacher_samples < 1:
-        raise ValueError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
+        raise ToyInputError("the flux_distill stage regresses on teacher samples: give --teacher-samples N with N >= 1")
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     masks = None
     if cfg.object_loss_weight:  # image tokens that show an object in the teacher's sample

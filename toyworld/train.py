@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from toyworld.checkpoints import load_final, load_partial, save_final, save_partial
+from toyworld.user_errors import ToyInputError
 
 STAGES = ("vae_sdxl", "vae_flux", "text", "base", "turbo", "flux", "flux_distill", "export")
 
@@ -214,9 +215,9 @@ def train(cfg: TrainConfig) -> None:
 
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
+        raise ToyInputError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is visible: use --device cpu")
+        raise ToyInputError("--device cuda was asked for but no CUDA device is visible: use --device cpu")
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

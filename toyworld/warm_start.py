@@ -27,6 +27,7 @@ import torch
 
 from dictionaries.atomic import write_json_atomic
 from toyworld.checkpoints import save_final
+from toyworld.user_errors import ToyInputError, ToyMissingFileError
 
 STAGE_PARTS = {
     "vae_sdxl": ("sdxl-base", {"vae": "vae"}),
@@ -51,19 +52,19 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
 
     unknown = set(continue_stages) - set(STAGE_PARTS)
     if unknown:
-        raise ValueError(f"cannot continue {sorted(unknown)}: choose from {', '.join(STAGE_PARTS)}")
+        raise ToyInputError(f"cannot continue {sorted(unknown)}: choose from {', '.join(STAGE_PARTS)}")
     work_dir.mkdir(parents=True, exist_ok=True)
     targets = {stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
                for stage in (*STAGE_PARTS, "text")}
     clashes = [p for stage, p in targets.items()
                if p.exists() or (work_dir / f"{stage}.safetensors").exists() or (work_dir / f"{stage}.partial.safetensors").exists()]
     if clashes:
-        raise ValueError(f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
+        raise ToyInputError(f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
                               "import into an empty work dir")
     pipes = {}
     for folder in sorted({folder for folder, _ in STAGE_PARTS.values()}):
         if not (weights_dir / folder / "model_index.json").exists():
-            raise FileNotFoundError(f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)")
+            raise ToyMissingFileError(f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)")
         pipes[folder] = DiffusionPipeline.from_pretrained(str(weights_dir / folder), dtype=torch.float32)
     written = []
     for stage, (folder, parts) in STAGE_PARTS.items():

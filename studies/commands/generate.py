@@ -27,8 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import adapters
+    import math
 
+    import adapters
+    from studies.errors import UserError
+    from studies.validate import check_device
+
+    # Numbers that reach generation, checked before the model loads (NaN guidance would turn CFG off silently).
+    if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):
+        raise UserError(f"--guidance must be a finite number >= 0 (0 turns guidance off), got {args.guidance}")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UserError(f"--steps must be >= 1, got {args.steps}" if args.steps < 1 else f"--steps must be at most 1000, got {args.steps}")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed must be from 0 to 2**63 - 1, got {args.seed}")
+    check_device(args.device, "--device")
     adapter = adapters.load(args.model, device=args.device, quantize=args.quantize)
     if args.hooks:
         hooks = [h.strip() for h in args.hooks.split(",") if h.strip()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from studies.errors import MissingFileError, UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,10 +30,10 @@ def run(args: argparse.Namespace, upload=None) -> int:
     from dictionaries.hub import is_hub_id, push
 
     if not Path(args.dictionary).is_dir():
-        raise FileNotFoundError(f"{args.dictionary} is not a folder; give a trained dictionary's folder "
+        raise MissingFileError(f"{args.dictionary} is not a folder; give a trained dictionary's folder "
                                 f"(RUN_DIR/fits/GROUP/NAME, written by `diffdict train`)")
     if not is_hub_id(args.repo):
-        raise ValueError(f"{args.repo!r} is not a Hub repo id; expected owner/name")
+        raise UserError(f"{args.repo!r} is not a Hub repo id; expected owner/name")
     result = push(args.dictionary, args.repo, subfolder=args.subfolder, private=args.private,
                   commit_message=args.message, upload=upload)
     where = f"{args.repo}/{args.subfolder}" if args.subfolder else args.repo

@@ -30,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name in ("run", "study"):
-            parser.add_argument("--force", action="store_true", help="recompute studies whose tables already exist")
+            parser.add_argument("--force", action="store_true", help="recompute studies whose tables already exist "
+                                "(run: also re-harvest a store harvested with other settings)")
+        if name == "harvest":
+            parser.add_argument("--force", action="store_true",
+                                help="delete and re-harvest a store that was harvested with other settings")
         if name == "study":
             parser.add_argument("--only", action="append", default=None, metavar="STUDY",
                                 help=f"{', '.join(STUDY_NAMES)} (repeatable; default: every configured one)")
@@ -42,17 +46,29 @@ def _run(args: argparse.Namespace) -> int:
 
     from studies.check import check_config
 
+    from studies.validate import check_device, check_out
+
     config = load_config(args.config)
     if args.out is not None:
+        check_out(args.out, "--out", "")
         config.out = args.out
-    lines = check_config(config)  # every stage resolves the whole config first: fail before any work
+    if args.stage != "check":  # the device exists and is free to use, before any model is loaded
+        check_device(args.device, "--device") if args.device else check_device(config.device, f"{config.path}: device")
+    lines = check_config(config, device=getattr(args, "device", None))  # every stage resolves the whole config first
     if args.stage == "check":
         print("\n".join(lines))
         return 0
+    from studies.lock import run_lock
+
+    with run_lock(config.out, command=f"diffdict {args.stage} {args.config}"):  # one run per folder
+        return _stage(args, config)
+
+
+def _stage(args: argparse.Namespace, config) -> int:
     from studies.pipeline import build_report, run_all, run_studies
     from studies.run import Run
 
-    run = Run(config, device=args.device, progress=not args.no_progress)
+    run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False))
     start = time.perf_counter()
     if args.stage == "run":
         timings = run_all(run, force=args.force)

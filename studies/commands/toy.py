@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from studies.errors import UserError
 
 # toyworld.train.STAGES, written out so that `--help` need not import torch (a test keeps them equal)
 TRAIN_STAGES = ("vae_sdxl", "vae_flux", "text", "base", "turbo", "flux", "flux_distill", "export")
@@ -15,11 +16,11 @@ def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
     for pair in pairs or []:
         stage, sep, value = pair.partition("=")
         if not sep or stage not in TRAIN_STAGES[:-1]:
-            raise ValueError(f"{flag} expects STAGE=VALUE with STAGE in {', '.join(TRAIN_STAGES[:-1])}, got {pair!r}")
+            raise UserError(f"{flag} expects STAGE=VALUE with STAGE in {', '.join(TRAIN_STAGES[:-1])}, got {pair!r}")
         try:
             out[stage] = cast(value)
         except ValueError:
-            raise ValueError(f"{flag} {pair!r}: {value!r} is not a number") from None
+            raise UserError(f"{flag} {pair!r}: {value!r} is not a number") from None
     return out
 
 
@@ -105,7 +106,7 @@ def _families(value: str) -> tuple[str, ...]:
     families = tuple(f.strip() for f in value.split(",") if f.strip() and f.strip() != "none")
     unknown = [f for f in families if f not in ("sdxl", "flux")]
     if unknown:
-        raise ValueError(f"--text-pretrain: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+        raise UserError(f"--text-pretrain: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
                          "give sdxl, flux, sdxl,flux or none")
     return families
 
@@ -120,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     unknown = [s for s in stages if s not in TRAIN_STAGES]
     if unknown:
-        raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(TRAIN_STAGES)}")
+        raise UserError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(TRAIN_STAGES)}")
     cfg.stages = stages
     cfg.steps = cfg.steps | _stage_values(args.steps, int, "--steps")
     cfg.batch = cfg.batch | _stage_values(args.batch, int, "--batch")
@@ -133,12 +134,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.text_pretrain is not None:
         cfg.text_pretrain = _families(args.text_pretrain)
     if cfg.n_scenes < 1 or (cfg.threads is not None and cfg.threads < 1):
-        raise ValueError("--n-scenes and --threads must be positive")
+        raise UserError("--n-scenes and --threads must be positive")
     for flag, value in (("--offset-noise", cfg.offset_noise), ("--object-loss-weight", cfg.object_loss_weight),
                         ("--teacher-samples", cfg.teacher_samples),
                         ("--turbo-distill-weight", cfg.turbo_distill_weight)):
         if value < 0:
-            raise ValueError(f"{flag} must be >= 0, got {value}")
+            raise UserError(f"{flag} must be >= 0, got {value}")
     train(cfg)
     return 0
 
@@ -198,7 +199,7 @@ def run_scenes(args: argparse.Namespace) -> int:
     from toyworld.scenes import eval_scenes, sample_scene
 
     if args.n < 1:
-        raise ValueError("--n must be at least 1")
+        raise UserError("--n must be at least 1")
     scenes = eval_scenes(args.n) if args.stream == "eval" else [sample_scene(i) for i in range(args.n)]
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "labels.jsonl", "w") as handle:

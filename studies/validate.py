@@ -1,0 +1,317 @@
+"""Validation of a parsed study config that runs before anything is loaded or written.
+
+Called by `config.parse_config` right after the TOML is read into dataclasses. The checks are
+generic where they can be, so that new studies inherit them: every float anywhere in the config
+is finite, every `windows` / `t_range` is a non-empty interval, every `*strength*` is > 0, every
+name that becomes a path is a safe file name. Each error is a ConfigError naming the file, the
+key, what is wrong and the fix (docs/errors.md lists them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, PromptsSection, StudyConfig, resolve_relative
+
+# A name that becomes a folder or file name: no separators, no "..", no leading dot or dash.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_SEED = 2**63 - 1  # the store's index keeps seeds as Int64
+MAX_STEPS = 1000  # the schedulers of every supported model have 1000 training timesteps
+MAX_SIDE = 8192  # px; beyond this no supported model has been trained, and memory runs out first
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# Ranges of the dictionary options every architecture shares by name (others: type and finiteness).
+OPTION_RANGES: dict[str, tuple[str, float, float]] = {
+    "lr": ("(]", 0.0, math.inf), "eps": ("(]", 0.0, math.inf), "beta1": ("[)", 0.0, 1.0),
+    "beta2": ("[)", 0.0, 1.0), "threshold": ("()", 0.0, 1.0), "aux_coef": ("[]", 0.0, math.inf),
+    "fired_threshold": ("[]", 0.0, math.inf), "dead_tokens": ("[]", 1, math.inf),
+    "init_sample": ("[]", 1, math.inf), "k_aux": ("[]", 0, math.inf), "seed": ("[]", 0, MAX_SEED),
+}
+
+
+def _fail(source: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {key}: {message}")
+
+
+def validate_config(config: StudyConfig, source: str, path: Path | None) -> None:
+    """Every check that needs no model: names, out, numbers, windows, strengths, options, prompts, device."""
+    _check_names(config, source)
+    check_out(config.out, source)
+    _check_finite(config, source, "", config)
+    _check_intervals_and_strengths(config.studies, source, "studies")
+    _check_models(config, source)
+    _check_seeds(config, source)
+    _check_options(config, source)
+    _check_prompt_counts(config.prompts, source, path)
+    if config.device is not None:
+        parse_device(config.device, f"{source}: device")
+
+
+# ---- names and out ------------------------------------------------------------------------------
+def check_name(name: str, source: str, key: str) -> None:
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise _fail(source, key, f"{name!r} is not a safe name: it becomes a folder name in the run, so use 1-64 "
+                                 f"letters, digits, '_', '-' or '.', starting with a letter or digit "
+                                 f"(no '/', no '..'), e.g. {_suggest(name)!r}")
+
+
+def _suggest(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).replace("..", "").strip("-._")
+    return cleaned[:64] or "model-1"
+
+
+def _check_names(config: StudyConfig, source: str) -> None:
+    check_name(config.name, source, "name")
+    for i, model in enumerate(config.models):
+        check_name(model.name, source, f"models[{i}].name")
+    for i, entry in enumerate(config.dictionaries):
+        check_name(entry.name, source, f"dictionaries[{i}].name")
+    for study in dataclasses.fields(config.studies):
+        section = getattr(config.studies, study.name)
+        windows = getattr(section, "windows", None)
+        if isinstance(windows, dict):
+            for window in windows:
+                check_name(window, source, f"studies.{study.name}.windows.{window}")
+
+
+def check_out(out: str, source: str, key: str = "out") -> None:
+    """`out` (or --out) is a non-empty path of a folder that is, or can be, created."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+    if not out.strip():
+        raise fail("is empty; give the folder that receives the run, e.g. out = \"runs/my-study\"")
+    if "\0" in out:
+        raise fail("contains a NUL character; give a plain folder path")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise fail(f"{path} is a file, not a folder; choose another `out` or move that file")
+    for parent in path.parents:  # a file where a parent folder belongs: mkdir would fail later
+        if parent.exists():
+            if not parent.is_dir():
+                raise fail(f"{parent} is a file, so {path} cannot be created; choose another `out`")
+            break
+
+
+# ---- numbers ---------------------------------------------------------------------------------------
+def _check_finite(config: StudyConfig, source: str, key: str, value: Any) -> None:
+    """Every float anywhere in the config (NaN and inf are valid TOML) must be finite."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            if f.name != "path":
+                _check_finite(config, source, f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(config, source, f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(config, source, f"{key}[{i}]", v)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _fail(source, key, f"is {value}, but every number must be finite; give a finite value")
+
+
+def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
+    """Any `windows` (name -> [low, high]) or `t_range` is non-empty; any `*strength*` is > 0."""
+    if not dataclasses.is_dataclass(value):
+        return
+    for f in dataclasses.fields(value):
+        item, where = getattr(value, f.name), f"{key}.{f.name}"
+        if item is None:
+            continue
+        if dataclasses.is_dataclass(item):
+            _check_intervals_and_strengths(item, source, where)
+        elif f.name == "windows" and isinstance(item, dict):
+            if not item:
+                raise _fail(source, where, "is empty; give at least one window, e.g. { early = [0.6, 1.0] }")
+            for name, window in item.items():
+                _check_interval(window, source, f"{where}.{name}")
+        elif f.name == "t_range":
+            _check_interval(item, source, where)
+        elif "strength" in f.name:
+            for i, strength in enumerate(item if isinstance(item, list) else [item]):
+                if isinstance(strength, (int, float)) and not strength > 0:
+                    at = f"{where}[{i}]" if isinstance(item, list) else where
+                    raise _fail(source, at, f"must be > 0, got {strength}: it is a multiple of a feature's typical "
+                                            f"activation (or norm) added to steer towards the target; 0 does nothing and "
+                                            f"a negative value steers away, which the study does not score")
+
+
+def _check_interval(window: Any, source: str, key: str) -> None:
+    if not isinstance(window, (list, tuple)) or len(window) != 2:
+        raise _fail(source, key, f"{window} must be [low, high] with 0 <= low < high <= 1 (t = 1 is pure noise)")
+    low, high = window
+    if not (0.0 <= low <= high <= 1.0):
+        raise _fail(source, key, f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+    if low == high:
+        example = [round(max(0.0, high - 0.2), 3), high] if high > 0 else [0.0, 0.2]
+        raise _fail(source, key, f"{list(window)} is an empty time window (low == high): no step falls inside it; "
+                                 f"give low < high, e.g. {example}")
+
+
+def _check_models(config: StudyConfig, source: str) -> None:
+    for i, model in enumerate(config.models):
+        if model.steps is not None and model.steps > MAX_STEPS:
+            raise _fail(source, f"models[{i}].steps", f"{model.steps} steps is more than the scheduler's {MAX_STEPS} "
+                                                      f"timesteps; use at most {MAX_STEPS}")
+        for side in ("height", "width"):
+            value = getattr(model, side)
+            if value is not None and value > MAX_SIDE:
+                raise _fail(source, f"models[{i}].{side}", f"{value} px is larger than {MAX_SIDE} px; use the "
+                                                           f"model's native size (e.g. 512 or 1024)")
+        if model.guidance is not None and model.guidance > 100:
+            raise _fail(source, f"models[{i}].guidance", f"{model.guidance} is far outside any useful guidance scale "
+                                                         f"(0 = off, SDXL Base uses 5-8, Flux dev 3.5); use at most 100")
+
+
+def _check_seeds(config: StudyConfig, source: str) -> None:
+    checks = [("seed", config.seed)] + [(f"prompts.seeds[{i}]", s) for i, s in enumerate(config.prompts.seeds)]
+    for key, seed in checks:
+        if not 0 <= seed <= MAX_SEED:
+            raise _fail(source, key, f"{seed} is out of range; seeds are integers from 0 to 2**63 - 1")
+    if len(set(config.prompts.seeds)) != len(config.prompts.seeds):
+        raise _fail(source, "prompts.seeds", f"{config.prompts.seeds} repeats a seed, which would store the same "
+                                             f"images twice; list each seed once")
+
+
+# ---- dictionary options ------------------------------------------------------------------------------
+def _check_options(config: StudyConfig, source: str) -> None:
+    from dictionaries.base import architecture_class
+
+    from .run import SIZE_KEYS
+
+    for i, entry in enumerate(config.dictionaries):
+        if entry.architecture not in SIZE_KEYS:
+            continue  # reported by the architecture check, with the allowed names
+        config_class = architecture_class(entry.architecture).config_class
+        hints = typing.get_type_hints(config_class)
+        fields = [f.name for f in dataclasses.fields(config_class)]
+        reserved = {"d": "d is taken from the hook", SIZE_KEYS[entry.architecture][0]: "set `n` on the entry",
+                    SIZE_KEYS[entry.architecture][1]: "set `k` on the entry"}
+        for name, value in entry.options.items():
+            key = f"dictionaries[{i}].options.{name}"
+            if name in reserved:
+                raise _fail(source, key, f"is not an option here: {reserved[name]}, not in options")
+            if name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                allowed = [f for f in fields if f not in reserved]
+                raise _fail(source, key, f"unknown option for {entry.architecture}{hint} Allowed: {', '.join(allowed)}")
+            _check_option_value(hints[name], value, source, key)
+
+
+def _check_option_value(hint: Any, value: Any, source: str, key: str) -> None:
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint)
+    ok = {int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          bool: isinstance(value, bool), str: isinstance(value, str)}.get(hint, True)
+    if not ok:
+        raise _fail(source, key, f"expected {expected}, got {type(value).__name__} {value!r}")
+    name = key.rsplit(".", 1)[1]
+    if name in OPTION_RANGES and isinstance(value, (int, float)):
+        brackets, low, high = OPTION_RANGES[name]
+        above = value > low if brackets[0] == "(" else value >= low
+        below = value < high if brackets[1] == ")" else value <= high
+        if not (above and below):
+            shown = f"{brackets[0]}{low}, {'inf' if high == math.inf else high}{brackets[1]}"
+            raise _fail(source, key, f"{value} is out of range; allowed: {shown}")
+
+
+def memory_estimate(architecture: str, n: int, d: int, batch: int) -> tuple[int, str]:
+    """Bytes a dictionary needs while training, and how that was counted (n x d x 4 bytes per matrix)."""
+    if architecture == "topk_sae":  # encoder + decoder, each with gradient and two Adam moments; dense batch codes
+        return 8 * n * d * 4 + 3 * batch * n * 4, "n x d x 4 bytes x 8 (encoder, decoder, gradients, Adam) + batch x n x 4 x 3"
+    return 2 * n * d * 4 + batch * n * 4, "n x d x 4 bytes x 2 (atoms and their Gram products) + batch x n x 4"
+
+
+def available_memory(device: Any = None) -> tuple[int, str]:
+    """Total memory of the device a dictionary trains on (bytes) and its name."""
+    import torch
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device.index or 0).total_memory, f"GPU {device}"
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    except (ValueError, OSError, AttributeError):
+        return 2**62, "memory"
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1000
+    return f"{count:.1f} PB"
+
+
+# ---- prompts -------------------------------------------------------------------------------------------
+def read_prompt_file(file: Path, source: str) -> list[str]:
+    """The prompts of a prompts.file, one per line; every problem named with the file."""
+    if file.is_dir():
+        raise _fail(source, "prompts.file", f"{file} is a folder; give a text file with one prompt per line")
+    if not file.exists():
+        raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise _fail(source, "prompts.file", f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                                            f"save it as UTF-8 with one prompt per line") from None
+    except OSError as error:
+        raise _fail(source, "prompts.file", f"{file} cannot be read ({error.strerror}); check its permissions") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_prompt_counts(prompts: PromptsSection, source: str, path: Path | None) -> None:
+    """Train and eval are split by prompt text: at least two different prompts must be used."""
+    if prompts.source == "list":
+        texts, key = prompts.list[: max(prompts.count, 0)], "prompts.list"
+    elif prompts.source == "file" and prompts.file and not prompts.file.lower().endswith((".parquet", ".jsonl", ".csv")):
+        texts, key = read_prompt_file(resolve_relative(prompts.file, path), source), "prompts.file"
+        texts = texts[: max(prompts.count, 0)]
+    else:
+        if prompts.source == "toyworld" and prompts.count == 1:
+            raise _fail(source, "prompts.count", "is 1, but train and eval are split by prompt, so at least 2 "
+                                                 "prompts are needed (one for each); raise prompts.count")
+        return
+    if texts and len(set(texts)) < 2:
+        raise _fail(source, key, f"has {len(set(texts))} distinct prompt{'s' if len(set(texts)) != 1 else ''} (of "
+                                 f"{len(texts)} used), but train and eval are split by prompt text, so at least 2 "
+                                 f"different prompts are needed; add prompts")
+
+
+# ---- device --------------------------------------------------------------------------------------------
+def parse_device(name: str, where: str) -> None:
+    """A device name torch understands, of a kind diffdict runs on (availability: check_device)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"{where}: {name!r} is not a device diffdict runs on; use cpu, cuda, cuda:N or mps")
+
+
+def check_device(name: str | None, where: str) -> None:
+    """The device exists and is available on this machine (called before any model is loaded)."""
+    if name is None:
+        return
+    import torch
+
+    parse_device(name, where)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where}: {name!r} asks for a CUDA GPU, but none is available on this machine "
+                              f"(torch.cuda.is_available() is False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{where}: {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: 'mps' is not available on this machine; use --device cpu")
