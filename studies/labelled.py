@@ -79,6 +79,8 @@ def _label(maps: torch.Tensor, prompts: list, step_t: list[float]) -> HookTokens
     column = {name: i for i, name in enumerate(concepts)}
     per_prompt = np.zeros((batch, h * w, len(concepts)), dtype=bool)
     for b, prompt in enumerate(prompts):
+        if prompt.scene is None:
+            continue  # plain text (real-model prompts): no ground truth, every concept False
         for cell, labels in enumerate(location_concepts(prompt.scene, (h, w))):
             per_prompt[b, cell, [column[c] for c in labels]] = True
     cells = h * w
@@ -100,7 +102,9 @@ def prompt_ids(run: Run, model: str, split: str) -> list[int]:
 
 
 def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int) -> LabelledSet:
-    """Up to `count` toy prompts of a split generated on `model`, capturing `hooks` (cached per run)."""
+    """Up to `count` prompts of a split generated on `model`, capturing `hooks` (cached per run).
+
+    Toy-world prompts come labelled; plain-text prompts get no concept (an all-False target matrix)."""
     hooks = sorted(set(hooks))
     key = ("labelled", model, split, count)
     cached = run.cache.get(key)
@@ -109,8 +113,6 @@ def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int)
     prompts = [run.prompts[i] for i in prompt_ids(run, model, split)[:count]]
     if not prompts:
         raise UserError(f"no {split} prompts for {model!r}: raise prompts.count or adjust prompts.eval_fraction")
-    if any(p.scene is None for p in prompts):
-        raise UserError("labelled activations need toy-world prompts (prompts.source = 'toyworld')")
     wanted = sorted(set(hooks) | set(cached.maps if cached else ()))
     seed = run.config.prompts.seeds[0]
     images, chunks, step_t = [], {h: [] for h in wanted}, []
