@@ -114,6 +114,11 @@ def _check_finite(config: StudyConfig, source: str, key: str, value: Any) -> Non
         raise _fail(source, key, f"is {value}, but every number must be finite; give a finite value")
 
 
+# Strengths whose sign is meaningful: the atlas's modulation strip shows a feature from
+# negative (steered away) through 0 (the unedited image) to strong; nothing scores it.
+SIGNED_STRENGTHS = {"studies.atlas.strengths"}
+
+
 def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
     """Any `windows` (name -> [low, high]) or `t_range` is non-empty; any `*strength*` is > 0."""
     if not dataclasses.is_dataclass(value):
@@ -131,7 +136,7 @@ def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
                 _check_interval(window, source, f"{where}.{name}")
         elif f.name == "t_range":
             _check_interval(item, source, where)
-        elif "strength" in f.name:
+        elif "strength" in f.name and where not in SIGNED_STRENGTHS:
             for i, strength in enumerate(item if isinstance(item, list) else [item]):
                 if isinstance(strength, (int, float)) and not strength > 0:
                     at = f"{where}[{i}]" if isinstance(item, list) else where
