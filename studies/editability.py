@@ -16,9 +16,6 @@ Tables:
 """
 from __future__ import annotations
 
-import zlib
-
-import numpy as np
 import polars as pl
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +23,7 @@ from tqdm.auto import tqdm
 from .alignment import distinct_features
 from .concepts import dense_codes
 from .edits import DICTIONARY, ORACLE, RANDOM, Variant, concept_means, concept_norms, interventions_for, judge_edit, \
-    plans_for, region_direction
+    plans_for, region_direction, region_seed
 from .labelled import labelled_set
 from .run import Run
 
@@ -147,7 +144,7 @@ def _plan_directions(plan, hooks: list[str], per_hook: dict, method: str,
         means, norms, d = per_hook[hook]
         vectors = []
         for r, region in enumerate(plan.regions):
-            seed = zlib.crc32(f"{hook}/{plan.attribute}/{plan.prompt_index}/{r}".encode())
+            seed = region_seed(hook, plan, r)
             direction = region_direction(DICTIONARY if features else method, region, means=means,
                                          atoms=features[0] if features else None, d=d, seed=seed)
             if direction is None or region.source not in norms:

@@ -21,6 +21,7 @@ before the edit is still right.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -165,6 +166,11 @@ def unit(vector: torch.Tensor) -> torch.Tensor:
 
 def random_unit(d: int, seed: int) -> torch.Tensor:
     return unit(torch.randn(d, generator=torch.Generator().manual_seed(seed)))
+
+
+def region_seed(hook: str, plan: "EditPlan", region: int) -> int:
+    """A stable seed per hook, edit and region: the random floor is the same direction at every strength."""
+    return zlib.crc32(f"{hook}/{plan.attribute}/{plan.prompt_index}/{region}".encode())
 
 
 def concept_means(x: torch.Tensor, targets: np.ndarray, concepts: list[str]) -> dict[str, torch.Tensor]:

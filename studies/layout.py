@@ -21,7 +21,6 @@ import dataclasses
 
 import numpy as np
 import polars as pl
-import torch
 
 from .alignment import best_f1_threshold, logistic_scores
 from .concepts import auroc_matrix, dense_codes

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .alignment import distinct_features
 from .concepts import dense_codes
 from .edits import ORACLE, RANDOM, EditPlan, Variant, concept_means, interventions_for as direction_interventions, \
-    judge_edit, plans_for, random_unit, unit
+    judge_edit, plans_for, random_unit, region_seed, unit
 from .labelled import labelled_set
 from .run import Run
 
@@ -144,7 +144,7 @@ def calibration_variants(plans: list[EditPlan], edits: list[HookEdits], selectio
                             break
                         direction = unit(means[e.hook][region.target] - means[e.hook][region.source])
                     else:
-                        direction = random_unit(e.dictionary.atoms.shape[1], seed=1000 * plan.prompt_index + 10 * r + len(plan.attribute))
+                        direction = random_unit(e.dictionary.atoms.shape[1], seed=region_seed(e.hook, plan, r))
                     hook_vectors.append(direction * norm)
                 if len(hook_vectors) == len(plan.regions):
                     vectors[e.hook] = hook_vectors
