@@ -68,6 +68,22 @@ def f1_at(scores: np.ndarray, target: np.ndarray, threshold: float) -> tuple[flo
     return float(f1), float(precision), float(recall)
 
 
+def score_feature(selection: np.ndarray, heldout: np.ndarray, selection_target: np.ndarray,
+                  heldout_target: np.ndarray, feature: int = -1,
+                  selection_auroc: float | None = None) -> FeatureScore:
+    """One given score column, thresholded at its best selection F1 and scored held out.
+
+    selection (N_s,), heldout (N_h,) scores; targets bool. feature = -1 for a single direction
+    that is not a column of a candidate matrix (the oracle, a probe's output).
+    """
+    threshold, _ = best_f1_threshold(selection, selection_target)
+    f1, precision, recall = f1_at(heldout, heldout_target, threshold)
+    auroc = float(auroc_matrix(heldout[:, None], heldout_target[:, None])[0, 0])
+    if selection_auroc is None:
+        selection_auroc = float(auroc_matrix(selection[:, None], selection_target[:, None])[0, 0])
+    return FeatureScore(feature, selection_auroc, threshold, auroc, f1, precision, recall)
+
+
 def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray,
                      heldout_scores: np.ndarray, heldout_targets: np.ndarray,
                      exclude: dict[int, set[int]] | None = None) -> list[FeatureScore | None]:
@@ -88,11 +104,8 @@ def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray
         for f in (exclude or {}).get(c, ()):
             column[f] = -np.inf
         feature = int(np.argmax(column))
-        threshold, _ = best_f1_threshold(selection_scores[:, feature], selection_targets[:, c])
-        heldout = heldout_scores[:, feature]
-        auroc = float(auroc_matrix(heldout[:, None], heldout_targets[:, c:c + 1])[0, 0])
-        f1, precision, recall = f1_at(heldout, heldout_targets[:, c], threshold)
-        results.append(FeatureScore(feature, float(column[feature]), threshold, auroc, f1, precision, recall))
+        results.append(score_feature(selection_scores[:, feature], heldout_scores[:, feature], selection_targets[:, c],
+                                     heldout_targets[:, c], feature, float(column[feature])))
     return results
 
 
@@ -153,7 +166,5 @@ def sparse_probe(selection_codes: np.ndarray, selection_target: np.ndarray, held
     features = sparse_probe_features(selection_codes, selection_target, k)
     train_scores, test_scores = logistic_scores(selection_codes[:, features], selection_target,
                                                 heldout_codes[:, features], seed)
-    threshold, _ = best_f1_threshold(train_scores, selection_target)
-    f1, precision, recall = f1_at(test_scores, heldout_target, threshold)
-    auroc = float(auroc_matrix(test_scores[:, None], heldout_target[:, None])[0, 0])
-    return {"auroc": auroc, "f1": f1, "precision": precision, "recall": recall}
+    score = score_feature(train_scores, test_scores, selection_target, heldout_target)
+    return {"auroc": score.auroc, "f1": score.f1, "precision": score.precision, "recall": score.recall}

@@ -30,8 +30,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from .alignment import (SPARSE_PROBE_KS, FeatureScore, best_f1_threshold, diff_in_means, f1_at,
-                        logistic_scores, select_and_score, sparse_probe)
+from .alignment import (SPARSE_PROBE_KS, FeatureScore, diff_in_means, f1_at, logistic_scores, score_feature,
+                        select_and_score, sparse_probe)
 from .concepts import auroc_matrix, dense_codes
 from .labelled import HookTokens, labelled_set
 from .run import Run
@@ -98,16 +98,6 @@ def _score_rows(base: dict, tokens_concepts: list[str], scores: list[FeatureScor
             for concept, s in zip(tokens_concepts, scores) if s is not None]
 
 
-def _single_direction_scores(selection: np.ndarray, heldout: np.ndarray, sel_target: np.ndarray,
-                             held_target: np.ndarray, feature: int) -> FeatureScore:
-    """Score one given feature (the oracle's direction, the probe's output): threshold on selection."""
-    threshold, _ = best_f1_threshold(selection, sel_target)
-    f1, precision, recall = f1_at(heldout, held_target, threshold)
-    auroc = float(auroc_matrix(heldout[:, None], held_target[:, None])[0, 0])
-    sel_auroc = float(auroc_matrix(selection[:, None], sel_target[:, None])[0, 0])
-    return FeatureScore(feature, sel_auroc, threshold, auroc, f1, precision, recall)
-
-
 def _valid_concepts(selection: HookTokens, scoring: HookTokens) -> list[int]:
     both = lambda t: t.any(0) & ~t.all(0)  # noqa: E731
     return [c for c in range(len(selection.concepts)) if both(selection.targets)[c] and both(scoring.targets)[c]]
@@ -127,7 +117,7 @@ def dense_method_scores(selection: HookTokens, scoring: HookTokens, concepts: li
             sel, held = xs @ direction, xh @ direction
         else:
             sel, held = logistic_scores(xs, target_s, xh, seed)
-        out[c] = _single_direction_scores(sel, held, target_s, target_h, -1)
+        out[c] = score_feature(sel, held, target_s, target_h)
         columns[c] = held
     return out, columns
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from .alignment import distinct_features
 from .concepts import dense_codes
 from .edits import ORACLE, RANDOM, EditPlan, Variant, concept_means, interventions_for as direction_interventions, \
-    judge_edit, plans_for, random_unit, region_seed, unit
+    judge_edit, plans_for, region_direction, region_seed
 from .labelled import labelled_set
 from .run import Run
 
@@ -139,12 +139,10 @@ def calibration_variants(plans: list[EditPlan], edits: list[HookEdits], selectio
                 norm = strength * float(e.mean_activation[e.feature_of[plan.target.target][0]])
                 hook_vectors = []
                 for r, region in enumerate(plan.regions):
-                    if method == ORACLE:
-                        if region.source not in means[e.hook] or region.target not in means[e.hook]:
-                            break
-                        direction = unit(means[e.hook][region.target] - means[e.hook][region.source])
-                    else:
-                        direction = random_unit(e.dictionary.atoms.shape[1], seed=region_seed(e.hook, plan, r))
+                    direction = region_direction(method, region, means=means[e.hook], d=e.dictionary.atoms.shape[1],
+                                                 seed=region_seed(e.hook, plan, r))
+                    if direction is None:
+                        break
                     hook_vectors.append(direction * norm)
                 if len(hook_vectors) == len(plan.regions):
                     vectors[e.hook] = hook_vectors
