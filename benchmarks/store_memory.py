@@ -22,9 +22,7 @@ import torch
 
 
 def write_store(root: Path, maps: int, side: int, d: int) -> int:
-    from dictionaries.stats import compute_stats
     from dictionaries.store import MapRecord, StoreWriter
-    from dictionaries.store_reader import ActivationStore
 
     writer = StoreWriter(root, model="synthetic", dtype="fp16", settings={"maps": maps})
     generator = torch.Generator().manual_seed(0)
@@ -36,7 +34,6 @@ def write_store(root: Path, maps: int, side: int, d: int) -> int:
                    for i in range(shard, min(shard + per_shard, maps))]
         writer.write_shard(f"shard-{shard:06d}", records)
     writer.finalize()
-    compute_stats(ActivationStore(root))
     return sum(p.stat().st_size for p in (root / "shards").iterdir())
 
 

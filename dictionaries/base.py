@@ -51,10 +51,6 @@ class SparseCode:
         out = torch.zeros(len(self), n, dtype=self.values.dtype, device=self.values.device)
         return out.scatter_add_(1, self.indices, self.values)
 
-    def active(self) -> torch.Tensor:
-        """(N, k) bool: which entries carry a nonzero value."""
-        return self.values != 0
-
 
 def sparse_decode(code: SparseCode, atoms: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j values[:, j] * atoms[indices[:, j]] (+ bias) as (N, d), without a dense code."""

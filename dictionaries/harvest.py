@@ -8,7 +8,7 @@ loses a map.
 
 Under torchrun, job j belongs to rank j % WORLD_SIZE; each rank writes its own shards (the
 names are global, so 1 rank and N ranks produce the same files), and rank 0 builds the index
-and the statistics once every rank has passed a barrier.
+once every rank has passed a barrier.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import torch
 from tqdm.auto import tqdm
 
 from dictionaries import distributed
-from dictionaries.stats import compute_stats
 from dictionaries.store import MapRecord, StoreWriter
 from dictionaries.store_reader import ActivationStore
 from dictionaries.errors import InputError
@@ -89,7 +88,7 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
             dtype: str = "fp16", batch_size: int = 4, capture: str = "update", steps: int | None = None,
             guidance: float | None = None, height: int | None = None, width: int | None = None,
             progress: bool = True, replace: bool = False) -> ActivationStore:
-    """Fill (or resume) the store at `out`; returns it opened for reading, stats computed.
+    """Fill (or resume) the store at `out`; returns it opened for reading.
 
     replace: a store at `out` harvested with other settings is deleted and harvested again
     (without it such a store is refused, unless it holds no shard yet)."""
@@ -123,10 +122,6 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
         bar.update(1)
     bar.close()
 
-    def index_and_stats() -> None:
-        writer.finalize()
-        compute_stats(ActivationStore(out))
-
     distributed.barrier(world)  # every rank's shards are on disk before the index is built
-    distributed.on_main(index_and_stats, world)
+    distributed.on_main(writer.finalize, world)
     return ActivationStore(out)

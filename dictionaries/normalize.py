@@ -72,14 +72,6 @@ class InputNorm:
             return v / self.scale
         return v @ self.inverse
 
-    def apply_to_directions_transposed(self, w: torch.Tensor) -> torch.Tensor:
-        """Fold an encoder (n, d) acting on x' into one acting on x - shift: w @ A^T."""
-        if self.identity:
-            return w
-        if self.kind == "standardize":
-            return w * self.scale
-        return w @ self.matrix.T
-
     def to(self, device: str | torch.device) -> "InputNorm":
         self.shift, self.scale = self.shift.to(device), self.scale.to(device)
         if self.matrix is not None:

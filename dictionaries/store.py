@@ -6,7 +6,6 @@ Layout of a store folder:
                        header metadata carries that shard's index rows (so a shard is the
                        unit of commit: it exists completely or not at all)
   index.parquet        one row per map (INDEX_COLUMNS), rebuilt from the shard headers
-  stats.parquet / stats.safetensors   per-hook statistics (see stats.py)
 """
 from __future__ import annotations
 

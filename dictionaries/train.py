@@ -38,8 +38,6 @@ from dictionaries.metrics import evaluate
 from dictionaries.store_reader import ActivationStore
 from dictionaries.errors import InputError
 
-SELECTION_KEYS = ("branch", "steps", "t_range")
-
 
 @dataclass
 class DictionarySpec:

@@ -41,10 +41,3 @@ def study_prompts(section: PromptsSection, config_path: Path | None = None, cach
         file = resolve_relative(section.file or "", config_path)
         texts = [line.strip() for line in file.read_text().splitlines() if line.strip()][: section.count]
     return [Prompt(i, text) for i, text in enumerate(texts)]
-
-
-def held_out_scenes(n: int) -> list[Prompt]:
-    """Toy-world evaluation scenes no training caption uses (seeds 0..n-1 of the eval stream)."""
-    from toyworld.scenes import eval_scenes
-
-    return [Prompt(i, s.caption, s) for i, s in enumerate(eval_scenes(max(n, 1))[:n])]

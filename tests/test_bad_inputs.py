@@ -480,7 +480,6 @@ def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
 def test_split_by_prompt_text_never_leaks_a_caption(tmp_path):
     from dictionaries.store import StoreWriter
     from dictionaries.store_reader import ActivationStore
-    from dictionaries.stats import compute_stats
 
     texts = ["a", "b", "c", "a", "b", "c", "d", "a"]  # more prompts than distinct captions
     writer = StoreWriter(tmp_path / "store", "m", "fp32")

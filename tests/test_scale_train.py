@@ -26,9 +26,7 @@ from safetensors.torch import load_file
 
 from dict_fixtures import planted_atoms, planted_data
 from dictionaries import distributed
-from dictionaries.stats import compute_stats
 from dictionaries.store import MapRecord, StoreWriter
-from dictionaries.store_reader import ActivationStore
 from studies.config import load_config
 from studies.run import Run
 from test_scale_fit import free_port
@@ -104,7 +102,6 @@ def make_run(folder: Path) -> Path:
                        "timestep": 999.0 * (1 - step / STEPS), "t": 1 - step / STEPS, "branch": "cond"},
                       maps[prompt_id, step]) for step in range(STEPS)])
     writer.finalize()
-    compute_stats(ActivationStore(store))
     return config
 
 

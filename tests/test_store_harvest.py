@@ -9,7 +9,6 @@ import torch
 
 from dict_fixtures import PROMPTS, FakeAdapter, KilledHarvest, one_thread  # noqa: F401 (fixture)
 from dictionaries.harvest import harvest
-from dictionaries.stats import load_stats
 from dictionaries.store import CorruptShardError, StoreWriter
 from dictionaries.store_reader import ActivationStore
 
@@ -41,14 +40,10 @@ def test_index_has_one_row_per_map_and_maps_round_trip(tmp_path):
     assert rows["shape"][0].to_list() == [4, 4, 8] and rows["t"][0] == pytest.approx(0.5)
 
 
-def test_fp16_store_and_stats(tmp_path):
+def test_fp16_store(tmp_path):
     store = run(FakeAdapter(), tmp_path / "s", dtype="fp16")
     tokens = store.tokens(store.select("down.2.1"))
-    stats = load_stats(tmp_path / "s")["down.2.1"]
-    assert stats.tokens == tokens.shape[0] == 5 * 2 * 2 * 16
-    torch.testing.assert_close(stats.mean, tokens.double().mean(0).float(), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(stats.std, tokens.double().std(0, unbiased=False).float(), atol=1e-4, rtol=1e-4)
-    assert stats.mean_norm == pytest.approx(float(tokens.norm(dim=1).mean()), rel=1e-5)
+    assert tokens.shape[0] == 5 * 2 * 2 * 16
     assert (tmp_path / "s" / "shards").is_dir() and store.meta["dtype"] == "fp16"
 
 

@@ -194,7 +194,3 @@ def encode_flux(text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel,
     """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""
     pooled = text_encoder(ids).pooler_output
     return text_encoder_2(ids).last_hidden_state, pooled
-
-
-def parameter_count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
