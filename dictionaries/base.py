@@ -20,6 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from dictionaries.atomic import resolve_dir, write_dir_atomic
 from dictionaries.errors import InputError, MissingFileError
+from dictionaries import registry
+from dictionaries.registry import architecture_class, architecture_names
+
+# The registry lives in dictionaries.registry (torch-free); these names stay importable from here.
+REGISTRY, register = registry.REGISTRY, registry.register
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -52,6 +57,11 @@ class SparseCode:
         return out.scatter_add_(1, self.indices, self.values)
 
 
+def batch_rows(batch: Any) -> torch.Tensor:
+    """The (N, d) activations of a batch: a tensor, or a store TokenBatch carrying them as `.x`."""
+    return getattr(batch, "x", batch)
+
+
 def sparse_decode(code: SparseCode, atoms: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """sum_j values[:, j] * atoms[indices[:, j]] (+ bias) as (N, d), without a dense code."""
     out = F.embedding_bag(code.indices, atoms, per_sample_weights=code.values.to(atoms.dtype), mode="sum")
@@ -77,14 +87,35 @@ def check_activations(x: torch.Tensor, d: int, where: str = "input",
 
 
 class Dictionary(ABC):
-    """The protocol every learner implements. Subclasses set `architecture` and a config dataclass."""
+    """The protocol every learner implements, and all the trainer and the studies know of one.
+
+    A subclass sets `architecture` and `config_class` (a dataclass with at least `d`),
+    implements the abstract methods, overrides the class attributes below where its defaults
+    do not fit, and is registered with `@register` (dictionaries.registry lists built-ins).
+
+    size_keys: the names of its config's (number of atoms, atoms per code), which a study
+        config's uniform `n` and `k` fill: ("n", "k") for an SAE, ("max_size", "L") for ITDA.
+    init_from_sample: the trainer calls `initialize(sample)` on a sample drawn apart from the
+        training stream (another seed) before the first step, while `initialized` is False.
+    reads_provenance: `partial_fit` wants batches carrying per-token provenance (a store
+        TokenBatch with `.x` and `.provenance`), not plain (N, d) tensors.
+    supports_distributed: `partial_fit(batch, world=World)` trains on this rank's slice of
+        each global batch and keeps every rank identical (see dictionaries.distributed).
+    provenance: per-atom labels {field: (n,) int64} where an atom came from (ITDA), or None.
+    """
 
     architecture: ClassVar[str]
     config_class: ClassVar[type]
+    size_keys: ClassVar[tuple[str, str]] = ("n", "k")
+    init_from_sample: ClassVar[bool] = False
+    reads_provenance: ClassVar[bool] = False
+    supports_distributed: ClassVar[bool] = False
+    provenance: dict[str, torch.Tensor] | None = None
 
     def __init__(self, config: Any) -> None:
         self.config = config
         self.meta: dict[str, Any] = {}  # free-form provenance: model, hook, store path, ...
+        self.initialized = True  # False while a data-dependent initialisation is still due
 
     @property
     def d(self) -> int:
@@ -109,8 +140,20 @@ class Dictionary(ABC):
         """SparseCode -> reconstruction (N, d)."""
 
     @abstractmethod
-    def partial_fit(self, x: torch.Tensor) -> dict[str, float]:
-        """Learn from one batch (N, d); returns scalar training metrics."""
+    def partial_fit(self, batch: Any) -> dict[str, float]:
+        """Learn from one batch: (N, d), or a TokenBatch with `.x` (see `batch_rows`). Returns
+        scalar training metrics (the trainer logs them; "fvu", "loss", "size" show in its bar).
+        With supports_distributed the trainer also passes `world=` under torchrun."""
+
+    def initialize(self, sample: torch.Tensor) -> None:
+        """Data-dependent initialisation from a sample (N, d), for init_from_sample learners."""
+        self.initialized = True
+
+    @classmethod
+    def training_memory(cls, n: int, d: int, batch: int) -> tuple[int, str]:
+        """Bytes this architecture needs to train n atoms of width d on batches of `batch`
+        tokens, and how that was counted (for `diffdict check`). A rough default; override it."""
+        return 2 * n * d * 4 + batch * n * 4, "n x d x 4 bytes x 2 + batch x n x 4"
 
     def fit(self, batches: Iterable[torch.Tensor]) -> "Dictionary":
         """Learn from a stream of (N, d) batches (or TokenBatch objects carrying `.x`)."""
@@ -181,31 +224,6 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
 
-REGISTRY: dict[str, type[Dictionary]] = {}
-
-
-def register(cls: type[Dictionary]) -> type[Dictionary]:
-    """Class decorator: make `cls` loadable by its `architecture` string."""
-    REGISTRY[cls.architecture] = cls
-    return cls
-
-
-def _ensure_builtin_registered() -> None:
-    # Imported lazily so that `base` does not depend on the learners that depend on it.
-    import dictionaries.itda  # noqa: F401
-    import dictionaries.topk_sae  # noqa: F401
-
-
-def architecture_class(architecture: str) -> type[Dictionary]:
-    _ensure_builtin_registered()
-    if architecture not in REGISTRY:
-        close = difflib.get_close_matches(str(architecture), REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown dictionary architecture {architecture!r}{hint}; "
-                         f"known architectures: {sorted(REGISTRY)}")
-    return REGISTRY[architecture]
-
-
 def config_from_dict(config_class: type, values: dict[str, Any], where: str = "config") -> Any:
     """Build a config dataclass, naming unknown keys (with the closest valid one)."""
     names = [f.name for f in dataclasses.fields(config_class)]
@@ -242,7 +260,7 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
         raise InputError(f"{found / CONFIG_FILE} is not valid JSON ({error}); to retrain the dictionary delete "
                          f"{found} and run `diffdict train CONFIG`") from None
     if "architecture" not in document:
-        raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(REGISTRY)}")
+        raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(architecture_names())}")
     try:
         cls = architecture_class(document["architecture"])
     except ValueError as error:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from dictionaries import distributed
-from dictionaries.base import Dictionary, SparseCode, check_activations, register, sparse_decode
+from dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
 from dictionaries.distributed import World
 from dictionaries.normalize import KINDS, InputNorm
 from dictionaries.pursuit import METHODS, pursuit
@@ -74,7 +74,13 @@ def _label_rows(provenance: dict | None, chosen: torch.Tensor) -> torch.Tensor:
 class ITDA(Dictionary):
     architecture = "itda"
     config_class = ITDAConfig
+    size_keys = ("max_size", "L")
+    reads_provenance = True  # each admitted atom keeps its token's provenance
     supports_distributed = True  # partial_fit(batch, world): candidates gathered rank-major
+
+    @classmethod
+    def training_memory(cls, n: int, d: int, batch: int) -> tuple[int, str]:
+        return 2 * n * d * 4 + batch * n * 4, "n x d x 4 bytes x 2 (atoms and their Gram products) + batch x n x 4"
 
     def __init__(self, config: ITDAConfig) -> None:
         super().__init__(config)
@@ -155,7 +161,7 @@ class ITDA(Dictionary):
         codes its slice, the candidates of all ranks are gathered rank-major (the order of the
         whole batch) and every rank admits from the same list, so the atoms come out identical."""
         world = world or World()
-        x = getattr(batch, "x", batch)
+        x = batch_rows(batch)
         check_activations(x, self.d, "itda.partial_fit", self.device)
         x = x.float()
         if not self.initialized:

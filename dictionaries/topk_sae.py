@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from dictionaries import distributed
-from dictionaries.base import Dictionary, SparseCode, check_activations, register, sparse_decode
+from dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
 from dictionaries.normalize import KINDS, InputNorm
 from dictionaries.distributed import World
 from dictionaries.sae_step import StepStats, sae_train_step
@@ -82,7 +82,15 @@ def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1
 class TopKSAE(Dictionary):
     architecture = "topk_sae"
     config_class = TopKSAEConfig
+    size_keys = ("n", "k")
+    init_from_sample = True  # b_dec at the geometric median, input norm and 1/Var from a sample
     supports_distributed = True  # partial_fit(x, world): gradients averaged over ranks
+
+    @classmethod
+    def training_memory(cls, n: int, d: int, batch: int) -> tuple[int, str]:
+        # encoder + decoder, each with gradient and two Adam moments; dense batch codes
+        return (8 * n * d * 4 + 3 * batch * n * 4,
+                "n x d x 4 bytes x 8 (encoder, decoder, gradients, Adam) + batch x n x 4 x 3")
 
     def __init__(self, config: TopKSAEConfig) -> None:
         super().__init__(config)
@@ -177,7 +185,7 @@ class TopKSAE(Dictionary):
 
     def partial_fit(self, x, world: World | None = None) -> dict[str, float]:
         """One step on x (N, d); with a World, x is this rank's slice of the global batch."""
-        x = getattr(x, "x", x)  # accepts a store TokenBatch
+        x = batch_rows(x)  # accepts a store TokenBatch
         check_activations(x, self.d, "topk_sae.partial_fit", self.device)
         if not self.initialized:  # on the whole batch, so every rank starts from the same point
             self.initialize(distributed.gather_rows(x, world) if world is not None else x)

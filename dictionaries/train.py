@@ -112,7 +112,7 @@ def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSe
     if world.distributed:
         world.share(settings.batch_size)  # raises early, with the fix, if the batch does not split evenly
         for spec in specs:
-            if not getattr(base.architecture_class(spec.architecture), "supports_distributed", False):
+            if not base.architecture_class(spec.architecture).supports_distributed:
                 raise InputError(f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
                                  f"several processes; run `diffdict train` without torchrun")
     distributed.on_main(lambda: _remove_stale_temps(out), world)
@@ -169,7 +169,7 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
                                    if checkpoint is not None else _new_dictionary(spec, d))
         if device is not None:
             dictionaries[spec.name].to(device)
-    needs_init = [dic for dic in dictionaries.values() if hasattr(dic, "initialize") and not dic.initialized]
+    needs_init = [dic for dic in dictionaries.values() if dic.init_from_sample and not dic.initialized]
     if needs_init:  # data-dependent init from a separate sample (another seed), as sdxl-unbox does
         sample_stream = store.stream(specs[0].hook, batch_size=min(settings.init_tokens, settings.batch_size),
                                      buffer_tokens=settings.buffer_tokens, seed=settings.seed + 1, epochs=None,
@@ -187,7 +187,7 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
         distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the start of training")
     total = settings.total_steps
     start = min(_steps_done(dic) for dic in dictionaries.values())
-    provenance = any(dic.architecture == "itda" for dic in dictionaries.values())
+    provenance = any(dic.reads_provenance for dic in dictionaries.values())
     stream = store.stream(specs[0].hook, batch_size=settings.batch_size, buffer_tokens=settings.buffer_tokens,
                           seed=settings.seed, epochs=None, start_batch=start, with_provenance=provenance, **selection)
     rows: list[dict] = []
@@ -201,7 +201,8 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
             if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
                 continue
             began = time.perf_counter()
-            stats = dic.partial_fit(batch, world=world) if world.distributed else dic.partial_fit(batch)
+            fed = batch if dic.reads_provenance else base.batch_rows(batch)  # others get plain (N, d) rows
+            stats = dic.partial_fit(fed, world=world) if world.distributed else dic.partial_fit(fed)
             # Each dictionary's own compute time (saved with its checkpoints): what "fit time"
             # means when several dictionaries share one stream.
             dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began

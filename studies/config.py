@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dictionaries.registry import architecture_names  # torch-free: the one list of architectures
+
 
 class ConfigError(ValueError):
     """A config file that cannot be run as written. The message names file, key and fix."""
@@ -26,10 +28,8 @@ class ConfigError(ValueError):
 
 DTYPES = ("fp32", "fp16", "bf16")
 PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
-ARCHITECTURES = ("topk_sae", "itda")
 EDIT_STYLES = ("sdlens", "tinaz_spatial", "tinaz_global", "flux_add")
 EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "style")
-BRANCHES = ("cond", "uncond")
 
 
 @dataclass
@@ -326,6 +326,13 @@ def _one_of(source: str, key: str, value: Any, allowed: tuple | list) -> None:
         raise _fail(source, key, f"{value!r} is not allowed{hint} Allowed: {', '.join(map(str, allowed))}")
 
 
+def _branches() -> tuple[str, ...]:
+    """The CFG branches captures are tagged with: the adapters' own list (imported on use)."""
+    from adapters.capture import BRANCHES
+
+    return BRANCHES
+
+
 def _positive(source: str, key: str, value: int | float | None) -> None:
     if value is not None and value <= 0:
         raise _fail(source, key, f"must be > 0, got {value}")
@@ -361,12 +368,12 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         key = f"dictionaries[{i}]"
         if dict_names.count(entry.name) > 1:
             raise _fail(source, f"{key}.name", f"{entry.name!r} is used twice; names must be unique")
-        _one_of(source, f"{key}.architecture", entry.architecture, ARCHITECTURES)
+        _one_of(source, f"{key}.architecture", entry.architecture, architecture_names())
         _one_of(source, f"{key}.model", entry.model, names)
         if not config.hooks_of(entry.model):
             raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
         _one_of(source, f"{key}.hook", entry.hook, config.hooks_of(entry.model))
-        _one_of(source, f"{key}.branch", entry.branch, BRANCHES)
+        _one_of(source, f"{key}.branch", entry.branch, _branches())
         for name in ("n", "k", "tokens", "batch"):
             _positive(source, f"{key}.{name}", getattr(entry, name))
         if entry.k > entry.n:

@@ -25,13 +25,15 @@ from typing import Any
 
 import torch
 
+from dictionaries import registry
+
 from .config import DictionaryEntry, StudyConfig
 from .prompts import Prompt, study_prompts
 from .errors import MissingFileError, UserError
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The config's uniform `n` / `k` in each architecture's own words.
-SIZE_KEYS = {"topk_sae": ("n", "k"), "itda": ("max_size", "L")}
+# The config's uniform `n` / `k` in each architecture's own words: each class's `size_keys`.
+SIZE_KEYS = registry.SIZE_KEYS
 
 
 class Run:

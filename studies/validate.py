@@ -184,9 +184,7 @@ def _check_seeds(config: StudyConfig, source: str) -> None:
 
 # ---- dictionary options ------------------------------------------------------------------------------
 def _check_options(config: StudyConfig, source: str) -> None:
-    from dictionaries.base import architecture_class
-
-    from .run import SIZE_KEYS
+    from dictionaries.registry import SIZE_KEYS, architecture_class
 
     for i, entry in enumerate(config.dictionaries):
         if entry.architecture not in SIZE_KEYS:
@@ -226,10 +224,11 @@ def _check_option_value(hint: Any, value: Any, source: str, key: str) -> None:
 
 
 def memory_estimate(architecture: str, n: int, d: int, batch: int) -> tuple[int, str]:
-    """Bytes a dictionary needs while training, and how that was counted (n x d x 4 bytes per matrix)."""
-    if architecture == "topk_sae":  # encoder + decoder, each with gradient and two Adam moments; dense batch codes
-        return 8 * n * d * 4 + 3 * batch * n * 4, "n x d x 4 bytes x 8 (encoder, decoder, gradients, Adam) + batch x n x 4 x 3"
-    return 2 * n * d * 4 + batch * n * 4, "n x d x 4 bytes x 2 (atoms and their Gram products) + batch x n x 4"
+    """Bytes a dictionary needs while training, and how that was counted (the architecture's own
+    `training_memory`)."""
+    from dictionaries.registry import architecture_class
+
+    return architecture_class(architecture).training_memory(n, d, batch)
 
 
 def available_memory(device: Any = None) -> tuple[int, str]:
