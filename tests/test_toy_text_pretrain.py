@@ -14,7 +14,7 @@ from toyworld.scenes import (
     Scene,
     SceneObject,
 )
-from toyworld.text_pretrain import (
+from toyworld.training.text_pretrain import (
     AttributeReadout,
     caption_targets,
     readout_accuracy,
@@ -42,8 +42,8 @@ def test_caption_targets_put_each_object_in_its_position_slot():
 
 
 def test_the_readout_learns_what_the_captions_say():
-    from toyworld import models
-    from toyworld.data import training_scene
+    from toyworld.training import models
+    from toyworld.training.data import training_scene
 
     torch.manual_seed(0)
     scenes = [training_scene(0, i) for i in range(64)]
@@ -70,7 +70,7 @@ def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
     from safetensors.torch import load_file
 
     from studies.cli import main
-    from toyworld.train import STAGES
+    from toyworld.training.config import STAGES
 
     trained = [s for s in STAGES if s not in ("turbo", "flux_distill", "export")]
     args = ["--n-scenes", "8", "--steps", *(f"{s}=2" for s in trained), "--batch", *(f"{s}=2" for s in trained),

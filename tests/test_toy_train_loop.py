@@ -1,12 +1,13 @@
-"""toyworld.train.train_loop on a tiny module: wall-clock caps that hold when the step rate
+"""toyworld.training.loop.train_loop on a tiny module: wall-clock caps that hold when the step rate
 drifts, and checkpoints that carry step, schedule and time spent across a resume."""
 import time
 
 import pytest
 import torch
 
-from toyworld.checkpoints import load_partial
-from toyworld.train import TrainConfig, steps_within_cap, train_loop
+from toyworld.training.checkpoints import load_partial
+from toyworld.training.config import TrainConfig
+from toyworld.training.loop import steps_within_cap, train_loop
 
 STAGE = "base"
 

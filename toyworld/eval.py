@@ -37,14 +37,20 @@ def model_folder(model: str) -> Path:
 
 
 def load_pipeline(model: str, device: str = "cpu"):
-    """(pipeline in float32, protocol defaults) for a toy model."""
-    from diffusers import DiffusionPipeline
+    """(the diffusers pipeline in float32, protocol defaults from its diffdict.json) for a toy
+    model, loaded through `adapters.load` like every other model."""
+    import adapters
 
     folder = model_folder(model)
-    pipe = DiffusionPipeline.from_pretrained(str(folder), dtype=torch.float32).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = adapters.load(str(folder), device=device, dtype=torch.float32).pipe
     defaults = json.loads((folder / "diffdict.json").read_text())
     return pipe, defaults
+
+
+def pipeline_device(pipe) -> torch.device:
+    """Where a pipeline's denoiser runs (the device its seeded generators must live on)."""
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    return next(denoiser.parameters()).device
 
 
 def generate(pipe, captions: list[str], seeds: list[int], defaults: dict,
@@ -57,7 +63,7 @@ def generate(pipe, captions: list[str], seeds: list[int], defaults: dict,
     }
     if "max_sequence_length" in defaults:
         kwargs["max_sequence_length"] = defaults["max_sequence_length"]
-    device = pipe._execution_device
+    device = pipeline_device(pipe)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     with torch.no_grad():
         images = pipe(captions, generator=generators, output_type="np", **kwargs).images

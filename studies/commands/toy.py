@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from studies.errors import UserError
 
-# toyworld.train.STAGES, written out so that `--help` need not import torch (a test keeps them equal)
-TRAIN_STAGES = ("vae_sdxl", "vae_flux", "text", "base", "turbo", "flux", "flux_distill", "export")
+from studies.errors import UserError
+from toyworld.training.config import STAGES as TRAIN_STAGES  # torch-free, so `--help` stays fast
 
 
 def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
@@ -112,7 +111,8 @@ def _families(value: str) -> tuple[str, ...]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from toyworld.train import PRESETS, TrainConfig, train
+    from toyworld.training.config import PRESETS, TrainConfig
+    from toyworld.training.run import train
 
     cfg = TrainConfig(seed=args.seed, device=args.device, work_dir=args.work_dir, out_dir=args.out_dir,
                       progress=not args.no_progress)
@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from toyworld.warm_start import import_weights
+    from toyworld.training.warm_start import import_weights
 
     stages = tuple(s.strip() for s in args.continue_stages.split(",") if s.strip())
     for path in import_weights(args.weights, args.work_dir, stages):

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.models import token_ids, tokenizer
 from toyworld.render import render
 from toyworld.scenes import train_scene
+from toyworld.training.models import token_ids, tokenizer
 
 
 @dataclass

@@ -5,7 +5,7 @@ folders do. `import_weights` writes each stage's final checkpoint from them, as 
 had just finished, so a later run skips what it needs as input and continues what it is told
 to train (`continue_stages` become `<stage>.init.safetensors`, a warm start).
 
-Stage files and what they hold (see toyworld.stages):
+Stage files and what they hold (see toyworld.training.stages):
   vae_sdxl / vae_flux  {"vae"} (+ vae_<family>_stats.json: scaling and shift factors)
   base                 {"unet", "text_encoder", "text_encoder_2"} of sdxl-base
   turbo                {"unet"} of sdxl-turbo
@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from dictionaries.atomic import write_json_atomic
-from toyworld.checkpoints import save_final
-from toyworld.user_errors import ToyInputError, ToyMissingFileError
+from toyworld.training.checkpoints import save_final
+from toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
 STAGE_PARTS = {
     "vae_sdxl": ("sdxl-base", {"vae": "vae"}),

@@ -194,3 +194,29 @@ def encode_flux(text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel,
     """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""
     pooled = text_encoder(ids).pooler_output
     return text_encoder_2(ids).last_hidden_state, pooled
+
+
+# Flux packs 2x2 patches of latent cells into one image token, row-major over the token grid.
+# Our own functions, the same arithmetic as FluxPipeline's (private) helpers, so that training
+# does not depend on diffusers' private names.
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) latents -> (B, (h / 2) * (w / 2), 4 * C) tokens, as FluxPipeline packs them."""
+    b, c, h, w = latents.shape
+    patches = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b, (h // 2) * (w // 2), 4 * c)
+
+
+def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, (height / 2) * (width / 2), 4 * C) tokens -> (B, C, height, width) latents; inverts pack_latents."""
+    b, _, channels = tokens.shape
+    patches = tokens.view(b, height // 2, width // 2, channels // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(b, channels // 4, height, width)
+
+
+def latent_image_ids(grid_h: int, grid_w: int, device: torch.device | str,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(grid_h * grid_w, 3) RoPE position ids of the image tokens: (0, row, column), row-major."""
+    ids = torch.zeros(grid_h, grid_w, 3)
+    ids[..., 1] = ids[..., 1] + torch.arange(grid_h)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(grid_w)[None, :]
+    return ids.reshape(grid_h * grid_w, 3).to(device=device, dtype=dtype)

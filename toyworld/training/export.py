@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from toyworld import models
-from toyworld.checkpoints import load_final
-from toyworld.context import Context
+from toyworld.training import models
+from toyworld.training.checkpoints import load_final
+from toyworld.training.context import Context
 
 
 def vae_stats(ctx: Context, family: str) -> dict:

@@ -9,10 +9,10 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from dictionaries.atomic import write_json_atomic
-from toyworld import models
-from toyworld.checkpoints import load_final, save_tensors_atomic
-from toyworld.data import SceneData, build_scene_data, step_generator
-from toyworld.train import TrainConfig
+from toyworld.training import models
+from toyworld.training.checkpoints import load_final, save_tensors_atomic
+from toyworld.training.config import TrainConfig
+from toyworld.training.data import SceneData, build_scene_data, step_generator
 
 
 @dataclass

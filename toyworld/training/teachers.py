@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import FluxPipeline
 from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from toyworld import models
-from toyworld.checkpoints import save_tensors_atomic
-from toyworld.context import Context
-from toyworld.export import export_flux, export_sdxl
+from toyworld.training import models
+from toyworld.training.checkpoints import save_tensors_atomic
+from toyworld.training.context import Context
+from toyworld.training.export import export_flux, export_sdxl
 
 DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
 
@@ -112,7 +111,7 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
     cfg, n = ctx.cfg, ctx.cfg.teacher_samples
     side = models.FLUX_LATENT_SIZE
     noise, index = _teacher_draws(ctx, "flux_teacher", n, (models.FLUX_LATENT_CHANNELS, side, side))
-    noise = FluxPipeline._pack_latents(noise, n, models.FLUX_LATENT_CHANNELS, side, side)
+    noise = models.pack_latents(noise)
 
     def make_sampler() -> Callable[[slice], torch.Tensor]:
         pipe = export_flux(ctx, dtype=torch.float32, distilled=False).to(cfg.device)

@@ -1,34 +1,37 @@
-"""The training stages of `diffdict toy train` (see toyworld.train for the order).
+"""The training stages of `diffdict toy train` and STAGE_TABLE, the order they run in.
 
-Shared state lives in toyworld.context, teacher sampling for the distillation stages in
-toyworld.teachers, and the export stage in toyworld.export.
+Shared state lives in toyworld.training.context, teacher sampling for the distillation stages in
+toyworld.training.teachers, and the export stage in toyworld.training.export; run.py walks the
+table.
 """
 from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from diffusers import EulerAncestralDiscreteScheduler, FluxPipeline
+from diffusers import EulerAncestralDiscreteScheduler
 
-from toyworld import models
-from toyworld.checkpoints import load_final
-from toyworld.context import Context
-from toyworld.data import training_scene
-from toyworld.export import run_export, vae_stats  # noqa: F401  (train.py runs stages by name)
 from toyworld.judge import FOREGROUND_DISTANCE
 from toyworld.scenes import BACKGROUNDS, eval_scenes
-from toyworld.teachers import flux_teacher_samples, teacher_samples
-from toyworld.text_pretrain import (
+from toyworld.training import models
+from toyworld.training.checkpoints import load_final
+from toyworld.training.config import STAGES, TrainConfig
+from toyworld.training.context import Context
+from toyworld.training.data import training_scene
+from toyworld.training.export import run_export, vae_stats
+from toyworld.training.loop import train_loop
+from toyworld.training.teachers import flux_teacher_samples, teacher_samples
+from toyworld.training.text_pretrain import (
     AttributeReadout,
     caption_targets,
     readout_accuracy,
     readout_loss,
 )
-from toyworld.train import train_loop
-from toyworld.user_errors import ToyInputError, ToyMissingFileError
+from toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
 VAE_KL_WEIGHT = 1e-6
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (x0 weight capped at gamma): trains faster than plain epsilon MSE
@@ -95,7 +98,7 @@ def _denoiser_trainable(ctx: Context, family: str, denoiser: str) -> list[str]:
 
 def run_text(ctx: Context) -> None:
     """Pre-train the text encoders of the families in cfg.text_pretrain to say what each
-    caption puts where (toyworld.text_pretrain); prints the readout's accuracy on the
+    caption puts where (toyworld.training.text_pretrain); prints the readout's accuracy on the
     held-out captions."""
     stage, cfg = "text", ctx.cfg
     families = tuple(cfg.text_pretrain)
@@ -276,7 +279,7 @@ def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(image ids (G * G, 3) of the G x G token grid (G = FLUX_TOKEN_GRID), text ids
     (MAX_TOKENS, 3)) for the RoPE."""
     grid = models.FLUX_TOKEN_GRID
-    return (FluxPipeline._prepare_latent_image_ids(1, grid, grid, device, torch.float32),
+    return (models.latent_image_ids(grid, grid, device),
             torch.zeros(models.MAX_TOKENS, 3, device=device))
 
 
@@ -354,8 +357,8 @@ def run_flux(ctx: Context) -> None:
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
         sigma = _logit_normal(b, generator, cfg.device)
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
-        error = _flux_flow_loss(parts, FluxPipeline._pack_latents(clean, b, c, h, w),
-                                FluxPipeline._pack_latents(noise, b, c, h, w), sigma, *encode(index, drop))
+        error = _flux_flow_loss(parts, models.pack_latents(clean), models.pack_latents(noise), sigma,
+                                *encode(index, drop))
         return _object_weighted_mean(error, ctx.data.object_mask(index, error.shape[-1]), cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=trainable)
@@ -375,7 +378,7 @@ def run_flux_distill(ctx: Context) -> None:
     noise_all, index_all, target_all = flux_teacher_samples(ctx)
     masks = None
     if cfg.object_loss_weight:  # image tokens that show an object in the teacher's sample
-        unpacked = FluxPipeline._unpack_latents(target_all, models.IMAGE_SIZE, models.IMAGE_SIZE, models.FLUX_VAE_FACTOR)
+        unpacked = models.unpack_latents(target_all, models.FLUX_LATENT_SIZE, models.FLUX_LATENT_SIZE)
         masks = F.max_pool2d(_teacher_object_masks(ctx, "flux", unpacked, index_all), 2)  # 2x2 latent cells per token
     parts = _flux_parts(ctx, trained=True)
     encode = _flux_caption_encoder(ctx, parts, frozen=True)  # train_loop trains the transformer only
@@ -390,3 +393,31 @@ def run_flux_distill(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss, trainable=["transformer"])
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One step of `diffdict toy train`.
+
+    run: trains (or writes) it from the shared Context.
+    checkpointed: finished once WORK/<name>.safetensors exists, and then skipped (export is not:
+        it always rewrites the folders from whatever stages have finished).
+    wanted: whether a config needs it at all, beside being listed in cfg.stages.
+    """
+
+    name: str
+    run: Callable[[Context], None]
+    checkpointed: bool = True
+    wanted: Callable[[TrainConfig], bool] = lambda cfg: True
+
+
+STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("vae_sdxl", run_vae_sdxl),
+    Stage("vae_flux", run_vae_flux),
+    Stage("text", run_text, wanted=lambda cfg: bool(cfg.text_pretrain)),  # else nothing reads its encoders
+    Stage("base", run_base),
+    Stage("turbo", run_turbo),
+    Stage("flux", run_flux),
+    Stage("flux_distill", run_flux_distill),
+    Stage("export", run_export, checkpointed=False),
+)
+if tuple(stage.name for stage in STAGE_TABLE) != STAGES:  # config.STAGES names this table for the CLI
+    raise RuntimeError(f"toyworld.training: STAGE_TABLE {[s.name for s in STAGE_TABLE]} != config.STAGES {STAGES}")
