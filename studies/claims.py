@@ -12,6 +12,7 @@ Tables read (as collected by studies/findings.py):
   training_summary
   windows_success       windows, mean success per (model, hook, dictionary, edit, style, kind, window)
   layout
+Models and dictionaries are found by the names configs/toy_papers.toml gives them (below).
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ import polars as pl
 
 HOLDS, PARTLY, FAILS, UNMEASURED = "holds", "holds partly", "does not hold here", "not measured"
 Tables = dict[str, pl.DataFrame]
+
+# The names configs/toy_papers.toml gives its model entries and its Flux standardisation pair.
+TURBO, BASE, FLUX = "turbo", "base", "flux"
+FLUX_STANDARDISED, FLUX_RAW = "flux-sae", "flux-sae-raw"
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def surkov_blocks(tables: Tables) -> Finding:
              "up.0.0 local detail.")
     if not _has(tables, "editability_best"):
         return _unmeasured("surkov-blocks", SURKOV, claim, "editability map")
-    rows = _map(tables, "turbo")
+    rows = _map(tables, TURBO)
     table, verdicts = [], []
     for attribute, block in PAPER_BLOCKS.items():
         oracle = rows.filter((pl.col("attribute") == attribute) & (pl.col("method") == "oracle"))
@@ -121,7 +126,7 @@ def surkov_causal(tables: Tables) -> Finding:
     claim = "SAE features edit causally: turning a feature on draws its concept."
     if not _has(tables, "editability_best"):
         return _unmeasured("surkov-causal", SURKOV, claim, "editability map")
-    rows = _map(tables, "turbo")
+    rows = _map(tables, TURBO)
     features = rows.filter(pl.col("kind") == "dictionary")
     if features.is_empty():
         return _unmeasured("surkov-causal", SURKOV, claim, "dictionary rows in the Turbo editability map")
@@ -130,17 +135,22 @@ def surkov_causal(tables: Tables) -> Finding:
         for row in group.sort("attribute").iter_rows(named=True):
             floor = _cell_of(rows, unit, row["attribute"], "random")
             ceiling = _cell_of(rows, unit, row["attribute"], "oracle")
+            if floor is None or ceiling is None:
+                continue
             n = int(row["prompts"])
-            beats = floor is not None and above(row["success"], n, floor["success"], n)
-            per_block[(unit, method)] = per_block.get((unit, method), False) or beats
-            table.append([f"{method} at {unit}", row["attribute"], row["success"],
-                          floor["success"] if floor else float("nan"), ceiling["success"] if ceiling else float("nan"),
-                          "yes" if beats else "no"])
+            beats = above(row["success"], n, floor["success"], n)
+            if above(ceiling["success"], n, floor["success"], n):  # the block can edit this attribute at all
+                per_block[(unit, method)] = per_block.get((unit, method), False) or beats
+            table.append([f"{method} at {unit}", row["attribute"], row["success"], floor["success"],
+                          ceiling["success"], "yes" if beats else "no"])
     body = ("Each SAE's best distinct features for the source and target concepts (chosen on train prompts), "
             "edited in at the block's mean update norm times the best strength of the sweep, on held-out prompts: "
             "success beside a random direction (floor) and the diff-in-means direction (ceiling) of the same norm.\n\n"
             + _table(["dictionary", "attribute", "SAE features", "random", "oracle", "above floor"], table)
-            + "\n\nHolds when every SAE edits at least one attribute above the floor (two standard errors).")
+            + "\n\nHolds when every SAE edits, above the floor (two standard errors), at least one attribute that "
+            "its block can edit (whose oracle beats the floor there); blocks that edit nothing are not counted.")
+    if not per_block:
+        body += "\n\nNo dictionary's block edits any attribute (no oracle beats the floor), so the claim cannot be tested."
     return Finding("surkov-causal", SURKOV, claim, body, combine(list(per_block.values())))
 
 
@@ -267,32 +277,57 @@ def shabalin_interpretable(tables: Tables) -> Finding:
 
 def shabalin_flux_steering(tables: Tables) -> Finding:
     claim = "Adding an SAE feature's direction to Flux's image tokens steers the image (activation addition)."
-    if not _has(tables, "windows_success"):
-        return _unmeasured("shabalin-steering", SHABALIN, claim, "windows table")
-    rows = tables["windows_success"].filter(pl.col("model") == "flux")
-    if rows.is_empty():
-        return _unmeasured("shabalin-steering", SHABALIN, claim, "Flux windows rows")
+    if not _has(tables, "editability_best"):
+        return _unmeasured("shabalin-steering", SHABALIN, claim, "editability map")
+    best = tables["editability_best"].filter(pl.col("model") == FLUX)
+    features = best.filter(pl.col("kind") == "dictionary")
+    if features.is_empty():
+        return _unmeasured("shabalin-steering", SHABALIN, claim, "Flux dictionary rows in the editability map")
+    unit, name = features.row(0, named=True)["unit"], features.row(0, named=True)["method"]
+    at = best.filter(pl.col("unit") == unit)
     table, verdicts = [], []
-    for (edit,), group in rows.group_by(["edit"], maintain_order=True):
-        cells = {(r["style"], r["window"]): r for r in group.iter_rows(named=True)}
-        windows = sorted({w for _, w in cells}, key=lambda w: -max(r["t_high"] for r in group.iter_rows(named=True)
-                                                                       if r["window"] == w))
-        best = max(windows, key=lambda w: cells.get(("flux_add", w), {}).get("success", -1))
-        add, floor, ceiling = (cells.get((s, best)) for s in ("flux_add", "random", "oracle"))
-        if add is None or floor is None:
+    for attribute in sorted(set(at["attribute"].to_list())):
+        sae, floor, ceiling = (_cell_of(at, unit, attribute, m) for m in (name, "random", "oracle"))
+        if sae is None or floor is None or ceiling is None:
             continue
-        beats = above(add["success"], add["prompts"], floor["success"], floor["prompts"])
-        verdicts.append(beats)
-        table.append([edit, best, add["success"], floor["success"], ceiling["success"] if ceiling else float("nan"),
-                      add["prompts"], "yes" if beats else "no"])
-    hook = rows["hook"][0]
-    body = (f"toy/flux at {hook}: the target feature's unit direction added on the edited region at the mean "
-            f"token norm (flux_add), in the window where it works best, beside a random direction (floor) and "
-            f"the diff-in-means direction (ceiling) of the sdlens edit's norm.\n\n"
-            + _table(["attribute", "window", "flux_add", "random", "oracle", "prompts", "above floor"], table)
-            + "\n\nHolds when activation addition beats the floor (two standard errors) for every attribute; "
-            "partly for some.")
+        n = int(sae["prompts"])
+        editable = above(ceiling["success"], n, floor["success"], n)
+        beats = above(sae["success"], n, floor["success"], n)
+        if editable:
+            verdicts.append(beats)
+        table.append([attribute, f"{sae['success']:.2f} ({sae['window']}, ×{sae['best_strength']:g})", floor["success"],
+                      ceiling["success"], "yes" if editable else "no", "yes" if beats else "no"])
+    body = (f"toy/flux (4 steps) at {unit}: {name}'s best distinct features, their direction added on the "
+            f"edited region at the block's mean update norm times the best strength of the sweep (in the window "
+            f"where it works best), beside a random direction (floor) and the diff-in-means direction (ceiling) "
+            f"of the same norm, {int(at['prompts'].max())} held-out prompts per cell.\n\n"
+            + _table(["attribute", "SAE features", "random", "oracle", "block edits it (oracle > floor)",
+                      "SAE above floor"], table)
+            + _flux_add_rows(tables)
+            + "\n\nJudged on the attributes the block can edit at all (its oracle beats the floor): holds when the "
+            "SAE's directions beat the floor (two standard errors) for every one, partly for some.")
+    if not verdicts:
+        body += f"\n\nNo attribute is editable at {unit} (no oracle beats the floor), so the claim cannot be tested there."
     return Finding("shabalin-steering", SHABALIN, claim, body, combine(verdicts))
+
+
+def _flux_add_rows(tables: Tables) -> str:
+    """The windows study's flux_add edits on Flux (one strength: the mean token norm), when present."""
+    if not _has(tables, "windows_success"):
+        return ""
+    rows = tables["windows_success"].filter((pl.col("model") == FLUX)
+                                            & pl.col("style").is_in(["flux_add", "random", "oracle"]))
+    if rows.is_empty():
+        return ""
+    table = []
+    for (edit,), group in rows.group_by(["edit"], maintain_order=True):
+        cell = {(r["style"], r["window"]): r for r in group.iter_rows(named=True)}
+        window = max(sorted({w for _, w in cell}), key=lambda w: cell.get(("flux_add", w), {}).get("success", -1))
+        table.append([edit, window, *[cell.get((s, window), {}).get("success", float("nan"))
+                                      for s in ("flux_add", "random", "oracle")]])
+    return ("\n\nThe paper's own edit (windows study, `flux_add`: the unit direction at the mean token norm, one "
+            "strength; random and oracle at the sdlens edit's norm):\n\n"
+            + _table(["attribute", "window", "flux_add", "random", "oracle"], table))
 
 
 def shabalin_standardise(tables: Tables) -> Finding:
@@ -300,7 +335,7 @@ def shabalin_standardise(tables: Tables) -> Finding:
     if not _has(tables, "training_summary"):
         return _unmeasured("shabalin-standardise", SHABALIN, claim, "training summary")
     summary = {r["dictionary"]: r for r in tables["training_summary"].iter_rows(named=True)}
-    standardised, raw = summary.get("flux-sae"), summary.get("flux-sae-raw")
+    standardised, raw = summary.get(FLUX_STANDARDISED), summary.get(FLUX_RAW)
     if standardised is None or raw is None:
         return _unmeasured("shabalin-standardise", SHABALIN, claim, "flux-sae / flux-sae-raw pair")
     dead_std, dead_raw = standardised["heldout_dead_fraction"], raw["heldout_dead_fraction"]
@@ -389,7 +424,7 @@ def tinaz_windows(tables: Tables) -> Finding:
     claim = "Edits early change composition, in the middle style; late edits change only texture."
     if not _has(tables, "windows_success"):
         return _unmeasured("tinaz-windows", TINAZ, claim, "windows table")
-    rows = tables["windows_success"].filter(pl.col("model") == "base")
+    rows = tables["windows_success"].filter(pl.col("model") == BASE)
     if rows.is_empty():
         return _unmeasured("tinaz-windows", TINAZ, claim, "Base windows rows")
     table, late_small, composition_early, style_middle = [], [], [], []
@@ -405,8 +440,7 @@ def tinaz_windows(tables: Tables) -> Finding:
         best_feature = dict(features.iter_rows())
         table.append([edit, hook, *[f"{success[w]:.2f} / {best_feature.get(w, float('nan')):.2f} / {floor[w]:.2f}"
                                     for w in ("early", "middle", "late")], n])
-        late_small.append(not above(success["early"], n, 0.0, n) or above(success["early"], n, success["late"], n)
-                          or success["late"] <= 0.25)
+        late_small.append(success["late"] <= 0.25 or above(success["early"], n, success["late"], n))
         if edit in COMPOSITION:
             composition_early.append(above(success["early"], n, floor["early"], n)
                                      and success["early"] >= max(success["middle"], success["late"]))

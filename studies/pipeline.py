@@ -175,20 +175,21 @@ def build_report(run: Run) -> Path:
 
 
 def claims_section(run: Run) -> list:
-    """The papers' claims, first in the report, when the run measures every one (configs/toy_papers.toml)."""
+    """The papers' claims, first in the report, when the run measures at least half of them."""
     from analysis.report import Section
 
     from .claims import UNMEASURED, judge_claims
     from .findings import run_tables
 
     findings = judge_claims(run_tables(run.results_root))
-    if any(f.verdict == UNMEASURED for f in findings):
+    if 2 * sum(f.verdict == UNMEASURED for f in findings) > len(findings):
         return []
     verdicts = pl.DataFrame({"paper": [f.paper.split(",")[0] for f in findings], "claim": [f.claim for f in findings],
                              "verdict": [f.verdict for f in findings]})
     summary = "; ".join(f"{f.paper.split(',')[0]}: {f.claim.rstrip('.')} — {f.verdict}" for f in findings) + "."
-    return [Section("The papers' claims", "Each claim judged from this run's tables beside its floor and ceiling; "
-                    "`diffdict findings RUN_DIR` writes the numbers and the rule behind each verdict.",
+    return [Section("The papers' claims", "Each claim judged from this run's tables beside its floor and ceiling "
+                    "(a verdict about these models at this run's scale); `diffdict findings RUN_DIR` writes the "
+                    "numbers and the rule behind each verdict.",
                     tables=[("claims", verdicts)], summary=summary)]
 
 

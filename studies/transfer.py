@@ -14,6 +14,7 @@ Tables:
 from __future__ import annotations
 
 import polars as pl
+import torch
 from tqdm.auto import tqdm
 
 from .run import Run
@@ -28,9 +29,11 @@ def transfer_metrics(run: Run, dictionary_name: str, target_model: str) -> list[
     store = run.store(target_model)
     prompts = run.config.prompts
     rows = store.select(entry.hook, split="eval", eval_fraction=prompts.eval_fraction, split_seed=run.config.seed)
+    maps = store.read_maps(rows)  # one pass over the shards: reading per (branch, step) reopens each shard
+    rows = rows.with_row_index("position")
     out = []
     for (branch, step), group in sorted(rows.group_by(["branch", "step"]), key=lambda item: (item[0][0], item[0][1])):
-        metrics = evaluate(dictionary, [store.tokens(group)])
+        metrics = evaluate(dictionary, [torch.cat([maps[i] for i in group["position"].to_list()])])
         out.append({
             "dictionary": dictionary_name, "architecture": entry.architecture, "source_model": entry.model,
             "target_model": target_model, "hook": entry.hook, "branch": branch, "step": int(step),
