@@ -114,7 +114,7 @@ def steered_images(run: Run, name: str, jobs: list[tuple[str, int | None, float]
 
     entry = run.config.dictionary(name)
     atoms = run.dictionary(name).atoms.detach().float().cpu()
-    seed = run.config.prompts.seeds[0]
+    seed = run.study_seed
     batch = max(1, run.config.harvest.batch_size)
     images: list[Image.Image] = []
     for start in range(0, len(jobs), batch):
@@ -139,7 +139,7 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
     data = stats.data
     h, w = data.grid
     per_prompt = stats.per_prompt
-    folder = folder or run.root / "atlas" / name
+    folder = folder or run.results_root / "atlas" / name
     folder.mkdir(parents=True, exist_ok=True)
     # A feature never active here still gets a strength unit: the median live feature's.
     live = stats.mean_activation[stats.mean_activation > 0]

@@ -72,13 +72,19 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
         study = getattr(config.studies, study_name)
         if study is None:
             continue
+        # A hook (or group member) must exist on at least one of the study's models: each model
+        # studies the hooks it has, so one map can cover a U-Net and a transformer.
         named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]
-        for model in study.models:
-            for hook_name in named:
+        for hook_name in named:
+            errors = []
+            for model in study.models:
                 try:
                     resolved[model].hook_point(hook_name)
+                    break
                 except KeyError as error:
-                    raise UserError(f"{source}: studies.{study_name}: {error.args[0]}") from None
+                    errors.append(error.args[0])
+            else:
+                raise UserError(f"{source}: studies.{study_name}: {errors[0]}")
     studies = [name for name in STUDY_NAMES if getattr(config.studies, name)]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")

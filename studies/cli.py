@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "studies.commands.study",
     "studies.commands.push",
     "studies.commands.atlas",
+    "studies.commands.findings",
 ]
 
 

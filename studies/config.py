@@ -105,6 +105,13 @@ class TransferStudy:
     dictionaries: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     splice_prompts: int = 8
+    # Edits on each target model with the transferred dictionary's features, beside that model's own
+    # oracle, random direction and own dictionaries at the hook (toy world; 0 prompts = no edits).
+    edit_prompts: int = 0  # held-out prompts edited per attribute
+    edit_selection_prompts: int = 64  # train-split prompts for features, oracle directions and norms
+    edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
+    edit_strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # x the mean update norm
+    edit_window: list[float] = field(default_factory=lambda: [0.6, 1.0])  # t range edited (t = 1 is noise)
 
 
 @dataclass
@@ -497,9 +504,24 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
             if not hooks:
                 raise _fail(source, f"studies.editability.groups.{unit}", "is empty; list the hooks edited together")
     if studies.transfer is not None:
-        for i, name in enumerate(studies.transfer.models):
+        transfer = studies.transfer
+        for i, name in enumerate(transfer.models):
             _one_of(source, f"studies.transfer.models[{i}]", name, models)
-        _positive(source, "studies.transfer.splice_prompts", studies.transfer.splice_prompts)
+        _positive(source, "studies.transfer.splice_prompts", transfer.splice_prompts)
+        if transfer.edit_prompts < 0:
+            raise _fail(source, "studies.transfer.edit_prompts", f"must be >= 0 (0 = no edits), got {transfer.edit_prompts}")
+        if transfer.edit_prompts:
+            if config.prompts.source != "toyworld":
+                raise _fail(source, "studies.transfer.edit_prompts", "edits need toy-world prompts (prompts.source = "
+                            "'toyworld'): they are judged against each scene's ground truth; set it to 0")
+            _positive(source, "studies.transfer.edit_selection_prompts", transfer.edit_selection_prompts)
+            for i, attribute in enumerate(transfer.edit_attributes):
+                _one_of(source, f"studies.transfer.edit_attributes[{i}]", attribute, EDIT_ATTRIBUTES)
+            for i, strength in enumerate(transfer.edit_strengths):
+                if not math.isfinite(strength) or strength <= 0:
+                    raise _fail(source, f"studies.transfer.edit_strengths[{i}]",
+                                f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
+            _check_windows(source, "studies.transfer", {"edit_window": transfer.edit_window})
     if studies.compare is not None:
         for i, pair in enumerate(studies.compare.pairs):
             key = f"studies.compare.pairs[{i}]"

@@ -49,10 +49,13 @@ def dictionary_atoms(run: Run, name: str, tokens) -> tuple[dict[str, torch.Tenso
 
 
 def hook_units(run: Run, model: str) -> dict[str, list[str]]:
-    """unit name -> hooks: every configured single hook, then every configured group."""
+    """unit name -> hooks: every configured single hook, then every configured group whose hooks
+    the model has (a group of U-Net blocks is skipped on Flux, and the other way round)."""
     study = run.config.studies.editability
-    hooks = study.hooks or image_attention_hooks(run, model)
-    return {**{h: [h] for h in hooks}, **study.groups}
+    points = set(run.adapter(model).hook_points)
+    hooks = [h for h in study.hooks if h in points] if study.hooks else image_attention_hooks(run, model)
+    groups = {unit: members for unit, members in study.groups.items() if all(h in points for h in members)}
+    return {**{h: [h] for h in hooks}, **groups}
 
 
 def image_attention_hooks(run: Run, model: str) -> list[str]:
@@ -61,54 +64,82 @@ def image_attention_hooks(run: Run, model: str) -> list[str]:
     return [name for name in adapter.hook_points if not name.endswith(".txt")]
 
 
+def dictionaries_by_hook(run: Run, names: list[str], model: str) -> dict[str, list[str]]:
+    """hook -> the named dictionaries that can edit it on `model`: fit at that hook, on this model or on
+    another one with the same width (a Turbo dictionary edits Base, whose U-Net it shares)."""
+    points = run.adapter(model).hook_points
+    out: dict[str, list[str]] = {}
+    for name in names:
+        entry = run.config.dictionary(name)
+        if entry.hook in points and points[entry.hook].d == run.dictionary(name).atoms.shape[1]:
+            out.setdefault(entry.hook, []).append(name)
+    return out
+
+
 def run_editability(run: Run) -> dict[str, pl.DataFrame]:
     study = run.config.studies.editability
     rows = []
     for model in study.models:
         units = hook_units(run, model)
         all_hooks = sorted({h for hooks in units.values() for h in hooks})
-        selection = labelled_set(run, model, all_hooks, "selection", study.selection_prompts)
-        scoring = labelled_set(run, model, [], "scoring", study.prompts)
-        entry = run.config.model(model)
-        adapter = run.adapter(model)
-        grids = {h: adapter.hook_point(h).grid(entry.height or adapter.defaults.height,
-                                               entry.width or adapter.defaults.width) for h in all_hooks}
-        from toyworld.judge import judge
-
-        originals = [judge(image) for image in scoring.images]
-        dictionaries = {run.config.dictionary(n).hook: n for n in study.dictionaries
-                        if run.config.dictionary(n).model == model}
+        cells = EditCells(run, model, all_hooks, study.selection_prompts, study.prompts)
+        dictionaries = dictionaries_by_hook(run, study.dictionaries, model)
         jobs = [(a, u, w) for a in study.attributes for u in units for w in study.windows]
         for attribute, unit, window in tqdm(jobs, desc=f"editability {model}", disable=not run.progress):
-            low, high = study.windows[window]
-            steps = sum(low <= t <= high for t in selection.step_t)
-            if steps == 0:
-                continue  # the window holds no denoising step of this model (e.g. late, for 1-step Turbo)
-            plans = plans_for(scoring.prompts, attribute)
-            variants = _variants(run, plans, units[unit], selection, (low, high), study.strengths,
-                                 {h: dictionaries[h] for h in units[unit] if h in dictionaries})
-            for start in range(0, len(variants), BATCH_LIMIT):
-                chunk = variants[start:start + BATCH_LIMIT]
-                images = run.generate(model, [scoring.prompts[v.plan.prompt_index].text for v in chunk],
-                                      [run.config.prompts.seeds[0]] * len(chunk),
-                                      interventions=interventions_for(chunk, {h: grids[h] for h in units[unit]},
-                                                                      (low, high))).images
-                for variant, image in zip(chunk, images):
-                    index = variant.plan.prompt_index
-                    success, clean, _ = judge_edit(variant.plan, scoring.prompts[index].scene, originals[index], image)
-                    rows.append({"model": model, "unit": unit, "hooks": ",".join(units[unit]),
-                                 "attribute": attribute, "window": window, "t_low": low, "t_high": high,
-                                 "steps_in_window": steps, "method": variant.method,
-                                 "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
-                                 "strength": variant.strength, "prompt_id": scoring.prompts[index].id,
-                                 "success": float(success), "clean_success": float(clean),
-                                 "feature_rank": variant.feature_rank})
+            rows += cells.edit(unit, units[unit], attribute, window, tuple(study.windows[window]), study.strengths,
+                               {h: dictionaries[h] for h in units[unit] if h in dictionaries})
     table = pl.DataFrame(rows, infer_schema_length=None)
     return {"editability": table, "editability_best": best_strengths(table)}
 
 
+class EditCells:
+    """One model's edit bench: selection tokens at the hooks (directions, features, norms), held-out
+    scoring prompts and their judged unedited images. `edit` runs one (unit, attribute, window) cell of
+    every method and strength and returns its rows (editability, and transfer's cross-model edits)."""
+
+    def __init__(self, run: Run, model: str, hooks: list[str], selection_prompts: int, scoring_prompts: int):
+        from toyworld.judge import judge
+
+        self.run, self.model = run, model
+        self.selection = labelled_set(run, model, hooks, "selection", selection_prompts)
+        self.scoring = labelled_set(run, model, [], "scoring", scoring_prompts)
+        entry = run.config.model(model)
+        adapter = run.adapter(model)
+        self.grids = {h: adapter.hook_point(h).grid(entry.height or adapter.defaults.height,
+                                                    entry.width or adapter.defaults.width) for h in hooks}
+        self.originals = [judge(image) for image in self.scoring.images]
+
+    def edit(self, unit: str, hooks: list[str], attribute: str, window: str, t_range: tuple[float, float],
+             strengths: list[float], dictionaries: dict[str, list[str]]) -> list[dict]:
+        low, high = t_range
+        steps = sum(low <= t <= high for t in self.selection.step_t)
+        if steps == 0:
+            return []  # the window holds no denoising step of this model (e.g. late, for 1-step Turbo)
+        run, scoring = self.run, self.scoring
+        plans = plans_for(scoring.prompts, attribute)
+        variants = _variants(run, plans, hooks, self.selection, (low, high), strengths, dictionaries)
+        rows = []
+        for start in range(0, len(variants), BATCH_LIMIT):
+            chunk = variants[start:start + BATCH_LIMIT]
+            images = run.generate(self.model, [scoring.prompts[v.plan.prompt_index].text for v in chunk],
+                                  [run.study_seed] * len(chunk),
+                                  interventions=interventions_for(chunk, {h: self.grids[h] for h in hooks},
+                                                                  (low, high))).images
+            for variant, image in zip(chunk, images):
+                index = variant.plan.prompt_index
+                success, clean, _ = judge_edit(variant.plan, scoring.prompts[index].scene, self.originals[index], image)
+                rows.append({"model": self.model, "unit": unit, "hooks": ",".join(hooks),
+                             "attribute": attribute, "window": window, "t_low": low, "t_high": high,
+                             "steps_in_window": steps, "method": variant.method,
+                             "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
+                             "strength": variant.strength, "prompt_id": scoring.prompts[index].id,
+                             "success": float(success), "clean_success": float(clean),
+                             "feature_rank": variant.feature_rank})
+        return rows
+
+
 def _variants(run: Run, plans, hooks: list[str], selection, t_range: tuple[float, float],
-              strengths: list[float], dictionaries: dict[str, str]) -> list[Variant]:
+              strengths: list[float], dictionaries: dict[str, list[str]]) -> list[Variant]:
     """Every (plan, method, strength) edit of one unit in one window, with its scaled vectors."""
     low, high = t_range
     per_hook = {}
@@ -118,9 +149,9 @@ def _variants(run: Run, plans, hooks: list[str], selection, t_range: tuple[float
         per_hook[hook] = (concept_means(window.x, window.targets, window.concepts),
                           concept_norms(window.x, window.targets, window.concepts), window.x.shape[1])
     methods: dict[str, tuple[dict, dict] | None] = {ORACLE: None, RANDOM: None}
-    if len(hooks) == 1 and hooks[0] in dictionaries:  # a group has no single dictionary
-        name = dictionaries[hooks[0]]
-        methods[name] = dictionary_atoms(run, name, selection.tokens(hooks[0]))
+    if len(hooks) == 1:  # a group has no single dictionary
+        for name in dictionaries.get(hooks[0], []):
+            methods[name] = dictionary_atoms(run, name, selection.tokens(hooks[0]))
     variants = []
     for method, features in methods.items():
         for plan in plans:

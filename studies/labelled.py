@@ -4,7 +4,7 @@ One service for every study that needs ground truth per location (alignment, edi
 windows, layout, atlas labels). It keeps two disjoint prompt sets apart:
   selection  train-split prompts: features, thresholds, probes and oracle directions are chosen here
   scoring    held-out prompts: every reported number is measured here
-Every prompt is generated with the study seed (`prompts.seeds[0]`), so a study's unedited
+Every prompt is generated with the study seed (`Run.study_seed`: `prompts.seeds[0]`), so a study's unedited
 image of a prompt is the same image whichever study asks.
 """
 from __future__ import annotations
@@ -96,9 +96,10 @@ def prompt_ids(run: Run, model: str, split: str) -> list[int]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     held_out = set(run.eval_prompt_ids(model))
-    if split == "scoring":
-        return sorted(held_out)
-    return [p.id for p in run.prompts if p.id not in held_out]
+    ids = sorted(held_out) if split == "scoring" else [p.id for p in run.prompts if p.id not in held_out]
+    if run.seed_override is not None:  # another study seed draws other prompts from the same split
+        ids = [ids[i] for i in np.random.default_rng(run.seed_override).permutation(len(ids))]
+    return ids
 
 
 def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int) -> LabelledSet:
@@ -114,7 +115,7 @@ def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int)
     if not prompts:
         raise UserError(f"no {split} prompts for {model!r}: raise prompts.count or adjust prompts.eval_fraction")
     wanted = sorted(set(hooks) | set(cached.maps if cached else ()))
-    seed = run.config.prompts.seeds[0]
+    seed = run.study_seed
     images, chunks, step_t = [], {h: [] for h in wanted}, []
     for start in range(0, len(prompts), GENERATE_CHUNK):
         part = prompts[start:start + GENERATE_CHUNK]

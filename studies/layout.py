@@ -118,7 +118,7 @@ def feature_layout(sel_codes: np.ndarray, sel_foreground: np.ndarray, held_codes
 def run_layout(run: Run) -> dict[str, pl.DataFrame]:
     study = run.config.studies.layout
     rows = []
-    seed = run.config.prompts.seeds[0]
+    seed = run.study_seed
     for model in study.models:
         hooks = study.hooks or run.config.hooks_of(model)
         selection = labelled_set(run, model, hooks, "selection", study.selection_prompts)

@@ -44,8 +44,10 @@ def _kinds() -> dict[str, StudyKind]:
             "A dictionary fit on one model and hook, evaluated on the same hook of the other models and step "
             "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
             "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
-            "toy world; pixel and CLIP similarity on real models).",
-            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice"), summarize_transfer),
+            "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
+            "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
+            "its own oracle and random directions (success at each method's best strength).",
+            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice", "transfer_edits"), summarize_transfer),
         "compare": StudyKind(
             "SAE vs ITDA",
             "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment "
@@ -130,7 +132,20 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
         for table_name, table in kind.compute(run).items():
             write_table(table, run.table_path(table_name))
         seconds[name] = time.perf_counter() - start
+        record_timings(run, "study_seconds", {name: seconds[name]})
     return seconds
+
+
+def record_timings(run: Run, key: str, seconds: dict[str, float]) -> None:
+    """Merge measured seconds into RESULTS/timings.json (what findings report as the run's cost)."""
+    import json
+
+    from dictionaries.atomic import write_json_atomic
+
+    path = run.results_root / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings.setdefault(key, {}).update({k: round(v, 1) for k, v in seconds.items()})
+    write_json_atomic(path, timings)
 
 
 def build_report(run: Run) -> Path:
@@ -141,7 +156,7 @@ def build_report(run: Run) -> Path:
     from .atlas import atlas_cards
 
     run.save_config_copy()
-    sections = []
+    sections = claims_section(run)
     for name in configured_studies(run):
         kind = _kinds()[name]
         tables = read_tables(run, kind.tables)
@@ -156,7 +171,26 @@ def build_report(run: Run) -> Path:
     dictionaries = ", ".join(f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})"
                              for d in run.config.dictionaries)
     summary = f"Models: {models}. Dictionaries: {dictionaries}. Prompts: {len(run.prompts)} ({run.config.prompts.source})."
-    return write_report(run.root / "report.html", f"diffdict: {run.config.name}", sections, summary)
+    return write_report(run.results_root / "report.html", f"diffdict: {run.config.name}", sections, summary)
+
+
+def claims_section(run: Run) -> list:
+    """The papers' claims, first in the report, when the run measures at least half of them."""
+    from analysis.report import Section
+
+    from .claims import UNMEASURED, judge_claims
+    from .findings import run_tables
+
+    findings = judge_claims(run_tables(run.results_root))
+    if 2 * sum(f.verdict == UNMEASURED for f in findings) > len(findings):
+        return []
+    verdicts = pl.DataFrame({"paper": [f.paper.split(",")[0] for f in findings], "claim": [f.claim for f in findings],
+                             "verdict": [f.verdict for f in findings]})
+    summary = "; ".join(f"{f.paper.split(',')[0]}: {f.claim.rstrip('.')} — {f.verdict}" for f in findings) + "."
+    return [Section("The papers' claims", "Each claim judged from this run's tables beside its floor and ceiling "
+                    "(a verdict about these models at this run's scale); `diffdict findings RUN_DIR` writes the "
+                    "numbers and the rule behind each verdict.",
+                    tables=[("claims", verdicts)], summary=summary)]
 
 
 def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -> dict[str, float]:
@@ -172,4 +206,5 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
         if stage == "studies" and result:
             log("[studies] " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.items()))
         log(f"[{stage}] done in {timings[stage]:.1f} s")
+        record_timings(run, "stage_seconds", {stage: timings[stage]})
     return timings

@@ -37,8 +37,12 @@ SIZE_KEYS = registry.SIZE_KEYS
 
 
 class Run:
-    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True, force: bool = False):
+    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True, force: bool = False,
+                 study_seed: int | None = None):
         self.config = config
+        # Another prompt seed for the studies (the same stores and dictionaries): other selection and
+        # scoring prompts, drawn from the same splits, and other noise. Tables go to seeds/SEED/.
+        self.seed_override = study_seed
         self.device = device or config.device
         self.progress = progress
         self.force = force  # re-harvest stores harvested with other settings
@@ -83,11 +87,21 @@ class Run:
         entry = self.config.dictionary(name)
         return self._inside(self.root / "fits" / self.fit_group(entry) / name)
 
+    @property
+    def study_seed(self) -> int:
+        """The seed every study generates with: `prompts.seeds[0]`, or the --seed given to `diffdict study`."""
+        return self.seed_override if self.seed_override is not None else self.config.prompts.seeds[0]
+
+    @property
+    def results_root(self) -> Path:
+        """Where tables and plots go: the run folder, or seeds/SEED/ inside it for another study seed."""
+        return self.root if self.seed_override is None else self.root / "seeds" / str(self.seed_override)
+
     def table_path(self, name: str) -> Path:
-        return self._inside(self.root / "tables" / f"{name}.parquet")
+        return self._inside(self.results_root / "tables" / f"{name}.parquet")
 
     def plot_path(self, name: str) -> Path:
-        return self._inside(self.root / "plots" / f"{name}.png")
+        return self._inside(self.results_root / "plots" / f"{name}.png")
 
     def save_config_copy(self) -> None:
         """Keep the config beside the results: config.toml (its text) and run.json (its path)."""

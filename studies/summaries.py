@@ -41,6 +41,16 @@ def summarize_transfer(run, tables: dict[str, pl.DataFrame]) -> str:
                 values = ", ".join(f"{_pct(v) if column == 'judge_agreement' else f'{v:.3f}'} on {m}"
                                    for m, v in own.select("target_model", column).iter_rows())
                 sentences[-1] += f"; splicing its reconstruction into the block, {what} {values}"
+    edits = tables.get("transfer_edits")
+    if _has(edits, "dictionary", "method", "success"):
+        from .transfer import transfer_edit_success
+
+        best = transfer_edit_success(edits)
+        for (name, target), rows in best.group_by(["dictionary", "target_model"], maintain_order=True):
+            means = rows.group_by("method", maintain_order=True).agg(pl.col("success").mean(), pl.col("prompts").max())
+            parts = ", ".join(f"{m} {v:.2f}" for m, v, _ in means.iter_rows())
+            sentences.append(f"Edits on {target} with {name} (mean success over {rows['attribute'].n_unique()} "
+                             f"attributes, {int(means['prompts'].max())} held-out prompts each): {parts}")
     return ". ".join(sentences) + "." if sentences else ""
 
 

@@ -8,7 +8,8 @@ Tables:
                     about 50 equal spans of the run, to keep the table small)
   training_summary  dictionary, architecture, tokens, fvu_last_tenth, fvu_previous_tenth,
                     relative_change (last tenth against the tenth before), plateaued
-                    (|relative_change| < PLATEAU), heldout_fvu
+                    (|relative_change| < PLATEAU), heldout_fvu, heldout_dead_fraction, fit_seconds
+                    (wall time of the fit, from the dictionary's metadata)
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def run_training(run: Run) -> dict[str, pl.DataFrame]:
         curves.append(_curve(rows).with_columns(pl.lit(name).alias("dictionary"), pl.lit(architecture).alias("architecture")))
         held_out = run.held_out_metrics(name) or {}
         summaries.append({"dictionary": name, "architecture": architecture, **_summary(rows),
-                          "heldout_fvu": held_out.get("fvu", float("nan"))})
+                          "heldout_fvu": held_out.get("fvu", float("nan")),
+                          "heldout_dead_fraction": held_out.get("dead_fraction", float("nan")),
+                          "fit_seconds": run.fit_seconds(name)})
     curve_table = pl.concat(curves, how="diagonal_relaxed") if curves else pl.DataFrame()
     return {"training_curves": curve_table, "training_summary": pl.DataFrame(summaries, infer_schema_length=None)}
 

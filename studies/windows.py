@@ -166,7 +166,7 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
 
     study = run.config.studies.windows
     rows = []
-    seed = run.config.prompts.seeds[0]
+    seed = run.study_seed
     for entry_name in study.dictionaries:
         names = entry_name.split("+")
         entries = [run.config.dictionary(n) for n in names]

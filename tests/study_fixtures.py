@@ -54,6 +54,10 @@ batch = 256
 dictionaries = ["sae"]
 models = ["one", "multi"]
 splice_prompts = 2
+edit_prompts = 2
+edit_selection_prompts = 8
+edit_attributes = ["colour"]
+edit_strengths = [4]
 
 [studies.compare]
 pairs = [["sae", "itda"]]

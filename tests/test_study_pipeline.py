@@ -35,6 +35,30 @@ def test_transfer_table_has_every_model_step_and_branch(finished_run):
     assert splice["judge_agreement"].is_between(0, 1).all() and splice["pixel_similarity"].is_between(0, 1).all()
 
 
+def test_transfer_edits_each_target_with_the_source_features_beside_its_own_references(finished_run):
+    run_dir, _ = finished_run
+    edits = _table(run_dir, "transfer_edits")
+    methods = {model: set(group["method"].to_list()) for (model,), group in edits.group_by(["model"])}
+    assert methods == {"one": {"sae", "itda", "oracle", "random"}, "multi": {"sae", "oracle", "random"}}
+    assert set(edits["source_model"].to_list()) == {"one"} and set(edits["attribute"].to_list()) == {"colour"}
+    assert (edits["clean_success"] <= edits["success"]).all()
+
+
+def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run, capsys):
+    run_dir, config = finished_run
+    before = _table(run_dir, "transfer_splice")
+    assert main(["study", str(config), "--seed", "7", "--only", "transfer", "--no-progress", "--device", "cpu"]) == 0
+    seeded = pl.read_parquet(run_dir / "seeds" / "7" / "tables" / "transfer_edits.parquet")
+    assert _table(run_dir, "transfer_splice").equals(before)  # the seed-0 tables are untouched
+    held_out = set(_table(run_dir, "transfer_edits")["prompt_id"].to_list()) | set(seeded["prompt_id"].to_list())
+    assert len(held_out) <= 4  # both draw from the same 4 held-out prompts
+    assert (run_dir / "seeds" / "7" / "timings.json").exists() and not (run_dir / "seeds" / "7" / "stores").exists()
+    assert main(["findings", str(run_dir)]) == 0
+    markdown = (run_dir / "findings.md").read_text()
+    assert "Verdict: **" in markdown and (run_dir / "findings" / "seed-7" / "transfer_metrics.csv").exists()
+    assert "seed 7" in markdown
+
+
 def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "compare_metrics")

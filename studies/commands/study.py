@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "harvest":
             parser.add_argument("--force", action="store_true",
                                 help="delete and re-harvest a store that was harvested with other settings")
+        if name in ("study", "report"):
+            parser.add_argument("--seed", type=int, default=None, metavar="N",
+                                help="another study seed: the same stores and dictionaries, other selection and "
+                                "scoring prompts from the same splits and other noise; results in RUN/seeds/N/ "
+                                "(checks whether a finding survives the prompts it rests on)")
         if name == "study":
             parser.add_argument("--only", action="append", default=None, metavar="STUDY",
                                 help=f"{', '.join(STUDY_NAMES)} (repeatable; default: every configured one)")
@@ -49,6 +54,11 @@ def _run(args: argparse.Namespace) -> int:
     from studies.validate import check_device, check_out
 
     config = load_config(args.config)
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= 2**63 - 1:
+        from studies.errors import UserError
+
+        raise UserError(f"--seed {seed} is out of range; seeds are integers from 0 to 2**63 - 1")
     if args.out is not None:
         check_out(args.out, "--out", "")
         config.out = args.out
@@ -68,7 +78,8 @@ def _stage(args: argparse.Namespace, config) -> int:
     from studies.pipeline import build_report, run_all, run_studies
     from studies.run import Run
 
-    run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False))
+    run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False),
+              study_seed=getattr(args, "seed", None))
     start = time.perf_counter()
     if args.stage == "run":
         timings = run_all(run, force=args.force)

@@ -1,0 +1,142 @@
+"""docs/findings.md from a run: the papers' claims (studies/claims.py), each with its numbers and verdict.
+
+Two steps, so that anyone can check the committed text against the committed numbers:
+  export   the small tables the claims read, from RUN/tables (seed 0) and RUN/seeds/N/tables (the
+           reruns of `diffdict study --seed N`), into a folder of CSV files (seed-N/NAME.csv) with
+           provenance.json (command, commit, date, stage times)
+  render   findings markdown from such a folder alone; `diffdict findings` runs both, and a test
+           renders the committed folder and compares it with the committed docs/findings.md
+
+A verdict that differs between seeds is marked fragile.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+
+from .claims import Finding, judge_claims
+
+# The run tables the claims read, as they are (small) or reduced (per-prompt rows -> rates).
+PLAIN = ("editability_best", "transfer_metrics", "transfer_splice", "compare_metrics", "compare_alignment",
+         "training_summary", "layout")
+SEED_FOLDER = re.compile(r"seed-(\d+)$")
+
+
+def run_tables(results: Path) -> dict[str, pl.DataFrame]:
+    """The claims' tables from one results folder (a run, or one of its seeds/N folders)."""
+    folder = results / "tables"
+    tables = {name: pl.read_parquet(folder / f"{name}.parquet") for name in PLAIN
+              if (folder / f"{name}.parquet").exists()}
+    if (folder / "transfer_edits.parquet").exists():
+        from .transfer import transfer_edit_success
+
+        tables["transfer_edit_success"] = transfer_edit_success(pl.read_parquet(folder / "transfer_edits.parquet"))
+    if (folder / "windows.parquet").exists():
+        tables["windows_success"] = windows_success(pl.read_parquet(folder / "windows.parquet"))
+    if "compare_alignment" in tables:  # the claims read F1 per concept; the rest stays in the run
+        tables["compare_alignment"] = tables["compare_alignment"].select("pair", "method", "kind", "concept",
+                                                                         "attribute", "auroc", "f1")
+    return tables
+
+
+def windows_success(windows: pl.DataFrame) -> pl.DataFrame:
+    """Per (model, hook, dictionary, edit, style, kind, window): mean success and the prompts it rests on."""
+    keys = ["model", "hook", "dictionary", "edit", "style", "kind", "window", "t_low", "t_high", "steps_in_window"]
+    return (windows.group_by(keys).agg(pl.col("success").mean(), pl.col("clean_success").mean(),
+                                       pl.len().alias("prompts"))
+            .sort(["model", "hook", "dictionary", "edit", "style", "window"]))
+
+
+def seed_results(run_dir: Path, base_seed: int) -> dict[int, Path]:
+    """seed -> results folder: the run itself, and every seeds/N it holds."""
+    out = {base_seed: run_dir}
+    seeds = run_dir / "seeds"
+    if seeds.is_dir():
+        for folder in sorted(seeds.iterdir()):
+            if folder.name.isdigit() and (folder / "tables").is_dir():
+                out[int(folder.name)] = folder
+    return out
+
+
+def export(run_dir: Path, out: Path, provenance: dict) -> list[Path]:
+    """Write every seed's claim tables as CSV under out/seed-N/, and out/provenance.json."""
+    base_seed = int(provenance.get("study_seed", 0))
+    written = []
+    for seed, results in seed_results(run_dir, base_seed).items():
+        folder = out / f"seed-{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in run_tables(results).items():
+            path = folder / f"{name}.csv"
+            table.write_csv(path, float_precision=6)
+            written.append(path)
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return written
+
+
+def read_export(folder: Path) -> tuple[dict[int, dict[str, pl.DataFrame]], dict]:
+    """(seed -> tables, provenance) from an exported folder."""
+    if not folder.is_dir():
+        from .errors import MissingFileError
+
+        raise MissingFileError(f"{folder} is not a findings folder; make one with `diffdict findings RUN_DIR --tables {folder}`")
+    seeds = {}
+    for sub in sorted(folder.iterdir()):
+        match = SEED_FOLDER.match(sub.name)
+        if match and sub.is_dir():
+            seeds[int(match.group(1))] = {p.stem: pl.read_csv(p, infer_schema_length=None) for p in sorted(sub.glob("*.csv"))}
+    provenance_file = folder / "provenance.json"
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    return dict(sorted(seeds.items())), provenance
+
+
+def render(seeds: dict[int, dict[str, pl.DataFrame]], provenance: dict) -> str:
+    """The findings markdown: a verdict table, then one block per claim (numbers from the first seed)."""
+    if not seeds:
+        raise ValueError("no seed folders to render")
+    base_seed = int(provenance.get("study_seed", min(seeds)))
+    base_seed = base_seed if base_seed in seeds else min(seeds)
+    findings = {seed: judge_claims(tables) for seed, tables in seeds.items()}
+    main = findings[base_seed]
+    others = {seed: {f.key: f.verdict for f in fs} for seed, fs in findings.items() if seed != base_seed}
+    lines = ["# The papers' claims on the toy world", "",
+             "Generated by `diffdict findings` from the tables in docs/findings/ (do not edit by hand). Each claim "
+             "is measured on the toy world, where the truth is known, beside a floor (random directions, raw "
+             "channels) and a ceiling (the diff-in-means oracle, a supervised probe). A verdict is about these toy "
+             "models at this scale, not about the papers' models.", ""]
+    lines += _provenance_lines(provenance, seeds)
+    lines += ["", "| paper | claim | verdict |", "|---|---|---|"]
+    for finding in main:
+        lines.append(f"| {finding.paper.split(',')[0]} | {finding.claim} | {_verdict(finding, others)} |")
+    for finding in main:
+        lines += ["", f"## {finding.claim}", "", f"*{finding.paper}.* Verdict: **{_verdict(finding, others)}**.", "",
+                  finding.body]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(finding: Finding, others: dict[int, dict[str, str]]) -> str:
+    flips = [f"seed {seed}: {verdicts[finding.key]}" for seed, verdicts in others.items()
+             if verdicts.get(finding.key, finding.verdict) != finding.verdict]
+    return finding.verdict + (f" (fragile; {', '.join(flips)})" if flips else
+                              f" (same with seed {', '.join(map(str, others))})" if others else "")
+
+
+def _provenance_lines(provenance: dict, seeds: dict) -> list[str]:
+    lines = []
+    if provenance.get("command"):
+        lines.append(f"- Run: `{provenance['command']}` at commit {provenance.get('commit', '?')}, "
+                     f"{provenance.get('date', '?')}.")
+    if provenance.get("stage_seconds"):
+        stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in provenance["stage_seconds"].items())
+        lines.append(f"- Stage times on {provenance.get('machine', 'this machine')}: {stages}.")
+    if provenance.get("study_seconds"):
+        studies = ", ".join(f"{k} {v / 60:.1f}" for k, v in provenance["study_seconds"].items())
+        lines.append(f"- Studies (min): {studies}.")
+    extra = sorted(set(seeds) - {int(provenance.get("study_seed", min(seeds)))})
+    if extra:
+        lines.append(f"- Seeds: the numbers below are seed {provenance.get('study_seed', min(seeds))}'s; "
+                     f"`diffdict study --seed {extra[0]}` reran every study on other prompts from the same splits "
+                     "(same stores and dictionaries). A verdict that changes with the seed is marked fragile.")
+    return lines
