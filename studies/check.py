@@ -5,7 +5,8 @@ dictionary's architecture config is built with the hook's d (which validates eve
 """
 from __future__ import annotations
 
-from .config import STUDY_NAMES, StudyConfig
+from .config import StudyConfig
+from .registry import study_kind
 from .run import SIZE_KEYS
 from .validate import available_memory, human_bytes, memory_estimate
 from .errors import UserError
@@ -34,10 +35,7 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
         lines.append(f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "
                      f"{_size(entry, adapter)[0]}x{_size(entry, adapter)[1]} px"
                      + (f", {entry.quantize}" if entry.quantize else ""))
-    harvested = {d.model for d in config.dictionaries}
-    if config.studies.transfer is not None:
-        harvested |= set(config.studies.transfer.models)
-    for name in sorted(harvested):
+    for name in sorted(config.harvested_models()):
         adapter = resolved[name]
         for hook_name in config.hooks_of(name):
             try:
@@ -68,27 +66,30 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
                             f"to train ({how}) but {what} is {human_bytes(have)}; lower n (or batch)")
         lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
                      f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
-    for study_name in ("editability", "layout"):
-        study = getattr(config.studies, study_name)
-        if study is None:
-            continue
-        # A hook (or group member) must exist on at least one of the study's models: each model
-        # studies the hooks it has, so one map can cover a U-Net and a transformer.
-        named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]
-        for hook_name in named:
-            errors = []
-            for model in study.models:
-                try:
-                    resolved[model].hook_point(hook_name)
-                    break
-                except KeyError as error:
-                    errors.append(error.args[0])
-            else:
-                raise UserError(f"{source}: studies.{study_name}: {errors[0]}")
-    studies = [name for name in STUDY_NAMES if getattr(config.studies, name)]
+    for study_name, study in config.studies.items():  # each study's checks that need the models
+        check = study_kind(study_name).function("check")
+        if check is not None:
+            check(study, resolved, f"{source}: studies.{study_name}")
+    studies = [name for name, _ in config.studies.items()]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
     return lines
+
+
+def hooks_on_some_model(study, resolved: dict, where: str) -> None:
+    """A study's `hooks` (and `groups` members) each exist on at least one of its `models`: each model
+    studies the hooks it has, so one map can cover a U-Net and a transformer."""
+    named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]
+    for hook_name in named:
+        errors = []
+        for model in study.models:
+            try:
+                resolved[model].hook_point(hook_name)
+                break
+            except KeyError as error:
+                errors.append(error.args[0])
+        else:
+            raise UserError(f"{where}: {errors[0]}")
 
 
 def _size(entry, adapter) -> tuple[int, int]:

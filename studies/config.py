@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import tomllib
 import types
 import typing
@@ -19,12 +18,9 @@ from typing import Any
 
 from dictionaries.registry import architecture_names  # torch-free: the one list of architectures
 
-
-class ConfigError(ValueError):
-    """A config file that cannot be run as written. The message names file, key and fix."""
-
-    user_facing = True
-
+from .config_rules import fail as _fail, one_of as _one_of, positive as _positive
+from .errors import ConfigError  # raised (and caught by callers) as studies.config.ConfigError
+from .registry import study_kind, study_kinds, study_names
 
 DTYPES = ("fp32", "fp16", "bf16")
 PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
@@ -100,102 +96,34 @@ class DictionaryEntry:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TransferStudy:
-    dictionaries: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    splice_prompts: int = 8
-    # Edits on each target model with the transferred dictionary's features, beside that model's own
-    # oracle, random direction and own dictionaries at the hook (toy world; 0 prompts = no edits).
-    edit_prompts: int = 0  # held-out prompts edited per attribute
-    edit_selection_prompts: int = 64  # train-split prompts for features, oracle directions and norms
-    edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
-    edit_strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # x the mean update norm
-    edit_window: list[float] = field(default_factory=lambda: [0.6, 1.0])  # t range edited (t = 1 is noise)
-
-
-@dataclass
-class CompareStudy:
-    pairs: list[list[str]] = field(default_factory=list)
-    random_directions: int = 0  # 0 = as many as the dictionary has atoms
-    prompts: int = 128  # held-out (scoring) toy prompts generated for concept alignment
-    selection_prompts: int = 256  # train-split prompts on which features, thresholds and probes are chosen
-
-
-@dataclass
-class WindowsStudy:
-    # A dictionary name per edited block, or "a+b" to edit several blocks at once (one dictionary each).
-    dictionaries: list[str] = field(default_factory=list)
-    windows: dict[str, list[float]] = field(
-        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
-    edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
-    edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
-    prompts: int = 8  # held-out prompts edited
-    selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
-    strength: float = 4.0  # sdlens / tinaz_spatial, and the oracle and random rows: x the feature's mean activation
-    norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
-    token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
-    # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
-    # against the edited and the original caption; "auto" = judge for toy/tiny models.
-    scoring: str = "auto"
-
-
-@dataclass
-class EditabilityStudy:
-    """Which block edits which attribute, when: oracle, random and dictionary directions, strength sweep."""
-
-    models: list[str] = field(default_factory=list)
-    hooks: list[str] = field(default_factory=list)  # empty = every image-stream hook of the model
-    groups: dict[str, list[str]] = field(default_factory=dict)  # unit name -> hooks edited together
-    dictionaries: list[str] = field(default_factory=list)  # their best features are tried at their hook
-    attributes: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
-    windows: dict[str, list[float]] = field(
-        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
-    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])  # x mean update norm at the cells
-    prompts: int = 8  # held-out prompts edited per attribute
-    selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
-
-
-@dataclass
-class LayoutStudy:
-    """Tinaz et al.: is the final layout predictable from the first steps' activations?"""
-
-    models: list[str] = field(default_factory=list)
-    hooks: list[str] = field(default_factory=list)  # empty = the model's harvested hooks
-    dictionaries: list[str] = field(default_factory=list)  # their best feature predicts the object mask
-    prompts: int = 32  # held-out prompts scored
-    selection_prompts: int = 96  # train-split prompts the probes, features and thresholds are fit on
-
-
-@dataclass
-class TrainingStudy:
-    """Convergence of the dictionaries' training (FVU and dead fraction against tokens seen)."""
-
-    dictionaries: list[str] = field(default_factory=list)  # empty = every dictionary
-
-
-@dataclass
-class AtlasStudy:
-    dictionaries: list[str] = field(default_factory=list)
-    top_features: int = 12
-    images_per_feature: int = 6
-    # Modulation strip and empty-prompt activation: multiples of each feature's mean activation.
-    strengths: list[float] = field(default_factory=lambda: [-4.0, 0.0, 2.0, 4.0, 8.0])
-    empty_strengths: list[float] = field(default_factory=lambda: [12.0])
-
-
-@dataclass
 class StudiesSection:
-    transfer: TransferStudy | None = None
-    compare: CompareStudy | None = None
-    windows: WindowsStudy | None = None
-    editability: EditabilityStudy | None = None
-    layout: LayoutStudy | None = None
-    training: TrainingStudy | None = None
-    atlas: AtlasStudy | None = None
+    """The config's [studies.NAME] tables: each registered study's config dataclass (studies/registry.py).
 
+    `config.studies.windows` is that study's config, or None when the config does not run it; `items()`
+    lists the configured studies in the registry's order (the order they run and appear in the report).
+    """
 
-STUDY_NAMES = tuple(f.name for f in dataclasses.fields(StudiesSection))
+    def __init__(self, tables: dict[str, Any] | None = None):
+        self._tables = dict(tables or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy, pickle and friends probe dunders before __init__ has run
+            raise AttributeError(name)
+        if name in self._tables:
+            return self._tables[name]
+        if name in study_names():
+            return None
+        raise AttributeError(f"no study {name!r} is registered; studies: {', '.join(study_names())}")
+
+    def items(self) -> list[tuple[str, Any]]:
+        """(name, config) of every configured study, in the registry's order."""
+        return [(name, self._tables[name]) for name in study_names() if name in self._tables]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StudiesSection) and self._tables == other._tables
+
+    def __repr__(self) -> str:
+        return f"StudiesSection({', '.join(f'{name}={study!r}' for name, study in self.items())})"
 
 
 @dataclass
@@ -225,6 +153,16 @@ class StudyConfig:
 
     def dictionary(self, name: str) -> DictionaryEntry:
         return next(d for d in self.dictionaries if d.name == name)
+
+    def harvested_models(self) -> list[str]:
+        """Model entries whose activations are harvested, in config order: the dictionaries' models and
+        those the studies read besides (each study's `models_read`, e.g. transfer's target models)."""
+        names = {d.model for d in self.dictionaries}
+        for name, study in self.studies.items():
+            models_read = study_kind(name).function("models_read")
+            if models_read is not None:
+                names |= set(models_read(study))
+        return [m.name for m in self.models if m.name in names]
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -259,11 +197,6 @@ def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | N
     return config
 
 
-def _fail(source: str, key: str, message: str) -> ConfigError:
-    where = f"{source}: {key}: " if key else f"{source}: "
-    return ConfigError(where + message)
-
-
 def _build(cls: type, table: Any, source: str, prefix: str, skip: tuple[str, ...] = ()) -> Any:
     if not isinstance(table, dict):
         raise _fail(source, prefix or "(top level)", f"expected a table, got {type(table).__name__} {table!r}")
@@ -288,7 +221,24 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+def _build_studies(table: Any, source: str, prefix: str) -> StudiesSection:
+    """[studies.NAME] tables, each read into its registered study's config dataclass."""
+    if not isinstance(table, dict):
+        raise _fail(source, prefix, f"expected a table, got {type(table).__name__} {table!r}")
+    kinds = study_kinds()
+    for name in table:
+        if name not in kinds:
+            close = difflib.get_close_matches(str(name), list(kinds), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(source, _join(prefix, name), f"unknown study{hint}; the registered studies are: "
+                        f"{', '.join(kinds)} (each one a [{prefix}.NAME] table)")
+    return StudiesSection({name: _build(kinds[name].config, table[name], source, _join(prefix, name))
+                           for name in kinds if name in table})
+
+
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    if hint is StudiesSection:
+        return _build_studies(value, source, key)
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -326,23 +276,11 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     return value
 
 
-def _one_of(source: str, key: str, value: Any, allowed: tuple | list) -> None:
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _fail(source, key, f"{value!r} is not allowed{hint} Allowed: {', '.join(map(str, allowed))}")
-
-
 def _branches() -> tuple[str, ...]:
     """The CFG branches captures are tagged with: the adapters' own list (imported on use)."""
     from adapters.capture import BRANCHES
 
     return BRANCHES
-
-
-def _positive(source: str, key: str, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise _fail(source, key, f"must be > 0, got {value}")
 
 
 def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> None:
@@ -460,102 +398,36 @@ def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
 
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:
-    studies = config.studies
-    for study_name in ("transfer", "windows", "editability", "layout", "training", "atlas"):
-        study = getattr(studies, study_name)
-        if study is None:
-            continue
-        for i, name in enumerate(study.dictionaries):
-            # windows edits several blocks at once with "a+b": one dictionary per hook
-            parts = name.split("+") if study_name == "windows" else [name]
-            for part in parts:
-                _one_of(source, f"studies.{study_name}.dictionaries[{i}]", part, dictionaries)
-            if len(parts) > 1:
-                entries = [config.dictionary(p) for p in parts]
-                if len({e.model for e in entries}) > 1 or len({e.hook for e in entries}) < len(entries):
-                    raise _fail(source, f"studies.{study_name}.dictionaries[{i}]",
-                                f"{name!r}: dictionaries edited together must share a model and sit on different hooks")
-    for study_name in ("editability", "layout"):
-        study = getattr(studies, study_name)
-        if study is None:
-            continue
+    """What every study's config shares (a `models` field names model entries, a `dictionaries` field
+    dictionaries), then each study's own checks (its `validate`, beside its declaration)."""
+    for study_name, study in config.studies.items():
         key = f"studies.{study_name}"
-        if not study.models:
-            raise _fail(source, f"{key}.models", "is empty; name the model entries to study")
-        for i, name in enumerate(study.models):
-            _one_of(source, f"{key}.models[{i}]", name, models)
-        _positive(source, f"{key}.prompts", study.prompts)
-        _positive(source, f"{key}.selection_prompts", study.selection_prompts)
-        if config.prompts.source != "toyworld":
-            raise _fail(source, key, "needs toy-world prompts (prompts.source = 'toyworld'): it is scored "
-                        "against each scene's ground truth")
-    if studies.editability is not None:
-        e = studies.editability
-        _check_windows(source, "studies.editability.windows", e.windows)
-        for i, attribute in enumerate(e.attributes):
-            _one_of(source, f"studies.editability.attributes[{i}]", attribute, EDIT_ATTRIBUTES)
-        if not e.strengths:
-            raise _fail(source, "studies.editability.strengths", "is empty; give strengths such as [1, 2, 4, 8]")
-        for i, strength in enumerate(e.strengths):
-            if not math.isfinite(strength) or strength <= 0:
-                raise _fail(source, f"studies.editability.strengths[{i}]",
-                            f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
-        for unit, hooks in e.groups.items():
-            if not hooks:
-                raise _fail(source, f"studies.editability.groups.{unit}", "is empty; list the hooks edited together")
-    if studies.transfer is not None:
-        transfer = studies.transfer
-        for i, name in enumerate(transfer.models):
-            _one_of(source, f"studies.transfer.models[{i}]", name, models)
-        _positive(source, "studies.transfer.splice_prompts", transfer.splice_prompts)
-        if transfer.edit_prompts < 0:
-            raise _fail(source, "studies.transfer.edit_prompts", f"must be >= 0 (0 = no edits), got {transfer.edit_prompts}")
-        if transfer.edit_prompts:
-            if config.prompts.source != "toyworld":
-                raise _fail(source, "studies.transfer.edit_prompts", "edits need toy-world prompts (prompts.source = "
-                            "'toyworld'): they are judged against each scene's ground truth; set it to 0")
-            _positive(source, "studies.transfer.edit_selection_prompts", transfer.edit_selection_prompts)
-            for i, attribute in enumerate(transfer.edit_attributes):
-                _one_of(source, f"studies.transfer.edit_attributes[{i}]", attribute, EDIT_ATTRIBUTES)
-            for i, strength in enumerate(transfer.edit_strengths):
-                if not math.isfinite(strength) or strength <= 0:
-                    raise _fail(source, f"studies.transfer.edit_strengths[{i}]",
-                                f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
-            _check_windows(source, "studies.transfer", {"edit_window": transfer.edit_window})
-    if studies.compare is not None:
-        for i, pair in enumerate(studies.compare.pairs):
-            key = f"studies.compare.pairs[{i}]"
-            if len(pair) != 2:
-                raise _fail(source, key, f"expected two dictionary names [sae, itda], got {pair}")
-            for name in pair:
-                _one_of(source, key, name, dictionaries)
-            first, second = (config.dictionary(n) for n in pair)
-            if (first.model, first.hook) != (second.model, second.hook):
-                raise _fail(source, key, f"{pair[0]!r} and {pair[1]!r} must be fit on the same model and hook")
-    if studies.windows is not None:
-        w = studies.windows
-        _check_windows(source, "studies.windows.windows", w.windows)
-        for i, style in enumerate(w.edit_styles):
-            _one_of(source, f"studies.windows.edit_styles[{i}]", style, EDIT_STYLES)
-        for i, edit in enumerate(w.edits):
-            _one_of(source, f"studies.windows.edits[{i}]", edit, EDIT_ATTRIBUTES)
-        _positive(source, "studies.windows.prompts", w.prompts)
-        _one_of(source, "studies.windows.scoring", w.scoring, ("auto", "judge", "clip"))
-        if config.prompts.source != "toyworld":
-            raise _fail(source, "studies.windows", "needs toy-world prompts (prompts.source = 'toyworld'): edits are "
-                        "planned from each scene's ground truth; real models draw the same captions")
-    if studies.atlas is not None:
-        _positive(source, "studies.atlas.top_features", studies.atlas.top_features)
-        _positive(source, "studies.atlas.images_per_feature", studies.atlas.images_per_feature)
+        for f in dataclasses.fields(study):
+            value = getattr(study, f.name)
+            if f.name == "models" and isinstance(value, list):
+                for i, name in enumerate(value):
+                    _one_of(source, f"{key}.models[{i}]", name, models)
+            if f.name == "dictionaries" and isinstance(value, list):
+                for i, name in enumerate(value):
+                    _check_dictionary_names(config, source, f"{key}.dictionaries[{i}]", name, dictionaries,
+                                            together=f.metadata.get("together", False))
+    for study_name, study in config.studies.items():
+        validate = study_kind(study_name).function("validate")
+        if validate is not None:
+            validate(config, study, source)
 
 
-def _check_windows(source: str, key: str, windows: dict[str, list[float]]) -> None:
-    if not windows:
-        raise _fail(source, key, "is empty; give at least one window, e.g. { early = [0.6, 1.0] }")
-    for name, window in windows.items():
-        if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-            raise _fail(source, f"{key}.{name}",
-                        f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+def _check_dictionary_names(config: StudyConfig, source: str, key: str, name: Any, dictionaries: list[str],
+                            together: bool) -> None:
+    """One dictionary, or with `together` "a+b": several edited at once (one per hook of one model)."""
+    parts = name.split("+") if together and isinstance(name, str) else [name]
+    for part in parts:
+        _one_of(source, key, part, dictionaries)
+    if len(parts) > 1:
+        entries = [config.dictionary(p) for p in parts]
+        if len({e.model for e in entries}) > 1 or len({e.hook for e in entries}) < len(entries):
+            raise _fail(source, key, f"{name!r}: dictionaries edited together must share a model and sit on "
+                        "different hooks")
 
 
 def resolve_relative(file: str, config_path: Path | None) -> Path:

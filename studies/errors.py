@@ -16,6 +16,12 @@ class MissingFileError(FileNotFoundError):
     user_facing = True
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be run as written. The message names file, key and fix."""
+
+    user_facing = True
+
+
 # errno -> the fix printed after a file-system error
 _OS_FIXES = {
     errno.ENOSPC: "no space left on the device: free space there (or choose another `out`) and run the same "

@@ -3,99 +3,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from .run import Run
 from .errors import UserError
-
-
-@dataclass(frozen=True)
-class StudyKind:
-    """A study: how to compute its tables, plot them and (optionally) say what they show.
-
-    summarize(run, tables) -> two or three sentences with the headline numbers, written from
-    the tables; they open the report. A study without one gets no sentence there.
-    """
-
-    title: str
-    about: str
-    compute: Callable[[Run], dict[str, pl.DataFrame]]
-    plot: Callable[[Run, dict[str, pl.DataFrame]], list]
-    tables: tuple[str, ...]
-    summarize: Callable[[Run, dict[str, pl.DataFrame]], str] | None = None
-
-
-def _kinds() -> dict[str, StudyKind]:
-    from .atlas import run_atlas, summarize_atlas
-    from .compare import plot_compare, run_compare, summarize_compare
-    from .editability import plot_editability, run_editability, summarize_editability
-    from .layout import plot_layout, run_layout, summarize_layout
-    from .training import plot_training, run_training, summarize_training
-    from .summaries import summarize_transfer, summarize_windows
-    from .transfer import plot_transfer, run_transfer
-    from .windows import plot_windows, run_windows
-
-    return {
-        "transfer": StudyKind(
-            "Cross-model transfer",
-            "A dictionary fit on one model and hook, evaluated on the same hook of the other models and step "
-            "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
-            "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
-            "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
-            "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
-            "its own oracle and random directions (success at each method's best strength).",
-            run_transfer, plot_transfer, ("transfer_metrics", "transfer_splice", "transfer_edits"), summarize_transfer),
-        "compare": StudyKind(
-            "SAE vs ITDA",
-            "Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment "
-            "per ground-truth concept: each method's feature and threshold are chosen on train prompts and scored on "
-            "held-out prompts (AUROC, F1, precision, recall; k-sparse probing with k = 1, 2, 4, 8), beside the floor "
-            "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
-            "a logistic probe on all channels).",
-            run_compare, plot_compare,
-            ("compare_metrics", "compare_alignment", "compare_sparse_probing", "compare_alignment_by_t"), summarize_compare),
-        "windows": StudyKind(
-            "Timestep-window interventions",
-            "Edits of one concept made with dictionary features inside one time window at a time, in the edit "
-            "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
-            "same window. Success is strict (position: the object left its place; background: the objects kept "
-            "their colour); clean success also keeps every attribute that was right before the edit.",
-            run_windows, plot_windows, ("windows",), summarize_windows),
-        "editability": StudyKind(
-            "Editability map",
-            "Which block edits which attribute, and when: per attribute, hook (or group of hooks), time window and "
-            "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
-            "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
-            "features, on held-out prompts.",
-            run_editability, plot_editability, ("editability", "editability_best"), summarize_editability),
-        "layout": StudyKind(
-            "Layout from early steps",
-            "At each denoising step, the final image's object mask predicted from the hook's activations (a probe on "
-            "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
-            "caption alone gives and what another seed's image of the same caption gives.",
-            run_layout, plot_layout, ("layout",), summarize_layout),
-        "training": StudyKind(
-            "Dictionary training",
-            "FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
-            "less than 5% over its last tenth.",
-            run_training, plot_training, ("training_curves", "training_summary"), summarize_training),
-        "atlas": StudyKind(
-            "Feature atlas",
-            "One card per top feature of each dictionary: its label (the best-aligned ground-truth concept on the "
-            "toy world, with that AUROC; for ITDA also where the atom came from), how often it fires, its "
-            "top-activating held-out images (red marks where it fires), what it draws by itself (the empty "
-            "prompt with its decoder direction added everywhere) and a modulation strip (its top prompt with the "
-            "direction added at strengths from negative to strong). Strengths are multiples of the feature's "
-            "mean activation.",
-            run_atlas, lambda run, tables: [], ("atlas", "atlas_tiles"), summarize_atlas),
-    }
+from .registry import study_kinds
+from .run import Run
 
 
 def configured_studies(run: Run) -> list[str]:
-    return [name for name in _kinds() if getattr(run.config.studies, name) is not None]
+    """The studies the run's config has a [studies.NAME] table for, in the registry's order."""
+    return [name for name, _ in run.config.studies.items()]
 
 
 def write_table(table: pl.DataFrame, path: Path) -> None:
@@ -114,7 +33,7 @@ def read_tables(run: Run, names: tuple[str, ...]) -> dict[str, pl.DataFrame] | N
 
 def run_studies(run: Run, only: list[str] | None = None, force: bool = False) -> dict[str, float]:
     """Compute every configured study whose tables are missing (all of them with force)."""
-    kinds = _kinds()
+    kinds = study_kinds()
     selected = only or configured_studies(run)
     unknown = [s for s in selected if s not in kinds]
     if unknown:
@@ -129,7 +48,11 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
         if not force and read_tables(run, kind.tables) is not None:
             continue
         start = time.perf_counter()
-        for table_name, table in kind.compute(run).items():
+        tables = kind.function("compute")(run)
+        if set(tables) != set(kind.tables):  # an undeclared table is never read back; a missing one reruns forever
+            raise TypeError(f"study {name!r} computed the tables {sorted(tables)}, but declares {list(kind.tables)} "
+                            f"(StudyKind.tables): they must be the same")
+        for table_name, table in tables.items():
             write_table(table, run.table_path(table_name))
         seconds[name] = time.perf_counter() - start
         record_timings(run, "study_seconds", {name: seconds[name]})
@@ -153,20 +76,20 @@ def build_report(run: Run) -> Path:
     summaries first, then per study its plots and cards, its tables last and collapsed."""
     from analysis.report import Section, write_report
 
-    from .atlas import atlas_cards
-
     run.save_config_copy()
     sections = claims_section(run)
+    kinds = study_kinds()
     for name in configured_studies(run):
-        kind = _kinds()[name]
+        kind = kinds[name]
         tables = read_tables(run, kind.tables)
         if tables is None:
             sections.append(Section(kind.title, f"Not computed yet: run `diffdict study {run.config.path} --only {name}`."))
             continue
-        shown = [(table_name, table) for table_name, table in tables.items() if table_name != "atlas_tiles"]
-        sections.append(Section(kind.title, kind.about, tables=shown, plots=kind.plot(run, tables),
-                                summary=kind.summarize(run, tables) if kind.summarize else "",
-                                cards=atlas_cards(tables) if name == "atlas" else []))
+        shown = [(table_name, table) for table_name, table in tables.items() if table_name not in kind.unlisted]
+        plot, summarize, cards = (kind.function(role) for role in ("plot", "summarize", "cards"))
+        sections.append(Section(kind.title, kind.about, tables=shown, plots=plot(run, tables) if plot else [],
+                                summary=summarize(run, tables) if summarize else "",
+                                cards=cards(tables) if cards else []))
     models = ", ".join(f"{m.name} = {m.id}" for m in run.config.models)
     dictionaries = ", ".join(f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})"
                              for d in run.config.dictionaries)

@@ -195,10 +195,7 @@ class Run:
 
     # ---- stages --------------------------------------------------------------------------------
     def models_to_harvest(self) -> list[str]:
-        names = {d.model for d in self.config.dictionaries}
-        if self.config.studies.transfer is not None:
-            names |= set(self.config.studies.transfer.models)
-        return [m.name for m in self.config.models if m.name in names]
+        return self.config.harvested_models()
 
     def harvest(self) -> dict[str, Any]:
         """Fill (or resume) the store of every model the studies read; returns the stores."""

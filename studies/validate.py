@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, PromptsSection, StudyConfig, resolve_relative
+from .config import ConfigError, PromptsSection, StudiesSection, StudyConfig, resolve_relative
 
 # A name that becomes a folder or file name: no separators, no "..", no leading dot or dash.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -42,7 +42,8 @@ def validate_config(config: StudyConfig, source: str, path: Path | None) -> None
     _check_names(config, source)
     check_out(config.out, source)
     _check_finite(config, source, "", config)
-    _check_intervals_and_strengths(config.studies, source, "studies")
+    for name, study in config.studies.items():
+        _check_intervals_and_strengths(study, source, f"studies.{name}")
     _check_models(config, source)
     _check_seeds(config, source)
     _check_options(config, source)
@@ -70,12 +71,11 @@ def _check_names(config: StudyConfig, source: str) -> None:
         check_name(model.name, source, f"models[{i}].name")
     for i, entry in enumerate(config.dictionaries):
         check_name(entry.name, source, f"dictionaries[{i}].name")
-    for study in dataclasses.fields(config.studies):
-        section = getattr(config.studies, study.name)
-        windows = getattr(section, "windows", None)
+    for name, study in config.studies.items():
+        windows = getattr(study, "windows", None)
         if isinstance(windows, dict):
             for window in windows:
-                check_name(window, source, f"studies.{study.name}.windows.{window}")
+                check_name(window, source, f"studies.{name}.windows.{window}")
 
 
 def check_out(out: str, source: str, key: str = "out") -> None:
@@ -104,6 +104,9 @@ def _check_finite(config: StudyConfig, source: str, key: str, value: Any) -> Non
         for f in dataclasses.fields(value):
             if f.name != "path":
                 _check_finite(config, source, f"{key}.{f.name}" if key else f.name, getattr(value, f.name))
+    elif isinstance(value, StudiesSection):
+        for name, study in value.items():
+            _check_finite(config, source, f"{key}.{name}", study)
     elif isinstance(value, dict):
         for k, v in value.items():
             _check_finite(config, source, f"{key}.{k}", v)
@@ -114,13 +117,9 @@ def _check_finite(config: StudyConfig, source: str, key: str, value: Any) -> Non
         raise _fail(source, key, f"is {value}, but every number must be finite; give a finite value")
 
 
-# Strengths whose sign is meaningful: the atlas's modulation strip shows a feature from
-# negative (steered away) through 0 (the unedited image) to strong; nothing scores it.
-SIGNED_STRENGTHS = {"studies.atlas.strengths"}
-
-
 def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
-    """Any `windows` (name -> [low, high]) or `t_range` is non-empty; any `*strength*` is > 0."""
+    """Any `windows` (name -> [low, high]) or `t_range` is non-empty; any `*strength*` is > 0 unless its
+    field says `metadata={"signed": True}` (e.g. the atlas's strip, which steers away too and scores nothing)."""
     if not dataclasses.is_dataclass(value):
         return
     for f in dataclasses.fields(value):
@@ -136,7 +135,7 @@ def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
                 _check_interval(window, source, f"{where}.{name}")
         elif f.name == "t_range":
             _check_interval(item, source, where)
-        elif "strength" in f.name and where not in SIGNED_STRENGTHS:
+        elif "strength" in f.name and not f.metadata.get("signed", False):
             for i, strength in enumerate(item if isinstance(item, list) else [item]):
                 if isinstance(strength, (int, float)) and not strength > 0:
                     at = f"{where}[{i}]" if isinstance(item, list) else where

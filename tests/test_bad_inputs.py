@@ -70,6 +70,7 @@ CONFIG_CASES = [
     ConfigCase("duplicate dictionary name", {'name = "itda"': 'name = "sae"'}, r"'sae' is used twice; names must be unique"),
     ConfigCase("fewer tokens than a batch", {"tokens = 4096\nbatch = 256\n\n[[dictionaries]]": "tokens = 100\nbatch = 256\n\n[[dictionaries]]"}, r"100 tokens are fewer than one batch \(256\)"),
     ConfigCase("study names an unknown dictionary", {'dictionaries = ["sae", "itda"]': 'dictionaries = ["sae", "sea"]'}, r"studies\.atlas\.dictionaries\[1\]: 'sea' is not allowed; did you mean 'sae'"),
+    ConfigCase("misspelt study", {"[studies.training]": "[studies.trainig]"}, r"studies\.trainig: unknown study; did you mean 'training'\?; the registered studies are: transfer, compare, windows, editability, layout, training, atlas"),
 ]
 
 

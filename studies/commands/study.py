@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from studies.config import STUDY_NAMES
+from studies.registry import study_names
 
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 "(checks whether a finding survives the prompts it rests on)")
         if name == "study":
             parser.add_argument("--only", action="append", default=None, metavar="STUDY",
-                                help=f"{', '.join(STUDY_NAMES)} (repeatable; default: every configured one)")
+                                help=f"{', '.join(study_names())} (repeatable; default: every configured one)")
         parser.set_defaults(func=_run, stage=name)
 
 

@@ -1,0 +1,26 @@
+"""Dictionary training: convergence of the fits (FVU and dead fraction against tokens seen)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..registry import StudyKind
+
+
+@dataclass
+class TrainingStudy:
+    """Convergence of the dictionaries' training (FVU and dead fraction against tokens seen)."""
+
+    dictionaries: list[str] = field(default_factory=list)  # empty = every dictionary
+
+
+STUDY = StudyKind(
+    name="training",
+    config=TrainingStudy,
+    title="Dictionary training",
+    about="FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
+          "less than 5% over its last tenth.",
+    compute="studies.training:run_training",
+    plot="studies.training:plot_training",
+    summarize="studies.training:summarize_training",
+    tables=("training_curves", "training_summary"),
+)

@@ -1,0 +1,60 @@
+"""Cross-model transfer: a dictionary fit on one model evaluated (and edited with) on the others."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import EDIT_ATTRIBUTES
+from ..config_rules import check_edit_strengths, check_windows, fail, one_of, positive
+from ..registry import StudyKind
+
+KEY = "studies.transfer"
+
+
+@dataclass
+class TransferStudy:
+    dictionaries: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    splice_prompts: int = 8
+    # Edits on each target model with the transferred dictionary's features, beside that model's own
+    # oracle, random direction and own dictionaries at the hook (toy world; 0 prompts = no edits).
+    edit_prompts: int = 0  # held-out prompts edited per attribute
+    edit_selection_prompts: int = 64  # train-split prompts for features, oracle directions and norms
+    edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
+    edit_strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # x the mean update norm
+    edit_window: list[float] = field(default_factory=lambda: [0.6, 1.0])  # t range edited (t = 1 is noise)
+
+
+def validate(config: Any, study: TransferStudy, source: str) -> None:
+    positive(source, f"{KEY}.splice_prompts", study.splice_prompts)
+    if study.edit_prompts < 0:
+        raise fail(source, f"{KEY}.edit_prompts", f"must be >= 0 (0 = no edits), got {study.edit_prompts}")
+    if not study.edit_prompts:
+        return
+    if config.prompts.source != "toyworld":
+        raise fail(source, f"{KEY}.edit_prompts", "edits need toy-world prompts (prompts.source = 'toyworld'): they "
+                   "are judged against each scene's ground truth; set it to 0")
+    positive(source, f"{KEY}.edit_selection_prompts", study.edit_selection_prompts)
+    for i, attribute in enumerate(study.edit_attributes):
+        one_of(source, f"{KEY}.edit_attributes[{i}]", attribute, EDIT_ATTRIBUTES)
+    check_edit_strengths(source, f"{KEY}.edit_strengths", study.edit_strengths)
+    check_windows(source, KEY, {"edit_window": study.edit_window})
+
+
+STUDY = StudyKind(
+    name="transfer",
+    config=TransferStudy,
+    title="Cross-model transfer",
+    about="A dictionary fit on one model and hook, evaluated on the same hook of the other models and step "
+          "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
+          "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
+          "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
+          "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
+          "its own oracle and random directions (success at each method's best strength).",
+    compute="studies.transfer:run_transfer",
+    plot="studies.transfer:plot_transfer",
+    summarize="studies.summaries:summarize_transfer",
+    tables=("transfer_metrics", "transfer_splice", "transfer_edits"),
+    validate=validate,
+    models_read=lambda study: study.models,  # its target models are harvested beside the dictionaries' own
+)
