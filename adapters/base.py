@@ -44,7 +44,7 @@ class CallState:
     step: int = -1
     timestep: float | None = None
     t: float = 1.0
-    call_branch: str | None = None  # set when a denoiser call holds one branch only (Flux true CFG)
+    call_branch: str | None = None  # the branch of the whole call, where a family runs CFG as separate calls
 
 
 class Adapter:
@@ -93,6 +93,11 @@ class Adapter:
     def _row_branches(self, rows: int, state: CallState) -> list[str]:
         """The CFG branch of each row of the current denoiser batch."""
         raise NotImplementedError
+
+    def _call_branch(self, repeated: bool) -> str | None:
+        """The branch a whole denoiser call holds (repeated: a second call at the same timestep), for
+        families that run CFG branches as separate calls; None where rows carry their branch."""
+        return None
 
     def _pipeline_kwargs(self, steps: int, guidance: float, height: int, width: int, negative_prompt: Any) -> dict:
         raise NotImplementedError
@@ -198,8 +203,8 @@ class _HookSession:
             self.by_hook.setdefault(iv.hook, []).append(iv)
         self.state = CallState()
         self.handles: list[Any] = []
-        # For Flux-style true CFG the uncond call comes after the cond call of the same step:
-        # a "cond+uncond-" edit subtracts there the change it made on the cond rows.
+        # Where a family runs CFG as separate calls (Flux's true CFG: the uncond call after the cond
+        # call of the same step), a "cond+uncond-" edit subtracts there the change it made on the cond rows.
         self.last_cond_change: dict[int, torch.Tensor] = {}
 
     def __enter__(self) -> "_HookSession":
@@ -218,11 +223,10 @@ class _HookSession:
 
     def _on_denoiser_call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         timestep, t = self.adapter._read_timestep(args, kwargs)
-        if timestep != self.state.timestep:
+        repeated = timestep == self.state.timestep
+        if not repeated:
             self.state.step += 1
-            self.state.call_branch = "cond"
-        else:  # a second call at the same timestep: the separate uncond pass of true CFG
-            self.state.call_branch = "uncond"
+        self.state.call_branch = self.adapter._call_branch(repeated)
         self.state.timestep, self.state.t = timestep, t
 
     def _make_block_hook(self, hook: HookPoint):

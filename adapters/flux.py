@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from .base import Adapter, CallState
+from .family_spec import Family
 from .hookpoints import HookPoint
+from .tiny import TINY_FLUX_TRANSFORMER, TINY_VAE_FACTOR, build_tiny_flux
 
 _STREAMS = {"image": ("hidden_states", 1), "text": ("encoder_hidden_states", 0)}  # kwarg name, output index
 
@@ -67,6 +69,10 @@ class FluxAdapter(Adapter):
     def _row_branches(self, rows: int, state: CallState) -> list[str]:
         return [state.call_branch or "cond"] * rows
 
+    def _call_branch(self, repeated: bool) -> str | None:
+        # true CFG: the pipeline calls the transformer again at the same timestep for the uncond pass
+        return "uncond" if repeated else "cond"
+
     def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
         kwargs: dict[str, Any] = {"guidance_scale": guidance, "height": height, "width": width}
         if self.defaults.max_sequence_length:
@@ -75,3 +81,26 @@ class FluxAdapter(Adapter):
             kwargs["negative_prompt"] = negative_prompt
             kwargs["true_cfg_scale"] = max(guidance, 1.0 + 1e-6)
         return kwargs
+
+
+# The published FLUX.1 transformer config (`transformer/config.json`; dev adds guidance_embeds).
+FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+    axes_dims_rope=(16, 56, 56),
+)
+
+FLUX = Family(
+    name="flux", title="Flux", adapter=FluxAdapter, pipeline_class="FluxPipeline",
+    denoiser_class="FluxTransformer2DModel", denoiser_subfolder="transformer", meta_config=FLUX_TRANSFORMER,
+    vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512], 16 latent channels
+    cuda_dtype=torch.bfloat16,
+    # a transformer that embeds its (distilled) guidance is dev's; one that does not, schnell's
+    reference_model=lambda denoiser_config: ("black-forest-labs/FLUX.1-dev" if denoiser_config.get("guidance_embeds")
+                                             else "black-forest-labs/FLUX.1-schnell"),
+    tiny_id="tiny/flux", build_tiny=build_tiny_flux, tiny_config=TINY_FLUX_TRANSFORMER,
+    tiny_vae_factor=TINY_VAE_FACTOR,
+    # the 12B transformer and the T5-XXL encoder: what makes Flux need 4 bits on a 24 GB card
+    nf4_components={"transformer": ("diffusers", "FluxTransformer2DModel"),
+                    "text_encoder_2": ("transformers", "T5EncoderModel")},
+)

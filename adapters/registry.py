@@ -10,30 +10,30 @@ import torch
 
 from .base import Adapter, ProtocolDefaults
 from .errors import AdapterInputError, MissingFileError
+from .families import FAMILIES, family_of_pipeline, nf4_titles
 
 TOY_WEIGHTS = Path(__file__).resolve().parents[1] / "toyworld" / "weights"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str  # "sdxl" | "flux"
+    family: str  # a key of adapters.families.FAMILIES
     defaults: ProtocolDefaults
-    guidance_embeds: bool = False  # Flux dev embeds its (distilled) guidance
     about: str = ""
+    denoiser_overrides: tuple[tuple[str, object], ...] = ()  # on the family's published denoiser config
 
 
 REAL_MODELS = {
     "stabilityai/sdxl-turbo": ModelSpec("sdxl", ProtocolDefaults(1, 0.0, 512, 512), about="SDXL Turbo, 1 step, no CFG"),
     "stabilityai/stable-diffusion-xl-base-1.0": ModelSpec("sdxl", ProtocolDefaults(25, 8.0, 1024, 1024), about="SDXL Base, 25 steps, CFG 8"),
     "black-forest-labs/FLUX.1-schnell": ModelSpec("flux", ProtocolDefaults(4, 0.0, 1024, 1024, max_sequence_length=256), about="Flux schnell, 4 steps"),
-    "black-forest-labs/FLUX.1-dev": ModelSpec("flux", ProtocolDefaults(28, 3.5, 1024, 1024, max_sequence_length=512), guidance_embeds=True, about="Flux dev, 28 steps, guidance 3.5"),
+    "black-forest-labs/FLUX.1-dev": ModelSpec("flux", ProtocolDefaults(28, 3.5, 1024, 1024, max_sequence_length=512), about="Flux dev, 28 steps, guidance 3.5", denoiser_overrides=(("guidance_embeds", True),)),
 }
 TINY_MODELS = {
-    "tiny/sdxl": ModelSpec("sdxl", ProtocolDefaults(4, 5.0, 64, 64), about="random tiny SDXL-style pipeline (tests)"),
-    "tiny/flux": ModelSpec("flux", ProtocolDefaults(4, 0.0, 64, 64, max_sequence_length=16), about="random tiny Flux-style pipeline (tests)"),
+    FAMILIES["sdxl"].tiny_id: ModelSpec("sdxl", ProtocolDefaults(4, 5.0, 64, 64), about="random tiny SDXL-style pipeline (tests)"),
+    FAMILIES["flux"].tiny_id: ModelSpec("flux", ProtocolDefaults(4, 0.0, 64, 64, max_sequence_length=16), about="random tiny Flux-style pipeline (tests)"),
 }
-TOY_MODELS = {"toy/sdxl-base": "sdxl", "toy/sdxl-turbo": "sdxl", "toy/flux": "flux"}
-PIPELINE_FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "FluxPipeline": "flux"}
+TOY_MODELS = ("toy/sdxl-base", "toy/sdxl-turbo", "toy/flux")  # their folders say their family
 
 
 def known_models() -> dict[str, str]:
@@ -43,13 +43,6 @@ def known_models() -> dict[str, str]:
         shipped = (TOY_WEIGHTS / name.split("/", 1)[1] / "model_index.json").exists()
         models[name] = "toy-world model trained by the project" + ("" if shipped else " (weights not shipped yet)")
     return models
-
-
-def _adapter_class(family: str) -> type[Adapter]:
-    from .flux import FluxAdapter
-    from .sdxl import SDXLAdapter
-
-    return {"sdxl": SDXLAdapter, "flux": FluxAdapter}[family]
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -62,9 +55,7 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 def _default_dtype(family: str, device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
     if dtype is not None:
         return dtype
-    if device.type == "cuda":
-        return torch.bfloat16 if family == "flux" else torch.float16
-    return torch.float32
+    return FAMILIES[family].cuda_dtype if device.type == "cuda" else torch.float32
 
 
 def _unknown_model(model_id: str) -> AdapterInputError:
@@ -96,23 +87,20 @@ def resolve(model_id: str) -> tuple[ModelSpec, str | Path | None]:
 
 def _folder_spec(folder: Path) -> ModelSpec:
     index = json.loads((folder / "model_index.json").read_text())
-    family = PIPELINE_FAMILIES.get(index.get("_class_name", ""))
+    family = family_of_pipeline(index.get("_class_name", ""))
     if family is None:
         raise AdapterInputError(
             f"{folder}/model_index.json names pipeline {index.get('_class_name')!r}; "
-            f"supported pipelines: {', '.join(PIPELINE_FAMILIES)}"
+            f"supported pipelines: {', '.join(f.pipeline_class for f in FAMILIES.values())}"
         )
-    guidance_embeds = False
-    if family == "flux" and (folder / "transformer" / "config.json").exists():
-        guidance_embeds = bool(json.loads((folder / "transformer" / "config.json").read_text()).get("guidance_embeds"))
     card = folder / "diffdict.json"
     if card.exists():
         defaults = ProtocolDefaults(**json.loads(card.read_text()))
-    elif family == "flux":
-        defaults = REAL_MODELS["black-forest-labs/FLUX.1-dev" if guidance_embeds else "black-forest-labs/FLUX.1-schnell"].defaults
     else:
-        defaults = REAL_MODELS["stabilityai/stable-diffusion-xl-base-1.0"].defaults
-    return ModelSpec(family, defaults, guidance_embeds=guidance_embeds, about=str(folder))
+        config_path = folder / family.denoiser_subfolder / "config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        defaults = REAL_MODELS[family.reference_model(config)].defaults
+    return ModelSpec(family.name, defaults, about=str(folder))
 
 
 def load(model_id: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -122,62 +110,55 @@ def load(model_id: str, device: str | torch.device | None = None, dtype: torch.d
     device: "cpu", "cuda", ... (default: cuda if available); "meta" builds only the denoiser's
     config (no download, no weights): enough to list hook points of the real models.
     dtype: default float16 (SDXL) / bfloat16 (Flux) on CUDA, float32 elsewhere.
-    quantize: None or "nf4" (Flux transformer and T5 encoder in 4-bit NormalFloat).
+    quantize: None or "nf4" (the family's large components in 4-bit NormalFloat: Flux's
+    transformer and T5 encoder).
     """
     spec, where = resolve(model_id)
+    family = FAMILIES[spec.family]
     if quantize not in (None, "nf4"):
         raise AdapterInputError(f"quantize must be None or 'nf4', got {quantize!r}")
-    if quantize and spec.family != "flux":
+    if quantize and not family.nf4_components:
         raise AdapterInputError(
-            f"quantize={quantize!r} is supported for Flux models only (the 12B transformer and T5-XXL); "
-            f"{model_id!r} is an SDXL model: load it without quantize"
+            f"quantize={quantize!r} is supported for {nf4_titles()} models only; "
+            f"{model_id!r} is a model of the {family.title} family: load it without quantize"
         )
     device = default_device(device)
-    cls = _adapter_class(spec.family)
+    cls = family.adapter
     if device.type == "meta":
         return _meta_adapter(model_id, spec, cls)
     dtype = _default_dtype(spec.family, device, dtype)
     if where is None:
-        pipe = _tiny_pipeline(model_id)
+        pipe = family.build_tiny()
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
     else:
         from .loading import load_pipeline
 
-        pipe = load_pipeline(spec.family, where, dtype, quantize=quantize, device=device)
+        pipe = load_pipeline(family, where, dtype, quantize=quantize, device=device)
     # diffusers' bitsandbytes path needs CUDA; elsewhere (and for in-process models) swap the
     # Linear layers for NF4 ones in place, before the move so that weights travel quantised.
     if quantize == "nf4" and (where is None or device.type != "cuda"):
         from .quantize import quantize_linear_nf4
 
-        quantize_linear_nf4(pipe.transformer, compute_dtype=dtype)
-        quantize_linear_nf4(pipe.text_encoder_2, compute_dtype=dtype)
+        for component in family.nf4_components:
+            quantize_linear_nf4(getattr(pipe, component), compute_dtype=dtype)
     pipe.to(device=device)
     pipe.set_progress_bar_config(disable=True)
     return cls(model_id, pipe, spec.defaults)
 
 
-def _tiny_pipeline(model_id: str):
-    from .tiny import build_tiny_flux, build_tiny_sdxl
-
-    return build_tiny_sdxl() if model_id == "tiny/sdxl" else build_tiny_flux()
-
-
 @lru_cache(maxsize=8)
 def _meta_adapter(model_id: str, spec: ModelSpec, cls: type[Adapter]) -> Adapter:
     """A config-only adapter: the denoiser on the meta device, no weights read or downloaded."""
-    from .real_configs import FLUX_VAE_FACTOR, SDXL_VAE_FACTOR, meta_denoiser, meta_denoiser_from_folder
+    from .real_configs import meta_denoiser, meta_denoiser_from_folder
 
+    family = FAMILIES[spec.family]
     if model_id in TINY_MODELS:  # only the denoiser: no text encoders to import or build
-        from .tiny import TINY_FLUX_TRANSFORMER, TINY_UNET, TINY_VAE_FACTOR
-
-        config = TINY_UNET if spec.family == "sdxl" else TINY_FLUX_TRANSFORMER
-        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(spec.family, config=config),
-                   vae_factor=TINY_VAE_FACTOR)
+        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(family, config=family.tiny_config),
+                   vae_factor=family.tiny_vae_factor)
     if model_id in REAL_MODELS:
-        denoiser = meta_denoiser(spec.family, guidance_embeds=spec.guidance_embeds)
-        factor = SDXL_VAE_FACTOR if spec.family == "sdxl" else FLUX_VAE_FACTOR
+        denoiser, factor = meta_denoiser(family, overrides=dict(spec.denoiser_overrides)), family.vae_factor
     else:
         _, folder = resolve(model_id)
-        denoiser, factor = meta_denoiser_from_folder(spec.family, Path(folder))
+        denoiser, factor = meta_denoiser_from_folder(family, Path(folder))
     return cls(model_id, None, spec.defaults, denoiser=denoiser, vae_factor=factor)

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from .base import Adapter, CallState
+from .family_spec import Family
 from .hookpoints import HookPoint
+from .tiny import TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
 
 _BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)$|^mid_block\.attentions\.(\d+)$")
 
@@ -81,3 +83,24 @@ class SDXLAdapter(Adapter):
         if negative_prompt is not None:
             kwargs["negative_prompt"] = negative_prompt
         return kwargs
+
+
+# The published SDXL U-Net config (`unet/config.json`, shared by Base and Turbo).
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+)
+
+SDXL = Family(
+    name="sdxl", title="SDXL", adapter=SDXLAdapter, pipeline_class="StableDiffusionXLPipeline",
+    denoiser_class="UNet2DConditionModel", denoiser_subfolder="unet", meta_config=SDXL_UNET,
+    vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512]
+    cuda_dtype=torch.float16,
+    reference_model=lambda denoiser_config: "stabilityai/stable-diffusion-xl-base-1.0",
+    tiny_id="tiny/sdxl", build_tiny=build_tiny_sdxl, tiny_config=TINY_UNET, tiny_vae_factor=TINY_VAE_FACTOR,
+)

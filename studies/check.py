@@ -17,6 +17,7 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
 
     device: where dictionaries will train (memory estimates are checked against it; default the CPU)."""
     import adapters
+    from adapters.families import FAMILIES, nf4_titles
     from dictionaries.base import architecture_class, config_from_dict
 
     source = str(config.path or "<config>")
@@ -27,9 +28,9 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
     for entry in config.models:
         adapter = adapters.load(entry.id, device="meta", quantize=None)
         resolved[entry.name] = adapter
-        if entry.quantize and adapter.family != "flux":
+        if entry.quantize and not FAMILIES[adapter.family].nf4_components:
             raise UserError(f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
-                             f"which is supported for Flux models only")
+                             f"which is supported for {nf4_titles()} models only")
         steps = entry.steps or adapter.defaults.steps
         guidance = adapter.defaults.guidance if entry.guidance is None else entry.guidance
         lines.append(f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "

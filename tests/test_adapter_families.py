@@ -1,0 +1,60 @@
+"""Model families as data: loading, meta-device configs and checks read adapters.families, so a
+family is one declaration (and its adapter module)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import adapters
+from adapters import families
+from adapters.errors import AdapterInputError
+from adapters.sdxl import SDXL, SDXLAdapter
+
+
+def test_every_family_names_itself_and_its_adapter():
+    assert set(families.FAMILIES) == {"sdxl", "flux"}
+    for name, family in families.FAMILIES.items():
+        assert family.name == name and family.adapter.family == name
+        assert families.family_of_pipeline(family.pipeline_class) is family
+    assert [f.name for f in families.nf4_families()] == ["flux"]
+
+
+def test_real_models_meta_configs_come_from_their_family():
+    dev = adapters.load("black-forest-labs/FLUX.1-dev", device="meta")
+    schnell = adapters.load("black-forest-labs/FLUX.1-schnell", device="meta")
+    assert dev.denoiser.config.guidance_embeds and not schnell.denoiser.config.guidance_embeds
+    assert dev.hook_point("double.18").d == 3072
+
+
+def _pipeline_folder(root, class_name: str, denoiser_config: dict, subfolder: str):
+    (root / subfolder).mkdir(parents=True)
+    (root / "vae").mkdir()
+    (root / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    (root / subfolder / "config.json").write_text(json.dumps(denoiser_config))
+    (root / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [8, 16]}))
+    return root
+
+
+def test_a_new_family_is_one_declaration(tmp_path, monkeypatch):
+    """A made-up family (an SDXL-like pipeline under another class name) is found by its folder."""
+
+    class VariantAdapter(SDXLAdapter):
+        family = "sdxl-variant"
+
+    variant = dataclasses.replace(SDXL, name="sdxl-variant", title="SDXL variant", adapter=VariantAdapter,
+                                  pipeline_class="StableDiffusionXLVariantPipeline")
+    monkeypatch.setitem(families.FAMILIES, variant.name, variant)
+    folder = _pipeline_folder(tmp_path / "variant", variant.pipeline_class, dict(SDXL.tiny_config), "unet")
+    adapter = adapters.load(str(folder), device="meta")
+    assert isinstance(adapter, VariantAdapter) and "down.2.1" in adapter.hook_points
+    assert adapter.defaults == adapters.registry.REAL_MODELS["stabilityai/stable-diffusion-xl-base-1.0"].defaults
+    with pytest.raises(AdapterInputError, match="supported for Flux models only"):
+        adapters.load(str(folder), quantize="nf4", device="meta")
+
+
+def test_an_unknown_pipeline_lists_the_families_pipelines(tmp_path):
+    folder = _pipeline_folder(tmp_path / "other", "PixArtSigmaPipeline", {}, "transformer")
+    with pytest.raises(AdapterInputError, match="StableDiffusionXLPipeline, FluxPipeline"):
+        adapters.load(str(folder), device="meta")
