@@ -194,6 +194,7 @@ def test_plain_text_prompts_use_clip_and_skip_concepts(tmp_path):
     config = write_tiny_study(tmp_path, **{
         'source = "toyworld"': 'source = "list"\nlist = ["a cat", "a dog", "a red car", "a blue house", "a tree", "a star"]',
         'count = 12': 'count = 6', 'eval_fraction = 0.34': 'eval_fraction = 0.5',
+        'edit_prompts = 2': 'edit_prompts = 0',  # edits are judged against toy scenes
     })
     text = config.read_text()
     text = text[:text.index("[studies.windows]")] + text[text.index("[studies.atlas]"):]  # windows need toy scenes
