@@ -346,7 +346,7 @@ def shabalin_standardise(tables: Tables) -> Finding:
     dead_std, dead_raw = standardised["heldout_dead_fraction"], raw["heldout_dead_fraction"]
     matters = dead_raw - dead_std >= 0.05 and dead_raw >= 2 * dead_std
     table = [["standardised", dead_std, standardised["heldout_fvu"]], ["raw", dead_raw, raw["heldout_fvu"]]]
-    body = ("The same top-k SAE on toy/flux's double.1 image tokens, with and without standardised input: "
+    body = ("The same top-k SAE on toy/flux's image tokens (flux-sae and flux-sae-raw), with and without standardised input: "
             "dead fraction and FVU on held-out tokens.\n\n" + _table(["input", "dead fraction", "FVU"], table)
             + "\n\nHolds when the raw SAE has at least twice the dead fraction, and 5 points more.")
     return Finding("shabalin-standardise", SHABALIN, claim, body, HOLDS if matters else FAILS)
