@@ -22,6 +22,7 @@ from .claims import Finding, judge_claims
 # The run tables the claims read, as they are (small) or reduced (per-prompt rows -> rates).
 PLAIN = ("editability_best", "transfer_metrics", "transfer_splice", "compare_metrics", "compare_alignment",
          "training_summary", "layout")
+STAGE_ORDER = ["harvest", "train", "studies", "report"]
 SEED_FOLDER = re.compile(r"seed-(\d+)$")
 
 
@@ -129,11 +130,15 @@ def _provenance_lines(provenance: dict, seeds: dict) -> list[str]:
         lines.append(f"- Run: `{provenance['command']}` at commit {provenance.get('commit', '?')}, "
                      f"{provenance.get('date', '?')}.")
     if provenance.get("stage_seconds"):
-        stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in provenance["stage_seconds"].items())
-        lines.append(f"- Stage times on {provenance.get('machine', 'this machine')}: {stages}.")
+        seconds = provenance["stage_seconds"]
+        order = sorted(seconds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER))
+        stages = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in order)
+        lines.append(f"- Time on {provenance.get('machine', 'this machine')}: {sum(seconds.values()) / 60:.1f} min "
+                     f"({stages}).")
     if provenance.get("study_seconds"):
-        studies = ", ".join(f"{k} {v / 60:.1f}" for k, v in provenance["study_seconds"].items())
-        lines.append(f"- Studies (min): {studies}.")
+        seconds = provenance["study_seconds"]
+        studies = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in sorted(seconds, key=lambda k: -seconds[k]))
+        lines.append(f"- Studies (min, longest first): {studies}.")
     extra = sorted(set(seeds) - {int(provenance.get("study_seed", min(seeds)))})
     if extra:
         lines.append(f"- Seeds: the numbers below are seed {provenance.get('study_seed', min(seeds))}'s; "
