@@ -29,14 +29,20 @@ SEED_FOLDER = re.compile(r"seed-(\d+)$")
 def run_tables(results: Path) -> dict[str, pl.DataFrame]:
     """The claims' tables from one results folder (a run, or one of its seeds/N folders)."""
     folder = results / "tables"
-    tables = {name: pl.read_parquet(folder / f"{name}.parquet") for name in PLAIN
-              if (folder / f"{name}.parquet").exists()}
-    if (folder / "transfer_edits.parquet").exists():
+
+    def read(name: str) -> pl.DataFrame | None:
+        # a table a study left empty (e.g. alignment without ground-truth concepts) has nothing to judge
+        path = folder / f"{name}.parquet"
+        table = pl.read_parquet(path) if path.exists() else None
+        return None if table is None or table.is_empty() else table
+
+    tables = {name: table for name in PLAIN if (table := read(name)) is not None}
+    if (edits := read("transfer_edits")) is not None:
         from .transfer import transfer_edit_success
 
-        tables["transfer_edit_success"] = transfer_edit_success(pl.read_parquet(folder / "transfer_edits.parquet"))
-    if (folder / "windows.parquet").exists():
-        tables["windows_success"] = windows_success(pl.read_parquet(folder / "windows.parquet"))
+        tables["transfer_edit_success"] = transfer_edit_success(edits)
+    if (windows := read("windows")) is not None:
+        tables["windows_success"] = windows_success(windows)
     if "compare_alignment" in tables:  # the claims read F1 per concept; the rest stays in the run
         tables["compare_alignment"] = tables["compare_alignment"].select("pair", "method", "kind", "concept",
                                                                          "attribute", "auroc", "f1")
