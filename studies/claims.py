@@ -260,18 +260,23 @@ def shabalin_interpretable(tables: Tables) -> Finding:
         se = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else float("inf")
         better = diff.mean() > 2 * se
         verdicts.append(bool(better))
+        auroc = {kind: own.filter(pl.col("method") == name if kind == "dictionary" else pl.col("kind") == kind)
+                 ["auroc"].mean() for kind in ("dictionary", "raw channels", "random")}
         table.append([pair, mean[name]["mean_f1"], kinds["raw channels"]["mean_f1"], kinds["random"]["mean_f1"],
                       kinds["oracle"]["mean_f1"], kinds["probe"]["mean_f1"],
-                      f"{int((diff > 0).sum())}/{len(diff)}", f"{diff.mean():+.2f} ± {2 * se:.2f}"])
+                      f"{int((diff > 0).sum())}/{len(diff)}", f"{diff.mean():+.2f} ± {2 * se:.2f}",
+                      " / ".join(_cell(auroc[k]) for k in ("dictionary", "raw channels", "random"))])
     prompts = int(tables["compare_metrics"]["scoring_prompts"].max())
     selection = int(tables["compare_metrics"]["selection_prompts"].max())
     body = (f"Mean F1 over ground-truth concepts of each method's best single feature (feature and threshold "
             f"chosen on {selection} train prompts, scored on {prompts} held-out prompts); floor: raw channels "
             f"and random directions; ceiling: the diff-in-means direction and a logistic probe on all channels.\n\n"
             + _table(["pair", "SAE", "raw channels", "random", "diff-in-means", "probe", "concepts SAE > raw",
-                      "SAE − raw (± 2 SE)"], table)
+                      "SAE − raw (± 2 SE)", "AUROC SAE / raw / random"], table)
             + "\n\nHolds when the SAE's F1 beats the raw channels' by more than two standard errors of the "
-            "per-concept difference.")
+            "per-concept difference. F1 is the verdict's metric because it judges a feature as it fires: a top-k "
+            "code is zero on most tokens, which caps a single feature's AUROC (it cannot rank the tokens it is "
+            "silent on), while raw channels and random directions are dense; the AUROC column shows that gap.")
     return Finding("shabalin-neurons", SHABALIN, claim, body, combine(verdicts))
 
 
@@ -341,7 +346,7 @@ def shabalin_standardise(tables: Tables) -> Finding:
     dead_std, dead_raw = standardised["heldout_dead_fraction"], raw["heldout_dead_fraction"]
     matters = dead_raw - dead_std >= 0.05 and dead_raw >= 2 * dead_std
     table = [["standardised", dead_std, standardised["heldout_fvu"]], ["raw", dead_raw, raw["heldout_fvu"]]]
-    body = ("The same top-k SAE on toy/flux's double.1 image tokens, with and without standardised input: "
+    body = ("The same top-k SAE on toy/flux's image tokens (flux-sae and flux-sae-raw), with and without standardised input: "
             "dead fraction and FVU on held-out tokens.\n\n" + _table(["input", "dead fraction", "FVU"], table)
             + "\n\nHolds when the raw SAE has at least twice the dead fraction, and 5 points more.")
     return Finding("shabalin-standardise", SHABALIN, claim, body, HOLDS if matters else FAILS)

@@ -22,20 +22,27 @@ from .claims import Finding, judge_claims
 # The run tables the claims read, as they are (small) or reduced (per-prompt rows -> rates).
 PLAIN = ("editability_best", "transfer_metrics", "transfer_splice", "compare_metrics", "compare_alignment",
          "training_summary", "layout")
+STAGE_ORDER = ["harvest", "train", "studies", "report"]
 SEED_FOLDER = re.compile(r"seed-(\d+)$")
 
 
 def run_tables(results: Path) -> dict[str, pl.DataFrame]:
     """The claims' tables from one results folder (a run, or one of its seeds/N folders)."""
     folder = results / "tables"
-    tables = {name: pl.read_parquet(folder / f"{name}.parquet") for name in PLAIN
-              if (folder / f"{name}.parquet").exists()}
-    if (folder / "transfer_edits.parquet").exists():
+
+    def read(name: str) -> pl.DataFrame | None:
+        # a table a study left empty (e.g. alignment without ground-truth concepts) has nothing to judge
+        path = folder / f"{name}.parquet"
+        table = pl.read_parquet(path) if path.exists() else None
+        return None if table is None or table.is_empty() else table
+
+    tables = {name: table for name in PLAIN if (table := read(name)) is not None}
+    if (edits := read("transfer_edits")) is not None:
         from .transfer import transfer_edit_success
 
-        tables["transfer_edit_success"] = transfer_edit_success(pl.read_parquet(folder / "transfer_edits.parquet"))
-    if (folder / "windows.parquet").exists():
-        tables["windows_success"] = windows_success(pl.read_parquet(folder / "windows.parquet"))
+        tables["transfer_edit_success"] = transfer_edit_success(edits)
+    if (windows := read("windows")) is not None:
+        tables["windows_success"] = windows_success(windows)
     if "compare_alignment" in tables:  # the claims read F1 per concept; the rest stays in the run
         tables["compare_alignment"] = tables["compare_alignment"].select("pair", "method", "kind", "concept",
                                                                          "attribute", "auroc", "f1")
@@ -129,11 +136,15 @@ def _provenance_lines(provenance: dict, seeds: dict) -> list[str]:
         lines.append(f"- Run: `{provenance['command']}` at commit {provenance.get('commit', '?')}, "
                      f"{provenance.get('date', '?')}.")
     if provenance.get("stage_seconds"):
-        stages = ", ".join(f"{k} {v / 60:.1f} min" for k, v in provenance["stage_seconds"].items())
-        lines.append(f"- Stage times on {provenance.get('machine', 'this machine')}: {stages}.")
+        seconds = provenance["stage_seconds"]
+        order = sorted(seconds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER))
+        stages = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in order)
+        lines.append(f"- Time on {provenance.get('machine', 'this machine')}: {sum(seconds.values()) / 60:.1f} min "
+                     f"({stages}).")
     if provenance.get("study_seconds"):
-        studies = ", ".join(f"{k} {v / 60:.1f}" for k, v in provenance["study_seconds"].items())
-        lines.append(f"- Studies (min): {studies}.")
+        seconds = provenance["study_seconds"]
+        studies = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in sorted(seconds, key=lambda k: -seconds[k]))
+        lines.append(f"- Studies (min, longest first): {studies}.")
     extra = sorted(set(seeds) - {int(provenance.get("study_seed", min(seeds)))})
     if extra:
         lines.append(f"- Seeds: the numbers below are seed {provenance.get('study_seed', min(seeds))}'s; "

@@ -71,6 +71,21 @@ def record_timings(run: Run, key: str, seconds: dict[str, float]) -> None:
     write_json_atomic(path, timings)
 
 
+def record_code(run: Run) -> None:
+    """The code a run is made with (commit, date) into RESULTS/timings.json, for `diffdict findings`."""
+    import datetime
+    import json
+
+    from dictionaries.atomic import write_json_atomic
+
+    from .code_version import code_commit
+
+    path = run.results_root / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings["code"] = {"commit": code_commit(), "date": datetime.date.today().isoformat()}
+    write_json_atomic(path, timings)
+
+
 def build_report(run: Run) -> Path:
     """report.html from every study's tables on disk (plots are redrawn from them): the studies'
     summaries first, then per study its plots and cards, its tables last and collapsed."""
@@ -120,6 +135,7 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
     """The whole config; returns seconds per stage."""
     timings = {}
     run.save_config_copy()
+    record_code(run)
     for stage, action in (("harvest", run.harvest), ("train", run.train),
                           ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
         log(f"[{stage}] ...")

@@ -1,6 +1,8 @@
 """`diffdict run` on a tiny study: every stage, every study, a report whose images all load."""
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from PIL import Image
@@ -57,6 +59,9 @@ def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run
     markdown = (run_dir / "findings.md").read_text()
     assert "Verdict: **" in markdown and (run_dir / "findings" / "seed-7" / "transfer_metrics.csv").exists()
     assert "seed 7" in markdown
+    recorded = json.loads((run_dir / "timings.json").read_text())["code"]  # what `diffdict run` ran
+    provenance = json.loads((run_dir / "findings" / "provenance.json").read_text())
+    assert (provenance["commit"], provenance["date"]) == (recorded["commit"], recorded["date"])
 
 
 def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
@@ -141,8 +146,8 @@ def test_atlas_and_report(finished_run, tmp_path):
     marks, problems = report_problems(report)
     assert problems == [], problems
     assert marks["images-loaded"] >= len(tiles)
-    # 2 transfer, 4 compare, windows, 2 editability, layout, 2 training, atlas
-    assert marks["csv-total"] == 13
+    # the claims, 3 transfer, 4 compare, windows, 2 editability, layout, 2 training, atlas
+    assert marks["csv-total"] == 15
     text = report.read_text()
     for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Editability map",
                   "Layout from early steps", "Dictionary training", "Feature atlas"):
@@ -194,6 +199,7 @@ def test_plain_text_prompts_use_clip_and_skip_concepts(tmp_path):
     config = write_tiny_study(tmp_path, **{
         'source = "toyworld"': 'source = "list"\nlist = ["a cat", "a dog", "a red car", "a blue house", "a tree", "a star"]',
         'count = 12': 'count = 6', 'eval_fraction = 0.34': 'eval_fraction = 0.5',
+        'edit_prompts = 2': 'edit_prompts = 0',  # edits are judged against toy scenes
     })
     text = config.read_text()
     text = text[:text.index("[studies.windows]")] + text[text.index("[studies.atlas]"):]  # windows need toy scenes

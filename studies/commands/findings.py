@@ -5,8 +5,9 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 from pathlib import Path
+
+from studies.code_version import code_commit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,12 +74,9 @@ def provenance(run_dir: Path) -> dict:
             record["study_seed"] = int(seeds[0])
         except (OSError, ValueError):
             pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        record["commit"] = commit
-    except (OSError, subprocess.SubprocessError):
-        record["commit"] = "unknown"
+    record["commit"] = code_commit()  # a run made before runs recorded their code: the code reading it
     if timings.exists():
-        record.update(json.loads(timings.read_text()))
+        measured = json.loads(timings.read_text())
+        record.update(measured.pop("code", {}))  # the run's own commit and date
+        record.update(measured)
     return record
