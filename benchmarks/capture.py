@@ -16,7 +16,7 @@ import time
 
 import torch
 
-import adapters
+from diffdict import adapters
 
 PAPER_HOOKS = ["down.2.1", "mid.0", "up.0.0", "up.0.1"]
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
-from dictionaries.itda import ITDA, ITDAConfig
+from diffdict.dictionaries.itda import ITDA, ITDAConfig
 
 
 def synthetic_activations(count: int, d: int, planted: int, active: int, generator: torch.Generator) -> torch.Tensor:

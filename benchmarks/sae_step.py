@@ -18,7 +18,7 @@ import argparse
 import torch
 
 from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
-from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 
 
 def main(argv: list[str] | None = None) -> float:

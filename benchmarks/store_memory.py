@@ -22,7 +22,7 @@ import torch
 
 
 def write_store(root: Path, maps: int, side: int, d: int) -> int:
-    from dictionaries.store import MapRecord, StoreWriter
+    from diffdict.dictionaries.store import MapRecord, StoreWriter
 
     writer = StoreWriter(root, model="synthetic", dtype="fp16", settings={"maps": maps})
     generator = torch.Generator().manual_seed(0)
@@ -40,8 +40,8 @@ def write_store(root: Path, maps: int, side: int, d: int) -> int:
 def child(root: str, batch: int, buffer_tokens: int, n: int, k: int) -> None:
     """Train over every token of the store once; print peak RSS in MiB as JSON."""
     torch.set_num_threads(2)
-    from dictionaries.store_reader import ActivationStore
-    from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+    from diffdict.dictionaries.store_reader import ActivationStore
+    from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 
     store = ActivationStore(root)
     sae = TopKSAE(TopKSAEConfig(d=store.d("h"), n=n, k=k))

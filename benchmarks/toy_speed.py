@@ -13,8 +13,8 @@ import time
 
 import torch
 
-import adapters
-from toyworld.scenes import eval_scenes
+from diffdict import adapters
+from diffdict.toyworld.scenes import eval_scenes
 
 BUDGETS = {"toy/sdxl-turbo": 5.0, "toy/sdxl-base": 60.0, "toy/flux": None}
 

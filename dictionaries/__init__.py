@@ -1,6 +1,6 @@
 """Dictionary learners behind one API (`dictionaries.base`), their activation store and training.
 
-    import dictionaries
+    from diffdict import dictionaries
     sae = dictionaries.load("runs/quickstart/fits/turbo-60000-512/turbo-sae")  # a local folder
     sae = dictionaries.load("owner/repo", subfolder="turbo-sae")               # or the Hugging Face Hub
 
@@ -20,8 +20,8 @@ def load(source: str | Path, subfolder: str | None = None, revision: str | None 
     subfolder: the dictionary's folder inside the source (a repo may hold several).
     revision, cache_dir: as in huggingface_hub (a branch, tag or commit; the Hub cache).
     """
-    from dictionaries.base import load as load_folder
-    from dictionaries.hub import download, is_hub_id
+    from diffdict.dictionaries.base import load as load_folder
+    from diffdict.dictionaries.hub import download, is_hub_id
 
     if is_hub_id(source):
         folder = download(str(source), subfolder=subfolder, revision=revision, cache_dir=cache_dir)

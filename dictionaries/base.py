@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from dictionaries.atomic import resolve_dir, write_dir_atomic
-from dictionaries.errors import InputError, MissingFileError
-from dictionaries import registry
-from dictionaries.registry import architecture_class, architecture_names
+from diffdict.dictionaries.atomic import resolve_dir, write_dir_atomic
+from diffdict.dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries import registry
+from diffdict.dictionaries.registry import architecture_class, architecture_names
 
 # The registry lives in dictionaries.registry (torch-free); these names stay importable from here.
 REGISTRY, register = registry.REGISTRY, registry.register

@@ -22,7 +22,7 @@ from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
-from dictionaries.errors import InputError
+from diffdict.dictionaries.errors import InputError
 
 T = TypeVar("T")
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")

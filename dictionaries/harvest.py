@@ -20,10 +20,10 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from dictionaries import distributed
-from dictionaries.store import MapRecord, StoreWriter
-from dictionaries.store_reader import ActivationStore
-from dictionaries.errors import InputError
+from diffdict.dictionaries import distributed
+from diffdict.dictionaries.store import MapRecord, StoreWriter
+from diffdict.dictionaries.store_reader import ActivationStore
+from diffdict.dictionaries.errors import InputError
 
 
 @dataclass(frozen=True)

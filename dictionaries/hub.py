@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
-from dictionaries.errors import MissingFileError
+from diffdict.dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
+from diffdict.dictionaries.errors import MissingFileError
 
 # upload(folder, repo_id, path_in_repo, private, commit_message) -> a URL or anything printable.
 Uploader = Callable[..., Any]
@@ -106,7 +106,7 @@ mean number of active atoms per token; dead atoms never fired on the held-out to
 ## Use
 
 ```python
-import dictionaries
+from diffdict import dictionaries
 
 dictionary = dictionaries.load({load_args})
 code = dictionary.encode(x)          # x: (N, {config.get('d')}) activations of {hook}
@@ -166,7 +166,7 @@ def push(folder: str | Path, repo_id: str, subfolder: str | None = None, private
     upload: the function that sends the staged folder (default: `huggingface_hub` create_repo +
     upload_folder); called as upload(folder=, repo_id=, path_in_repo=, private=, commit_message=).
     """
-    from dictionaries.base import load
+    from diffdict.dictionaries.base import load
 
     folder = Path(folder)
     dictionary = load(folder)  # refuses anything that is not a complete, loadable dictionary

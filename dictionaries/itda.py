@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dictionaries import distributed
-from dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
-from dictionaries.distributed import World
-from dictionaries.normalize import KINDS, InputNorm
-from dictionaries.pursuit import METHODS, pursuit
+from diffdict.dictionaries import distributed
+from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
+from diffdict.dictionaries.distributed import World
+from diffdict.dictionaries.normalize import KINDS, InputNorm
+from diffdict.dictionaries.pursuit import METHODS, pursuit
 
 PROVENANCE_FIELDS = ("map_row", "prompt_id", "seed", "step", "position")
 ENCODE_CHUNK = 4096

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from dictionaries.base import Dictionary
+from diffdict.dictionaries.base import Dictionary
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:

@@ -7,7 +7,7 @@ always sees directions in the original activation space.
 from __future__ import annotations
 
 import torch
-from dictionaries.errors import InputError
+from diffdict.dictionaries.errors import InputError
 
 KINDS = ("none", "standardize", "whiten")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from dictionaries.errors import InputError
+from diffdict.dictionaries.errors import InputError
 
 METHODS = ("matching", "gradient")
 CHUNK_BYTES = 4 * 2**20  # a (rows, m) block of correlations this size stays in L2/L3

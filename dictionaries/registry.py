@@ -6,7 +6,7 @@ importing a learner. A learner is a `dictionaries.base.Dictionary` subclass deco
 support) as class attributes, so nothing else in the code base lists architectures. Adding one:
 
     dictionaries/batch_topk.py   @register class BatchTopK(Dictionary): architecture = "batch_topk" ...
-    BUILTIN below                "batch_topk": "dictionaries.batch_topk",
+    BUILTIN below                "batch_topk": "diffdict.dictionaries.batch_topk",
 
 A class registered at run time (`@register` in a user's own module or a test) is known from
 then on, the same way.
@@ -18,12 +18,12 @@ import importlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dictionaries.errors import InputError
+from diffdict.dictionaries.errors import InputError
 
 # Built-in architectures, in the order they are listed to users: name -> defining module.
 BUILTIN: dict[str, str] = {
-    "topk_sae": "dictionaries.topk_sae",
-    "itda": "dictionaries.itda",
+    "topk_sae": "diffdict.dictionaries.topk_sae",
+    "itda": "diffdict.dictionaries.itda",
 }
 
 REGISTRY: dict[str, type] = {}  # name -> Dictionary subclass, filled by `register` as modules import

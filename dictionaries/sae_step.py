@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from dictionaries import distributed
+from diffdict.dictionaries import distributed
 
 @dataclass
 class SparsePattern:

@@ -21,8 +21,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dictionaries.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
-from dictionaries.errors import DiskFullError, InputError, MissingFileError
+from diffdict.dictionaries.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
+from diffdict.dictionaries.errors import DiskFullError, InputError, MissingFileError
 
 FORMAT_VERSION = 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -17,8 +17,8 @@ import polars as pl
 import torch
 from safetensors import safe_open
 
-from dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
-from dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
+from diffdict.dictionaries.errors import InputError, MissingFileError
 
 SPLITS = ("train", "eval", "all")
 

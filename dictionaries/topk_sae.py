@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from dictionaries import distributed
-from dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
-from dictionaries.normalize import KINDS, InputNorm
-from dictionaries.distributed import World
-from dictionaries.sae_step import StepStats, sae_train_step
-from dictionaries.errors import InputError
+from diffdict.dictionaries import distributed
+from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
+from diffdict.dictionaries.normalize import KINDS, InputNorm
+from diffdict.dictionaries.distributed import World
+from diffdict.dictionaries.sae_step import StepStats, sae_train_step
+from diffdict.dictionaries.errors import InputError
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 ENCODE_CHUNK = 4096  # rows per encoder product, bounds the (rows, n) pre-activation buffer

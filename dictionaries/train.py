@@ -32,11 +32,11 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from dictionaries import base, distributed
-from dictionaries.atomic import remove_stale_temps, resolve_dir, write_file_atomic
-from dictionaries.metrics import evaluate
-from dictionaries.store_reader import ActivationStore
-from dictionaries.errors import InputError
+from diffdict.dictionaries import base, distributed
+from diffdict.dictionaries.atomic import remove_stale_temps, resolve_dir, write_file_atomic
+from diffdict.dictionaries.metrics import evaluate
+from diffdict.dictionaries.store_reader import ActivationStore
+from diffdict.dictionaries.errors import InputError
 
 
 @dataclass

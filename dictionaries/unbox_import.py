@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from dictionaries.base import check_activations
-from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
-from dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries.base import check_activations
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from diffdict.dictionaries.errors import InputError, MissingFileError
 
 REQUIRED_CONFIG = ("n_dirs_local", "d_model", "k")
 REQUIRED_WEIGHTS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")

@@ -110,7 +110,7 @@ def steered_images(run: Run, name: str, jobs: list[tuple[str, int | None, float]
     everywhere at multiple x unit[feature], on the cond branch and subtracted from uncond (SDLens
     for CFG). Jobs are generated in batches; each feature is one intervention whose per-prompt
     mask holds each prompt's multiple (0 on prompts of other features)."""
-    import adapters
+    from diffdict import adapters
 
     entry = run.config.dictionary(name)
     atoms = run.dictionary(name).atoms.detach().float().cpu()
@@ -222,7 +222,7 @@ def run_atlas(run: Run) -> dict[str, pl.DataFrame]:
 
 def atlas_cards(tables: dict[str, pl.DataFrame]) -> list:
     """Report cards from the atlas tables, in the table's order."""
-    from analysis.report import FeatureCard, Tile
+    from diffdict.analysis.report import FeatureCard, Tile
 
     atlas, tiles = tables.get("atlas"), tables.get("atlas_tiles")
     if atlas is None or atlas.is_empty():

@@ -16,9 +16,9 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
     """Lines describing the resolved config; raises UserError on the first problem found.
 
     device: where dictionaries will train (memory estimates are checked against it; default the CPU)."""
-    import adapters
-    from adapters.families import FAMILIES, nf4_titles
-    from dictionaries.base import architecture_class, config_from_dict
+    from diffdict import adapters
+    from diffdict.adapters.families import FAMILIES, nf4_titles
+    from diffdict.dictionaries.base import architecture_class, config_from_dict
 
     source = str(config.path or "<config>")
     from .prompt_sources import describe

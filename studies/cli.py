@@ -7,18 +7,18 @@ import logging
 import os
 import sys
 
-from studies.errors import UserError, user_message  # noqa: F401  (UserError: importable from here too)
+from diffdict.studies.errors import UserError, user_message  # noqa: F401  (UserError: importable from here too)
 
 # Each module defines `register(subparsers)` which adds its parser and sets `func`.
 # Kept as names so that `diffdict --help` does not import torch/diffusers for every command.
 COMMAND_MODULES = [
-    "studies.commands.hooks",
-    "studies.commands.generate",
-    "studies.commands.toy",
-    "studies.commands.study",
-    "studies.commands.push",
-    "studies.commands.atlas",
-    "studies.commands.findings",
+    "diffdict.studies.commands.hooks",
+    "diffdict.studies.commands.generate",
+    "diffdict.studies.commands.toy",
+    "diffdict.studies.commands.study",
+    "diffdict.studies.commands.push",
+    "diffdict.studies.commands.atlas",
+    "diffdict.studies.commands.findings",
 ]
 
 

@@ -189,7 +189,7 @@ def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[s
 
 
 def run_compare(run: Run) -> dict[str, pl.DataFrame]:
-    from dictionaries.metrics import evaluate
+    from diffdict.dictionaries.metrics import evaluate
 
     study = run.config.studies.compare
     metric_rows: list[dict] = []
@@ -233,7 +233,7 @@ def run_compare(run: Run) -> dict[str, pl.DataFrame]:
 
 
 def plot_compare(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import bar_plot, line_plot, scatter_plot
+    from diffdict.analysis.plots import bar_plot, line_plot, scatter_plot
 
     plots = []
     metrics = tables["compare_metrics"].filter(pl.col("kind") == DICTIONARY)

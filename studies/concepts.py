@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 
 def location_concepts(scene, grid: tuple[int, int]) -> list[set[str]]:
     """One set of concept names (`colour:red`, `background:black`, ...) per grid cell, row-major."""
-    from toyworld.render import render
+    from diffdict.toyworld.render import render
 
     rendered = render(scene)
     size = rendered.image.shape[0]

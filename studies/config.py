@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dictionaries.registry import architecture_names  # torch-free: the one list of architectures
+from diffdict.dictionaries.registry import architecture_names  # torch-free: the one list of architectures
 
 from .config_rules import fail as _fail, one_of as _one_of, positive as _positive
 from .errors import ConfigError  # raised (and caught by callers) as studies.config.ConfigError
@@ -172,7 +172,7 @@ def load_config(path: str | Path) -> StudyConfig:
     """Read and validate a study config; raises ConfigError naming the file and key."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; the shipped configs are in configs/")
+        path = _shipped_config(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; give the path of a .toml file, e.g. configs/quickstart.toml")
     try:
@@ -185,6 +185,24 @@ def load_config(path: str | Path) -> StudyConfig:
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     return parse_config(table, source=str(path), path=path)
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship with diffdict: name (file stem) -> path. In a checkout they are its
+    configs/ folder; in an installed wheel, diffdict/configs/ (the same place relative to this file)."""
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    return {file.stem: file for file in sorted(folder.glob("*.toml"))}
+
+
+def _shipped_config(path: Path) -> Path:
+    """`quickstart`, `quickstart.toml` or `configs/quickstart.toml` name a shipped config when no such
+    file exists here (e.g. after `pip install diffdict`, outside a checkout)."""
+    shipped = shipped_configs()
+    name = path.stem if path.suffix == ".toml" else path.name
+    if str(path.parent) in (".", "configs") and name in shipped:
+        return shipped[name]
+    raise ConfigError(f"config file {path} does not exist; give a .toml file or one of the shipped configs by "
+                      f"name: {', '.join(shipped) or 'none found'} (e.g. `diffdict run quickstart`)")
 
 
 def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | None = None) -> StudyConfig:
@@ -278,7 +296,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
 
 def _branches() -> tuple[str, ...]:
     """The CFG branches captures are tagged with: the adapters' own list (imported on use)."""
-    from adapters.capture import BRANCHES
+    from diffdict.adapters.capture import BRANCHES
 
     return BRANCHES
 
@@ -383,7 +401,7 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
     """A local .parquet/.jsonl/.csv must name its caption column, and hold it (schema only, no full read)."""
-    from studies.prompt_sources import table_columns
+    from diffdict.studies.prompt_sources import table_columns
 
     if not column:
         raise _fail(source, "prompts.column", f"is required to read captions from {file.name} (one of its columns)")

@@ -98,7 +98,7 @@ class EditCells:
     every method and strength and returns its rows (editability, and transfer's cross-model edits)."""
 
     def __init__(self, run: Run, model: str, hooks: list[str], selection_prompts: int, scoring_prompts: int):
-        from toyworld.judge import judge
+        from diffdict.toyworld.judge import judge
 
         self.run, self.model = run, model
         self.selection = labelled_set(run, model, hooks, "selection", selection_prompts)
@@ -198,7 +198,7 @@ def best_strengths(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def plot_editability(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import heatmap, line_plot
+    from diffdict.analysis.plots import heatmap, line_plot
 
     best = tables["editability_best"]
     plots = []

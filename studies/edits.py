@@ -85,8 +85,8 @@ def _replace_object(scene, index: int, **changes):
 
 def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
     """The edit of `attribute` of the scene's first object (or the scene); None when no target exists."""
-    from toyworld import scenes as world
-    from toyworld.render import object_mask, render
+    from diffdict.toyworld import scenes as world
+    from diffdict.toyworld.render import object_mask, render
 
     rendered = render(scene)
     first = scene.objects[0]
@@ -137,7 +137,7 @@ def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image)
 
     preservation: of the attributes right before the edit (the edited one aside), the share still right.
     """
-    from toyworld.judge import judge, match_objects, score
+    from diffdict.toyworld.judge import judge, match_objects, score
 
     edited = judge(edited_image)
     before = score(original_scene, original_judgement)
@@ -220,7 +220,7 @@ class Variant:
 def interventions_for(variants: list[Variant], grids: dict[str, tuple[int, int]],
                       t_range: tuple[float, float]) -> list:
     """One AddDirection per hook and region slot, carrying every variant's own direction and mask."""
-    import adapters
+    from diffdict import adapters
 
     out = []
     slots = max(len(v.plan.regions) for v in variants)

@@ -24,7 +24,7 @@ GENERATE_CHUNK = 32  # prompts per generate call: bounds the captured maps held 
 
 def concept_names() -> list[str]:
     """Every concept the toy world can label a location with, in a fixed order."""
-    from toyworld import scenes
+    from diffdict.toyworld import scenes
 
     values = {"background": scenes.BACKGROUNDS, "colour": scenes.COLOURS, "position": scenes.POSITIONS,
               "shape": scenes.SHAPES, "size": scenes.SIZES, "style": scenes.STYLES}

@@ -50,15 +50,15 @@ def cell_layout(masks: list[np.ndarray | None], grid: tuple[int, int]) -> np.nda
 
 def judged_masks(scene, image) -> list[np.ndarray | None]:
     """The judge's pixel mask of each caption object in an image (None where it found none)."""
-    from toyworld.judge import judge, match_objects
+    from diffdict.toyworld.judge import judge, match_objects
 
     return [o.mask if o is not None else None for o in match_objects(scene, judge(image).objects)]
 
 
 def caption_masks(scene) -> list[np.ndarray]:
     """Each caption object drawn at its anchor: the layout the text alone gives."""
-    from toyworld.render import object_mask
-    from toyworld.scenes import ANCHORS
+    from diffdict.toyworld.render import object_mask
+    from diffdict.toyworld.scenes import ANCHORS
 
     return [object_mask(dataclasses.replace(o, cx=ANCHORS[o.position][0], cy=ANCHORS[o.position][1])).astype(bool)
             for o in scene.objects]
@@ -160,7 +160,7 @@ def run_layout(run: Run) -> dict[str, pl.DataFrame]:
 
 
 def plot_layout(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import lines_with_references
+    from diffdict.analysis.plots import lines_with_references
 
     table = tables["layout"]
     plots = []

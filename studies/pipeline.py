@@ -63,7 +63,7 @@ def record_timings(run: Run, key: str, seconds: dict[str, float]) -> None:
     """Merge measured seconds into RESULTS/timings.json (what findings report as the run's cost)."""
     import json
 
-    from dictionaries.atomic import write_json_atomic
+    from diffdict.dictionaries.atomic import write_json_atomic
 
     path = run.results_root / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else {}
@@ -76,7 +76,7 @@ def record_code(run: Run) -> None:
     import datetime
     import json
 
-    from dictionaries.atomic import write_json_atomic
+    from diffdict.dictionaries.atomic import write_json_atomic
 
     from .code_version import code_commit
 
@@ -89,7 +89,7 @@ def record_code(run: Run) -> None:
 def build_report(run: Run) -> Path:
     """report.html from every study's tables on disk (plots are redrawn from them): the studies'
     summaries first, then per study its plots and cards, its tables last and collapsed."""
-    from analysis.report import Section, write_report
+    from diffdict.analysis.report import Section, write_report
 
     run.save_config_copy()
     sections = claims_section(run)
@@ -114,7 +114,7 @@ def build_report(run: Run) -> Path:
 
 def claims_section(run: Run) -> list:
     """The papers' claims, first in the report, when the run measures at least half of them."""
-    from analysis.report import Section
+    from diffdict.analysis.report import Section
 
     from .claims import UNMEASURED, judge_claims
     from .findings import run_tables

@@ -71,7 +71,7 @@ def dataset_captions(section: PromptsSection, config_path: Path | None = None, c
     if texts_file.exists() and key_file.exists() and json.loads(key_file.read_text()) == key:
         return pl.read_parquet(texts_file)["text"].to_list()
     texts = _load_dataset(name, section)
-    from dictionaries.atomic import write_file_atomic, write_json_atomic
+    from diffdict.dictionaries.atomic import write_file_atomic, write_json_atomic
 
     write_file_atomic(texts_file, lambda tmp: pl.DataFrame({"text": texts}, schema={"text": pl.String}).write_parquet(tmp))
     write_json_atomic(key_file, key)

@@ -24,7 +24,7 @@ def study_prompts(section: PromptsSection, config_path: Path | None = None, cach
     cache: the run folder, where captions read from a Hub dataset are kept (see prompt_sources).
     """
     if section.source == "toyworld":
-        from toyworld.scenes import train_scene
+        from diffdict.toyworld.scenes import train_scene
 
         scenes = [train_scene(i) for i in range(section.count)]
         return [Prompt(i, s.caption, s) for i, s in enumerate(scenes)]

@@ -9,7 +9,7 @@ torch at the top of their modules; the strings keep that out of config parsing).
 
     studies/kinds/NAME.py    its config dataclass, its checks, STUDY = StudyKind(name="NAME", ...)
     studies/NAME.py          run_NAME(run) -> {table: DataFrame}, plot and summary (any module will do)
-    BUILTIN below            "NAME": "studies.kinds.NAME",
+    BUILTIN below            "NAME": "diffdict.studies.kinds.NAME",
 
 Nothing else lists studies: the config's [studies.NAME] tables, `diffdict check`, `diffdict study
 --only`, the pipeline and the report read this registry. A study registered at run time
@@ -37,13 +37,13 @@ Ref = Callable[..., Any] | str
 
 # Built-in studies, in the order they run and appear in the report: name -> declaring module.
 BUILTIN: dict[str, str] = {
-    "transfer": "studies.kinds.transfer",
-    "compare": "studies.kinds.compare",
-    "windows": "studies.kinds.windows",
-    "editability": "studies.kinds.editability",
-    "layout": "studies.kinds.layout",
-    "training": "studies.kinds.training",
-    "atlas": "studies.kinds.atlas",
+    "transfer": "diffdict.studies.kinds.transfer",
+    "compare": "diffdict.studies.kinds.compare",
+    "windows": "diffdict.studies.kinds.windows",
+    "editability": "diffdict.studies.kinds.editability",
+    "layout": "diffdict.studies.kinds.layout",
+    "training": "diffdict.studies.kinds.training",
+    "atlas": "diffdict.studies.kinds.atlas",
 }
 
 # Attribute names of the config's studies section (config.StudiesSection) that no study may take.

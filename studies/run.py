@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from dictionaries import registry
+from diffdict.dictionaries import registry
 
 from .config import DictionaryEntry, StudyConfig
 from .prompts import Prompt, study_prompts
@@ -122,7 +122,7 @@ class Run:
     def adapter(self, model: str):
         """The loaded adapter of a model entry (loaded once per run)."""
         if model not in self._adapters:
-            import adapters
+            from diffdict import adapters
 
             entry = self.config.model(model)
             dtype = DTYPE_NAMES[entry.dtype] if entry.dtype else None
@@ -137,7 +137,7 @@ class Run:
 
     @cached_property
     def clip(self):
-        from analysis.clip_score import ClipScorer
+        from diffdict.analysis.clip_score import ClipScorer
 
         if self.config.clip_model == "random":
             return ClipScorer.random()
@@ -146,7 +146,7 @@ class Run:
 
     def harvest_settings(self, model: str) -> dict:
         """The settings a harvest of this model entry records in its store (see dictionaries.harvest)."""
-        from dictionaries.harvest import harvest_settings
+        from diffdict.dictionaries.harvest import harvest_settings
 
         entry, section = self.config.model(model), self.config.harvest
         return harvest_settings([p.text for p in self.prompts], self.config.prompts.seeds, self.config.hooks_of(model),
@@ -155,8 +155,8 @@ class Run:
 
     def store(self, model: str):
         if model not in self._stores:
-            from dictionaries.store import changed_settings
-            from dictionaries.store_reader import ActivationStore
+            from diffdict.dictionaries.store import changed_settings
+            from diffdict.dictionaries.store_reader import ActivationStore
 
             store = ActivationStore(self.store_dir(model))
             recorded = store.meta.get("settings") or {}
@@ -174,7 +174,7 @@ class Run:
 
     def dictionary(self, name: str):
         if name not in self._dictionaries:
-            from dictionaries.base import load
+            from diffdict.dictionaries.base import load
 
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
@@ -185,7 +185,7 @@ class Run:
 
     def adapter_device(self) -> torch.device:
         """The device models run on in this run: the configured one, else CUDA when available."""
-        from adapters import default_device
+        from diffdict.adapters import default_device
 
         return default_device(self.device)
 
@@ -199,8 +199,8 @@ class Run:
 
     def harvest(self) -> dict[str, Any]:
         """Fill (or resume) the store of every model the studies read; returns the stores."""
-        from dictionaries import distributed
-        from dictionaries.harvest import harvest
+        from diffdict.dictionaries import distributed
+        from diffdict.dictionaries.harvest import harvest
 
         distributed.world()  # under torchrun: join the group and pin this rank's GPU before a model loads
         section = self.config.harvest
@@ -218,8 +218,8 @@ class Run:
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
-        from dictionaries.atomic import write_json_atomic
-        from dictionaries.train import DictionarySpec, TrainSettings, train
+        from diffdict.dictionaries.atomic import write_json_atomic
+        from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:

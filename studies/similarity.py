@@ -14,7 +14,7 @@ def pixel_similarity(a: Image.Image, b: Image.Image) -> float:
 
 def judged_attributes(image: Image.Image) -> dict[str, str]:
     """The judge's reading as flat attribute -> value (objects ordered left to right, top to bottom)."""
-    from toyworld.judge import judge
+    from diffdict.toyworld.judge import judge
 
     reading = judge(image)
     flat = {"background": reading.background, "style": reading.style, "count": str(len(reading.objects))}

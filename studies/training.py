@@ -67,7 +67,7 @@ def run_training(run: Run) -> dict[str, pl.DataFrame]:
 
 
 def plot_training(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import line_plot
+    from diffdict.analysis.plots import line_plot
 
     curves = tables["training_curves"]
     plots = []

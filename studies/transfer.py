@@ -22,7 +22,7 @@ from .run import Run
 
 def transfer_metrics(run: Run, dictionary_name: str, target_model: str) -> list[dict]:
     """FVU / L0 of one dictionary on one model's held-out maps, per (branch, step)."""
-    from dictionaries.metrics import evaluate
+    from diffdict.dictionaries.metrics import evaluate
 
     entry = run.config.dictionary(dictionary_name)
     dictionary = run.dictionary(dictionary_name)
@@ -45,7 +45,7 @@ def transfer_metrics(run: Run, dictionary_name: str, target_model: str) -> list[
 
 def splice_fidelity(run: Run, dictionary_name: str, target_model: str, count: int) -> dict:
     """Generate held-out prompts with and without the block's update replaced by its reconstruction."""
-    import adapters
+    from diffdict import adapters
 
     from .similarity import judge_agreement, pixel_similarity
 
@@ -111,7 +111,7 @@ def transfer_edit_success(edits: pl.DataFrame) -> pl.DataFrame:
 
 
 def plot_transfer(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import line_plot
+    from diffdict.analysis.plots import line_plot
 
     plots = []
     table = tables["transfer_metrics"]

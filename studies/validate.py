@@ -183,7 +183,7 @@ def _check_seeds(config: StudyConfig, source: str) -> None:
 
 # ---- dictionary options ------------------------------------------------------------------------------
 def _check_options(config: StudyConfig, source: str) -> None:
-    from dictionaries.registry import SIZE_KEYS, architecture_class
+    from diffdict.dictionaries.registry import SIZE_KEYS, architecture_class
 
     for i, entry in enumerate(config.dictionaries):
         if entry.architecture not in SIZE_KEYS:
@@ -225,7 +225,7 @@ def _check_option_value(hint: Any, value: Any, source: str, key: str) -> None:
 def memory_estimate(architecture: str, n: int, d: int, batch: int) -> tuple[int, str]:
     """Bytes a dictionary needs while training, and how that was counted (the architecture's own
     `training_memory`)."""
-    from dictionaries.registry import architecture_class
+    from diffdict.dictionaries.registry import architecture_class
 
     return architecture_class(architecture).training_memory(n, d, batch)
 

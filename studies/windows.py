@@ -78,7 +78,7 @@ def _has_features(plan: EditPlan, edits: list[HookEdits]) -> bool:
 def style_interventions(style: str, plans: list[EditPlan], batch: int, edits: HookEdits,
                         grid: tuple[int, int], settings, t_range: tuple[float, float]) -> list:
     """All prompts' paper-style interventions on one hook, each confined to its prompt by its mask."""
-    import adapters
+    from diffdict import adapters
 
     out = []
     common = dict(t_range=t_range, branch="cond+uncond-")
@@ -162,7 +162,7 @@ def clip_score_edits(run: Run, plans: list[EditPlan], prompts: list, originals: 
 
 
 def run_windows(run: Run) -> dict[str, pl.DataFrame]:
-    from toyworld.judge import judge
+    from diffdict.toyworld.judge import judge
 
     study = run.config.studies.windows
     rows = []
@@ -225,7 +225,7 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
 
 
 def plot_windows(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
-    from analysis.plots import heatmap
+    from diffdict.analysis.plots import heatmap
 
     table = tables["windows"]
     plots = []

@@ -12,13 +12,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def tiny_sdxl():
-    import adapters
+    from diffdict import adapters
 
     return adapters.load("tiny/sdxl", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_flux():
-    import adapters
+    from diffdict import adapters
 
     return adapters.load("tiny/flux", device="cpu")

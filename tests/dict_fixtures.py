@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from adapters.capture import CapturedMap, Generation
+from diffdict.adapters.capture import CapturedMap, Generation
 
 
 def free_port() -> int:

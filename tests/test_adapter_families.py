@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import adapters
-from adapters import families
-from adapters.errors import AdapterInputError
-from adapters.sdxl import SDXL, SDXLAdapter
+from diffdict import adapters
+from diffdict.adapters import families
+from diffdict.adapters.errors import AdapterInputError
+from diffdict.adapters.sdxl import SDXL, SDXLAdapter
 
 
 def test_every_family_names_itself_and_its_adapter():

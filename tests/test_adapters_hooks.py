@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-import adapters
-from studies.cli import main
+from diffdict import adapters
+from diffdict.studies.cli import main
 
 PAPER_HOOKS = ["down.2.1", "mid.0", "up.0.0", "up.0.1"]
 

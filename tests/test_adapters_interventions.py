@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from adapters import AddDirection, EditFeatures, SkipBlock, Splice
+from diffdict.adapters import AddDirection, EditFeatures, SkipBlock, Splice
 
 PROMPT = ["a red circle on the left"]
 HOOK = "down.2.1"

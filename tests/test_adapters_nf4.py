@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-import adapters
-from adapters.quantize import weight_bytes
+from diffdict import adapters
+from diffdict.adapters.quantize import weight_bytes
 
 HOOKS = ["double.1", "single.1"]
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import plots
-from analysis.browser import image_load_status, report_problems, screenshot
-from analysis.clip_score import ClipScorer
-from analysis.report import FeatureCard, Section, Tile, readable, write_report
+from diffdict.analysis import plots
+from diffdict.analysis.browser import image_load_status, report_problems, screenshot
+from diffdict.analysis.clip_score import ClipScorer
+from diffdict.analysis.report import FeatureCard, Section, Tile, readable, write_report
 
 
 @pytest.fixture(scope="module")

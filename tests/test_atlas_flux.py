@@ -4,8 +4,8 @@ from __future__ import annotations
 import polars as pl
 from PIL import Image
 
-from analysis.browser import image_load_status
-from studies.cli import main
+from diffdict.analysis.browser import image_load_status
+from diffdict.studies.cli import main
 
 from study_fixtures import write_tiny_study
 

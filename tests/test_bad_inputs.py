@@ -16,7 +16,7 @@ from typing import Callable
 import pytest
 import torch
 
-from studies.cli import main
+from diffdict.studies.cli import main
 
 from study_fixtures import write_tiny_study
 
@@ -172,7 +172,7 @@ def _wrong_shape_weights(run):
 
 
 def _dictionary_for_another_hook(run):
-    import dictionaries.base as base
+    import diffdict.dictionaries.base as base
 
     folder = _sae_folder(run)
     shutil.rmtree(folder)
@@ -322,9 +322,9 @@ def test_hostile_names_write_nothing_outside_the_run_and_keep_a_victim(tmp_path,
 
 def test_run_paths_never_leave_the_run_folder(tmp_path):
     """The backstop behind the name check: a path built from an unchecked name is refused."""
-    from studies.config import load_config
-    from studies.errors import UserError
-    from studies.run import Run
+    from diffdict.studies.config import load_config
+    from diffdict.studies.errors import UserError
+    from diffdict.studies.run import Run
 
     config = load_config(write_tiny_study(tmp_path))
     config.models[0].name = "../../outside"  # as if validation had been bypassed
@@ -387,12 +387,12 @@ def test_out_not_writable_is_one_message(tmp_path, capsys, monkeypatch):
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     """Only the project's own errors (and file-system / encoding errors) become exit 2."""
-    import studies.check
+    from diffdict.studies import check as check_module
 
     def broken(config, device=None):
         raise ValueError("an internal mistake")  # a plain ValueError is not a user error any more
 
-    monkeypatch.setattr(studies.check, "check_config", broken)
+    monkeypatch.setattr(check_module, "check_config", broken)
     with pytest.raises(ValueError, match="an internal mistake"):
         main(["check", str(write_tiny_study(tmp_path))])
 
@@ -428,15 +428,15 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
 
 
 def _fake_records(prompts: list[str], value: float = 1.0):
-    from dictionaries.store import MapRecord
+    from diffdict.dictionaries.store import MapRecord
 
     return [MapRecord({"hook": "h", "prompt_id": i, "prompt": text, "seed": 0, "step": 0, "timestep": 999.0,
                        "t": 1.0, "branch": "cond"}, torch.full((2, 2, 4), value + i)) for i, text in enumerate(prompts)]
 
 
 def test_store_with_other_settings_never_blocks_the_fix(tmp_path, capsys):
-    from dictionaries.errors import InputError
-    from dictionaries.store import StoreWriter
+    from diffdict.dictionaries.errors import InputError
+    from diffdict.dictionaries.store import StoreWriter
 
     root = tmp_path / "store"
     StoreWriter(root, "m", "fp32", settings={"height": 60})  # a run that failed before its first shard
@@ -453,10 +453,10 @@ def test_store_with_other_settings_never_blocks_the_fix(tmp_path, capsys):
 def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
     import errno
 
-    import dictionaries.store as store_module
-    from dictionaries.errors import DiskFullError
-    from dictionaries.store import StoreWriter
-    from studies.errors import user_message
+    import diffdict.dictionaries.store as store_module
+    from diffdict.dictionaries.errors import DiskFullError
+    from diffdict.dictionaries.store import StoreWriter
+    from diffdict.studies.errors import user_message
 
     real = store_module.save_file
     writer = StoreWriter(tmp_path / "store", "m", "fp32")
@@ -479,8 +479,8 @@ def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
 
 
 def test_split_by_prompt_text_never_leaks_a_caption(tmp_path):
-    from dictionaries.store import StoreWriter
-    from dictionaries.store_reader import ActivationStore
+    from diffdict.dictionaries.store import StoreWriter
+    from diffdict.dictionaries.store_reader import ActivationStore
 
     texts = ["a", "b", "c", "a", "b", "c", "d", "a"]  # more prompts than distinct captions
     writer = StoreWriter(tmp_path / "store", "m", "fp32")
@@ -528,8 +528,8 @@ def test_store_case_23(case, trained_run, tmp_path, capsys):
 
 def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsys):
     """The fix the refusal names works: `harvest --force` replaces the store, and studies read it."""
-    from studies.config import load_config
-    from studies.run import Run
+    from diffdict.studies.config import load_config
+    from diffdict.studies.run import Run
 
     config = _copy_run(trained_run, tmp_path)
     changed = write_tiny_study(tmp_path, **{"steps = 1\nguidance = 0.0": "steps = 2\nguidance = 0.0"})
@@ -543,8 +543,8 @@ def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsy
 
 def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp_path, capsys):
     """A fit is keyed by its settings: after n and k change the old dictionary is never read."""
-    from studies.config import load_config
-    from studies.run import Run
+    from diffdict.studies.config import load_config
+    from diffdict.studies.run import Run
 
     config = _copy_run(trained_run, tmp_path)
     old = Run(load_config(config)).dictionary_dir("sae")
@@ -577,8 +577,8 @@ def test_retrain_advice_works(trained_run, tmp_path, capsys):
 
 
 def test_interventions_refuse_non_finite_numbers():
-    from adapters import AddDirection
-    from adapters.errors import AdapterInputError
+    from diffdict.adapters import AddDirection
+    from diffdict.adapters.errors import AdapterInputError
 
     with pytest.raises(AdapterInputError, match="direction has non-finite values"):
         AddDirection("down.2.1", direction=torch.tensor([1.0, float("nan")]))
@@ -623,7 +623,7 @@ def _kill_when(command: list[str], ready: Callable[[], bool], extra_delay: float
     import time
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    process = subprocess.Popen([sys.executable, "-m", "studies", *command], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "diffdict", *command], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     began = time.monotonic()
     try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from studies.cli import main
+from diffdict.studies.cli import main
 
 
 def test_generate_prints_captured_maps_and_writes_images(tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studies import cli
+from diffdict.studies import cli
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["run", "check", "harvest", "train", "study", "report"]
@@ -48,7 +48,7 @@ batch = 64
 
 def test_hooks_start_up_says_nothing_about_bitsandbytes_kernels():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "studies", "hooks", "toy/sdxl-turbo"], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "diffdict", "hooks", "toy/sdxl-turbo"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "down.2.1" in result.stdout
@@ -57,7 +57,7 @@ def test_hooks_start_up_says_nothing_about_bitsandbytes_kernels():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from studies.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from diffdict.studies.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
@@ -71,15 +71,14 @@ def _config(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_out_overrides_the_configs_out_for_every_stage(tmp_path, monkeypatch, capsys, stage):
-    import studies.check
-    import studies.pipeline
-    from studies.run import Run
+    from diffdict.studies import check, pipeline
+    from diffdict.studies.run import Run
 
     roots = []
-    monkeypatch.setattr(studies.check, "check_config", lambda config, **kwargs: [f"output in {config.out}"])
-    monkeypatch.setattr(studies.pipeline, "run_all", lambda run, force: roots.append(run.root) or {})
-    monkeypatch.setattr(studies.pipeline, "run_studies", lambda run, only, force: roots.append(run.root))
-    monkeypatch.setattr(studies.pipeline, "build_report", lambda run: roots.append(run.root) or run.root / "report.html")
+    monkeypatch.setattr(check, "check_config", lambda config, **kwargs: [f"output in {config.out}"])
+    monkeypatch.setattr(pipeline, "run_all", lambda run, force: roots.append(run.root) or {})
+    monkeypatch.setattr(pipeline, "run_studies", lambda run, only, force: roots.append(run.root))
+    monkeypatch.setattr(pipeline, "build_report", lambda run: roots.append(run.root) or run.root / "report.html")
     monkeypatch.setattr(Run, "harvest", lambda run: roots.append(run.root) or {})
     monkeypatch.setattr(Run, "train", lambda run: roots.append(run.root))
     target = tmp_path / "elsewhere"

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from dict_fixtures import PROMPTS, FakeAdapter, one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
-from dictionaries import base
-from dictionaries.harvest import harvest
-from dictionaries.itda import ITDA, ITDAConfig
-from dictionaries.metrics import evaluate
-from dictionaries.store_reader import TokenBatch
-from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
-from dictionaries.train import DictionarySpec, TrainSettings, train
+from diffdict.dictionaries import base
+from diffdict.dictionaries.harvest import harvest
+from diffdict.dictionaries.itda import ITDA, ITDAConfig
+from diffdict.dictionaries.metrics import evaluate
+from diffdict.dictionaries.store_reader import TokenBatch
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from dict_fixtures import one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
-from dictionaries import base
-from dictionaries.itda import ITDA, ITDAConfig
-from dictionaries.metrics import evaluate, fvu
-from dictionaries.pursuit import pursuit
-from dictionaries.store_reader import TokenBatch
+from diffdict.dictionaries import base
+from diffdict.dictionaries.itda import ITDA, ITDAConfig
+from diffdict.dictionaries.metrics import evaluate, fvu
+from diffdict.dictionaries.pursuit import pursuit
+from diffdict.dictionaries.store_reader import TokenBatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -228,7 +228,7 @@ def test_itda_bad_input():
 
 
 def test_l0_counts_distinct_active_atoms():
-    from dictionaries.metrics import MetricsAccumulator
+    from diffdict.dictionaries.metrics import MetricsAccumulator
 
     acc = MetricsAccumulator(d=2, n=6)
     values = torch.tensor([[1.0, 0.5, 0.2], [1.0, -1.0, 0.3], [0.0, 0.4, 0.1]])

@@ -8,12 +8,12 @@ import polars as pl
 import pytest
 import torch
 
-import dictionaries
+from diffdict import dictionaries
 from dict_fixtures import PROMPTS, FakeAdapter, one_thread  # noqa: F401 (fixture)
-from dictionaries import registry
-from dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, sparse_decode
-from dictionaries.harvest import harvest
-from dictionaries.train import DictionarySpec, TrainSettings, train
+from diffdict.dictionaries import registry
+from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, sparse_decode
+from diffdict.dictionaries.harvest import harvest
+from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,8 +124,8 @@ def test_a_registered_architecture_trains_saves_and_loads_through_the_trainer(tm
 
 
 def test_the_registry_is_the_one_list_of_architectures(dense_registered):
-    from studies.run import SIZE_KEYS
-    from studies.validate import memory_estimate
+    from diffdict.studies.run import SIZE_KEYS
+    from diffdict.studies.validate import memory_estimate
 
     assert registry.architecture_names()[:2] == ("topk_sae", "itda")
     assert "dense_linear" in registry.architecture_names()
@@ -167,7 +167,7 @@ options = {{ {options} }}
 
 
 def test_a_study_config_accepts_a_registered_architecture_and_checks_its_options(tmp_path, dense_registered):
-    from studies.config import ConfigError, parse_config
+    from diffdict.studies.config import ConfigError, parse_config
     import tomllib
 
     def parse(options: str):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from dict_fixtures import one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
-from dictionaries import base
-from dictionaries.metrics import evaluate
-from dictionaries.topk_sae import TopKSAE, TopKSAEConfig, geometric_median
-from dictionaries.unbox_import import import_unbox
+from diffdict.dictionaries import base
+from diffdict.dictionaries.metrics import evaluate
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig, geometric_median
+from diffdict.dictionaries.unbox_import import import_unbox
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

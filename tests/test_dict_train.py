@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dict_fixtures import PROMPTS, FakeAdapter, one_thread  # noqa: F401 (fixture)
-from dictionaries.harvest import harvest
-from dictionaries.train import DictionarySpec, TrainSettings, train
+from diffdict.dictionaries.harvest import harvest
+from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ RANK_SCRIPT = """
 import sys
 from datetime import timedelta
 import torch.distributed as dist
-from dictionaries import distributed
+from diffdict.dictionaries import distributed
 rank, failing, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"tcp://127.0.0.1:{port}",
                         timeout=timedelta(seconds=60))

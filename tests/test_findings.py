@@ -5,9 +5,9 @@ from pathlib import Path
 
 import polars as pl
 
-from studies.claims import FAILS, HOLDS, PARTLY, UNMEASURED, above, judge_claims, shabalin_itda_fvu, \
+from diffdict.studies.claims import FAILS, HOLDS, PARTLY, UNMEASURED, above, judge_claims, shabalin_itda_fvu, \
     shabalin_standardise, surkov_blocks
-from studies.findings import read_export, render
+from diffdict.studies.findings import read_export, render
 
 ROOT = Path(__file__).resolve().parents[1]
 

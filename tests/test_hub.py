@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import torch
 
-import dictionaries
-from dictionaries import base, hub
-from studies import cli
-from studies.commands import push as push_command
+from diffdict import dictionaries
+from diffdict.dictionaries import base, hub
+from diffdict.studies import cli
+from diffdict.studies.commands import push as push_command
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

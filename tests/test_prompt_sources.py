@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from studies import prompt_sources
-from studies.check import check_config
-from studies.config import ConfigError, PromptsSection, load_config
-from studies.prompts import study_prompts
+from diffdict.studies import prompt_sources
+from diffdict.studies.check import check_config
+from diffdict.studies.config import ConfigError, PromptsSection, load_config
+from diffdict.studies.prompts import study_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = [f"caption number {i}" for i in range(40)]

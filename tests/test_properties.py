@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dict_fixtures import PROMPTS, FakeAdapter
-from dictionaries.harvest import harvest
-from studies.config import ConfigError, parse_config
+from diffdict.dictionaries.harvest import harvest
+from diffdict.studies.config import ConfigError, parse_config
 
 BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -15,10 +15,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from dict_fixtures import free_port, one_thread, planted_atoms, planted_data  # noqa: F401 (fixture)
-from dictionaries import distributed
-from dictionaries.itda import ITDA, ITDAConfig
-from dictionaries.store_reader import TokenBatch
-from dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from diffdict.dictionaries import distributed
+from diffdict.dictionaries.itda import ITDA, ITDAConfig
+from diffdict.dictionaries.store_reader import TokenBatch
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RANKS = 2

@@ -21,10 +21,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from dictionaries.store import INDEX_FILE, SHARD_DIR, read_shard_rows
-from dictionaries.store_reader import ActivationStore
-from studies.config import load_config
-from studies.run import Run
+from diffdict.dictionaries.store import INDEX_FILE, SHARD_DIR, read_shard_rows
+from diffdict.dictionaries.store_reader import ActivationStore
+from diffdict.studies.config import load_config
+from diffdict.studies.run import Run
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red square", "a blue circle", "a green triangle", "a white square", "a red circle", "a blue square"]
@@ -83,12 +83,12 @@ def run_command(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def harvest_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "studies", "harvest", str(config), "--no-progress"]
+    return [sys.executable, "-m", "diffdict", "harvest", str(config), "--no-progress"]
 
 
 def torchrun_command(ranks: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-            "-m", "studies", *args]
+            "-m", "diffdict", *args]
 
 
 def assert_same_store(actual: Path, expected: Path) -> None:

@@ -25,10 +25,10 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from dict_fixtures import planted_atoms, planted_data
-from dictionaries import distributed
-from dictionaries.store import MapRecord, StoreWriter
-from studies.config import load_config
-from studies.run import Run
+from diffdict.dictionaries import distributed
+from diffdict.dictionaries.store import MapRecord, StoreWriter
+from diffdict.studies.config import load_config
+from diffdict.studies.run import Run
 from test_scale_fit import free_port
 from test_scale_harvest import COMMAND_TIMEOUT, REPO, environment, run_command, torchrun_command
 
@@ -106,7 +106,7 @@ def make_run(folder: Path) -> Path:
 
 
 def train_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "studies", "train", str(config), "--no-progress"]
+    return [sys.executable, "-m", "diffdict", "train", str(config), "--no-progress"]
 
 
 def weights(config: Path, name: str) -> dict[str, torch.Tensor]:

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from dict_fixtures import one_thread  # noqa: F401 (fixture)
-from dictionaries.store_reader import ActivationStore
-from studies import cli
+from diffdict.dictionaries.store_reader import ActivationStore
+from diffdict.studies import cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dict_fixtures import PROMPTS, FakeAdapter, KilledHarvest, one_thread  # noqa: F401 (fixture)
-from dictionaries.harvest import harvest
-from dictionaries.store import CorruptShardError, StoreWriter
-from dictionaries.store_reader import ActivationStore
+from diffdict.dictionaries.harvest import harvest
+from diffdict.dictionaries.store import CorruptShardError, StoreWriter
+from diffdict.dictionaries.store_reader import ActivationStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HOOKS = ["down.2.1", "mid.0"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dict_fixtures import PROMPTS, FakeAdapter, one_thread  # noqa: F401 (fixture)
-from dictionaries.harvest import harvest
+from diffdict.dictionaries.harvest import harvest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

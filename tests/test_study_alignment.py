@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from studies.alignment import (best_f1_threshold, diff_in_means, distinct_features, f1_at, logistic_scores,
+from diffdict.studies.alignment import (best_f1_threshold, diff_in_means, distinct_features, f1_at, logistic_scores,
                                select_and_score, sparse_probe)
-from studies.concepts import auroc_matrix
+from diffdict.studies.concepts import auroc_matrix
 
 
 def _half_firing(n: int = 400, seed: int = 0):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from studies.concepts import auroc_matrix, concept_matrix, location_concepts
-from toyworld.scenes import Scene, SceneObject
+from diffdict.studies.concepts import auroc_matrix, concept_matrix, location_concepts
+from diffdict.toyworld.scenes import Scene, SceneObject
 
 
 def test_auroc_matches_sklearn_with_ties():

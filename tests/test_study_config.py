@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from studies.check import check_config
-from studies.cli import main
-from studies.config import ConfigError, load_config
+from diffdict.studies.check import check_config
+from diffdict.studies.cli import main
+from diffdict.studies.config import ConfigError, load_config
 
 from study_fixtures import write_tiny_study
 
@@ -89,3 +89,19 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_shipped_config_is_found_by_name_outside_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the names resolve to the shipped files
+    for name in ("quickstart", "quickstart.toml", "configs/quickstart.toml"):
+        config = load_config(name)
+        assert config.path == REPO / "configs" / "quickstart.toml" and config.name == "quickstart"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.toml").write_text((REPO / "configs" / "quickstart.toml").read_text()
+                                                          .replace('name = "quickstart"', 'name = "mine"', 1))
+    assert load_config("configs/quickstart.toml").name == "mine"  # a file here wins over the shipped one
+    with pytest.raises(ConfigError, match=r"quickstrat does not exist; .*shipped configs by name: .*quickstart, "
+                                          r"sdxl_transfer"):
+        load_config("quickstrat")
+    with pytest.raises(ConfigError, match=r"elsewhere/quickstart\.toml does not exist"):
+        load_config("elsewhere/quickstart.toml")  # a path in another folder never means a shipped config

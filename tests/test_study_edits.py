@@ -6,10 +6,10 @@ import dataclasses
 import numpy as np
 import torch
 
-from studies.edits import Variant, interventions_for, judge_edit, plan_edit
-from toyworld.judge import judge
-from toyworld.render import render
-from toyworld.scenes import ANCHORS, Scene, SceneObject
+from diffdict.studies.edits import Variant, interventions_for, judge_edit, plan_edit
+from diffdict.toyworld.judge import judge
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import ANCHORS, Scene, SceneObject
 
 CIRCLE = SceneObject(shape="circle", colour="red", size="large", position="left", cx=14, cy=32, half=12)
 SCENE = Scene(objects=(CIRCLE,), background="black", style="flat", seed=0)

@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 import torch
 
-from studies.labelled import HookTokens, concept_names
-from studies.layout import caption_masks, cell_layout, iou, layout_ious, probe_layout
-from studies.training import _summary
-from toyworld.render import render
-from toyworld.scenes import Scene, SceneObject
+from diffdict.studies.labelled import HookTokens, concept_names
+from diffdict.studies.layout import caption_masks, cell_layout, iou, layout_ious, probe_layout
+from diffdict.studies.training import _summary
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import Scene, SceneObject
 
 LEFT = SceneObject(shape="square", colour="red", size="large", position="left", cx=16, cy=32, half=12)
 RIGHT = SceneObject(shape="circle", colour="blue", size="small", position="right", cx=50, cy=32, half=7)

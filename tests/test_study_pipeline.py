@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from analysis.browser import image_load_status, report_problems, screenshot
-from studies.cli import main
+from diffdict.analysis.browser import image_load_status, report_problems, screenshot
+from diffdict.studies.cli import main
 
 from study_fixtures import write_tiny_study
 

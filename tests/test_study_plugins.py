@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from studies.cli import main
-from studies.config import ConfigError
-from studies.registry import BUILTIN, StudyKind, register, study_names, unregister
+from diffdict.studies.cli import main
+from diffdict.studies.config import ConfigError
+from diffdict.studies.registry import BUILTIN, StudyKind, register, study_names, unregister
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_registration_refuses_what_would_clash(change, message):
 
 
 def test_the_registry_and_config_parsing_stay_torch_free():
-    code = ("import sys; from studies.config import parse_config; from studies.registry import study_names; "
+    code = ("import sys; from diffdict.studies.config import parse_config; from diffdict.studies.registry import study_names; "
             "config = parse_config({'name': 'x', 'models': [{'name': 'm', 'id': 'tiny/sdxl'}], "
             "'studies': {'windows': {}, 'atlas': {}}}); "
             "print(study_names(), [name for name, _ in config.studies.items()], 'torch' in sys.modules)")

@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import polars as pl
 
-from studies.atlas import summarize_atlas
-from studies.compare import summarize_compare
-from studies.summaries import summarize_transfer, summarize_windows
+from diffdict.studies.atlas import summarize_atlas
+from diffdict.studies.compare import summarize_compare
+from diffdict.studies.summaries import summarize_transfer, summarize_windows
 
 RUN = SimpleNamespace(config=SimpleNamespace(studies=SimpleNamespace(
     windows=SimpleNamespace(windows={"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]}))))

@@ -2,10 +2,10 @@
 from drawing errors and missing objects, on rendered scenes whose truth is known."""
 from dataclasses import replace
 
-from toyworld.errors import GROUPS, error_breakdown, format_breakdown
-from toyworld.judge import judge
-from toyworld.render import render
-from toyworld.scenes import COLOURS, eval_scenes
+from diffdict.toyworld.errors import GROUPS, error_breakdown, format_breakdown
+from diffdict.toyworld.judge import judge
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import COLOURS, eval_scenes
 
 
 def _totals(table: dict, attribute: str) -> dict[str, int]:
@@ -63,7 +63,7 @@ def test_other_values_are_wrong_and_absent_objects_missing():
 def test_toy_eval_prints_and_saves_the_breakdown(tmp_path, capsys):
     import json
 
-    from studies.cli import main
+    from diffdict.studies.cli import main
 
     assert main(["toy", "eval", "toy/sdxl-turbo", "--n", "8", "--batch", "8", "--errors",
                  "--json", str(tmp_path / "eval.json")]) == 0

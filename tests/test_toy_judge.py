@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from toyworld.judge import adherence, judge
-from toyworld.render import render
-from toyworld.scenes import sample_scene
+from diffdict.toyworld.judge import adherence, judge
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import sample_scene
 
 N_SCENES = 400
 
@@ -59,7 +59,7 @@ def _vae_round_trips(model: str, scenes) -> list[np.ndarray]:
     import torch
     from diffusers import AutoencoderKL
 
-    from toyworld.eval import WEIGHTS
+    from diffdict.toyworld.eval import WEIGHTS
 
     vae = AutoencoderKL.from_pretrained(str(WEIGHTS / model / "vae"), dtype=torch.float32).eval()
     pixels = torch.from_numpy(np.stack([render(s).image for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -79,8 +79,8 @@ def test_judge_reads_scenes_back_through_the_shipped_vaes(model):
 
 def test_judge_sees_circles_in_blobs():
     # A blurred disc in each object's place must not be read as the shape the caption asked for.
-    from toyworld.render import shape_mask
-    from toyworld.scenes import BACKGROUNDS, COLOURS
+    from diffdict.toyworld.render import shape_mask
+    from diffdict.toyworld.scenes import BACKGROUNDS, COLOURS
 
     scenes = [sample_scene(seed, "train") for seed in range(100)]
     shapes, n_objects = [], sum(len(scene.objects) for scene in scenes)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from toyworld.eval import TOY_MODELS, WEIGHTS, generate, load_pipeline
-from toyworld.judge import adherence
-from toyworld.scenes import eval_scenes
+from diffdict.toyworld.eval import TOY_MODELS, WEIGHTS, generate, load_pipeline
+from diffdict.toyworld.judge import adherence
+from diffdict.toyworld.scenes import eval_scenes
 
 # What the shipped weights reach on 64 held-out captions (toyworld/README.md has the full
 # 256-caption table). These floors catch a broken export or loader, not the targets.
@@ -96,7 +96,7 @@ def test_flux_image_tokens_are_an_8x8_grid(pipelines):
 
 
 def test_toy_models_load_through_the_adapters():
-    import adapters
+    from diffdict import adapters
 
     for name in TOY_MODELS:
         adapter = adapters.load(f"toy/{name}", device="cpu")

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from toyworld.render import render
-from toyworld.scenes import (
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import (
     BACKGROUNDS, COLOURS, POSITIONS, SHAPES, STYLES, eval_scenes, sample_scene, train_scene,
     vocabulary,
 )

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from toyworld.scenes import (
+from diffdict.toyworld.scenes import (
     BACKGROUNDS,
     COLOURS,
     POSITIONS,
@@ -14,7 +14,7 @@ from toyworld.scenes import (
     Scene,
     SceneObject,
 )
-from toyworld.training.text_pretrain import (
+from diffdict.toyworld.training.text_pretrain import (
     AttributeReadout,
     caption_targets,
     readout_accuracy,
@@ -42,8 +42,8 @@ def test_caption_targets_put_each_object_in_its_position_slot():
 
 
 def test_the_readout_learns_what_the_captions_say():
-    from toyworld.training import models
-    from toyworld.training.data import training_scene
+    from diffdict.toyworld.training import models
+    from diffdict.toyworld.training.data import training_scene
 
     torch.manual_seed(0)
     scenes = [training_scene(0, i) for i in range(64)]
@@ -69,8 +69,8 @@ def test_the_readout_learns_what_the_captions_say():
 def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
     from safetensors.torch import load_file
 
-    from studies.cli import main
-    from toyworld.training.config import STAGES
+    from diffdict.studies.cli import main
+    from diffdict.toyworld.training.config import STAGES
 
     trained = [s for s in STAGES if s not in ("turbo", "flux_distill", "export")]
     args = ["--n-scenes", "8", "--steps", *(f"{s}=2" for s in trained), "--batch", *(f"{s}=2" for s in trained),
@@ -91,7 +91,7 @@ def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
 def test_a_denoiser_stage_without_the_text_stage_says_what_to_do(tmp_path):
     from safetensors.torch import load_file
 
-    from studies.cli import main
+    from diffdict.studies.cli import main
 
     args = ["--n-scenes", "4", "--steps", "vae_sdxl=1", "text=1", "base=1", "--batch", "vae_sdxl=2", "text=2", "base=2",
             "--no-progress"]

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from studies.cli import main
-from studies.commands.toy import TRAIN_STAGES
-from toyworld.training.config import STAGES
+from diffdict.studies.cli import main
+from diffdict.studies.commands.toy import TRAIN_STAGES
+from diffdict.toyworld.training.config import STAGES
 
 TRAINED = STAGES[:-1]  # every stage but export
 TINY = ["--n-scenes", "8",
@@ -36,11 +36,11 @@ def test_every_stage_leaves_a_final_checkpoint(trained):
 
 
 def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
-    from toyworld.training.context import Context
-    from toyworld.training.data import training_scene
-    from toyworld.training.export import export_sdxl
-    from toyworld.training.teachers import teacher_samples
-    from toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.export import export_sdxl
+    from diffdict.toyworld.training.teachers import teacher_samples
+    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -56,11 +56,11 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
 
 
 def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(trained):
-    from toyworld.training.context import Context
-    from toyworld.training.data import training_scene
-    from toyworld.training.export import export_flux
-    from toyworld.training.teachers import flux_teacher_samples
-    from toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.export import export_flux
+    from diffdict.toyworld.training.teachers import flux_teacher_samples
+    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -80,10 +80,10 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
 
 
 def test_frozen_flux_encoders_are_looked_up_as_they_would_have_encoded(trained):
-    from toyworld.training import models
-    from toyworld.training.context import Context
-    from toyworld.training.stages import _flux_caption_encoder, _flux_parts
-    from toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training import models
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.stages import _flux_caption_encoder, _flux_parts
+    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     ctx = Context(TrainConfig(**json.loads((work / "config.json").read_text())))
@@ -102,9 +102,9 @@ def test_frozen_flux_encoders_are_looked_up_as_they_would_have_encoded(trained):
 def test_a_larger_teacher_sample_count_extends_the_cache(trained):
     from safetensors.torch import load_file
 
-    from toyworld.training.context import Context
-    from toyworld.training.teachers import flux_teacher_samples
-    from toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.teachers import flux_teacher_samples
+    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -146,8 +146,8 @@ def test_bad_stage_names_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="--stages"):
         import argparse
 
-        from studies.commands import toy
-        from studies.commands.toy import run_train  # noqa: F401
+        from diffdict.studies.commands import toy
+        from diffdict.studies.commands.toy import run_train  # noqa: F401
 
         parser = argparse.ArgumentParser()
         toy.register(parser.add_subparsers())
@@ -157,8 +157,8 @@ def test_bad_stage_names_are_rejected(tmp_path):
 
 
 def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
-    from toyworld.training import models
-    from toyworld.training.stages import MIN_SNR_GAMMA, epsilon_loss_weight
+    from diffdict.toyworld.training import models
+    from diffdict.toyworld.training.stages import MIN_SNR_GAMMA, epsilon_loss_weight
 
     alpha_bar = models.EulerDiscreteScheduler(**models.SDXL_SCHEDULER).alphas_cumprod
     snr = alpha_bar / (1 - alpha_bar)
@@ -172,8 +172,8 @@ def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
 def test_the_object_mask_marks_exactly_the_latent_cells_an_object_touches():
     import torch.nn.functional as F
 
-    from toyworld.training.data import build_scene_data, training_scene
-    from toyworld.render import render
+    from diffdict.toyworld.training.data import build_scene_data, training_scene
+    from diffdict.toyworld.render import render
 
     data = build_scene_data(32, seed=3, progress=False)
     mask = data.object_mask(torch.arange(32), 32)
@@ -191,8 +191,8 @@ def test_the_object_mask_marks_exactly_the_latent_cells_an_object_touches():
 
 
 def test_the_object_weight_moves_the_loss_towards_the_objects_cells():
-    from toyworld.training.data import build_scene_data
-    from toyworld.training.stages import _pixel_weighted_mse
+    from diffdict.toyworld.training.data import build_scene_data
+    from diffdict.toyworld.training.stages import _pixel_weighted_mse
 
     data = build_scene_data(4, seed=0, progress=False)
     mask = data.object_mask(torch.arange(4), 32)
@@ -208,7 +208,7 @@ def test_the_object_weight_moves_the_loss_towards_the_objects_cells():
 
 
 def test_the_cpu_preset_caps_every_stage_within_four_hours():
-    from toyworld.training.config import PRESETS
+    from diffdict.toyworld.training.config import PRESETS
 
     cpu = PRESETS["cpu"]
     for key in ("steps", "batch", "minutes"):
@@ -218,10 +218,10 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
 
 
 def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
-    from toyworld.training.context import Context
-    from toyworld.training.stages import _teacher_object_masks
-    from toyworld.training.config import TrainConfig
-    from toyworld.training.warm_start import import_weights
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.stages import _teacher_object_masks
+    from diffdict.toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training.warm_start import import_weights
 
     import_weights(Path(__file__).resolve().parents[1] / "toyworld" / "weights", tmp_path)
     ctx = Context(TrainConfig(work_dir=str(tmp_path), n_scenes=16, progress=False))

@@ -5,9 +5,9 @@ import time
 import pytest
 import torch
 
-from toyworld.training.checkpoints import load_partial
-from toyworld.training.config import TrainConfig
-from toyworld.training.loop import steps_within_cap, train_loop
+from diffdict.toyworld.training.checkpoints import load_partial
+from diffdict.toyworld.training.config import TrainConfig
+from diffdict.toyworld.training.loop import steps_within_cap, train_loop
 
 STAGE = "base"
 

@@ -16,21 +16,21 @@ TRAINING = REPO / "toyworld" / "training"
 
 
 def _imports(path: Path) -> set[str]:
-    """toyworld.* modules a file imports (at any depth: lazy imports count too)."""
+    """diffdict.toyworld.* modules a file imports (at any depth: lazy imports count too)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("toyworld"):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("diffdict.toyworld"):
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("toyworld"))
-    modules = {f"toyworld.training.{p.stem}" for p in TRAINING.glob("*.py")} | \
-              {f"toyworld.{p.stem}" for p in (REPO / "toyworld").glob("*.py")}
+            found.update(alias.name for alias in node.names if alias.name.startswith("diffdict.toyworld"))
+    modules = {f"diffdict.toyworld.training.{p.stem}" for p in TRAINING.glob("*.py")} | \
+              {f"diffdict.toyworld.{p.stem}" for p in (REPO / "toyworld").glob("*.py")}
     return {name for name in found if name in modules}
 
 
 def test_the_training_modules_import_without_cycles():
-    graph = {f"toyworld.training.{p.stem}": _imports(p) for p in TRAINING.glob("*.py")}
+    graph = {f"diffdict.toyworld.training.{p.stem}": _imports(p) for p in TRAINING.glob("*.py")}
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> None:
@@ -48,9 +48,10 @@ def test_the_training_modules_import_without_cycles():
 
 def test_the_world_never_imports_the_training_lab():
     for path in (REPO / "toyworld").glob("*.py"):
-        assert not {m for m in _imports(path) if m.startswith("toyworld.training")}, path.name
-    code = ("import sys, toyworld.scenes, toyworld.render, toyworld.judge, toyworld.errors, toyworld.eval; "
-            "print(any(m.startswith('toyworld.training') for m in sys.modules))")
+        assert not {m for m in _imports(path) if m.startswith("diffdict.toyworld.training")}, path.name
+    code = ("import sys, diffdict.toyworld.scenes, diffdict.toyworld.render, diffdict.toyworld.judge, "
+            "diffdict.toyworld.errors, diffdict.toyworld.eval; "
+            "print(any(m.startswith('diffdict.toyworld.training') for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.stdout.strip() == "False", result.stderr
@@ -63,8 +64,8 @@ def test_no_private_diffusers_names():
 
 
 def test_the_stage_table_is_the_stage_names_in_order():
-    from toyworld.training.config import STAGES
-    from toyworld.training.stages import STAGE_TABLE
+    from diffdict.toyworld.training.config import STAGES
+    from diffdict.toyworld.training.stages import STAGE_TABLE
 
     assert tuple(stage.name for stage in STAGE_TABLE) == STAGES
     assert [stage.name for stage in STAGE_TABLE if not stage.checkpointed] == ["export"]
@@ -73,7 +74,7 @@ def test_the_stage_table_is_the_stage_names_in_order():
 def test_our_flux_packing_matches_the_pipeline():
     from diffusers import FluxPipeline
 
-    from toyworld.training import models
+    from diffdict.toyworld.training import models
 
     latents = torch.randn(3, 16, 16, 16)
     packed = models.pack_latents(latents)

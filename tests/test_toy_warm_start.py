@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from studies.cli import main
+from diffdict.studies.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "toyworld" / "weights"
 COMPONENTS = ("sdxl-base/unet", "sdxl-base/text_encoder_2", "sdxl-base/vae", "sdxl-turbo/unet",

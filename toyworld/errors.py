@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from toyworld.judge import Judgement, match_objects
-from toyworld.scenes import SIZES, Scene
+from diffdict.toyworld.judge import Judgement, match_objects
+from diffdict.toyworld.scenes import SIZES, Scene
 
 BROKEN_DOWN = ("colour", "shape", "size")
 OUTCOMES = ("right", "swapped", "wrong", "missing")

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.errors import error_breakdown
-from toyworld.judge import ATTRIBUTES, judge, judged_adherence
-from toyworld.scenes import eval_scenes
+from diffdict.toyworld.errors import error_breakdown
+from diffdict.toyworld.judge import ATTRIBUTES, judge, judged_adherence
+from diffdict.toyworld.scenes import eval_scenes
 
 WEIGHTS = Path(__file__).parent / "weights"
 TOY_MODELS = ("sdxl-base", "sdxl-turbo", "flux")
@@ -39,7 +39,7 @@ def model_folder(model: str) -> Path:
 def load_pipeline(model: str, device: str = "cpu"):
     """(the diffusers pipeline in float32, protocol defaults from its diffdict.json) for a toy
     model, loaded through `adapters.load` like every other model."""
-    import adapters
+    from diffdict import adapters
 
     folder = model_folder(model)
     pipe = adapters.load(str(folder), device=device, dtype=torch.float32).pipe

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from toyworld.render import inside_shape, shade_of
-from toyworld.scenes import ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, SHAPES, Scene
+from diffdict.toyworld.render import inside_shape, shade_of
+from diffdict.toyworld.scenes import ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, SHAPES, Scene
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance (0..255 scale) from the background
 MIN_OBJECT_PIXELS = 30  # smaller components are noise, not objects

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toyworld.scenes import BACKGROUNDS, COLOURS, IMAGE_SIZE, Scene, SceneObject
+from diffdict.toyworld.scenes import BACKGROUNDS, COLOURS, IMAGE_SIZE, Scene, SceneObject
 
 STYLE_PERIOD = 6
 SHADE_MIX = 0.5

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_features(text: str) -> list[int]:
-    from studies.cli import UserError
+    from diffdict.studies.cli import UserError
 
     try:
         features = [int(part) for part in text.replace(" ", "").split(",") if part]
@@ -40,10 +40,10 @@ def parse_features(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.report import render_cards_page, write_page
-    from studies.atlas import atlas_cards, atlas_for, atlas_settings, feature_stats
-    from studies.cli import UserError
-    from studies.run import load_run_dir
+    from diffdict.analysis.report import render_cards_page, write_page
+    from diffdict.studies.atlas import atlas_cards, atlas_for, atlas_settings, feature_stats
+    from diffdict.studies.cli import UserError
+    from diffdict.studies.run import load_run_dir
 
     features = parse_features(args.features)
     run_dir = Path(args.run_dir)

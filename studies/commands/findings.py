@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from studies.code_version import code_commit
+from diffdict.studies.code_version import code_commit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from studies.errors import UserError
-    from studies.findings import export, read_export, render
+    from diffdict.studies.errors import UserError
+    from diffdict.studies.findings import export, read_export, render
 
     if args.render:
         if not args.markdown:

@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    import adapters
-    from studies.errors import UserError
-    from studies.validate import check_device
+    from diffdict import adapters
+    from diffdict.studies.errors import UserError
+    from diffdict.studies.validate import check_device
 
     # Numbers that reach generation, checked before the model loads (NaN guidance would turn CFG off silently).
     if args.guidance is not None and not (math.isfinite(args.guidance) and args.guidance >= 0):

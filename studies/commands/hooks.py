@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import adapters
+    from diffdict import adapters
 
     adapter = adapters.load(args.model, device="meta")
     height = args.height or adapter.defaults.height

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from studies.errors import MissingFileError, UserError
+from diffdict.studies.errors import MissingFileError, UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, upload=None) -> int:
     from pathlib import Path
 
-    from dictionaries.hub import is_hub_id, push
+    from diffdict.dictionaries.hub import is_hub_id, push
 
     if not Path(args.dictionary).is_dir():
         raise MissingFileError(f"{args.dictionary} is not a folder; give a trained dictionary's folder "

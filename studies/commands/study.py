@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from studies.registry import study_names
+from diffdict.studies.registry import study_names
 
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
@@ -47,16 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from studies.config import load_config
+    from diffdict.studies.config import load_config
 
-    from studies.check import check_config
+    from diffdict.studies.check import check_config
 
-    from studies.validate import check_device, check_out
+    from diffdict.studies.validate import check_device, check_out
 
     config = load_config(args.config)
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed <= 2**63 - 1:
-        from studies.errors import UserError
+        from diffdict.studies.errors import UserError
 
         raise UserError(f"--seed {seed} is out of range; seeds are integers from 0 to 2**63 - 1")
     if args.out is not None:
@@ -68,15 +68,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.stage == "check":
         print("\n".join(lines))
         return 0
-    from studies.lock import run_lock
+    from diffdict.studies.lock import run_lock
 
     with run_lock(config.out, command=f"diffdict {args.stage} {args.config}"):  # one run per folder
         return _stage(args, config)
 
 
 def _stage(args: argparse.Namespace, config) -> int:
-    from studies.pipeline import build_report, run_all, run_studies
-    from studies.run import Run
+    from diffdict.studies.pipeline import build_report, run_all, run_studies
+    from diffdict.studies.run import Run
 
     run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False),
               study_seed=getattr(args, "seed", None))

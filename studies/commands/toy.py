@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from studies.errors import UserError
-from toyworld.training.config import STAGES as TRAIN_STAGES  # torch-free, so `--help` stays fast
+from diffdict.studies.errors import UserError
+from diffdict.toyworld.training.config import STAGES as TRAIN_STAGES  # torch-free, so `--help` stays fast
 
 
 def _stage_values(pairs: list[str] | None, cast, flag: str) -> dict:
@@ -111,8 +111,8 @@ def _families(value: str) -> tuple[str, ...]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from toyworld.training.config import PRESETS, TrainConfig
-    from toyworld.training.run import train
+    from diffdict.toyworld.training.config import PRESETS, TrainConfig
+    from diffdict.toyworld.training.run import train
 
     cfg = TrainConfig(seed=args.seed, device=args.device, work_dir=args.work_dir, out_dir=args.out_dir,
                       progress=not args.no_progress)
@@ -145,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from toyworld.training.warm_start import import_weights
+    from diffdict.toyworld.training.warm_start import import_weights
 
     stages = tuple(s.strip() for s in args.continue_stages.split(",") if s.strip())
     for path in import_weights(args.weights, args.work_dir, stages):
@@ -154,8 +154,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from toyworld.errors import format_breakdown
-    from toyworld.eval import evaluate, format_table
+    from diffdict.toyworld.errors import format_breakdown
+    from diffdict.toyworld.eval import evaluate, format_table
 
     rows, times, errors = {}, {}, {}
     for model in args.models:
@@ -195,8 +195,8 @@ def _save_grid(images, path: Path, columns: int = 8) -> None:
 def run_scenes(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from toyworld.render import render
-    from toyworld.scenes import eval_scenes, sample_scene
+    from diffdict.toyworld.render import render
+    from diffdict.toyworld.scenes import eval_scenes, sample_scene
 
     if args.n < 1:
         raise UserError("--n must be at least 1")

@@ -35,10 +35,10 @@ STUDY = StudyKind(
           "prompt with its decoder direction added everywhere) and a modulation strip (its top prompt with the "
           "direction added at strengths from negative to strong). Strengths are multiples of the feature's "
           "mean activation.",
-    compute="studies.atlas:run_atlas",
-    summarize="studies.atlas:summarize_atlas",
+    compute="diffdict.studies.atlas:run_atlas",
+    summarize="diffdict.studies.atlas:summarize_atlas",
     tables=("atlas", "atlas_tiles"),
     validate=validate,
-    cards="studies.atlas:atlas_cards",
+    cards="diffdict.studies.atlas:atlas_cards",
     unlisted=("atlas_tiles",),  # shown as the cards' images, not as a table
 )

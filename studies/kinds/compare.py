@@ -40,9 +40,9 @@ STUDY = StudyKind(
           "held-out prompts (AUROC, F1, precision, recall; k-sparse probing with k = 1, 2, 4, 8), beside the floor "
           "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
           "a logistic probe on all channels).",
-    compute="studies.compare:run_compare",
-    plot="studies.compare:plot_compare",
-    summarize="studies.compare:summarize_compare",
+    compute="diffdict.studies.compare:run_compare",
+    plot="diffdict.studies.compare:plot_compare",
+    summarize="diffdict.studies.compare:summarize_compare",
     tables=("compare_metrics", "compare_alignment", "compare_sparse_probing", "compare_alignment_by_t"),
     validate=validate,
 )

@@ -48,10 +48,10 @@ STUDY = StudyKind(
           "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
           "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
           "features, on held-out prompts.",
-    compute="studies.editability:run_editability",
-    plot="studies.editability:plot_editability",
-    summarize="studies.editability:summarize_editability",
+    compute="diffdict.studies.editability:run_editability",
+    plot="diffdict.studies.editability:plot_editability",
+    summarize="diffdict.studies.editability:summarize_editability",
     tables=("editability", "editability_best"),
     validate=validate,
-    check="studies.check:hooks_on_some_model",
+    check="diffdict.studies.check:hooks_on_some_model",
 )

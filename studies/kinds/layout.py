@@ -30,10 +30,10 @@ STUDY = StudyKind(
     about="At each denoising step, the final image's object mask predicted from the hook's activations (a probe on "
           "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
           "caption alone gives and what another seed's image of the same caption gives.",
-    compute="studies.layout:run_layout",
-    plot="studies.layout:plot_layout",
-    summarize="studies.layout:summarize_layout",
+    compute="diffdict.studies.layout:run_layout",
+    plot="diffdict.studies.layout:plot_layout",
+    summarize="diffdict.studies.layout:summarize_layout",
     tables=("layout",),
     validate=validate,
-    check="studies.check:hooks_on_some_model",
+    check="diffdict.studies.check:hooks_on_some_model",
 )

@@ -19,8 +19,8 @@ STUDY = StudyKind(
     title="Dictionary training",
     about="FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
           "less than 5% over its last tenth.",
-    compute="studies.training:run_training",
-    plot="studies.training:plot_training",
-    summarize="studies.training:summarize_training",
+    compute="diffdict.studies.training:run_training",
+    plot="diffdict.studies.training:plot_training",
+    summarize="diffdict.studies.training:summarize_training",
     tables=("training_curves", "training_summary"),
 )

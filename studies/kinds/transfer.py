@@ -51,9 +51,9 @@ STUDY = StudyKind(
           "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
           "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
           "its own oracle and random directions (success at each method's best strength).",
-    compute="studies.transfer:run_transfer",
-    plot="studies.transfer:plot_transfer",
-    summarize="studies.summaries:summarize_transfer",
+    compute="diffdict.studies.transfer:run_transfer",
+    plot="diffdict.studies.transfer:plot_transfer",
+    summarize="diffdict.studies.summaries:summarize_transfer",
     tables=("transfer_metrics", "transfer_splice", "transfer_edits"),
     validate=validate,
     models_read=lambda study: study.models,  # its target models are harvested beside the dictionaries' own

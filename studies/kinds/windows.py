@@ -49,9 +49,9 @@ STUDY = StudyKind(
           "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
           "same window. Success is strict (position: the object left its place; background: the objects kept "
           "their colour); clean success also keeps every attribute that was right before the edit.",
-    compute="studies.windows:run_windows",
-    plot="studies.windows:plot_windows",
-    summarize="studies.summaries:summarize_windows",
+    compute="diffdict.studies.windows:run_windows",
+    plot="diffdict.studies.windows:plot_windows",
+    summarize="diffdict.studies.summaries:summarize_windows",
     tables=("windows",),
     validate=validate,
 )

@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from dictionaries.atomic import write_json_atomic
-from toyworld.training import models
-from toyworld.training.checkpoints import load_final, save_tensors_atomic
-from toyworld.training.config import TrainConfig
-from toyworld.training.data import SceneData, build_scene_data, step_generator
+from diffdict.dictionaries.atomic import write_json_atomic
+from diffdict.toyworld.training import models
+from diffdict.toyworld.training.checkpoints import load_final, save_tensors_atomic
+from diffdict.toyworld.training.config import TrainConfig
+from diffdict.toyworld.training.data import SceneData, build_scene_data, step_generator
 
 
 @dataclass

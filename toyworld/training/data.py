@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.render import render
-from toyworld.scenes import train_scene
-from toyworld.training.models import token_ids, tokenizer
+from diffdict.toyworld.render import render
+from diffdict.toyworld.scenes import train_scene
+from diffdict.toyworld.training.models import token_ids, tokenizer
 
 
 @dataclass

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from toyworld.training import models
-from toyworld.training.checkpoints import load_final
-from toyworld.training.context import Context
+from diffdict.toyworld.training import models
+from diffdict.toyworld.training.checkpoints import load_final
+from diffdict.toyworld.training.context import Context
 
 
 def vae_stats(ctx: Context, family: str) -> dict:

@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from toyworld.training.checkpoints import load_final, load_partial, save_final, save_partial
-from toyworld.training.config import TrainConfig
+from diffdict.toyworld.training.checkpoints import load_final, load_partial, save_final, save_partial
+from diffdict.toyworld.training.config import TrainConfig
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:

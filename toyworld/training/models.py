@@ -35,8 +35,8 @@ from transformers import (
     T5EncoderModel,
 )
 
-from adapters.tokenizers import special_token_ids, word_tokenizer
-from toyworld.scenes import IMAGE_SIZE, vocabulary
+from diffdict.adapters.tokenizers import special_token_ids, word_tokenizer
+from diffdict.toyworld.scenes import IMAGE_SIZE, vocabulary
 
 MAX_TOKENS = 32  # the longest caption is 26 tokens with <bos>/<eos>
 TEXT_WIDTH = 64  # hidden size of every toy text encoder

@@ -6,10 +6,10 @@ from dataclasses import asdict
 
 import torch
 
-from toyworld.training.config import STAGES, TrainConfig
-from toyworld.training.context import Context
-from toyworld.training.stages import STAGE_TABLE
-from toyworld.training.user_errors import ToyInputError
+from diffdict.toyworld.training.config import STAGES, TrainConfig
+from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.stages import STAGE_TABLE
+from diffdict.toyworld.training.user_errors import ToyInputError
 
 
 def train(cfg: TrainConfig) -> None:

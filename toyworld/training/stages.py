@@ -15,23 +15,23 @@ import torch
 import torch.nn.functional as F
 from diffusers import EulerAncestralDiscreteScheduler
 
-from toyworld.judge import FOREGROUND_DISTANCE
-from toyworld.scenes import BACKGROUNDS, eval_scenes
-from toyworld.training import models
-from toyworld.training.checkpoints import load_final
-from toyworld.training.config import STAGES, TrainConfig
-from toyworld.training.context import Context
-from toyworld.training.data import training_scene
-from toyworld.training.export import run_export, vae_stats
-from toyworld.training.loop import train_loop
-from toyworld.training.teachers import flux_teacher_samples, teacher_samples
-from toyworld.training.text_pretrain import (
+from diffdict.toyworld.judge import FOREGROUND_DISTANCE
+from diffdict.toyworld.scenes import BACKGROUNDS, eval_scenes
+from diffdict.toyworld.training import models
+from diffdict.toyworld.training.checkpoints import load_final
+from diffdict.toyworld.training.config import STAGES, TrainConfig
+from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.data import training_scene
+from diffdict.toyworld.training.export import run_export, vae_stats
+from diffdict.toyworld.training.loop import train_loop
+from diffdict.toyworld.training.teachers import flux_teacher_samples, teacher_samples
+from diffdict.toyworld.training.text_pretrain import (
     AttributeReadout,
     caption_targets,
     readout_accuracy,
     readout_loss,
 )
-from toyworld.training.user_errors import ToyInputError, ToyMissingFileError
+from diffdict.toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
 VAE_KL_WEIGHT = 1e-6
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (x0 weight capped at gamma): trains faster than plain epsilon MSE

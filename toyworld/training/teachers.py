@@ -13,10 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from toyworld.training import models
-from toyworld.training.checkpoints import save_tensors_atomic
-from toyworld.training.context import Context
-from toyworld.training.export import export_flux, export_sdxl
+from diffdict.toyworld.training import models
+from diffdict.toyworld.training.checkpoints import save_tensors_atomic
+from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.export import export_flux, export_sdxl
 
 DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
 

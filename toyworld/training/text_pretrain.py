@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toyworld.scenes import (
+from diffdict.toyworld.scenes import (
     BACKGROUNDS,
     COLOURS,
     POSITIONS,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from dictionaries.atomic import write_json_atomic
-from toyworld.training.checkpoints import save_final
-from toyworld.training.user_errors import ToyInputError, ToyMissingFileError
+from diffdict.dictionaries.atomic import write_json_atomic
+from diffdict.toyworld.training.checkpoints import save_final
+from diffdict.toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
 STAGE_PARTS = {
     "vae_sdxl": ("sdxl-base", {"vae": "vae"}),

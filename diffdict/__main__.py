@@ -1,18 +1,18 @@
-"""`python -m studies COMMAND ...`: the diffdict command line, also under torchrun.
+"""`python -m diffdict COMMAND ...`: the diffdict command line, also under torchrun.
 
-    torchrun --nproc-per-node 2 -m studies harvest CONFIG
+    torchrun --nproc-per-node 2 -m diffdict harvest CONFIG
 """
 import sys
 
-from studies.cli import main
+from diffdict.studies.cli import main
 
 
 def _shutdown(wait_for_peers: bool) -> bool:
-    # A process group is only ever joined through dictionaries.distributed; when no command
+    # A process group is only ever joined through diffdict.dictionaries.distributed; when no command
     # imported it there is nothing to tear down, and `--help` need not import torch.
-    if "dictionaries.distributed" not in sys.modules:
+    if "diffdict.dictionaries.distributed" not in sys.modules:
         return True
-    from dictionaries import distributed
+    from diffdict.dictionaries import distributed
 
     return distributed.shutdown(wait_for_peers=wait_for_peers)
 
