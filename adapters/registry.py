@@ -36,6 +36,12 @@ TINY_MODELS = {
 TOY_MODELS = ("toy/sdxl-base", "toy/sdxl-turbo", "toy/flux")  # their folders say their family
 
 
+def draws_toy_scenes(model_id: str) -> bool:
+    """Whether the model draws in the toy world's 64x64 scene format (toy/*, and tiny/* test models,
+    which draw noise at that size), so the toy judge, not CLIP, reads its images."""
+    return model_id in TOY_MODELS or model_id in TINY_MODELS
+
+
 def known_models() -> dict[str, str]:
     """Every id `load` accepts by name, with a one-line description."""
     models = {k: v.about for k, v in {**REAL_MODELS, **TINY_MODELS}.items()}

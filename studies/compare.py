@@ -194,7 +194,7 @@ def run_compare(run: Run) -> dict[str, pl.DataFrame]:
     study = run.config.studies.compare
     metric_rows: list[dict] = []
     rows: dict[str, list[dict]] = {"alignment": [], "sparse": [], "by_t": []}
-    toy = run.config.prompts.source == "toyworld"
+    toy = run.config.has_ground_truth
     for first, second in study.pairs:
         pair = f"{first} vs {second}"
         entry = run.config.dictionary(first)

@@ -146,6 +146,11 @@ class StudyConfig:
     def model(self, name: str) -> ModelEntry:
         return next(m for m in self.models if m.name == name)
 
+    @property
+    def has_ground_truth(self) -> bool:
+        """The prompts are toy-world captions, so each one's scene (and per-pixel labels) is known."""
+        return self.prompts.source == "toyworld"
+
     def hooks_of(self, model: str) -> list[str]:
         """The hooks harvested for a model entry: its own list, else harvest.hooks."""
         own = self.model(model).hooks

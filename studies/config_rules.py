@@ -59,5 +59,5 @@ def check_toy_world_study(config: Any, study: Any, source: str, key: str) -> Non
 
 
 def require_toy_world(config: Any, source: str, key: str, why: str) -> None:
-    if config.prompts.source != "toyworld":
+    if not config.has_ground_truth:
         raise fail(source, key, f"needs toy-world prompts (prompts.source = 'toyworld'): {why}")

@@ -163,6 +163,7 @@ def clip_score_edits(run: Run, plans: list[EditPlan], prompts: list, originals: 
 
 def run_windows(run: Run) -> dict[str, pl.DataFrame]:
     from diffdict.toyworld.judge import judge
+    from diffdict.adapters.registry import draws_toy_scenes
 
     study = run.config.studies.windows
     rows = []
@@ -173,7 +174,7 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         model = entries[0].model
         hooks = [e.hook for e in entries]
         model_id = run.config.model(model).id
-        use_clip = study.scoring == "clip" or (study.scoring == "auto" and not model_id.startswith(("toy/", "tiny/")))
+        use_clip = study.scoring == "clip" or (study.scoring == "auto" and not draws_toy_scenes(model_id))
         selection = labelled_set(run, model, hooks, "selection", study.selection_prompts)
         scoring = labelled_set(run, model, [], "scoring", study.prompts)
         edits = [hook_edits(run, n, selection.tokens(h)) for n, h in zip(names, hooks)]

@@ -31,7 +31,7 @@ def validate(config: Any, study: TransferStudy, source: str) -> None:
         raise fail(source, f"{KEY}.edit_prompts", f"must be >= 0 (0 = no edits), got {study.edit_prompts}")
     if not study.edit_prompts:
         return
-    if config.prompts.source != "toyworld":
+    if not config.has_ground_truth:
         raise fail(source, f"{KEY}.edit_prompts", "edits need toy-world prompts (prompts.source = 'toyworld'): they "
                    "are judged against each scene's ground truth; set it to 0")
     positive(source, f"{KEY}.edit_selection_prompts", study.edit_selection_prompts)
