@@ -8,7 +8,6 @@ configs/quickstart.toml for a commented example.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
 import types
 import typing
@@ -18,7 +17,7 @@ from typing import Any
 
 from diffdict.dictionaries.registry import architecture_names  # torch-free: the one list of architectures
 
-from .config_rules import fail as _fail, one_of as _one_of, positive as _positive
+from .config_rules import did_you_mean, fail as _fail, one_of as _one_of, positive as _positive
 from .errors import ConfigError  # raised (and caught by callers) as studies.config.ConfigError
 from .registry import study_kind, study_kinds, study_names
 
@@ -227,9 +226,7 @@ def _build(cls: type, table: Any, source: str, prefix: str, skip: tuple[str, ...
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     for key in table:
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _fail(source, _join(prefix, key), f"unknown key{hint}; allowed keys here: {', '.join(fields)}")
+            raise _fail(source, _join(prefix, key), f"unknown key{did_you_mean(key, fields)}; allowed keys here: {', '.join(fields)}")
     values = {}
     for name, f in fields.items():
         key = _join(prefix, name)
@@ -251,9 +248,7 @@ def _build_studies(table: Any, source: str, prefix: str) -> StudiesSection:
     kinds = study_kinds()
     for name in table:
         if name not in kinds:
-            close = difflib.get_close_matches(str(name), list(kinds), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _fail(source, _join(prefix, name), f"unknown study{hint}; the registered studies are: "
+            raise _fail(source, _join(prefix, name), f"unknown study{did_you_mean(name, kinds)}; the registered studies are: "
                         f"{', '.join(kinds)} (each one a [{prefix}.NAME] table)")
     return StudiesSection({name: _build(kinds[name].config, table[name], source, _join(prefix, name))
                            for name in kinds if name in table})
@@ -415,9 +410,7 @@ def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
     except Exception as error:  # polars raises its own error kinds for unreadable files
         raise _fail(source, key, f"{file} cannot be read as {file.suffix[1:]}: {error}") from None
     if column not in columns:
-        close = difflib.get_close_matches(column, columns, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{hint} Columns: {', '.join(columns)}")
+        raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{did_you_mean(column, columns)} Columns: {', '.join(columns)}")
 
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:

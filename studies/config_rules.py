@@ -18,11 +18,16 @@ def fail(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(where + message)
 
 
+def did_you_mean(value: Any, options: Any) -> str:
+    """"; did you mean 'x'?" for the option closest to a misspelt value, or "" when none is close."""
+    close = difflib.get_close_matches(str(value), [str(option) for option in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def one_of(source: str, key: str, value: Any, allowed: tuple | list) -> None:
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise fail(source, key, f"{value!r} is not allowed{hint} Allowed: {', '.join(map(str, allowed))}")
+        raise fail(source, key, f"{value!r} is not allowed{did_you_mean(value, allowed)} "
+                                f"Allowed: {', '.join(map(str, allowed))}")
 
 
 def positive(source: str, key: str, value: int | float | None) -> None:

@@ -61,28 +61,29 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
 
 def record_timings(run: Run, key: str, seconds: dict[str, float]) -> None:
     """Merge measured seconds into RESULTS/timings.json (what findings report as the run's cost)."""
-    import json
-
-    from diffdict.dictionaries.atomic import write_json_atomic
-
-    path = run.results_root / "timings.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
-    timings.setdefault(key, {}).update({k: round(v, 1) for k, v in seconds.items()})
-    write_json_atomic(path, timings)
+    _update_timings(run, lambda timings: timings.setdefault(key, {}).update(
+        {k: round(v, 1) for k, v in seconds.items()}))
 
 
 def record_code(run: Run) -> None:
     """The code a run is made with (commit, date) into RESULTS/timings.json, for `diffdict findings`."""
     import datetime
+
+    from .code_version import code_commit
+
+    code = {"commit": code_commit(), "date": datetime.date.today().isoformat()}
+    _update_timings(run, lambda timings: timings.update(code=code))
+
+
+def _update_timings(run: Run, change: Callable[[dict], None]) -> None:
+    """Read RESULTS/timings.json (or {}), apply `change` to it in place, write it back atomically."""
     import json
 
     from diffdict.dictionaries.atomic import write_json_atomic
 
-    from .code_version import code_commit
-
     path = run.results_root / "timings.json"
     timings = json.loads(path.read_text()) if path.exists() else {}
-    timings["code"] = {"commit": code_commit(), "date": datetime.date.today().isoformat()}
+    change(timings)
     write_json_atomic(path, timings)
 
 

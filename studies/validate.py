@@ -9,7 +9,6 @@ key, what is wrong and the fix (docs/errors.md lists them).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import typing
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, PromptsSection, StudiesSection, StudyConfig, resolve_relative
+from .config_rules import did_you_mean, fail as _fail
 
 # A name that becomes a folder or file name: no separators, no "..", no leading dot or dash.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -31,10 +31,6 @@ OPTION_RANGES: dict[str, tuple[str, float, float]] = {
     "fired_threshold": ("[]", 0.0, math.inf), "dead_tokens": ("[]", 1, math.inf),
     "init_sample": ("[]", 1, math.inf), "k_aux": ("[]", 0, math.inf), "seed": ("[]", 0, MAX_SEED),
 }
-
-
-def _fail(source: str, key: str, message: str) -> ConfigError:
-    return ConfigError(f"{source}: {key}: {message}")
 
 
 def validate_config(config: StudyConfig, source: str, path: Path | None) -> None:
@@ -198,10 +194,8 @@ def _check_options(config: StudyConfig, source: str) -> None:
             if name in reserved:
                 raise _fail(source, key, f"is not an option here: {reserved[name]}, not in options")
             if name not in fields:
-                close = difflib.get_close_matches(name, fields, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
                 allowed = [f for f in fields if f not in reserved]
-                raise _fail(source, key, f"unknown option for {entry.architecture}{hint} Allowed: {', '.join(allowed)}")
+                raise _fail(source, key, f"unknown option for {entry.architecture}{did_you_mean(name, fields)} Allowed: {', '.join(allowed)}")
             _check_option_value(hints[name], value, source, key)
 
 
