@@ -57,6 +57,14 @@ class SparseCode:
         return out.scatter_add_(1, self.indices, self.values)
 
 
+@dataclass
+class TokenBatch:
+    """x (N, d) float32 plus per-token provenance tensors (N,): map_row, prompt_id, seed, step, position."""
+
+    x: torch.Tensor
+    provenance: dict[str, torch.Tensor]
+
+
 def batch_rows(batch: Any) -> torch.Tensor:
     """The (N, d) activations of a batch: a tensor, or a store TokenBatch carrying them as `.x`."""
     return getattr(batch, "x", batch)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import json
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 
 from diffdict.dictionaries.atomic import remove_stale_temps, write_file_atomic, write_json_atomic
 from diffdict.dictionaries.errors import DiskFullError, InputError, MissingFileError
+from diffdict.dictionaries.jobs import MapRecord  # noqa: F401  (importable from here too)
 
 FORMAT_VERSION = 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -31,6 +31,8 @@ INDEX_COLUMNS = {
     "step": pl.Int64, "timestep": pl.Float64, "t": pl.Float64, "branch": pl.Utf8, "shard": pl.Utf8,
     "offset": pl.Int64, "shape": pl.List(pl.Int64), "h": pl.Int64, "w": pl.Int64, "d": pl.Int64,
     "crc32": pl.Int64,
+    # grid positions (row-major, h * w grid) of a map harvested with tokens_per_image; null for whole maps
+    "positions": pl.List(pl.Int64),
 }
 SHARD_DIR = "shards"
 INDEX_FILE = "index.parquet"
@@ -53,14 +55,6 @@ def tensor_crc32(tensor: torch.Tensor) -> int:
     """CRC-32 of a tensor's raw bytes (works for fp16/bf16 through an integer view)."""
     raw = tensor.contiguous().view(torch.uint8) if tensor.dtype != torch.uint8 else tensor.contiguous()
     return zlib.crc32(raw.numpy().data)
-
-
-@dataclass
-class MapRecord:
-    """One captured map with its index fields; value (h, w, d)."""
-
-    fields: dict[str, Any]  # model, hook, prompt_id, prompt, seed, step, timestep, t, branch
-    value: torch.Tensor
 
 
 def read_shard_rows(shard: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ memory depends on buffer_tokens and batch_size, never on the size of the store.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -18,17 +17,10 @@ import torch
 from safetensors import safe_open
 
 from diffdict.dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
+from diffdict.dictionaries.base import TokenBatch  # noqa: F401  (importable from here too)
 from diffdict.dictionaries.errors import InputError, MissingFileError
 
 SPLITS = ("train", "eval", "all")
-
-
-@dataclass
-class TokenBatch:
-    """x (N, d) float32 plus per-token provenance tensors (N,): map_row, prompt_id, seed, step, position."""
-
-    x: torch.Tensor
-    provenance: dict[str, torch.Tensor]
 
 
 def _rng(*parts: int) -> torch.Generator:
@@ -36,6 +28,26 @@ def _rng(*parts: int) -> torch.Generator:
     for part in parts:
         seed = (seed * 1_000_003 + int(part) + 7919) % (2**62)
     return torch.Generator().manual_seed(seed)
+
+
+def held_out_prompts(texts: Sequence[str], prompt_ids: Sequence[int] | None = None, eval_fraction: float = 0.1,
+                     split_seed: int = 0) -> set[int]:
+    """The held-out ids among prompts (`texts[i]` has id `prompt_ids[i]`, default i, ids ascending):
+    a seeded choice over distinct texts, so that prompts sharing a text fall on the same side.
+
+    The one split rule: a store's `eval_prompts` and a stream's training prompts both use it."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise InputError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    prompt_ids = list(range(len(texts))) if prompt_ids is None else list(prompt_ids)
+    by_text: dict[str, list[int]] = {}
+    for text, prompt_id in zip(texts, prompt_ids):
+        by_text.setdefault(text, []).append(int(prompt_id))
+    groups = list(by_text.values())  # in order of first appearance
+    count = int(round(eval_fraction * len(groups)))
+    if eval_fraction > 0 and len(groups) > 1:
+        count = min(max(count, 1), len(groups) - 1)
+    order = torch.randperm(len(groups), generator=_rng(split_seed, 17)).tolist()
+    return {prompt_id for i in order[:count] for prompt_id in groups[i]}
 
 
 MAP_KEY = ("model", "hook", "prompt_id", "seed", "step", "branch")
@@ -84,16 +96,8 @@ class ActivationStore:
         Prompts that share a text (a prompt list with repeats, more toy prompts than the world has
         captions) fall on the same side, so no caption is both trained on and held out. With every
         text distinct this is the same choice as a split by prompt id."""
-        if not 0.0 <= eval_fraction < 1.0:
-            raise InputError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
         pairs = self.index.select("prompt_id", "prompt").unique().sort("prompt_id")
-        texts = pairs.group_by("prompt", maintain_order=True).agg(pl.col("prompt_id"))
-        count = int(round(eval_fraction * texts.height))
-        if eval_fraction > 0 and texts.height > 1:
-            count = min(max(count, 1), texts.height - 1)
-        order = torch.randperm(texts.height, generator=_rng(split_seed, 17)).tolist()
-        ids = texts["prompt_id"].to_list()
-        return {prompt_id for i in order[:count] for prompt_id in ids[i]}
+        return held_out_prompts(pairs["prompt"].to_list(), pairs["prompt_id"].to_list(), eval_fraction, split_seed)
 
     def select(self, hook: str, model: str | None = None, branch: str | None = None,
                steps: Sequence[int] | None = None, t_range: tuple[float, float] | None = None,
@@ -219,5 +223,8 @@ class ActivationStore:
         columns = {}
         for name in ("map_row", "prompt_id", "seed", "step"):
             columns[name] = torch.repeat_interleave(torch.tensor(window[name].to_list()), counts)[perm]
-        columns["position"] = torch.cat([torch.arange(int(c)) for c in counts])[perm]
+        # a map harvested with tokens_per_image lists its grid positions; a whole map is 0..h*w-1
+        listed = window["positions"].to_list() if "positions" in window.columns else [None] * window.height
+        columns["position"] = torch.cat([torch.tensor(p, dtype=torch.long) if p is not None else torch.arange(int(c))
+                                         for p, c in zip(listed, counts)])[perm]
         return columns

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import time
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import polars as pl
 import torch
@@ -37,23 +37,8 @@ from diffdict.dictionaries.atomic import remove_stale_temps, resolve_dir, write_
 from diffdict.dictionaries.metrics import evaluate
 from diffdict.dictionaries.store_reader import ActivationStore
 from diffdict.dictionaries.errors import InputError
-
-
-@dataclass
-class DictionarySpec:
-    name: str
-    architecture: str
-    hook: str
-    params: dict[str, Any] = field(default_factory=dict)  # n, k, ... (d is taken from the store)
-    branch: str | None = None
-    steps: list[int] | None = None
-    t_range: tuple[float, float] | None = None
-
-    def selection(self) -> dict[str, Any]:
-        return {"branch": self.branch, "steps": self.steps, "t_range": self.t_range}
-
-    def stream_key(self) -> tuple:
-        return (self.hook, self.branch, tuple(self.steps or ()), tuple(self.t_range or ()))
+from diffdict.dictionaries.train_common import (  # noqa: F401  (DictionarySpec: importable from here too)
+    DictionarySpec, new_dictionary, rank_slice, steps_done, to_device)
 
 
 @dataclass
@@ -77,22 +62,6 @@ class TrainSettings:
     @property
     def total_steps(self) -> int:
         return self.tokens // self.batch_size
-
-
-def _new_dictionary(spec: DictionarySpec, d: int) -> base.Dictionary:
-    params = dict(spec.params)
-    if "d" in params and params["d"] != d:
-        raise InputError(f"dictionary {spec.name!r}: d={params['d']} but hook {spec.hook!r} has d={d} in the store")
-    params["d"] = d
-    cls = base.architecture_class(spec.architecture)
-    dictionary = cls.from_config(base.config_from_dict(cls.config_class, params, where=f"dictionary {spec.name!r}"))
-    dictionary.meta.update({"name": spec.name, "hook": spec.hook, **{k: v for k, v in spec.selection().items()
-                                                                     if v is not None}})
-    return dictionary
-
-
-def _steps_done(dictionary: base.Dictionary) -> int:
-    return int(dictionary.meta.get("train_steps", 0))
 
 
 def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSettings, out: str | Path,
@@ -132,32 +101,6 @@ def _remove_stale_temps(out: Path) -> None:
         remove_stale_temps(folder)
 
 
-def _rank_slice(batch, world: distributed.World):
-    """This rank's contiguous rows of a global batch (a tensor or a TokenBatch)."""
-    if not world.distributed:
-        return batch
-    rows = world.share(getattr(batch, "x", batch).shape[0])
-    if hasattr(batch, "provenance"):
-        return type(batch)(batch.x[rows], {k: v[rows] for k, v in batch.provenance.items()})
-    return batch[rows]
-
-
-def _to_device(batch, device: torch.device | None):
-    """A batch (tensor or TokenBatch) on `device`. To a GPU the rows go through pinned memory so
-    the copy is asynchronous; the caching host allocator keeps the pinned block alive until done."""
-    if device is None:
-        return batch
-    def move(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == device:
-            return tensor
-        if device.type == "cuda" and tensor.device.type == "cpu":
-            return tensor.pin_memory().to(device, non_blocking=True)
-        return tensor.to(device)
-    if hasattr(batch, "provenance"):
-        return type(batch)(move(batch.x), {k: move(v) for k, v in batch.provenance.items()})
-    return move(batch)
-
-
 def _train_group(store, specs, settings, out, progress, on_step, world, device=None):
     d = store.d(specs[0].hook)
     selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
@@ -166,7 +109,7 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
     for spec in specs:
         checkpoint = resolve_dir(out / "checkpoints" / spec.name)
         dictionaries[spec.name] = (base.load(checkpoint, training_state=True)
-                                   if checkpoint is not None else _new_dictionary(spec, d))
+                                   if checkpoint is not None else new_dictionary(spec, d))
         if device is not None:
             dictionaries[spec.name].to(device)
     needs_init = [dic for dic in dictionaries.values() if dic.init_from_sample and not dic.initialized]
@@ -181,12 +124,12 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
                 break
         for dic in needs_init:  # every rank reads the same sample, so every rank starts identical
             began = time.perf_counter()
-            dic.initialize(_to_device(torch.cat(sample), device))
+            dic.initialize(to_device(torch.cat(sample), device))
             dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
     for name, dic in dictionaries.items():
         distributed.check_identical(dic.tensors(), world, f"dictionary {name!r} at the start of training")
     total = settings.total_steps
-    start = min(_steps_done(dic) for dic in dictionaries.values())
+    start = min(steps_done(dic) for dic in dictionaries.values())
     provenance = any(dic.reads_provenance for dic in dictionaries.values())
     stream = store.stream(specs[0].hook, batch_size=settings.batch_size, buffer_tokens=settings.buffer_tokens,
                           seed=settings.seed, epochs=None, start_batch=start, with_provenance=provenance, **selection)
@@ -196,9 +139,9 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
                unit="step", disable=not progress or not world.is_main)
     step = start
     for step in range(start, total):
-        batch = _to_device(_rank_slice(next(stream), world), device)
+        batch = to_device(rank_slice(next(stream), world), device)
         for name, dic in dictionaries.items():
-            if _steps_done(dic) > step:  # this one was checkpointed further than its group mates
+            if steps_done(dic) > step:  # this one was checkpointed further than its group mates
                 continue
             began = time.perf_counter()
             fed = batch if dic.reads_provenance else base.batch_rows(batch)  # others get plain (N, d) rows
@@ -250,7 +193,7 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
             limited = (b for i, b in enumerate(batches) if i * min(tokens, settings.batch_size) < tokens)
             result = evaluate(dic, limited)
             frequencies = result.pop("frequencies")
-            row = {"name": spec.name, "kind": "eval", "step": _steps_done(dic), "tokens": result.pop("tokens"),
+            row = {"name": spec.name, "kind": "eval", "step": steps_done(dic), "tokens": result.pop("tokens"),
                    **{k: float(v) for k, v in result.items()}}
             write_file_atomic(out / "metrics" / f"eval-{spec.name}.parquet",
                               lambda tmp: pl.DataFrame([row]).write_parquet(tmp))
@@ -268,11 +211,46 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
         dictionaries[spec.name].save(out / spec.name)
 
 
+def train_from_stream(source, entries: list, settings: TrainSettings, out: str | Path, eval_store: ActivationStore,
+                      progress: bool = True, device: str | torch.device | None = None,
+                      on_window: Callable[[int], None] | None = None) -> dict[str, base.Dictionary]:
+    """Train (or resume) `entries` (stream.StreamedDictionary) from a stream.StreamSource, then evaluate each
+    on the held-out prompts of `eval_store` (the split every stream excludes from training) and save it.
+
+    settings: seed, checkpoint_every, init_tokens and the evaluation's eval_fraction / eval_tokens /
+    buffer_tokens (its tokens and batch_size are unused: each entry has its own)."""
+    from diffdict.dictionaries.stream import StreamSettings, train_stream, write_final_rows
+
+    out = Path(out)
+    world = distributed.world()
+    distributed.on_main(lambda: _remove_stale_temps(out), world)
+    dictionaries, rows = train_stream(
+        source, entries, StreamSettings(seed=settings.seed, checkpoint_every=settings.checkpoint_every,
+                                        init_tokens=settings.init_tokens),
+        out, progress=progress, device=device, on_window=on_window)
+    distributed.on_main(lambda: write_final_rows(out, rows), world)
+    groups: dict[tuple, list] = {}
+    for entry in entries:
+        groups.setdefault((entry.spec.stream_key(), entry.batch_size), []).append(entry)
+    for members in groups.values():
+        specs = [m.spec for m in members]
+        selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
+                         split_seed=settings.seed)
+        evaluation = TrainSettings(tokens=members[0].tokens, batch_size=members[0].batch_size, seed=settings.seed,
+                                   eval_fraction=settings.eval_fraction, eval_tokens=settings.eval_tokens,
+                                   buffer_tokens=settings.buffer_tokens)
+        mine = {s.name: dictionaries[s.name] for s in specs}
+        distributed.on_main(lambda: _evaluate_and_save(eval_store, specs, mine, evaluation, out, selection), world)
+    return dictionaries
+
+
 def _assemble_metrics(out: Path) -> pl.DataFrame:
-    parts = sorted((out / "metrics").glob("*.parquet")) if (out / "metrics").is_dir() else []
+    folder = out / "metrics"
+    parts = sorted([*folder.glob("*.parquet"), *folder.glob("*.jsonl")]) if folder.is_dir() else []
     if not parts:
         return pl.DataFrame()
-    frame = pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed")
+    frame = pl.concat([pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_ndjson(p) for p in parts],
+                      how="diagonal_relaxed")
     frame = frame.unique(subset=["name", "kind", "step"], keep="last", maintain_order=True).sort(["name", "kind", "step"])
     write_file_atomic(out / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
     return frame

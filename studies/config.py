@@ -66,12 +66,30 @@ class HarvestSection:
     dtype: str = "fp16"
     batch_size: int = 8
     capture: str = "update"
+    # How many prompts the stores keep: the first N of the prompt list (None: every prompt, or
+    # STREAM_STORED_PROMPTS with train.source = "stream", where the stores only serve the studies
+    # and the held-out evaluation).
+    prompts: int | None = None
+    steps: list[int] | None = None  # denoising step indices to keep, 0-based (None: every step)
+    branches: list[str] | None = None  # CFG branches to keep, "cond" / "uncond" (None: what the model runs)
+    # Per image, step and branch, keep this many grid positions (a seeded subset, stratified so that
+    # every position is kept equally often over the run); None keeps whole maps. Training-only stores.
+    tokens_per_image: int | None = None
+
+
+# Prompts a stream-trained run stores for its studies and held-out evaluation when harvest.prompts is unset.
+STREAM_STORED_PROMPTS = 1024
+TRAIN_SOURCES = ("store", "stream")
 
 
 @dataclass
 class TrainSection:
     """How dictionaries are trained (shared by every [[dictionaries]] entry)."""
 
+    # "store": from the harvested activation stores. "stream": from generation, every dictionary of a
+    # model in one pass through a shuffle buffer of buffer_tokens per hook; only checkpoints, metrics
+    # and the small stores of harvest.prompts prompts (studies, held-out evaluation) reach the disk.
+    source: str = "store"
     checkpoint_every: int = 0  # steps between checkpoints; 0 = ten checkpoints per fit
     buffer_tokens: int = 262_144  # shuffle buffer of the token stream
     eval_tokens: int = 65_536  # held-out tokens evaluated at the end of a fit
@@ -149,6 +167,18 @@ class StudyConfig:
     def has_ground_truth(self) -> bool:
         """The prompts are toy-world captions, so each one's scene (and per-pixel labels) is known."""
         return self.prompts.source == "toyworld"
+
+    @property
+    def streams(self) -> bool:
+        """Dictionaries train from generation (train.source = "stream"), not from the stores."""
+        return self.train.source == "stream"
+
+    def stored_prompt_count(self, available: int) -> int:
+        """How many of the `available` prompts (the first ones) the stores keep."""
+        wanted = self.harvest.prompts
+        if wanted is None:
+            wanted = STREAM_STORED_PROMPTS if self.streams else available
+        return min(wanted, available)
 
     def hooks_of(self, model: str) -> list[str]:
         """The hooks harvested for a model entry: its own list, else harvest.hooks."""
@@ -322,6 +352,7 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
     _one_of(source, "harvest.dtype", harvest.dtype, DTYPES)
     _one_of(source, "harvest.capture", harvest.capture, ("update", "output"))
     _positive(source, "harvest.batch_size", harvest.batch_size)
+    _check_harvest_selection(config, source)
     for name in ("buffer_tokens", "eval_tokens", "init_tokens"):
         _positive(source, f"train.{name}", getattr(config.train, name))
     if config.train.checkpoint_every < 0:
@@ -344,6 +375,35 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         if entry.tokens < entry.batch:
             raise _fail(source, f"{key}.tokens", f"{entry.tokens} tokens are fewer than one batch ({entry.batch})")
     _check_studies(config, source, names, dict_names)
+
+
+def _check_harvest_selection(config: StudyConfig, source: str) -> None:
+    """harvest.prompts / steps / branches / tokens_per_image and train.source: what is kept, and where from."""
+    harvest = config.harvest
+    _one_of(source, "train.source", config.train.source, TRAIN_SOURCES)
+    _positive(source, "harvest.prompts", harvest.prompts)
+    _positive(source, "harvest.tokens_per_image", harvest.tokens_per_image)
+    for i, step in enumerate(harvest.steps or []):
+        if step < 0:
+            raise _fail(source, f"harvest.steps[{i}]", f"step indices are 0-based and >= 0, got {step}")
+    if harvest.steps is not None and not harvest.steps:
+        raise _fail(source, "harvest.steps", "is empty; list the step indices to keep, or leave it out to keep every step")
+    for i, branch in enumerate(harvest.branches or []):
+        _one_of(source, f"harvest.branches[{i}]", branch, _branches())
+    if harvest.branches is not None and not harvest.branches:
+        raise _fail(source, "harvest.branches", "is empty; list 'cond' and/or 'uncond', or leave it out to keep both")
+    if harvest.tokens_per_image is not None:
+        if config.streams:
+            raise _fail(source, "harvest.tokens_per_image", "applies to stores that dictionaries train from; with "
+                        "train.source = 'stream' the stores keep whole maps for the studies: remove it")
+        if config.studies.items():
+            raise _fail(source, "harvest.tokens_per_image", "keeps only some positions of each map, but the studies "
+                        f"({', '.join(n for n, _ in config.studies.items())}) read whole maps: remove it, or set "
+                        "train.source = 'stream' (the stores then keep whole maps of harvest.prompts prompts)")
+    for i, entry in enumerate(config.dictionaries):
+        if harvest.branches is not None and not config.streams and entry.branch not in harvest.branches:
+            raise _fail(source, f"dictionaries[{i}].branch", f"{entry.branch!r} is not kept by harvest.branches "
+                        f"{harvest.branches}; add it there or train on another branch")
 
 
 def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> None:

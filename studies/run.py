@@ -62,10 +62,17 @@ class Run:
     def store_dir(self, model: str) -> Path:
         return self._inside(self.root / "stores" / model)
 
+    def fit_members(self, entry: DictionaryEntry) -> list[DictionaryEntry]:
+        """The dictionaries trained together with `entry`: from a stream, every dictionary of its model (one
+        generation pass feeds them all); from a store, those sharing its model, tokens and batch."""
+        if self.config.streams:
+            return [d for d in self.config.dictionaries if d.model == entry.model]
+        return [d for d in self.config.dictionaries
+                if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
+
     def fit_settings(self, entry: DictionaryEntry) -> dict[str, Any]:
         """Every setting that shapes the fits of `entry`'s group (recorded as fits/GROUP/settings.json)."""
-        members = [d for d in self.config.dictionaries
-                   if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
+        members = self.fit_members(entry)
         model = self.config.model(entry.model)
         settings = {"dictionaries": [dataclasses.asdict(d) for d in sorted(members, key=lambda d: d.name)],
                     "train": dataclasses.asdict(self.config.train), "seed": self.config.seed,
@@ -81,6 +88,8 @@ class Run:
         so a changed n, k, option, prompt list or harvest trains a new fit instead of reading the old one."""
         settings = self.fit_settings(entry)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+        if self.config.streams:
+            return f"{entry.model}-stream-{digest}"
         return f"{entry.model}-{entry.tokens}-{entry.batch}-{digest}"
 
     def dictionary_dir(self, name: str) -> Path:
@@ -144,14 +153,29 @@ class Run:
         name, _, pretrained = self.config.clip_model.partition(":")
         return ClipScorer.pretrained(name, pretrained or None, device=str(self.device or "cpu"))
 
+    @property
+    def stored_texts(self) -> list[str]:
+        """The prompts the stores keep: the first harvest.prompts of the prompt list (ids 0, 1, ...)."""
+        texts = [p.text for p in self.prompts]
+        return texts[: self.config.stored_prompt_count(len(texts))]
+
+    def harvest_keep(self):
+        """What a store keeps of each generation (harvest.steps, branches, tokens_per_image)."""
+        from diffdict.dictionaries.jobs import Selection
+
+        section = self.config.harvest
+        return Selection(steps=tuple(section.steps) if section.steps is not None else None,
+                         branches=tuple(section.branches) if section.branches is not None else None,
+                         tokens_per_image=section.tokens_per_image)
+
     def harvest_settings(self, model: str) -> dict:
         """The settings a harvest of this model entry records in its store (see dictionaries.harvest)."""
         from diffdict.dictionaries.harvest import harvest_settings
 
         entry, section = self.config.model(model), self.config.harvest
-        return harvest_settings([p.text for p in self.prompts], self.config.prompts.seeds, self.config.hooks_of(model),
+        return harvest_settings(self.stored_texts, self.config.prompts.seeds, self.config.hooks_of(model),
                                 section.batch_size, section.capture, entry.steps, entry.guidance, entry.height,
-                                entry.width)
+                                entry.width, self.harvest_keep())
 
     def store(self, model: str):
         if model not in self._stores:
@@ -204,7 +228,7 @@ class Run:
 
         distributed.world()  # under torchrun: join the group and pin this rank's GPU before a model loads
         section = self.config.harvest
-        texts = [p.text for p in self.prompts]
+        texts = self.stored_texts
         stores = {}
         for model in self.models_to_harvest():
             entry = self.config.model(model)
@@ -212,7 +236,7 @@ class Run:
                 self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model),
                 self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
                 steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
-                progress=self.progress, replace=self.force)
+                progress=self.progress, replace=self.force, keep=self.harvest_keep())
         self._stores.update(stores)
         return stores
 
@@ -228,6 +252,13 @@ class Run:
             # checkpoint), so the advice "retrain it" in the load errors works.
             if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
                 groups.setdefault(self.fit_group(entry), []).append(entry)
+        if self.config.streams:
+            from .streaming import train_from_stream
+
+            for group, entries in groups.items():
+                write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(entries[0]))
+                train_from_stream(self, self.fit_members(entries[0]), self.root / "fits" / group)
+            return
         for group, entries in groups.items():
             first = entries[0]
             specs = []
