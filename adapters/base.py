@@ -102,6 +102,11 @@ class Adapter:
     def _pipeline_kwargs(self, steps: int, guidance: float, height: int, width: int, negative_prompt: Any) -> dict:
         raise NotImplementedError
 
+    def branches(self, guidance: float | None = None) -> tuple[str, ...]:
+        """The CFG branches a generation at `guidance` (default: the protocol's) captures, without a
+        negative prompt: what a harvest stores per step."""
+        return ("cond",)
+
     # ---- shared ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

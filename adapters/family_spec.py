@@ -27,6 +27,9 @@ class Family:
     tiny_vae_factor: int
     # quantize="nf4": component -> (library, class) loaded 4-bit; empty when the family has none
     nf4_components: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # parameters of the real models' other components (text encoders, VAE), by published size: with the
+    # denoiser's exact count (from its config) they give `check` the weights a harvest holds in memory
+    companion_parameters: dict[str, int] = field(default_factory=dict)
 
     def denoiser_type(self) -> type:
         import diffusers

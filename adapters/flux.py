@@ -103,4 +103,5 @@ FLUX = Family(
     # the 12B transformer and the T5-XXL encoder: what makes Flux need 4 bits on a 24 GB card
     nf4_components={"transformer": ("diffusers", "FluxTransformer2DModel"),
                     "text_encoder_2": ("transformers", "T5EncoderModel")},
+    companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 4_762_310_656, "vae": 83_819_683},
 )

@@ -78,6 +78,12 @@ class SDXLAdapter(Adapter):
             return ["uncond"] * half + ["cond"] * (rows - half)
         return ["cond"] * rows
 
+    def branches(self, guidance: float | None = None) -> tuple[str, ...]:
+        # diffusers' rule (do_classifier_free_guidance): CFG above 1, unless the U-Net embeds guidance itself
+        guidance = self.defaults.guidance if guidance is None else guidance
+        embeds_guidance = getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None
+        return ("uncond", "cond") if guidance > 1 and not embeds_guidance else ("cond",)
+
     def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
         kwargs = {"guidance_scale": guidance, "height": height, "width": width}
         if negative_prompt is not None:
@@ -103,4 +109,5 @@ SDXL = Family(
     cuda_dtype=torch.float16,
     reference_model=lambda denoiser_config: "stabilityai/stable-diffusion-xl-base-1.0",
     tiny_id="tiny/sdxl", build_tiny=build_tiny_sdxl, tiny_config=TINY_UNET, tiny_vae_factor=TINY_VAE_FACTOR,
+    companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
 )

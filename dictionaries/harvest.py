@@ -76,7 +76,7 @@ def harvest(adapter, prompts: Sequence[str], seeds: Sequence[int], hooks: Sequen
     for job in todo:
         generation = adapter.generate([prompts[i] for i in job.prompt_ids], seeds=[job.seed] * len(job.prompt_ids),
                                       hooks=list(hooks), capture=capture, steps=steps, guidance=guidance,
-                                      height=height, width=width, capture_steps=keep.steps)
+                                      height=height, width=width, **keep.generate_kwargs())
         writer.write_shard(job.shard_name, job_records(generation, job, prompts, expected_d, keep))
         bar.update(1)
     bar.close()

@@ -61,6 +61,10 @@ class Selection:
     branches: tuple[str, ...] | None = None  # CFG branches (None: every branch the model runs)
     tokens_per_image: int | None = None  # positions per map (None: the whole map)
 
+    def generate_kwargs(self) -> dict:
+        """What `adapter.generate` is told to capture (only the steps: branches and positions are cut after)."""
+        return {"capture_steps": self.steps} if self.steps is not None else {}
+
 
 def job_records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str, int],
              keep: Selection | None = None) -> list[MapRecord]:

@@ -13,9 +13,29 @@ from .errors import UserError
 
 
 def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
-    """Lines describing the resolved config; raises UserError on the first problem found.
+    """Lines describing the resolved config and its cost; raises UserError on the first problem found,
+    and when the run's writes would not fit on the disk.
 
     device: where dictionaries will train (memory estimates are checked against it; default the CPU)."""
+    return check_and_cost(config, device)[0]
+
+
+def check_and_cost(config: StudyConfig, device: str | None = None):
+    """(lines, cost.RunCost) of check_config."""
+    from .cost import describe, estimate, refuse_if_no_room
+
+    lines, resolved = _resolve(config, device)
+    cost = estimate(config, resolved, device)
+    lines[-2:-2] = describe(cost)  # before "studies: ..." and "ok"
+    try:
+        refuse_if_no_room(cost, str(config.path or "<config>"))
+    except UserError as error:  # the numbers behind the refusal come with it
+        raise UserError("\n".join([str(error), *describe(cost)])) from None
+    return lines, cost
+
+
+def _resolve(config: StudyConfig, device: str | None = None) -> tuple[list[str], dict]:
+    """Lines describing the resolved config, and the meta-device adapter of each model."""
     from diffdict import adapters
     from diffdict.adapters.families import FAMILIES, nf4_titles
     from diffdict.dictionaries.base import architecture_class, config_from_dict
@@ -74,7 +94,7 @@ def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
     studies = [name for name, _ in config.studies.items()]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
-    return lines
+    return lines, resolved
 
 
 def hooks_on_some_model(study, resolved: dict, where: str) -> None:
