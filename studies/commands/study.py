@@ -7,13 +7,16 @@ whose tables exist are kept unless --force.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from diffdict.studies.registry import study_names
 
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
-    "check": "resolve a config (models on the meta device, hooks, dims, dictionaries): no download, no generation",
+    "check": "resolve a config (models on the meta device, hooks, dims, dictionaries) and state its cost "
+             "(generations, tokens, store bytes, memory, disk); refuses a run the disk cannot hold; no download, "
+             "no generation",
     "harvest": "capture the config's hooks for every model its studies read, into activation stores (resumable)",
     "train": "train the config's dictionaries (top-k SAE, ITDA) on the harvested activations (resumable)",
     "study": "compute the config's studies from its trained dictionaries (tables + plots)",
@@ -26,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         parser.add_argument("config", help="a study config (TOML), e.g. configs/quickstart.toml")
         parser.add_argument("--out", default=None, metavar="DIR", help="the run folder (default: the config's `out`)")
+        if name == "check":
+            parser.add_argument("--json", action="store_true",
+                                help="print the run's cost (generations, tokens, store bytes, memory, disk) as JSON")
         if name != "check":
             parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -49,24 +55,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from diffdict.studies.config import load_config
 
-    from diffdict.studies.check import check_config
+    from diffdict.studies.check import check_and_cost
 
     from diffdict.studies.validate import check_device, check_out
 
     config = load_config(args.config)
     seed = getattr(args, "seed", None)
-    if seed is not None and not 0 <= seed <= 2**63 - 1:
+    # The layout study draws its other-seed baseline with seed + 1, so that must be a valid seed too.
+    if seed is not None and not 0 <= seed <= 2**63 - 2:
         from diffdict.studies.errors import UserError
 
-        raise UserError(f"--seed {seed} is out of range; seeds are integers from 0 to 2**63 - 1")
+        raise UserError(f"--seed {seed} is out of range; study seeds are integers from 0 to 2**63 - 2 (the layout "
+                        f"study also uses seed + 1)")
     if args.out is not None:
         check_out(args.out, "--out", "")
         config.out = args.out
     if args.stage != "check":  # the device exists and is free to use, before any model is loaded
         check_device(args.device, "--device") if args.device else check_device(config.device, f"{config.path}: device")
-    lines = check_config(config, device=getattr(args, "device", None))  # every stage resolves the whole config first
+    # Every stage resolves the whole config first, and refuses a run whose writes would not fit the disk.
+    lines, cost = check_and_cost(config, device=getattr(args, "device", None))
     if args.stage == "check":
-        print("\n".join(lines))
+        print(json.dumps(cost.as_json(), indent=2) if args.json else "\n".join(lines))
         return 0
     from diffdict.studies.lock import run_lock
 
