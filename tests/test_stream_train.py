@@ -137,3 +137,89 @@ def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path, one_thread):
           f"stream {fvu['stream']} (mean {mean['stream']:.4f})")
     assert abs(mean["stream"] - mean["store"]) <= 0.05 * mean["store"]
     assert mean["store"] < 0.2  # both learned: the comparison is not between two failures
+
+
+STREAM_RUN = """
+name = "stream-run"
+out = "{out}"
+
+[prompts]
+source = "list"
+list = [{prompts}]
+eval_fraction = 0.34
+
+[[models]]
+name = "toy"
+id = "tiny/sdxl"
+steps = 2
+
+[harvest]
+hooks = ["mid.0"]
+batch_size = 4
+prompts = 6
+
+[train]
+source = "stream"
+checkpoint_every = 4
+buffer_tokens = 512
+eval_tokens = 128
+init_tokens = 128
+
+[[dictionaries]]
+name = "sae"
+architecture = "topk_sae"
+model = "toy"
+hook = "mid.0"
+n = 64
+k = 4
+tokens = 3840
+batch = 128
+
+[[dictionaries]]
+name = "itda"
+architecture = "itda"
+model = "toy"
+hook = "mid.0"
+n = 256
+k = 4
+tokens = 3840
+batch = 128
+options = {{ threshold = 0.2 }}
+
+[studies.compare]
+pairs = [["sae", "itda"]]
+
+[studies.training]
+"""
+
+
+def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, one_thread):
+    """diffdict's stages on a stream config: the store keeps 6 of 16 prompts (2 held out), the stream
+    trains on the other 14 (never a held-out one), and the studies run on the small store."""
+    import polars as pl
+
+    from diffdict.studies.config import load_config
+    from diffdict.studies.pipeline import run_studies
+    from diffdict.studies.run import Run
+
+    prompts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cat")]
+    path = tmp_path / "stream.toml"
+    path.write_text(STREAM_RUN.format(out=tmp_path / "run", prompts=", ".join(f'"{p}"' for p in prompts)))
+    run = Run(load_config(path), progress=False)
+    store = run.harvest()["toy"]
+    assert sorted(store.index["prompt_id"].unique().to_list()) == list(range(6))
+    held_out = set(run.eval_prompt_ids("toy"))
+    assert len(held_out) == 2
+    run.train()
+    group = run.dictionary_dir("sae").parent
+    assert group.name.startswith("toy-stream-")
+    assert sorted(p.name for p in group.iterdir()) == ["checkpoints", "features.parquet", "itda", "metrics",
+                                                        "metrics.parquet", "sae", "settings.json"]
+    trained_on = set(run.dictionary("itda").provenance["prompt_id"].tolist())  # where ITDA's atoms came from
+    assert trained_on & set(range(6, 16)) and not trained_on & held_out
+    metrics = pl.read_parquet(group / "metrics.parquet")
+    assert set(metrics.filter(pl.col("kind") == "eval")["name"]) == {"sae", "itda"}
+    assert metrics.filter((pl.col("kind") == "train") & (pl.col("name") == "sae"))["step"].max() == 30
+    run_studies(run)
+    assert pl.read_parquet(run.table_path("compare_metrics")).height >= 2
+    assert pl.read_parquet(run.table_path("training_summary")).height == 2
