@@ -59,6 +59,18 @@ TINY_FLUX_TRANSFORMER = dict(
 TINY_VAE_FACTOR = 2  # two VAE levels
 
 
+# The tiny pipelines' schedulers (also read by adapters/schedules.py, which places steps without a pipeline).
+TINY_SCHEDULERS = {
+    "tiny/sdxl": {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "timestep_spacing": "trailing", "steps_offset": 1},
+    "tiny/flux": {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0},
+}
+
+
+def _scheduler_arguments(model_id: str) -> dict:
+    return {key: value for key, value in TINY_SCHEDULERS[model_id].items() if key != "_class_name"}
+
+
 def build_tiny_sdxl(seed: int = SEED):
     """A StableDiffusionXLPipeline with a 3-level U-Net (attention at down.1, down.2, mid, up.0, up.1)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -68,10 +80,7 @@ def build_tiny_sdxl(seed: int = SEED):
     torch.manual_seed(seed)
     tokenizer = word_tokenizer(TINY_VOCAB, max_length=40)
     unet = UNet2DConditionModel(**TINY_UNET).eval()
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        timestep_spacing="trailing", steps_offset=1,
-    )
+    scheduler = EulerDiscreteScheduler(**_scheduler_arguments("tiny/sdxl"))
     return StableDiffusionXLPipeline(
         vae=_vae(4, scaling_factor=0.13025), text_encoder=_text_encoders(tokenizer, False),
         text_encoder_2=_text_encoders(tokenizer, True), tokenizer=tokenizer, tokenizer_2=tokenizer,
@@ -96,8 +105,8 @@ def build_tiny_flux(seed: int = SEED):
     )).eval()
     transformer = FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER).eval()
     return FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159,
-                                                                         use_quant_conv=False, use_post_quant_conv=False),
+        scheduler=FlowMatchEulerDiscreteScheduler(**_scheduler_arguments("tiny/flux")),
+        vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=_text_encoders(clip_tokenizer, False), tokenizer=clip_tokenizer,
         text_encoder_2=t5, tokenizer_2=t5_tokenizer, transformer=transformer,
     )

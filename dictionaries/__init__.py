@@ -17,14 +17,16 @@ def load(source: str | Path, subfolder: str | None = None, revision: str | None 
          training_state: bool = False, device: Any = None, cache_dir: str | Path | None = None) -> Any:
     """Load a saved dictionary from a local folder or a Hugging Face Hub repo ('owner/repo').
 
-    subfolder: the dictionary's folder inside the source (a repo may hold several).
+    subfolder: the dictionary's folder inside the source (a repo may hold several): a relative path, never
+      absolute or with '..' (InputError); in a Hub snapshot it must also resolve inside the snapshot.
     revision, cache_dir: as in huggingface_hub (a branch, tag or commit; the Hub cache).
     """
     from diffdict.dictionaries.base import load as load_folder
-    from diffdict.dictionaries.hub import download, is_hub_id
+    from diffdict.dictionaries.hub import check_subfolder, download, is_hub_id
 
     if is_hub_id(source):
         folder = download(str(source), subfolder=subfolder, revision=revision, cache_dir=cache_dir)
-    else:
-        folder = Path(source) / subfolder if subfolder else Path(source)
+    else:  # the Hub's rule for the path itself; a symlink in a local folder is the user's own to follow
+        sub = check_subfolder(subfolder)
+        folder = Path(source) / sub if sub else Path(source)
     return load_folder(folder, training_state=training_state, device=device)

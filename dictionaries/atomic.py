@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-TMP_MARK = ".tmp-"
+TMP_MARK = ".tmp-"  # in the name of every temporary: the stale-temp sweep deletes what carries it
+OLD_SUFFIX = ".old"  # a folder swap's backup: deleted once the new folder is in place
 
 
 def temp_path(final: Path) -> Path:
@@ -50,7 +51,7 @@ def write_dir_atomic(final: str | Path, write: Callable[[Path], None]) -> Path:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
-    old = final.with_name(final.name + ".old")
+    old = final.with_name(final.name + OLD_SUFFIX)
     try:
         tmp.mkdir()
         write(tmp)
@@ -72,7 +73,7 @@ def resolve_dir(path: str | Path) -> Path | None:
     path = Path(path)
     if path.is_dir():
         return path
-    old = path.with_name(path.name + ".old")
+    old = path.with_name(path.name + OLD_SUFFIX)
     return old if old.is_dir() else None
 
 

@@ -19,3 +19,10 @@ class DiskFullError(OSError):
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
+
+
+class HubAccessError(ConnectionError):
+    """The Hugging Face Hub cannot be written to from here (offline mode, no token, no network, token refused);
+    the message says which and what to do. Raised before anything is staged or sent."""
+
+    user_facing = True

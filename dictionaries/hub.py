@@ -10,17 +10,19 @@ tokens work as for any model).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
 
 from diffdict.dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
-from diffdict.dictionaries.errors import MissingFileError
+from diffdict.dictionaries.errors import HubAccessError, InputError, MissingFileError
 
 # upload(folder, repo_id, path_in_repo, private, commit_message) -> a URL or anything printable.
 Uploader = Callable[..., Any]
+PROBE_TIMEOUT_S = 10.0  # the reachability probe before a push: a dead network fails in seconds, not retries
 
 
 def is_hub_id(source: str | Path) -> bool:
@@ -31,16 +33,44 @@ def is_hub_id(source: str | Path) -> bool:
             and not text.startswith((".", "~")) and not any(p in (".", "..") for p in parts))
 
 
+def check_subfolder(subfolder: str | None) -> str:
+    """`subfolder` as a relative path that stays inside the repo or folder it is joined to ("" for none).
+
+    It is joined to a local path (the Hub snapshot, or a local source folder), so an absolute path or a '..'
+    would load whatever lies outside: refused, with the reason."""
+    if not subfolder:
+        return ""
+    text = str(subfolder)
+    windows = PureWindowsPath(text)  # "C:\\x" and "\\\\server\\x" are absolute on Windows
+    if PurePosixPath(text).is_absolute() or windows.drive or windows.root:
+        raise InputError(f"subfolder {text!r} is an absolute path; give a folder inside the repo, e.g. 'down.2.1-k10'")
+    parts = [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise InputError(f"subfolder {text!r} climbs out with '..'; give a folder inside the repo, e.g. 'down.2.1-k10'")
+    return "/".join(parts)
+
+
+def join_subfolder(root: Path, subfolder: str | None) -> Path:
+    """root / subfolder, checked (check_subfolder), and only if it resolves inside root: a symlink planted in a
+    snapshot of the Hub cache could still lead out."""
+    sub = check_subfolder(subfolder)
+    folder = root / sub if sub else root
+    if not folder.resolve().is_relative_to(root.resolve()):
+        raise InputError(f"subfolder {sub!r} resolves to {folder.resolve()}, outside {root}; refusing to load "
+                         f"from there")
+    return folder
+
+
 def download(repo_id: str, subfolder: str | None = None, revision: str | None = None,
              cache_dir: str | Path | None = None, token: str | bool | None = None) -> Path:
     """The local folder of a dictionary on the Hub (downloaded into the Hub cache if needed)."""
     from huggingface_hub import snapshot_download
 
-    sub = subfolder.strip("/") if subfolder else ""
+    sub = check_subfolder(subfolder)  # before any download: nothing is fetched for a hostile path
     patterns = [f"{sub}/{CONFIG_FILE}", f"{sub}/{WEIGHTS_FILE}"] if sub else [CONFIG_FILE, WEIGHTS_FILE]
     root = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
                                   allow_patterns=patterns, library_name="diffdict"))
-    folder = root / sub if sub else root
+    folder = join_subfolder(root, sub)
     if not (folder / CONFIG_FILE).is_file():
         where = f"subfolder {sub!r} of " if sub else ""
         found = sorted(str(p.parent.relative_to(root)) for p in root.rglob(CONFIG_FILE))
@@ -159,24 +189,74 @@ def _model_id(folder: Path) -> str | None:
     return json.loads(store.read_text()).get("model")
 
 
+def check_hub_access() -> None:
+    """That a push can work from here, checked before anything is staged or sent.
+
+    Left to huggingface_hub, a push without a token or network fails inside the upload with a network or
+    offline-mode traceback that never mentions the token. Checked in order: offline mode, a token, the Hub
+    answering (one bounded request to whoami, which also proves the token valid)."""
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        raise HubAccessError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE (and "
+                             "TRANSFORMERS_OFFLINE) on a machine with network access and run the same command again")
+    token = get_token()
+    if not token:
+        raise HubAccessError("no Hugging Face token found; log in with `hf auth login` (or set HF_TOKEN to a token "
+                             "with write access, from https://huggingface.co/settings/tokens) and run the same "
+                             "command again")
+    url = f"{constants.ENDPOINT}/api/whoami-v2"
+    try:
+        response = get_session().get(url, headers=build_hf_headers(token=token, library_name="diffdict"),
+                                     timeout=PROBE_TIMEOUT_S)
+    except _network_errors() as error:
+        raise HubAccessError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: "
+                             f"{error}); check the network (or HF_ENDPOINT and proxy settings) and run the same "
+                             f"command again; nothing was uploaded") from None
+    if response.status_code in (401, 403):
+        raise HubAccessError(f"the Hugging Face Hub refused the token ({response.status_code}); it may be expired or "
+                             f"revoked: log in again with `hf auth login` (HF_TOKEN, when set, takes precedence) "
+                             f"and run the same command again")
+    if response.status_code >= 400:
+        raise HubAccessError(f"the Hugging Face Hub at {constants.ENDPOINT} answered {response.status_code}; try "
+                             f"again later; nothing was uploaded")
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport errors of the HTTP library this huggingface_hub uses (requests, httpx or httpx2, by version);
+    OSError covers refused connections and OfflineModeIsEnabled."""
+    errors: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
 def push(folder: str | Path, repo_id: str, subfolder: str | None = None, private: bool = False,
          commit_message: str | None = None, upload: Uploader | None = None) -> Any:
     """Upload a trained dictionary (config.json, weights.safetensors, README.md model card).
 
     upload: the function that sends the staged folder (default: `huggingface_hub` create_repo +
-    upload_folder); called as upload(folder=, repo_id=, path_in_repo=, private=, commit_message=).
+    upload_folder, after check_hub_access); called as upload(folder=, repo_id=, path_in_repo=, private=,
+    commit_message=).
     """
     from diffdict.dictionaries.base import load
 
     folder = Path(folder)
+    sub = check_subfolder(subfolder) or None  # the card's load line names it; the Hub takes the same path
     dictionary = load(folder)  # refuses anything that is not a complete, loadable dictionary
+    if upload is None:
+        check_hub_access()  # token and network, before the staging and the card
     message = commit_message or f"diffdict: {dictionary.architecture} {dictionary.meta.get('name', folder.name)}"
     with tempfile.TemporaryDirectory(prefix="diffdict-push-") as staging:
         stage = Path(staging)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copy2(folder / name, stage / name)
-        (stage / "README.md").write_text(model_card(folder, repo_id, subfolder))
-        return (upload or _hub_upload)(folder=stage, repo_id=repo_id, path_in_repo=subfolder or None,
+        (stage / "README.md").write_text(model_card(folder, repo_id, sub))
+        return (upload or _hub_upload)(folder=stage, repo_id=repo_id, path_in_repo=sub,
                                        private=private, commit_message=message)
 
 

@@ -90,14 +90,14 @@ def _resolve(config: StudyConfig, device: str | None = None) -> tuple[list[str],
     for study_name, study in config.studies.items():  # each study's checks that need the models
         check = study_kind(study_name).function("check")
         if check is not None:
-            check(study, resolved, f"{source}: studies.{study_name}")
+            check(config, study, resolved, f"{source}: studies.{study_name}")
     studies = [name for name, _ in config.studies.items()]
     lines.append(f"studies: {', '.join(studies) or 'none'}")
     lines.append("ok: nothing was downloaded or generated")
     return lines, resolved
 
 
-def hooks_on_some_model(study, resolved: dict, where: str) -> None:
+def hooks_on_some_model(config, study, resolved: dict, where: str) -> None:
     """A study's `hooks` (and `groups` members) each exist on at least one of its `models`: each model
     studies the hooks it has, so one map can cover a U-Net and a transformer."""
     named = [*study.hooks, *[h for hooks in getattr(study, "groups", {}).values() for h in hooks]]

@@ -26,6 +26,41 @@ def table_columns(file: Path) -> list[str]:
     return _scan(file).collect_schema().names()
 
 
+def check_caption_column(file: Path, column: str, where: str = "prompts.column") -> None:
+    """The caption column holds text (schema only, no full read). Read as text, a column of integers would
+    quietly become the prompts '0', '1', ...; a missing column is reported where the columns are listed."""
+    schema = _scan(file).collect_schema()
+    if column not in schema or _is_text(schema[column]):
+        return
+    texts = [name for name, dtype in schema.items() if _is_text(dtype)]
+    hint = f"its text columns: {', '.join(texts)}" if texts else f"{file.name} has no text column"
+    raise UserError(f"{where}: column {column!r} of {file} holds {_describe_dtype(schema[column])}, not text; every "
+                    f"caption must be a string: give a column of caption text ({hint}), or write the captions "
+                    f"as strings")
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+
+
+def _describe_dtype(dtype: pl.DataType) -> str:
+    if dtype == pl.Null:
+        return "only nulls"
+    if dtype.is_integer():
+        kind = "integers"
+    elif dtype.is_float() or dtype.is_decimal():
+        kind = "numbers"
+    elif dtype == pl.Boolean:
+        kind = "true/false values"
+    elif isinstance(dtype, (pl.List, pl.Array)):
+        kind = "lists"
+    elif isinstance(dtype, pl.Struct):
+        kind = "objects"
+    else:
+        kind = "values"
+    return f"{kind} ({dtype})"
+
+
 def _scan(file: Path) -> pl.LazyFrame:
     suffix = file.suffix.lower()
     if suffix == ".parquet":
@@ -42,6 +77,7 @@ def read_table(file: Path, column: str, count: int, shuffle: bool = False, seed:
     names = table_columns(file)
     if column not in names:
         raise UserError(f"{file} has no column {column!r}; columns: {', '.join(names)}")
+    check_caption_column(file, column)
     values = _scan(file).select(pl.col(column).cast(pl.String)).collect().to_series()
     values = values.drop_nulls().str.strip_chars()
     values = values.filter(values.str.len_chars() > 0)
@@ -117,12 +153,15 @@ def _first_captions(rows: Iterable[dict], count: int, name: str, column: str) ->
 
 
 def describe(section: PromptsSection, config_path: Path | None = None) -> str:
-    """One line for `diffdict check`: where the captions come from, without downloading anything."""
+    """One line for `diffdict check`: where the captions come from, without downloading anything. A local
+    table's caption column must hold text (UserError otherwise: `check` and every stage call this)."""
     order = f"{section.count:,} after a shuffle (seed {section.shuffle_seed})" if section.shuffle else f"first {section.count:,}"
+    key = f"{config_path or '<config>'}: prompts.column"
     if section.source == "dataset":
         local = resolve_relative(section.dataset or "", config_path)
         where = f"column {section.column!r}, {order}"
         if local.is_file():
+            check_caption_column(local, section.column or "", key)
             return f"prompts: {local} ({where}); the file's schema was checked"
         if local.exists():
             return f"prompts: local dataset folder {local} (split {section.split!r}, {where}); read at run time"
@@ -132,5 +171,7 @@ def describe(section: PromptsSection, config_path: Path | None = None) -> str:
                 f"not downloaded now; it will be {mode} at run time and kept in the run folder ({CACHE_FILE})")
     if section.source == "file":
         column = f", column {section.column!r}" if is_local_table(section.file or "", config_path) else ""
+        if column:
+            check_caption_column(resolve_relative(section.file or "", config_path), section.column or "", key)
         return f"prompts: file {resolve_relative(section.file or '', config_path)}{column} ({order if column else f'first {section.count:,}'})"
     return f"prompts: {section.source} ({section.count:,})"

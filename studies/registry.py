@@ -62,8 +62,8 @@ class StudyKind:
     validate(config, study, source) -> None, raising studies.errors.ConfigError (studies.config_rules
       has the helpers) for what the generic checks cannot know; runs at config parsing, so it must not
       load models or import torch.
-    check(study, adapters, where) -> None, raising UserError: `diffdict check`'s checks that need the
-      models built on the meta device (adapters: model entry name -> adapter).
+    check(config, study, adapters, where) -> None, raising UserError: `diffdict check`'s checks that
+      need the models built on the meta device (adapters: model entry name -> adapter).
     models_read(study) -> model entry names whose activations the study reads beyond its dictionaries'
       models (they are harvested too).
     cards(tables) -> report feature cards; `unlisted` tables are left out of the report's table list.

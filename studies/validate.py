@@ -3,7 +3,8 @@
 Called by `config.parse_config` right after the TOML is read into dataclasses. The checks are
 generic where they can be, so that new studies inherit them: every float anywhere in the config
 is finite, every `windows` / `t_range` is a non-empty interval, every `*strength*` is > 0, every
-name that becomes a path is a safe file name. Each error is a ConfigError naming the file, the
+name that becomes a path is a safe file name and none the framework keeps beside it, every seed
+leaves room for the offsets stages add to it. Each error is a ConfigError naming the file, the
 key, what is wrong and the fix (docs/errors.md lists them).
 """
 from __future__ import annotations
@@ -15,11 +16,17 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from diffdict.dictionaries.atomic import OLD_SUFFIX, TMP_MARK
+
 from .config import ConfigError, PromptsSection, StudiesSection, StudyConfig, resolve_relative
 from .config_rules import did_you_mean, fail as _fail
 
 # A name that becomes a folder or file name: no separators, no "..", no leading dot or dash.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# What a fit group's folder (RUN/fits/GROUP/, where each dictionary is the folder NAME/) holds besides the
+# dictionaries: written by dictionaries/train.py (checkpoints/, metrics/, metrics.parquet, features.parquet)
+# and studies/run.py (settings.json). A dictionary of one of these names would replace it. Lower case.
+FIT_GROUP_ENTRIES = ("checkpoints", "metrics", "settings.json", "metrics.parquet", "features.parquet")
 MAX_SEED = 2**63 - 1  # the store's index keeps seeds as Int64
 MAX_STEPS = 1000  # the schedulers of every supported model have 1000 training timesteps
 MAX_SIDE = 8192  # px; beyond this no supported model has been trained, and memory runs out first
@@ -61,12 +68,37 @@ def _suggest(name: str) -> str:
     return cleaned[:64] or "model-1"
 
 
+def check_not_reserved(name: str, source: str, key: str, folder: str, reserved: tuple[str, ...] = ()) -> None:
+    """A name that becomes a folder beside the framework's own entries must not be one of them.
+
+    Atomic writes keep NAME.old (a folder swap's backup, deleted after the swap) and NAME.tmp-* (temporaries,
+    deleted by the stale-temp sweep) beside every folder they write, so a user's entry named like that is
+    deleted with them; `reserved` lists the files and folders the framework keeps in the same folder, which an
+    entry of that name would replace. Compared without case: on macOS and Windows 'Checkpoints' is
+    'checkpoints'."""
+    lowered = name.lower()
+    if lowered in reserved or lowered.endswith(OLD_SUFFIX) or TMP_MARK in lowered:
+        listed = ", ".join([*reserved, f"names ending in '{OLD_SUFFIX}'", f"names containing '{TMP_MARK}'"])
+        raise _fail(source, key, f"{name!r} is reserved: in {folder} the run keeps its own files under these names "
+                                 f"({listed}), so an entry named like them would replace them or be deleted with "
+                                 f"them; choose another name, e.g. {_unreserved(name, reserved)!r}")
+
+
+def _unreserved(name: str, reserved: tuple[str, ...]) -> str:
+    """A suggestion: the dots that make a suffix become dashes ('sae.old' -> 'sae-old'); a reserved word gets '-1'."""
+    suggestion = name.replace(".", "-")
+    return f"{suggestion}-1" if suggestion.lower() in reserved else suggestion
+
+
 def _check_names(config: StudyConfig, source: str) -> None:
     check_name(config.name, source, "name")
     for i, model in enumerate(config.models):
         check_name(model.name, source, f"models[{i}].name")
+        # RUN/stores/MODEL/ holds only stores, but atomic writes and their sweeps work on any folder's entries.
+        check_not_reserved(model.name, source, f"models[{i}].name", "RUN/stores/")
     for i, entry in enumerate(config.dictionaries):
         check_name(entry.name, source, f"dictionaries[{i}].name")
+        check_not_reserved(entry.name, source, f"dictionaries[{i}].name", "RUN/fits/GROUP/", FIT_GROUP_ENTRIES)
     for name, study in config.studies.items():
         windows = getattr(study, "windows", None)
         if isinstance(windows, dict):
@@ -168,13 +200,28 @@ def _check_models(config: StudyConfig, source: str) -> None:
 
 
 def _check_seeds(config: StudyConfig, source: str) -> None:
-    checks = [("seed", config.seed)] + [(f"prompts.seeds[{i}]", s) for i, s in enumerate(config.prompts.seeds)]
-    for key, seed in checks:
+    """Every seed, plus the largest offset a stage adds to it, stays a valid seed (0 .. 2**63 - 1): an overflow
+    would otherwise surface only after the models load, in the middle of a stage."""
+    for key, seed, offset, why in _seed_uses(config):
         if not 0 <= seed <= MAX_SEED:
             raise _fail(source, key, f"{seed} is out of range; seeds are integers from 0 to 2**63 - 1")
+        if seed + offset > MAX_SEED:
+            raise _fail(source, key, f"{seed} is too large: {why} seed + {offset}, which must stay below 2**63; "
+                                     f"use a seed from 0 to 2**63 - {1 + offset}, e.g. 0")
     if len(set(config.prompts.seeds)) != len(config.prompts.seeds):
         raise _fail(source, "prompts.seeds", f"{config.prompts.seeds} repeats a seed, which would store the same "
                                              f"images twice; list each seed once")
+
+
+def _seed_uses(config: StudyConfig) -> list[tuple[str, int, int, str]]:
+    """(key, seed, largest offset added to it, by what) for every seed of the config."""
+    uses = [("seed", config.seed, 1, "training draws its token stream with"),
+            ("prompts.shuffle_seed", config.prompts.shuffle_seed, 0, "")]
+    for i, seed in enumerate(config.prompts.seeds):
+        # The first seed is the studies' seed: layout draws its "another seed" baseline with seed + 1.
+        why = "the layout study draws its other-seed baseline with"
+        uses.append((f"prompts.seeds[{i}]", seed, 1 if i == 0 else 0, why))
+    return uses
 
 
 # ---- dictionary options ------------------------------------------------------------------------------

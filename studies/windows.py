@@ -27,7 +27,9 @@ image similarity to the unedited image; they get no oracle or random rows (no gr
 at their cells).
 
 Table windows: scoring, model, hook, dictionary, edit, style, kind, window, t_low, t_high,
-steps_in_window, prompt_id, success, clean_success, preservation, feature_rank.
+steps_in_window, prompt_id, success, clean_success, preservation, feature_rank. A window that holds
+no step of a model (late, for Flux's 4 steps) has no rows for it; one that holds no step of any
+edited model is refused at check (studies/kinds/windows.py).
 """
 from __future__ import annotations
 
@@ -201,6 +203,8 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         jobs = [(edit, window) for edit in study.edits for window in study.windows]
         for edit, window in tqdm(jobs, desc=f"windows {entry_name}", disable=not run.progress):
             t_range = tuple(study.windows[window])
+            if not any(t_range[0] <= t <= t_range[1] for t in step_ts):
+                continue  # no step of this model in the window (late, for Flux's 4): nothing edited, nothing to score
             plans = [p for p in plans_for(prompts, edit) if _has_features(p, edits)]
             if not plans:
                 continue

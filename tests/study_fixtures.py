@@ -68,6 +68,7 @@ dictionaries = ["sae"]
 prompts = 2
 edits = ["colour", "background"]
 edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]
+{windows}
 
 [studies.editability]
 models = ["one"]
@@ -94,9 +95,14 @@ images_per_feature = 2
 """
 
 
+# The windows study's windows: the 1-step model's only step is t = 1, and a window that holds no step of
+# any edited model is refused at check. Cases that set other windows replace this line.
+TINY_WINDOWS = "windows = { early = [0.6, 1.0], all = [0.0, 1.0] }"
+
+
 def write_tiny_study(folder: Path, **replace: str) -> Path:
     """The tiny study config in `folder`, output under folder/run; `replace` swaps text (old=new)."""
-    text = TINY_STUDY.format(out=folder / "run")
+    text = TINY_STUDY.format(out=folder / "run", windows=TINY_WINDOWS)
     for old, new in replace.items():
         text = text.replace(old, new)
     path = folder / "study.toml"

@@ -18,7 +18,7 @@ import torch
 
 from diffdict.studies.cli import main
 
-from study_fixtures import write_tiny_study
+from study_fixtures import TINY_WINDOWS, write_tiny_study
 
 
 def _tree_digest(root: Path, skip: set[Path] = frozenset()) -> dict[str, str]:
@@ -63,7 +63,7 @@ CONFIG_CASES = [
     ConfigCase("unknown model id", {'id = "tiny/sdxl"\nsteps = 1': 'id = "stabilityai/sdxl-trubo"\nsteps = 1'}, r"unknown model 'stabilityai/sdxl-trubo'.*Known models"),
     ConfigCase("dictionary on an undefined model", {'model = "one"\nhook': 'model = "three"\nhook'}, r"'three' is not allowed.*Allowed: one, multi"),
     ConfigCase("hook the model lacks", {'hooks = ["down.2.1"]': 'hooks = ["down.2.1", "down.3.0"]'}, r"unknown hook 'down\.3\.0'.*Valid hooks: down\.1\.0"),
-    ConfigCase("window outside [0, 1]", {'edits = ["colour", "background"]': 'edits = ["colour"]\nwindows = { early = [0.5, 2.0] }'}, r"\[0\.5, 2\.0\] must be \[low, high\] with 0 <= low <= high <= 1"),
+    ConfigCase("window outside [0, 1]", {TINY_WINDOWS: 'windows = { early = [0.5, 2.0] }'}, r"\[0\.5, 2\.0\] must be \[low, high\] with 0 <= low <= high <= 1"),
     ConfigCase("invalid TOML", {"[harvest]": "[harvest"}, r"not valid TOML"),
     ConfigCase("eval fraction out of range", {"eval_fraction = 0.34": "eval_fraction = 0"}, r"must be strictly between 0 and 1"),
     ConfigCase("NF4 on an SDXL model", {'steps = 1\nguidance = 0.0': 'steps = 1\nguidance = 0.0\nquantize = "nf4"'}, r"quantize='nf4', which is supported for Flux models only"),
@@ -273,10 +273,10 @@ HARD_CASES = [
     HardCase("windows strength inf", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = inf"}, r"studies\.windows\.strength: is inf"),
     HardCase("windows strength -1e300", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = -1e300"}, r"studies\.windows\.strength: must be > 0, got -1e\+300.*steers away"),
     HardCase("norm strength zero", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nnorm_strength = 0.0"}, r"studies\.windows\.norm_strength: must be > 0, got 0\.0"),
-    HardCase("zero-length window", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nwindows = { early = [0.5, 0.5] }"},
+    HardCase("zero-length window", {TINY_WINDOWS: "windows = { early = [0.5, 0.5] }"},
              r"studies\.windows\.windows\.early: \[0\.5, 0\.5\] is an empty time window \(low == high\).*give low < high"),
-    HardCase("no windows", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nwindows = {}"}, r"studies\.windows\.windows: is empty; give at least one window"),
-    HardCase("window name climbs out", {_WINDOWS_EDITS: _WINDOWS_EDITS + '\nwindows = { "../x" = [0.2, 0.5] }'}, r"windows\.\.\./x: '\.\./x' is not a safe name"),
+    HardCase("no windows", {TINY_WINDOWS: "windows = {}"}, r"studies\.windows\.windows: is empty; give at least one window"),
+    HardCase("window name climbs out", {TINY_WINDOWS: 'windows = { "../x" = [0.2, 0.5] }'}, r"windows\.\.\./x: '\.\./x' is not a safe name"),
     HardCase("one-prompt list", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle"]'},
              r"prompts\.list: has 1 distinct prompt \(of 1 used\).*at least 2 different prompts"),
     HardCase("the same prompt twice", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle", "a red circle"]'}, r"prompts\.list: has 1 distinct prompt \(of 2 used\)"),
@@ -392,7 +392,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     def broken(config, device=None):
         raise ValueError("an internal mistake")  # a plain ValueError is not a user error any more
 
-    monkeypatch.setattr(check_module, "check_config", broken)
+    monkeypatch.setattr(check_module, "check_and_cost", broken)
     with pytest.raises(ValueError, match="an internal mistake"):
         main(["check", str(write_tiny_study(tmp_path))])
 
@@ -599,7 +599,7 @@ def test_catalogue_has_at_least_63_cases():
 _ONLY_TRANSFER_AND_ATLAS = {
     '[studies.compare]\npairs = [["sae", "itda"]]\nprompts = 4\n': "",
     '[studies.windows]\ndictionaries = ["sae"]\nprompts = 2\nedits = ["colour", "background"]\n'
-    'edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]\n': "",
+    'edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]\n' + TINY_WINDOWS + "\n": "",
 }
 
 

@@ -36,7 +36,19 @@ def parse_features(text: str) -> list[int]:
         raise UserError(f"--features {text!r}: give comma-separated feature indices, e.g. 12,40") from None
     if not features:
         raise UserError("--features is empty: give comma-separated feature indices, e.g. 12,40")
+    negative = [f for f in features if f < 0]
+    if negative:  # refused before the run loads; the upper bound (n - 1) needs the dictionary
+        raise UserError(f"--features {negative}: feature indices are 0 or more (0 .. n - 1 of the dictionary)")
     return list(dict.fromkeys(features))
+
+
+def check_images(images: int | None) -> None:
+    """--images counts top-activating images per card: 0 or fewer would render cards without images."""
+    from diffdict.studies.cli import UserError
+
+    if images is not None and images < 1:
+        raise UserError(f"--images must be at least 1 (top-activating images per feature), got {images}; "
+                        f"leave it out for the config's atlas setting (else 6)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from diffdict.studies.run import load_run_dir
 
     features = parse_features(args.features)
+    check_images(args.images)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run folder")
@@ -59,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--features {bad} outside {args.dictionary}'s 0..{n - 1}")
     prompts, strengths, empty = atlas_settings(run)
     study = run.config.studies.atlas
-    images = args.images or (study.images_per_feature if study else 6)
+    images = args.images if args.images is not None else (study.images_per_feature if study else 6)
     stats = feature_stats(run, args.dictionary, prompts)
     tag = "_".join(map(str, features))
     rows, tiles = atlas_for(run, args.dictionary, stats, features, images, strengths, empty,

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 1, got {args.steps}" if args.steps < 1 else f"--steps must be at most 1000, got {args.steps}")
     if not 0 <= args.seed < 2**63:
         raise UserError(f"--seed must be from 0 to 2**63 - 1, got {args.seed}")
+    last = args.seed + len(args.prompts) - 1  # prompt i uses seed + i: the last one must be a valid seed too
+    if last >= 2**63:
+        raise UserError(f"--seed {args.seed} is too large for {len(args.prompts)} prompts: prompt i uses seed + i, "
+                        f"and {last} is beyond 2**63 - 1; use a seed of at most {2**63 - len(args.prompts)}")
     check_device(args.device, "--device")
     adapter = adapters.load(args.model, device=args.device, quantize=args.quantize)
     if args.hooks:

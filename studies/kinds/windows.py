@@ -41,6 +41,49 @@ def validate(config: Any, study: WindowsStudy, source: str) -> None:
                       "the same captions")
 
 
+def _edited_models(config: Any, study: WindowsStudy) -> dict[str, tuple]:
+    """Model entry name -> (steps, height, width) as configured (None: the model's) of every model edited."""
+    entries = {entry.name: entry for entry in config.dictionaries}
+    models = {entries[name].model for names in study.dictionaries for name in names.split("+") if name in entries}
+    return {m.name: (m.steps, m.height, m.width) for m in config.models if m.name in models}
+
+
+def check(config: Any, study: WindowsStudy, adapters: dict[str, Any], where: str) -> None:
+    """Every window holds a denoising step of some model the study edits. A window no step falls in would edit
+    nothing, yet its rows would read as measured (success 0, preservation 1). Where it holds steps of one model
+    but not another (late, on Base's 25 steps and Flux's 4), the study leaves that model's window out instead."""
+    from diffdict.adapters.schedules import step_times
+
+    from ..errors import UserError
+
+    times = {}
+    for model, (steps, height, width) in _edited_models(config, study).items():
+        adapter = adapters[model]
+        times[model] = step_times(adapter, steps or adapter.defaults.steps, height or adapter.defaults.height,
+                                  width or adapter.defaults.width)
+    for name, (low, high) in study.windows.items():
+        if times and not any(low <= t <= high for model_times in times.values() for t in model_times):
+            every = [t for model_times in times.values() for t in model_times]
+            steps = "; ".join(f"model {model!r}: {_steps_text(model_times)}" for model, model_times in times.items())
+            raise UserError(f"{where}.windows.{name}: [{low}, {high}] holds no denoising step ({steps}), so its "
+                            f"edits would change nothing; remove the window, widen it to hold a step (e.g. "
+                            f"{_widened(low, high, every)}), or edit a model with more steps")
+
+
+def _steps_text(times: list[float]) -> str:
+    if len(times) <= 8:
+        return f"{len(times)} step{'s' if len(times) != 1 else ''} at t = {', '.join(f'{t:.3f}' for t in times)}"
+    return f"{len(times)} steps, t from {min(times):.3f} to {max(times):.3f}"
+
+
+def _widened(low: float, high: float, times: list[float]) -> list[float]:
+    """[low, high] stretched to the nearest step time, rounded outwards to 3 decimals so that it holds it."""
+    import math
+
+    nearest = min(times, key=lambda t: min(abs(t - low), abs(t - high)))
+    return [min(low, math.floor(nearest * 1000) / 1000), max(high, math.ceil(nearest * 1000) / 1000)]
+
+
 STUDY = StudyKind(
     name="windows",
     config=WindowsStudy,
@@ -54,4 +97,5 @@ STUDY = StudyKind(
     summarize="diffdict.studies.summaries:summarize_windows",
     tables=("windows",),
     validate=validate,
+    check=check,
 )
