@@ -223,3 +223,56 @@ def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, 
     run_studies(run)
     assert pl.read_parquet(run.table_path("compare_metrics")).height >= 2
     assert pl.read_parquet(run.table_path("training_summary")).height == 2
+
+
+def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path, one_thread):
+    """`torchrun` 2 ranks of `diffdict train` on a stream config, SIGKILLed (agent and workers) after its
+    first checkpoint and rerun, against one uninterrupted process: ITDA identical, the SAE within rounding."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from safetensors.torch import load_file
+    from test_scale_harvest import COMMAND_TIMEOUT, REPO, environment, run_command, torchrun_command
+    from test_scale_train import _children
+
+    from diffdict.studies.config import load_config
+    from diffdict.studies.run import Run
+
+    prompts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cat")]
+    runs = {}
+    for name in ("one", "two"):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(STREAM_RUN.format(out=tmp_path / name, prompts=", ".join(f'"{p}"' for p in prompts))
+                        .replace("buffer_tokens = 512", "buffer_tokens = 1024"))
+        runs[name] = Run(load_config(path), progress=False)
+        runs[name].harvest()
+    runs["one"].train()
+    group = runs["two"].dictionary_dir("sae").parent
+    command = torchrun_command(2, "train", str(tmp_path / "two.toml"), "--no-progress")
+    process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while not (group / "checkpoints" / "stream").is_dir():
+            assert process.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint appeared in time"
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 0.3))
+        children = _children(process.pid)
+        process.send_signal(signal.SIGKILL)
+        for pid in children:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+    assert not (group / "sae" / "config.json").exists(), "training finished before it was killed"
+    run_command(command)
+    one, two = (load_file(str(r.dictionary_dir(n) / "weights.safetensors")) for r in runs.values() for n in ["itda"])
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    sae_one, sae_two = (load_file(str(r.dictionary_dir("sae") / "weights.safetensors")) for r in runs.values())
+    worst = max(float((sae_one[k] - sae_two[k]).abs().max()) for k in sae_one)
+    print(f"stream SAE, torchrun 2 ranks killed and resumed vs 1 process: max |weight difference| {worst:.2e}")
+    assert worst < 1e-4
