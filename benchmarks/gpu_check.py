@@ -101,7 +101,6 @@ def sdxl_step(device: str, quick: bool) -> dict:
         shapes[hook] = list(one_map.value.shape)
     if not quick:  # and the table is the real model's, as `diffdict hooks stabilityai/sdxl-turbo` prints it
         real_scale.check_maps(adapter, adapters_first(generation), PAPER_HOOKS, size)
-    del adapter
     return {"build_seconds": round(built, 1), "parameters": counts, "size_px": size, "batch": batch,
             "images_per_s_without_hooks": plain, "images_per_s_with_capture": captured,
             "capture_overhead": plain / captured, "shapes": shapes, "dtype": str(dtype)}

@@ -132,7 +132,8 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
     consumers: dict[tuple, _Consumer] = {}
     for entry in entries:
         key = (entry.spec.stream_key(), entry.batch_size)
-        consumers.setdefault(key, _Consumer(entry.spec.stream_key(), entry.batch_size, [])).names.append(entry.spec.name)
+        consumer = consumers.setdefault(key, _Consumer(entry.spec.stream_key(), entry.batch_size, []))
+        consumer.names.append(entry.spec.name)
     by_name = {e.spec.name: e for e in entries}
     window, dictionaries = _resume(out, entries, source, consumers, device)
     keys = list(dict.fromkeys(c.key for c in consumers.values()))
@@ -233,7 +234,8 @@ def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: i
     for key in keys:
         d = source.hook_d[key[0]]
         x = torch.cat([p[0] for p in parts[key]]) if parts[key] else torch.zeros(0, d)
-        provenance = {name: torch.cat([p[1][name] for p in parts[key]]) if parts[key] else torch.zeros(0, dtype=torch.long)
+        empty = torch.zeros(0, dtype=torch.long)
+        provenance = {name: torch.cat([p[1][name] for p in parts[key]]) if parts[key] else empty
                       for name in (*PROVENANCE, "job")}
         if world.distributed:  # every rank gets the whole window, back in job order (stable sort keeps map order)
             x = distributed.gather_rows(x, world)

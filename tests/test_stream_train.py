@@ -9,7 +9,6 @@ the stream reaches the held-out FVU of one trained from a store of the same maps
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -53,7 +52,8 @@ def entries() -> list[StreamedDictionary]:
     sae = DictionarySpec("sae", "topk_sae", "mid.0", {"n": 64, "k": 4, "k_aux": 8, "dead_tokens": 256, "lr": 1e-3},
                          branch="cond")
     itda = DictionarySpec("itda", "itda", "mid.0", {"max_size": 256, "L": 4, "threshold": 0.3}, branch="cond")
-    return [StreamedDictionary(sae, tokens=60 * 32, batch_size=32), StreamedDictionary(itda, tokens=30 * 16, batch_size=16)]
+    return [StreamedDictionary(sae, tokens=60 * 32, batch_size=32),
+            StreamedDictionary(itda, tokens=30 * 16, batch_size=16)]
 
 
 class Interrupted(Exception):
