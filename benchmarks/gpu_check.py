@@ -110,8 +110,8 @@ def adapters_first(generation):
     """A Generation of the first image only (check_maps expects batch 1)."""
     from diffdict.adapters.capture import CapturedMap, Generation
 
-    return Generation(generation.images[:1], generation.prompts[:1], generation.seeds[:1],
-                      [CapturedMap(m.hook, m.step, m.timestep, m.t, m.branch, m.value[:1]) for m in generation.captures])
+    firsts = [CapturedMap(m.hook, m.step, m.timestep, m.t, m.branch, m.value[:1]) for m in generation.captures]
+    return Generation(generation.images[:1], generation.prompts[:1], generation.seeds[:1], firsts)
 
 
 def stream_training(device: str, quick: bool) -> dict:
