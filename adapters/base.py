@@ -90,6 +90,11 @@ class Adapter:
         """(scheduler timestep, normalised t) from a denoiser call."""
         raise NotImplementedError
 
+    def _step_times(self, scheduler: Any, steps: int, height: int, width: int) -> list[float]:
+        """The normalised t `_read_timestep` will read at each of `steps` steps at height x width px, from a
+        fresh scheduler set up as the family's pipeline sets it (adapters.schedules; no pipeline needed)."""
+        raise NotImplementedError
+
     def _row_branches(self, rows: int, state: CallState) -> list[str]:
         """The CFG branch of each row of the current denoiser batch."""
         raise NotImplementedError

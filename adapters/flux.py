@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-from .base import Adapter, CallState
-from .family_spec import Family
+from .base import Adapter, CallState, ProtocolDefaults
+from .family_spec import Family, RealModel, TinyModel
 from .hookpoints import HookPoint
-from .tiny import TINY_FLUX_TRANSFORMER, TINY_VAE_FACTOR, build_tiny_flux
+from .tiny import TINY_FLUX_TRANSFORMER, TINY_SCHEDULERS, TINY_VAE_FACTOR, build_tiny_flux
 
 _STREAMS = {"image": ("hidden_states", 1), "text": ("encoder_hidden_states", 0)}  # kwarg name, output index
 
@@ -66,6 +67,13 @@ class FluxAdapter(Adapter):
         sigma = float(sigma.flatten()[0]) if torch.is_tensor(sigma) else float(sigma)
         return sigma * 1000.0, min(max(sigma, 0.0), 1.0)
 
+    def _step_times(self, scheduler: Any, steps: int, height: int, width: int) -> list[float]:
+        # FluxPipeline: sigmas 1 .. 1/N, shifted by mu from the packed latent length (dynamic shifting only);
+        # the transformer gets timestep / 1000, which _read_timestep reads as t.
+        packed = (height // (self.vae_factor * 2)) * (width // (self.vae_factor * 2))
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=_flux_shift(packed, scheduler.config))
+        return [min(max(float(t), 0.0), 1.0) for t in scheduler.timesteps.to(torch.float32) / 1000]
+
     def _row_branches(self, rows: int, state: CallState) -> list[str]:
         return [state.call_branch or "cond"] * rows
 
@@ -83,6 +91,14 @@ class FluxAdapter(Adapter):
         return kwargs
 
 
+def _flux_shift(image_seq_len: int, config: Any) -> float:
+    """diffusers' calculate_shift (FluxPipeline), on the scheduler's config."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_seq_len * slope + base_shift - slope * base_len
+
+
 # The published FLUX.1 transformer config (`transformer/config.json`; dev adds guidance_embeds).
 FLUX_TRANSFORMER = dict(
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
@@ -95,11 +111,25 @@ FLUX = Family(
     denoiser_class="FluxTransformer2DModel", denoiser_subfolder="transformer", meta_config=FLUX_TRANSFORMER,
     vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512], 16 latent channels
     cuda_dtype=torch.bfloat16,
+    real_models=(
+        RealModel("black-forest-labs/FLUX.1-schnell", "Flux schnell, 4 steps",
+                  ProtocolDefaults(4, 0.0, 1024, 1024, max_sequence_length=256),
+                  scheduler={"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 1.0,
+                             "use_dynamic_shifting": False}),
+        RealModel("black-forest-labs/FLUX.1-dev", "Flux dev, 28 steps, guidance 3.5",
+                  ProtocolDefaults(28, 3.5, 1024, 1024, max_sequence_length=512),
+                  scheduler={"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0,
+                             "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
+                             "base_image_seq_len": 256, "max_image_seq_len": 4096},
+                  denoiser_overrides={"guidance_embeds": True}),
+    ),
     # a transformer that embeds its (distilled) guidance is dev's; one that does not, schnell's
     reference_model=lambda denoiser_config: ("black-forest-labs/FLUX.1-dev" if denoiser_config.get("guidance_embeds")
                                              else "black-forest-labs/FLUX.1-schnell"),
-    tiny_id="tiny/flux", build_tiny=build_tiny_flux, tiny_config=TINY_FLUX_TRANSFORMER,
-    tiny_vae_factor=TINY_VAE_FACTOR,
+    tiny=TinyModel("tiny/flux", "random tiny Flux-style pipeline (tests)", build=build_tiny_flux,
+                   denoiser_config=TINY_FLUX_TRANSFORMER, vae_factor=TINY_VAE_FACTOR,
+                   defaults=ProtocolDefaults(4, 0.0, 64, 64, max_sequence_length=16),
+                   scheduler=TINY_SCHEDULERS["tiny/flux"]),
     # the 12B transformer and the T5-XXL encoder: what makes Flux need 4 bits on a 24 GB card
     nf4_components={"transformer": ("diffusers", "FluxTransformer2DModel"),
                     "text_encoder_2": ("transformers", "T5EncoderModel")},

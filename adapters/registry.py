@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,29 +9,15 @@ import torch
 
 from .base import Adapter, ProtocolDefaults
 from .errors import AdapterInputError, MissingFileError
-from .families import FAMILIES, family_of_pipeline, nf4_titles
+from .families import FAMILIES, LiveTable, family_of_pipeline, nf4_titles
+from .family_spec import ModelSpec
 
 TOY_WEIGHTS = Path(__file__).resolve().parents[1] / "toyworld" / "weights"
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    family: str  # a key of adapters.families.FAMILIES
-    defaults: ProtocolDefaults
-    about: str = ""
-    denoiser_overrides: tuple[tuple[str, object], ...] = ()  # on the family's published denoiser config
-
-
-REAL_MODELS = {
-    "stabilityai/sdxl-turbo": ModelSpec("sdxl", ProtocolDefaults(1, 0.0, 512, 512), about="SDXL Turbo, 1 step, no CFG"),
-    "stabilityai/stable-diffusion-xl-base-1.0": ModelSpec("sdxl", ProtocolDefaults(25, 8.0, 1024, 1024), about="SDXL Base, 25 steps, CFG 8"),
-    "black-forest-labs/FLUX.1-schnell": ModelSpec("flux", ProtocolDefaults(4, 0.0, 1024, 1024, max_sequence_length=256), about="Flux schnell, 4 steps"),
-    "black-forest-labs/FLUX.1-dev": ModelSpec("flux", ProtocolDefaults(28, 3.5, 1024, 1024, max_sequence_length=512), about="Flux dev, 28 steps, guidance 3.5", denoiser_overrides=(("guidance_embeds", True),)),
-}
-TINY_MODELS = {
-    FAMILIES["sdxl"].tiny_id: ModelSpec("sdxl", ProtocolDefaults(4, 5.0, 64, 64), about="random tiny SDXL-style pipeline (tests)"),
-    FAMILIES["flux"].tiny_id: ModelSpec("flux", ProtocolDefaults(4, 0.0, 64, 64, max_sequence_length=16), about="random tiny Flux-style pipeline (tests)"),
-}
+# Every id `load` accepts by name, derived from the families' own declarations (family_spec.RealModel and
+# TinyModel): live tables, so a family registered later (families.register) is in them.
+REAL_MODELS = LiveTable(lambda: {m.id: m.spec(f.name) for f in FAMILIES.values() for m in f.real_models})
+TINY_MODELS = LiveTable(lambda: {f.tiny.id: f.tiny.spec(f.name) for f in FAMILIES.values()})
 TOY_MODELS = ("toy/sdxl-base", "toy/sdxl-turbo", "toy/flux")  # their folders say their family
 
 
@@ -134,7 +119,7 @@ def load(model_id: str, device: str | torch.device | None = None, dtype: torch.d
         return _meta_adapter(model_id, spec, cls)
     dtype = _default_dtype(spec.family, device, dtype)
     if where is None:
-        pipe = family.build_tiny()
+        pipe = family.tiny.build()
         if dtype != torch.float32:
             pipe.to(dtype=dtype)
     else:
@@ -160,8 +145,8 @@ def _meta_adapter(model_id: str, spec: ModelSpec, cls: type[Adapter]) -> Adapter
 
     family = FAMILIES[spec.family]
     if model_id in TINY_MODELS:  # only the denoiser: no text encoders to import or build
-        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(family, config=family.tiny_config),
-                   vae_factor=family.tiny_vae_factor)
+        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(family, config=family.tiny.denoiser_config),
+                   vae_factor=family.tiny.vae_factor)
     if model_id in REAL_MODELS:
         denoiser, factor = meta_denoiser(family, overrides=dict(spec.denoiser_overrides)), family.vae_factor
     else:

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, CallState
-from .family_spec import Family
+from .base import Adapter, CallState, ProtocolDefaults
+from .family_spec import Family, RealModel, TinyModel
 from .hookpoints import HookPoint
-from .tiny import TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
+from .tiny import TINY_SCHEDULERS, TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
 
 _BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)$|^mid_block\.attentions\.(\d+)$")
 
@@ -72,6 +72,12 @@ class SDXLAdapter(Adapter):
         last = self.pipe.scheduler.config.num_train_timesteps - 1
         return timestep, min(max(timestep / last, 0.0), 1.0)
 
+    def _step_times(self, scheduler: Any, steps: int, height: int, width: int) -> list[float]:
+        # StableDiffusionXLPipeline: set_timesteps(N); _read_timestep reads timestep / (num_train_timesteps - 1)
+        scheduler.set_timesteps(steps)
+        last = scheduler.config.num_train_timesteps - 1
+        return [min(max(float(t) / last, 0.0), 1.0) for t in scheduler.timesteps]
+
     def _row_branches(self, rows: int, state: CallState) -> list[str]:
         if self.pipe.do_classifier_free_guidance:
             half = rows // 2
@@ -102,12 +108,25 @@ SDXL_UNET = dict(
     addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32,
 )
 
+# The published scheduler/scheduler_config.json of the real models (what differs from the defaults).
+_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+
 SDXL = Family(
     name="sdxl", title="SDXL", adapter=SDXLAdapter, pipeline_class="StableDiffusionXLPipeline",
     denoiser_class="UNet2DConditionModel", denoiser_subfolder="unet", meta_config=SDXL_UNET,
     vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512]
     cuda_dtype=torch.float16,
+    real_models=(
+        RealModel("stabilityai/sdxl-turbo", "SDXL Turbo, 1 step, no CFG", ProtocolDefaults(1, 0.0, 512, 512),
+                  scheduler={"_class_name": "EulerAncestralDiscreteScheduler", **_SCHEDULER,
+                             "timestep_spacing": "trailing"}),
+        RealModel("stabilityai/stable-diffusion-xl-base-1.0", "SDXL Base, 25 steps, CFG 8",
+                  ProtocolDefaults(25, 8.0, 1024, 1024),
+                  scheduler={"_class_name": "EulerDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "leading"}),
+    ),
     reference_model=lambda denoiser_config: "stabilityai/stable-diffusion-xl-base-1.0",
-    tiny_id="tiny/sdxl", build_tiny=build_tiny_sdxl, tiny_config=TINY_UNET, tiny_vae_factor=TINY_VAE_FACTOR,
+    tiny=TinyModel("tiny/sdxl", "random tiny SDXL-style pipeline (tests)", build=build_tiny_sdxl,
+                   denoiser_config=TINY_UNET, vae_factor=TINY_VAE_FACTOR, defaults=ProtocolDefaults(4, 5.0, 64, 64),
+                   scheduler=TINY_SCHEDULERS["tiny/sdxl"]),
     companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
 )

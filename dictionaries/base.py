@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from diffdict.dictionaries.atomic import resolve_dir, write_dir_atomic
 from diffdict.dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries.guarded_read import read_json
+from diffdict.dictionaries.options import OptionSpec, option_schema
 from diffdict.dictionaries import registry
 from diffdict.dictionaries.registry import architecture_class, architecture_names
 
@@ -97,12 +99,17 @@ def check_activations(x: torch.Tensor, d: int, where: str = "input",
 class Dictionary(ABC):
     """The protocol every learner implements, and all the trainer and the studies know of one.
 
-    A subclass sets `architecture` and `config_class` (a dataclass with at least `d`),
-    implements the abstract methods, overrides the class attributes below where its defaults
-    do not fit, and is registered with `@register` (dictionaries.registry lists built-ins).
+    A subclass sets `architecture` and `config_class` (a dataclass with at least `d`; its fields
+    are the architecture's options, declared with `dictionaries.options.option` to give each a
+    range and a doc), implements the abstract methods, overrides the class attributes below
+    where its defaults do not fit, and is registered with `@register` (dictionaries.registry
+    lists built-ins).
 
     size_keys: the names of its config's (number of atoms, atoms per code), which a study
         config's uniform `n` and `k` fill: ("n", "k") for an SAE, ("max_size", "L") for ITDA.
+    resume_state: attributes (JSON scalars) that `save` writes and `load` restores, so that a
+        fit resumed from a checkpoint continues where it stopped. `initialized` is always among
+        them: a learner that forgets it is not initialised a second time on resume.
     init_from_sample: the trainer calls `initialize(sample)` on a sample drawn apart from the
         training stream (another seed) before the first step, while `initialized` is False.
     reads_provenance: `partial_fit` wants batches carrying per-token provenance (a store
@@ -115,6 +122,7 @@ class Dictionary(ABC):
     architecture: ClassVar[str]
     config_class: ClassVar[type]
     size_keys: ClassVar[tuple[str, str]] = ("n", "k")
+    resume_state: ClassVar[tuple[str, ...]] = ("initialized",)
     init_from_sample: ClassVar[bool] = False
     reads_provenance: ClassVar[bool] = False
     supports_distributed: ClassVar[bool] = False
@@ -158,6 +166,13 @@ class Dictionary(ABC):
         self.initialized = True
 
     @classmethod
+    def option_schema(cls) -> dict[str, OptionSpec]:
+        """Every config field with its type, default, range and doc: what study configs check `options`
+        against. The default reads `config_class`'s fields (dictionaries/options.py); override it only for
+        options the dataclass cannot declare."""
+        return option_schema(cls.config_class)
+
+    @classmethod
     def training_memory(cls, n: int, d: int, batch: int) -> tuple[int, str]:
         """Bytes this architecture needs to train n atoms of width d on batches of `batch`
         tokens, and how that was counted (for `diffdict check`). A rough default; override it."""
@@ -198,7 +213,7 @@ class Dictionary(ABC):
         pass
 
     def extra_config(self) -> dict[str, Any]:
-        """JSON-able state that is not a tensor (counters, provenance tables)."""
+        """JSON-able state that is not a tensor and not a `resume_state` attribute (e.g. provenance tables)."""
         return {}
 
     def load_extra_config(self, extra: dict[str, Any]) -> None:
@@ -212,6 +227,7 @@ class Dictionary(ABC):
                 "format_version": FORMAT_VERSION,
                 "config": dataclasses.asdict(self.config),
                 "meta": self.meta,
+                "resume": {name: getattr(self, name) for name in self._resume_names()},
                 "extra": self.extra_config(),
             }
             (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
@@ -226,6 +242,20 @@ class Dictionary(ABC):
     @classmethod
     def from_config(cls, config: Any) -> "Dictionary":
         return cls(config)
+
+    @classmethod
+    def _resume_names(cls) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(("initialized", *cls.resume_state)))
+
+    def load_resume_state(self, document: dict[str, Any]) -> None:
+        """Restore the `resume_state` attributes of a saved config.json. Files written before the base class
+        saved them kept them under "extra"; a file without `initialized` anywhere holds a trained dictionary."""
+        saved, extra = document.get("resume", {}), document.get("extra", {})
+        for name in self._resume_names():
+            if name in saved or name in extra:
+                setattr(self, name, saved.get(name, extra.get(name)))
+            elif name == "initialized":
+                self.initialized = True
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -262,11 +292,8 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
     if found is None or not (found / CONFIG_FILE).is_file():
         raise MissingFileError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
                                 f"train it first (`diffdict train CONFIG`)")
-    try:
-        document = json.loads((found / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{found / CONFIG_FILE} is not valid JSON ({error}); to retrain the dictionary delete "
-                         f"{found} and run `diffdict train CONFIG`") from None
+    document = read_json(found / CONFIG_FILE, "a dictionary's config.json",
+                         f"to retrain the dictionary delete {found} and run `diffdict train CONFIG`")
     if "architecture" not in document:
         raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(architecture_names())}")
     try:
@@ -275,6 +302,7 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
         raise InputError(f"{found / CONFIG_FILE}: {error}") from None
     dictionary = cls.from_config(config_from_dict(cls.config_class, document["config"], where=str(found / CONFIG_FILE)))
     dictionary.meta = document.get("meta", {})
+    dictionary.load_resume_state(document)
     dictionary.load_extra_config(document.get("extra", {}))
     tensors = read_safetensors(found / WEIGHTS_FILE)
     _check_shapes(dictionary, tensors, found / WEIGHTS_FILE)

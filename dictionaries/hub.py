@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from diffdict.dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
 from diffdict.dictionaries.errors import HubAccessError, InputError, MissingFileError
+from diffdict.dictionaries.guarded_read import metrics_fix, read_json, read_parquet, store_settings_fix
 
 # upload(folder, repo_id, path_in_repo, private, commit_message) -> a URL or anything printable.
 Uploader = Callable[..., Any]
@@ -79,18 +80,30 @@ def download(repo_id: str, subfolder: str | None = None, revision: str | None = 
     return folder
 
 
+def _size_keys(architecture: str) -> tuple[str, str]:
+    """The config keys that hold an architecture's (atoms, atoms per code): its class's `size_keys`; ("n", "k")
+    for an architecture not registered in this process (a plug-in the card's writer did not import)."""
+    from diffdict.dictionaries.registry import architecture_class
+
+    try:
+        return tuple(architecture_class(architecture).size_keys)
+    except InputError:
+        return ("n", "k")
+
+
 def model_card(folder: str | Path, repo_id: str = "OWNER/REPO", subfolder: str | None = None) -> str:
     """A README.md for a trained dictionary: what it is, where it was trained, how well it does.
 
     Reads the dictionary's config.json and, when it sits in a run folder (RUN/fits/GROUP/NAME),
     the group's held-out metrics and the activation store's model id."""
     folder = Path(folder)
-    document = json.loads((folder / CONFIG_FILE).read_text())
+    document = read_json(folder / CONFIG_FILE, "a dictionary's config.json",
+                         f"to retrain the dictionary delete {folder} and run `diffdict train CONFIG`")
     config, meta = document.get("config", {}), document.get("meta", {})
     architecture = document.get("architecture", "?")
     name = meta.get("name", folder.name)
-    n = config.get("n", config.get("max_size"))
-    k = config.get("k", config.get("L"))
+    n_key, k_key = _size_keys(architecture)
+    n, k = config.get(n_key, "unknown"), config.get(k_key, "unknown")
     metrics = _held_out_metrics(folder, name)
     model = _model_id(folder)
     facts = [
@@ -166,7 +179,8 @@ def _held_out_metrics(folder: Path, name: str) -> dict[str, Any]:
         return {}
     import polars as pl
 
-    frame = pl.read_parquet(path).filter(pl.col("name") == name)
+    frame = read_parquet(path, "a fit's metrics table", metrics_fix(path), columns=("name", "kind")).filter(
+        pl.col("name") == name)
     result: dict[str, Any] = {}
     evals = frame.filter(pl.col("kind") == "eval")
     if evals.height:
@@ -186,7 +200,7 @@ def _model_id(folder: Path) -> str | None:
     store = run / "stores" / model / "store.json"
     if not store.is_file():
         return None
-    return json.loads(store.read_text()).get("model")
+    return read_json(store, "a store's settings (store.json)", store_settings_fix(store)).get("model")
 
 
 def check_hub_access() -> None:
@@ -210,7 +224,7 @@ def check_hub_access() -> None:
     try:
         response = get_session().get(url, headers=build_hf_headers(token=token, library_name="diffdict"),
                                      timeout=PROBE_TIMEOUT_S)
-    except _network_errors() as error:
+    except network_errors() as error:
         raise HubAccessError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: "
                              f"{error}); check the network (or HF_ENDPOINT and proxy settings) and run the same "
                              f"command again; nothing was uploaded") from None
@@ -223,7 +237,7 @@ def check_hub_access() -> None:
                              f"again later; nothing was uploaded")
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
     """Transport errors of the HTTP library this huggingface_hub uses (requests, httpx or httpx2, by version);
     OSError covers refused connections and OfflineModeIsEnabled."""
     errors: list[type[BaseException]] = [OSError]

@@ -12,6 +12,7 @@ stream provides it: a free label for every feature.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ from diffdict.dictionaries import distributed
 from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
 from diffdict.dictionaries.distributed import World
 from diffdict.dictionaries.normalize import KINDS, InputNorm
+from diffdict.dictionaries.options import check_ranges, option
 from diffdict.dictionaries.pursuit import METHODS, pursuit
 
 PROVENANCE_FIELDS = ("map_row", "prompt_id", "seed", "step", "position")
@@ -29,13 +31,16 @@ MIN_WINDOW, MAX_WINDOW = 16, 4096  # candidates coded together while admitting (
 
 @dataclass
 class ITDAConfig:
+    """ITDA's options: their types, defaults, ranges and docs are its option schema (dictionaries/options.py)."""
+
     d: int
-    L: int = 32  # atoms per code (the "k" of ITDA)
-    threshold: float = 0.3  # add a sample when its normalised error exceeds this
-    max_size: int = 0  # 0 = unbounded
-    pursuit: str = "matching"
-    refit: bool = True
-    input_norm: str = "none"
+    L: int = option(32, "[]", 1, math.inf, doc="atoms per code (the k of ITDA)")
+    threshold: float = option(0.3, "()", 0.0, 1.0,
+                              doc="a token whose normalised coding error exceeds this is added as an atom")
+    max_size: int = option(0, "[]", 0, math.inf, doc="the most atoms the dictionary grows to; 0 = unbounded")
+    pursuit: str = option("matching", choices=METHODS, doc="how tokens are coded: matching or gradient pursuit")
+    refit: bool = option(True, doc="least-squares refit of the chosen atoms' values (matching pursuit)")
+    input_norm: str = option("none", choices=KINDS, doc="standardise or whiten the input (folded back into the atoms)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.d, int) or self.d < 1:
@@ -44,12 +49,11 @@ class ITDAConfig:
             raise ValueError(f"itda: L must be a positive integer, got {self.L!r}")
         if self.max_size and self.L > self.max_size:
             raise ValueError(f"itda: L={self.L} is larger than max_size={self.max_size}; choose L <= max_size")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"itda: threshold must be in (0, 1), got {self.threshold}")
         if self.pursuit not in METHODS:
             raise ValueError(f"itda: pursuit must be one of {METHODS}, got {self.pursuit!r}")
         if self.input_norm not in KINDS:
             raise ValueError(f"itda: input_norm must be one of {KINDS}, got {self.input_norm!r}")
+        check_ranges(self, "itda")
 
 
 def _labels(column: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
@@ -75,6 +79,7 @@ class ITDA(Dictionary):
     architecture = "itda"
     config_class = ITDAConfig
     size_keys = ("max_size", "L")
+    resume_state = ("initialized", "tokens_seen")  # saved and restored by the base class
     reads_provenance = True  # each admitted atom keeps its token's provenance
     supports_distributed = True  # partial_fit(batch, world): candidates gathered rank-major
 
@@ -321,10 +326,3 @@ class ITDA(Dictionary):
     def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "gram" in tensors and tensors["gram"].shape[0] == self.n:
             self._gram = tensors["gram"].to(self.device, copy=True)
-
-    def extra_config(self) -> dict:
-        return {"initialized": self.initialized, "tokens_seen": self.tokens_seen}
-
-    def load_extra_config(self, extra: dict) -> None:
-        self.initialized = bool(extra.get("initialized", True))
-        self.tokens_seen = int(extra.get("tokens_seen", 0))

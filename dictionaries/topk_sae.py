@@ -17,6 +17,7 @@ import torch
 from diffdict.dictionaries import distributed
 from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
 from diffdict.dictionaries.normalize import KINDS, InputNorm
+from diffdict.dictionaries.options import check_ranges, option
 from diffdict.dictionaries.distributed import World
 from diffdict.dictionaries.sae_step import StepStats, sae_train_step
 from diffdict.dictionaries.errors import InputError
@@ -25,23 +26,30 @@ PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 ENCODE_CHUNK = 4096  # rows per encoder product, bounds the (rows, n) pre-activation buffer
 
 
+MAX_SEED = 2**63 - 1
+
+
 @dataclass
 class TopKSAEConfig:
+    """The SAE's options: their types, defaults, ranges and docs are its option schema (dictionaries/options.py)."""
+
     d: int
     n: int
     k: int
-    k_aux: int = 256
-    aux_coef: float = 1.0 / 32
-    dead_tokens: int = 10_000_000
-    lr: float = 1e-4
-    scale_lr_with_n: bool = True  # effective lr = lr * sqrt(2^14 / n) (Gao et al.)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 6.25e-10
-    input_norm: str = "none"
-    fired_threshold: float = 1e-3
-    init_sample: int = 32768  # tokens used for the geometric median / variance
-    seed: int = 0
+    k_aux: int = option(256, "[]", 0, math.inf,
+                        doc="latents the AuxK loss reconstructs the error with; 0 disables AuxK")
+    aux_coef: float = option(1.0 / 32, "[]", 0.0, math.inf, doc="weight of the AuxK loss")
+    dead_tokens: int = option(10_000_000, "[]", 1, math.inf,
+                              doc="a latent that has not fired for this many tokens is dead (AuxK revives it)")
+    lr: float = option(1e-4, "(]", 0.0, math.inf, doc="Adam's learning rate before the sqrt(2^14 / n) scaling")
+    scale_lr_with_n: bool = option(True, doc="effective lr = lr * sqrt(2^14 / n) (Gao et al.)")
+    beta1: float = option(0.9, "[)", 0.0, 1.0, doc="Adam's first-moment decay")
+    beta2: float = option(0.999, "[)", 0.0, 1.0, doc="Adam's second-moment decay")
+    eps: float = option(6.25e-10, "(]", 0.0, math.inf, doc="Adam's epsilon")
+    input_norm: str = option("none", choices=KINDS, doc="standardise or whiten the input (folded back into the atoms)")
+    fired_threshold: float = option(1e-3, "[]", 0.0, math.inf, doc="a latent above this value has fired")
+    init_sample: int = option(32768, "[]", 1, math.inf, doc="tokens used for the geometric median and the variance")
+    seed: int = option(0, "[]", 0, MAX_SEED, doc="seeds the initial weights")
 
     def __post_init__(self) -> None:
         for name in ("d", "n", "k"):
@@ -51,12 +59,9 @@ class TopKSAEConfig:
         if self.k > self.n:
             raise InputError(f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n "
                              f"(sdxl-unbox uses k=10 with n=5120)")
-        if self.k_aux < 0:
-            raise InputError(f"topk_sae: k_aux must be >= 0 (0 disables AuxK), got {self.k_aux}")
         if self.input_norm not in KINDS:
             raise InputError(f"topk_sae: input_norm must be one of {KINDS}, got {self.input_norm!r}")
-        if self.lr <= 0:
-            raise InputError(f"topk_sae: lr must be > 0, got {self.lr}")
+        check_ranges(self, "topk_sae")
 
     @property
     def effective_lr(self) -> float:
@@ -83,6 +88,7 @@ class TopKSAE(Dictionary):
     architecture = "topk_sae"
     config_class = TopKSAEConfig
     size_keys = ("n", "k")
+    resume_state = ("initialized", "tokens_seen", "steps")  # saved and restored by the base class
     init_from_sample = True  # b_dec at the geometric median, input norm and 1/Var from a sample
     supports_distributed = True  # partial_fit(x, world): gradients averaged over ranks
 
@@ -239,14 +245,6 @@ class TopKSAE(Dictionary):
         self.norm.load_tensors(tensors)
         self.mse_scale = float(tensors["mse_scale"][0])
         self._optimizer = None
-
-    def extra_config(self) -> dict:
-        return {"initialized": self.initialized, "tokens_seen": self.tokens_seen, "steps": self.steps}
-
-    def load_extra_config(self, extra: dict) -> None:
-        self.initialized = bool(extra.get("initialized", True))
-        self.tokens_seen = int(extra.get("tokens_seen", 0))
-        self.steps = int(extra.get("steps", 0))
 
     def training_tensors(self) -> dict[str, torch.Tensor]:
         out = {"tokens_since_fired": self.tokens_since_fired}

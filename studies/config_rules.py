@@ -6,7 +6,6 @@ Torch-free: config parsing and `diffdict --help` import it.
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Any
 
 from .errors import ConfigError
@@ -43,14 +42,6 @@ def check_windows(source: str, key: str, windows: dict[str, list[float]]) -> Non
         if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
             raise fail(source, f"{key}.{name}",
                        f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
-
-
-def check_edit_strengths(source: str, key: str, strengths: list[float]) -> None:
-    """Strengths that are multiples of the edited block's mean update norm: finite and > 0."""
-    for i, strength in enumerate(strengths):
-        if not math.isfinite(strength) or strength <= 0:
-            raise fail(source, f"{key}[{i}]",
-                       f"must be a finite number > 0 (a multiple of the block's mean update norm), got {strength}")
 
 
 def check_toy_world_study(config: Any, study: Any, source: str, key: str) -> None:

@@ -20,7 +20,8 @@ Conventions every study's config inherits (checked generically, studies/validate
 a field named `models` lists model entries and one named `dictionaries` lists dictionaries (with
 `metadata={"together": True}`, "a+b" names dictionaries edited together); `windows` (name ->
 [low, high]) and `t_range` are time windows; every float is finite; a field whose name contains
-`strength` is > 0 unless it has `metadata={"signed": True}`.
+`strength` says its unit (declared with studies.strengths.strength_field: what a strength of 1 is, shown in
+errors and docs/configs.md) and is > 0 unless declared `signed=True`.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ import keyword
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .strengths import missing_units
 
 # A callable, or "package.module:function" imported when first called.
 Ref = Callable[..., Any] | str
@@ -112,6 +115,7 @@ def _load_builtins() -> None:
         kind = importlib.import_module(module).STUDY
         if kind.name != name:
             raise TypeError(f"{module}.STUDY is named {kind.name!r}, but BUILTIN lists it as {name!r}")
+        _check_strength_units(kind)
         builtins[name] = kind
     registered = dict(REGISTRY)
     REGISTRY.clear()
@@ -137,6 +141,7 @@ def register(kind: StudyKind) -> StudyKind:
         raise TypeError(f"study {name!r}: config must be a dataclass (the fields of its [studies.{name}] table)")
     if not kind.tables:
         raise ValueError(f"study {name!r}: name at least one table in `tables`")
+    _check_strength_units(kind)
     taken = {table: other.name for other in REGISTRY.values() for table in other.tables}
     clashes = [table for table in kind.tables if table in taken]
     if clashes:
@@ -144,6 +149,14 @@ def register(kind: StudyKind) -> StudyKind:
                          f"table names are file names in RUN/tables/, so choose another")
     REGISTRY[name] = kind
     return kind
+
+
+def _check_strength_units(kind: StudyKind) -> None:
+    """A strength field must say what a strength of 1 is: the same word is a multiple of different norms."""
+    missing = missing_units(kind.config)
+    if missing:
+        raise ValueError(f"study {kind.name!r}: field {missing[0]!r} is a strength but does not say its unit; "
+                         f"declare it with studies.strengths.strength_field(default, unit=\"multiples of ...\")")
 
 
 def unregister(name: str) -> None:

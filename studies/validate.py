@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import typing
 from pathlib import Path
 from typing import Any
 
 from diffdict.dictionaries.atomic import OLD_SUFFIX, TMP_MARK
+from diffdict.dictionaries.options import OptionSpec, violation
 
 from .config import ConfigError, PromptsSection, StudiesSection, StudyConfig, resolve_relative
 from .config_rules import did_you_mean, fail as _fail
@@ -31,13 +31,6 @@ MAX_SEED = 2**63 - 1  # the store's index keeps seeds as Int64
 MAX_STEPS = 1000  # the schedulers of every supported model have 1000 training timesteps
 MAX_SIDE = 8192  # px; beyond this no supported model has been trained, and memory runs out first
 DEVICE_TYPES = ("cpu", "cuda", "mps")
-# Ranges of the dictionary options every architecture shares by name (others: type and finiteness).
-OPTION_RANGES: dict[str, tuple[str, float, float]] = {
-    "lr": ("(]", 0.0, math.inf), "eps": ("(]", 0.0, math.inf), "beta1": ("[)", 0.0, 1.0),
-    "beta2": ("[)", 0.0, 1.0), "threshold": ("()", 0.0, 1.0), "aux_coef": ("[]", 0.0, math.inf),
-    "fired_threshold": ("[]", 0.0, math.inf), "dead_tokens": ("[]", 1, math.inf),
-    "init_sample": ("[]", 1, math.inf), "k_aux": ("[]", 0, math.inf), "seed": ("[]", 0, MAX_SEED),
-}
 
 
 def validate_config(config: StudyConfig, source: str, path: Path | None) -> None:
@@ -147,7 +140,8 @@ def _check_finite(config: StudyConfig, source: str, key: str, value: Any) -> Non
 
 def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
     """Any `windows` (name -> [low, high]) or `t_range` is non-empty; any `*strength*` is > 0 unless its
-    field says `metadata={"signed": True}` (e.g. the atlas's strip, which steers away too and scores nothing)."""
+    field says `signed=True` (studies.strengths.strength_field; e.g. the atlas's strip, which steers away too and
+    scores nothing). The error names the field's unit: the same word is a multiple of different norms."""
     if not dataclasses.is_dataclass(value):
         return
     for f in dataclasses.fields(value):
@@ -167,9 +161,10 @@ def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
             for i, strength in enumerate(item if isinstance(item, list) else [item]):
                 if isinstance(strength, (int, float)) and not strength > 0:
                     at = f"{where}[{i}]" if isinstance(item, list) else where
-                    raise _fail(source, at, f"must be > 0, got {strength}: it is a multiple of a feature's typical "
-                                            f"activation (or norm) added to steer towards the target; 0 does nothing and "
-                                            f"a negative value steers away, which the study does not score")
+                    unit = f.metadata.get("unit") or "multiples of a typical activation or norm"
+                    raise _fail(source, at, f"must be > 0, got {strength}: it counts {unit}, added to steer towards "
+                                            f"the target; 0 does nothing and a negative value steers away, which the "
+                                            f"study does not score")
 
 
 def _check_interval(window: Any, source: str, key: str) -> None:
@@ -226,41 +221,38 @@ def _seed_uses(config: StudyConfig) -> list[tuple[str, int, int, str]]:
 
 # ---- dictionary options ------------------------------------------------------------------------------
 def _check_options(config: StudyConfig, source: str) -> None:
+    """Each entry's `options` against its architecture's own option schema (`Dictionary.option_schema()`: the
+    config dataclass's fields, with their types, ranges and docs), before anything is built."""
     from diffdict.dictionaries.registry import SIZE_KEYS, architecture_class
 
     for i, entry in enumerate(config.dictionaries):
         if entry.architecture not in SIZE_KEYS:
             continue  # reported by the architecture check, with the allowed names
-        config_class = architecture_class(entry.architecture).config_class
-        hints = typing.get_type_hints(config_class)
-        fields = [f.name for f in dataclasses.fields(config_class)]
-        reserved = {"d": "d is taken from the hook", SIZE_KEYS[entry.architecture][0]: "set `n` on the entry",
-                    SIZE_KEYS[entry.architecture][1]: "set `k` on the entry"}
+        schema = architecture_class(entry.architecture).option_schema()
+        n_key, k_key = SIZE_KEYS[entry.architecture]
+        reserved = {"d": "d is taken from the hook", n_key: "set `n` on the entry", k_key: "set `k` on the entry"}
         for name, value in entry.options.items():
             key = f"dictionaries[{i}].options.{name}"
             if name in reserved:
                 raise _fail(source, key, f"is not an option here: {reserved[name]}, not in options")
-            if name not in fields:
-                allowed = [f for f in fields if f not in reserved]
-                raise _fail(source, key, f"unknown option for {entry.architecture}{did_you_mean(name, fields)} Allowed: {', '.join(allowed)}")
-            _check_option_value(hints[name], value, source, key)
+            if name not in schema:
+                allowed = [f for f in schema if f not in reserved]
+                raise _fail(source, key, f"unknown option for {entry.architecture}{did_you_mean(name, schema)} "
+                                         f"Allowed: {', '.join(allowed)}")
+            _check_option_value(schema[name], value, source, key)
 
 
-def _check_option_value(hint: Any, value: Any, source: str, key: str) -> None:
+def _check_option_value(spec: OptionSpec, value: Any, source: str, key: str) -> None:
+    hint = spec.type
     expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint)
     ok = {int: isinstance(value, int) and not isinstance(value, bool),
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
           bool: isinstance(value, bool), str: isinstance(value, str)}.get(hint, True)
     if not ok:
         raise _fail(source, key, f"expected {expected}, got {type(value).__name__} {value!r}")
-    name = key.rsplit(".", 1)[1]
-    if name in OPTION_RANGES and isinstance(value, (int, float)):
-        brackets, low, high = OPTION_RANGES[name]
-        above = value > low if brackets[0] == "(" else value >= low
-        below = value < high if brackets[1] == ")" else value <= high
-        if not (above and below):
-            shown = f"{brackets[0]}{low}, {'inf' if high == math.inf else high}{brackets[1]}"
-            raise _fail(source, key, f"{value} is out of range; allowed: {shown}")
+    problem = violation(spec, value)
+    if problem is not None:
+        raise _fail(source, key, problem)
 
 
 def memory_estimate(architecture: str, n: int, d: int, batch: int) -> tuple[int, str]:

@@ -14,11 +14,21 @@ from diffdict.adapters.sdxl import SDXL, SDXLAdapter
 
 
 def test_every_family_names_itself_and_its_adapter():
-    assert set(families.FAMILIES) == {"sdxl", "flux"}
+    assert {"sdxl", "flux"} <= set(families.FAMILIES)  # the built-ins; a registered family may join them
     for name, family in families.FAMILIES.items():
         assert family.name == name and family.adapter.family == name
         assert families.family_of_pipeline(family.pipeline_class) is family
-    assert [f.name for f in families.nf4_families()] == ["flux"]
+    assert "flux" in [f.name for f in families.nf4_families()]
+    assert "sdxl" not in [f.name for f in families.nf4_families()]
+
+
+def test_the_model_tables_are_derived_from_the_families():
+    """REAL_MODELS and TINY_MODELS list exactly what the families declare, with their protocol defaults."""
+    declared = {m.id: (f.name, m.defaults) for f in families.FAMILIES.values() for m in f.real_models}
+    assert {i: (s.family, s.defaults) for i, s in adapters.registry.REAL_MODELS.items()} == declared
+    assert {"stabilityai/sdxl-turbo", "black-forest-labs/FLUX.1-dev"} <= set(declared)
+    assert dict(adapters.registry.TINY_MODELS)["tiny/sdxl"].family == "sdxl"
+    assert set(adapters.registry.TINY_MODELS) == {f.tiny.id for f in families.FAMILIES.values()}
 
 
 def test_real_models_meta_configs_come_from_their_family():
@@ -44,14 +54,34 @@ def test_a_new_family_is_one_declaration(tmp_path, monkeypatch):
         family = "sdxl-variant"
 
     variant = dataclasses.replace(SDXL, name="sdxl-variant", title="SDXL variant", adapter=VariantAdapter,
-                                  pipeline_class="StableDiffusionXLVariantPipeline")
+                                  pipeline_class="StableDiffusionXLVariantPipeline", real_models=(),
+                                  tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-variant"))
     monkeypatch.setitem(families.FAMILIES, variant.name, variant)
-    folder = _pipeline_folder(tmp_path / "variant", variant.pipeline_class, dict(SDXL.tiny_config), "unet")
+    folder = _pipeline_folder(tmp_path / "variant", variant.pipeline_class, dict(SDXL.tiny.denoiser_config), "unet")
     adapter = adapters.load(str(folder), device="meta")
     assert isinstance(adapter, VariantAdapter) and "down.2.1" in adapter.hook_points
     assert adapter.defaults == adapters.registry.REAL_MODELS["stabilityai/stable-diffusion-xl-base-1.0"].defaults
     with pytest.raises(AdapterInputError, match="supported for Flux models only"):
         adapters.load(str(folder), quantize="nf4", device="meta")
+
+
+def test_registration_refuses_what_would_clash():
+    class Clash(SDXLAdapter):
+        family = "clash"
+
+    clash = dataclasses.replace(SDXL, name="clash", adapter=Clash, pipeline_class="ClashPipeline", real_models=(),
+                                tiny=dataclasses.replace(SDXL.tiny, id="tiny/clash"))
+    with pytest.raises(ValueError, match="already registered"):
+        families.register(dataclasses.replace(clash, name="sdxl", adapter=SDXLAdapter))
+    with pytest.raises(ValueError, match="its adapter SDXLAdapter says family = 'sdxl'"):
+        families.register(dataclasses.replace(clash, adapter=SDXLAdapter))
+    with pytest.raises(ValueError, match="'tiny/sdxl' is already declared by family 'sdxl'"):
+        families.register(dataclasses.replace(clash, tiny=SDXL.tiny))
+    with pytest.raises(ValueError, match="pipeline class 'StableDiffusionXLPipeline' is already family 'sdxl'"):
+        families.register(dataclasses.replace(clash, pipeline_class=SDXL.pipeline_class))
+    with pytest.raises(ValueError, match="built-in"):
+        families.unregister("sdxl")
+    assert "clash" not in families.FAMILIES
 
 
 def test_an_unknown_pipeline_lists_the_families_pipelines(tmp_path):

@@ -88,12 +88,7 @@ class DenseLinear(Dictionary):
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.weight = tensors["weight"].float()
-
-    def extra_config(self) -> dict:
-        return {"initialized": self.initialized}
-
-    def load_extra_config(self, extra: dict) -> None:
-        self.initialized = bool(extra.get("initialized", True))
+    # `initialized` needs no code here: the base class saves and restores it (Dictionary.resume_state)
 
 
 @pytest.fixture
@@ -127,9 +122,11 @@ def test_the_registry_is_the_one_list_of_architectures(dense_registered):
     from diffdict.studies.run import SIZE_KEYS
     from diffdict.studies.validate import memory_estimate
 
-    assert registry.architecture_names()[:2] == ("topk_sae", "itda")
+    assert registry.architecture_names()[:2] == ("topk_sae", "itda")  # the built-ins first, in BUILTIN's order
     assert "dense_linear" in registry.architecture_names()
-    assert dict(SIZE_KEYS) == {"topk_sae": ("n", "k"), "itda": ("max_size", "L"), "dense_linear": ("atoms", "active")}
+    assert set(SIZE_KEYS) == set(registry.architecture_names())  # built-ins and whatever else is registered
+    assert {name: SIZE_KEYS[name] for name in ("topk_sae", "itda", "dense_linear")} == {
+        "topk_sae": ("n", "k"), "itda": ("max_size", "L"), "dense_linear": ("atoms", "active")}
     need, how = memory_estimate("dense_linear", 100, 10, 8)  # the base class's default estimate
     assert need == 2 * 100 * 10 * 4 + 8 * 100 * 4 and how
     with pytest.raises(ValueError, match="unknown dictionary architecture 'dense_linea'.*did you mean 'dense_linear'"):

@@ -6,6 +6,9 @@ from typing import Any
 
 from ..config_rules import positive
 from ..registry import StudyKind
+from ..strengths import strength_field
+
+FEATURE_MEAN = "multiples of the feature's mean activation where it is active, on the held-out prompts"
 
 
 @dataclass
@@ -13,11 +16,14 @@ class AtlasStudy:
     dictionaries: list[str] = field(default_factory=list)
     top_features: int = 12
     images_per_feature: int = 6
-    # Modulation strip and empty-prompt activation: multiples of each feature's mean activation. The
-    # strip's sign is meaningful: it shows a feature from negative (steered away) through 0 (the
-    # unedited image) to strong; nothing scores it.
-    strengths: list[float] = field(default_factory=lambda: [-4.0, 0.0, 2.0, 4.0, 8.0], metadata={"signed": True})
-    empty_strengths: list[float] = field(default_factory=lambda: [12.0])
+    # The strip's sign is meaningful: it shows a feature from negative (steered away) through 0 (the unedited
+    # image) to strong; nothing scores it.
+    strengths: list[float] = strength_field(
+        default_factory=lambda: [-4.0, 0.0, 2.0, 4.0, 8.0], unit=FEATURE_MEAN, signed=True,
+        use="the modulation strip: the feature's decoder direction added to its top prompt with each coefficient")
+    empty_strengths: list[float] = strength_field(
+        default_factory=lambda: [12.0], unit=FEATURE_MEAN,
+        use="what the feature draws by itself: its decoder direction added everywhere to the empty prompt")
 
 
 def validate(config: Any, study: AtlasStudy, source: str) -> None:

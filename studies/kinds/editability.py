@@ -5,10 +5,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EDIT_ATTRIBUTES
-from ..config_rules import check_edit_strengths, check_toy_world_study, check_windows, fail, one_of
+from ..config_rules import check_toy_world_study, check_windows, fail, one_of
 from ..registry import StudyKind
+from ..strengths import strength_field
 
 KEY = "studies.editability"
+UPDATE_NORM = "multiples of the block's mean update norm at the edited cells, on the selection prompts"
 
 
 @dataclass
@@ -22,7 +24,9 @@ class EditabilityStudy:
     attributes: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     windows: dict[str, list[float]] = field(
         default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
-    strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])  # x mean update norm at the cells
+    strengths: list[float] = strength_field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0], unit=UPDATE_NORM,
+        use="every method's direction (oracle, random, dictionary features) is added at each of these norms")
     prompts: int = 8  # held-out prompts edited per attribute
     selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
 
@@ -34,7 +38,6 @@ def validate(config: Any, study: EditabilityStudy, source: str) -> None:
         one_of(source, f"{KEY}.attributes[{i}]", attribute, EDIT_ATTRIBUTES)
     if not study.strengths:
         raise fail(source, f"{KEY}.strengths", "is empty; give strengths such as [1, 2, 4, 8]")
-    check_edit_strengths(source, f"{KEY}.strengths", study.strengths)
     for unit, hooks in study.groups.items():
         if not hooks:
             raise fail(source, f"{KEY}.groups.{unit}", "is empty; list the hooks edited together")

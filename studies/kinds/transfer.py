@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EDIT_ATTRIBUTES
-from ..config_rules import check_edit_strengths, check_windows, fail, one_of, positive
+from ..config_rules import check_windows, fail, one_of, positive
 from ..registry import StudyKind
+from ..strengths import strength_field
+from .editability import UPDATE_NORM
 
 KEY = "studies.transfer"
 
@@ -21,7 +23,10 @@ class TransferStudy:
     edit_prompts: int = 0  # held-out prompts edited per attribute
     edit_selection_prompts: int = 64  # train-split prompts for features, oracle directions and norms
     edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
-    edit_strengths: list[float] = field(default_factory=lambda: [2.0, 4.0, 8.0])  # x the mean update norm
+    edit_strengths: list[float] = strength_field(
+        default_factory=lambda: [2.0, 4.0, 8.0], unit=UPDATE_NORM,
+        use="the transferred features, the target's own dictionaries, oracle and random directions are added at "
+            "each of these norms")
     edit_window: list[float] = field(default_factory=lambda: [0.6, 1.0])  # t range edited (t = 1 is noise)
 
 
@@ -37,7 +42,6 @@ def validate(config: Any, study: TransferStudy, source: str) -> None:
     positive(source, f"{KEY}.edit_selection_prompts", study.edit_selection_prompts)
     for i, attribute in enumerate(study.edit_attributes):
         one_of(source, f"{KEY}.edit_attributes[{i}]", attribute, EDIT_ATTRIBUTES)
-    check_edit_strengths(source, f"{KEY}.edit_strengths", study.edit_strengths)
     check_windows(source, KEY, {"edit_window": study.edit_window})
 
 

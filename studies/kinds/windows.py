@@ -7,8 +7,10 @@ from typing import Any
 from ..config import EDIT_ATTRIBUTES, EDIT_STYLES
 from ..config_rules import check_windows, one_of, positive, require_toy_world
 from ..registry import StudyKind
+from ..strengths import strength_field
 
 KEY = "studies.windows"
+FEATURE_MEAN = "multiples of the target feature's mean activation where it is active, on the selection prompts"
 
 
 @dataclass
@@ -21,9 +23,18 @@ class WindowsStudy:
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     prompts: int = 8  # held-out prompts edited
     selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
-    strength: float = 4.0  # sdlens / tinaz_spatial, and the oracle and random rows: x the feature's mean activation
-    norm_strength: float = 0.5  # tinaz_global: multiples of the local code norm
-    token_norm_strength: float = 1.0  # flux_add: multiples of the mean token norm
+    # One unit, three uses: each puts the target concept in at about the same size (atoms are unit-norm), so the
+    # oracle and random rows compare with the sdlens edit at an equal norm.
+    strength: float = strength_field(
+        4.0, unit=FEATURE_MEAN,
+        use="sdlens adds the target atom with this coefficient; tinaz_spatial sets the target feature to this "
+            "value inside the region; the oracle and random rows add a direction of this norm")
+    norm_strength: float = strength_field(
+        0.5, unit="multiples of the local code norm: the norm of the dictionary's code at each cell and step",
+        use="tinaz_global adds the target feature with this value everywhere")
+    token_norm_strength: float = strength_field(
+        1.0, unit="multiples of the hook's mean token norm on the selection prompts",
+        use="flux_add adds the unit target atom scaled to this norm on the region")
     # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
     # against the edited and the original caption; "auto" = judge for toy/tiny models.
     scoring: str = "auto"
