@@ -59,7 +59,8 @@ TINY_FLUX_TRANSFORMER = dict(
 TINY_VAE_FACTOR = 2  # two VAE levels
 
 
-# The tiny pipelines' schedulers (also read by adapters/schedules.py, which places steps without a pipeline).
+# The tiny pipelines' schedulers (also declared in each family's TinyModel, from which adapters/schedules.py places
+# steps without a pipeline).
 TINY_SCHEDULERS = {
     "tiny/sdxl": {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012,
                   "beta_schedule": "scaled_linear", "timestep_spacing": "trailing", "steps_offset": 1},

@@ -87,6 +87,17 @@ def test_predicted_store_bytes_equal_what_harvest_writes(tmp_path, extra):
     predicted = {store.hook: store.tensor_bytes for store in model.stores}
     assert written == predicted
     assert model.branches_kept == (["uncond"] if extra else ["uncond", "cond"])
+    if extra:  # a subsampled map lists its grid positions; a training stream's provenance carries them
+        from diffdict.dictionaries.store_reader import ActivationStore
+
+        store = ActivationStore(tmp_path / "run" / "stores" / "cfg")
+        rows = store.index.filter(store.index["hook"] == "mid.0")
+        assert all(len(p) == 5 and len(set(p)) == 5 and max(p) < 64 for p in rows["positions"].to_list())
+        batch = next(store.stream("mid.0", batch_size=40, buffer_tokens=40, with_provenance=True))
+        listed = {(r["prompt_id"], r["step"], q) for r in rows.iter_rows(named=True) for q in r["positions"]}
+        seen = zip(batch.provenance["prompt_id"].tolist(), batch.provenance["step"].tolist(),
+                   batch.provenance["position"].tolist())
+        assert set(seen) <= listed
 
 
 def test_stratified_positions_cover_every_cell():
