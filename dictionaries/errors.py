@@ -12,6 +12,13 @@ class MissingFileError(FileNotFoundError):
     user_facing = True
 
 
+class DamagedFileError(InputError):
+    """A file the framework wrote and reads back (an index, a table, settings) that is truncated, damaged or
+    foreign; the message names the file, what is wrong and a fix that never deletes good data."""
+
+    user_facing = True
+
+
 class DiskFullError(OSError):
     """A write failed for lack of space; the message names the file and how to resume."""
 

@@ -9,7 +9,6 @@ Layout of a store folder:
 """
 from __future__ import annotations
 
-import errno
 import json
 import zlib
 from pathlib import Path
@@ -67,7 +66,10 @@ def read_shard_rows(shard: Path) -> list[dict[str, Any]]:
         raise corrupt(shard, f"cannot read header ({error})") from error
     if "index" not in metadata:
         raise corrupt(shard, "header has no index rows")
-    rows = json.loads(metadata["index"])
+    try:
+        rows = json.loads(metadata["index"])
+    except ValueError as error:
+        raise corrupt(shard, f"its header's index rows are not JSON ({error})") from None
     missing = [row["offset"] for row in rows if str(row["offset"]) not in keys]
     if missing:
         raise corrupt(shard, f"maps {missing[:5]} listed in the header are missing")
@@ -101,11 +103,9 @@ class StoreWriter:
         elif not meta_path.exists():
             raise MissingFileError(f"{meta_path} is missing: the primary writer (rank 0) creates it first")
         if meta_path.exists():
-            try:
-                existing = json.loads(meta_path.read_text())
-            except ValueError:
-                existing = {}
-            changed = changed_settings(existing, meta)
+            existing = self._recorded_settings(meta_path, primary, replace)
+            # damaged with no shard to lose (or --force): the same as a store of other settings
+            changed = changed_settings(existing, meta) if existing is not None else f"{META_FILE} damaged"
             if changed and primary:
                 shards = sorted(self.shard_dir.glob("*.safetensors"))
                 if shards and not replace:
@@ -113,7 +113,9 @@ class StoreWriter:
                         f"{self.root} holds {len(shards)} shard(s) harvested with other settings ({changed}); maps "
                         f"of two settings are never mixed. Run the same command with --force to delete that store "
                         f"and harvest it again, or delete {self.root} yourself, or choose a new `out`")
-                log(f"note: {self.root} was harvested with other settings ({changed}); "
+                reason = f"was harvested with other settings ({changed})" if existing is not None else \
+                    f"has a damaged {META_FILE}"
+                log(f"note: {self.root} {reason}; "
                     f"{'deleting its ' + str(len(shards)) + ' shard(s) and ' if shards else ''}starting a fresh store")
                 for item in [*shards, self.root / INDEX_FILE, *self.root.glob("stats.*")]:
                     item.unlink(missing_ok=True)
@@ -123,6 +125,24 @@ class StoreWriter:
                                  f"(rank 0) should have replaced it")
         else:
             write_json_atomic(meta_path, meta)
+
+    def _recorded_settings(self, meta_path: Path, primary: bool, replace: bool) -> dict | None:
+        """What store.json records, or None when it is damaged and the store holds no shard (or `replace`).
+        Damaged beside shards, it is refused: calling it "other settings" would advise --force, which deletes
+        shards that may well be good."""
+        from diffdict.dictionaries.guarded_read import read_json
+
+        shards = sorted(self.shard_dir.glob("*.safetensors"))
+        fix = (f"the settings its {len(shards)} shard(s) were harvested with cannot be checked against the config. "
+               f"If they were harvested with this config, delete {meta_path} and run the same `diffdict harvest "
+               f"CONFIG` again: it records the settings anew and keeps the shards (and their maps); if not, run it "
+               f"with --force, which deletes that store and harvests it again")
+        try:
+            return read_json(meta_path, "a store's settings (store.json)", fix)
+        except InputError:
+            if not primary or (shards and not replace):
+                raise
+            return None
 
     def shard_path(self, name: str) -> Path:
         return self.shard_dir / f"{name}.safetensors"
@@ -143,16 +163,14 @@ class StoreWriter:
             rows.append({**record.fields, "model": self.model, "shard": name, "offset": offset,
                          "shape": [h, w, d], "h": h, "w": w, "d": d, "crc32": tensor_crc32(value)})
         metadata = {"index": json.dumps(rows), "format_version": str(FORMAT_VERSION)}
-        try:
+        try:  # safetensors' own error for a full disk is mapped to DiskFullError by write_file_atomic
             return write_file_atomic(self.shard_path(name), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-        except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
+        except DiskFullError as error:
             size = sum(t.numel() * t.element_size() for t in tensors.values())
             raise DiskFullError(error.errno, f"no space left to write shard {self.shard_path(name)} (about "
                                 f"{size / 1e6:.1f} MB); the shards already written are kept: free space on that "
                                 f"disk (or choose another `out`) and run the same command again to resume",
-                                str(self.shard_path(name))) from None
+                                str(self.shard_path(name))) from error.__cause__
 
     def finalize(self) -> pl.DataFrame:
         """Rebuild index.parquet from every shard header (reads headers only)."""

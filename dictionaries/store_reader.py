@@ -8,7 +8,6 @@ memory depends on buffer_tokens and batch_size, never on the size of the store.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from diffdict.dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
 from diffdict.dictionaries.base import TokenBatch  # noqa: F401  (importable from here too)
 from diffdict.dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries.guarded_read import read_json, read_parquet, rebuild_index_fix, store_settings_fix
 
 SPLITS = ("train", "eval", "all")
 
@@ -51,6 +51,8 @@ def held_out_prompts(texts: Sequence[str], prompt_ids: Sequence[int] | None = No
 
 
 MAP_KEY = ("model", "hook", "prompt_id", "seed", "step", "branch")
+# The index columns every reader relies on (`positions` is absent from stores of older versions).
+INDEX_REQUIRED = (*MAP_KEY, "prompt", "t", "shard", "offset", "h", "w", "d", "crc32")
 
 
 def _refuse_duplicate_rows(index: pl.DataFrame, path: Path) -> None:
@@ -75,8 +77,9 @@ class ActivationStore:
         if not index_path.is_file():
             raise MissingFileError(f"{self.root} has no {INDEX_FILE}: the harvest did not finish; "
                                     f"run the same `diffdict harvest CONFIG` again to resume it")
-        self.meta = json.loads(meta_path.read_text())
-        self.index = pl.read_parquet(index_path).with_row_index("map_row")
+        self.meta = read_json(meta_path, "a store's settings (store.json)", store_settings_fix(meta_path))
+        self.index = read_parquet(index_path, "a store index", rebuild_index_fix(index_path),
+                                  columns=INDEX_REQUIRED).with_row_index("map_row")
         _refuse_duplicate_rows(self.index, index_path)
 
     @property

@@ -158,6 +158,8 @@ class StudyConfig:
     train: TrainSection = field(default_factory=TrainSection)
     dictionaries: list[DictionaryEntry] = field(default_factory=list)
     studies: StudiesSection = field(default_factory=StudiesSection)
+    # modules (or .py files relative to the config) that register a study, architecture or family: studies/plugins.py
+    plugins: list[str] = field(default_factory=list)
     path: Path | None = None  # where it was read from; not a TOML key
 
     def model(self, name: str) -> ModelEntry:
@@ -242,6 +244,11 @@ def _shipped_config(path: Path) -> Path:
 def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | None = None) -> StudyConfig:
     from .validate import validate_config  # (a module of its own: names, out, numbers, options, device)
 
+    from .plugins import load_entry_points, load_plugins
+
+    # Before anything is resolved: a plug-in's study, architecture or family must be registered first.
+    load_entry_points()
+    load_plugins(table.get("plugins") if isinstance(table, dict) else None, path, source)
     config = _build(StudyConfig, table, source, "", skip=("path",))
     config.path = path
     validate_config(config, source, path)
@@ -424,7 +431,7 @@ def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> N
         if file.suffix.lower() in TABLE_SUFFIXES:
             if not file.exists():
                 raise _fail(source, "prompts.file", f"{file} does not exist; one prompt per line is expected")
-            _check_table(file, prompts.column, source, "prompts.file")
+            _check_table(file, prompts, source, "prompts.file")
         elif not read_prompt_file(file, source):  # names a folder, a missing or a non-UTF-8 file
             raise _fail(source, "prompts.file", f"{file} has no prompts (one prompt per line)")
     if prompts.source == "dataset":
@@ -448,7 +455,15 @@ def _check_dataset(prompts: PromptsSection, source: str, path: Path | None) -> N
     if local.is_file():
         if local.suffix.lower() not in TABLE_SUFFIXES:
             raise _fail(source, "prompts.dataset", f"{local}: a local file must be .parquet, .jsonl or .csv")
-        _check_table(local, prompts.column, source, "prompts.dataset")
+        _check_table(local, prompts, source, "prompts.dataset")
+    elif local.is_dir():  # data files present (not only a loading script), captions in them where polars reads them
+        from diffdict.studies.prompt_sources import SourceError, check_dataset_folder
+
+        try:
+            check_dataset_folder(local, prompts.column)
+        except SourceError as error:
+            key = "prompts.column" if error.about == "column" else "prompts.dataset"
+            raise _fail(source, key, str(error)) from None
     elif not local.exists() and (local.suffix.lower() in TABLE_SUFFIXES or not _looks_like_hub_id(prompts.dataset)):
         raise _fail(source, "prompts.dataset", f"{local} does not exist, and {prompts.dataset!r} is not a Hugging Face "
                     "dataset id ('owner/name')")
@@ -459,18 +474,28 @@ def _looks_like_hub_id(name: str) -> bool:
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
 
 
-def _check_table(file: Path, column: str | None, source: str, key: str) -> None:
-    """A local .parquet/.jsonl/.csv must name its caption column, and hold it (schema only, no full read)."""
-    from diffdict.studies.prompt_sources import table_columns
+def _check_table(file: Path, prompts: PromptsSection, source: str, key: str) -> None:
+    """A local .parquet/.jsonl/.csv must name its caption column and hold it as text, and its captions must be
+    readable and usable (every row parsed once, lazily: encoding, ragged rows, rows, non-blank and distinct
+    captions), so that no stage loads a model for a table that gives no prompts."""
+    from diffdict.studies.prompt_sources import SourceError, check_caption_column, summarize_table, table_columns
 
+    column = prompts.column
     if not column:
         raise _fail(source, "prompts.column", f"is required to read captions from {file.name} (one of its columns)")
     try:
         columns = table_columns(file)
     except Exception as error:  # polars raises its own error kinds for unreadable files
-        raise _fail(source, key, f"{file} cannot be read as {file.suffix[1:]}: {error}") from None
+        from diffdict.studies.prompt_sources import unreadable_message
+
+        raise _fail(source, key, unreadable_message(file, error)) from None
     if column not in columns:
         raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{did_you_mean(column, columns)} Columns: {', '.join(columns)}")
+    check_caption_column(file, column, f"{source}: prompts.column")
+    try:
+        summarize_table(file, column, prompts.count, prompts.shuffle)
+    except SourceError as error:
+        raise _fail(source, "prompts.column" if error.about == "column" else key, str(error)) from None
 
 
 def _check_studies(config: StudyConfig, source: str, models: list[str], dictionaries: list[str]) -> None:

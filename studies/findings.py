@@ -26,14 +26,21 @@ STAGE_ORDER = ["harvest", "train", "studies", "report"]
 SEED_FOLDER = re.compile(r"seed-(\d+)$")
 
 
-def run_tables(results: Path) -> dict[str, pl.DataFrame]:
-    """The claims' tables from one results folder (a run, or one of its seeds/N folders)."""
+def run_tables(results: Path, config: str | Path | None = None) -> dict[str, pl.DataFrame]:
+    """The claims' tables from one results folder (a run, or one of its seeds/N folders); `config`, the run's
+    config when known, goes into the fix for a damaged table."""
+    from diffdict.dictionaries.guarded_read import read_parquet
+
+    from .pipeline import recompute_fix, study_of_table
+
     folder = results / "tables"
+    seed = int(results.name) if results.parent.name == "seeds" and results.name.isdigit() else None
 
     def read(name: str) -> pl.DataFrame | None:
         # a table a study left empty (e.g. alignment without ground-truth concepts) has nothing to judge
         path = folder / f"{name}.parquet"
-        table = pl.read_parquet(path) if path.exists() else None
+        fix = recompute_fix(config, study_of_table(name), seed)
+        table = read_parquet(path, "a study table", fix) if path.exists() else None
         return None if table is None or table.is_empty() else table
 
     tables = {name: table for name in PLAIN if (table := read(name)) is not None}
@@ -69,17 +76,22 @@ def seed_results(run_dir: Path, base_seed: int) -> dict[int, Path]:
 
 
 def export(run_dir: Path, out: Path, provenance: dict) -> list[Path]:
-    """Write every seed's claim tables as CSV under out/seed-N/, and out/provenance.json."""
+    """Write every seed's claim tables as CSV under out/seed-N/, and out/provenance.json.
+
+    Every table is read before the first file is written, so a damaged table stops the export with
+    nothing written (no folder of some seeds' tables beside an old provenance); each file is atomic."""
+    from diffdict.dictionaries.atomic import write_file_atomic
+
     base_seed = int(provenance.get("study_seed", 0))
+    tables = {seed: run_tables(results) for seed, results in seed_results(run_dir, base_seed).items()}
     written = []
-    for seed, results in seed_results(run_dir, base_seed).items():
+    for seed, named in tables.items():
         folder = out / f"seed-{seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, table in run_tables(results).items():
+        for name, table in named.items():
             path = folder / f"{name}.csv"
-            table.write_csv(path, float_precision=6)
-            written.append(path)
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+            written.append(write_file_atomic(path, lambda tmp, table=table: table.write_csv(tmp, float_precision=6)))
+    text = json.dumps(provenance, indent=2, sort_keys=True) + "\n"
+    write_file_atomic(out / "provenance.json", lambda tmp: tmp.write_text(text))
     return written
 
 
@@ -89,13 +101,19 @@ def read_export(folder: Path) -> tuple[dict[int, dict[str, pl.DataFrame]], dict]
         from .errors import MissingFileError
 
         raise MissingFileError(f"{folder} is not a findings folder; make one with `diffdict findings RUN_DIR --tables {folder}`")
+    from diffdict.dictionaries.guarded_read import read_csv, read_json
+
+    fix = (f"export it again from the run with `diffdict findings RUN_DIR --tables {folder}` (or restore it, e.g. "
+           f"`git checkout -- {folder}` for the committed docs/findings)")
     seeds = {}
     for sub in sorted(folder.iterdir()):
         match = SEED_FOLDER.match(sub.name)
         if match and sub.is_dir():
-            seeds[int(match.group(1))] = {p.stem: pl.read_csv(p, infer_schema_length=None) for p in sorted(sub.glob("*.csv"))}
+            seeds[int(match.group(1))] = {p.stem: read_csv(p, "an exported claims table (CSV)", fix,
+                                                           infer_schema_length=None)
+                                          for p in sorted(sub.glob("*.csv"))}
     provenance_file = folder / "provenance.json"
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.exists() else {}
+    provenance = read_json(provenance_file, "the export's provenance (JSON)", fix) if provenance_file.exists() else {}
     return dict(sorted(seeds.items())), provenance
 
 

@@ -18,17 +18,34 @@ def configured_studies(run: Run) -> list[str]:
 
 
 def write_table(table: pl.DataFrame, path: Path) -> None:
-    """Atomic parquet write: a killed run never leaves half a table behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    table.write_parquet(tmp)
-    tmp.replace(path)
+    """Atomic parquet write: a killed run never leaves half a table behind (and a full disk says so)."""
+    from diffdict.dictionaries.atomic import write_file_atomic
+
+    write_file_atomic(path, lambda tmp: table.write_parquet(tmp))
 
 
-def read_tables(run: Run, names: tuple[str, ...]) -> dict[str, pl.DataFrame] | None:
+def read_tables(run: Run, names: tuple[str, ...], study: str | None = None) -> dict[str, pl.DataFrame] | None:
+    """A study's tables, or None while one is missing; a damaged one is refused with the command that
+    computes that study again (the other studies' tables are kept)."""
+    from diffdict.dictionaries.guarded_read import read_parquet
+
     if not all(run.table_path(n).exists() for n in names):
         return None
-    return {n: pl.read_parquet(run.table_path(n)) for n in names}
+    fix = recompute_fix(run.config.path, study, run.seed_override)
+    return {n: read_parquet(run.table_path(n), "a study table", fix) for n in names}
+
+
+def recompute_fix(config: str | Path | None, study: str | None, seed: int | None = None) -> str:
+    """The safe fix for a damaged study table: compute that study again (its tables replaced, the others kept)."""
+    again = f"diffdict study {config or 'CONFIG'}{f' --only {study}' if study else ''} --force" \
+            f"{f' --seed {seed}' if seed is not None else ''}"
+    return (f"compute it again with `{again}`, which replaces {'that study' if study else 'the studies'}'s tables "
+            f"and keeps the others")
+
+
+def study_of_table(table: str) -> str | None:
+    """The study that writes `table` (its StudyKind declares it), or None."""
+    return next((name for name, kind in study_kinds().items() if table in kind.tables), None)
 
 
 def run_studies(run: Run, only: list[str] | None = None, force: bool = False) -> dict[str, float]:
@@ -43,9 +60,12 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
         raise UserError(f"{missing} not configured: add a [studies.{missing[0]}] table to the config")
     seconds = {}
     run.save_config_copy()
+    from diffdict.dictionaries.atomic import remove_stale_temps
+
+    remove_stale_temps(run.results_root / "tables")  # a table write killed mid-way (we hold the run lock)
     for name in selected:
         kind = kinds[name]
-        if not force and read_tables(run, kind.tables) is not None:
+        if not force and read_tables(run, kind.tables, name) is not None:
             continue
         start = time.perf_counter()
         tables = kind.function("compute")(run)
@@ -75,16 +95,40 @@ def record_code(run: Run) -> None:
     _update_timings(run, lambda timings: timings.update(code=code))
 
 
-def _update_timings(run: Run, change: Callable[[dict], None]) -> None:
-    """Read RESULTS/timings.json (or {}), apply `change` to it in place, write it back atomically."""
-    import json
+def record_compute(run: Run, stage: str) -> None:
+    """What a stage computed with into RESULTS/timings.json ("compute": {stage: ...}): torch's CPU thread
+    count, the device and the models' dtypes. Bit-equal reruns need all three the same: the thread count
+    changes how float sums are split (between 1 and 2 threads, captured maps differ by ~1e-5 and an SAE's
+    atoms by ~1e-2), so a rerun that differs in the last digits is explained here."""
+    import os
 
-    from diffdict.dictionaries.atomic import write_json_atomic
+    import torch
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 records for the group (as it holds the lock)
+        return
+    record = {"threads": torch.get_num_threads(), "device": str(run.adapter_device()),
+              "model_dtypes": run.model_dtypes(), "store_dtype": run.config.harvest.dtype}
+    _update_timings(run, lambda timings: timings.setdefault("compute", {}).update({stage: record}))
+
+
+def read_timings(run: Run) -> dict:
+    """RESULTS/timings.json, or {}; a stage reads it before it starts, so a damaged one stops it before work."""
+    from diffdict.dictionaries.guarded_read import read_json
 
     path = run.results_root / "timings.json"
-    timings = json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    return read_json(path, "the run's timings", f"it only records stage times, threads and the code's commit: "
+                                                f"delete {path} (it is written again by the next stage)")
+
+
+def _update_timings(run: Run, change: Callable[[dict], None]) -> None:
+    """Read RESULTS/timings.json (or {}), apply `change` to it in place, write it back atomically."""
+    from diffdict.dictionaries.atomic import write_json_atomic
+
+    timings = read_timings(run)
     change(timings)
-    write_json_atomic(path, timings)
+    write_json_atomic(run.results_root / "timings.json", timings)
 
 
 def build_report(run: Run) -> Path:
@@ -97,7 +141,7 @@ def build_report(run: Run) -> Path:
     kinds = study_kinds()
     for name in configured_studies(run):
         kind = kinds[name]
-        tables = read_tables(run, kind.tables)
+        tables = read_tables(run, kind.tables, name)
         if tables is None:
             sections.append(Section(kind.title, f"Not computed yet: run `diffdict study {run.config.path} --only {name}`."))
             continue
@@ -120,7 +164,7 @@ def claims_section(run: Run) -> list:
     from .claims import UNMEASURED, judge_claims
     from .findings import run_tables
 
-    findings = judge_claims(run_tables(run.results_root))
+    findings = judge_claims(run_tables(run.results_root, run.config.path))
     if 2 * sum(f.verdict == UNMEASURED for f in findings) > len(findings):
         return []
     verdicts = pl.DataFrame({"paper": [f.paper.split(",")[0] for f in findings], "claim": [f.claim for f in findings],
@@ -147,4 +191,6 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
             log("[studies] " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.items()))
         log(f"[{stage}] done in {timings[stage]:.1f} s")
         record_timings(run, "stage_seconds", {stage: timings[stage]})
+        if stage != "report":
+            record_compute(run, stage)
     return timings

@@ -113,15 +113,17 @@ class Run:
         return self._inside(self.results_root / "plots" / f"{name}.png")
 
     def save_config_copy(self) -> None:
-        """Keep the config beside the results: config.toml (its text) and run.json (its path)."""
-        import json
+        """Keep the config beside the results: config.toml (its text) and run.json (its path), each written
+        atomically (a run killed mid-write leaves the old copy, never half a config for `atlas` to read)."""
+        from diffdict.dictionaries.atomic import write_file_atomic
 
         path = self.config.path
         if path is None or not Path(path).exists():
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "config.toml").write_text(Path(path).read_text())
-        (self.root / "run.json").write_text(json.dumps({"config": str(Path(path).resolve())}, indent=2) + "\n")
+        text = Path(path).read_text()
+        record = json.dumps({"config": str(Path(path).resolve())}, indent=2) + "\n"
+        write_file_atomic(self.root / "config.toml", lambda tmp: tmp.write_text(text))
+        write_file_atomic(self.root / "run.json", lambda tmp: tmp.write_text(record))
 
     # ---- shared objects ----------------------------------------------------------------------
     @cached_property
@@ -207,6 +209,16 @@ class Run:
             self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
 
+    def model_dtypes(self) -> dict[str, str]:
+        """Each model entry's dtype: as loaded in this run, else as configured ("default": the adapter's
+        default for the device, fp16 / bf16 on CUDA, fp32 elsewhere)."""
+        dtypes = {}
+        for entry in self.config.models:
+            pipe = getattr(self._adapters.get(entry.name), "pipe", None)
+            loaded = getattr(pipe, "dtype", None)
+            dtypes[entry.name] = str(loaded).removeprefix("torch.") if loaded is not None else entry.dtype or "default"
+        return dtypes
+
     def adapter_device(self) -> torch.device:
         """The device models run on in this run: the configured one, else CUDA when available."""
         from diffdict.adapters import default_device
@@ -252,6 +264,8 @@ class Run:
             # checkpoint), so the advice "retrain it" in the load errors works.
             if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
                 groups.setdefault(self.fit_group(entry), []).append(entry)
+            else:
+                _reassemble_metrics(folder.parent)
         if self.config.streams:
             from .streaming import train_from_stream
 
@@ -276,14 +290,23 @@ class Run:
             train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress,
                   device=self.adapter_device())
 
-    def held_out_metrics(self, name: str) -> dict[str, float] | None:
-        """The held-out evaluation written at the end of a dictionary's training."""
-        import polars as pl
+    def fit_metrics(self, name: str):
+        """The metrics table of `name`'s fit group (fits/GROUP/metrics.parquet), or None before training ends."""
+        from diffdict.dictionaries.guarded_read import metrics_fix, read_parquet
 
         path = self.dictionary_dir(name).parent / "metrics.parquet"
         if not path.exists():
             return None
-        rows = pl.read_parquet(path).filter((pl.col("kind") == "eval") & (pl.col("name") == name))
+        return read_parquet(path, "a fit's metrics table", metrics_fix(path), columns=("name", "kind", "step"))
+
+    def held_out_metrics(self, name: str) -> dict[str, float] | None:
+        """The held-out evaluation written at the end of a dictionary's training."""
+        import polars as pl
+
+        metrics = self.fit_metrics(name)
+        if metrics is None:
+            return None
+        rows = metrics.filter((pl.col("kind") == "eval") & (pl.col("name") == name))
         return rows.row(-1, named=True) if rows.height else None
 
     def fit_seconds(self, name: str) -> float:
@@ -291,13 +314,23 @@ class Run:
         return float(self.dictionary(name).meta.get("fit_seconds", float("nan")))
 
 
+def _reassemble_metrics(group: Path) -> None:
+    """A trained group whose metrics.parquet was deleted (the fix for a damaged one) gets it back from the
+    parts under metrics/, which training keeps; nothing is trained again."""
+    if (group / "metrics.parquet").exists() or not (group / "metrics").is_dir():
+        return
+    from diffdict.dictionaries.train import _assemble_metrics
+
+    _assemble_metrics(group)
+    print(f"note: rebuilt {group / 'metrics.parquet'} from {group / 'metrics'}")
+
+
 def load_run_dir(run_dir: str | Path, config: str | Path | None = None, device: str | None = None,
                  progress: bool = True) -> Run:
     """The Run behind a run folder: `config` when given, else the copy the run stored
     (RUN_DIR/config.toml, relative paths in it resolved against the original config's folder
     recorded in RUN_DIR/run.json). Outputs stay in RUN_DIR even if the config names another `out`."""
-    import json
-    import tomllib
+    from diffdict.dictionaries.guarded_read import read_toml
 
     from .config import ConfigError, load_config, parse_config
 
@@ -309,8 +342,28 @@ def load_run_dir(run_dir: str | Path, config: str | Path | None = None, device: 
         if not copy.exists():
             raise ConfigError(f"{run_dir} holds no config.toml (runs store one since `diffdict run` writes it); "
                               "pass the run's config with --config")
-        record = run_dir / "run.json"
-        original = Path(json.loads(record.read_text())["config"]) if record.exists() else copy
-        study = parse_config(tomllib.loads(copy.read_text()), source=str(copy), path=original)
+        original = _original_config(run_dir)
+        table = read_toml(copy, "the run's copy of its config (TOML)",
+                          f"pass the run's config with --config CONFIG ({original} made this run"
+                          f"{'' if original.exists() else ', but it no longer exists'}); "
+                          f"the next `diffdict study` or `report` of that config writes the copy again")
+        study = parse_config(table, source=str(copy), path=original)
     study.out = str(run_dir)
     return Run(study, device=device, progress=progress)
+
+
+def _original_config(run_dir: Path) -> Path:
+    """The config a run was made with, as RUN/run.json records it (the copy itself for runs without one)."""
+    from diffdict.dictionaries.guarded_read import read_json
+
+    record, copy = run_dir / "run.json", run_dir / "config.toml"
+    if not record.exists():
+        return copy
+    fix = (f"delete {record} (relative paths in {copy} are then read from {run_dir}) or pass the run's config "
+           f"with --config CONFIG; the next `diffdict study` or `report` writes it again")
+    recorded = read_json(record, "the run's record of its config (run.json)", fix).get("config")
+    if not isinstance(recorded, str):
+        from diffdict.dictionaries.guarded_read import damaged
+
+        raise damaged(record, "the run's record of its config (run.json)", "no 'config' path in it", fix)
+    return Path(recorded)

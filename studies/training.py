@@ -23,10 +23,10 @@ SPANS = 50
 
 def training_rows(run: Run, name: str) -> pl.DataFrame | None:
     """One dictionary's per-step training metrics, or None when it has none."""
-    path = run.dictionary_dir(name).parent / "metrics.parquet"
-    if not path.exists():
+    metrics = run.fit_metrics(name)  # read through the guarded reader: a damaged table names the fix
+    if metrics is None:
         return None
-    rows = pl.read_parquet(path).filter((pl.col("kind") == "train") & (pl.col("name") == name)).sort("step")
+    rows = metrics.filter((pl.col("kind") == "train") & (pl.col("name") == name)).sort("step")
     return rows if rows.height else None
 
 

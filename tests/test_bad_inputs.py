@@ -672,3 +672,228 @@ def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(moment, trai
     for name, table in expected.items():
         assert table.equals(resumed[name]), name
     assert (killed / "run" / "report.html").exists()
+
+
+# ==== issue 31: damaged run files, read through one guarded reader ==========================================
+# A file the framework reads back from a run folder that is truncated or foreign exits 2 naming the file, what
+# is wrong and a safe fix (rebuild from what is intact, rerun the stage that writes it), and the fix works.
+def _truncate(path: Path) -> Path:
+    os.truncate(path, path.stat().st_size // 2)
+    return path
+
+
+def _truncate_index(run):
+    return _truncate(run / "stores" / "one" / "index.parquet")
+
+
+def _store_json_not_json(run):
+    path = run / "stores" / "one" / "store.json"
+    path.write_text('{"format_version": 1, "model": "tiny/sdxl", "dty')  # cut off mid-write
+    return path
+
+
+def _store_json_foreign(run):
+    path = run / "stores" / "one" / "store.json"
+    path.write_text('["not", "a", "store"]')
+    return path
+
+
+FILE_CASES_31 = [
+    FileCase("truncated index.parquet", _truncate_index,
+             r"stores/one/index\.parquet: damaged or not a store index \(parquet: .*the index is rebuilt from the "
+             r"shard headers: delete .*index\.parquet and run the same `diffdict harvest CONFIG` again \(the shards "
+             r"are kept"),
+    FileCase("store.json not JSON", _store_json_not_json,
+             r"stores/one/store\.json: damaged or not a store's settings \(store\.json\) \(.*\); if this store was "
+             r"harvested with the config, delete .*store\.json and run the same `diffdict harvest CONFIG` again: it "
+             r"records the settings anew and keeps the shards"),
+    FileCase("store.json holds a JSON list", _store_json_foreign,
+             r"store\.json: damaged or not a store's settings \(store\.json\) \(a JSON list where a JSON object "
+             r"belongs\)"),
+]
+
+
+@pytest.mark.parametrize("case", FILE_CASES_31, ids=[c.name for c in FILE_CASES_31])
+def test_damaged_store_file_case(case, trained_run, tmp_path, capsys):
+    test_store_and_dictionary_case(case, trained_run, tmp_path, capsys)
+
+
+def _shard_digests(run: Path) -> dict[str, str]:
+    return _tree_digest(run / "stores" / "one" / "shards")
+
+
+def test_a_truncated_index_is_rebuilt_from_the_shards_by_the_advised_harvest(trained_run, tmp_path, capsys):
+    import polars as pl
+
+    config = _copy_run(trained_run, tmp_path)
+    index = tmp_path / "run" / "stores" / "one" / "index.parquet"
+    original, shards = pl.read_parquet(index), _shard_digests(tmp_path / "run")
+    _truncate(index)
+    index.unlink()  # the advice: delete it and harvest again
+    assert main(["harvest", str(config), "--no-progress", "--device", "cpu"]) == 0
+    assert pl.read_parquet(index).equals(original) and _shard_digests(tmp_path / "run") == shards
+
+
+def test_a_damaged_store_json_is_never_called_other_settings(trained_run, tmp_path, capsys):
+    """`harvest` used to say "other settings" and advise --force, which deletes the good shards."""
+    config = _copy_run(trained_run, tmp_path)
+    run = tmp_path / "run"
+    meta = run / "stores" / "one" / "store.json"
+    expected, shards = meta.read_text(), _shard_digests(run)
+    _store_json_not_json(run)
+    assert main(["harvest", str(config), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"store\.json: damaged or not a store's settings .*the settings its \d+ shard\(s\) were harvested "
+                     r"with cannot be checked against the config\. If they were harvested with this config, delete "
+                     r".*store\.json and run the same `diffdict harvest CONFIG` again: it records the settings anew "
+                     r"and keeps the shards", err), err
+    assert "other settings" not in err and _shard_digests(run) == shards
+    meta.unlink()  # the advice
+    assert main(["harvest", str(config), "--no-progress", "--device", "cpu"]) == 0
+    assert _shard_digests(run) == shards
+    import json
+    assert json.loads(meta.read_text()) == json.loads(expected)
+
+
+def test_a_truncated_table_names_the_study_to_compute_again(trained_run, tmp_path, capsys):
+    config = _copy_run(trained_run, tmp_path)
+    table = tmp_path / "run" / "tables" / "training_summary.parquet"
+    assert main(["study", str(config), "--only", "training", "--no-progress", "--device", "cpu"]) == 0
+    _truncate(table)
+    before = _tree_digest(tmp_path / "run")
+    for command in (["study", "--only", "training"], ["report"]):
+        assert main([command[0], str(config), *command[1:], "--no-progress", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"tables/training_summary\.parquet: damaged or not a study table \(parquet: .*\); compute it "
+                         r"again with `diffdict study .*study\.toml --only training --force`, which replaces that "
+                         r"study's tables and keeps the others", err), err
+    after = _tree_digest(tmp_path / "run")
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert main(["study", str(config), "--only", "training", "--force", "--no-progress", "--device", "cpu"]) == 0
+    import polars as pl
+    assert pl.read_parquet(table).height == 2  # the advice works: one row per dictionary again
+
+
+def test_a_truncated_metrics_table_is_reassembled_by_the_advised_train(trained_run, tmp_path, capsys):
+    import polars as pl
+
+    config = _copy_run(trained_run, tmp_path)
+    metrics = next((tmp_path / "run" / "fits").glob("one-4096-256-*")) / "metrics.parquet"
+    original = pl.read_parquet(metrics)
+    weights = _tree_digest(metrics.parent / "sae")
+    _truncate(metrics)
+    for command in (["train"], ["study", "--only", "training"]):
+        assert main([command[0], str(config), *command[1:], "--no-progress", "--device", "cpu"]) == 2
+        assert re.search(r"metrics\.parquet: damaged or not a fit's metrics table \(parquet: .*\); it is assembled "
+                         r"from the parts in .*/metrics: delete .*metrics\.parquet and run `diffdict train CONFIG` "
+                         r"again, which rebuilds it \(the dictionaries are kept\)", capsys.readouterr().err)
+    metrics.unlink()
+    assert main(["train", str(config), "--no-progress", "--device", "cpu"]) == 0
+    assert "rebuilt" in capsys.readouterr().out
+    assert pl.read_parquet(metrics).equals(original) and _tree_digest(metrics.parent / "sae") == weights
+
+
+@pytest.mark.parametrize("name,damage,message", [
+    ("config.toml", "[prompts\nsource = ",
+     r"config\.toml: damaged or not the run's copy of its config \(TOML\) \(.*\); pass the run's config with "
+     r"--config CONFIG"),
+    ("run.json", '{"config": ',
+     r"run\.json: damaged or not the run's record of its config \(run\.json\) \(.*\); delete .*run\.json .*or pass "
+     r"the run's config with --config CONFIG"),
+])
+def test_a_damaged_config_copy_names_the_file_before_the_run_loads(name, damage, message, trained_run, tmp_path,
+                                                                   capsys):
+    config = _copy_run(trained_run, tmp_path)
+    run = tmp_path / "run"
+    (run / "config.toml").write_text(config.read_text())
+    (run / "run.json").write_text('{"config": "%s"}\n' % config)
+    (run / name).write_text(damage)
+    before = _tree_digest(run)
+    assert main(["atlas", str(run), "--dictionary", "sae", "--features", "0", "--device", "cpu"]) == 2
+    assert re.search(message, capsys.readouterr().err, re.S)
+    assert _tree_digest(run) == before
+
+
+def test_a_damaged_timings_json_stops_a_stage_before_its_work(trained_run, tmp_path, capsys):
+    config = _copy_run(trained_run, tmp_path)
+    (tmp_path / "run" / "timings.json").write_text('{"stage_seconds": {"harvest": 1')
+    before = _tree_digest(tmp_path / "run")
+    assert main(["study", str(config), "--only", "training", "--no-progress", "--device", "cpu"]) == 2
+    assert re.search(r"timings\.json: damaged or not the run's timings .*it only records stage times, threads and the "
+                     r"code's commit: delete .*timings\.json", capsys.readouterr().err)
+    assert _tree_digest(tmp_path / "run") == before and not (tmp_path / "run" / "tables").exists()
+
+
+def test_findings_on_a_truncated_table_write_nothing(trained_run, tmp_path, capsys):
+    import polars as pl
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run / "run", run)
+    (run / "tables").mkdir()
+    pl.DataFrame({"model": ["one"], "fvu": [0.1]}).write_parquet(run / "tables" / "transfer_metrics.parquet")
+    pl.DataFrame({"model": ["one"], "hook": ["down.2.1"]}).write_parquet(run / "tables" / "layout.parquet")
+    _truncate(run / "tables" / "layout.parquet")
+    before = _tree_digest(run)
+    assert main(["findings", str(run)]) == 2
+    assert re.search(r"tables/layout\.parquet: damaged or not a study table \(parquet: .*\); compute it again with "
+                     r"`diffdict study CONFIG --only layout --force`", capsys.readouterr().err)
+    assert _tree_digest(run) == before  # no findings/ folder of some tables, no findings.md
+    assert not (run / "findings").exists() and not (run / "findings.md").exists()
+
+
+def test_findings_and_atlas_take_the_run_lock(trained_run, tmp_path, capsys):
+    import json
+    import socket
+    import subprocess
+
+    config = _copy_run(trained_run, tmp_path)
+    run = tmp_path / "run"
+    (run / "tables").mkdir()
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / ".diffdict.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                        "started": "now", "command": "diffdict study study.toml"}))
+        before = _tree_digest(run)
+        for argv in (["findings", str(run)],
+                     ["atlas", str(run), "--config", str(config), "--dictionary", "sae", "--features", "0",
+                      "--device", "cpu"]):
+            assert main(argv) == 2
+            assert re.search(rf"run is in use by `diffdict study study\.toml` \(pid {holder.pid} on this host",
+                             capsys.readouterr().err)
+        assert _tree_digest(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_that_names_no_holder_is_never_taken_for_stale(tmp_path, capsys):
+    """The window between creating a lock and writing it: another diffdict must not delete it."""
+    config = write_tiny_study(tmp_path)
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / ".diffdict.lock"
+    lock.write_text("")
+    assert main(["report", str(config), "--device", "cpu"]) == 2
+    assert re.search(r"\.diffdict\.lock exists but names no holder .*another diffdict may be starting on .*run right "
+                     r"now\. Wait a moment and run again; if no other diffdict uses .*run, delete .*\.diffdict\.lock",
+                     capsys.readouterr().err, re.S)
+    assert lock.exists() and lock.read_text() == ""
+
+
+def test_a_lock_appears_with_its_holder(tmp_path, monkeypatch):
+    """The lock is linked into place already written: a reader never sees it empty."""
+    import json
+
+    from diffdict.studies import lock as lock_module
+
+    seen = []
+    real_link = os.link
+
+    def link(source, target):
+        real_link(source, target)
+        seen.append(Path(target).read_text())  # what a concurrent reader would find at this instant
+
+    monkeypatch.setattr(lock_module.os, "link", link)
+    with lock_module.run_lock(tmp_path / "run", command="diffdict test"):
+        pass
+    assert len(seen) == 1 and json.loads(seen[0])["command"] == "diffdict test"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # the lock and its temporary are gone

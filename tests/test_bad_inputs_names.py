@@ -1,6 +1,8 @@
 """Bad-input catalogue, issue 31 (second hardening pass): reserved names, a Hub subfolder that escapes, `push`
 without a token or network, seeds whose offsets overflow, `atlas` counts, caption columns that are not text,
-and time windows that hold no step of the model.
+time windows that hold no step of the model, prompt sources that give no captions (read before any model
+loads; a Hub dataset probed), a full disk on a real tmpfs, `--threads`, and the toy export's out-dir.
+(Damaged run files are at the end of test_bad_inputs.py, beside its trained run.)
 
 As in test_bad_inputs.py, each case goes through the command line (or the Python API where that is the entry
 point), exits with status 2 and a message naming the file or key and the fix, and leaves what was written alone.
@@ -397,3 +399,330 @@ def test_the_toy_papers_windows_are_placed_as_documented():
     flux_times = step_times(adapters.load("toy/flux", device="meta"), 4, 64, 64)
     assert all(any(low <= t <= high for t in base_times) for low, high in ([0.6, 1.0], [0.2, 0.6], [0.0, 0.2]))
     assert flux_times == [1.0, 0.75, 0.5, 0.25]
+
+
+# ---- 4. prompt sources read far enough to know they will give captions (issue 31, part 3) ------------------------
+def _bytes(name: str, data: bytes | str):
+    def write(folder: Path) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return write
+
+
+def _frame_file(name: str, frame: pl.DataFrame, cut: bool = False):
+    def write(folder: Path) -> None:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(path)
+        if cut:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return write
+
+
+_DATASET = 'source = "dataset"\ndataset = "{name}"\ncolumn = "caption"'
+SOURCE_CASES = [
+    ("csv not UTF-8", "captions.csv", _bytes("captions.csv", b"caption\ncaf\xe9 au lait\na red circle\n"),
+     r"prompts\.dataset: .*captions\.csv is not UTF-8 text \(invalid utf-8 sequence\); save it as UTF-8, "
+     r"e\.g\. `iconv"),
+    ("ragged csv", "captions.csv", _bytes("captions.csv", "id,caption\n1,a red circle\n2,a blue, round square\n"),
+     r"prompts\.dataset: .*captions\.csv has a row with more fields than its header .*quote every caption that holds "
+     r"the separator"),
+    ("empty csv", "captions.csv", _bytes("captions.csv", b""), r"prompts\.dataset: .*captions\.csv is empty"),
+    ("csv with a header only", "captions.csv", _bytes("captions.csv", "caption\n"),
+     r"prompts\.dataset: .*captions\.csv has no rows; give a table with one caption per row"),
+    ("all-blank jsonl", "captions.jsonl", _bytes("captions.jsonl", '{"caption": " "}\n{"caption": null}\n'),
+     r"prompts\.column: column 'caption' of .*captions\.jsonl holds no caption: its 2 row\(s\) are all empty or null"),
+    ("jsonl cut mid-line", "captions.jsonl", _bytes("captions.jsonl", '{"caption": "a red circle"}\n{"caption": \n'),
+     r"prompts\.dataset: .*captions\.jsonl is not valid JSON lines \(.*\); write one JSON object per line"),
+    ("one caption repeated", "captions.parquet",
+     _frame_file("captions.parquet", pl.DataFrame({"caption": ["a red circle"] * 3})),
+     r"prompts\.column: column 'caption' of .*captions\.parquet has 1 distinct caption \(of 3 used\), but train and "
+     r"eval are split by prompt text"),
+    ("truncated parquet", "captions.parquet",
+     _frame_file("captions.parquet", pl.DataFrame({"caption": [f"a red circle {i}" for i in range(50)]}), cut=True),
+     r"prompts\.dataset: .*captions\.parquet cannot be read as parquet \(parquet: .*\); it may be truncated"),
+    ("dataset folder with only a loading script", "laion-like", _bytes("laion-like/laion_like.py", "import datasets\n"),
+     r"prompts\.dataset: .*laion-like holds only a loading script \(laion_like\.py\) and no data files; the installed "
+     r"`datasets` no longer runs loading scripts: write the captions as data files"),
+    ("dataset folder of blank captions", "blank",
+     _frame_file("blank/train-00000.parquet",
+                 pl.DataFrame({"caption": ["", " ", None]}, schema={"caption": pl.String})),
+     r"prompts\.column: column 'caption' of the data files in .*blank holds no caption"),
+]
+
+
+@pytest.mark.parametrize("name,table,setup,message", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+def test_a_prompt_source_that_gives_no_captions_is_refused_before_any_model(name, table, setup, message, tmp_path,
+                                                                             capsys, monkeypatch):
+    from diffdict.studies.run import Run
+
+    def no_model(self, model):
+        raise AssertionError("a model was loaded for a source that gives no prompts")
+
+    monkeypatch.setattr(Run, "adapter", no_model)
+    setup(tmp_path)
+    config = _sae_only_study(tmp_path, **{'source = "toyworld"': _DATASET.format(name=table)})
+    before = _tree_digest(tmp_path)
+    for command in (["check"], ["harvest", "--device", "cpu", "--no-progress"]):
+        _refused([command[0], str(config), *command[1:]], rf"study\.toml: {message}", capsys)
+    assert _tree_digest(tmp_path) == before and not (tmp_path / "run").exists()
+
+
+def test_a_ragged_csv_named_as_prompts_file_names_the_file_key(tmp_path, capsys):
+    _bytes("captions.csv", "id,caption\n1,a red circle\n2,a blue, round square\n")(tmp_path)
+    config = _sae_only_study(tmp_path, **{'source = "toyworld"': 'source = "file"\nfile = "captions.csv"\n'
+                                                                 'column = "caption"'})
+    _refused(["check", str(config)], r"prompts\.file: .*captions\.csv has a row with more fields", capsys)
+
+
+def test_the_harvest_s_own_read_refuses_the_same_tables(tmp_path):
+    """read_table (the stage's read, for a table changed since the check) names the file, never a ComputeError."""
+    from diffdict.studies.errors import UserError
+    from diffdict.studies.prompt_sources import read_table
+
+    for _name, table, setup, message in SOURCE_CASES[:8]:
+        setup(tmp_path)
+        path = tmp_path / table
+        with pytest.raises(UserError, match=message.split(": ", 1)[-1].replace(r"prompts\.dataset", "")):
+            read_table(path, "caption", 12)
+        path.unlink()
+
+
+def test_check_counts_a_good_table(tmp_path, capsys):
+    _caption_table(tmp_path, "csv")
+    config = _sae_only_study(tmp_path, **{'source = "toyworld"': _DATASET.format(name="captions.csv").replace(
+        '"caption"', '"text"')})
+    assert main(["check", str(config)]) == 0
+    assert re.search(r"prompts: .*captions\.csv \(column 'text', first 12\); 12 rows, 12 non-blank captions",
+                     capsys.readouterr().out)
+
+
+_HUB_SOURCE = {'source = "toyworld"': 'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "top_caption"'}
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Network mode on (HF_HUB_OFFLINE unset for huggingface_hub and datasets)."""
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+
+
+def test_a_hub_dataset_without_network_warns_at_check_and_stops_the_harvest(tmp_path, capsys, monkeypatch, online):
+    import time
+
+    from huggingface_hub import constants
+
+    from diffdict.studies.run import Run
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(Run, "adapter", lambda self, model: pytest.fail("a model was loaded without prompts"))
+    config = _sae_only_study(tmp_path, **_HUB_SOURCE)
+    began = time.monotonic()
+    assert main(["check", str(config)]) == 0
+    assert time.monotonic() - began < 30
+    assert re.search(r"prompts: Hugging Face dataset 'laion/laion-coco' .*not downloaded now; .*warning: not reachable "
+                     r"now \(ConnectError: .*\); the harvest needs the Hub", capsys.readouterr().out)
+    _refused(["harvest", str(config), "--device", "cpu", "--no-progress"],
+             r"prompts\.dataset: cannot reach the Hugging Face Hub to read dataset 'laion/laion-coco' \(ConnectError: "
+             r".*\); check the network .*run the same command again; nothing was generated", capsys)
+    assert not (tmp_path / "run" / "stores").exists()
+
+
+def test_a_hub_dataset_the_hub_does_not_have_is_refused_at_check(tmp_path, capsys, monkeypatch, online):
+    from huggingface_hub import constants
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # http.server's name for it
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Repository not found"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        config = _sae_only_study(tmp_path, **_HUB_SOURCE)
+        _refused(["check", str(config)], r"study\.toml: prompts\.dataset: dataset 'laion/laion-coco' is not on the "
+                                         r"Hugging Face Hub .*check the id at https://huggingface\.co/datasets/",
+                 capsys)
+    finally:
+        server.shutdown()
+
+
+def test_a_hub_dataset_offline_and_not_cached_is_one_message(tmp_path, capsys, monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    for module in (constants, datasets.config):
+        monkeypatch.setattr(module, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    config = _sae_only_study(tmp_path, **_HUB_SOURCE)
+    assert main(["check", str(config)]) == 0
+    assert "not asked (HF_HUB_OFFLINE is set)" in capsys.readouterr().out
+    _refused(["harvest", str(config), "--device", "cpu", "--no-progress"],
+             r"prompts\.dataset: dataset 'laion/laion-coco' \(split 'train'\) cannot be read \(.*\); HF_HUB_OFFLINE is "
+             r"set and the dataset is not in the local cache: unset HF_HUB_OFFLINE", capsys)
+
+
+# ---- 5. a full disk, on a real small file system (issue 31, part 6) ------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (we may mount as root); skipped where mounting is not permitted."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill the disk to the last byte with one file (deleted to free the space again)."""
+    import os
+
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
+    try:
+        for size in (65536, 4096, 1):  # unbuffered, down to the last byte
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _records(count: int, value: float, size: int = 32):
+    from diffdict.dictionaries.store import MapRecord
+
+    return [MapRecord({"hook": "h", "prompt_id": i, "prompt": f"p{i}", "seed": 0, "step": 0, "timestep": 999.0,
+                       "t": 1.0, "branch": "cond"}, torch.full((size, size, 16), value + i)) for i in range(count)]
+
+
+def test_a_shard_that_fills_the_disk_stops_with_the_file_and_resumes(small_disk):
+    """safetensors raises SafetensorError ("No space left on device"), not OSError: mapped all the same."""
+    from diffdict.dictionaries.errors import DiskFullError
+    from diffdict.dictionaries.store import StoreWriter, read_shard_rows
+    from diffdict.studies.errors import user_message
+
+    writer = StoreWriter(small_disk / "store", "m", "fp32")
+    writer.write_shard("job-000000", _records(2, 1.0))  # 2 x 64 KiB
+    kept = (small_disk / "store" / "shards" / "job-000000.safetensors").read_bytes()
+    filler = _fill(small_disk)
+    with pytest.raises(DiskFullError) as caught:
+        writer.write_shard("job-000001", _records(2, 5.0))
+    assert type(caught.value.__cause__).__name__ == "SafetensorError"  # the library's own error, from a real disk
+    assert re.search(r"no space left to write shard .*job-000001\.safetensors \(about 0\.1 MB\); the shards already "
+                     r"written are kept: .*run the same command again to resume", user_message(caught.value))
+    shards = small_disk / "store" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == ["job-000000.safetensors"]  # no temporary left behind
+    assert (shards / "job-000000.safetensors").read_bytes() == kept
+    assert len(read_shard_rows(shards / "job-000000.safetensors")) == 2
+    filler.unlink()  # space again: the same command resumes
+    resumed = StoreWriter(small_disk / "store", "m", "fp32")
+    assert resumed.has_shard("job-000000") and not resumed.has_shard("job-000001")
+    resumed.write_shard("job-000001", _records(2, 5.0))
+    assert resumed.finalize().height == 4
+
+
+def test_tables_dictionaries_and_json_on_a_full_disk_keep_the_old_file(small_disk):
+    """polars (ComputeError), a dictionary folder (safetensors) and JSON (OSError) all end in DiskFullError, and the
+    file a reader sees is still the previous one."""
+    from diffdict.dictionaries.atomic import write_json_atomic
+    from diffdict.dictionaries.errors import DiskFullError
+    from diffdict.studies.errors import user_message
+    from diffdict.studies.pipeline import write_table
+
+    table = pl.DataFrame({"x": list(range(20_000))})
+    write_table(table.head(10), small_disk / "tables" / "t.parquet")
+    write_json_atomic(small_disk / "timings.json", {"a": 1})
+    sae = base.create("topk_sae", d=16, n=32, k=4)
+    sae.save(small_disk / "fits" / "sae")
+    before = _tree_digest(small_disk)
+    filler = _fill(small_disk)
+    for write, name in ((lambda: write_table(table, small_disk / "tables" / "t.parquet"), "t.parquet"),
+                        (lambda: write_json_atomic(small_disk / "timings.json", {"a": list(range(10_000))}),
+                         "timings.json"),
+                        (lambda: base.create("topk_sae", d=16, n=4096, k=4).save(small_disk / "fits" / "sae"),
+                         "the folder sae")):
+        with pytest.raises(DiskFullError) as caught:
+            write()
+        assert re.search(rf"no space left to write {re.escape(name)} \(.*\); what was written before is kept: free "
+                         r"space on that disk .*run the same command again", user_message(caught.value))
+    filler.unlink()
+    assert _tree_digest(small_disk) == before  # the old files, whole, and no temporaries
+    assert torch.equal(base.load(small_disk / "fits" / "sae").atoms, sae.atoms)
+
+
+# ---- 6. thread counts (issue 31, part 7) -----------------------------------------------------------------------
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_threads_are_set_and_recorded_with_device_and_dtype(trained_group, tmp_path, capsys, restore_threads):
+    import json
+
+    shutil.copytree(trained_group / "run", tmp_path / "run")
+    text = (trained_group / "study.toml").read_text().replace(str(trained_group / "run"), str(tmp_path / "run"))
+    (tmp_path / "study.toml").write_text(text)
+    assert main(["train", str(tmp_path / "study.toml"), "--threads", "1", "--no-progress", "--device", "cpu"]) == 0
+    assert torch.get_num_threads() == 1
+    compute = json.loads((tmp_path / "run" / "timings.json").read_text())["compute"]
+    assert compute["train"]["threads"] == 1 and compute["train"]["device"] == "cpu"
+    assert compute["train"]["store_dtype"] == "fp32" and set(compute["train"]["model_dtypes"]) == {"one", "multi"}
+
+
+@pytest.mark.parametrize("argv", [["check-less"], ["generate", "tiny/sdxl", "a cat"], ["toy", "eval", "toy/sdxl-turbo"],
+                                  ["atlas", "RUN", "--dictionary", "sae", "--features", "0"]])
+def test_threads_below_one_are_refused_before_loading(argv, trained_group, tmp_path, capsys, monkeypatch):
+    if argv == ["check-less"]:
+        argv = ["harvest", str(trained_group / "study.toml")]
+    argv = [str(trained_group / "run") if a == "RUN" else a for a in argv]
+    monkeypatch.setattr("diffdict.adapters.load", lambda *a, **k: pytest.fail("a model was loaded"))
+    before = _tree_digest(trained_group)
+    _refused([*argv, "--threads", "0", *(["--device", "cpu"] if argv[0] != "toy" else [])],
+             r"--threads must be at least 1, got 0", capsys)
+    assert _tree_digest(trained_group) == before
+
+
+def test_omp_num_threads_is_honoured_without_the_option(monkeypatch, restore_threads):
+    from diffdict.studies.threads import apply_threads
+
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert apply_threads(None) == 1 and torch.get_num_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert apply_threads(3) == 3 and torch.get_num_threads() == 3
+
+
+# ---- 7. the toy export never deletes weights it was not asked to replace (issue 31, part 6) -----------------------
+def test_toy_export_refuses_an_out_dir_that_holds_pipelines(tmp_path, capsys):
+    out, work = tmp_path / "weights", tmp_path / "work"
+    (out / "sdxl-base").mkdir(parents=True)
+    (out / "sdxl-base" / "model_index.json").write_text("{}")
+    before = _tree_digest(tmp_path)
+    _refused(["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "export", "--no-progress"],
+             r"--out-dir .*weights already holds sdxl-base, which the export stage would replace .*pass --force",
+             capsys)
+    assert _tree_digest(tmp_path) == before and not work.exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffdict.studies.threads import add_threads_option, apply_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images", type=int, default=None,
                         help="top-activating images per feature (default: the config's atlas setting, else 6)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
+    add_threads_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -52,17 +55,30 @@ def check_images(images: int | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffdict.analysis.report import render_cards_page, write_page
-    from diffdict.studies.atlas import atlas_cards, atlas_for, atlas_settings, feature_stats
     from diffdict.studies.cli import UserError
     from diffdict.studies.run import load_run_dir
+    from diffdict.studies.validate import check_device
 
     features = parse_features(args.features)
     check_images(args.images)
+    apply_threads(args.threads)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run folder")
     run = load_run_dir(run_dir, args.config, device=args.device, progress=False)
+    check_device(args.device, "--device") if args.device else check_device(run.config.device, "device")
+    from diffdict.studies.lock import run_lock
+
+    with run_lock(run_dir, command=f"diffdict atlas {run_dir}"):  # it writes atlas/ into the run folder
+        return _render(args, run, run_dir, features)
+
+
+def _render(args: argparse.Namespace, run, run_dir: Path, features: list[int]) -> int:
+    """The cards of `features`, under the run's lock."""
+    from diffdict.analysis.report import render_cards_page, write_page
+    from diffdict.studies.atlas import atlas_cards, atlas_for, atlas_settings, feature_stats
+    from diffdict.studies.cli import UserError
+
     names = [d.name for d in run.config.dictionaries]
     if args.dictionary not in names:
         raise UserError(f"--dictionary {args.dictionary!r} is not in the run's config; dictionaries: {', '.join(names)}")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 from pathlib import Path
 
@@ -35,48 +34,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffdict.studies.errors import UserError
-    from diffdict.studies.findings import export, read_export, render
 
     if args.render:
         if not args.markdown:
             raise UserError("--render needs --markdown FILE (where to write the findings)")
-        folder = Path(args.render)
-    else:
-        if args.run_dir is None:
-            raise UserError("give a run folder (e.g. runs/toy_papers), or --render DIR with an exported folder")
-        run_dir = Path(args.run_dir)
-        if not (run_dir / "tables").is_dir():
-            raise UserError(f"{run_dir} has no tables/: run `diffdict run configs/toy_papers.toml` first")
-        folder = Path(args.tables) if args.tables else run_dir / "findings"
+        return _write(None, Path(args.render), Path(args.markdown))
+    if args.run_dir is None:
+        raise UserError("give a run folder (e.g. runs/toy_papers), or --render DIR with an exported folder")
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "tables").is_dir():
+        raise UserError(f"{run_dir} has no tables/: run `diffdict run configs/toy_papers.toml` first")
+    folder = Path(args.tables) if args.tables else run_dir / "findings"
+    markdown = Path(args.markdown) if args.markdown else run_dir / "findings.md"
+    if not any(_inside(path, run_dir) for path in (folder, markdown)):
+        return _write(run_dir, folder, markdown)
+    from diffdict.studies.lock import run_lock
+
+    with run_lock(run_dir, command=f"diffdict findings {run_dir}"):  # a stage may be writing its tables
+        return _write(run_dir, folder, markdown)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _write(run_dir: Path | None, folder: Path, markdown: Path) -> int:
+    """Export the run's tables into `folder` (when a run is given), then render `markdown` from `folder`."""
+    from diffdict.dictionaries.atomic import write_file_atomic
+    from diffdict.studies.errors import UserError
+    from diffdict.studies.findings import export, read_export, render
+
+    if run_dir is not None:
         export(run_dir, folder, provenance(run_dir))
     seeds, record = read_export(folder)
     if not seeds:
         raise UserError(f"{folder} holds no seed-N/ folders of tables")
-    markdown = Path(args.markdown) if args.markdown else Path(args.run_dir) / "findings.md"
-    markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text(render(seeds, record))
+    text = render(seeds, record)
+    write_file_atomic(markdown, lambda tmp: tmp.write_text(text))
     print(f"findings: {markdown} (tables in {folder}; seeds {', '.join(map(str, seeds))})")
     return 0
 
 
 def provenance(run_dir: Path) -> dict:
     """How the run was made: its command, the code's commit, the date, measured stage times."""
+    from diffdict.dictionaries.guarded_read import read_json, read_toml
+
     record = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores"}
-    run_json, timings = run_dir / "run.json", run_dir / "timings.json"
-    config = Path(json.loads(run_json.read_text())["config"]) if run_json.exists() else None
+    run_json, timings, copy = run_dir / "run.json", run_dir / "timings.json", run_dir / "config.toml"
+    rerun = "it is written again by the next `diffdict study` or `report` of the run's config"
+    recorded = read_json(run_json, "the run's record of its config (run.json)", rerun) if run_json.exists() else {}
+    config = Path(recorded["config"]) if isinstance(recorded.get("config"), str) else None
     if config is not None:
         shown = os.path.relpath(config) if config.is_absolute() else str(config)
         record["command"] = f"diffdict run {shown}"
-        try:
-            import tomllib
-
-            seeds = tomllib.loads((run_dir / "config.toml").read_text()).get("prompts", {}).get("seeds", [0])
-            record["study_seed"] = int(seeds[0])
-        except (OSError, ValueError):
-            pass
+        if copy.exists():
+            seeds = read_toml(copy, "the run's copy of its config (TOML)", rerun).get("prompts", {}).get("seeds", [0])
+            try:
+                record["study_seed"] = int(seeds[0])
+            except (TypeError, ValueError, IndexError, KeyError):
+                pass
     record["commit"] = code_commit()  # a run made before runs recorded their code: the code reading it
     if timings.exists():
-        measured = json.loads(timings.read_text())
+        measured = read_json(timings, "the run's timings", f"delete {timings}: it only records stage times, "
+                             "threads and the code's commit (the findings then show the code reading the run)")
         record.update(measured.pop("code", {}))  # the run's own commit and date
         record.update(measured)
     return record

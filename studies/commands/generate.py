@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffdict.studies.threads import add_threads_option, apply_threads
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="update = block output - input (default); output = the stream itself")
     parser.add_argument("--quantize", choices=("nf4",), default=None, help="NF4 weights (Flux only)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    add_threads_option(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/generate"), help="folder for the PNGs (default runs/generate)")
     parser.set_defaults(func=run)
 
@@ -45,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} is too large for {len(args.prompts)} prompts: prompt i uses seed + i, "
                         f"and {last} is beyond 2**63 - 1; use a seed of at most {2**63 - len(args.prompts)}")
     check_device(args.device, "--device")
+    apply_threads(args.threads)
+    if args.out.exists() and not args.out.is_dir():  # refused now, not after the images are generated
+        raise UserError(f"--out {args.out} is a file, not a folder; give a folder for the PNGs (default runs/generate)")
     adapter = adapters.load(args.model, device=args.device, quantize=args.quantize)
     if args.hooks:
         hooks = [h.strip() for h in args.hooks.split(",") if h.strip()]

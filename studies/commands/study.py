@@ -11,6 +11,7 @@ import json
 import time
 
 from diffdict.studies.registry import study_names
+from diffdict.studies.threads import add_threads_option, apply_threads
 
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 help="print the run's cost (generations, tokens, store bytes, memory, disk) as JSON")
         if name != "check":
             parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
+            add_threads_option(parser)
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name in ("run", "study"):
             parser.add_argument("--force", action="store_true", help="recompute studies whose tables already exist "
@@ -72,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         config.out = args.out
     if args.stage != "check":  # the device exists and is free to use, before any model is loaded
         check_device(args.device, "--device") if args.device else check_device(config.device, f"{config.path}: device")
+        apply_threads(args.threads)
     # Every stage resolves the whole config first, and refuses a run whose writes would not fit the disk.
     lines, cost = check_and_cost(config, device=getattr(args, "device", None))
     if args.stage == "check":
@@ -84,11 +87,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _stage(args: argparse.Namespace, config) -> int:
-    from diffdict.studies.pipeline import build_report, run_all, run_studies
+    from diffdict.studies.pipeline import build_report, read_timings, run_all, run_studies
     from diffdict.studies.run import Run
 
     run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False),
               study_seed=getattr(args, "seed", None))
+    read_timings(run)  # a damaged timings.json is refused now, not after the stage's work
     start = time.perf_counter()
     if args.stage == "run":
         timings = run_all(run, force=args.force)
@@ -101,6 +105,10 @@ def _stage(args: argparse.Namespace, config) -> int:
         _print_training(run)
     elif args.stage == "study":
         run_studies(run, only=args.only, force=args.force)
+    if args.stage in ("harvest", "train", "study"):  # threads, device, dtypes (`run` records each stage itself)
+        from diffdict.studies.pipeline import record_compute
+
+        record_compute(run, args.stage)
     if args.stage in ("run", "study", "report"):
         path = build_report(run) if args.stage != "run" else run.root / "report.html"
         print(f"report: {path}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from diffdict.studies.errors import UserError
+from diffdict.studies.threads import add_threads_option, apply_threads
 from diffdict.toyworld.training.config import STAGES as TRAIN_STAGES  # torch-free, so `--help` stays fast
 
 
@@ -63,6 +64,9 @@ def register(subparsers) -> None:
     train.add_argument("--flux-teacher-steps", type=int,
                        help="flux_distill: Euler steps of the teacher's samples (default 8)")
     train.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars (for log files)")
+    train.add_argument("--force", action="store_true",
+                       help="let the export stage replace pipeline folders that already exist in --out-dir "
+                            "(sdxl-base, sdxl-turbo, flux; the default --out-dir holds the shipped ones)")
     train.set_defaults(func=run_train)
 
     imports = toy.add_parser(
@@ -85,6 +89,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--steps", type=int, help="override the model's default steps")
     evaluate.add_argument("--guidance", type=float, help="override the model's default guidance")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_threads_option(evaluate)
     evaluate.add_argument("--save-images", type=Path, help="folder for a PNG grid per model")
     evaluate.add_argument("--errors", action="store_true",
                           help="also break colour, shape and size errors down by scene kind and object size into "
@@ -115,7 +120,7 @@ def run_train(args: argparse.Namespace) -> int:
     from diffdict.toyworld.training.run import train
 
     cfg = TrainConfig(seed=args.seed, device=args.device, work_dir=args.work_dir, out_dir=args.out_dir,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, replace_export=args.force)
     for key, value in PRESETS[args.preset].items():
         setattr(cfg, key, dict(value) if isinstance(value, dict) else value)
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -157,6 +162,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from diffdict.toyworld.errors import format_breakdown
     from diffdict.toyworld.eval import evaluate, format_table
 
+    from diffdict.studies.validate import check_device
+
+    check_device(args.device, "--device")  # before a model loads
+    apply_threads(args.threads)
     rows, times, errors = {}, {}, {}
     for model in args.models:
         result = evaluate(model, n=args.n, batch=args.batch, steps=args.steps, guidance=args.guidance,

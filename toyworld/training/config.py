@@ -68,6 +68,9 @@ class TrainConfig:
     # pairs alone is what was measured (and each step is 3x cheaper without the teacher calls)
     turbo_distill_weight: float = 0.0
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    # export: replace pipeline folders that already exist in out_dir (`toy train --force`); without it the
+    # export refuses them, so that a run never deletes shipped or earlier weights without being asked
+    replace_export: bool = False
     ema_decay: float = 0.999
     checkpoint_minutes: float = 5.0
     progress: bool = True

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
+from diffdict.dictionaries.atomic import write_dir_atomic
 from diffdict.toyworld.training import models
 from diffdict.toyworld.training.checkpoints import load_final
 from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.user_errors import ToyInputError
 
 
 def vae_stats(ctx: Context, family: str) -> dict:
@@ -43,17 +44,41 @@ def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: boo
     return pipe.to(dtype=dtype)
 
 
+PIPELINES = ("sdxl-base", "sdxl-turbo", "flux")  # the folders the export writes into out_dir
+
+
+def occupied_pipelines(out_dir: str | Path) -> list[Path]:
+    """The pipeline folders of `out_dir` that exist and hold files (an export would replace them)."""
+    folders = [Path(out_dir) / name for name in PIPELINES]
+    return [f for f in folders if f.exists() and (not f.is_dir() or any(f.iterdir()))]
+
+
+def check_export_target(out_dir: str | Path, replace: bool) -> None:
+    """Refuse to replace existing pipeline folders unless asked (`--force`); called before training starts,
+    so a long run is not refused at its last stage, and again by the export itself."""
+    occupied = occupied_pipelines(out_dir)
+    if occupied and not replace:
+        raise ToyInputError(f"--out-dir {out_dir} already holds {', '.join(f.name for f in occupied)}, which the "
+                            f"export stage would replace (shipped or earlier weights); choose another --out-dir, or "
+                            f"pass --force to replace them")
+
+
 def _save(pipe, folder: Path, defaults: dict) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    (folder / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
+    """Write the pipeline into a temporary folder and swap it in: a killed export leaves the old folder."""
+    def write(tmp: Path) -> None:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
+
+    if folder.exists() and not folder.is_dir():
+        raise ToyInputError(f"{folder} is a file where the export writes a pipeline folder; move it away")
+    write_dir_atomic(folder, write)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     print(f"[export] {folder}: {size / 2**20:.1f} MiB")
 
 
 def run_export(ctx: Context) -> None:
     cfg, out = ctx.cfg, Path(ctx.cfg.out_dir)
+    check_export_target(out, cfg.replace_export)
     size = {"height": 64, "width": 64}
     if (cfg.work / "base.safetensors").exists():
         _save(export_sdxl(ctx, turbo=False), out / "sdxl-base",

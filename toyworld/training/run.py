@@ -19,6 +19,10 @@ def train(cfg: TrainConfig) -> None:
         raise ToyInputError(f"unknown stage(s) {sorted(unknown)}: choose from {', '.join(STAGES)}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ToyInputError("--device cuda was asked for but no CUDA device is visible: use --device cpu")
+    if "export" in cfg.stages:  # before hours of training, not at the last stage
+        from diffdict.toyworld.training.export import check_export_target
+
+        check_export_target(cfg.out_dir, cfg.replace_export)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
