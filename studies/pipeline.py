@@ -10,6 +10,8 @@ import polars as pl
 from .errors import UserError
 from .registry import study_kinds
 from .run import Run
+from .table_inputs import describe_inputs, inputs_hash, recorded_hash, study_inputs
+from .table_inputs import record as record_inputs
 
 
 def configured_studies(run: Run) -> list[str]:
@@ -49,7 +51,8 @@ def study_of_table(table: str) -> str | None:
 
 
 def run_studies(run: Run, only: list[str] | None = None, force: bool = False) -> dict[str, float]:
-    """Compute every configured study whose tables are missing (all of them with force)."""
+    """Compute every configured study whose tables are missing or were computed from other inputs (their
+    config table, fits, stores, prompts or seed; see table_inputs.py), every one with force."""
     kinds = study_kinds()
     selected = only or configured_studies(run)
     unknown = [s for s in selected if s not in kinds]
@@ -63,9 +66,12 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
     from diffdict.dictionaries.atomic import remove_stale_temps
 
     remove_stale_temps(run.results_root / "tables")  # a table write killed mid-way (we hold the run lock)
+    tables_folder = run.table_path("x").parent
     for name in selected:
         kind = kinds[name]
-        if not force and read_tables(run, kind.tables, name) is not None:
+        inputs = study_inputs(run, name)  # its config, fits, stores, prompts and seed: stale tables are recomputed
+        if (not force and read_tables(run, kind.tables, name) is not None
+                and recorded_hash(tables_folder, name) == inputs_hash(inputs)):
             continue
         start = time.perf_counter()
         tables = kind.function("compute")(run)
@@ -74,6 +80,7 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
                             f"(StudyKind.tables): they must be the same")
         for table_name, table in tables.items():
             write_table(table, run.table_path(table_name))
+        record_inputs(tables_folder, name, inputs)  # last: tables without it are recomputed
         seconds[name] = time.perf_counter() - start
         record_timings(run, "study_seconds", {name: seconds[name]})
     return seconds
@@ -147,7 +154,8 @@ def build_report(run: Run) -> Path:
             continue
         shown = [(table_name, table) for table_name, table in tables.items() if table_name not in kind.unlisted]
         plot, summarize, cards = (kind.function(role) for role in ("plot", "summarize", "cards"))
-        sections.append(Section(kind.title, kind.about, tables=shown, plots=plot(run, tables) if plot else [],
+        about = f"{kind.about} {describe_inputs(run.table_path('x').parent, name)}".strip()
+        sections.append(Section(kind.title, about, tables=shown, plots=plot(run, tables) if plot else [],
                                 summary=summarize(run, tables) if summarize else "",
                                 cards=cards(tables) if cards else []))
     models = ", ".join(f"{m.name} = {m.id}" for m in run.config.models)

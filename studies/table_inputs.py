@@ -64,3 +64,17 @@ def record(tables_folder: Path, name: str, inputs: dict[str, Any]) -> None:
     from diffdict.dictionaries.atomic import write_json_atomic
 
     write_json_atomic(inputs_path(tables_folder, name), {"hash": inputs_hash(inputs), "inputs": inputs})
+
+
+def describe_inputs(tables_folder: Path, name: str) -> str:
+    """One sentence for the report: what a study's tables were computed from ('' when unrecorded)."""
+    path = inputs_path(tables_folder, name)
+    try:
+        document = json.loads(path.read_text())
+        inputs = document["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    fits = ", ".join(f"{dictionary} (fit {group})" for dictionary, group in inputs.get("fits", {}).items())
+    stores = ", ".join(inputs.get("stores", {})) or "none"
+    return (f"Computed from (inputs {document.get('hash')}): dictionaries {fits or 'none'}; stores {stores}; "
+            f"prompts {inputs.get('prompts_sha256')}; study seed {inputs.get('study_seed')}.")

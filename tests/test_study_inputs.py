@@ -1,0 +1,94 @@
+"""Study tables follow their inputs: a rerun recomputes exactly the studies whose config table, fits,
+stores or prompts changed, and an unchanged rerun recomputes nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from dict_fixtures import one_thread  # noqa: F401  (a fixture)
+
+from diffdict.studies.config import load_config
+from diffdict.studies.pipeline import run_studies
+from diffdict.studies.run import Run
+
+CONFIG = """
+name = "inputs"
+out = "{out}"
+
+[prompts]
+source = "list"
+list = [{prompts}]
+eval_fraction = 0.34
+
+[[models]]
+name = "tiny"
+id = "tiny/sdxl"
+steps = 1
+
+[harvest]
+hooks = ["mid.0"]
+
+[[dictionaries]]
+name = "sae"
+architecture = "topk_sae"
+model = "tiny"
+hook = "mid.0"
+n = {n}
+k = 4
+tokens = 1024
+batch = 128
+
+[[dictionaries]]
+name = "itda"
+architecture = "itda"
+model = "tiny"
+hook = "mid.0"
+n = 128
+k = 4
+tokens = 1024
+batch = 256
+
+[studies.compare]
+pairs = [["sae", "itda"]]
+random_directions = {directions}
+
+[studies.training]
+"""
+PROMPTS = ["a red square", "a small blue circle", "a green triangle", "a big cat", "a dog", "a tree"]
+
+
+def make_run(folder: Path, n: int = 64, directions: int = 0, prompts: list[str] = PROMPTS, force: bool = False) -> Run:
+    path = folder / "inputs.toml"
+    path.write_text(CONFIG.format(out=folder / "run", n=n, directions=directions,
+                                  prompts=", ".join(f'"{p}"' for p in prompts)))
+    run = Run(load_config(path), progress=False, force=force)  # force: re-harvest a store of other prompts
+    run.harvest()
+    run.train()
+    return run
+
+
+def test_reruns_recompute_exactly_the_studies_whose_inputs_changed(tmp_path, one_thread):
+    assert set(run_studies(make_run(tmp_path))) == {"compare", "training"}
+    assert run_studies(make_run(tmp_path)) == {}  # nothing changed: nothing recomputed
+    assert set(run_studies(make_run(tmp_path, directions=8))) == {"compare"}  # its own option
+    summary = lambda run: pl.read_parquet(run.table_path("training_summary"))  # noqa: E731
+    before = summary(make_run(tmp_path, directions=8))
+    changed = make_run(tmp_path, n=32, directions=8)  # one dictionary's n: both studies read it
+    assert set(run_studies(changed)) == {"compare", "training"}
+    after = summary(changed)
+    sae = pl.col("dictionary") == "sae"
+    assert before.filter(sae)["heldout_fvu"].to_list() != after.filter(sae)["heldout_fvu"].to_list()
+    assert set(run_studies(make_run(tmp_path, n=32, directions=8, prompts=[*PROMPTS, "a house"], force=True))) == \
+        {"compare", "training"}  # other prompts: other stores, fits and tables
+
+
+def test_the_report_names_each_study_s_inputs(tmp_path, one_thread):
+    from diffdict.studies.pipeline import build_report
+
+    run = make_run(tmp_path)
+    run_studies(run)
+    report = build_report(run).read_text()
+    group = run.fit_group(run.config.dictionary("sae"))
+    assert f"dictionaries itda (fit {run.fit_group(run.config.dictionary('itda'))}), sae (fit {group})" in report
+    assert "stores tiny" in report
