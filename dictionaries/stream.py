@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from diffdict.dictionaries import base, distributed
 from diffdict.dictionaries.atomic import resolve_dir, write_dir_atomic, write_file_atomic
 from diffdict.dictionaries.errors import InputError
+from diffdict.dictionaries.guarded_read import damaged, read_json
 from diffdict.dictionaries.jobs import Job, MapRecord
 from diffdict.dictionaries.train_common import DictionarySpec, new_dictionary, rank_slice, steps_done, to_device
 
@@ -176,9 +177,17 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
     dictionaries: dict[str, base.Dictionary] = {}
     window = 0
     if found is not None:
-        state = json.loads((found / "state.json").read_text())
-        window = int(state["window"])
-        carries = load_file(str(found / "carry.safetensors")) if (found / "carry.safetensors").exists() else {}
+        fix = (f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
+               f"nothing else is lost)")
+        state = read_json(found / "state.json", "a stream checkpoint's state", fix)
+        if not isinstance(state.get("window"), int):
+            raise damaged(found / "state.json", "a stream checkpoint's state", "it names no window", fix)
+        window = state["window"]
+        carry_file = found / "carry.safetensors"
+        try:
+            carries = load_file(str(carry_file)) if carry_file.exists() else {}
+        except Exception as error:  # safetensors raises its own error types for truncation
+            raise damaged(carry_file, "a stream checkpoint's carried tokens", str(error), fix) from None
         for consumer in consumers.values():
             label = consumer.label
             if f"{label}.x" in carries:

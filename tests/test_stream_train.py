@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from dict_fixtures import free_port, one_thread, planted_atoms  # noqa: F401  (one_thread: a fixture)
 from diffdict.dictionaries import distributed
+from diffdict.dictionaries.errors import DamagedFileError
 from diffdict.dictionaries.jobs import Job, MapRecord, plan_prompt_jobs
 from diffdict.dictionaries.metrics import evaluate
 from diffdict.dictionaries.store import StoreWriter
@@ -74,8 +75,13 @@ def test_stream_resumes_bit_identical(tmp_path, one_thread):
 
     with pytest.raises(Interrupted):
         train_stream(source(), entries(), settings, tmp_path / "killed", progress=False, on_window=stop)
-    state = (tmp_path / "killed" / "checkpoints" / "stream" / "state.json").read_text()
+    state_file = tmp_path / "killed" / "checkpoints" / "stream" / "state.json"
+    state = state_file.read_text()
     assert '"window": ' in state and '"window": 0' not in state
+    state_file.write_text(state[: len(state) // 2])  # damaged: refused with the file and the fix, nothing deleted
+    with pytest.raises(DamagedFileError, match=r"state\.json.*delete .*checkpoints/stream"):
+        train_stream(source(), entries(), settings, tmp_path / "killed", progress=False)
+    state_file.write_text(state)
     resumed, _ = train_stream(source(), entries(), settings, tmp_path / "killed", progress=False)
     a, b = weights(reference), weights(resumed)
     assert a.keys() == b.keys()
