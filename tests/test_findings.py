@@ -74,3 +74,10 @@ def test_committed_findings_are_what_the_generator_makes_of_the_committed_tables
     seeds, provenance = read_export(ROOT / "docs" / "findings")
     assert seeds, "docs/findings holds no exported tables"
     assert render(seeds, provenance) == (ROOT / "docs" / "findings.md").read_text()
+
+
+def test_the_header_names_the_tables_it_was_rendered_from():
+    seeds = {0: _compare(0.21)}
+    assert "from the tables in runs/other/findings/ (do not edit" in render(seeds, {"study_seed": 0},
+                                                                            source="runs/other/findings")
+    assert "docs/findings/" not in render(seeds, {"study_seed": 0}, source="runs/other/findings")

@@ -69,7 +69,8 @@ def _write(run_dir: Path | None, folder: Path, markdown: Path) -> int:
     seeds, record = read_export(folder)
     if not seeds:
         raise UserError(f"{folder} holds no seed-N/ folders of tables")
-    text = render(seeds, record)
+    shown = os.path.relpath(folder) if _inside(folder, Path.cwd()) else str(folder)
+    text = render(seeds, record, source=shown)  # the header names the tables it was rendered from
     write_file_atomic(markdown, lambda tmp: tmp.write_text(text))
     print(f"findings: {markdown} (tables in {folder}; seeds {', '.join(map(str, seeds))})")
     return 0
