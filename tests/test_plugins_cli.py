@@ -1,14 +1,17 @@
-"""Plug-ins named by a config (`plugins = [...]`) work from the `diffdict` command itself: a study and a
-dictionary architecture, each one file in a folder outside the repository, are imported before the config
-is resolved, so `diffdict check` and `diffdict run` accept and run them."""
+"""Plug-ins named by a config (`plugins = [...]`) work from the `diffdict` command itself: a study, a
+dictionary architecture and a model family, each one file in a folder outside the repository, are imported
+before the config is resolved, so `diffdict check` and `diffdict run` accept and run them."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import polars as pl
+
+from test_one_file_extensions import FAMILY_MODULE  # the made-up "pixel" family: one module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +52,7 @@ class WideTopK(TopKSAE):
 CONFIG = """
 name = "plugins"
 out = "{out}"
-plugins = ["./plugin_study.py", "./plugin_arch.py"]
+plugins = ["./plugin_study.py", "./plugin_arch.py", "./plugin_family.py"]
 
 [prompts]
 source = "list"
@@ -58,7 +61,7 @@ eval_fraction = 0.34
 
 [[models]]
 name = "tiny"
-id = "tiny/sdxl"
+id = "tiny/pixel"
 steps = 1
 
 [harvest]
@@ -88,11 +91,13 @@ def diffdict(*args: str) -> subprocess.CompletedProcess:
 def test_a_config_runs_its_own_study_and_architecture(tmp_path):
     (tmp_path / "plugin_study.py").write_text(STUDY)
     (tmp_path / "plugin_arch.py").write_text(ARCHITECTURE)
+    (tmp_path / "plugin_family.py").write_text(textwrap.dedent(FAMILY_MODULE))
     config = tmp_path / "plugins.toml"
     config.write_text(CONFIG.format(out=tmp_path / "run"))
     checked = diffdict("check", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "wide_topk" in checked.stdout and "studies: prompt_count" in checked.stdout
+    assert "tiny/pixel (pixel)" in checked.stdout and "d=   48" in checked.stdout  # the family's own width
     ran = diffdict("run", str(config), "--no-progress", "--device", "cpu")
     assert ran.returncode == 0, ran.stderr
     assert pl.read_parquet(tmp_path / "run" / "tables" / "prompt_count.parquet")["prompts"].to_list() == [18]
