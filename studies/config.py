@@ -373,7 +373,11 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         _one_of(source, f"{key}.model", entry.model, names)
         if not config.hooks_of(entry.model):
             raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
-        _one_of(source, f"{key}.hook", entry.hook, config.hooks_of(entry.model))
+        harvested = config.hooks_of(entry.model)
+        if entry.hook not in harvested:  # a real hook of the model, most likely, that is not captured
+            where = "harvest.hooks" if config.model(entry.model).hooks is None else f"the hooks of model {entry.model!r}"
+            raise _fail(source, f"{key}.hook", f"{entry.hook!r} is not harvested for model {entry.model!r}: add it to "
+                        f"{where} (harvested: {', '.join(harvested)}){did_you_mean(entry.hook, harvested)}")
         _one_of(source, f"{key}.branch", entry.branch, _branches())
         for name in ("n", "k", "tokens", "batch"):
             _positive(source, f"{key}.{name}", getattr(entry, name))

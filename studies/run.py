@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,9 @@ class Run:
 
     # ---- paths -----------------------------------------------------------------------------
     def _inside(self, path: Path) -> Path:
-        """Every path a run writes is inside its folder (names are validated; this is the backstop)."""
-        if not path.resolve().is_relative_to(self.root.resolve()):
+        """Every path a run writes is inside its folder (names are validated; this is the backstop). Checked on
+        the path as written, not resolved: a store or fits folder may be a symbolic link to another disk."""
+        if not Path(os.path.normpath(path)).is_relative_to(Path(os.path.normpath(self.root))):
             raise UserError(f"{path} is outside the run folder {self.root}; names in the config must be plain names")
         return path
 

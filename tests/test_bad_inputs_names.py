@@ -726,3 +726,25 @@ def test_toy_export_refuses_an_out_dir_that_holds_pipelines(tmp_path, capsys):
              r"--out-dir .*weights already holds sdxl-base, which the export stage would replace .*pass --force",
              capsys)
     assert _tree_digest(tmp_path) == before and not work.exists()
+
+
+def test_a_dictionary_on_a_hook_that_is_not_harvested_says_where_to_add_it(tmp_path, capsys):
+    config = write_tiny_study(tmp_path, **{'model = "one"\nhook = "down.2.1"': 'model = "one"\nhook = "mid.0"'})
+    assert main(["check", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "dictionaries[0].hook: 'mid.0' is not harvested for model 'one': add it to harvest.hooks" in error
+    assert "(harvested: down.2.1)" in error
+
+
+def test_a_store_folder_may_be_a_symbolic_link_to_another_disk(tmp_path):
+    from diffdict.studies.config import load_config
+    from diffdict.studies.run import Run
+
+    elsewhere = tmp_path / "other-disk" / "one"
+    elsewhere.mkdir(parents=True)
+    (tmp_path / "run" / "stores").mkdir(parents=True)
+    (tmp_path / "run" / "stores" / "one").symlink_to(elsewhere)
+    run = Run(load_config(write_tiny_study(tmp_path)), progress=False)
+    assert run.store_dir("one") == tmp_path / "run" / "stores" / "one"  # not refused as outside the run
+    run.harvest()
+    assert (elsewhere / "index.parquet").is_file()  # the maps went to the other disk
