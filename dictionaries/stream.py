@@ -3,12 +3,14 @@ model trains from it in the same pass. Nothing but checkpoints and metrics reach
 
 The stream is a sequence of windows. Window w is stream positions w*J .. w*J + J - 1 (J =
 `window_jobs`); position j generates a job of the plan, each pass over the plan in a seeded order
-of its own, so a token budget larger than one pass repeats the prompts, as a store's epochs do. Per stream key (hook,
-branch, steps, t range) a window's tokens are put in job order, shuffled with a permutation seeded
-by (seed, w, key) and cut into each consumer's batches; the tokens left over (fewer than one
-batch) carry into the next window. The stream is therefore a function of (seed, window), and a
-checkpoint taken between windows holds all of its state: the cursor, the carries, each dictionary
-with its optimiser state, and the metrics. A resumed run ends identical to an uninterrupted one.
+of its own, so a token budget larger than one pass repeats the prompts, as a store's epochs do.
+The last window holds only the jobs the unfinished dictionaries still need (from what a whole
+window yielded). Per stream key (hook, branch, steps, t range) a window's tokens are put in job
+order, shuffled with a permutation seeded by (seed, w, key) and cut into each consumer's batches;
+the tokens left over (fewer than one batch) carry into the next window. The stream is therefore a
+function of (seed, window), and a checkpoint taken between windows holds all of its state: the
+cursor, the carries, each dictionary with its optimiser state, and the metrics. A resumed run ends
+identical to an uninterrupted one.
 
 Under torchrun rank r generates the jobs of each window whose number is r modulo the world size;
 the tokens are gathered and put back in job order, so every rank holds the same window and keeps
@@ -136,7 +138,7 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
         consumer = consumers.setdefault(key, _Consumer(entry.spec.stream_key(), entry.batch_size, []))
         consumer.names.append(entry.spec.name)
     by_name = {e.spec.name: e for e in entries}
-    window, dictionaries = _resume(out, entries, source, consumers, device)
+    window, dictionaries, yield_per_job = _resume(out, entries, source, consumers, device)
     keys = list(dict.fromkeys(c.key for c in consumers.values()))
     most = max(e.total_steps for e in entries)
     bar = tqdm(total=most, initial=max(steps_done(d) for d in dictionaries.values()), unit="step",
@@ -148,7 +150,17 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
         return any(steps_done(dictionaries[n]) < by_name[n].total_steps for n in names)
 
     while unfinished():
-        tokens = _window_tokens(source, keys, window, settings.seed, world)
+        jobs = _jobs_needed(source.window_jobs, consumers, dictionaries, by_name, yield_per_job)
+        tokens = _window_tokens(source, keys, window, settings.seed, world, jobs)
+        for consumer in consumers.values():
+            if tokens[consumer.key].x.shape[0] == 0 and any(
+                    steps_done(dictionaries[n]) < by_name[n].total_steps for n in consumer.names):
+                hook, branch = consumer.key[0], consumer.key[1]
+                raise InputError(f"the stream yields no tokens for {', '.join(consumer.names)} (hook {hook!r}, branch "
+                                 f"{branch!r}): the model does not produce that branch at this guidance (uncond "
+                                 f"needs classifier-free guidance) or no step matches; change the dictionary's branch")
+        if jobs == source.window_jobs and not yield_per_job:  # measured once, on a whole window
+            yield_per_job.update({_key_label(k): (int(t.x.shape[0]), jobs) for k, t in tokens.items()})
         _initialize(dictionaries, entries, tokens, settings, device)
         before = max(steps_done(d) for d in dictionaries.values())
         for consumer in consumers.values():
@@ -160,7 +172,7 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("fvu", "size")})
         since_checkpoint += after - before
         if since_checkpoint >= settings.checkpoint_every and unfinished():
-            distributed.on_main(lambda: _checkpoint(out, window, consumers, dictionaries, rows), world)
+            distributed.on_main(lambda: _checkpoint(out, window, consumers, dictionaries, rows, yield_per_job), world)
             rows, since_checkpoint = [], 0
         if on_window is not None:
             on_window(window - 1)
@@ -171,11 +183,13 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
 
 
 def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, consumers: dict,
-            device: torch.device | None) -> tuple[int, dict[str, base.Dictionary]]:
-    """(next window, dictionaries) from the last checkpoint, or (0, new dictionaries)."""
+            device: torch.device | None) -> tuple[int, dict[str, base.Dictionary], dict[str, tuple[int, int]]]:
+    """(next window, dictionaries, tokens a window of jobs yielded per key) from the last checkpoint, or
+    (0, new dictionaries, {})."""
     found = resolve_dir(out / "checkpoints" / STATE_FOLDER)
     dictionaries: dict[str, base.Dictionary] = {}
     window = 0
+    yield_per_job: dict[str, tuple[int, int]] = {}
     if found is not None:
         fix = (f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
                f"nothing else is lost)")
@@ -183,6 +197,7 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
         if not isinstance(state.get("window"), int):
             raise damaged(found / "state.json", "a stream checkpoint's state", "it names no window", fix)
         window = state["window"]
+        yield_per_job = {k: (int(v[0]), int(v[1])) for k, v in state.get("yield_per_job", {}).items()}
         carry_file = found / "carry.safetensors"
         try:
             carries = load_file(str(carry_file)) if carry_file.exists() else {}
@@ -204,7 +219,27 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
             dictionaries[name] = new_dictionary(entry.spec, source.hook_d[entry.spec.hook])
         if device is not None:
             dictionaries[name].to(device)
-    return window, dictionaries
+    return window, dictionaries, yield_per_job
+
+
+def _jobs_needed(window_jobs: int, consumers: dict, dictionaries: dict, by_name: dict,
+                 yield_per_job: dict[str, tuple[int, int]]) -> int:
+    """Jobs of the next window: a whole window, or, near the end, only as many as the unfinished
+    dictionaries still need (from what a whole window yielded), so the last window generates no images
+    that nothing trains on. A function of the checkpointed state alone: resumes and ranks agree."""
+    if not yield_per_job:
+        return window_jobs
+    jobs = 1
+    for consumer in consumers.values():
+        steps_left = max(by_name[n].total_steps - steps_done(dictionaries[n]) for n in consumer.names)
+        carried = consumer.carry.x.shape[0] if consumer.carry is not None else 0
+        need = steps_left * consumer.batch_size - carried
+        tokens, per_jobs = yield_per_job.get(_key_label(consumer.key), (0, 0))
+        if need > 0 and tokens > 0:
+            jobs = max(jobs, -(-need * per_jobs // tokens))  # ceil(need / (tokens / per_jobs))
+        elif need > 0:
+            return window_jobs
+    return min(window_jobs, jobs)
 
 
 def _job(jobs: Sequence[Job], number: int, seed: int) -> Job:
@@ -215,10 +250,11 @@ def _job(jobs: Sequence[Job], number: int, seed: int) -> Job:
     return jobs[int(order[place])]
 
 
-def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: int,
-                   world: distributed.World) -> dict[tuple, base.TokenBatch]:
-    """Every key's tokens of one window, in job order then shuffled: (T, d) plus provenance."""
-    numbers = [window * source.window_jobs + i for i in range(source.window_jobs)]
+def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: int, world: distributed.World,
+                   jobs: int) -> dict[tuple, base.TokenBatch]:
+    """Every key's tokens of one window (its first `jobs` jobs), in job order then shuffled: (T, d) plus
+    provenance."""
+    numbers = [window * source.window_jobs + i for i in range(jobs)]
     mine = [n for n in numbers if n % world.size == world.rank]
     parts: dict[tuple, list[tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {key: [] for key in keys}
     for number in mine:
@@ -301,7 +337,8 @@ def _consume(consumer: _Consumer, tokens: base.TokenBatch, dictionaries: dict, b
     return rows
 
 
-def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, rows: list[dict]) -> None:
+def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, rows: list[dict],
+                yield_per_job: dict[str, tuple[int, int]]) -> None:
     """Metrics first (a duplicate after a resume is dropped when they are assembled), then one folder
     holding the cursor, the carries and every dictionary, swapped in atomically."""
     if rows:
@@ -317,7 +354,8 @@ def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, row
         if carries:
             save_file(carries, str(tmp / "carry.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"window": window, "format_version": 1,
-                                                    "steps": {n: steps_done(d) for n, d in dictionaries.items()}}))
+                                                    "steps": {n: steps_done(d) for n, d in dictionaries.items()},
+                                                    "yield_per_job": yield_per_job}))
         for name, dic in dictionaries.items():
             dic.save(tmp / name, training_state=True)
 
