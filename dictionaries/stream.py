@@ -190,6 +190,8 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
     dictionaries: dict[str, base.Dictionary] = {}
     window = 0
     yield_per_job: dict[str, tuple[int, int]] = {}
+    if found is not None and not _same_dictionaries(found, entries):
+        found = None  # a checkpoint of another set of dictionaries (or settings): this stream starts afresh
     if found is not None:
         fix = (f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
                f"nothing else is lost)")
@@ -220,6 +222,17 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
         if device is not None:
             dictionaries[name].to(device)
     return window, dictionaries, yield_per_job
+
+
+def _same_dictionaries(found: Path, entries: list[StreamedDictionary]) -> bool:
+    """The checkpoint was taken by a stream of exactly these dictionaries, with these settings."""
+    try:
+        state = json.loads((found / "state.json").read_text())
+    except (OSError, ValueError):
+        return True  # damaged: read (and refused, with its fix) by the caller
+    recorded = state.get("settings", {}) if isinstance(state, dict) else {}
+    wanted = {e.spec.name: e.spec.settings_hash for e in entries}
+    return set(state.get("steps", {})) == set(wanted) and all(recorded.get(n) == h for n, h in wanted.items())
 
 
 def _jobs_needed(window_jobs: int, consumers: dict, dictionaries: dict, by_name: dict,
@@ -355,7 +368,9 @@ def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, row
             save_file(carries, str(tmp / "carry.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"window": window, "format_version": 1,
                                                     "steps": {n: steps_done(d) for n, d in dictionaries.items()},
-                                                    "yield_per_job": yield_per_job}))
+                                                    "yield_per_job": yield_per_job,
+                                                    "settings": {n: d.meta.get("settings_hash")
+                                                                 for n, d in dictionaries.items()}}))
         for name, dic in dictionaries.items():
             dic.save(tmp / name, training_state=True)
 

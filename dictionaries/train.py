@@ -38,7 +38,7 @@ from diffdict.dictionaries.metrics import evaluate
 from diffdict.dictionaries.store_reader import ActivationStore
 from diffdict.dictionaries.errors import InputError
 from diffdict.dictionaries.train_common import (  # noqa: F401  (DictionarySpec: importable from here too)
-    DictionarySpec, new_dictionary, rank_slice, steps_done, to_device)
+    DictionarySpec, new_dictionary, rank_slice, resumable, steps_done, to_device)
 
 
 @dataclass
@@ -108,8 +108,9 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
     dictionaries = {}
     for spec in specs:
         checkpoint = resolve_dir(out / "checkpoints" / spec.name)
-        dictionaries[spec.name] = (base.load(checkpoint, training_state=True)
-                                   if checkpoint is not None else new_dictionary(spec, d))
+        resumed = base.load(checkpoint, training_state=True) if checkpoint is not None else None
+        fresh = resumed is None or not resumable(resumed, spec)  # a checkpoint of other settings is not continued
+        dictionaries[spec.name] = new_dictionary(spec, d) if fresh else resumed
         if device is not None:
             dictionaries[spec.name].to(device)
     needs_init = [dic for dic in dictionaries.values() if dic.init_from_sample and not dic.initialized]
@@ -242,6 +243,34 @@ def train_from_stream(source, entries: list, settings: TrainSettings, out: str |
         mine = {s.name: dictionaries[s.name] for s in specs}
         distributed.on_main(lambda: _evaluate_and_save(eval_store, specs, mine, evaluation, out, selection), world)
     return dictionaries
+
+
+def forget(out: Path, name: str) -> None:
+    """Remove what a group folder holds of dictionary `name` (its final folder, checkpoint, held-out
+    evaluation, metric rows and feature frequencies), before it is trained again with other settings;
+    the group's other dictionaries keep theirs."""
+    import shutil
+
+    for folder in (out / name, out / f"{name}.old", out / "checkpoints" / name, out / "checkpoints" / f"{name}.old"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    (out / "metrics" / f"eval-{name}.parquet").unlink(missing_ok=True)
+    parts = sorted([*(out / "metrics").glob("*.parquet"), *(out / "metrics").glob("*.jsonl")]) \
+        if (out / "metrics").is_dir() else []
+    for part in parts:
+        frame = pl.read_parquet(part) if part.suffix == ".parquet" else pl.read_ndjson(part)
+        if "name" not in frame.columns or not (frame["name"] == name).any():
+            continue
+        kept = frame.filter(pl.col("name") != name)
+        if part.suffix == ".parquet":
+            write_file_atomic(part, lambda tmp: kept.write_parquet(tmp))
+        else:
+            write_file_atomic(part, lambda tmp: kept.write_ndjson(tmp))
+    features = out / "features.parquet"
+    if features.exists():
+        kept = pl.read_parquet(features).filter(pl.col("name") != name)
+        write_file_atomic(features, lambda tmp: kept.write_parquet(tmp))
+    _assemble_metrics(out)
 
 
 def _assemble_metrics(out: Path) -> pl.DataFrame:

@@ -22,6 +22,7 @@ class DictionarySpec:
     branch: str | None = None
     steps: list[int] | None = None
     t_range: tuple[float, float] | None = None
+    settings_hash: str | None = None  # of its settings, kept in its meta: a checkpoint of other settings is not resumed
 
     def selection(self) -> dict[str, Any]:
         return {"branch": self.branch, "steps": self.steps, "t_range": self.t_range}
@@ -39,6 +40,8 @@ def new_dictionary(spec: DictionarySpec, d: int) -> base.Dictionary:
     dictionary = cls.from_config(base.config_from_dict(cls.config_class, params, where=f"dictionary {spec.name!r}"))
     dictionary.meta.update({"name": spec.name, "hook": spec.hook, **{k: v for k, v in spec.selection().items()
                                                                      if v is not None}})
+    if spec.settings_hash is not None:
+        dictionary.meta["settings_hash"] = spec.settings_hash
     return dictionary
 
 
@@ -70,3 +73,8 @@ def to_device(batch, device: torch.device | None):
     if hasattr(batch, "provenance"):
         return type(batch)(move(batch.x), {k: move(v) for k, v in batch.provenance.items()})
     return move(batch)
+
+
+def resumable(checkpointed: base.Dictionary, spec: DictionarySpec) -> bool:
+    """A checkpoint continues `spec` only if it was made with the same settings (or neither records them)."""
+    return checkpointed.meta.get("settings_hash") == spec.settings_hash

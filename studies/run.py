@@ -74,9 +74,11 @@ class Run:
 
     def fit_settings(self, entry: DictionaryEntry) -> dict[str, Any]:
         """Every setting that shapes the fits of `entry`'s group (recorded as fits/GROUP/settings.json)."""
-        members = self.fit_members(entry)
         model = self.config.model(entry.model)
-        settings = {"dictionaries": [dataclasses.asdict(d) for d in sorted(members, key=lambda d: d.name)],
+        # What the group's dictionaries share; each dictionary's own settings are hashed apart
+        # (dictionary_hash), so changing one retrains that one only.
+        settings = {"source": self.config.train.source, "tokens": entry.tokens if not self.config.streams else None,
+                    "batch": entry.batch if not self.config.streams else None,
                     "train": dataclasses.asdict(self.config.train), "seed": self.config.seed,
                     "eval_fraction": self.config.prompts.eval_fraction,
                     "model": dataclasses.asdict(model), "harvest": dataclasses.asdict(self.config.harvest),
@@ -85,9 +87,29 @@ class Run:
                     "store": self.harvest_settings(entry.model)}  # with a hash of the prompt texts
         return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
+    def dictionary_hash(self, entry: DictionaryEntry) -> str:
+        """A hash of one dictionary's own settings (architecture, hook, n, k, tokens, batch, branch, options),
+        saved with its fit and its checkpoints: a fit or checkpoint of other settings is never read."""
+        own = json.dumps(dataclasses.asdict(entry), sort_keys=True, default=str)
+        return hashlib.sha256(own.encode()).hexdigest()[:8]
+
+    def fit_identity(self, entry: DictionaryEntry) -> str:
+        """GROUP/NAME@HASH: everything that shaped a dictionary's fit (what studies' tables are keyed by)."""
+        return f"{self.fit_group(entry)}/{entry.name}@{self.dictionary_hash(entry)}"
+
+    def is_trained(self, entry: DictionaryEntry) -> bool:
+        """Its final folder holds weights trained with its current settings."""
+        folder = self.dictionary_dir(entry.name)
+        if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
+            return False
+        from diffdict.dictionaries.guarded_read import read_json
+
+        saved = read_json(folder / "config.json", "a trained dictionary's config", f"delete {folder} to train it again")
+        return (saved.get("meta") or {}).get("settings_hash") == self.dictionary_hash(entry)
+
     def fit_group(self, entry: DictionaryEntry) -> str:
-        """model-tokens-batch-HASH; HASH covers every setting of the group's dictionaries and of the store,
-        so a changed n, k, option, prompt list or harvest trains a new fit instead of reading the old one."""
+        """model-tokens-batch-HASH (model-stream-HASH); HASH covers what the group shares (store, training
+        options, seed, prompts), so a changed prompt list, harvest or training option trains a new group."""
         settings = self.fit_settings(entry)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
         if self.config.streams:
@@ -259,12 +281,16 @@ class Run:
         from diffdict.dictionaries.atomic import write_json_atomic
         from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
+        from diffdict.dictionaries.train import forget
+
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:
             folder = self.dictionary_dir(entry.name)
-            # Trained = both files there; a folder that lost its weights is trained again (from the last
-            # checkpoint), so the advice "retrain it" in the load errors works.
-            if not ((folder / "config.json").exists() and (folder / "weights.safetensors").exists()):
+            # Trained = both files there, made with its current settings; a folder that lost its weights is
+            # trained again (from the last checkpoint), so the advice "retrain it" in the load errors works.
+            if not self.is_trained(entry):
+                if (folder / "config.json").exists():  # trained with other settings: its outputs go first
+                    forget(folder.parent, entry.name)
                 groups.setdefault(self.fit_group(entry), []).append(entry)
             else:
                 _reassemble_metrics(folder.parent)
@@ -273,7 +299,7 @@ class Run:
 
             for group, entries in groups.items():
                 write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(entries[0]))
-                train_from_stream(self, self.fit_members(entries[0]), self.root / "fits" / group)
+                train_from_stream(self, entries, self.root / "fits" / group)
             return
         for group, entries in groups.items():
             first = entries[0]
@@ -281,7 +307,8 @@ class Run:
             for entry in entries:
                 n_key, k_key = SIZE_KEYS[entry.architecture]
                 params = {n_key: entry.n, k_key: entry.k, **entry.options}
-                specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch))
+                specs.append(DictionarySpec(entry.name, entry.architecture, entry.hook, params, branch=entry.branch,
+                                            settings_hash=self.dictionary_hash(entry)))
             write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(first))
             options = self.config.train
             settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,

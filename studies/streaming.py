@@ -74,7 +74,8 @@ def train_from_stream(run, entries: list[DictionaryEntry], out: Path,
     for entry in entries:
         n_key, k_key = SIZE_KEYS[entry.architecture]
         spec = DictionarySpec(entry.name, entry.architecture, entry.hook,
-                              {n_key: entry.n, k_key: entry.k, **entry.options}, branch=entry.branch)
+                              {n_key: entry.n, k_key: entry.k, **entry.options}, branch=entry.branch,
+                              settings_hash=run.dictionary_hash(entry))
         streamed.append(StreamedDictionary(spec, entry.tokens, entry.batch))
     options = run.config.train
     most_steps = max(e.total_steps for e in streamed)

@@ -34,7 +34,7 @@ def study_inputs(run: Any, name: str) -> dict[str, Any]:
     """Everything the study `name` reads, as JSON-able data."""
     config = run.config
     study = getattr(config.studies, name)
-    fits = {d: run.fit_group(config.dictionary(d)) for d in dictionaries_read(config, study)}
+    fits = {d: run.fit_identity(config.dictionary(d)) for d in dictionaries_read(config, study)}
     stores = {model: run.harvest_settings(model) for model in config.harvested_models()}
     prompts = hashlib.sha256("\n".join(p.text for p in run.prompts).encode()).hexdigest()[:16]
     return json.loads(json.dumps({"study": dataclasses.asdict(study), "fits": fits, "stores": stores,

@@ -47,7 +47,8 @@ hook = "mid.0"
 n = 128
 k = 4
 tokens = 1024
-batch = 256
+batch = 128
+options = {{ threshold = {threshold} }}
 
 [studies.compare]
 pairs = [["sae", "itda"]]
@@ -58,9 +59,10 @@ random_directions = {directions}
 PROMPTS = ["a red square", "a small blue circle", "a green triangle", "a big cat", "a dog", "a tree"]
 
 
-def make_run(folder: Path, n: int = 64, directions: int = 0, prompts: list[str] = PROMPTS, force: bool = False) -> Run:
+def make_run(folder: Path, n: int = 64, directions: int = 0, prompts: list[str] = PROMPTS, force: bool = False,
+             itda_threshold: float = 0.3) -> Run:
     path = folder / "inputs.toml"
-    path.write_text(CONFIG.format(out=folder / "run", n=n, directions=directions,
+    path.write_text(CONFIG.format(out=folder / "run", n=n, directions=directions, threshold=itda_threshold,
                                   prompts=", ".join(f'"{p}"' for p in prompts)))
     run = Run(load_config(path), progress=False, force=force)  # force: re-harvest a store of other prompts
     run.harvest()
@@ -89,6 +91,21 @@ def test_the_report_names_each_study_s_inputs(tmp_path, one_thread):
     run = make_run(tmp_path)
     run_studies(run)
     report = build_report(run).read_text()
-    group = run.fit_group(run.config.dictionary("sae"))
-    assert f"dictionaries itda (fit {run.fit_group(run.config.dictionary('itda'))}), sae (fit {group})" in report
+    sae, itda = (run.fit_identity(run.config.dictionary(name)) for name in ("sae", "itda"))
+    assert f"dictionaries itda (fit {itda}), sae (fit {sae})" in report
     assert "stores tiny" in report
+
+
+def test_changing_one_dictionary_retrains_that_dictionary_only(tmp_path, one_thread):
+    run = make_run(tmp_path)
+    sae_weights = run.dictionary_dir("sae") / "weights.safetensors"
+    before = sae_weights.stat().st_mtime_ns, (run.dictionary_dir("itda") / "weights.safetensors").read_bytes()
+    changed = make_run(tmp_path, itda_threshold=0.1)  # only ITDA's option changes
+    assert changed.dictionary_dir("sae") == run.dictionary_dir("sae")  # the same group folder
+    assert sae_weights.stat().st_mtime_ns == before[0]  # the SAE was not trained again
+    assert (changed.dictionary_dir("itda") / "weights.safetensors").read_bytes() != before[1]
+    metrics = pl.read_parquet(changed.dictionary_dir("itda").parent / "metrics.parquet")
+    itda = metrics.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))
+    assert itda["step"].to_list() == sorted(set(itda["step"].to_list()))  # its old rows are gone, not mixed in
+    assert metrics.filter(pl.col("kind") == "eval").height == 2
+    assert set(run_studies(changed)) == {"compare", "training"}  # both read the ITDA
