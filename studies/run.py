@@ -2,11 +2,12 @@
 
 Layout of a run folder (config `out`):
   stores/MODEL/            activation store per model entry (sharded safetensors + index)
-  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens, batch of a fit and a hash of
-                           every setting that shapes its result: a changed n, k, option or store
-                           trains into a new GROUP, never reuses the old fit);
+  fits/GROUP/NAME/         trained dictionaries (GROUP = model, tokens and batch, or model-stream, and a
+                           hash of what the group shares: store, prompts, training options; a changed
+                           store trains a new GROUP). Each dictionary saves a hash of its own settings:
+                           a changed n, k or option retrains that dictionary alone, never reuses the fit
   fits/GROUP/metrics.parquet  training and held-out metrics of that group
-  tables/*.parquet         one tidy table per study
+  tables/*.parquet         one tidy table per study; tables/inputs/STUDY.json what it was computed from
   plots/*.png              seaborn plots
   report.html              every table and plot, self-contained
   config.toml, run.json    a copy of the config the run was made with, and where it was read
