@@ -230,6 +230,10 @@ class Run:
             folder = self.dictionary_dir(name)
             if not (folder / "config.json").exists():
                 raise MissingFileError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
+            if (folder / "weights.safetensors").exists() and not self.is_trained(self.config.dictionary(name)):
+                raise MissingFileError(f"dictionary {name!r} at {folder} was trained with other settings than the "
+                                       f"config's (n, k, options, tokens, ...); it is not trained yet with these: run "
+                                       f"`diffdict train` first (it retrains this dictionary only)")
             # On the device the run generates on, so interventions encode next to the model.
             self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
