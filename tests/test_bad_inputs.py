@@ -174,9 +174,14 @@ def _wrong_shape_weights(run):
 def _dictionary_for_another_hook(run):
     import diffdict.dictionaries.base as base
 
+    import json
+
     folder = _sae_folder(run)
+    recorded = json.loads((folder / "config.json").read_text())["meta"]["settings_hash"]
     shutil.rmtree(folder)
-    base.create("topk_sae", d=16, n=32, k=4).save(folder)  # a d=16 dictionary where a d=32 one belongs
+    foreign = base.create("topk_sae", d=16, n=32, k=4)  # a d=16 dictionary where a d=32 one belongs,
+    foreign.meta["settings_hash"] = recorded  # claiming the right settings: only its shapes give it away
+    foreign.save(folder)
     return None
 
 
