@@ -190,12 +190,14 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
     dictionaries: dict[str, base.Dictionary] = {}
     window = 0
     yield_per_job: dict[str, tuple[int, int]] = {}
-    if found is not None and not _same_dictionaries(found, entries):
-        found = None  # a checkpoint of another set of dictionaries (or settings): this stream starts afresh
+    state: dict = {}
     if found is not None:
         fix = (f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
                f"nothing else is lost)")
         state = read_json(found / "state.json", "a stream checkpoint's state", fix)
+        if not _same_dictionaries(state, entries):
+            found = None  # a checkpoint of another set of dictionaries (or settings): this stream starts afresh
+    if found is not None:
         if not isinstance(state.get("window"), int):
             raise damaged(found / "state.json", "a stream checkpoint's state", "it names no window", fix)
         window = state["window"]
@@ -224,13 +226,9 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
     return window, dictionaries, yield_per_job
 
 
-def _same_dictionaries(found: Path, entries: list[StreamedDictionary]) -> bool:
-    """The checkpoint was taken by a stream of exactly these dictionaries, with these settings."""
-    try:
-        state = json.loads((found / "state.json").read_text())
-    except (OSError, ValueError):
-        return True  # damaged: read (and refused, with its fix) by the caller
-    recorded = state.get("settings", {}) if isinstance(state, dict) else {}
+def _same_dictionaries(state: dict, entries: list[StreamedDictionary]) -> bool:
+    """The checkpoint (its state.json) was taken by a stream of exactly these dictionaries, with these settings."""
+    recorded = state.get("settings", {})
     wanted = {e.spec.name: e.spec.settings_hash for e in entries}
     return set(state.get("steps", {})) == set(wanted) and all(recorded.get(n) == h for n, h in wanted.items())
 
@@ -354,9 +352,7 @@ def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, row
                 yield_per_job: dict[str, tuple[int, int]]) -> None:
     """Metrics first (a duplicate after a resume is dropped when they are assembled), then one folder
     holding the cursor, the carries and every dictionary, swapped in atomically."""
-    if rows:
-        text = "".join(json.dumps(row) + "\n" for row in rows)
-        write_file_atomic(out / "metrics" / f"part-stream-{window:09d}.jsonl", lambda tmp: tmp.write_text(text))
+    _write_rows(out, f"part-stream-{window:09d}", rows)
 
     def write(tmp: Path) -> None:
         carries = {}
@@ -379,6 +375,11 @@ def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, row
 
 def write_final_rows(out: Path, rows: list[dict]) -> None:
     """The metric rows of the last stretch (after the last checkpoint)."""
+    _write_rows(out, "part-stream-final", rows)
+
+
+def _write_rows(out: Path, part: str, rows: list[dict]) -> None:
+    """Metric rows as one JSON-lines part of OUT/metrics/ (no polars on the stream path)."""
     if rows:
         text = "".join(json.dumps(row) + "\n" for row in rows)
-        write_file_atomic(out / "metrics" / "part-stream-final.jsonl", lambda tmp: tmp.write_text(text))
+        write_file_atomic(out / "metrics" / f"{part}.jsonl", lambda tmp: tmp.write_text(text))

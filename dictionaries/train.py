@@ -255,10 +255,8 @@ def forget(out: Path, name: str) -> None:
         if folder.is_dir():
             shutil.rmtree(folder)
     (out / "metrics" / f"eval-{name}.parquet").unlink(missing_ok=True)
-    parts = sorted([*(out / "metrics").glob("*.parquet"), *(out / "metrics").glob("*.jsonl")]) \
-        if (out / "metrics").is_dir() else []
-    for part in parts:
-        frame = pl.read_parquet(part) if part.suffix == ".parquet" else pl.read_ndjson(part)
+    for part in _metric_parts(out):
+        frame = _read_part(part)
         if "name" not in frame.columns or not (frame["name"] == name).any():
             continue
         kept = frame.filter(pl.col("name") != name)
@@ -273,13 +271,21 @@ def forget(out: Path, name: str) -> None:
     _assemble_metrics(out)
 
 
-def _assemble_metrics(out: Path) -> pl.DataFrame:
+def _metric_parts(out: Path) -> list[Path]:
+    """The metric parts of a group folder: parquet (store training, evaluations) and JSON lines (streams)."""
     folder = out / "metrics"
-    parts = sorted([*folder.glob("*.parquet"), *folder.glob("*.jsonl")]) if folder.is_dir() else []
+    return sorted([*folder.glob("*.parquet"), *folder.glob("*.jsonl")]) if folder.is_dir() else []
+
+
+def _read_part(part: Path) -> pl.DataFrame:
+    return pl.read_parquet(part) if part.suffix == ".parquet" else pl.read_ndjson(part)
+
+
+def _assemble_metrics(out: Path) -> pl.DataFrame:
+    parts = _metric_parts(out)
     if not parts:
         return pl.DataFrame()
-    frame = pl.concat([pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_ndjson(p) for p in parts],
-                      how="diagonal_relaxed")
+    frame = pl.concat([_read_part(p) for p in parts], how="diagonal_relaxed")
     frame = frame.unique(subset=["name", "kind", "step"], keep="last", maintain_order=True).sort(["name", "kind", "step"])
     write_file_atomic(out / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
     return frame

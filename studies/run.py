@@ -65,14 +65,6 @@ class Run:
     def store_dir(self, model: str) -> Path:
         return self._inside(self.root / "stores" / model)
 
-    def fit_members(self, entry: DictionaryEntry) -> list[DictionaryEntry]:
-        """The dictionaries trained together with `entry`: from a stream, every dictionary of its model (one
-        generation pass feeds them all); from a store, those sharing its model, tokens and batch."""
-        if self.config.streams:
-            return [d for d in self.config.dictionaries if d.model == entry.model]
-        return [d for d in self.config.dictionaries
-                if (d.model, d.tokens, d.batch) == (entry.model, entry.tokens, entry.batch)]
-
     def fit_settings(self, entry: DictionaryEntry) -> dict[str, Any]:
         """Every setting that shapes the fits of `entry`'s group (recorded as fits/GROUP/settings.json)."""
         model = self.config.model(entry.model)
