@@ -127,14 +127,14 @@ class EditCells:
                                                                   (low, high))).images
             for variant, image in zip(chunk, images):
                 index = variant.plan.prompt_index
-                success, clean, _ = judge_edit(variant.plan, scoring.prompts[index].scene, self.originals[index], image)
+                judged = judge_edit(variant.plan, scoring.prompts[index].scene, self.originals[index], image)
                 rows.append({"model": self.model, "unit": unit, "hooks": ",".join(hooks),
                              "attribute": attribute, "window": window, "t_low": low, "t_high": high,
                              "steps_in_window": steps, "method": variant.method,
                              "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
                              "strength": variant.strength, "prompt_id": scoring.prompts[index].id,
-                             "success": float(success), "clean_success": float(clean),
-                             "feature_rank": variant.feature_rank})
+                             "success": float(judged.success), "clean_success": float(judged.clean_success),
+                             "target_before": float(judged.target_before), "feature_rank": variant.feature_rank})
         return rows
 
 

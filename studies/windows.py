@@ -190,14 +190,16 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         def record(plan: EditPlan, style: str, kind: str, window: str, image, edited_all, rank) -> None:
             low, high = study.windows[window]
             if use_clip:
-                (success, preservation), clean = clip_score_edits(run, [plan], prompts, images, edited_all)[0], None
+                (success, preservation), clean, before = clip_score_edits(run, [plan], prompts, images, edited_all)[0], None, None
             else:
-                success, clean, preservation = judge_edit(plan, prompts[plan.prompt_index].scene,
-                                                          originals[plan.prompt_index], image)
+                judged = judge_edit(plan, prompts[plan.prompt_index].scene, originals[plan.prompt_index], image)
+                success, clean, preservation, before = (judged.success, judged.clean_success, judged.preservation,
+                                                        judged.target_before)
             rows.append({**base, "edit": plan.attribute, "style": style, "kind": kind, "window": window,
                          "t_low": low, "t_high": high, "steps_in_window": sum(low <= t <= high for t in step_ts),
                          "prompt_id": prompts[plan.prompt_index].id, "success": float(success),
                          "clean_success": None if clean is None else float(clean), "preservation": preservation,
+                         "target_before": None if before is None else float(before),
                          "feature_rank": rank})
 
         jobs = [(edit, window) for edit in study.edits for window in study.windows]

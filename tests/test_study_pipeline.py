@@ -67,8 +67,10 @@ def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run
 def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "compare_metrics")
-    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "diff-in-means", "logistic probe"]
-    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "oracle", "probe"]
+    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "fg/bg only", "base rate",
+                                           "diff-in-means", "logistic probe"]
+    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "fg/bg only",
+                                         "base rate", "oracle", "probe"]
     # 12 prompts, 4 held out: selection and scoring never share a prompt
     assert set(metrics["selection_prompts"].to_list()) == {8} and set(metrics["scoring_prompts"].to_list()) == {4}
     probe = metrics.filter(pl.col("method") == "logistic probe").row(0, named=True)
@@ -76,7 +78,12 @@ def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run
     assert metrics["mean_f1"].is_between(0, 1).all() and metrics["mean_auroc"].is_between(0, 1).all()
     alignment = _table(run_dir, "compare_alignment")
     assert alignment["f1"].is_between(0, 1).all() and alignment["auroc"].is_between(0, 1).all()
-    assert {"colour", "background", "shape", "position", "style"} <= set(alignment["attribute"].to_list())
+    assert set(alignment["world"].to_list()) == {"toy", "twin"}  # the planted twin runs beside the real hook
+    assert set(alignment["family"].to_list()) >= {"global", "row", "column"}
+    summary = _table(run_dir, "compare_alignment_summary")
+    random = summary.filter((pl.col("method") == "random") & (pl.col("attribute") == "all"))
+    assert (random["draws"] == 5).all() and random["draw_sd"].is_not_null().all()  # floor averaged over 5 draws
+    assert _table(run_dir, "compare_twin")["cell_share"].is_between(0, 1).all()
     sparse = _table(run_dir, "compare_sparse_probing")
     assert set(sparse["k"].to_list()) == {1, 2, 4, 8}
     assert set(sparse["method"].to_list()) == {"sae", "itda", "raw channels", "random"}
