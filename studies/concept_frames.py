@@ -28,9 +28,12 @@ OBJECT, BACKGROUND = "object", "background"
 MIN_POSITIVES = 8
 
 
+BACKGROUND_ATTRIBUTES = ("background", "pattern")  # what a background cell carries
+
+
 def group_of(concept: str) -> str:
-    """`background:...` concepts belong to background cells; every other attribute to object cells."""
-    return BACKGROUND if concept.split(":")[0] == "background" else OBJECT
+    """Background colour and pattern concepts belong to background cells; every other attribute to object cells."""
+    return BACKGROUND if concept.split(":")[0] in BACKGROUND_ATTRIBUTES else OBJECT
 
 
 def attribute_of(concept: str) -> str:

@@ -2,7 +2,8 @@
 
 A location (cell of the hook's grid) belongs to an object when at least half of its pixels
 are inside the object's exact mask; it then carries the object's colour, shape, size,
-position and the scene's style. Every other location carries the scene's background.
+position and the scene's style. Every other location carries the scene's background colour and
+pattern.
 Alignment of a feature with a concept is the AUROC of the feature's activation as a
 predictor of the concept over all locations (ties, i.e. the many zeros, get average ranks).
 """
@@ -30,7 +31,7 @@ def location_concepts(scene, grid: tuple[int, int]) -> list[set[str]]:
                 labels.append({f"colour:{obj.colour}", f"shape:{obj.shape}", f"size:{obj.size}",
                                f"position:{obj.position}", f"style:{scene.style}"})
             else:
-                labels.append({f"background:{scene.background}"})
+                labels.append({f"background:{scene.background}", f"pattern:{scene.pattern}"})
     return labels
 
 

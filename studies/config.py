@@ -24,7 +24,7 @@ from .registry import study_kind, study_kinds, study_names
 DTYPES = ("fp32", "fp16", "bf16")
 PROMPT_SOURCES = ("toyworld", "file", "list", "dataset")
 EDIT_STYLES = ("sdlens", "tinaz_spatial", "tinaz_global", "flux_add")
-EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "style")
+EDIT_ATTRIBUTES = ("colour", "shape", "position", "background", "pattern", "style")
 
 
 @dataclass

@@ -120,6 +120,10 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
         return new and EditPlan(prompt_index, attribute, scene.background, new,
                                 dataclasses.replace(scene, background=new),
                                 (Region(~objects, background, f"background:{new}"),))
+    if attribute == "pattern":
+        new = _next_value(list(world.PATTERNS), scene.pattern, set())
+        return new and EditPlan(prompt_index, attribute, scene.pattern, new, dataclasses.replace(scene, pattern=new),
+                                (Region(~objects, f"pattern:{scene.pattern}", f"pattern:{new}"),))
     if attribute == "style":
         new = _next_value(list(world.STYLES), scene.style, set())
         return new and EditPlan(prompt_index, attribute, scene.style, new, dataclasses.replace(scene, style=new),
@@ -151,7 +155,7 @@ def _reads_target(plan: EditPlan, judged) -> bool:
     if plan.attribute == "position":
         # The object must have left: no judged object may still sit at its old anchor.
         success = success and all(o.position != plan.source_value for o in judged.objects)
-    if plan.attribute == "background":
+    if plan.attribute in ("background", "pattern"):
         # A background edit that recolours the objects is not a background edit.
         found = match_objects(plan.expected_scene, judged.objects)
         success = success and all(o is not None and o.colour == t.colour

@@ -29,8 +29,8 @@ def concept_names() -> list[str]:
     """Every concept the toy world can label a location with, in a fixed order."""
     from diffdict.toyworld import scenes
 
-    values = {"background": scenes.BACKGROUNDS, "colour": scenes.COLOURS, "position": scenes.POSITIONS,
-              "shape": scenes.SHAPES, "size": scenes.SIZES, "style": scenes.STYLES}
+    values = {"background": scenes.BACKGROUNDS, "colour": scenes.COLOURS, "pattern": scenes.PATTERNS,
+              "position": scenes.POSITIONS, "shape": scenes.SHAPES, "size": scenes.SIZES, "style": scenes.STYLES}
     return [f"{attribute}:{value}" for attribute in sorted(values) for value in values[attribute]]
 
 

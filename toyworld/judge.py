@@ -1,7 +1,8 @@
 """The judge: reads any RGB image back into scene attributes, and scores adherence.
 
-Steps: background = the palette colour nearest to the median border pixel; foreground =
-pixels far from it; objects = connected foreground components (specks dropped); per object
+Steps: background = the palette colour whose two tones (plain, and its pattern's) explain the
+border pixels best; foreground = pixels far from both tones; the pattern = the tile whose
+blocks best match the background pixels folded onto the 8 px grid; objects = connected foreground components (specks dropped); per object
 the colour is a vote of pixels for the nearest palette colour or its style shade, the shape
 is the best IoU against each template fitted near the object's bounding box, crisp or seen
 through a blur (as decoded images are), the size comes
@@ -17,15 +18,16 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from diffdict.toyworld.render import inside_shape, shade_of
-from diffdict.toyworld.scenes import ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, SHAPES, Scene
+from diffdict.toyworld.render import inside_shape, pattern_tone, shade_of
+from diffdict.toyworld.scenes import (ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, PATTERN_BLOCKS, PATTERN_TILE, SHAPES,
+                                     Scene, pattern_codes)
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance (0..255 scale) from the background
 MIN_OBJECT_PIXELS = 30  # smaller components are noise, not objects
 LARGE_SIDE = HALF_SIZE["small"] + HALF_SIZE["large"]  # box side threshold, 19 px
 FLAT_MAX_SHADE = 0.1  # share of shaded interior pixels below which the style is flat
 STRIPE_MIN_ROW_FILL = 0.75  # stripes fill whole rows; dots fill about half a row
-ATTRIBUTES = ("count", "colour", "shape", "size", "position", "background", "style")
+ATTRIBUTES = ("count", "colour", "shape", "size", "position", "background", "pattern", "style")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Judgement:
     background: str
     style: str
     objects: list[JudgedObject] = field(default_factory=list)
+    pattern: str = ""
 
 
 def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -65,10 +68,45 @@ def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str
     return names[int(np.argmin(distances))]
 
 
-def _judge_background(array: np.ndarray) -> tuple[str, np.ndarray]:
+def _judge_background(array: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """(background, its measured plain tone, its measured pattern tone) from the border pixels."""
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-    measured = np.median(border, axis=0)
-    return _nearest(measured, BACKGROUNDS), measured
+    costs = {}
+    for name, colour in BACKGROUNDS.items():  # pixels mixing the two tones (a blur) lie on the segment between
+        plain = np.asarray(colour, dtype=np.float64)
+        step = pattern_tone(name) - plain
+        along = np.clip(((border - plain) @ step) / (step @ step), 0.0, 1.0)
+        costs[name] = np.linalg.norm(border - (plain + along[:, None] * step), axis=1).sum()
+    background = min(costs, key=costs.get)
+    tones = np.stack([np.asarray(BACKGROUNDS[background], dtype=np.float64), pattern_tone(background)])
+    nearest = np.linalg.norm(border[:, None, :] - tones[None], axis=2).argmin(axis=1)
+    measured = [np.median(border[nearest == i], axis=0) if (nearest == i).any() else tones[i] for i in range(2)]
+    return background, measured[0], measured[1]
+
+
+def _background_distance(array: np.ndarray, plain: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """(H, W) RGB distance of each pixel to the nearer of the background's two tones."""
+    return np.minimum(np.linalg.norm(array - plain, axis=2), np.linalg.norm(array - tone, axis=2))
+
+
+def _judge_pattern(array: np.ndarray, background: np.ndarray, plain: np.ndarray, tone: np.ndarray) -> str:
+    """The pattern whose tile best matches the background pixels folded onto the 8 px grid.
+
+    background: (H, W) bool, the pixels to read (away from objects). Each pixel's tone-ness (0 plain,
+    1 pattern tone) is averaged per position in the tile, then per block; the code with the highest
+    correlation wins."""
+    size = array.shape[0]
+    direction = tone - plain
+    toneness = ((array - plain) @ direction) / max(float(direction @ direction), 1e-6)
+    ys, xs = np.mgrid[0:size, 0:size]
+    block = PATTERN_TILE // PATTERN_BLOCKS
+    cells = (ys % PATTERN_TILE // block) * PATTERN_BLOCKS + (xs % PATTERN_TILE // block)
+    sums = np.bincount(cells[background], weights=toneness[background], minlength=PATTERN_BLOCKS ** 2)
+    counts = np.bincount(cells[background], minlength=PATTERN_BLOCKS ** 2)
+    blocks = sums / np.maximum(counts, 1) - 0.5
+    names = list(pattern_codes())
+    codes = np.stack([pattern_codes()[n].reshape(-1) for n in names]).astype(np.float64) - 0.5
+    return names[int(np.argmax(codes @ blocks))]
 
 
 # Template fitting (see _shape_of): centre shifts and half-side changes in pixels, and the
@@ -133,12 +171,12 @@ def _colour_and_shade(pixels: np.ndarray, background: str) -> tuple[str, np.ndar
     return names[colour], np.clip(shade_ness, 0.0, 1.0)
 
 
-def _recut(array: np.ndarray, mask: np.ndarray, measured_bg: np.ndarray, colour: str,
+def _recut(array: np.ndarray, mask: np.ndarray, plain: np.ndarray, tone: np.ndarray, colour: str,
            background: str) -> np.ndarray:
     tones = np.stack([np.asarray(COLOURS[colour], dtype=np.float64), shade_of(COLOURS[colour], background)])
-    threshold = 0.5 * np.linalg.norm(tones - measured_bg, axis=1).min()
+    threshold = 0.5 * min(np.linalg.norm(tones - plain, axis=1).min(), np.linalg.norm(tones - tone, axis=1).min())
     region = ndimage.binary_dilation(mask, iterations=2)
-    recut = region & (np.linalg.norm(array - measured_bg, axis=2) > threshold)
+    recut = region & (_background_distance(array, plain, tone) > threshold)
     labels, n = ndimage.label(recut)
     if n == 0:
         return mask
@@ -165,8 +203,8 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     array = _as_array(image)
     size = array.shape[0]
     scale = size / 64.0  # thresholds are tuned for the 64 px world
-    background, measured = _judge_background(array)
-    foreground = np.linalg.norm(array - measured, axis=2) > FOREGROUND_DISTANCE
+    background, measured, tone = _judge_background(array)
+    foreground = _background_distance(array, measured, tone) > FOREGROUND_DISTANCE
     foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
     labels, _ = ndimage.label(foreground)
     objects: list[JudgedObject] = []
@@ -180,7 +218,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
         colour, _ = _colour_and_shade(array[mask], background)
         # Re-cut the object at half its own contrast, which puts a blurred edge back where
         # it was; a fixed threshold grows bright objects and shrinks faint ones.
-        mask = _recut(array, mask, measured, colour, background)
+        mask = _recut(array, mask, measured, tone, colour, background)
         colour, shade_ness = _colour_and_shade(array[mask], background)
         box = ndimage.find_objects(mask.astype(np.int64))[0]
         shade_map = np.zeros(mask.shape, dtype=bool)
@@ -196,7 +234,13 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
             colour=colour, shape=_shape_of(mask, box), size="large" if side >= LARGE_SIDE else "small",
             position=position, cx=cx, cy=cy, area=area, mask=mask,
         ))
-    return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects)
+    covered = np.zeros(foreground.shape, dtype=bool)
+    for obj in objects:
+        covered |= obj.mask
+    away = ~ndimage.binary_dilation(covered | foreground, iterations=2)  # background pixels, off object edges
+    pattern = _judge_pattern(array, away if away.any() else ~covered, measured, tone)
+    return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects,
+                     pattern=pattern)
 
 
 def match_objects(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject | None]:
@@ -221,6 +265,7 @@ def score(scene: Scene, judgement: Judgement) -> dict[str, list[bool]]:
     result: dict[str, list[bool]] = {a: [] for a in ATTRIBUTES}
     result["count"].append(len(judgement.objects) == len(scene.objects))
     result["background"].append(judgement.background == scene.background)
+    result["pattern"].append(judgement.pattern == scene.pattern)
     result["style"].append(judgement.style == scene.style)
     for truth, found in zip(scene.objects, match_objects(scene, judgement.objects)):
         for attribute in ("colour", "shape", "size", "position"):

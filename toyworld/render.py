@@ -4,7 +4,11 @@ Shapes are drawn crisp (no anti-aliasing) so that masks are exact. A style paint
 "shade" of the object's colour on a fixed pixel pattern: stripes are horizontal bands of
 3 px every 6 px, dots are 3x3 px squares every 6 px. The shade moves the colour half-way
 towards white on a black background and towards black otherwise, so that it stays far from
-the background.
+the background. The background's pattern paints its tile's blocks in the background's own
+pattern tone (a gray level: lighter than black and gray backgrounds, darker than white),
+repeated on the 8 px grid from the canvas corner; objects cover it. Every tone is more than 60
+RGB units from every object colour and style shade, so that the judge never takes the pattern for
+an object.
 """
 from __future__ import annotations
 
@@ -12,10 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffdict.toyworld.scenes import BACKGROUNDS, COLOURS, IMAGE_SIZE, Scene, SceneObject
+from diffdict.toyworld.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PATTERN_BLOCKS, PATTERN_TILE, Scene,
+                                     SceneObject, pattern_codes)
 
 STYLE_PERIOD = 6
 SHADE_MIX = 0.5
+# The pattern's gray level per background: each background's two tones span a range of gray levels that
+# no other background's range overlaps (0-64, 128-176, 208-255), so that even a blurred pattern, whose
+# pixels mix the two, tells its background apart.
+PATTERN_TONES = {"black": 64.0, "gray": 176.0, "white": 208.0}
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,19 @@ def shade_of(colour: tuple[int, int, int] | np.ndarray, background: str) -> np.n
     """The style's second tone for `colour` on `background`, float RGB in 0..255."""
     target = 255.0 if background == "black" else 0.0
     return (1 - SHADE_MIX) * np.asarray(colour, dtype=np.float64) + SHADE_MIX * target
+
+
+def pattern_tone(background: str) -> np.ndarray:
+    """The background pattern's tone on `background`, float RGB in 0..255."""
+    return np.full(3, PATTERN_TONES[background], dtype=np.float64)
+
+
+def pattern_mask(pattern: str, size: int = IMAGE_SIZE) -> np.ndarray:
+    """(size, size) bool: where the background pattern paints its tone (the tile repeated from (0, 0))."""
+    block = PATTERN_TILE // PATTERN_BLOCKS
+    tile = np.kron(pattern_codes()[pattern], np.ones((block, block), dtype=bool))  # (8, 8)
+    reps = -(-size // PATTERN_TILE)
+    return np.tile(tile, (reps, reps))[:size, :size]
 
 
 def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float,
@@ -87,6 +109,7 @@ def render(scene: Scene, size: int = IMAGE_SIZE) -> RenderedScene:
     """Draw `scene`; returns the image and one exact mask per object."""
     image = np.empty((size, size, 3), dtype=np.float64)
     image[:] = BACKGROUNDS[scene.background]
+    image[pattern_mask(scene.pattern, size)] = pattern_tone(scene.background)
     pattern = style_pattern(scene.style, size)
     masks = np.stack([object_mask(obj, size) for obj in scene.objects])
     for obj, mask in zip(scene.objects, masks):

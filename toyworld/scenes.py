@@ -1,4 +1,5 @@
-"""The toy world's grammar: scenes of one or two coloured shapes, their captions and labels.
+"""The toy world's grammar: scenes of one or two coloured shapes on a patterned background,
+their captions and labels.
 
 A scene is plain data (no pixels); `toyworld.render` turns it into an image and exact
 per-pixel masks. Everything is deterministic from a seed. Two disjoint seed streams exist:
@@ -50,6 +51,14 @@ POSITION_PHRASES = {
 }
 # A global style changes the objects' texture, never the layout.
 STYLES = ("flat", "striped", "dotted")
+# The background's pattern: one of many tiles, repeated over the whole background on the 8 px grid, so
+# that every 8x8 hook cell of background shows the same tile wherever it is. With far more patterns
+# than a hook has channels, a block can only hold them in superposition: something sparse for a
+# dictionary to find, which neither single channels nor random directions can reach.
+PATTERN_COUNT = 128
+PATTERN_TILE = 8  # pixels: the tile is a 4x4 grid of 2x2-pixel blocks
+PATTERN_BLOCKS = 4
+PATTERNS = tuple(f"p{i:03d}" for i in range(PATTERN_COUNT))
 JITTER = 2  # pixels of random offset around the anchor
 MIN_GAP = 3  # pixels between two objects' bounding boxes
 TWO_OBJECT_FRACTION = 0.5
@@ -81,19 +90,21 @@ class Scene:
     background: str
     style: str
     seed: int
+    pattern: str = PATTERNS[0]
 
     @property
     def caption(self) -> str:
         """Plain English, e.g. 'a large red circle on the left and a small blue square on
-        the right, striped, on a black background'."""
+        the right, striped, on a black background with pattern p017'."""
         things = " and ".join(obj.phrase() for obj in self.objects)
-        return f"{things}, {self.style}, on a {self.background} background"
+        return f"{things}, {self.style}, on a {self.background} background with pattern {self.pattern}"
 
     def labels(self) -> dict:
         """Every attribute as plain data (JSON-ready)."""
         return {
             "caption": self.caption,
             "background": self.background,
+            "pattern": self.pattern,
             "style": self.style,
             "objects": [
                 {"shape": o.shape, "colour": o.colour, "size": o.size, "position": o.position,
@@ -105,8 +116,8 @@ class Scene:
 
 def vocabulary() -> list[str]:
     """Every word a caption can contain (for the project's word tokenizer)."""
-    words = {"a", "and", "on", "background", ","}
-    words |= set(SHAPES) | set(COLOURS) | set(BACKGROUNDS) | set(SIZES) | set(STYLES)
+    words = {"a", "and", "on", "background", ",", "with", "pattern"}
+    words |= set(SHAPES) | set(COLOURS) | set(BACKGROUNDS) | set(SIZES) | set(STYLES) | set(PATTERNS)
     for phrase in POSITION_PHRASES.values():
         words |= set(phrase.split())
     return sorted(words)
@@ -147,7 +158,24 @@ def sample_scene(seed: int, stream: str = "train") -> Scene:
         positions = rng.choice(len(POSITIONS), size=n_objects, replace=False)
         objects = tuple(_sample_object(rng, POSITIONS[p]) for p in sorted(positions))
         if n_objects == 1 or _boxes_apart(*objects):
-            return Scene(objects=objects, background=background, style=style, seed=seed)
+            break
+    # drawn last, from its own stream, so that the rest of a scene is what the same seed gave before
+    pattern = PATTERNS[np.random.default_rng([seed, 2 if stream == "train" else 3]).integers(PATTERN_COUNT)]
+    return Scene(objects=objects, background=background, style=style, seed=seed, pattern=pattern)
+
+
+@lru_cache(maxsize=1)
+def pattern_codes() -> dict[str, np.ndarray]:
+    """pattern -> (4, 4) bool blocks of its tile: seeded codes with 6 of 16 blocks set, any two at least
+    4 blocks apart, so that a blurred or partly hidden tile is still read as the right one."""
+    rng = np.random.default_rng(20261205)
+    codes: list[np.ndarray] = []
+    while len(codes) < PATTERN_COUNT:
+        code = np.zeros(PATTERN_BLOCKS * PATTERN_BLOCKS, dtype=bool)
+        code[rng.choice(code.size, size=6, replace=False)] = True
+        if all((code != other).sum() >= 4 for other in codes):
+            codes.append(code)
+    return {name: code.reshape(PATTERN_BLOCKS, PATTERN_BLOCKS) for name, code in zip(PATTERNS, codes)}
 
 
 @lru_cache(maxsize=4)
@@ -166,7 +194,7 @@ def eval_scenes(n: int = 256) -> tuple[Scene, ...]:
                 break
             attempt += 1
         seen.add(scene.caption)
-        scenes.append(Scene(scene.objects, scene.background, scene.style, seed))
+        scenes.append(Scene(scene.objects, scene.background, scene.style, seed, scene.pattern))
     return tuple(scenes)
 
 
@@ -182,5 +210,5 @@ def train_scene(seed: int, held_out: int = 256) -> Scene:
     while True:
         scene = sample_scene(seed * 1000 + attempt, "train")
         if scene.caption not in banned:
-            return Scene(scene.objects, scene.background, scene.style, seed)
+            return Scene(scene.objects, scene.background, scene.style, seed, scene.pattern)
         attempt += 1

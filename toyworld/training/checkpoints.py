@@ -43,9 +43,12 @@ def save_final(path: Path, modules: dict[str, torch.nn.Module], info: dict | Non
     save_tensors_atomic(module_tensors(modules), path, {"info": json.dumps(info or {})})
 
 
-def load_final(path: Path, modules: dict[str, torch.nn.Module]) -> dict:
-    """Loads weights into `modules`; returns the info saved with them."""
+def load_final(path: Path, modules: dict[str, torch.nn.Module], missing_ok: bool = False) -> dict:
+    """Loads weights into `modules`; returns the info saved with them. missing_ok: modules the file holds
+    nothing of keep their weights (a warm start whose stage gained a module, e.g. a new readout)."""
     tensors = load_file(str(path))
+    if missing_ok:
+        modules = {name: m for name, m in modules.items() if any(k.startswith(f"{name}.") for k in tensors)}
     load_modules(modules, {k: v.float() for k, v in tensors.items()})
     from safetensors import safe_open
 

@@ -54,7 +54,7 @@ def train_loop(
     partial = cfg.work / f"{stage}.partial.safetensors"
     if init.exists() and not partial.exists():
         # Warm start (e.g. continuing shipped weights); the schedule starts afresh.
-        load_final(init, train_modules)
+        load_final(init, train_modules, missing_ok=True)
         print(f"[{stage}] warm start from {init}")
     params = [p for m in train_modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr[stage], weight_decay=0.01, betas=(0.9, 0.99))

@@ -8,7 +8,7 @@ the denoiser's gradient teaches them. Here they learn it directly from the scene
 A readout asks, for each of the five positions, what object the caption puts there (colour,
 shape, size, or none), attending over the token states the denoiser will cross-attend to
 (one learned query per position, as a cross-attention layer would), and reads the
-background and style from the pooled embedding the denoiser also receives. The readouts
+background, its pattern and the style from the pooled embedding the denoiser also receives. The readouts
 are thrown away after training; only the encoders are kept.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 from diffdict.toyworld.scenes import (
     BACKGROUNDS,
     COLOURS,
+    PATTERNS,
     POSITIONS,
     SHAPES,
     SIZES,
@@ -29,7 +30,8 @@ from diffdict.toyworld.scenes import (
 
 # Per-position attributes; each gets one extra class, "no object here".
 SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES}
-GLOBAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"background": tuple(BACKGROUNDS), "style": STYLES}
+GLOBAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"background": tuple(BACKGROUNDS), "pattern": PATTERNS,
+                                                 "style": STYLES}
 
 
 def caption_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:

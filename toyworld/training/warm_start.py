@@ -50,9 +50,9 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
     """
     from diffusers import DiffusionPipeline
 
-    unknown = set(continue_stages) - set(STAGE_PARTS)
+    unknown = set(continue_stages) - set(STAGE_PARTS) - {"text"}
     if unknown:
-        raise ToyInputError(f"cannot continue {sorted(unknown)}: choose from {', '.join(STAGE_PARTS)}")
+        raise ToyInputError(f"cannot continue {sorted(unknown)}: choose from {', '.join((*STAGE_PARTS, 'text'))}")
     work_dir.mkdir(parents=True, exist_ok=True)
     targets = {stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
                for stage in (*STAGE_PARTS, "text")}
@@ -66,6 +66,9 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         if not (weights_dir / folder / "model_index.json").exists():
             raise ToyMissingFileError(f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)")
         pipes[folder] = DiffusionPipeline.from_pretrained(str(weights_dir / folder), dtype=torch.float32)
+    for pipe in pipes.values():  # shipped encoders learnt an older vocabulary: give them today's
+        for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+            resize_to_vocabulary(getattr(pipe, encoder), getattr(pipe, tokenizer))
     written = []
     for stage, (folder, parts) in STAGE_PARTS.items():
         modules = {name: getattr(pipes[folder], attribute) for name, attribute in parts.items()}
@@ -83,3 +86,26 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         written.append(path)
     return written
 
+
+def resize_to_vocabulary(encoder: torch.nn.Module, old_tokenizer, seed: int = 0) -> bool:
+    """Give a text encoder trained with `old_tokenizer` the toy world's current vocabulary, in place.
+
+    Rows of words it knew are kept (by word: a word's id moves when words are added before it); a new
+    word starts at the mean row plus noise of the rows' own spread, so that a warm start learns it
+    from there. Returns whether anything changed."""
+    from diffdict.toyworld.training.models import tokenizer
+
+    old_vocab, new_vocab = old_tokenizer.get_vocab(), tokenizer().get_vocab()
+    if old_vocab == new_vocab:
+        return False
+    old = encoder.get_input_embeddings().weight.detach().clone()
+    generator = torch.Generator().manual_seed(seed)
+    rows = old.mean(0) + old.std(0) * torch.randn(len(new_vocab), old.shape[1], generator=generator)
+    for word, index in new_vocab.items():
+        if word in old_vocab:
+            rows[index] = old[old_vocab[word]]
+    encoder.resize_token_embeddings(len(new_vocab))
+    with torch.no_grad():
+        encoder.get_input_embeddings().weight.copy_(rows)
+    encoder.config.vocab_size = len(new_vocab)
+    return True
