@@ -5,20 +5,20 @@ output live in its call, how maps are laid out, how timesteps normalise and how 
 the batch. This file owns what is the same for every family: generation with capture and
 interventions through forward hooks that are always removed.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import math
-
 import torch
 
 from .capture import CapturedMap, Generation
+from .errors import AdapterInputError, UnknownNameError
 from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
-from .errors import AdapterInputError, UnknownNameError
 
 
 def vae_scale_factor(vae_config: Any) -> int:
@@ -52,8 +52,14 @@ class Adapter:
 
     family = "base"
 
-    def __init__(self, model_id: str, pipe: Any, defaults: ProtocolDefaults,
-                 denoiser: torch.nn.Module | None = None, vae_factor: int | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        pipe: Any,
+        defaults: ProtocolDefaults,
+        denoiser: torch.nn.Module | None = None,
+        vae_factor: int | None = None,
+    ):
         """pipe may be None for a config-only (meta-device) adapter: then give the denoiser
         and vae_factor; such an adapter lists hook points but cannot generate."""
         self.model_id = model_id
@@ -123,7 +129,9 @@ class Adapter:
         return self.hook_points[name]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model_id!r}, {len(self.hook_points)} hook points, defaults={self.defaults})"
+        return (
+            f"{type(self).__name__}({self.model_id!r}, {len(self.hook_points)} hook points, defaults={self.defaults})"
+        )
 
     @torch.no_grad()
     def generate(
@@ -159,7 +167,9 @@ class Adapter:
             raise AdapterInputError("generate needs at least one prompt")
         seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, int) else [int(s) for s in seeds]
         if len(seeds) != len(prompts):
-            raise AdapterInputError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int")
+            raise AdapterInputError(
+                f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int"
+            )
         if capture not in ("update", "output"):
             raise AdapterInputError(f"capture must be 'update' or 'output', got {capture!r}")
         steps = self.defaults.steps if steps is None else int(steps)
@@ -186,11 +196,15 @@ class Adapter:
 
         generation = Generation(images=[], prompts=prompts, seeds=seeds)
         keep_steps = None if capture_steps is None else frozenset(capture_steps)
-        session = _HookSession(self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype)
+        session = _HookSession(
+            self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype
+        )
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = self._pipeline_kwargs(steps, guidance, height, width, negative_prompt)
         with session:
-            out = self.pipe(prompt=prompts, generator=generators, num_inference_steps=steps, output_type="pil", **kwargs)
+            out = self.pipe(
+                prompt=prompts, generator=generators, num_inference_steps=steps, output_type="pil", **kwargs
+            )
         generation.images = list(out.images)
         return generation
 
@@ -198,9 +212,17 @@ class Adapter:
 class _HookSession:
     """Registers the forward hooks of one generation and removes them on exit, even on error."""
 
-    def __init__(self, adapter: Adapter, generation: Generation, hook_names: list[str], capture: str,
-                 interventions: list[Intervention], size: tuple[int, int], keep_steps: frozenset[int] | None,
-                 capture_dtype: torch.dtype):
+    def __init__(
+        self,
+        adapter: Adapter,
+        generation: Generation,
+        hook_names: list[str],
+        capture: str,
+        interventions: list[Intervention],
+        size: tuple[int, int],
+        keep_steps: frozenset[int] | None,
+        capture_dtype: torch.dtype,
+    ):
         self.adapter = adapter
         self.generation = generation
         self.capture_hooks = set(hook_names)
@@ -217,7 +239,7 @@ class _HookSession:
         # call of the same step), a "cond+uncond-" edit subtracts there the change it made on the cond rows.
         self.last_cond_change: dict[int, torch.Tensor] = {}
 
-    def __enter__(self) -> "_HookSession":
+    def __enter__(self) -> _HookSession:
         self.handles.append(self.adapter.denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True))
         modules = dict(self.adapter.denoiser.named_modules())
         for name in sorted(self.capture_hooks | set(self.by_hook)):
@@ -287,6 +309,12 @@ class _HookSession:
             if rows:
                 maps = value if len(rows) == len(branches) else value[rows]
                 self.generation.captures.append(
-                    CapturedMap(hook=hook.name, step=self.state.step, timestep=float(self.state.timestep),
-                                t=float(self.state.t), branch=branch, value=maps.contiguous())
+                    CapturedMap(
+                        hook=hook.name,
+                        step=self.state.step,
+                        timestep=float(self.state.timestep),
+                        t=float(self.state.t),
+                        branch=branch,
+                        value=maps.contiguous(),
+                    )
                 )

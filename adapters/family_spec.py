@@ -5,6 +5,7 @@ denoiser config, its real models (hub ids, protocol defaults, schedulers) and it
 adapters/registry.py derives the model tables (`REAL_MODELS`, `TINY_MODELS`) from the families, so
 a family's models are known the moment it is registered and nowhere else lists them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -6,6 +6,7 @@ the hooks see: the scheduler each model declares (its family's `RealModel` / `Ti
 up and normalised by the family's adapter (`Adapter._step_times`, beside `_read_timestep`).
 tests/test_bad_inputs_names.py checks them against the times recorded while generating.
 """
+
 from __future__ import annotations
 
 import json

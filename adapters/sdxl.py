@@ -5,6 +5,7 @@ Hook points are the U-Net's transformer blocks (`Transformer2DModel`):
 `up_blocks.0.attentions.1` -> `up.0.1`. Their maps are (batch, d, h, w); with classifier-free
 guidance the pipeline batches [uncond rows, cond rows].
 """
+
 from __future__ import annotations
 
 import re
@@ -99,34 +100,59 @@ class SDXLAdapter(Adapter):
 
 # The published SDXL U-Net config (`unet/config.json`, shared by Base and Turbo).
 SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
     block_out_channels=(320, 640, 1280),
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    norm_num_groups=32,
 )
 
 # The published scheduler/scheduler_config.json of the real models (what differs from the defaults).
 _SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
 SDXL = Family(
-    name="sdxl", title="SDXL", adapter=SDXLAdapter, pipeline_class="StableDiffusionXLPipeline",
-    denoiser_class="UNet2DConditionModel", denoiser_subfolder="unet", meta_config=SDXL_UNET,
+    name="sdxl",
+    title="SDXL",
+    adapter=SDXLAdapter,
+    pipeline_class="StableDiffusionXLPipeline",
+    denoiser_class="UNet2DConditionModel",
+    denoiser_subfolder="unet",
+    meta_config=SDXL_UNET,
     vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512]
     cuda_dtype=torch.float16,
     real_models=(
-        RealModel("stabilityai/sdxl-turbo", "SDXL Turbo, 1 step, no CFG", ProtocolDefaults(1, 0.0, 512, 512),
-                  scheduler={"_class_name": "EulerAncestralDiscreteScheduler", **_SCHEDULER,
-                             "timestep_spacing": "trailing"}),
-        RealModel("stabilityai/stable-diffusion-xl-base-1.0", "SDXL Base, 25 steps, CFG 8",
-                  ProtocolDefaults(25, 8.0, 1024, 1024),
-                  scheduler={"_class_name": "EulerDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "leading"}),
+        RealModel(
+            "stabilityai/sdxl-turbo",
+            "SDXL Turbo, 1 step, no CFG",
+            ProtocolDefaults(1, 0.0, 512, 512),
+            scheduler={"_class_name": "EulerAncestralDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "trailing"},
+        ),
+        RealModel(
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            "SDXL Base, 25 steps, CFG 8",
+            ProtocolDefaults(25, 8.0, 1024, 1024),
+            scheduler={"_class_name": "EulerDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "leading"},
+        ),
     ),
     reference_model=lambda denoiser_config: "stabilityai/stable-diffusion-xl-base-1.0",
-    tiny=TinyModel("tiny/sdxl", "random tiny SDXL-style pipeline (tests)", build=build_tiny_sdxl,
-                   denoiser_config=TINY_UNET, vae_factor=TINY_VAE_FACTOR, defaults=ProtocolDefaults(4, 5.0, 64, 64),
-                   scheduler=TINY_SCHEDULERS["tiny/sdxl"]),
+    tiny=TinyModel(
+        "tiny/sdxl",
+        "random tiny SDXL-style pipeline (tests)",
+        build=build_tiny_sdxl,
+        denoiser_config=TINY_UNET,
+        vae_factor=TINY_VAE_FACTOR,
+        defaults=ProtocolDefaults(4, 5.0, 64, 64),
+        scheduler=TINY_SCHEDULERS["tiny/sdxl"],
+    ),
     companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
 )

@@ -3,6 +3,7 @@
 Real models ship their own tokenizers; ours need one that works offline, saves with
 `save_pretrained` and loads back through a diffusers pipeline's `from_pretrained`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

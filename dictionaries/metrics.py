@@ -1,14 +1,15 @@
 """Reconstruction and sparsity metrics, accumulated over a stream of held-out batches.
 
-  fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
-  explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
-  l0                   mean number of distinct atoms with a nonzero (summed) coefficient per token
-  dead_fraction        atoms never active on the evaluated tokens
-  frequencies          (n,) fraction of tokens on which each atom is active
+fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
+explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
+l0                   mean number of distinct atoms with a nonzero (summed) coefficient per token
+dead_fraction        atoms never active on the evaluated tokens
+frequencies          (n,) fraction of tokens on which each atom is active
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -4,9 +4,11 @@ The Flux residual stream is very anisotropic: without this, >99% of top-k featur
 Dictionaries learn on x' = (x - shift) @ A and report atoms as (atom' @ A^-1), so a user
 always sees directions in the original activation space.
 """
+
 from __future__ import annotations
 
 import torch
+
 from diffdict.dictionaries.errors import InputError
 
 KINDS = ("none", "standardize", "whiten")
@@ -32,7 +34,7 @@ class InputNorm:
     def identity(self) -> bool:
         return self.kind == "none"
 
-    def fit(self, sample: torch.Tensor, eps: float = 1e-6) -> "InputNorm":
+    def fit(self, sample: torch.Tensor, eps: float = 1e-6) -> InputNorm:
         """Estimate shift and scale (or the whitening matrix) from a sample (N, d)."""
         if self.identity:
             return self
@@ -72,7 +74,7 @@ class InputNorm:
             return v / self.scale
         return v @ self.inverse
 
-    def to(self, device: str | torch.device) -> "InputNorm":
+    def to(self, device: str | torch.device) -> InputNorm:
         self.shift, self.scale = self.shift.to(device), self.scale.to(device)
         if self.matrix is not None:
             self.matrix, self.inverse = self.matrix.to(device), self.inverse.to(device)

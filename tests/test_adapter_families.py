@@ -1,5 +1,6 @@
 """Model families as data: loading, meta-device configs and checks read adapters.families, so a
 family is one declaration (and its adapter module)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,9 +54,15 @@ def test_a_new_family_is_one_declaration(tmp_path, monkeypatch):
     class VariantAdapter(SDXLAdapter):
         family = "sdxl-variant"
 
-    variant = dataclasses.replace(SDXL, name="sdxl-variant", title="SDXL variant", adapter=VariantAdapter,
-                                  pipeline_class="StableDiffusionXLVariantPipeline", real_models=(),
-                                  tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-variant"))
+    variant = dataclasses.replace(
+        SDXL,
+        name="sdxl-variant",
+        title="SDXL variant",
+        adapter=VariantAdapter,
+        pipeline_class="StableDiffusionXLVariantPipeline",
+        real_models=(),
+        tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-variant"),
+    )
     monkeypatch.setitem(families.FAMILIES, variant.name, variant)
     folder = _pipeline_folder(tmp_path / "variant", variant.pipeline_class, dict(SDXL.tiny.denoiser_config), "unet")
     adapter = adapters.load(str(folder), device="meta")
@@ -69,8 +76,14 @@ def test_registration_refuses_what_would_clash():
     class Clash(SDXLAdapter):
         family = "clash"
 
-    clash = dataclasses.replace(SDXL, name="clash", adapter=Clash, pipeline_class="ClashPipeline", real_models=(),
-                                tiny=dataclasses.replace(SDXL.tiny, id="tiny/clash"))
+    clash = dataclasses.replace(
+        SDXL,
+        name="clash",
+        adapter=Clash,
+        pipeline_class="ClashPipeline",
+        real_models=(),
+        tiny=dataclasses.replace(SDXL.tiny, id="tiny/clash"),
+    )
     with pytest.raises(ValueError, match="already registered"):
         families.register(dataclasses.replace(clash, name="sdxl", adapter=SDXLAdapter))
     with pytest.raises(ValueError, match="its adapter SDXLAdapter says family = 'sdxl'"):

@@ -1,4 +1,5 @@
 """Hook points: names, module paths, channels and grids, for the real models (meta device) and tiny ones."""
+
 from __future__ import annotations
 
 import pytest
