@@ -31,7 +31,7 @@ lint: setup
 
 # pyright cannot follow pyproject.toml's package-dir mapping (diffdict.studies is the folder studies/): this builds
 # the same package out of symlinks, .pyright/diffdict/, one per entry of [tool.setuptools.package-dir] plus
-# diffdict/'s own files, and [tool.pyright] extraPaths points there. Ignored by git; cheap, so every setup reruns it.
+# diffdict/'s own files, and [tool.pyright] stubPath points there. Ignored by git; cheap, so every setup reruns it.
 pyright-paths:
 	@mkdir -p .pyright/diffdict
 	@for file in diffdict/*.py; do ln -sfn ../../$$file .pyright/$$file; done
