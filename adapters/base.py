@@ -21,6 +21,12 @@ from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
 
 
+def model_config(model: torch.nn.Module) -> Any:
+    """A diffusers model's `config` (a FrozenDict whose keys read as attributes). torch's types make any attribute
+    of a module a tensor or a submodule, so the config is read through this, which says what it is."""
+    return model.config
+
+
 def vae_scale_factor(vae_config: Any) -> int:
     """Image pixels per latent pixel, as diffusers pipelines compute it."""
     return 2 ** (len(vae_config.block_out_channels) - 1)
@@ -304,6 +310,8 @@ class _HookSession:
 
     def _record(self, hook: HookPoint, value: torch.Tensor, branches: list[str]) -> None:
         value = value.detach().to("cpu", self.capture_dtype)
+        timestep = self.state.timestep
+        assert timestep is not None, "a block ran before the denoiser call that sets the timestep"
         for branch in ("uncond", "cond"):
             rows = [i for i, b in enumerate(branches) if b == branch]
             if rows:
@@ -312,7 +320,7 @@ class _HookSession:
                     CapturedMap(
                         hook=hook.name,
                         step=self.state.step,
-                        timestep=float(self.state.timestep),
+                        timestep=float(timestep),
                         t=float(self.state.t),
                         branch=branch,
                         value=maps.contiguous(),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Adapter, CallState, ProtocolDefaults
+from .base import Adapter, CallState, ProtocolDefaults, model_config
 from .family_spec import Family, RealModel, TinyModel
 from .hookpoints import HookPoint
 from .tiny import TINY_FLUX_TRANSFORMER, TINY_SCHEDULERS, TINY_VAE_FACTOR, build_tiny_flux
@@ -25,8 +25,9 @@ _STREAMS = {"image": ("hidden_states", 1), "text": ("encoder_hidden_states", 0)}
 
 def flux_hook_points(transformer: torch.nn.Module, vae_factor: int, text_tokens: int) -> dict[str, HookPoint]:
     """`double.N`, `double.N.txt`, `single.N`, `single.N.txt` for every block, in forward order."""
-    d = int(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
-    stride = vae_factor * 2 * int(transformer.config.patch_size)  # 2x2 latent packing
+    config = model_config(transformer)
+    d = int(config.num_attention_heads * config.attention_head_dim)
+    stride = vae_factor * 2 * int(config.patch_size)  # 2x2 latent packing
     points: dict[str, HookPoint] = {}
     for kind, attribute in (("double", "transformer_blocks"), ("single", "single_transformer_blocks")):
         for index in range(len(getattr(transformer, attribute))):
@@ -101,7 +102,7 @@ def _flux_shift(image_seq_len: int, config: Any) -> float:
 
 
 # The published FLUX.1 transformer config (`transformer/config.json`; dev adds guidance_embeds).
-FLUX_TRANSFORMER = dict(
+FLUX_TRANSFORMER: dict[str, Any] = dict(
     patch_size=1,
     in_channels=64,
     num_layers=19,

@@ -149,7 +149,8 @@ class AddDirection(Intervention):
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         if self.direction.shape[-1] != update.shape[-1]:
             raise AdapterInputError(
-                f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, hook has {update.shape[-1]}"
+                f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, "
+                f"hook has {update.shape[-1]}"
             )
         direction = self.direction.to(update.device, update.dtype)
         if direction.ndim == 2:  # (batch, d): one per prompt row

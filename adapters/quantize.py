@@ -42,9 +42,9 @@ def quantize_linear_nf4(
             quant_type="nf4",
             device="meta",
         )
-        replacement.weight = bnb.nn.Params4bit(
-            linear.weight.data.detach().to("cpu", torch.float32), requires_grad=False, quant_type="nf4"
-        )
+        weight = linear.weight.data.detach().to("cpu", torch.float32)
+        # Params4bit.__new__ takes quant_type; pyright checks the call against torch.nn.Parameter's __init__ too.
+        replacement.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")  # pyright: ignore[reportCallIssue]
         if linear.bias is not None:
             replacement.bias = nn.Parameter(linear.bias.data.detach().clone(), requires_grad=False)
         setattr(parent, attribute, replacement.to(device))  # .to() quantizes the weight

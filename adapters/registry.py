@@ -161,5 +161,6 @@ def _meta_adapter(model_id: str, spec: ModelSpec, cls: type[Adapter]) -> Adapter
         denoiser, factor = meta_denoiser(family, overrides=dict(spec.denoiser_overrides)), family.vae_factor
     else:
         _, folder = resolve(model_id)
+        assert folder is not None  # only tiny ids have no folder, and they returned above
         denoiser, factor = meta_denoiser_from_folder(family, Path(folder))
     return cls(model_id, None, spec.defaults, denoiser=denoiser, vae_factor=factor)

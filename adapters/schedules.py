@@ -10,6 +10,7 @@ tests/test_bad_inputs_names.py checks them against the times recorded while gene
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES, LiveTable
@@ -35,6 +36,7 @@ def scheduler_config(model_id: str) -> dict[str, Any]:
     if declared is not None:
         return dict(declared)
     _, folder = resolve(model_id)
+    assert isinstance(folder, Path)  # real and tiny models declare their scheduler; toy and local ones are folders
     return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
 
 

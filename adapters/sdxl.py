@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, CallState, ProtocolDefaults
+from .base import Adapter, CallState, ProtocolDefaults, model_config
 from .family_spec import Family, RealModel, TinyModel
 from .hookpoints import HookPoint
 from .tiny import TINY_SCHEDULERS, TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
@@ -23,8 +23,8 @@ _BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)
 
 def unet_hook_points(unet: torch.nn.Module, vae_factor: int) -> dict[str, HookPoint]:
     """Every transformer block of a U-Net, named `down.i.j`, `mid.j`, `up.i.j`, in forward order."""
-    levels = len(unet.config.block_out_channels)
-    found: list[tuple[int, HookPoint]] = []
+    levels = len(model_config(unet).block_out_channels)
+    found: list[tuple[tuple[int, int, int], HookPoint]] = []
     for path, module in unet.named_modules():
         match = _BLOCK_PATTERN.match(path)
         if not match:
@@ -36,7 +36,7 @@ def unet_hook_points(unet: torch.nn.Module, vae_factor: int) -> dict[str, HookPo
             name, level, order = f"down.{block}.{index}", int(block), (0, int(block), int(index))
         else:
             name, level, order = f"up.{block}.{index}", levels - 1 - int(block), (2, int(block), int(index))
-        d = int(module.config.in_channels)
+        d = int(model_config(module).in_channels)
         found.append((order, HookPoint(name=name, module_path=path, d=d, stride=vae_factor * 2**level)))
     return {hp.name: hp for _, hp in sorted(found, key=lambda item: item[0])}
 
@@ -99,7 +99,7 @@ class SDXLAdapter(Adapter):
 
 
 # The published SDXL U-Net config (`unet/config.json`, shared by Base and Turbo).
-SDXL_UNET = dict(
+SDXL_UNET: dict[str, Any] = dict(
     sample_size=128,
     in_channels=4,
     out_channels=4,

@@ -8,6 +8,8 @@ Images are 64 px; the VAEs have two levels (scale factor 2), so the SDXL-style U
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 TINY_VOCAB = (
@@ -55,7 +57,7 @@ def _vae(latent_channels: int, **extra):
     ).eval()
 
 
-TINY_UNET = dict(
+TINY_UNET: dict[str, Any] = dict(
     sample_size=32,
     in_channels=4,
     out_channels=4,
@@ -72,7 +74,7 @@ TINY_UNET = dict(
     addition_time_embed_dim=8,
     projection_class_embeddings_input_dim=6 * 8 + TEXT_DIM,
 )
-TINY_FLUX_TRANSFORMER = dict(
+TINY_FLUX_TRANSFORMER: dict[str, Any] = dict(
     patch_size=1,
     in_channels=16,
     num_layers=2,

@@ -56,7 +56,8 @@ def main() -> None:
         base = [run[index] for run in plain]
         with_capture = [run[index] for run in captured]
         print(
-            f"{label:4s} without capture: best {min(base) * 1000:8.1f} ms  median {statistics.median(base) * 1000:8.1f} ms"
+            f"{label:4s} without capture: best {min(base) * 1000:8.1f} ms  median "
+            f"{statistics.median(base) * 1000:8.1f} ms"
         )
         print(
             f"{label:4s} with capture:    best {min(with_capture) * 1000:8.1f} ms  median "

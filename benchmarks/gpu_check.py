@@ -77,6 +77,7 @@ def sae_and_itda(device: str, quick: bool) -> dict:
 def sdxl_step(device: str, quick: bool) -> dict:
     """Build the real-width SDXL pipeline, check captured shapes, time images/s with and without capture."""
     from diffdict import adapters
+    from diffdict.adapters.capture import Generation
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     counts: dict = {}
@@ -94,7 +95,7 @@ def sdxl_step(device: str, quick: bool) -> dict:
     batch = 2 if quick else 8
     prompts = [real_scale.PROMPT] * batch
 
-    def images_per_second(hooks: list[str]) -> tuple[float, object]:
+    def images_per_second(hooks: list[str]) -> tuple[float, Generation]:
         generation = adapter.generate(prompts, seeds=0, hooks=hooks, steps=1, guidance=0.0, height=size, width=size)
         _sync(device)
         start = time.perf_counter()

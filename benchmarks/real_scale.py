@@ -30,11 +30,13 @@ import json
 import resource
 import time
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffdict import adapters
+from diffdict.adapters.base import model_config
 from diffdict.adapters.families import FAMILIES
 from diffdict.adapters.flux import FLUX_TRANSFORMER
 from diffdict.adapters.quantize import quantize_linear_nf4, weight_bytes
@@ -46,7 +48,7 @@ from diffdict.adapters.tokenizers import special_token_ids, word_tokenizer
 SDXL_ID, FLUX_ID = "stabilityai/sdxl-turbo", "black-forest-labs/FLUX.1-schnell"
 SDXL_HOOKS, FLUX_HOOKS = ("down.2.1", "mid.0", "up.0.0", "up.0.1"), ("double.0", "single.1")
 PROMPT = "a red circle on the left of a blue square"
-CLIP_L = dict(
+CLIP_L: dict[str, Any] = dict(
     vocab_size=49408,
     hidden_size=768,
     intermediate_size=3072,
@@ -55,7 +57,7 @@ CLIP_L = dict(
     projection_dim=768,
     hidden_act="quick_gelu",
 )
-CLIP_BIGG = dict(
+CLIP_BIGG: dict[str, Any] = dict(
     vocab_size=49408,
     hidden_size=1280,
     intermediate_size=5120,
@@ -65,7 +67,7 @@ CLIP_BIGG = dict(
     hidden_act="gelu",
 )
 T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_heads=64, feed_forward_proj="gated-gelu")
-VAE = dict(
+VAE: dict[str, Any] = dict(
     in_channels=3,
     out_channels=3,
     down_block_types=("DownEncoderBlock2D",) * 4,
@@ -138,13 +140,13 @@ def params(module: torch.nn.Module) -> int:
 def clip_text(tokenizer, config: dict, projection: bool, layers: int | None, vocab: int | None):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = dict(
+    settings = dict(
         config, **({"num_hidden_layers": layers} if layers else {}), **({"vocab_size": vocab} if vocab else {})
     )
-    config = CLIPTextConfig(
-        max_position_embeddings=tokenizer.model_max_length, **config, **special_token_ids(tokenizer)
+    text_config = CLIPTextConfig(
+        max_position_embeddings=tokenizer.model_max_length, **settings, **special_token_ids(tokenizer)
     )
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(text_config).eval()
 
 
 def vae(latent_channels: int, **extra):
@@ -184,10 +186,10 @@ def flux_transformer(n_double: int, n_single: int, nf4: bool, counts: dict):
 
     model = FluxTransformer2DModel(**dict(FLUX_TRANSFORMER, num_layers=0, num_single_layers=0, guidance_embeds=False))
     total = params(model)
-    width = dict(
+    width: dict[str, Any] = dict(
         dim=model.inner_dim,
-        num_attention_heads=model.config.num_attention_heads,
-        attention_head_dim=model.config.attention_head_dim,
+        num_attention_heads=model_config(model).num_attention_heads,
+        attention_head_dim=model_config(model).attention_head_dim,
     )
     for blocks, kind, n in (
         (model.transformer_blocks, FluxTransformerBlock, n_double),
@@ -338,7 +340,7 @@ def run(model: str, reduced: bool = False, nf4: bool = False, strength: float = 
     with phase(phases, "generate_edit"):
         edited = generate(adapter, hooks, size, seconds["edit"], interventions=[edit])
     check_maps(adapter, edited, hooks, size)
-    result = dict(
+    result: dict[str, Any] = dict(
         model=model,
         model_id=model_id,
         reduced=reduced,

@@ -71,7 +71,9 @@ def run_once(source: str, prompts: int, tokens: int, seed: int, folder: Path) ->
     harvested = time.perf_counter()
     run.train()
     trained = time.perf_counter()
-    return {"fvu": run.held_out_metrics("sae")["fvu"], "harvest": harvested - began, "train": trained - harvested}
+    metrics = run.held_out_metrics("sae")
+    assert metrics is not None, "training ends with a held-out evaluation"
+    return {"fvu": metrics["fvu"], "harvest": harvested - began, "train": trained - harvested}
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def disk_full(path: str | Path, code: int, what: str = "") -> DiskFullError:
     )
 
 
-def write_file_atomic(final: str | Path, write: Callable[[Path], None]) -> Path:
+def write_file_atomic(final: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)` then rename the result onto `final`, fsync'ed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def write_json_atomic(final: str | Path, data: object) -> Path:
     return write_file_atomic(final, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
-def write_dir_atomic(final: str | Path, write: Callable[[Path], None]) -> Path:
+def write_dir_atomic(final: str | Path, write: Callable[[Path], object]) -> Path:
     """Fill a temporary folder with `write(tmp_dir)` and swap it in place of `final`.
 
     Swap: final -> final.old, tmp -> final, delete final.old. A kill between the first two

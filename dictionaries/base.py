@@ -220,15 +220,15 @@ class Dictionary(ABC):
         """Optimiser and bookkeeping state needed to resume training exactly (may be empty)."""
         return {}
 
-    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
+    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook)
+        """Restore what `training_tensors` saved; nothing by default."""
 
     def extra_config(self) -> dict[str, Any]:
         """JSON-able state that is not a tensor and not a `resume_state` attribute (e.g. provenance tables)."""
         return {}
 
-    def load_extra_config(self, extra: dict[str, Any]) -> None:
-        pass
+    def load_extra_config(self, extra: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore what `extra_config` saved; nothing by default."""
 
     def save(self, directory: str | Path, training_state: bool = False) -> Path:
         """Write config.json + weights.safetensors (+ training_state.safetensors) atomically."""

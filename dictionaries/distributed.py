@@ -142,7 +142,7 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
     """
     if not w.distributed:
         return work()
-    result, message = None, None
+    result, message, failure = None, None, None
     if w.is_main:
         try:
             result = work()
@@ -151,7 +151,7 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
             failure = error
     box = [message]
     dist.broadcast_object_list(box, src=0)
-    if w.is_main and message is not None:
+    if failure is not None:
         raise failure
     if box[0] is not None:
         raise RankFailed(f"rank 0 failed, so rank {w.rank} stops too: {box[0]}")
@@ -193,7 +193,7 @@ def check_identical(tensors: dict[str, torch.Tensor], w: World, what: str) -> No
     for name in sorted(tensors):
         raw = tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy().data
         digest = zlib.crc32(raw, zlib.crc32(name.encode(), digest))
-    digests = [None] * w.size
+    digests: list[int | None] = [None] * w.size
     dist.all_gather_object(digests, digest)
     if len(set(digests)) != 1:
         raise RuntimeError(

@@ -89,6 +89,7 @@ class ITDA(Dictionary):
     size_keys = ("max_size", "L")
     resume_state = ("initialized", "tokens_seen")  # saved and restored by the base class
     reads_provenance = True  # each admitted atom keeps its token's provenance
+    provenance: dict[str, torch.Tensor]  # always kept (the base class allows None)
     supports_distributed = True  # partial_fit(batch, world): candidates gathered rank-major
 
     @classmethod

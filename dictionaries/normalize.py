@@ -49,9 +49,9 @@ class InputNorm:
             cov = centred.T @ centred / max(1, sample.shape[0] - 1)
             evals, evecs = torch.linalg.eigh(cov)
             evals = evals.clamp_min(eps * float(evals.max()) + 1e-12)
-            self.matrix = (evecs * evals.rsqrt()) @ evecs.T
+            matrix = (evecs * evals.rsqrt()) @ evecs.T
             self.inverse = ((evecs * evals.sqrt()) @ evecs.T).float()
-            self.matrix = self.matrix.float()
+            self.matrix = matrix.float()
         return self
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +60,7 @@ class InputNorm:
             return x
         if self.kind == "standardize":
             return (x - self.shift) * self.scale
+        assert self.matrix is not None, "whiten: set by fit or load_tensors"
         return (x - self.shift) @ self.matrix
 
     def invert(self, x_norm: torch.Tensor) -> torch.Tensor:
@@ -72,17 +73,20 @@ class InputNorm:
             return v
         if self.kind == "standardize":
             return v / self.scale
+        assert self.inverse is not None, "whiten: set by fit or load_tensors"
         return v @ self.inverse
 
     def to(self, device: str | torch.device) -> InputNorm:
         self.shift, self.scale = self.shift.to(device), self.scale.to(device)
         if self.matrix is not None:
+            assert self.inverse is not None, "set together with the matrix"
             self.matrix, self.inverse = self.matrix.to(device), self.inverse.to(device)
         return self
 
     def tensors(self, prefix: str = "norm.") -> dict[str, torch.Tensor]:
         out = {prefix + "shift": self.shift, prefix + "scale": self.scale}
         if self.matrix is not None:
+            assert self.inverse is not None, "set together with the matrix"
             out[prefix + "matrix"] = self.matrix
             out[prefix + "inverse"] = self.inverse
         return out

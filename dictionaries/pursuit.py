@@ -119,7 +119,7 @@ def pursuit(
             run(start)
     if refit:
         targets = correlations.gather(1, indices)
-        if keep is not None:  # a pick outside the allowed atoms is decoupled and solved to 0
+        if keep is not None and limit is not None:  # a pick outside the allowed atoms is decoupled and solved to 0
             inside = keep.gather(1, indices) * (torch.arange(L, device=x.device) < limit[:, None])
             targets = targets * inside
             sub_gram = sub_gram * inside[:, :, None] * inside[:, None, :]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from diffdict.dictionaries.errors import InputError
 
@@ -30,7 +30,10 @@ BUILTIN: dict[str, str] = {
 REGISTRY: dict[str, type] = {}  # name -> Dictionary subclass, filled by `register` as modules import
 
 
-def register(cls: type) -> type:
+Registered = TypeVar("Registered", bound=type)
+
+
+def register(cls: Registered) -> Registered:
     """Class decorator: make a Dictionary subclass loadable by its `architecture` string."""
     name = getattr(cls, "architecture", None)
     if not isinstance(name, str) or not name:

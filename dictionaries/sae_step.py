@@ -213,6 +213,7 @@ def sae_train_step(sae, x: torch.Tensor, world: distributed.World | None = None)
 
     aux_loss = 0.0
     if use_aux:
+        assert residual is not None
         # Each rank normalises by its share of the whole batch's Var (like 1/(N_rank d) above),
         # so that the mean over ranks, taken by the reduce, is the whole batch's AuxK gradient.
         denom = _global_deviation(residual, world) / world.size if world.distributed else None

@@ -233,6 +233,7 @@ class ActivationStore:
                 if carry_x is not None:
                     x = torch.cat([carry_x, x])
                     if prov is not None:
+                        assert carry_p is not None  # carried beside carry_x whenever provenance is read
                         prov = {k: torch.cat([carry_p[k], v]) for k, v in prov.items()}
                 full = (x.shape[0] // batch_size) * batch_size
                 for start in range(0, full, batch_size):

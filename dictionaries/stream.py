@@ -378,7 +378,7 @@ def _consume(
             if step >= entry.total_steps:
                 continue
             began = time.perf_counter()
-            fed = local if dic.reads_provenance else local.x
+            fed = local if dic.reads_provenance else base.batch_rows(local)
             stats = dic.partial_fit(fed, world=world) if world.distributed else dic.partial_fit(fed)
             dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
             dic.meta["train_steps"] = step + 1

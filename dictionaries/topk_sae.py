@@ -185,7 +185,7 @@ class TopKSAE(Dictionary):
                 params, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True
             )
             if self._pending_adam is not None:
-                self._restore_adam(self._pending_adam)
+                self._restore_adam(self._optimizer, self._pending_adam)
                 self._pending_adam = None
         return self._optimizer
 
@@ -275,8 +275,7 @@ class TopKSAE(Dictionary):
         self._optimizer = None
         self._pending_adam = adam or None
 
-    def _restore_adam(self, adam: dict[str, torch.Tensor]) -> None:
-        optimizer = self._optimizer
+    def _restore_adam(self, optimizer: torch.optim.Adam, adam: dict[str, torch.Tensor]) -> None:
         for name, param in zip(PARAM_NAMES, optimizer.param_groups[0]["params"]):
             if f"adam.{name}.exp_avg" in adam:
                 # fused Adam wants its state (the step too) on the parameter's device

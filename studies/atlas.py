@@ -6,9 +6,10 @@ that AUROC; ITDA: where its atom came from), its firing frequency and mean activ
 top-activating held-out images with a heatmap of where it fires, the images generated from the
 empty prompt "" with the feature's decoder direction added everywhere (SDLens's empty-prompt
 activation; the 0x image is the unedited empty prompt), and a modulation strip: the feature's
-top prompt with the direction added at each strength (0x: its held-out image, not regenerated). Strengths are multiples of the
-feature's mean activation where active. All images of a dictionary are generated in batches
-of `harvest.batch_size`, each prompt carrying its own strength through a per-prompt mask.
+top prompt with the direction added at each strength (0x: its held-out image, not regenerated).
+Strengths are multiples of the feature's mean activation where active. All images of a dictionary
+are generated in batches of `harvest.batch_size`, each prompt carrying its own strength through a
+per-prompt mask.
 
 Tables:
   atlas         dictionary, architecture, feature, label, auroc, provenance, frequency,
@@ -40,7 +41,9 @@ def thumbnail(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
     """At most `size` px square (Lanczos). Smaller images keep their pixels: the page enlarges them
     without smoothing, which reads the same and keeps the report small."""
     image = image.convert("RGB")
-    return image if image.width <= size and image.height <= size else image.resize((size, size), Image.LANCZOS)
+    return (
+        image if image.width <= size and image.height <= size else image.resize((size, size), Image.Resampling.LANCZOS)
+    )
 
 
 def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -> Image.Image:
@@ -48,7 +51,7 @@ def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -
     base = thumbnail(image, size)
     peak = float(activation.max())
     heat = np.clip(activation / peak, 0, 1) if peak > 0 else np.zeros_like(activation)
-    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.BILINEAR)
+    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
     red = Image.new("RGB", base.size, (255, 0, 0))
     return Image.composite(red, base, heat_image.point(lambda v: int(v * 0.6)))
 

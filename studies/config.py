@@ -316,13 +316,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return _coerce(options[0], value, source, key)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, source, key)
     if origin is list:
         if not isinstance(value, list):
             raise _fail(source, key, f"expected a list, got {type(value).__name__} {value!r}")
         (item,) = typing.get_args(hint)
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return [_build(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
         return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:

@@ -29,7 +29,8 @@ _OS_FIXES = {
     "command again; finished work is kept",
     errno.EDQUOT: "disk quota exceeded: free space there (or choose another `out`) and run the same command again",
     errno.EROFS: "the file system is read-only: choose an `out` on a writable disk",
-    errno.EACCES: "permission denied: choose a folder you can write (e.g. `out` under your home) or fix its permissions",
+    errno.EACCES: "permission denied: choose a folder you can write (e.g. `out` under your home) or fix its "
+    "permissions",
     errno.EPERM: "operation not permitted: choose a folder you can write or fix its permissions",
     errno.ENOTDIR: "a part of this path is a file, not a folder: remove or rename that file, or choose another path",
     errno.EISDIR: "this is a folder, a file is expected here: give the path of a file",

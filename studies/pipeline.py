@@ -82,7 +82,9 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
         ):
             continue
         start = time.perf_counter()
-        tables = kind.function("compute")(run)
+        compute = kind.function("compute")
+        assert compute is not None, f"study {name!r} declares no compute function"
+        tables = compute(run)
         if set(tables) != set(kind.tables):  # an undeclared table is never read back; a missing one reruns forever
             raise TypeError(
                 f"study {name!r} computed the tables {sorted(tables)}, but declares {list(kind.tables)} "
@@ -241,7 +243,7 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
         start = time.perf_counter()
         result = action()
         timings[stage] = time.perf_counter() - start
-        if stage == "studies" and result:
+        if stage == "studies" and isinstance(result, dict) and result:
             log("[studies] " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.items()))
         log(f"[{stage}] done in {timings[stage]:.1f} s")
         record_timings(run, "stage_seconds", {stage: timings[stage]})

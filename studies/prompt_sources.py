@@ -260,6 +260,7 @@ def _load_dataset(name: str, section: PromptsSection) -> list[str]:
     that does not exist, a dataset not in the offline cache) is one message naming the dataset."""
     try:
         import datasets
+        import datasets.exceptions
     except ImportError:
         raise UserError("prompts.source = 'dataset' needs the `datasets` package: pip install datasets") from None
     hub = not Path(name).exists()
@@ -308,6 +309,7 @@ def _dataset_refused(name: str, section: PromptsSection, error: BaseException, h
 
 
 def _captions_of(rows: Any, name: str, section: PromptsSection) -> list[str]:
+    assert section.column is not None  # required for a dataset source: the config check refuses a config without it
     columns = rows.column_names
     if columns is not None and section.column not in columns:
         raise UserError(

@@ -42,13 +42,19 @@ def _curve(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _number(value: object) -> int | float:
+    """A polars aggregate (typed as any Python value) of a numeric column that has values."""
+    assert isinstance(value, (int, float)), f"expected a number, got {value!r}"
+    return value
+
+
 def _summary(rows: pl.DataFrame) -> dict:
     tenth = max(1, rows.height // 10)
-    last = float(rows["fvu"][-tenth:].mean())
-    previous = float(rows["fvu"][-2 * tenth : -tenth].mean()) if rows.height >= 2 * tenth else float("nan")
+    last = float(_number(rows["fvu"][-tenth:].mean()))
+    previous = float(_number(rows["fvu"][-2 * tenth : -tenth].mean())) if rows.height >= 2 * tenth else float("nan")
     change = (last - previous) / previous if previous == previous and previous != 0 else float("nan")
     return {
-        "tokens": int(rows["tokens"].max()),
+        "tokens": int(_number(rows["tokens"].max())),
         "fvu_last_tenth": last,
         "fvu_previous_tenth": previous,
         "relative_change": change,

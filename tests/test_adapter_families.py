@@ -10,6 +10,7 @@ import pytest
 
 from diffdict import adapters
 from diffdict.adapters import families
+from diffdict.adapters.base import model_config
 from diffdict.adapters.errors import AdapterInputError
 from diffdict.adapters.sdxl import SDXL, SDXLAdapter
 
@@ -35,7 +36,7 @@ def test_the_model_tables_are_derived_from_the_families():
 def test_real_models_meta_configs_come_from_their_family():
     dev = adapters.load("black-forest-labs/FLUX.1-dev", device="meta")
     schnell = adapters.load("black-forest-labs/FLUX.1-schnell", device="meta")
-    assert dev.denoiser.config.guidance_embeds and not schnell.denoiser.config.guidance_embeds
+    assert model_config(dev.denoiser).guidance_embeds and not model_config(schnell.denoiser).guidance_embeds
     assert dev.hook_point("double.18").d == 3072
 
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from diffdict.studies.cli import main
 from study_fixtures import TINY_WINDOWS, write_tiny_study
 
 
-def _tree_digest(root: Path, skip: set[Path] = frozenset()) -> dict[str, str]:
+def _tree_digest(root: Path, skip: Collection[Path] = frozenset()) -> dict[str, str]:
     """Path -> sha256 of every file under root (what 'nothing written is lost' compares)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -124,7 +124,8 @@ CONFIG_CASES = [
     ConfigCase(
         "misspelt study",
         {"[studies.training]": "[studies.trainig]"},
-        r"studies\.trainig: unknown study; did you mean 'training'\?; the registered studies are: transfer, compare, windows, editability, layout, training, atlas",
+        r"studies\.trainig: unknown study; did you mean 'training'\?; the registered studies are: transfer, compare, "
+        r"windows, editability, layout, training, atlas",
     ),
 ]
 
@@ -744,7 +745,7 @@ def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
         writer.write_shard("job-000001", _fake_records(["c", "d"]))
     assert re.search(
         r"no space left to write shard .*job-000001\.safetensors .*run the same command again to resume",
-        user_message(caught.value),
+        user_message(caught.value) or "",
     )
     assert not [p for p in (tmp_path / "store" / "shards").iterdir() if ".tmp-" in p.name]
     monkeypatch.setattr(store_module, "save_file", real)  # space again: the same writer resumes
@@ -794,12 +795,14 @@ FILE_CASES_23 = [
     FileCase(
         "store harvested with other settings",
         _changed_store_settings,
-        r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); run `diffdict harvest .*--force`",
+        r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); "
+        r"run `diffdict harvest .*--force`",
     ),
     FileCase(
         "duplicate index row",
         _duplicate_index_row,
-        r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same `diffdict harvest CONFIG` again",
+        r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same "
+        r"`diffdict harvest CONFIG` again",
     ),
 ]
 
@@ -814,7 +817,7 @@ def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsy
     from diffdict.studies.config import load_config
     from diffdict.studies.run import Run
 
-    config = _copy_run(trained_run, tmp_path)
+    _copy_run(trained_run, tmp_path)
     changed = write_tiny_study(tmp_path, **{"steps = 1\nguidance = 0.0": "steps = 2\nguidance = 0.0"})
     assert main(["harvest", str(changed), "--no-progress", "--device", "cpu"]) == 2
     assert re.search(
@@ -835,12 +838,8 @@ def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp
     config = _copy_run(trained_run, tmp_path)
     old = Run(load_config(config)).dictionary_dir("sae")
     assert (old / "config.json").exists()
-    changed = write_tiny_study(
-        tmp_path,
-        **{
-            "n = 64\nk = 4\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]": "n = 32\nk = 2\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]"
-        },
-    )
+    first_sae = "n = 64\nk = 4\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]"
+    changed = write_tiny_study(tmp_path, **{first_sae: first_sae.replace("n = 64\nk = 4", "n = 32\nk = 2")})
     new = Run(load_config(changed)).dictionary_dir("sae")
     assert not Run(load_config(changed)).is_trained(load_config(changed).dictionary("sae"))
     assert main(["study", str(changed), "--only", "transfer", "--no-progress", "--device", "cpu"]) == 2
@@ -1123,8 +1122,8 @@ def test_a_truncated_metrics_table_is_reassembled_by_the_advised_train(trained_r
         (
             "run.json",
             '{"config": ',
-            r"run\.json: damaged or not the run's record of its config \(run\.json\) \(.*\); delete .*run\.json .*or pass "
-            r"the run's config with --config CONFIG",
+            r"run\.json: damaged or not the run's record of its config \(run\.json\) \(.*\); "
+            r"delete .*run\.json .*or pass the run's config with --config CONFIG",
         ),
     ],
 )
@@ -1134,7 +1133,7 @@ def test_a_damaged_config_copy_names_the_file_before_the_run_loads(
     config = _copy_run(trained_run, tmp_path)
     run = tmp_path / "run"
     (run / "config.toml").write_text(config.read_text())
-    (run / "run.json").write_text('{"config": "%s"}\n' % config)
+    (run / "run.json").write_text(f'{{"config": "{config}"}}\n')
     (run / name).write_text(damage)
     before = _tree_digest(run)
     assert main(["atlas", str(run), "--dictionary", "sae", "--features", "0", "--device", "cpu"]) == 2

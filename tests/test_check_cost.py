@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from diffdict.dictionaries.base import TokenBatch
 from diffdict.dictionaries.jobs import stratified_positions
 from diffdict.studies import cost as cost_module
 from diffdict.studies.check import check_and_cost
@@ -95,6 +96,7 @@ def test_predicted_store_bytes_equal_what_harvest_writes(tmp_path, extra):
         rows = store.index.filter(store.index["hook"] == "mid.0")
         assert all(len(p) == 5 and len(set(p)) == 5 and max(p) < 64 for p in rows["positions"].to_list())
         batch = next(store.stream("mid.0", batch_size=40, buffer_tokens=40, with_provenance=True))
+        assert isinstance(batch, TokenBatch)
         listed = {(r["prompt_id"], r["step"], q) for r in rows.iter_rows(named=True) for q in r["positions"]}
         seen = zip(
             batch.provenance["prompt_id"].tolist(),

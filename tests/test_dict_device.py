@@ -148,6 +148,7 @@ def test_no_tensor_is_made_off_the_inputs_device(architecture, options):
     if architecture == "topk_sae":
         assert any(step["aux_loss"] > 0 for step in stats), "AuxK must run for the check to cover it"
     else:
+        assert dictionary.provenance is not None
         assert dictionary.provenance["prompt_id"].device.type == "cpu" and dictionary.n > 0
 
 

@@ -142,7 +142,10 @@ def test_batched_admission_equals_the_sequential_rule(method, refit):
     batches = list(x.split(96))
     expected_atoms, expected_rows = sequential_itda(batches, 0.25, 3, method, refit)
     itda = ITDA(ITDAConfig(d=16, L=3, threshold=0.25, pursuit=method, refit=refit))
-    provenance = lambda b: {"position": torch.arange(96) + 96 * b}
+
+    def provenance(b: int) -> dict:
+        return {"position": torch.arange(96) + 96 * b}
+
     added = [itda.partial_fit(TokenBatch(batch, provenance(b)))["added"] for b, batch in enumerate(batches)]
     assert added == [len(rows) for rows in expected_rows]
     assert itda.provenance["position"].tolist() == [96 * b + i for b, rows in enumerate(expected_rows) for i in rows]

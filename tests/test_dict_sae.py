@@ -114,6 +114,7 @@ def test_save_load_round_trip_is_exact(tmp_path, input_norm):
     # continuing training from the saved state gives the same parameters as not stopping
     sae.partial_fit(x[:128])
     loaded.partial_fit(x[:128])
+    assert isinstance(sae, TopKSAE) and isinstance(loaded, TopKSAE)
     assert torch.equal(sae.W_dec, loaded.W_dec) and torch.equal(sae.W_enc, loaded.W_enc)
 
 

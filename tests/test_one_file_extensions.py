@@ -219,7 +219,7 @@ def test_the_base_class_saves_what_resuming_needs(extensions, tmp_path):
     jump.initialize(torch.randn(32, 8))
     jump.save(tmp_path / "after")
     resumed = load(tmp_path / "after")
-    assert resumed.initialized is True and torch.equal(resumed.weight, jump.weight)
+    assert resumed.initialized is True and torch.equal(resumed.atoms, jump.atoms)  # JumpSAE's atoms: its weight
     # checkpoints written before the base class kept it (the built-ins had it under "extra") still resume
     document = json.loads((tmp_path / "before" / "config.json").read_text())
     document["extra"] = {"initialized": document.pop("resume")["initialized"]}

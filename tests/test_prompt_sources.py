@@ -83,7 +83,7 @@ def test_seeded_shuffle_is_reproducible_and_draws_from_the_whole_table(tmp_path)
 @pytest.fixture
 def datasets_cache(tmp_path, monkeypatch):
     """`datasets` writes prepared (non-streamed) datasets to its cache: keep it in the test's folder."""
-    import datasets
+    import datasets.config
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 

@@ -9,6 +9,7 @@ at any batch continues the same sequence.
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def _valid_table() -> dict:
     }
 
 
-def _drop_none(value):
+def _drop_none(value: Any) -> Any:
     """TOML has no null: the loader never sees None."""
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}

@@ -22,6 +22,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_scale.py"
 @pytest.fixture(scope="module")
 def real_scale():
     spec = importlib.util.spec_from_file_location("real_scale", SCRIPT)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

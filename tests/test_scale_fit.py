@@ -151,7 +151,9 @@ def test_topk_sae_on_two_ranks_matches_one_process(two_ranks):
         float((ranks[0][f"w.{name}"] - single[f"w.{name}"]).abs().max())
         for name in ("W_enc", "b_enc", "W_dec", "b_dec")
     )
-    moved = float((single["w.W_dec"] - make("topk_sae").W_dec).abs().max())
+    initial = make("topk_sae")
+    assert isinstance(initial, TopKSAE)
+    moved = float((single["w.W_dec"] - initial.W_dec).abs().max())
     print(f"SAE 2 ranks vs 1 process: max |weight difference| {worst:.2e} (weights moved by {moved:.2e})")
     assert moved > 100 * SAE_TOLERANCE  # training did change the weights
     assert worst < SAE_TOLERANCE

@@ -226,7 +226,10 @@ def test_two_ranks_train_like_one_process(single, two_ranks):
     assert metrics.filter(pl.col("kind") == "train").height == 2 * TOTAL_STEPS
     assert metrics.filter(pl.col("kind") == "eval").height == 2
     single_metrics = pl.read_parquet(_fits(single.parent / "run") / "metrics.parquet")
-    itda_size = lambda frame: frame.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))["size"].to_list()
+
+    def itda_size(frame: pl.DataFrame) -> list:
+        return frame.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))["size"].to_list()
+
     assert itda_size(metrics) == itda_size(single_metrics)
     saved = json.loads((_fits(two_ranks.parent / "run") / "sae" / "config.json").read_text())
     assert saved["meta"]["fit_seconds"] > 0  # each dictionary's own training time travels with it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import polars as pl
 import pytest
@@ -18,7 +19,9 @@ HOOKS = ["down.2.1", "mid.0"]
 
 
 def run(adapter, out, **kwargs):
-    options = dict(prompts=PROMPTS[:5], seeds=[0, 3], hooks=HOOKS, out=out, dtype="fp32", batch_size=2, progress=False)
+    options: dict[str, Any] = dict(
+        prompts=PROMPTS[:5], seeds=[0, 3], hooks=HOOKS, out=out, dtype="fp32", batch_size=2, progress=False
+    )
     options.update(kwargs)
     return harvest(
         adapter, options.pop("prompts"), options.pop("seeds"), options.pop("hooks"), options.pop("out"), **options

@@ -10,6 +10,7 @@ the stream reaches the held-out FVU of one trained from a store of the same maps
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 import torch
@@ -59,7 +60,7 @@ def records(job: Job) -> list[MapRecord]:
     ]
 
 
-def source(prompt_ids=range(PROMPTS)) -> StreamSource:
+def source(prompt_ids: Iterable[int] = range(PROMPTS)) -> StreamSource:
     return StreamSource(
         jobs=plan_prompt_jobs(list(prompt_ids), [0], 2), generate=records, hook_d={"mid.0": D}, window_jobs=4
     )  # 4 jobs x 2 prompts x 2 steps x 16 cells = 256 tokens
@@ -84,7 +85,8 @@ def weights(dictionaries) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v.clone() for name, dic in dictionaries.items() for k, v in dic.tensors().items()}
 
 
-def test_stream_resumes_bit_identical(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_stream_resumes_bit_identical(tmp_path):
     settings = StreamSettings(seed=0, checkpoint_every=8, init_tokens=64)
     reference, _ = train_stream(source(), entries(), settings, tmp_path / "whole", progress=False)
 
@@ -123,7 +125,8 @@ def _rank(rank: int, port: int, out: str, result: str) -> None:
     distributed.shutdown()
 
 
-def test_two_ranks_stream_like_one_process(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_two_ranks_stream_like_one_process(tmp_path):
     single, _ = train_stream(
         source(), entries(), StreamSettings(checkpoint_every=8, init_tokens=64), tmp_path / "one", progress=False
     )
@@ -139,7 +142,8 @@ def test_two_ranks_stream_like_one_process(tmp_path, one_thread):
     assert worst < 1e-4
 
 
-def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path):
     """The same training maps, once stored and once streamed, an SAE each at equal tokens, three seeds
     each (one run varies by about +-7% with its seed at this size): mean held-out FVU within 5%."""
     train_ids, eval_ids = list(range(20)), list(range(20, PROMPTS))
@@ -240,7 +244,8 @@ pairs = [["sae", "itda"]]
 """
 
 
-def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path):
     """diffdict's stages on a stream config: the store keeps 6 of 16 prompts (2 held out), the stream
     trains on the other 14 (never a held-out one), and the studies run on the small store."""
     import polars as pl
@@ -279,7 +284,8 @@ def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, 
     assert pl.read_parquet(run.table_path("training_summary")).height == 2
 
 
-def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path):
     """`torchrun` 2 ranks of `diffdict train` on a stream config, SIGKILLed (agent and workers) after its
     first checkpoint and rerun, against one uninterrupted process: ITDA identical, the SAE within rounding."""
     import random

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 from pathlib import Path
+from typing import Any
 
 from diffdict.studies.code_version import code_commit
 
@@ -98,7 +99,7 @@ def provenance(run_dir: Path) -> dict:
     """How the run was made: its command, the code's commit, the date, measured stage times."""
     from diffdict.dictionaries.guarded_read import read_json, read_toml
 
-    record = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores"}
+    record: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores"}
     run_json, timings, copy = run_dir / "run.json", run_dir / "timings.json", run_dir / "config.toml"
     rerun = "it is written again by the next `diffdict study` or `report` of the run's config"
     recorded = read_json(run_json, "the run's record of its config (run.json)", rerun) if run_json.exists() else {}
