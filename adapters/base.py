@@ -2,8 +2,10 @@
 
 A family module (sdxl.py, flux.py) says how to find hook points, where a block's input and
 output live in its call, how maps are laid out, how timesteps normalise and how CFG splits
-the batch. This file owns what is the same for every family: generation with capture and
-interventions through forward hooks that are always removed.
+the batch; its `Family` declaration says which CFG branches a call's guidance setting gives and
+which pipeline arguments carry it (`Guidance`), and the adapter passes each call's guidance there.
+This file owns what is the same for every family: generation with capture and interventions
+through forward hooks that are always removed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,6 +21,9 @@ from .capture import CapturedMap, Generation
 from .errors import AdapterInputError, UnknownNameError
 from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
+
+if TYPE_CHECKING:  # family_spec imports this module
+    from .family_spec import Family
 
 
 def model_config(model: torch.nn.Module) -> Any:
@@ -117,12 +122,27 @@ class Adapter:
         return None
 
     def _pipeline_kwargs(self, steps: int, guidance: float, height: int, width: int, negative_prompt: Any) -> dict:
-        raise NotImplementedError
+        """The pipeline's arguments besides prompts, generators and steps: the image size, and the call's guidance
+        (and negative prompt) as the family's declaration says its pipeline takes them."""
+        return {**self.family_spec.guidance_kwargs(guidance, negative_prompt), "height": height, "width": width}
+
+    @property
+    def family_spec(self) -> Family:
+        """The registered `Family` this adapter's class belongs to (by its `family` name)."""
+        from .families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise AdapterInputError(
+                f"{type(self).__name__} says family = {self.family!r}, which is not a registered family; "
+                "register its Family (adapters.families.register) first"
+            )
+        return FAMILIES[self.family]
 
     def branches(self, guidance: float | None = None) -> tuple[str, ...]:
         """The CFG branches a generation at `guidance` (default: the protocol's) captures, without a
-        negative prompt: what a harvest stores per step."""
-        return ("cond",)
+        negative prompt: what a harvest stores per step. The family's declaration says which (`Guidance`)."""
+        guidance = self.defaults.guidance if guidance is None else guidance
+        return self.family_spec.branches(guidance, model_config(self.denoiser))
 
     # ---- shared ------------------------------------------------------------------------
     @property

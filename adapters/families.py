@@ -3,7 +3,8 @@
 A family module (sdxl.py, flux.py) holds the adapter (hook plan, block inputs and outputs, CFG
 layout, where its steps fall in time) and declares one `Family` (family_spec.py) with the rest: the
 diffusers pipeline and denoiser classes, the published denoiser config (hook points without weights),
-default dtype, NF4 components, its real models and its tiny test model. The built-in families are
+default dtype, NF4 components, its real models, its tiny test model and its guidance rule (which CFG
+branches a call's guidance gives, which pipeline arguments carry it). The built-in families are
 listed once, below; a family of your own (SD3, PixArt, SANA) is one module that declares its `Family`
 and calls `register(family)`: every model table (adapters.registry) is derived from this registry.
 """

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .base import Adapter, CallState, ProtocolDefaults, model_config
-from .family_spec import Family, RealModel, TinyModel
+from .family_spec import Family, Guidance, RealModel, TinyModel
 from .hookpoints import HookPoint
 from .tiny import TINY_FLUX_TRANSFORMER, TINY_SCHEDULERS, TINY_VAE_FACTOR, build_tiny_flux
 
@@ -84,13 +84,27 @@ class FluxAdapter(Adapter):
         return "uncond" if repeated else "cond"
 
     def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
-        kwargs: dict[str, Any] = {"guidance_scale": guidance, "height": height, "width": width}
+        kwargs = super()._pipeline_kwargs(steps, guidance, height, width, negative_prompt)
         if self.defaults.max_sequence_length:
             kwargs["max_sequence_length"] = self.defaults.max_sequence_length
-        if negative_prompt is not None:  # true CFG: a separate uncond call per step
-            kwargs["negative_prompt"] = negative_prompt
-            kwargs["true_cfg_scale"] = max(guidance, 1.0 + 1e-6)
         return kwargs
+
+
+def _flux_branches(guidance: float, denoiser_config: Any) -> tuple[str, ...]:
+    # Guidance-distilled: dev embeds the guidance in the transformer, schnell ignores it; there is no
+    # unconditional pass unless a negative prompt asks for true CFG.
+    return ("cond",)
+
+
+def _flux_guidance_kwargs(guidance: float, negative_prompt: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"guidance_scale": guidance}
+    if negative_prompt is not None:  # true CFG: a separate uncond call per step
+        kwargs["negative_prompt"] = negative_prompt
+        kwargs["true_cfg_scale"] = max(guidance, 1.0 + 1e-6)
+    return kwargs
+
+
+FLUX_GUIDANCE = Guidance(branches=_flux_branches, pipeline_kwargs=_flux_guidance_kwargs)
 
 
 def _flux_shift(image_seq_len: int, config: Any) -> float:
@@ -160,6 +174,7 @@ FLUX = Family(
         defaults=ProtocolDefaults(4, 0.0, 64, 64, max_sequence_length=16),
         scheduler=TINY_SCHEDULERS["tiny/flux"],
     ),
+    guidance=FLUX_GUIDANCE,
     # the 12B transformer and the T5-XXL encoder: what makes Flux need 4 bits on a 24 GB card
     nf4_components={
         "transformer": ("diffusers", "FluxTransformer2DModel"),

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .base import Adapter, CallState, ProtocolDefaults, model_config
-from .family_spec import Family, RealModel, TinyModel
+from .family_spec import Family, Guidance, RealModel, TinyModel
 from .hookpoints import HookPoint
 from .tiny import TINY_SCHEDULERS, TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
 
@@ -85,17 +85,22 @@ class SDXLAdapter(Adapter):
             return ["uncond"] * half + ["cond"] * (rows - half)
         return ["cond"] * rows
 
-    def branches(self, guidance: float | None = None) -> tuple[str, ...]:
-        # diffusers' rule (do_classifier_free_guidance): CFG above 1, unless the U-Net embeds guidance itself
-        guidance = self.defaults.guidance if guidance is None else guidance
-        embeds_guidance = getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None
-        return ("uncond", "cond") if guidance > 1 and not embeds_guidance else ("cond",)
 
-    def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
-        kwargs = {"guidance_scale": guidance, "height": height, "width": width}
-        if negative_prompt is not None:
-            kwargs["negative_prompt"] = negative_prompt
-        return kwargs
+def _sdxl_branches(guidance: float, denoiser_config: Any) -> tuple[str, ...]:
+    # diffusers' rule (do_classifier_free_guidance): CFG above 1, unless the U-Net embeds guidance itself
+    embeds_guidance = denoiser_config.get("time_cond_proj_dim") is not None
+    return ("uncond", "cond") if guidance > 1 and not embeds_guidance else ("cond",)
+
+
+def _sdxl_guidance_kwargs(guidance: float, negative_prompt: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"guidance_scale": guidance}
+    if negative_prompt is not None:
+        kwargs["negative_prompt"] = negative_prompt
+    return kwargs
+
+
+# Classifier-free guidance in one batch: the pipeline stacks [uncond rows, cond rows] when guidance > 1.
+SDXL_GUIDANCE = Guidance(branches=_sdxl_branches, pipeline_kwargs=_sdxl_guidance_kwargs)
 
 
 # The published SDXL U-Net config (`unet/config.json`, shared by Base and Turbo).
@@ -154,5 +159,6 @@ SDXL = Family(
         defaults=ProtocolDefaults(4, 5.0, 64, 64),
         scheduler=TINY_SCHEDULERS["tiny/sdxl"],
     ),
+    guidance=SDXL_GUIDANCE,
     companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
 )
