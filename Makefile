@@ -21,12 +21,13 @@ test: setup chromium
 	$(BIN)/python -m pytest
 
 # Formatting, lint rules and types over the whole repository (configured in pyproject.toml); each check runs and
-# the target fails if any of them does. CI (.ci/run) runs it beside `make test`.
+# the target fails if any of them does. CI (.ci/run) runs it beside `make test`. `pyright -p pyproject.toml`: this
+# project's settings even where a folder above the checkout holds a pyrightconfig.json (which pyright would prefer).
 lint: setup
 	@status=0; \
 	$(BIN)/ruff format --check . || status=1; \
 	$(BIN)/ruff check . || status=1; \
-	$(BIN)/pyright || status=1; \
+	$(BIN)/pyright -p pyproject.toml || status=1; \
 	exit $$status
 
 # pyright cannot follow pyproject.toml's package-dir mapping (diffdict.studies is the folder studies/): this builds
