@@ -16,7 +16,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 from .base import Adapter, ProtocolDefaults  # noqa: E402
 from .capture import BRANCHES, CapturedMap, Generation  # noqa: E402
 from .hookpoints import HookPoint  # noqa: E402
-from .interventions import AddDirection, EditFeatures, Intervention, SkipBlock, Splice  # noqa: E402
+from .interventions import AddDirection, EditFeatures, FeatureOp, Intervention, RowFeatureEdits, SkipBlock, Splice  # noqa: E402
 from .registry import default_device, known_models, load  # noqa: E402
 
 __all__ = [
@@ -28,7 +28,9 @@ __all__ = [
     "HookPoint",
     "AddDirection",
     "EditFeatures",
+    "FeatureOp",
     "Intervention",
+    "RowFeatureEdits",
     "SkipBlock",
     "Splice",
     "default_device",

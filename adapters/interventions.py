@@ -228,6 +228,68 @@ class EditFeatures(Intervention):
         return (flat + (target - current) @ atoms).reshape(update.shape)
 
 
+@dataclass(frozen=True)
+class FeatureOp:
+    """One row's edit of one feature on its own cells (see RowFeatureEdits)."""
+
+    row: int  # batch row (prompt) it acts on
+    feature: int
+    mode: str  # "set", "add" or "zero" (as EditFeatures)
+    cells: torch.Tensor  # (h, w) weights on the hook's grid
+    value: float = 0.0
+    relative_to_code_norm: bool = False
+
+
+@dataclass
+class RowFeatureEdits(Intervention):
+    """Many prompts' feature edits in one batch, from one encode of the update per step.
+
+    Each op moves one feature of one row on its own cells, by EditFeatures' rule, and every op reads the
+    same code (the block's update before any of them): one intervention and one encode carry a whole
+    batch of different edits, where one EditFeatures per prompt would encode the batch once per prompt.
+    The intervention's own `mask` is not used (each op carries its cells).
+    """
+
+    dictionary: Any = None
+    ops: Sequence[FeatureOp] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dictionary is None:
+            raise AdapterInputError(f"RowFeatureEdits on {self.hook!r} needs a dictionary")
+        n = self.dictionary.atoms.shape[0]
+        for op in self.ops:
+            if op.mode not in ("set", "add", "zero"):
+                raise AdapterInputError(f"RowFeatureEdits on {self.hook!r}: mode {op.mode!r} is not set, add or zero")
+            if not 0 <= int(op.feature) < n:
+                raise AdapterInputError(f"RowFeatureEdits on {self.hook!r}: feature {op.feature} outside 0..{n - 1}")
+
+    def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
+        super().validate(grid, num_steps, batch)
+        for op in self.ops:
+            if not 0 <= op.row < batch or tuple(op.cells.shape) != tuple(grid):
+                raise AdapterInputError(f"RowFeatureEdits on {self.hook!r}: an op on row {op.row} with cells "
+                                        f"{tuple(op.cells.shape)} does not fit {batch} prompts on the grid {tuple(grid)}")
+
+    def edit(self, update: torch.Tensor) -> torch.Tensor:
+        batch, h, w, d = update.shape
+        with torch.no_grad():
+            code = _encode(self.dictionary, update.reshape(-1, d))
+        values = code.values.to(update.device, update.dtype).reshape(batch, h * w, -1)
+        indices = code.indices.to(update.device).reshape(batch, h * w, -1)
+        atoms = self.dictionary.atoms.to(update.device, update.dtype)
+        out = update.clone().reshape(batch, h * w, d)
+        for op in self.ops:
+            current = (values[op.row] * (indices[op.row] == op.feature)).sum(-1)  # (h*w,)
+            value = torch.full_like(current, float(op.value))
+            if op.relative_to_code_norm:
+                value = value * values[op.row].norm(dim=-1)
+            target = value if op.mode == "set" else current + value if op.mode == "add" else torch.zeros_like(current)
+            weight = op.cells.to(update.device, update.dtype).reshape(-1)
+            out[op.row] += ((target - current) * weight)[:, None] * atoms[op.feature]
+        return out.reshape(update.shape)
+
+
 @dataclass
 class Splice(Intervention):
     """Replace the update with the dictionary's reconstruction decode(encode(update))."""

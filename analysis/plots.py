@@ -43,6 +43,7 @@ AXIS_LABELS = {
     "best_auroc": "best single-feature AUROC (0.5 = chance)",
     "auroc": "AUROC (0.5 = chance)",
     "success": "edit success rate (fraction of prompts)",
+    "clean_success": "clean edit success rate (fraction of prompts)",
     "preservation": "preservation (fraction of attributes kept)",
     "frequency": "firing frequency (fraction of tokens)",
     "step": "denoising step (index)",

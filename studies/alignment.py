@@ -86,13 +86,16 @@ def score_feature(selection: np.ndarray, heldout: np.ndarray, selection_target: 
 
 def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray,
                      heldout_scores: np.ndarray, heldout_targets: np.ndarray,
-                     exclude: dict[int, set[int]] | None = None) -> list[FeatureScore | None]:
+                     exclude: dict[int, set[int]] | None = None,
+                     selection_auc: np.ndarray | None = None) -> list[FeatureScore | None]:
     """Per concept: the feature with the best selection AUROC, its selection threshold, scored held out.
 
     scores (N, F); targets (N, C). `exclude` maps a concept to features it may not take.
+    `selection_auc` (F, C): the selection AUROCs when already computed (from cached ranks).
     A concept without positives or negatives in either split gets None.
     """
-    selection_auc = auroc_matrix(selection_scores, selection_targets)  # (F, C)
+    if selection_auc is None:
+        selection_auc = auroc_matrix(selection_scores, selection_targets)  # (F, C)
     heldout_valid = heldout_targets.any(0) & ~heldout_targets.all(0)
     results: list[FeatureScore | None] = []
     for c in range(selection_targets.shape[1]):

@@ -1,44 +1,44 @@
 """SAE vs ITDA on the same hook, at the same size and sparsity, calibrated by a floor and a ceiling.
 
 Reconstruction (held-out maps from the store): FVU, L0, dead fraction, fit time.
-Concept alignment (toy world), per ground-truth concept and per method, with every choice
-made on selection (train-split) prompts and every number measured on held-out prompts:
-  methods   each dictionary (ReLU codes, one sign); the block's raw channels and random
-            directions, as many as the dictionary has atoms (the floor; both signs); the
-            concept's diff-in-means direction (the oracle single direction); a logistic
-            probe on all channels (the ceiling)
-  metrics   AUROC of the chosen feature; F1, precision and recall at the selection
-            threshold; k-sparse probing (k = 1, 2, 4, 8; SAEBench's feature choice), so a
-            concept split over several features is not scored as missed; per step (t)
-  summary   mean over concepts, and the share of the probe's F1 (and of its AUROC above
-            chance) that each method reaches
+Concept alignment (toy world): studies.alignment_tables scores every method and floor per
+ground-truth concept, with features, thresholds and probes chosen on selection (train-split)
+prompts and every number measured on held-out prompts, in every frame of studies.concept_frames
+(all cells; within group: object concepts on object cells, background on background cells; and
+the concepts at one cell, row or column). Floors: raw channels, random directions (several draws),
+the label-only fg/bg predictor and the base rate; ceiling: diff-in-means and a probe. The same
+study runs on the hook's planted twin (studies.twin), with both dictionaries retrained there: the
+positive control that says what the metric can detect at this hook.
 
 Tables:
   compare_metrics     pair, method, kind, fvu, l0, dead_fraction, n, fit_seconds, (ITDA) threshold,
-                      atoms_first_batch, atoms_after_first_batch, mean_auroc, mean_f1,
+                      atoms_first_batch, atoms_after_first_batch, mean_auroc, mean_f1 (all cells, global),
                       mean_f1_sparse_k{1,2,4,8}, f1_share_of_probe, auroc_share_of_probe, selection_prompts, scoring_prompts
-  compare_alignment   pair, method, kind, concept, attribute, feature, selection_auroc, threshold, auroc, f1, precision, recall
-  compare_sparse_probing  pair, method, kind, concept, attribute, k, auroc, f1
-  compare_alignment_by_t  pair, method, kind, concept, step, t, auroc, f1
+  compare_alignment   world, pair, method, kind, draw, scope, family, group, concept, attribute, feature,
+                      selection_auroc, threshold, auroc, f1, precision, recall, (dictionaries) splitting, covered_recall
+  compare_alignment_summary  world, pair, scope, family, group, attribute ("all" pools them), method, kind,
+                      concepts, mean_f1, se_f1, mean_auroc, mean_splitting, mean_covered_recall, draw_sd, draws
+  compare_twin        pair, cell_share, concepts_share, noise_share, noise_std: the proportions the twin keeps
+  compare_sparse_probing  world, pair, method, kind, concept, attribute, k, auroc, f1
+  compare_alignment_by_t  world, pair, method, kind, concept, step, t, auroc, f1
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
 
-from .alignment import (SPARSE_PROBE_KS, FeatureScore, diff_in_means, f1_at, logistic_scores, score_feature,
-                        select_and_score, sparse_probe)
-from .concepts import auroc_matrix, dense_codes
+from . import twin
+from .alignment_tables import (BASE_RATE, DICTIONARY, LAYOUT, ORACLE, ORACLE_METHOD, PROBE, PROBE_METHOD, RANDOM, RAW,
+                               alignment_rows, candidate_sets, scoped, sparse_rows, step_rows, summarize)
+from .concept_frames import FAMILIES, GLOBAL
+from .concepts import dense_codes
 from .labelled import HookTokens, labelled_set
 from .run import Run
 
-# Method kinds: one palette and one legend order across the report.
-DICTIONARY, RAW, RANDOM, ORACLE, PROBE = "dictionary", "raw channels", "random", "oracle", "probe"
-ORACLE_METHOD, PROBE_METHOD = "diff-in-means", "logistic probe"
+TOY, TWIN = "toy", "twin"  # the real hook's tokens, and its planted twin (studies.twin)
 
 
 @dataclass
@@ -60,27 +60,6 @@ def alignment_data(run: Run, model: str, hook: str, count: int) -> AlignmentData
     return AlignmentData(tokens.x, tokens.concepts, tokens.targets, tokens.grid, scoring.prompts, scoring.images)
 
 
-def random_directions(count: int, d: int, seed: int) -> torch.Tensor:
-    """(count, d) unit directions, seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.nn.functional.normalize(torch.randn(count, d, generator=generator), dim=-1)
-
-
-def baseline_scores(x: torch.Tensor, directions: torch.Tensor) -> np.ndarray:
-    """(N, 2F) projections on each direction with both signs: a channel may predict by its absence."""
-    projections = (x @ directions.T).numpy()
-    return np.concatenate([projections, -projections], axis=1)
-
-
-def candidate_scores(run: Run, method: str, tokens: HookTokens, n_atoms: int) -> np.ndarray:
-    """(N, F) scores of every candidate feature of a dictionary or a dense baseline."""
-    if method == RAW:
-        return baseline_scores(tokens.x, torch.eye(tokens.x.shape[1]))
-    if method == RANDOM:
-        return baseline_scores(tokens.x, random_directions(n_atoms, tokens.x.shape[1], run.config.seed))
-    return dense_codes(run.dictionary(method), tokens.x)
-
-
 def _admission(meta: dict) -> dict:
     """ITDA's threshold and how its atoms arrived: a size chosen by the threshold shows atoms added
     after the first batch (or a size below the cap)."""
@@ -91,89 +70,13 @@ def _admission(meta: dict) -> dict:
             "atoms_after_first_batch": int(sum(added[1:]))}
 
 
-def _score_rows(base: dict, tokens_concepts: list[str], scores: list[FeatureScore | None]) -> list[dict]:
-    return [{**base, "concept": concept, "attribute": concept.split(":")[0], "feature": s.feature,
-             "selection_auroc": s.selection_auroc, "threshold": s.threshold, "auroc": s.auroc, "f1": s.f1,
-             "precision": s.precision, "recall": s.recall}
-            for concept, s in zip(tokens_concepts, scores) if s is not None]
-
-
-def _valid_concepts(selection: HookTokens, scoring: HookTokens) -> list[int]:
-    both = lambda t: t.any(0) & ~t.all(0)  # noqa: E731
-    return [c for c in range(len(selection.concepts)) if both(selection.targets)[c] and both(scoring.targets)[c]]
-
-
-def dense_method_scores(selection: HookTokens, scoring: HookTokens, concepts: list[int], seed: int,
-                        method: str) -> tuple[list[FeatureScore | None], dict[int, np.ndarray]]:
-    """The oracle (diff-in-means direction) or the ceiling (logistic probe), per concept:
-    (scores, concept -> held-out score column (N,))."""
-    xs, xh = selection.x.numpy(), scoring.x.numpy()
-    out: list[FeatureScore | None] = [None] * len(selection.concepts)
-    columns: dict[int, np.ndarray] = {}
-    for c in concepts:
-        target_s, target_h = selection.targets[:, c], scoring.targets[:, c]
-        if method == ORACLE_METHOD:
-            direction = diff_in_means(xs, target_s)
-            sel, held = xs @ direction, xh @ direction
-        else:
-            sel, held = logistic_scores(xs, target_s, xh, seed)
-        out[c] = score_feature(sel, held, target_s, target_h)
-        columns[c] = held
-    return out, columns
-
-
-def by_step_rows(base: dict, scoring: HookTokens, scores: list[FeatureScore | None],
-                 column_of: Callable[[int, FeatureScore], np.ndarray]) -> list[dict]:
-    """Held-out AUROC and F1 of each concept's chosen feature at each step."""
-    rows = []
-    for step in np.unique(scoring.step):
-        at = scoring.step == step
-        for c, s in enumerate(scores):
-            target = scoring.targets[at, c]
-            if s is None or not target.any() or target.all():
-                continue
-            values = column_of(c, s)[at]
-            f1, _, _ = f1_at(values, target, s.threshold)
-            rows.append({**base, "concept": scoring.concepts[c], "step": int(step), "t": float(scoring.t[at][0]),
-                         "auroc": float(auroc_matrix(values[:, None], target[:, None])[0, 0]), "f1": f1})
-    return rows
-
-
-def alignment_tables(run: Run, pair: str, methods: list[str], selection: HookTokens, scoring: HookTokens,
-                     n_atoms: int) -> dict[str, list[dict]]:
-    """Rows of the alignment, sparse-probing and per-step tables for one pair's hook."""
-    concepts = _valid_concepts(selection, scoring)
-    keep = np.zeros(len(selection.concepts), dtype=bool)
-    keep[concepts] = True
-    sel_targets = np.where(keep, selection.targets, False)
-    out: dict[str, list[dict]] = {"alignment": [], "sparse": [], "by_t": []}
-    for method in [*methods, RAW, RANDOM]:
-        kind = method if method in (RAW, RANDOM) else DICTIONARY
-        base = {"pair": pair, "method": method, "kind": kind}
-        sel_scores = candidate_scores(run, method, selection, n_atoms)
-        held_scores = candidate_scores(run, method, scoring, n_atoms)
-        scores = select_and_score(sel_scores, sel_targets, held_scores, scoring.targets)
-        out["alignment"] += _score_rows(base, selection.concepts, scores)
-        out["by_t"] += by_step_rows(base, scoring, scores, lambda c, s: held_scores[:, s.feature])
-        for c in concepts:
-            for k in SPARSE_PROBE_KS:
-                result = sparse_probe(sel_scores, selection.targets[:, c], held_scores, scoring.targets[:, c], k,
-                                      run.config.seed)
-                out["sparse"].append({**base, "concept": selection.concepts[c],
-                                      "attribute": selection.concepts[c].split(":")[0], "k": k,
-                                      "auroc": result["auroc"], "f1": result["f1"]})
-    for method, kind in ((ORACLE_METHOD, ORACLE), (PROBE_METHOD, PROBE)):
-        scores, columns = dense_method_scores(selection, scoring, concepts, run.config.seed, method)
-        base = {"pair": pair, "method": method, "kind": kind}
-        out["alignment"] += _score_rows(base, selection.concepts, scores)
-        out["by_t"] += by_step_rows(base, scoring, scores, lambda c, s, columns=columns: columns[c])
-    return out
-
-
 def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[str, dict]:
-    """method -> mean AUROC and F1 over concepts, k-sparse F1, and shares of the probe ceiling."""
-    means = alignment.group_by("method").agg(pl.col("auroc").mean().alias("mean_auroc"),
-                                             pl.col("f1").mean().alias("mean_f1"))
+    """method -> mean AUROC and F1 over concepts (all cells, global concepts, random draws averaged),
+    k-sparse F1, and shares of the probe ceiling."""
+    every = scoped(alignment)
+    per_concept = every.group_by(["method", "concept"]).agg(pl.col("auroc").mean(), pl.col("f1").mean())
+    means = per_concept.group_by("method").agg(pl.col("auroc").mean().alias("mean_auroc"),
+                                               pl.col("f1").mean().alias("mean_f1"))
     summary = {row["method"]: dict(row) for row in means.iter_rows(named=True)}
     probe = summary.get(PROBE_METHOD)
     for method, row in summary.items():
@@ -188,11 +91,48 @@ def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[s
     return summary
 
 
+def _dense(dictionary, tokens: HookTokens) -> np.ndarray:
+    return dense_codes(dictionary, tokens.x)
+
+
+def _world_rows(run: Run, study, pair: str, world: str, selection: HookTokens, scoring: HookTokens,
+                dictionaries: dict, n_atoms: int) -> dict[str, list[dict]]:
+    codes = {name: (_dense(d, selection), _dense(d, scoring)) for name, d in dictionaries.items()}
+    candidates = candidate_sets(selection, scoring, codes, n_atoms, study.random_draws, run.config.seed)
+    base = {"world": world, "pair": pair}
+    families = FAMILIES if study.location_concepts else (GLOBAL,)
+    out = {"alignment": alignment_rows(base, selection, scoring, candidates, run.config.seed, families),
+           "sparse": [], "by_t": []}
+    if world == TOY:
+        out["sparse"] = sparse_rows(base, selection, scoring, candidates, run.config.seed)
+        out["by_t"] = step_rows(base, selection, scoring, candidates, run.config.seed)
+    return out
+
+
+def _twin_rows(run: Run, study, pair: str, names: tuple[str, str], selection: HookTokens, scoring: HookTokens,
+               n_atoms: int) -> tuple[dict[str, list[dict]], dict]:
+    """The pair's alignment on a planted twin of its hook, with both dictionaries retrained there."""
+    seed = run.config.seed
+    planted = twin.build(selection, seed + 7)
+    twin_dictionaries = {}
+    for name in names:
+        entry = run.config.dictionary(name)
+        tokens = min(entry.tokens, study.twin_tokens) if study.twin_tokens else entry.tokens
+        twin_dictionaries[name] = twin.train_twin_dictionary(run.dictionary_spec(entry), planted, selection,
+                                                             tokens, entry.batch, seed + 100)
+    rows = _world_rows(run, study, pair, TWIN, planted.tokens(selection, seed + 1), planted.tokens(scoring, seed + 2),
+                       twin_dictionaries, n_atoms)
+    shares = {"pair": pair, **{f"{part}_share": value for part, value in planted.proportions.shares.items()},
+              "noise_std": planted.proportions.noise_std}
+    return rows, shares
+
+
 def run_compare(run: Run) -> dict[str, pl.DataFrame]:
     from diffdict.dictionaries.metrics import evaluate
 
     study = run.config.studies.compare
     metric_rows: list[dict] = []
+    twin_rows: list[dict] = []
     rows: dict[str, list[dict]] = {"alignment": [], "sparse": [], "by_t": []}
     toy = run.config.has_ground_truth
     for first, second in study.pairs:
@@ -213,21 +153,31 @@ def run_compare(run: Run) -> dict[str, pl.DataFrame]:
         if toy:
             selection = labelled_set(run, entry.model, [entry.hook], "selection", study.selection_prompts)
             scoring = labelled_set(run, entry.model, [entry.hook], "scoring", study.prompts)
+            sel_tokens, held_tokens = selection.tokens(entry.hook), scoring.tokens(entry.hook)
             n_atoms = study.random_directions or int(run.dictionary(first).atoms.shape[0])
-            found = alignment_tables(run, pair, [first, second], selection.tokens(entry.hook),
-                                     scoring.tokens(entry.hook), n_atoms)
+            found = _world_rows(run, study, pair, TOY, sel_tokens, held_tokens,
+                                {name: run.dictionary(name) for name in (first, second)}, n_atoms)
+            if study.twin:
+                planted, shares = _twin_rows(run, study, pair, (first, second), sel_tokens, held_tokens, n_atoms)
+                found["alignment"] += planted["alignment"]
+                twin_rows.append(shares)
             for name in rows:
                 rows[name] += found[name]
-            summary = summarize_alignment(pl.DataFrame(found["alignment"]), pl.DataFrame(found["sparse"]))
+            toy_rows = pl.DataFrame(found["alignment"], infer_schema_length=None).filter(pl.col("world") == TOY)
+            summary = summarize_alignment(toy_rows, pl.DataFrame(found["sparse"]))
             counts = {"selection_prompts": len(selection.prompts), "scoring_prompts": len(scoring.prompts)}
             for row in pair_rows:
                 row.update(summary.get(row["method"], {}), **counts)
-            for method, kind in ((RAW, RAW), (RANDOM, RANDOM), (ORACLE_METHOD, ORACLE), (PROBE_METHOD, PROBE)):
+            for method, kind in ((RAW, RAW), (RANDOM, RANDOM), (LAYOUT, LAYOUT), (BASE_RATE, BASE_RATE),
+                                 (ORACLE_METHOD, ORACLE), (PROBE_METHOD, PROBE)):
                 pair_rows.append({"pair": pair, "method": method, "kind": kind, "architecture": "baseline",
                                   **summary.get(method, {}), **counts})
         metric_rows += pair_rows
+    alignment = pl.DataFrame(rows["alignment"], infer_schema_length=None)
     return {"compare_metrics": pl.DataFrame(metric_rows, infer_schema_length=None),
-            "compare_alignment": pl.DataFrame(rows["alignment"], infer_schema_length=None),
+            "compare_alignment": alignment,
+            "compare_alignment_summary": summarize(alignment),
+            "compare_twin": pl.DataFrame(twin_rows, infer_schema_length=None),
             "compare_sparse_probing": pl.DataFrame(rows["sparse"], infer_schema_length=None),
             "compare_alignment_by_t": pl.DataFrame(rows["by_t"], infer_schema_length=None)}
 

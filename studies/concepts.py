@@ -51,7 +51,12 @@ def auroc_matrix(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     Mann-Whitney form: (sum of positive ranks - P(P+1)/2) / (P * N_neg), with average
     ranks for ties. A concept with no positives or no negatives gets NaN.
     """
-    ranks = rankdata(scores, axis=0)  # (N, F)
+    return auroc_from_ranks(rankdata(scores, axis=0), targets)
+
+
+def auroc_from_ranks(ranks: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """`auroc_matrix` from the scores' column ranks (N, F) (average ranks for ties), computed once
+    when many target sets are scored against the same scores."""
     positives = targets.sum(axis=0).astype(np.float64)  # (C,)
     negatives = targets.shape[0] - positives
     rank_sums = ranks.T @ targets.astype(np.float64)  # (F, C)

@@ -132,31 +132,56 @@ def plans_for(prompts: list, attribute: str) -> list[EditPlan]:
 
 
 # ---- judging ------------------------------------------------------------------------------------
-def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image) -> tuple[bool, bool, float]:
-    """(success, clean success, preservation) of one edited image, read strictly by the judge.
+@dataclass(frozen=True)
+class EditJudgement:
+    """How one edited image reads against its plan (every field from the toy judge)."""
 
-    preservation: of the attributes right before the edit (the edited one aside), the share still right.
+    success: bool  # the target value is read (position: the object left; background: objects kept colour)
+    clean_success: bool  # success, and the edit was an edit: see judge_edit
+    preservation: float  # of the attributes right before the edit (the edited one aside), the share still right
+    source_shown: bool  # the unedited image read the source value
+    target_before: bool  # the unedited image already read as the target: success with no edit at all
+
+
+def _reads_target(plan: EditPlan, judged) -> bool:
+    from diffdict.toyworld.judge import match_objects, score
+
+    after = score(plan.expected_scene, judged)
+    success = bool(after[plan.attribute][0]) if after[plan.attribute] else False
+    if plan.attribute == "position":
+        # The object must have left: no judged object may still sit at its old anchor.
+        success = success and all(o.position != plan.source_value for o in judged.objects)
+    if plan.attribute == "background":
+        # A background edit that recolours the objects is not a background edit.
+        found = match_objects(plan.expected_scene, judged.objects)
+        success = success and all(o is not None and o.colour == t.colour
+                                  for o, t in zip(found, plan.expected_scene.objects))
+    return success
+
+
+def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image) -> EditJudgement:
+    """One edited image, read strictly by the judge.
+
+    Clean success needs four things: the unedited image showed the source value (an image that already
+    read as the target, or never showed the source, is not edited into anything), the target is read
+    afterwards, the scene kept its object count (an object that vanished or split is not an edit), and
+    every other attribute that was right before is still right.
     """
-    from diffdict.toyworld.judge import judge, match_objects, score
+    from diffdict.toyworld.judge import judge, score
 
     edited = judge(edited_image)
     before = score(original_scene, original_judgement)
     after = score(plan.expected_scene, edited)
-    success = bool(after[plan.attribute][0]) if after[plan.attribute] else False
-    if plan.attribute == "position":
-        # The object must have left: no judged object may still sit at its old anchor.
-        success = success and all(o.position != plan.source_value for o in edited.objects)
-    if plan.attribute == "background":
-        # A background edit that recolours the objects is not a background edit.
-        found = match_objects(plan.expected_scene, edited.objects)
-        success = success and all(o is not None and o.colour == t.colour
-                                  for o, t in zip(found, plan.expected_scene.objects))
+    success = _reads_target(plan, edited)
+    source_shown = bool(before[plan.attribute][0]) if before[plan.attribute] else False
     edited_key = (plan.attribute, 0)
     kept = [index < len(after[attribute]) and after[attribute][index]
             for attribute, values in before.items() for index, was_right in enumerate(values)
             if was_right and (attribute, index) != edited_key]
     preservation = sum(kept) / len(kept) if kept else float("nan")
-    return success, success and all(kept), preservation
+    count_kept = len(edited.objects) == len(plan.expected_scene.objects)
+    clean = success and source_shown and count_kept and all(kept)
+    return EditJudgement(success, clean, preservation, source_shown, _reads_target(plan, original_judgement))
 
 
 # ---- directions ---------------------------------------------------------------------------------

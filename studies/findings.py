@@ -44,24 +44,43 @@ def run_tables(results: Path, config: str | Path | None = None) -> dict[str, pl.
         return None if table is None or table.is_empty() else table
 
     tables = {name: table for name in PLAIN if (table := read(name)) is not None}
+    if (edits := read("editability")) is not None and "split" in edits.columns:
+        tables["editability_prompts"] = held_out_prompts(edits, ["model", "unit", "attribute", "window", "method"])
     if (edits := read("transfer_edits")) is not None:
         from .transfer import transfer_edit_success
 
         tables["transfer_edit_success"] = transfer_edit_success(edits)
+        if "split" in edits.columns:
+            tables["transfer_edit_prompts"] = held_out_prompts(edits.rename({"model": "target_model"}),
+                                                               ["dictionary", "target_model", "attribute", "method"])
     if (windows := read("windows")) is not None:
         tables["windows_success"] = windows_success(windows)
-    if "compare_alignment" in tables:  # the claims read F1 per concept; the rest stays in the run
-        tables["compare_alignment"] = tables["compare_alignment"].select("pair", "method", "kind", "concept",
-                                                                         "attribute", "auroc", "f1")
+        if "split" in windows.columns:
+            tables["windows_prompts"] = held_out_prompts(windows, ["model", "hook", "dictionary", "edit", "style",
+                                                                   "window"])
+    if "compare_alignment" in tables:  # the claims read F1 per concept (random draws averaged); the rest stays
+        alignment = tables["compare_alignment"]
+        keys = [c for c in ("world", "pair", "method", "kind", "scope", "family", "concept", "attribute")
+                if c in alignment.columns]
+        tables["compare_alignment"] = (alignment.group_by(keys, maintain_order=True)
+                                       .agg(pl.col("auroc").mean(), pl.col("f1").mean()))
     return tables
 
 
+def held_out_prompts(edits: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per-prompt clean success of the held-out rows (what paired tests read), sorted."""
+    return (edits.filter(pl.col("split") == "score").select(*keys, "prompt_id", pl.col("clean_success").cast(pl.Int8))
+            .sort([*keys, "prompt_id"]))
+
+
 def windows_success(windows: pl.DataFrame) -> pl.DataFrame:
-    """Per (model, hook, dictionary, edit, style, kind, window): mean success and the prompts it rests on."""
-    keys = ["model", "hook", "dictionary", "edit", "style", "kind", "window", "t_low", "t_high", "steps_in_window"]
-    return (windows.group_by(keys).agg(pl.col("success").mean(), pl.col("clean_success").mean(),
-                                       pl.len().alias("prompts"))
-            .sort(["model", "hook", "dictionary", "edit", "style", "window"]))
+    """Per (split, model, hook, dictionary, edit, style, kind, window): mean success, clean success, no-edit
+    rate and the prompts they rest on."""
+    keys = [c for c in ("split", "model", "hook", "dictionary", "edit", "style", "kind", "window", "t_low", "t_high",
+                        "steps_in_window") if c in windows.columns]
+    rates = [pl.col(c).mean() for c in ("success", "clean_success", "target_before") if c in windows.columns]
+    return (windows.group_by(keys).agg(*rates, pl.len().alias("prompts"))
+            .sort([k for k in keys if k in ("split", "model", "hook", "dictionary", "edit", "style", "window")]))
 
 
 def seed_results(run_dir: Path, base_seed: int) -> dict[int, Path]:

@@ -1,9 +1,12 @@
 """Labelled activations: toy prompts generated with capture, every hook location labelled.
 
 One service for every study that needs ground truth per location (alignment, editability,
-windows, layout, atlas labels). It keeps two disjoint prompt sets apart:
-  selection  train-split prompts: features, thresholds, probes and oracle directions are chosen here
-  scoring    held-out prompts: every reported number is measured here
+windows, layout, atlas labels). It keeps the prompt sets apart:
+  selection  train-split prompts, from the front: features, thresholds, probes and oracle directions
+             are chosen here
+  tuning     train-split prompts, from the back (disjoint from selection while the train split holds
+             both): strengths are swept and chosen here
+  scoring    held-out prompts: every reported number is measured here, at the choices made elsewhere
 Every prompt is generated with the study seed (`Run.study_seed`: `prompts.seeds[0]`), so a study's unedited
 image of a prompt is the same image whichever study asks.
 """
@@ -18,7 +21,7 @@ from .concepts import location_concepts
 from .run import Run
 from .errors import UserError
 
-SPLITS = ("selection", "scoring")
+SPLITS = ("selection", "tuning", "scoring")
 GENERATE_CHUNK = 32  # prompts per generate call: bounds the captured maps held at once
 
 
@@ -92,13 +95,16 @@ def _label(maps: torch.Tensor, prompts: list, step_t: list[float]) -> HookTokens
 
 
 def prompt_ids(run: Run, model: str, split: str) -> list[int]:
-    """Train-split ids (selection) or held-out ids (scoring), as the store splits them."""
+    """Train-split ids (selection from the front, tuning from the back) or held-out ids (scoring), as the
+    store splits them."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     held_out = set(run.eval_prompt_ids(model))
     ids = sorted(held_out) if split == "scoring" else [p.id for p in run.prompts if p.id not in held_out]
     if run.seed_override is not None:  # another study seed draws other prompts from the same split
         ids = [ids[i] for i in np.random.default_rng(run.seed_override).permutation(len(ids))]
+    if split == "tuning":  # train prompts from the back: apart from the selection prompts, taken from the front
+        ids = ids[::-1]
     return ids
 
 

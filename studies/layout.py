@@ -13,7 +13,8 @@ the caption's objects). Baselines, the same for every step:
   caption alone  the caption's objects drawn at their anchor positions: what the text says
   other seed     the judged layout of the same caption generated from another seed
 
-Table layout: model, hook, method, kind, step, t, iou_foreground, iou_objects, prompts.
+Table layout: model, hook, method, kind, step, t, iou_foreground, iou_objects, prompts, se_vs_baseline (the
+standard error of the per-prompt difference from the stronger baseline, on the same prompts).
 """
 from __future__ import annotations
 
@@ -77,10 +78,15 @@ def layout_ious(predicted: np.ndarray, truth: np.ndarray, objects: int) -> tuple
     return foreground, float(np.mean(per_object)) if per_object else float("nan")
 
 
-def mean_ious(predicted: np.ndarray, truth: np.ndarray, prompts: list) -> tuple[float, float]:
-    """Mean (foreground, object) IoU over prompts; predicted and truth (prompts, h*w) int."""
+def prompt_ious(predicted: np.ndarray, truth: np.ndarray, prompts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt (foreground, object) IoU, each (prompts,); predicted and truth (prompts, h*w) int."""
     pairs = [layout_ious(predicted[i], truth[i], len(p.scene.objects)) for i, p in enumerate(prompts)]
-    return float(np.mean([a for a, _ in pairs])), float(np.nanmean([b for _, b in pairs]))
+    return np.array([a for a, _ in pairs], dtype=float), np.array([b for _, b in pairs], dtype=float)
+
+
+def paired_se(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard error of the mean per-prompt difference a - b."""
+    return float(np.std(a - b, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("inf")
 
 
 def _step_rows(tokens: HookTokens, step: int) -> HookTokens:
@@ -134,28 +140,33 @@ def run_layout(run: Run) -> dict[str, pl.DataFrame]:
             sel_truth = np.stack([cell_layout(m, grid) for m in sel_masks])
             truth = np.stack([cell_layout(m, grid) for m in held_masks])
             base = {"model": model, "hook": hook, "prompts": len(scoring.prompts)}
+            baselines = {}
             for method, masks in ((CAPTION, [caption_masks(p.scene) for p in scoring.prompts]),
                                   (OTHER_SEED, other_masks)):
                 predicted = np.stack([cell_layout(m, grid) for m in masks])
-                fg, obj = mean_ious(predicted, truth, scoring.prompts)
+                fg, obj = prompt_ious(predicted, truth, scoring.prompts)
+                baselines[method] = fg
                 rows.append({**base, "method": method, "kind": "baseline", "step": None, "t": None,
-                             "iou_foreground": fg, "iou_objects": obj})
+                             "iou_foreground": float(fg.mean()), "iou_objects": float(np.nanmean(obj))})
+            reference = max(baselines.values(), key=np.mean)  # the stronger baseline, per prompt
             codes = {n: (dense_codes(run.dictionary(n), sel_tokens.x), dense_codes(run.dictionary(n), held_tokens.x))
                      for n in dictionaries if run.config.dictionary(n).hook == hook}
             for step in np.unique(held_tokens.step):
                 at_sel, at_held = sel_tokens.step == step, held_tokens.step == step
                 sel_step, held_step = sel_tokens.rows(at_sel), held_tokens.rows(at_held)
                 t = float(held_step.t[0])
-                fg, obj = mean_ious(probe_layout(sel_step, sel_truth, held_step, run.config.seed), truth,
-                                    scoring.prompts)
+                fg, obj = prompt_ious(probe_layout(sel_step, sel_truth, held_step, run.config.seed), truth,
+                                      scoring.prompts)
                 rows.append({**base, "method": PROBE, "kind": "probe", "step": int(step), "t": t,
-                             "iou_foreground": fg, "iou_objects": obj})
+                             "iou_foreground": float(fg.mean()), "iou_objects": float(np.nanmean(obj)),
+                             "se_vs_baseline": paired_se(fg, reference)})
                 sel_foreground = sel_truth[sel_step.prompt_index, sel_step.location] > 0
                 for name, (sel_codes, held_codes) in codes.items():
                     predicted = feature_layout(sel_codes[at_sel], sel_foreground, held_codes[at_held], grid[0] * grid[1])
-                    fg, _ = mean_ious(predicted, truth, scoring.prompts)
+                    fg, _ = prompt_ious(predicted, truth, scoring.prompts)
                     rows.append({**base, "method": name, "kind": "dictionary", "step": int(step), "t": t,
-                                 "iou_foreground": fg, "iou_objects": None})
+                                 "iou_foreground": float(fg.mean()), "iou_objects": None,
+                                 "se_vs_baseline": paired_se(fg, reference)})
     return {"layout": pl.DataFrame(rows, infer_schema_length=None)}
 
 

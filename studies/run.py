@@ -98,6 +98,20 @@ class Run:
         own = json.dumps(dataclasses.asdict(entry), sort_keys=True, default=str)
         return hashlib.sha256(own.encode()).hexdigest()[:8]
 
+    def dictionary_spec(self, entry: DictionaryEntry):
+        """The trainer's DictionarySpec of a config entry: its size keys filled from the uniform n and k."""
+        from diffdict.dictionaries.train_common import DictionarySpec
+
+        n_key, k_key = SIZE_KEYS[entry.architecture]
+        return DictionarySpec(
+            entry.name,
+            entry.architecture,
+            entry.hook,
+            {n_key: entry.n, k_key: entry.k, **entry.options},
+            branch=entry.branch,
+            settings_hash=self.dictionary_hash(entry),
+        )
+
     def fit_identity(self, entry: DictionaryEntry) -> str:
         """GROUP/NAME@HASH: everything that shaped a dictionary's fit (what studies' tables are keyed by)."""
         return f"{self.fit_group(entry)}/{entry.name}@{self.dictionary_hash(entry)}"
@@ -325,7 +339,7 @@ class Run:
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
         from diffdict.dictionaries.atomic import write_json_atomic
-        from diffdict.dictionaries.train import DictionarySpec, TrainSettings, forget, train
+        from diffdict.dictionaries.train import TrainSettings, forget, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:
@@ -347,20 +361,7 @@ class Run:
             return
         for group, entries in groups.items():
             first = entries[0]
-            specs = []
-            for entry in entries:
-                n_key, k_key = SIZE_KEYS[entry.architecture]
-                params = {n_key: entry.n, k_key: entry.k, **entry.options}
-                specs.append(
-                    DictionarySpec(
-                        entry.name,
-                        entry.architecture,
-                        entry.hook,
-                        params,
-                        branch=entry.branch,
-                        settings_hash=self.dictionary_hash(entry),
-                    )
-                )
+            specs = [self.dictionary_spec(entry) for entry in entries]
             write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(first))
             options = self.config.train
             settings = TrainSettings(

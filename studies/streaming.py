@@ -71,24 +71,11 @@ def train_from_stream(
     """Train every dictionary of one model from its stream into `out` (fits/GROUP), evaluated on the store's
     held-out prompts."""
     from diffdict.dictionaries.stream import StreamedDictionary
-    from diffdict.dictionaries.train import DictionarySpec, TrainSettings
+    from diffdict.dictionaries.train import TrainSettings
     from diffdict.dictionaries.train import train_from_stream as train_dictionaries
 
-    from .run import SIZE_KEYS
-
     model = entries[0].model
-    streamed = []
-    for entry in entries:
-        n_key, k_key = SIZE_KEYS[entry.architecture]
-        spec = DictionarySpec(
-            entry.name,
-            entry.architecture,
-            entry.hook,
-            {n_key: entry.n, k_key: entry.k, **entry.options},
-            branch=entry.branch,
-            settings_hash=run.dictionary_hash(entry),
-        )
-        streamed.append(StreamedDictionary(spec, entry.tokens, entry.batch))
+    streamed = [StreamedDictionary(run.dictionary_spec(entry), entry.tokens, entry.batch) for entry in entries]
     options = run.config.train
     most_steps = max(e.total_steps for e in streamed)
     settings = TrainSettings(

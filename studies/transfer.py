@@ -73,9 +73,11 @@ def transfer_edits(run: Run, dictionary_name: str, target_model: str) -> list[di
 
     study = run.config.studies.transfer
     entry = run.config.dictionary(dictionary_name)
-    own = [d.name for d in run.config.dictionaries
-           if d.model == target_model and d.hook == entry.hook and d.name != dictionary_name]
-    cells = EditCells(run, target_model, [entry.hook], study.edit_selection_prompts, study.edit_prompts)
+    # the target's own dictionaries of the same architecture at that hook (an SAE is compared with an SAE)
+    own = [d.name for d in run.config.dictionaries if d.model == target_model and d.hook == entry.hook
+           and d.name != dictionary_name and d.architecture == entry.architecture]
+    cells = EditCells(run, target_model, [entry.hook], study.edit_selection_prompts, study.edit_prompts,
+                      study.edit_tuning_prompts)
     rows = []
     for attribute in study.edit_attributes:
         rows += cells.edit(entry.hook, [entry.hook], attribute, "edit window", tuple(study.edit_window),

@@ -27,7 +27,9 @@ image similarity to the unedited image; they get no oracle or random rows (no gr
 at their cells).
 
 Table windows: scoring, model, hook, dictionary, edit, style, kind, window, t_low, t_high,
-steps_in_window, prompt_id, success, clean_success, preservation, feature_rank. A window that holds
+steps_in_window, split, prompt_id, success, clean_success, preservation, target_before, feature_rank.
+Split "score" rows are the held-out prompts; split "tune" rows are the oracle's edits of train-split
+tuning prompts, on which claims choose the hook per attribute. A window that holds
 no step of a model (late, for Flux's 4 steps) has no rows for it; one that holds no step of any
 edited model is refused at check (studies/kinds/windows.py).
 """
@@ -42,10 +44,13 @@ from tqdm.auto import tqdm
 
 from .alignment import distinct_features
 from .concepts import dense_codes
+from .config import EDIT_STYLES
 from .edits import ORACLE, RANDOM, EditPlan, Variant, concept_means, interventions_for as direction_interventions, \
     judge_edit, plans_for, region_direction, region_seed
 from .labelled import labelled_set
 from .run import Run
+
+GENERATE_LIMIT = 96  # edited images per generate call of the oracle and random rows
 
 
 @dataclass
@@ -79,48 +84,43 @@ def _has_features(plan: EditPlan, edits: list[HookEdits]) -> bool:
 
 def style_interventions(style: str, plans: list[EditPlan], batch: int, edits: HookEdits,
                         grid: tuple[int, int], settings, t_range: tuple[float, float]) -> list:
-    """All prompts' paper-style interventions on one hook, each confined to its prompt by its mask."""
+    """Every prompt's paper-style edit on one hook, packed: one RowFeatureEdits (one encode per step) for
+    the feature moves and one AddDirection (a direction and mask per row) for the additions, each op
+    confined to its prompt's row and cells."""
     from diffdict import adapters
 
-    out = []
-    common = dict(t_range=t_range, branch="cond+uncond-")
+    if style not in EDIT_STYLES:
+        raise ValueError(f"unknown edit style {style!r}; allowed: {', '.join(EDIT_STYLES)}")
     atoms = edits.dictionary.atoms.detach().float()
+    ops: list = []
+    directions, masks = torch.zeros(batch, atoms.shape[1]), torch.zeros(batch, *grid)
+    everywhere = torch.ones(grid)
     for plan in plans:
+        row = plan.prompt_index
         source_feature = edits.feature_of[plan.source.source][0]
         target_feature = edits.feature_of[plan.target.target][0]
-
-        def only_this(region: np.ndarray) -> torch.Tensor:
-            mask = torch.zeros(batch, *grid)
-            mask[plan.prompt_index] = torch.as_tensor(region)
-            return mask
-
-        source_cells, target_cells = plan.source.cells(grid), plan.target.cells(grid)
-        source_off = adapters.EditFeatures(edits.hook, mask=only_this(source_cells), dictionary=edits.dictionary,
-                                           features=[source_feature], mode="zero", **common)
+        source_cells = torch.as_tensor(plan.source.cells(grid))
+        target_cells = torch.as_tensor(plan.target.cells(grid))
         on_value = float(settings.strength * edits.mean_activation[target_feature])
-        if style == "sdlens":
-            out += [source_off, adapters.AddDirection(edits.hook, mask=only_this(target_cells),
-                                                      direction=atoms[target_feature], strength=on_value, **common)]
-        elif style == "tinaz_spatial":
-            out += [source_off,
-                    adapters.EditFeatures(edits.hook, mask=only_this(target_cells), dictionary=edits.dictionary,
-                                          features=[target_feature], mode="set", value=on_value, **common),
-                    adapters.EditFeatures(edits.hook, mask=only_this(1.0 - target_cells), dictionary=edits.dictionary,
-                                          features=[target_feature], mode="zero", **common)]
-        elif style == "tinaz_global":
-            everywhere = np.ones(grid, dtype=np.float32)
-            out += [adapters.EditFeatures(edits.hook, mask=only_this(everywhere), dictionary=edits.dictionary,
-                                          features=[source_feature], mode="zero", **common),
-                    adapters.EditFeatures(edits.hook, mask=only_this(everywhere), dictionary=edits.dictionary,
-                                          features=[target_feature], mode="add", value=settings.norm_strength,
-                                          relative_to_code_norm=True, **common)]
-        elif style == "flux_add":
-            direction = torch.nn.functional.normalize(atoms[target_feature], dim=0)
-            out += [source_off, adapters.AddDirection(edits.hook, mask=only_this(target_cells), direction=direction,
-                                                      strength=settings.token_norm_strength * edits.token_norm,
-                                                      **common)]
-        else:
-            raise ValueError(f"unknown edit style {style!r}")
+        if style == "tinaz_global":
+            ops += [adapters.FeatureOp(row, source_feature, "zero", everywhere),
+                    adapters.FeatureOp(row, target_feature, "add", everywhere, settings.norm_strength, True)]
+            continue
+        ops.append(adapters.FeatureOp(row, source_feature, "zero", source_cells))
+        if style == "tinaz_spatial":
+            ops += [adapters.FeatureOp(row, target_feature, "set", target_cells, on_value),
+                    adapters.FeatureOp(row, target_feature, "zero", 1.0 - target_cells)]
+        elif style == "sdlens":
+            directions[row], masks[row] = atoms[target_feature] * on_value, target_cells
+        else:  # flux_add
+            unit_atom = torch.nn.functional.normalize(atoms[target_feature], dim=0)
+            directions[row], masks[row] = unit_atom * settings.token_norm_strength * edits.token_norm, target_cells
+    common = dict(t_range=t_range, branch="cond+uncond-")
+    out = []
+    if ops:
+        out.append(adapters.RowFeatureEdits(edits.hook, dictionary=edits.dictionary, ops=ops, **common))
+    if masks.any():
+        out.append(adapters.AddDirection(edits.hook, direction=directions, strength=1.0, mask=masks, **common))
     return out
 
 
@@ -178,26 +178,30 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         model_id = run.config.model(model).id
         use_clip = study.scoring == "clip" or (study.scoring == "auto" and not draws_toy_scenes(model_id))
         selection = labelled_set(run, model, hooks, "selection", study.selection_prompts)
-        scoring = labelled_set(run, model, [], "scoring", study.prompts)
         edits = [hook_edits(run, n, selection.tokens(h)) for n, h in zip(names, hooks)]
         grids = {h: selection.tokens(h).grid for h in hooks}
-        prompts, images = scoring.prompts, scoring.images
-        originals = None if use_clip else [judge(image) for image in images]
         step_ts = sorted({round(float(t), 6) for t in selection.step_t}, reverse=True)
         base = {"scoring": "clip" if use_clip else "judge", "model": model, "hook": "+".join(hooks),
                 "dictionary": entry_name}
+        sets = {"score": labelled_set(run, model, [], "scoring", study.prompts)}
+        if not use_clip:  # the oracle rows on train prompts, where claims choose the hook (no CLIP: no oracle)
+            sets["tune"] = labelled_set(run, model, [], "tuning", study.tuning_prompts)
+        originals = {split: None if use_clip else [judge(image) for image in s.images] for split, s in sets.items()}
 
-        def record(plan: EditPlan, style: str, kind: str, window: str, image, edited_all, rank) -> None:
+        def record(split: str, plan: EditPlan, style: str, kind: str, window: str, image, edited_all, rank) -> None:
             low, high = study.windows[window]
+            prompts, images = sets[split].prompts, sets[split].images
             if use_clip:
-                (success, preservation), clean = clip_score_edits(run, [plan], prompts, images, edited_all)[0], None
+                (success, preservation), clean, before = clip_score_edits(run, [plan], prompts, images, edited_all)[0], None, None
             else:
-                success, clean, preservation = judge_edit(plan, prompts[plan.prompt_index].scene,
-                                                          originals[plan.prompt_index], image)
+                judged = judge_edit(plan, prompts[plan.prompt_index].scene, originals[split][plan.prompt_index], image)
+                success, clean, preservation, before = (judged.success, judged.clean_success, judged.preservation,
+                                                        judged.target_before)
             rows.append({**base, "edit": plan.attribute, "style": style, "kind": kind, "window": window,
                          "t_low": low, "t_high": high, "steps_in_window": sum(low <= t <= high for t in step_ts),
-                         "prompt_id": prompts[plan.prompt_index].id, "success": float(success),
+                         "split": split, "prompt_id": prompts[plan.prompt_index].id, "success": float(success),
                          "clean_success": None if clean is None else float(clean), "preservation": preservation,
+                         "target_before": None if before is None else float(before),
                          "feature_rank": rank})
 
         jobs = [(edit, window) for edit in study.edits for window in study.windows]
@@ -205,27 +209,32 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
             t_range = tuple(study.windows[window])
             if not any(t_range[0] <= t <= t_range[1] for t in step_ts):
                 continue  # no step of this model in the window (late, for Flux's 4): nothing edited, nothing to score
-            plans = [p for p in plans_for(prompts, edit) if _has_features(p, edits)]
-            if not plans:
-                continue
-            for style in study.edit_styles:
-                interventions = [iv for e in edits
-                                 for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study,
-                                                               t_range)]
-                edited = run.generate(model, [p.text for p in prompts], [seed] * len(prompts),
-                                      interventions=interventions).images
-                for plan in plans:
-                    rank = max(e.feature_of[c][1] for e in edits for c in (plan.source.source, plan.target.target))
-                    record(plan, style, "dictionary", window, edited[plan.prompt_index], edited, rank)
-            if use_clip:
-                continue
-            variants = calibration_variants(plans, edits, selection, t_range, study.strength)
-            if variants:
-                edited = run.generate(model, [prompts[v.plan.prompt_index].text for v in variants],
-                                      [seed] * len(variants),
-                                      interventions=direction_interventions(variants, grids, t_range)).images
-                for variant, image in zip(variants, edited):
-                    record(variant.plan, variant.method, variant.method, window, image, None, None)
+            for split, prompt_set in sets.items():
+                prompts = prompt_set.prompts
+                plans = [p for p in plans_for(prompts, edit) if _has_features(p, edits)]
+                if not plans:
+                    continue
+                for style in study.edit_styles if split == "score" else ():
+                    interventions = [iv for e in edits
+                                     for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study,
+                                                                   t_range)]
+                    edited = run.generate(model, [p.text for p in prompts], [seed] * len(prompts),
+                                          interventions=interventions).images
+                    for plan in plans:
+                        rank = max(e.feature_of[c][1] for e in edits for c in (plan.source.source, plan.target.target))
+                        record(split, plan, style, "dictionary", window, edited[plan.prompt_index], edited, rank)
+                if use_clip:
+                    continue
+                variants = calibration_variants(plans, edits, selection, t_range, study.strength)
+                if split == "tune":
+                    variants = [v for v in variants if v.method == ORACLE]
+                for start in range(0, len(variants), GENERATE_LIMIT):
+                    chunk = variants[start:start + GENERATE_LIMIT]
+                    edited = run.generate(model, [prompts[v.plan.prompt_index].text for v in chunk],
+                                          [seed] * len(chunk),
+                                          interventions=direction_interventions(chunk, grids, t_range)).images
+                    for variant, image in zip(chunk, edited):
+                        record(split, variant.plan, variant.method, variant.method, window, image, None, None)
     return {"windows": pl.DataFrame(rows, infer_schema_length=None)}
 
 

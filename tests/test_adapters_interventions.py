@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffdict.adapters import AddDirection, EditFeatures, SkipBlock, Splice
+from diffdict.adapters import AddDirection, EditFeatures, FeatureOp, RowFeatureEdits, SkipBlock, Splice
 
 PROMPT = ["a red circle on the left"]
 HOOK = "down.2.1"
@@ -205,3 +205,26 @@ def test_per_prompt_masks_edit_each_prompt_in_its_own_place(tiny_sdxl):
     assert changed[0].nonzero().tolist() == [[0, 0]] and changed[1].nonzero().tolist() == [[7, 7]]
     with pytest.raises(ValueError, match="3 masks for 2 prompts"):
         tiny_sdxl.generate(prompts, steps=1, interventions=[SkipBlock(HOOK, mask=torch.ones(3, 8, 8))])
+
+
+def test_row_feature_edits_match_one_edit_features_per_prompt_from_one_encode():
+    """The windows study's packed edit: each row's ops equal that row's own EditFeatures (with its mask),
+    and the dictionary encodes the batch once."""
+    dictionary = OrthoDictionary(16, k=6, seed=3)
+    calls = []
+    encode = dictionary.encode
+    dictionary.encode = lambda x: calls.append(x.shape[0]) or encode(x)
+    update = torch.randn(3, 4, 4, 16, generator=torch.Generator().manual_seed(0))
+    cells = [torch.zeros(4, 4) for _ in range(3)]
+    cells[0][:2] = 1.0
+    cells[2][:, 1:] = 0.5
+    ops = [FeatureOp(0, 2, "zero", cells[0]), FeatureOp(1, 5, "set", torch.ones(4, 4), 3.0),
+           FeatureOp(2, 7, "add", cells[2], 1.5, relative_to_code_norm=True)]
+    packed = RowFeatureEdits(HOOK, dictionary=dictionary, ops=ops).change(update)
+    assert calls == [3 * 16]  # one encode of the whole batch
+    for op in ops:
+        mask = torch.zeros(3, 4, 4)
+        mask[op.row] = op.cells
+        single = EditFeatures(HOOK, mask=mask, dictionary=dictionary, features=[op.feature], mode=op.mode,
+                              value=op.value, relative_to_code_norm=op.relative_to_code_norm).change(update)
+        torch.testing.assert_close(packed[op.row], single[op.row], atol=1e-5, rtol=1e-5)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from diffdict.studies.claims import FAILS, HOLDS, PARTLY, UNMEASURED, above, judge_claims, shabalin_itda_fvu, \
-    shabalin_standardise, surkov_blocks
+from diffdict.studies.claim_stats import paired, unpaired, z_for
+from diffdict.studies.claims import FAILS, HOLDS, NOT_TESTABLE, PARTLY, UNMEASURED, above, judge_claims, \
+    shabalin_interpretable, shabalin_itda_fvu, shabalin_standardise, surkov_blocks
 from diffdict.studies.findings import read_export, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,24 +42,89 @@ def test_standardisation_claim_needs_many_more_dead_features_without_it():
     assert shabalin_standardise(_training(0.01, 0.03)).verdict == FAILS
 
 
-def _map(rows: list[tuple[str, str, str, float]], prompts: int = 16) -> dict[str, pl.DataFrame]:
-    unit, attribute, method, success = zip(*rows)
+def _map(rows: list[tuple], prompts: int = 100) -> dict[str, pl.DataFrame]:
+    """An editability map: (unit, attribute, method, held-out clean success[, tuning clean success])."""
+    unit, attribute, method, success = (list(c) for c in zip(*[r[:4] for r in rows]))
+    tune = [r[4] if len(r) > 4 else r[3] for r in rows]
     return {"editability_best": pl.DataFrame({
-        "model": ["turbo"] * len(rows), "unit": list(unit), "attribute": list(attribute), "window": ["early"] * len(rows),
-        "method": list(method), "kind": ["dictionary" if m == "sae" else m for m in method],
-        "best_strength": [4.0] * len(rows), "success": list(success), "clean_success": list(success),
-        "prompts": [prompts] * len(rows)})}
+        "model": ["turbo"] * len(rows), "unit": unit, "attribute": attribute, "window": ["early"] * len(rows),
+        "method": method, "kind": ["dictionary" if m == "sae" else m for m in method],
+        "best_strength": [4.0] * len(rows), "success": success, "clean_success": success,
+        "target_before": [0.05] * len(rows), "prompts": [prompts] * len(rows),
+        "tune_clean_success": tune, "tune_success": tune, "tune_prompts": [32] * len(rows)})}
 
 
-def test_block_roles_hold_only_where_the_papers_block_is_best_and_above_its_floor():
+def _roles(scale: float = 1.0) -> list[tuple]:
     cells = []
     for attribute, good in (("shape", "down.2.1"), ("position", "down.2.1"), ("colour", "up.0.1"), ("style", "up.0.1")):
         for unit in ("down.2.1", "up.0.1"):
-            cells += [(unit, attribute, "oracle", 0.9 if unit == good else 0.1), (unit, attribute, "random", 0.0)]
+            cells += [(unit, attribute, "oracle", scale * (0.9 if unit == good else 0.1)), (unit, attribute, "random", 0.0)]
+    return cells
+
+
+def test_block_roles_hold_only_where_the_papers_block_is_best_and_above_its_floor():
+    cells = _roles()
     assert surkov_blocks(_map(cells)).verdict == HOLDS
     moved = [(u, a, m, 0.9 if (a == "colour" and u == "down.2.1" and m == "oracle") else
               0.0 if (a == "colour" and u == "up.0.1" and m == "oracle") else s) for u, a, m, s in cells]
     assert surkov_blocks(_map(moved)).verdict == PARTLY
+
+
+def test_a_verdict_on_too_few_prompts_or_without_a_ceiling_is_not_testable():
+    assert surkov_blocks(_map(_roles(), prompts=16)).verdict == NOT_TESTABLE
+    assert surkov_blocks(_map(_roles(scale=0.0))).verdict == NOT_TESTABLE  # no block edits anything
+
+
+def test_the_best_block_is_chosen_on_tuning_prompts_not_on_the_scored_ones():
+    # held out, up.0.1 looks best for shape; on the tuning prompts down.2.1 was: the claim reads down.2.1
+    cells = [("down.2.1", "shape", "oracle", 0.80, 0.9), ("up.0.1", "shape", "oracle", 0.85, 0.2),
+             ("down.2.1", "shape", "random", 0.0), ("up.0.1", "shape", "random", 0.0)]
+    body = surkov_blocks(_map(cells)).body
+    assert "| down.2.1 (0.80) |" in body and "up.0.1 (0.85)" not in body
+
+
+def test_groups_of_blocks_are_not_read_as_blocks():
+    cells = _roles() + [("up.0.x", "shape", "oracle", 1.0, 1.0), ("up.0.x", "shape", "random", 0.0)]
+    assert "up.0.x" not in surkov_blocks(_map(cells)).body
+
+
+def test_paired_differences_use_the_per_prompt_differences():
+    same = [1.0, 0.0] * 50
+    assert paired(same, same).diff == 0 and not paired(same, same).above()
+    # 0.60 vs 0.55 on the same prompts, where the second method succeeds only where the first does: paired,
+    # the five extra successes are a consistent gain; unpaired, the two rates are within noise
+    better, worse = [1.0] * 60 + [0.0] * 40, [1.0] * 55 + [0.0] * 45
+    assert paired(better, worse).above() and not unpaired(0.60, 100, 0.55, 100).above()
+    # swapped outcomes on the same prompts: no consistent gain, whatever the rates
+    assert not paired([1.0, 0.0] * 50, [0.0, 1.0] * 50).above()
+    assert z_for(1) == 2.0 and z_for(12) > 2.8
+
+
+def _alignment(world: str, frame: tuple[str, str], f1: dict[str, float], concepts: int = 30) -> list[dict]:
+    kinds = {"sae": "dictionary", "raw channels": "raw channels", "random": "random", "fg/bg only": "fg/bg only",
+             "base rate": "base rate", "logistic probe": "probe"}
+    rng = np.random.default_rng(len(world))
+    return [{"world": world, "pair": "p", "method": m, "kind": kinds[m], "scope": frame[0], "family": frame[1],
+             "concept": f"c{c}", "attribute": "colour", "auroc": 0.5, "f1": v + 0.02 * rng.standard_normal()}
+            for m, v in f1.items() for c in range(concepts)]
+
+
+def _interpretability(toy_sae: float, twin_sae: float) -> dict[str, pl.DataFrame]:
+    floors = {"raw channels": 0.3, "random": 0.35, "fg/bg only": 0.4, "base rate": 0.1, "logistic probe": 0.9}
+    rows = []
+    for frame in (("within group", "global"), ("within group", "cell")):
+        rows += _alignment("toy", frame, {"sae": toy_sae, **floors}) + _alignment("twin", frame, {"sae": twin_sae, **floors})
+    metrics = pl.DataFrame({"pair": ["p"], "method": ["sae"], "kind": ["dictionary"], "architecture": ["topk_sae"],
+                            "scoring_prompts": [128], "selection_prompts": [192]})
+    return {"compare_metrics": metrics, "compare_alignment": pl.DataFrame(rows)}
+
+
+def test_sae_vs_neurons_needs_the_highest_floor_and_a_twin_that_detects_a_positive():
+    assert shabalin_interpretable(_interpretability(0.6, 0.8)).verdict == HOLDS
+    # above raw channels (0.3) but not above the fg/bg predictor (0.4): not aligned
+    assert shabalin_interpretable(_interpretability(0.38, 0.8)).verdict == FAILS
+    # the twin's SAE cannot beat its floor either: the pipeline cannot show a positive, so no negative
+    assert shabalin_interpretable(_interpretability(0.38, 0.38)).verdict == NOT_TESTABLE
 
 
 def test_every_claim_says_not_measured_without_its_tables():

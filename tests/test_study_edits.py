@@ -26,32 +26,56 @@ def _judged(plan, image):
 def test_colour_edit_succeeds_cleanly_only_when_the_colour_changed():
     plan = plan_edit(SCENE, "colour", 0)
     assert (plan.source_value, plan.target_value) == ("red", "yellow")
-    assert _judged(plan, _image(plan.expected_scene))[:2] == (True, True)
-    assert _judged(plan, _image(SCENE))[:2] == (False, False)
+    good = _judged(plan, _image(plan.expected_scene))
+    assert (good.success, good.clean_success, good.source_shown, good.target_before) == (True, True, True, False)
+    unchanged = _judged(plan, _image(SCENE))
+    assert (unchanged.success, unchanged.clean_success) == (False, False)
     # Right colour but the shape broke: success, not clean success.
     broken = dataclasses.replace(plan.expected_scene, objects=(dataclasses.replace(plan.expected_scene.objects[0],
                                                                                    shape="square"),))
-    success, clean, preservation = _judged(plan, _image(broken))
-    assert success and not clean and preservation < 1.0
+    judged = _judged(plan, _image(broken))
+    assert judged.success and not judged.clean_success and judged.preservation < 1.0
+
+
+def test_an_image_that_already_read_as_the_target_is_no_clean_success():
+    plan = plan_edit(SCENE, "colour", 0)
+    # the unedited image was drawn yellow already (the model missed the caption's red): reading yellow
+    # afterwards is a success by the old rule, not an edit
+    drawn = plan.expected_scene
+    judged = judge_edit(plan, SCENE, judge(_image(drawn)), _image(drawn))
+    assert judged.success and judged.target_before and not judged.source_shown and not judged.clean_success
+
+
+def test_an_edit_that_erases_the_object_is_no_clean_success():
+    dotted = dataclasses.replace(SCENE, style="dotted")
+    plan = plan_edit(dotted, "style", 0)
+    assert plan.target_value == "flat"
+    erased = _image(plan.expected_scene).copy()
+    erased[render(dotted).masks[0].astype(bool)] = erased[0, 0]  # the object painted over with the background
+    judged = judge_edit(plan, dotted, judge(_image(dotted)), erased)
+    # no object left reads as "flat": a success by the old rule, but the scene did not survive
+    assert judged.success and judged.source_shown and not judged.clean_success
+    kept = judge_edit(plan, dotted, judge(_image(dotted)), _image(plan.expected_scene))
+    assert kept.success and kept.clean_success
 
 
 def test_position_success_needs_the_object_gone_from_its_old_place():
     plan = plan_edit(SCENE, "position", 0)
     assert plan.target_value == "right" and len(plan.regions) == 2
     assert plan.source.target == "background:black" and plan.target.source == "background:black"
-    assert _judged(plan, _image(plan.expected_scene))[0]
+    assert _judged(plan, _image(plan.expected_scene)).success
     # A second blob at the target while the object stays: the old "success" that a random direction met.
     moved = plan.expected_scene.objects[0]
     both = dataclasses.replace(SCENE, objects=(CIRCLE, moved))
-    assert not _judged(plan, _image(both))[0]
+    assert not _judged(plan, _image(both)).success
 
 
 def test_background_success_needs_the_objects_to_keep_their_colour():
     plan = plan_edit(SCENE, "background", 0)
     assert plan.target_value == "gray"
-    assert _judged(plan, _image(plan.expected_scene))[0]
+    assert _judged(plan, _image(plan.expected_scene)).success
     recoloured = dataclasses.replace(plan.expected_scene, objects=(dataclasses.replace(CIRCLE, colour="blue"),))
-    assert not _judged(plan, _image(recoloured))[0]
+    assert not _judged(plan, _image(recoloured)).success
 
 
 def test_regions_cover_the_right_cells():

@@ -41,9 +41,24 @@ def test_transfer_edits_each_target_with_the_source_features_beside_its_own_refe
     run_dir, _ = finished_run
     edits = _table(run_dir, "transfer_edits")
     methods = {model: set(group["method"].to_list()) for (model,), group in edits.group_by(["model"])}
-    assert methods == {"one": {"sae", "itda", "oracle", "random"}, "multi": {"sae", "oracle", "random"}}
+    # each target's own dictionary of the transferred one's architecture (no SAE-vs-ITDA mix-up on the source)
+    assert methods == {"one": {"sae", "oracle", "random"}, "multi": {"sae", "oracle", "random"}}
     assert set(edits["source_model"].to_list()) == {"one"} and set(edits["attribute"].to_list()) == {"colour"}
     assert (edits["clean_success"] <= edits["success"]).all()
+
+
+def test_strengths_are_chosen_on_tuning_prompts_and_scored_on_held_out_ones(finished_run):
+    run_dir, _ = finished_run
+    for name in ("editability", "transfer_edits"):
+        edits = _table(run_dir, name)
+        tuned, scored = (edits.filter(pl.col("split") == split) for split in ("tune", "score"))
+        # no prompt is both: the choice is made on train prompts, the number measured on held-out ones
+        assert not set(tuned["prompt_id"].to_list()) & set(scored["prompt_id"].to_list())
+        keys = [k for k in ("dictionary", "model", "unit", "attribute", "window", "method") if k in edits.columns]
+        # the sweep runs on the tuning prompts; each held-out cell is edited at one strength, the tuned one
+        assert tuned.group_by(keys).agg(pl.col("strength").n_unique())["strength"].min() == \
+            edits["strength"].n_unique()
+        assert (scored.group_by(keys).agg(pl.col("strength").n_unique())["strength"] == 1).all()
 
 
 def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run, capsys):
@@ -52,7 +67,8 @@ def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run
     assert main(["study", str(config), "--seed", "7", "--only", "transfer", "--no-progress", "--device", "cpu"]) == 0
     seeded = pl.read_parquet(run_dir / "seeds" / "7" / "tables" / "transfer_edits.parquet")
     assert _table(run_dir, "transfer_splice").equals(before)  # the seed-0 tables are untouched
-    held_out = set(_table(run_dir, "transfer_edits")["prompt_id"].to_list()) | set(seeded["prompt_id"].to_list())
+    scored = lambda t: set(t.filter(pl.col("split") == "score")["prompt_id"].to_list())  # noqa: E731
+    held_out = scored(_table(run_dir, "transfer_edits")) | scored(seeded)
     assert len(held_out) <= 4  # both draw from the same 4 held-out prompts
     assert (run_dir / "seeds" / "7" / "timings.json").exists() and not (run_dir / "seeds" / "7" / "stores").exists()
     assert main(["findings", str(run_dir)]) == 0
@@ -67,8 +83,10 @@ def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run
 def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "compare_metrics")
-    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "diff-in-means", "logistic probe"]
-    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "oracle", "probe"]
+    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "fg/bg only", "base rate",
+                                           "diff-in-means", "logistic probe"]
+    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "fg/bg only",
+                                         "base rate", "oracle", "probe"]
     # 12 prompts, 4 held out: selection and scoring never share a prompt
     assert set(metrics["selection_prompts"].to_list()) == {8} and set(metrics["scoring_prompts"].to_list()) == {4}
     probe = metrics.filter(pl.col("method") == "logistic probe").row(0, named=True)
@@ -76,7 +94,12 @@ def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run
     assert metrics["mean_f1"].is_between(0, 1).all() and metrics["mean_auroc"].is_between(0, 1).all()
     alignment = _table(run_dir, "compare_alignment")
     assert alignment["f1"].is_between(0, 1).all() and alignment["auroc"].is_between(0, 1).all()
-    assert {"colour", "background", "shape", "position", "style"} <= set(alignment["attribute"].to_list())
+    assert set(alignment["world"].to_list()) == {"toy", "twin"}  # the planted twin runs beside the real hook
+    assert set(alignment["family"].to_list()) >= {"global", "row", "column"}
+    summary = _table(run_dir, "compare_alignment_summary")
+    random = summary.filter((pl.col("method") == "random") & (pl.col("attribute") == "all"))
+    assert (random["draws"] == 5).all() and random["draw_sd"].is_not_null().all()  # floor averaged over 5 draws
+    assert _table(run_dir, "compare_twin")["cell_share"].is_between(0, 1).all()
     sparse = _table(run_dir, "compare_sparse_probing")
     assert set(sparse["k"].to_list()) == {1, 2, 4, 8}
     assert set(sparse["method"].to_list()) == {"sae", "itda", "raw channels", "random"}
@@ -146,8 +169,8 @@ def test_atlas_and_report(finished_run, tmp_path):
     marks, problems = report_problems(report)
     assert problems == [], problems
     assert marks["images-loaded"] >= len(tiles)
-    # the claims, 3 transfer, 4 compare, windows, 2 editability, layout, 2 training, atlas
-    assert marks["csv-total"] == 15
+    # the claims, 3 transfer, 6 compare, windows, 2 editability, layout, 2 training, atlas
+    assert marks["csv-total"] == 17
     text = report.read_text()
     for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Editability map",
                   "Layout from early steps", "Dictionary training", "Feature atlas"):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EDIT_ATTRIBUTES
-from ..config_rules import check_toy_world_study, check_windows, fail, one_of
+from ..config_rules import check_toy_world_study, check_windows, fail, one_of, positive
 from ..registry import StudyKind
 from ..strengths import strength_field
 
@@ -27,12 +27,14 @@ class EditabilityStudy:
     strengths: list[float] = strength_field(
         default_factory=lambda: [1.0, 2.0, 4.0, 8.0], unit=UPDATE_NORM,
         use="every method's direction (oracle, random, dictionary features) is added at each of these norms")
-    prompts: int = 8  # held-out prompts edited per attribute
+    prompts: int = 8  # held-out prompts edited per attribute, at each method's chosen strength
+    tuning_prompts: int = 16  # train-split prompts the strength sweep runs on (it chooses each method's strength)
     selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
 
 
 def validate(config: Any, study: EditabilityStudy, source: str) -> None:
     check_toy_world_study(config, study, source, KEY)
+    positive(source, f"{KEY}.tuning_prompts", study.tuning_prompts)
     check_windows(source, f"{KEY}.windows", study.windows)
     for i, attribute in enumerate(study.attributes):
         one_of(source, f"{KEY}.attributes[{i}]", attribute, EDIT_ATTRIBUTES)

@@ -22,6 +22,7 @@ class TransferStudy:
     # oracle, random direction and own dictionaries at the hook (toy world; 0 prompts = no edits).
     edit_prompts: int = 0  # held-out prompts edited per attribute
     edit_selection_prompts: int = 64  # train-split prompts for features, oracle directions and norms
+    edit_tuning_prompts: int = 16  # train-split prompts the edit strength sweep runs on (it chooses the strength)
     edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
     edit_strengths: list[float] = strength_field(
         default_factory=lambda: [2.0, 4.0, 8.0], unit=UPDATE_NORM,
@@ -40,6 +41,7 @@ def validate(config: Any, study: TransferStudy, source: str) -> None:
         raise fail(source, f"{KEY}.edit_prompts", "edits need toy-world prompts (prompts.source = 'toyworld'): they "
                    "are judged against each scene's ground truth; set it to 0")
     positive(source, f"{KEY}.edit_selection_prompts", study.edit_selection_prompts)
+    positive(source, f"{KEY}.edit_tuning_prompts", study.edit_tuning_prompts)
     for i, attribute in enumerate(study.edit_attributes):
         one_of(source, f"{KEY}.edit_attributes[{i}]", attribute, EDIT_ATTRIBUTES)
     check_windows(source, KEY, {"edit_window": study.edit_window})

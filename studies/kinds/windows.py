@@ -23,6 +23,7 @@ class WindowsStudy:
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     prompts: int = 8  # held-out prompts edited
     selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
+    tuning_prompts: int = 16  # train-split prompts the oracle also edits (toy world), where claims choose the hook
     # One unit, three uses: each puts the target concept in at about the same size (atoms are unit-norm), so the
     # oracle and random rows compare with the sdlens edit at an equal norm.
     strength: float = strength_field(
@@ -47,6 +48,7 @@ def validate(config: Any, study: WindowsStudy, source: str) -> None:
     for i, edit in enumerate(study.edits):
         one_of(source, f"{KEY}.edits[{i}]", edit, EDIT_ATTRIBUTES)
     positive(source, f"{KEY}.prompts", study.prompts)
+    positive(source, f"{KEY}.tuning_prompts", study.tuning_prompts)
     one_of(source, f"{KEY}.scoring", study.scoring, ("auto", "judge", "clip"))
     require_toy_world(config, source, KEY, "edits are planned from each scene's ground truth; real models draw "
                       "the same captions")
