@@ -268,8 +268,10 @@ class RowFeatureEdits(Intervention):
         super().validate(grid, num_steps, batch)
         for op in self.ops:
             if not 0 <= op.row < batch or tuple(op.cells.shape) != tuple(grid):
-                raise AdapterInputError(f"RowFeatureEdits on {self.hook!r}: an op on row {op.row} with cells "
-                                        f"{tuple(op.cells.shape)} does not fit {batch} prompts on the grid {tuple(grid)}")
+                raise AdapterInputError(
+                    f"RowFeatureEdits on {self.hook!r}: an op on row {op.row} with cells "
+                    f"{tuple(op.cells.shape)} does not fit {batch} prompts on the grid {tuple(grid)}"
+                )
 
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         batch, h, w, d = update.shape

@@ -3,6 +3,7 @@ screenshot of its first screen.
 
 `python -m analysis.browser PAGE [SCREENSHOT.png]` prints the checks of a written report.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,9 +14,18 @@ import tempfile
 from pathlib import Path
 
 # Flags that keep Chromium from reaching for the network (closed here) and from needing a GPU.
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--hide-scrollbars", "--virtual-time-budget=5000"]
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=5000",
+]
 
 
 def chromium_binary() -> str:
@@ -30,7 +40,9 @@ def _chromium(page: Path, extra: list[str], timeout: float) -> subprocess.Comple
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
             [chromium_binary(), *_FLAGS, *extra, f"--user-data-dir={profile}", Path(page).resolve().as_uri()],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 

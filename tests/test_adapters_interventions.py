@@ -218,13 +218,23 @@ def test_row_feature_edits_match_one_edit_features_per_prompt_from_one_encode():
     cells = [torch.zeros(4, 4) for _ in range(3)]
     cells[0][:2] = 1.0
     cells[2][:, 1:] = 0.5
-    ops = [FeatureOp(0, 2, "zero", cells[0]), FeatureOp(1, 5, "set", torch.ones(4, 4), 3.0),
-           FeatureOp(2, 7, "add", cells[2], 1.5, relative_to_code_norm=True)]
+    ops = [
+        FeatureOp(0, 2, "zero", cells[0]),
+        FeatureOp(1, 5, "set", torch.ones(4, 4), 3.0),
+        FeatureOp(2, 7, "add", cells[2], 1.5, relative_to_code_norm=True),
+    ]
     packed = RowFeatureEdits(HOOK, dictionary=dictionary, ops=ops).change(update)
     assert calls == [3 * 16]  # one encode of the whole batch
     for op in ops:
         mask = torch.zeros(3, 4, 4)
         mask[op.row] = op.cells
-        single = EditFeatures(HOOK, mask=mask, dictionary=dictionary, features=[op.feature], mode=op.mode,
-                              value=op.value, relative_to_code_norm=op.relative_to_code_norm).change(update)
+        single = EditFeatures(
+            HOOK,
+            mask=mask,
+            dictionary=dictionary,
+            features=[op.feature],
+            mode=op.mode,
+            value=op.value,
+            relative_to_code_norm=op.relative_to_code_norm,
+        ).change(update)
         torch.testing.assert_close(packed[op.row], single[op.row], atol=1e-5, rtol=1e-5)

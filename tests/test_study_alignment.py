@@ -1,11 +1,19 @@
 """Alignment metrics on synthetic data where the answer is known."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from diffdict.studies.alignment import (best_f1_threshold, diff_in_means, distinct_features, f1_at, logistic_scores,
-                               select_and_score, sparse_probe)
+from diffdict.studies.alignment import (
+    best_f1_threshold,
+    diff_in_means,
+    distinct_features,
+    f1_at,
+    logistic_scores,
+    select_and_score,
+    sparse_probe,
+)
 from diffdict.studies.concepts import auroc_matrix
 
 

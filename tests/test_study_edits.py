@@ -1,4 +1,5 @@
 """Edit plans, strict judging and batched per-prompt directions, on rendered toy scenes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,9 @@ def test_colour_edit_succeeds_cleanly_only_when_the_colour_changed():
     unchanged = _judged(plan, _image(SCENE))
     assert (unchanged.success, unchanged.clean_success) == (False, False)
     # Right colour but the shape broke: success, not clean success.
-    broken = dataclasses.replace(plan.expected_scene, objects=(dataclasses.replace(plan.expected_scene.objects[0],
-                                                                                   shape="square"),))
+    broken = dataclasses.replace(
+        plan.expected_scene, objects=(dataclasses.replace(plan.expected_scene.objects[0], shape="square"),)
+    )
     judged = _judged(plan, _image(broken))
     assert judged.success and not judged.clean_success and judged.preservation < 1.0
 

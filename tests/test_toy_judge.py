@@ -1,4 +1,5 @@
 """The judge reads rendered ground truth back exactly, and survives mild noise and blur."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,8 +37,7 @@ def test_judge_is_robust_to_mild_noise(truth):
 
 def test_judge_is_robust_to_mild_blur(truth):
     scenes, images = truth
-    blurred = [ndimage.gaussian_filter(i.astype(float), sigma=(0.8, 0.8, 0)).round().astype(np.uint8)
-               for i in images]
+    blurred = [ndimage.gaussian_filter(i.astype(float), sigma=(0.8, 0.8, 0)).round().astype(np.uint8) for i in images]
     _assert_at_least(adherence(scenes, blurred), 0.99)
 
 

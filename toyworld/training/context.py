@@ -1,4 +1,5 @@
 """What the training stages share: the config, the rendered data and the encoded latents."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,7 @@ class Context:
         return step_generator(self.cfg.seed, stage, step, self.cfg.device)
 
     def batch_index(self, stage: str, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
-        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
-                             device=self.cfg.device)
+        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator, device=self.cfg.device)
 
     def trained_vae(self, family: str):
         vae = models.family_vae(family)
@@ -80,8 +80,12 @@ class Context:
         """Posterior (mean, std) of every training image, each (N, C, h, w)."""
         vae, means, stds = self.trained_vae(family), [], []
         with torch.no_grad():
-            for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
-                              disable=not self.cfg.progress, mininterval=5):
+            for start in tqdm(
+                range(0, len(self.data), 512),
+                desc=f"encode latents ({family})",
+                disable=not self.cfg.progress,
+                mininterval=5,
+            ):
                 rows = torch.arange(start, min(start + 512, len(self.data)), device=self.cfg.device)
                 posterior = vae.encode(self.data.pixels(rows)).latent_dist
                 means.append(posterior.mean)

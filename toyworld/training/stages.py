@@ -4,12 +4,13 @@ Shared state lives in toyworld.training.context, teacher sampling for the distil
 toyworld.training.teachers, and the export stage in toyworld.training.export; run.py walks the
 table.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,8 +86,10 @@ def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
 def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.Module]) -> None:
     path = ctx.cfg.work / "text.safetensors"
     if not path.exists():
-        raise ToyMissingFileError(f"{path} is missing: run the text stage first (--stages text,...), or train "
-                                f"{family}'s text encoders with the denoiser (--text-pretrain without {family})")
+        raise ToyMissingFileError(
+            f"{path} is missing: run the text stage first (--stages text,...), or train "
+            f"{family}'s text encoders with the denoiser (--text-pretrain without {family})"
+        )
     load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
 
 
@@ -105,17 +108,21 @@ def run_text(ctx: Context) -> None:
     width = models.TEXT_WIDTH
     readout_width = {"sdxl": 2 * width, "flux": width}  # SDXL concatenates its two encoders' states
     encode = {"sdxl": models.encode_sdxl, "flux": models.encode_flux}
-    parts = {f"{family}_{name}": module for family in families
-             for name, module in models.text_encoders(family).items()}
+    parts = {f"{family}_{name}": module for family in families for name, module in models.text_encoders(family).items()}
     parts |= {f"{family}_readout": AttributeReadout(readout_width[family], width) for family in families}
     parts = {name: module.to(cfg.device) for name, module in parts.items()}
-    targets = {k: v.to(cfg.device) for k, v in caption_targets(
-        [training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()}
+    targets = {
+        k: v.to(cfg.device)
+        for k, v in caption_targets([training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()
+    }
 
     def readouts(ids: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        return {family: parts[f"{family}_readout"](*encode[family](
-                    parts[f"{family}_text_encoder"], parts[f"{family}_text_encoder_2"], ids))
-                for family in families}
+        return {
+            family: parts[f"{family}_readout"](
+                *encode[family](parts[f"{family}_text_encoder"], parts[f"{family}_text_encoder_2"], ids)
+            )
+            for family in families
+        }
 
     def loss(step: int) -> torch.Tensor:
         index = ctx.batch_index(stage, ctx.generator(stage, step))
@@ -129,8 +136,10 @@ def run_text(ctx: Context) -> None:
     with torch.no_grad():
         for family, logits in readouts(ids).items():
             accuracy = readout_accuracy(logits, {k: v.to(cfg.device) for k, v in caption_targets(held_out).items()})
-            print(f"[text] {family} readout on the 256 held-out captions: "
-                  + ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items()))
+            print(
+                f"[text] {family} readout on the 256 held-out captions: "
+                + ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items())
+            )
 
 
 def run_base(ctx: Context) -> None:
@@ -147,14 +156,16 @@ def run_base(ctx: Context) -> None:
         # Offset noise (as SDXL was trained): without it the model cannot move an image's mean
         # colour away from the noise's, and flat black or white backgrounds come out gray.
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device) + cfg.offset_noise * torch.randn(
-            clean.shape[:2] + (1, 1), generator=generator, device=cfg.device)
+            clean.shape[:2] + (1, 1), generator=generator, device=cfg.device
+        )
         t = torch.randint(0, len(alphas), (len(index),), generator=generator, device=cfg.device)
         a = alphas[t][:, None, None, None]
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
         drop = torch.rand(len(index), generator=generator, device=cfg.device) < cfg.caption_dropout
         with torch.set_grad_enabled("text_encoder" in trainable):
-            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"],
-                                               ctx.data.ids[index], drop)
+            embeds, added = models.sdxl_conditioning(
+                parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index], drop
+            )
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
         mask = ctx.data.object_mask(index, clean.shape[-1])
@@ -163,8 +174,9 @@ def run_base(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
-def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, object_mask: torch.Tensor,
-                        object_weight: float) -> torch.Tensor:
+def _pixel_weighted_mse(
+    predicted: torch.Tensor, target: torch.Tensor, object_mask: torch.Tensor, object_weight: float
+) -> torch.Tensor:
     """Per-sample MSE (B,) of (B, C, h, w) tensors; see _object_weighted_mean."""
     error = ((predicted - target) ** 2).mean(dim=1, keepdim=True)
     return _object_weighted_mean(error, object_mask, object_weight)
@@ -180,8 +192,9 @@ def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor | None,
     return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
 
 
-def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor,
-            added: dict, guidance: float) -> torch.Tensor:
+def _cfg_x0(
+    unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor, added: dict, guidance: float
+) -> torch.Tensor:
     """The teacher's classifier-free-guided clean estimate of `noisy` at timesteps t (alpha_bar a)."""
     zeros = {key: torch.zeros_like(value) if key == "text_embeds" else value for key, value in added.items()}
     eps_cond = unet(noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
@@ -194,8 +207,11 @@ def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, inde
     """(n, 1, h, w): 1 on the latent cells where a teacher's decoded sample (n, C, h, w)
     differs from its caption's background colour as much as the judge's foreground does."""
     vae, stats = ctx.trained_vae(family), vae_stats(ctx, family)
-    backgrounds = torch.tensor([BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
-                               dtype=torch.float32, device=samples.device)
+    backgrounds = torch.tensor(
+        [BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
+        dtype=torch.float32,
+        device=samples.device,
+    )
     masks = []
     with torch.no_grad():
         for start in range(0, len(samples), 256):
@@ -220,7 +236,9 @@ def run_turbo(ctx: Context) -> None:
     """
     stage, cfg = "turbo", ctx.cfg
     pairs = teacher_samples(ctx) if cfg.teacher_samples else None
-    masks = _teacher_object_masks(ctx, "sdxl", pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
+    masks = (
+        _teacher_object_masks(ctx, "sdxl", pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
+    )
     latents = None if pairs is not None else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
     teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
@@ -240,11 +258,14 @@ def run_turbo(ctx: Context) -> None:
             target = latents.sample(index, generator)
             noise = torch.randn(target.shape, generator=generator, device=cfg.device)
         with torch.no_grad():
-            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
+            embeds, added = models.sdxl_conditioning(
+                parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index]
+            )
         start = noise * init_sigma
         t = torch.full((len(index),), timestep, device=cfg.device)
-        predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
-                                  added_cond_kwargs=added).sample
+        predicted = parts["unet"](
+            start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds, added_cond_kwargs=added
+        ).sample
         sample = start - sigma * predicted  # one Euler step from sigma_max to 0
         if masks is not None:
             total = _pixel_weighted_mse(sample, target, masks[rows], cfg.object_loss_weight).mean()
@@ -254,10 +275,13 @@ def run_turbo(ctx: Context) -> None:
             t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
             a = alphas[t_teacher][:, None, None, None]
             renoised = a.sqrt() * sample.detach() + (1 - a).sqrt() * torch.randn(
-                sample.shape, generator=generator, device=cfg.device)
+                sample.shape, generator=generator, device=cfg.device
+            )
             with torch.no_grad():
                 guided = _cfg_x0(teacher, renoised, t_teacher, a, embeds, added, cfg.base_guidance)
-            total = total + cfg.turbo_distill_weight * (a.flatten() * ((sample - guided) ** 2).mean(dim=(1, 2, 3))).mean()
+            total = (
+                total + cfg.turbo_distill_weight * (a.flatten() * ((sample - guided) ** 2).mean(dim=(1, 2, 3))).mean()
+            )
         return total
 
     train_loop(cfg, stage, parts, loss, trainable=["unet"])
@@ -279,8 +303,7 @@ def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(image ids (G * G, 3) of the G x G token grid (G = FLUX_TOKEN_GRID), text ids
     (MAX_TOKENS, 3)) for the RoPE."""
     grid = models.FLUX_TOKEN_GRID
-    return (models.latent_image_ids(grid, grid, device),
-            torch.zeros(models.MAX_TOKENS, 3, device=device))
+    return (models.latent_image_ids(grid, grid, device), torch.zeros(models.MAX_TOKENS, 3, device=device))
 
 
 FluxText = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -308,7 +331,7 @@ def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], froze
     for name in ("text_encoder", "text_encoder_2"):
         parts[name].eval()  # as train_loop leaves frozen modules
     with torch.no_grad():
-        chunks = [encode(ids[start:start + 1000]) for start in range(0, len(ids), 1000)]
+        chunks = [encode(ids[start : start + 1000]) for start in range(0, len(ids), 1000)]
     all_embeds, all_pooled = torch.cat([e for e, _ in chunks]), torch.cat([p for _, p in chunks])
 
     def lookup(index: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,8 +341,14 @@ def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], froze
     return lookup
 
 
-def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, noise: torch.Tensor,
-                    sigma: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+def _flux_flow_loss(
+    parts: dict[str, torch.nn.Module],
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    embeds: torch.Tensor,
+    pooled: torch.Tensor,
+) -> torch.Tensor:
     """Flow-matching loss of the toy Flux: clean and noise packed (B, G * G, 4 * C) with
     G = FLUX_TOKEN_GRID, sigma (B,), the captions' embeds (B, MAX_TOKENS, TEXT_WIDTH) and
     pooled (B, TEXT_WIDTH) (from _flux_caption_encoder); the velocity target is noise -
@@ -328,8 +357,14 @@ def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, nois
     img_ids, txt_ids = _flux_position_ids(str(clean.device))
     s = sigma[:, None, None]
     velocity = parts["transformer"](
-        hidden_states=(1 - s) * clean + s * noise, timestep=sigma, guidance=None, pooled_projections=pooled,
-        encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+        hidden_states=(1 - s) * clean + s * noise,
+        timestep=sigma,
+        guidance=None,
+        pooled_projections=pooled,
+        encoder_hidden_states=embeds,
+        txt_ids=txt_ids,
+        img_ids=img_ids,
+        return_dict=False,
     )[0]
     error = ((velocity - (noise - clean)) ** 2).mean(dim=-1)
     return error.view(len(error), 1, models.FLUX_TOKEN_GRID, models.FLUX_TOKEN_GRID)
@@ -357,8 +392,9 @@ def run_flux(ctx: Context) -> None:
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
         sigma = _logit_normal(b, generator, cfg.device)
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
-        error = _flux_flow_loss(parts, models.pack_latents(clean), models.pack_latents(noise), sigma,
-                                *encode(index, drop))
+        error = _flux_flow_loss(
+            parts, models.pack_latents(clean), models.pack_latents(noise), sigma, *encode(index, drop)
+        )
         return _object_weighted_mean(error, ctx.data.object_mask(index, error.shape[-1]), cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=trainable)
