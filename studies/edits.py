@@ -25,11 +25,15 @@ import dataclasses
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .config import EDIT_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from diffdict.toyworld.scenes import Scene
 
 ORACLE, RANDOM, DICTIONARY = "oracle", "random", "dictionary"
 
@@ -56,7 +60,7 @@ class EditPlan:
     attribute: str
     source_value: str
     target_value: str
-    expected_scene: object  # toyworld Scene as it should look after the edit
+    expected_scene: Scene  # toyworld Scene as it should look after the edit
     regions: tuple[Region, ...]
 
     @property
@@ -93,11 +97,13 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
     rendered = render(scene)
     first = scene.objects[0]
     own = rendered.masks[0].astype(bool)
-    objects = rendered.masks.any(axis=0)
+    objects = np.asarray(rendered.masks.any(axis=0))  # (H, W) bool (numpy types any(axis=0) as bool | array)
     background = f"background:{scene.background}"
     if attribute == "colour":
         new = _next_value(list(world.COLOURS), first.colour, {scene.background})
-        return new and EditPlan(
+        if new is None:
+            return None
+        return EditPlan(
             prompt_index,
             attribute,
             first.colour,
@@ -107,10 +113,12 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
         )
     if attribute == "shape":
         new = _next_value(list(world.SHAPES), first.shape, set())
+        if new is None:
+            return None
         box = np.zeros_like(own)
         x0, y0, x1, y1 = first.box
         box[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
-        return new and EditPlan(
+        return EditPlan(
             prompt_index,
             attribute,
             first.shape,
@@ -139,7 +147,9 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
         )
     if attribute == "background":
         new = _next_value(list(world.BACKGROUNDS), scene.background, {o.colour for o in scene.objects})
-        return new and EditPlan(
+        if new is None:
+            return None
+        return EditPlan(
             prompt_index,
             attribute,
             scene.background,
@@ -149,7 +159,9 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
         )
     if attribute == "style":
         new = _next_value(list(world.STYLES), scene.style, set())
-        return new and EditPlan(
+        if new is None:
+            return None
+        return EditPlan(
             prompt_index,
             attribute,
             scene.style,
@@ -266,11 +278,13 @@ def region_direction(
 ) -> torch.Tensor | None:
     """The unit direction a method adds on a region, or None when it has no vector for a concept."""
     if method == ORACLE:
+        assert means is not None, "the oracle method needs the concepts' means"
         if region.source not in means or region.target not in means:
             return None
         return unit(means[region.target] - means[region.source])
     if method == RANDOM:
         return random_unit(d, seed)
+    assert atoms is not None, "the dictionary method needs the concepts' atoms"
     if region.source not in atoms or region.target not in atoms:
         return None
     return unit(atoms[region.target] - atoms[region.source])
