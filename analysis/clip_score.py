@@ -26,7 +26,7 @@ class ClipScorer:
 
     @classmethod
     def pretrained(
-        cls, name: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k", device: str = "cpu"
+        cls, name: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", device: str = "cpu"
     ) -> ClipScorer:
         import open_clip
 

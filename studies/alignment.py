@@ -106,7 +106,7 @@ def select_and_score(
     """
     if selection_auc is None:
         selection_auc = auroc_matrix(selection_scores, selection_targets)  # (F, C)
-    heldout_valid = heldout_targets.any(0) & ~heldout_targets.all(0)
+    heldout_valid = np.asarray(heldout_targets.any(0) & ~heldout_targets.all(0))  # (C,) bool
     results: list[FeatureScore | None] = []
     for c in range(selection_targets.shape[1]):
         column = selection_auc[:, c].copy()

@@ -20,7 +20,7 @@ how many features cover the concept and what share of its held-out tokens at lea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +91,7 @@ def candidate_sets(
     return out
 
 
-def _rows(base: dict, frame: Frame, keep: np.ndarray, scores: list[FeatureScore | None], extra=None) -> list[dict]:
+def _rows(base: dict, frame: Frame, keep: np.ndarray, scores: Sequence[FeatureScore | None], extra=None) -> list[dict]:
     rows = []
     for i, score in zip(keep, scores):
         if score is None:

@@ -73,10 +73,11 @@ def pooled(cells: list[EditCell]) -> EditCell | None:
     n = sum(c.n for c in cells)
     mean = lambda f: sum(f(c) * c.n for c in cells) / n  # noqa: E731
     values = None
-    if all(c.values is not None for c in cells):
+    known = [c.values for c in cells if c.values is not None]
+    if len(known) == len(cells):  # every cell has per-prompt values
         values = {}
-        for i, c in enumerate(cells):
-            values.update({(i, *key): v for key, v in c.values.items()})
+        for i, cell_values in enumerate(known):
+            values.update({(i, *key): v for key, v in cell_values.items()})
     return EditCell(
         mean(lambda c: c.rate), mean(lambda c: c.success), mean(lambda c: c.before), n, values, cells[0].row
     )

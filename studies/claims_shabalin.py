@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from .aggregates import number
 from .claim_base import (
     FAILS,
     FLUX,
@@ -107,7 +108,7 @@ def _frame(rows: pl.DataFrame, sae: str) -> dict | None:
     values = {m: [per[m].get(c, float("nan")) for c in concepts] for m in per}
     mean = {m: sum(v) / len(v) for m, v in values.items()}
     floors = {m: mean[m] for m, k in kinds.items() if k in FLOOR_KINDS}
-    floor = max(floors, key=floors.get)
+    floor = max(floors, key=lambda m: floors[m])
     return {
         "concepts": len(concepts),
         "mean": mean,
@@ -161,8 +162,8 @@ def shabalin_interpretable(tables: Tables) -> Finding:
             )
     if not table:
         return unmeasured("shabalin-neurons", SHABALIN, claim, "SAE rows in the compare tables")
-    prompts = int(tables["compare_metrics"]["scoring_prompts"].max())
-    selection = int(tables["compare_metrics"]["selection_prompts"].max())
+    prompts = int(number(tables["compare_metrics"]["scoring_prompts"].max()))
+    selection = int(number(tables["compare_metrics"]["selection_prompts"].max()))
     body = (
         f"F1 over ground-truth concepts of each method's best single feature (feature and threshold chosen on "
         f"{selection} train prompts, scored on {prompts} held-out prompts), per frame: all cells (context), and "
@@ -242,7 +243,7 @@ def shabalin_flux_steering(tables: Tables) -> Finding:
                 yes_no(part),
             ]
         )
-    n = int(rows.filter(pl.col("unit") == unit)["prompts"].max())
+    n = int(number(rows.filter(pl.col("unit") == unit)["prompts"].max()))
     body = (
         f"toy/flux (4 steps) at {unit}: {name}'s best distinct features, their direction added on the edited "
         f"region at the block's mean update norm times the strength its tuning sweep chose, in the window chosen "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from .aggregates import number
 from .claim_base import TURBO, Finding, Tables, combine, has, markdown_table, unmeasured, yes_no
 from .claim_cells import SINGLE_HOOK, EditCell, choose, edit_cell, pooled
 from .claim_stats import MIN_PROMPTS, too_few, z_for
@@ -86,7 +87,7 @@ def surkov_blocks(tables: Tables) -> Finding:
         )
     if not table:
         return unmeasured("surkov-blocks", SURKOV, claim, "Turbo editability rows")
-    n = int(rows["prompts"].max())
+    n = int(number(rows["prompts"].max()))
     body = (
         f"Editability map of toy/sdxl-turbo (1 step): clean success of the diff-in-means direction (oracle) at "
         f"each attention block, at the strength its tuning sweep chose (train prompts), {_prompts_note(n)}; the "
@@ -217,8 +218,8 @@ def surkov_transfer(tables: Tables) -> Finding:
             if target == source:
                 table.append([target, fvu_text, agreement, *edit["text"], "(source)"])
                 continue
-            reconstructs = fvu <= 2 * own
-            splices = agreement != agreement or agreement >= 0.9
+            reconstructs = number(fvu) <= 2 * number(own)
+            splices = agreement != agreement or number(agreement) >= 0.9
             part = None if edit["untestable"] else reconstructs and splices and edit["steers"]
             parts.append(part)
             if part is None:
@@ -290,7 +291,7 @@ def transfer_edit(tables: Tables, name: str, target: str, source: str) -> dict:
     if transferred is None or floor is None:
         return blank
     difference = transferred.minus(floor)
-    per_attribute = int(rows["prompts"].min())
+    per_attribute = int(number(rows["prompts"].min()))
     untestable = too_few(per_attribute) or (
         None if oracle is not None and oracle.minus(floor).above() else "the oracle does not beat the floor"
     )

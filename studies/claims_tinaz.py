@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from .aggregates import number
 from .claim_base import (
     BASE,
     FAILS,
@@ -32,10 +33,10 @@ def tinaz_layout(tables: Tables) -> Finding:
         return unmeasured("tinaz-layout", TINAZ, claim, "layout table")
     layout = tables["layout"]
     probes = layout.filter(pl.col("method") == "probe").sort("step")
-    caption = layout.filter(pl.col("method") == "caption alone")["iou_foreground"].max()
-    other = layout.filter(pl.col("method") == "other seed")["iou_foreground"].max()
+    caption = number(layout.filter(pl.col("method") == "caption alone")["iou_foreground"].max())
+    other = number(layout.filter(pl.col("method") == "other seed")["iou_foreground"].max())
     reference = max(caption, other)
-    prompts = int(layout["prompts"].max())
+    prompts = int(number(layout["prompts"].max()))
     with_se = "se_vs_baseline" in probes.columns
     table, first_step, early = [], None, None
     for (hook,), rows in probes.group_by(["hook"], maintain_order=True):
@@ -120,9 +121,17 @@ def tinaz_windows(tables: Tables) -> Finding:
         if chosen is None:
             continue
         hook = chosen["hook"]
-        oracle = {w: _window_cell(tables, scored, edit, hook, "oracle", "oracle", w) for w in WINDOWS}
-        floor = {w: _window_cell(tables, scored, edit, hook, "random", "random", w) for w in WINDOWS}
-        present = [w for w in WINDOWS if oracle[w] is not None and floor[w] is not None]
+        cells = {
+            w: (
+                _window_cell(tables, scored, edit, hook, "oracle", "oracle", w),
+                _window_cell(tables, scored, edit, hook, "random", "random", w),
+            )
+            for w in WINDOWS
+        }
+        # the windows with both an oracle and a random cell
+        oracle = {w: o for w, (o, f) in cells.items() if o is not None and f is not None}
+        floor = {w: f for w, (o, f) in cells.items() if o is not None and f is not None}
+        present = list(oracle)
         if not present:
             continue
         n = min(oracle[w].n for w in present)
@@ -162,7 +171,7 @@ def tinaz_windows(tables: Tables) -> Finding:
         "late edits change little": late_small,
     }
     verdicts = {k: combine(v) for k, v in parts.items() if v}
-    n = int(scored["prompts"].max())
+    n = int(number(scored["prompts"].max()))
     body = (
         f"toy/sdxl-base (25 steps, CFG): each attribute edited at the block where its oracle edits best (chosen "
         f"on tuning prompts), inside one window at a time (early t ∈ [0.6, 1], middle [0.2, 0.6], late [0, 0.2]); "

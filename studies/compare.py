@@ -33,6 +33,7 @@ import polars as pl
 import torch
 
 from . import twin
+from .aggregates import number
 from .alignment_tables import (
     BASE_RATE,
     DICTIONARY,
@@ -108,7 +109,7 @@ def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[s
             row["auroc_share_of_probe"] = (row["mean_auroc"] - 0.5) / above if above > 0 else float("nan")
     if not sparse.is_empty():
         for (method, k), group in sparse.sort("k").group_by(["method", "k"], maintain_order=True):
-            summary.setdefault(method, {})[f"mean_f1_sparse_k{k}"] = float(group["f1"].mean())
+            summary.setdefault(method, {})[f"mean_f1_sparse_k{k}"] = float(number(group["f1"].mean()))
     return summary
 
 

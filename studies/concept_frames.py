@@ -41,7 +41,7 @@ def attribute_of(concept: str) -> str:
 def object_cells(targets: np.ndarray, concepts: list[str]) -> np.ndarray:
     """(N,) bool: the tokens labelled with an object (no background concept)."""
     background = [i for i, c in enumerate(concepts) if group_of(c) == BACKGROUND]
-    return ~targets[:, background].any(1)
+    return np.asarray(~targets[:, background].any(1))
 
 
 @dataclass
@@ -89,7 +89,7 @@ def frames(
         rows = np.flatnonzero(in_group)
         columns = [i for i, c in enumerate(concepts) if group_of(c) == group]
         names = [concepts[i] for i in columns]
-        base = targets[np.ix_(rows, columns)]
+        base = targets[np.ix_(rows, np.asarray(columns, dtype=np.intp))]
         if GLOBAL in families:
             out.append(Frame(WITHIN_GROUP, GLOBAL, group, rows, names, base, np.ones_like(base)))
         for family in (CELL, ROW, COLUMN):

@@ -22,6 +22,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from .aggregates import number
 from .alignment import distinct_features
 from .concepts import dense_codes
 from .edits import (
@@ -397,7 +398,7 @@ def summarize_editability(run: Run, tables: dict[str, pl.DataFrame]) -> str:
     sentences = []
     for (model,), rows in best.group_by(["model"], maintain_order=True):
         parts = []
-        prompts = int(rows["prompts"].max())
+        prompts = int(number(rows["prompts"].max()))
         for (attribute,), group in rows.group_by(["attribute"], maintain_order=True):
             oracle = group.filter(pl.col("method") == ORACLE).sort(
                 ["tune_clean_success", "tune_success"], descending=True, nulls_last=True

@@ -20,6 +20,7 @@ standard error of the per-prompt difference from the stronger baseline, on the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -32,7 +33,7 @@ from .run import Run
 PROBE, CAPTION, OTHER_SEED = "probe", "caption alone", "other seed"
 
 
-def cell_layout(masks: list[np.ndarray | None], grid: tuple[int, int]) -> np.ndarray:
+def cell_layout(masks: Sequence[np.ndarray | None], grid: tuple[int, int]) -> np.ndarray:
     """(h*w,) int: 0 = background, i + 1 = the i-th object, for cells at least half covered by it.
 
     masks: one (H, W) bool pixel mask per caption object (None when the object is missing).

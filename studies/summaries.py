@@ -7,10 +7,14 @@ tables changed shape), and the report then shows no sentence for that study.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import polars as pl
 
+from .aggregates import number
 
-def _has(table: pl.DataFrame | None, *columns: str) -> bool:
+
+def _has(table: pl.DataFrame | None, *columns: str) -> TypeGuard[pl.DataFrame]:
     return table is not None and not table.is_empty() and all(c in table.columns for c in columns)
 
 
@@ -62,7 +66,7 @@ def summarize_transfer(run, tables: dict[str, pl.DataFrame]) -> str:
             parts = ", ".join(f"{m} {v:.2f}" for m, v, _ in means.iter_rows())
             sentences.append(
                 f"Edits on {target} with {name} (mean success over {rows['attribute'].n_unique()} "
-                f"attributes, {int(means['prompts'].max())} held-out prompts each): {parts}"
+                f"attributes, {int(number(means['prompts'].max()))} held-out prompts each): {parts}"
             )
     return ". ".join(sentences) + "." if sentences else ""
 

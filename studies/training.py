@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from .aggregates import number
 from .run import Run
 
 PLATEAU = 0.05  # a fit whose FVU moved less than 5% over its last tenth has flattened
@@ -42,19 +43,13 @@ def _curve(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _number(value: object) -> int | float:
-    """A polars aggregate (typed as any Python value) of a numeric column that has values."""
-    assert isinstance(value, (int, float)), f"expected a number, got {value!r}"
-    return value
-
-
 def _summary(rows: pl.DataFrame) -> dict:
     tenth = max(1, rows.height // 10)
-    last = float(_number(rows["fvu"][-tenth:].mean()))
-    previous = float(_number(rows["fvu"][-2 * tenth : -tenth].mean())) if rows.height >= 2 * tenth else float("nan")
+    last = float(number(rows["fvu"][-tenth:].mean()))
+    previous = float(number(rows["fvu"][-2 * tenth : -tenth].mean())) if rows.height >= 2 * tenth else float("nan")
     change = (last - previous) / previous if previous == previous and previous != 0 else float("nan")
     return {
-        "tokens": int(_number(rows["tokens"].max())),
+        "tokens": int(number(rows["tokens"].max())),
         "fvu_last_tenth": last,
         "fvu_previous_tenth": previous,
         "relative_change": change,

@@ -37,6 +37,7 @@ edited model is refused at check (studies/kinds/windows.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -63,6 +64,9 @@ from .edits import (
 from .labelled import labelled_set
 from .run import Run
 
+if TYPE_CHECKING:
+    from diffdict.dictionaries.base import Dictionary
+
 GENERATE_LIMIT = 96  # edited images per generate call of the oracle and random rows
 
 
@@ -72,7 +76,7 @@ class HookEdits:
 
     hook: str
     name: str  # dictionary name
-    dictionary: object
+    dictionary: Dictionary
     feature_of: dict[str, tuple[int, int]]  # concept -> (feature, rank)
     mean_activation: np.ndarray  # (n,) mean value of each feature where it is active (selection)
     token_norm: float  # mean norm of the hook's tokens (selection)
@@ -144,7 +148,7 @@ def style_interventions(
         else:  # flux_add
             unit_atom = torch.nn.functional.normalize(atoms[target_feature], dim=0)
             directions[row], masks[row] = unit_atom * settings.token_norm_strength * edits.token_norm, target_cells
-    common = dict(t_range=t_range, branch="cond+uncond-")
+    common: dict[str, Any] = {"t_range": t_range, "branch": "cond+uncond-"}
     out = []
     if ops:
         out.append(adapters.RowFeatureEdits(edits.hook, dictionary=edits.dictionary, ops=ops, **common))
@@ -239,7 +243,9 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                     None,
                 )
             else:
-                judged = judge_edit(plan, prompts[plan.prompt_index].scene, originals[split][plan.prompt_index], image)
+                judged_originals = originals[split]
+                assert judged_originals is not None  # judged whenever CLIP does not score
+                judged = judge_edit(plan, prompts[plan.prompt_index].scene, judged_originals[plan.prompt_index], image)
                 success, clean, preservation, before = (
                     judged.success,
                     judged.clean_success,
