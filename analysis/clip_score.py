@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from open_clip import CLIP, CustomTextCLIP
 
 
 class ClipScorer:
     """Cosine similarities in CLIP space. Images are PIL images; texts are strings."""
 
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, device: str | torch.device = "cpu"):
-        self.model = model.eval().to(device)
+        # open-clip's factory types its models as nn.Module; they are CLIP or CustomTextCLIP (encode_image/_text)
+        self.model = cast("CLIP | CustomTextCLIP", model.eval().to(device))
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = torch.device(device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import overload
 
 import matplotlib
 
@@ -19,6 +20,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -85,7 +87,7 @@ def method_palette(methods: Iterable[str]) -> dict[str, str]:
     dictionaries = [m for m in methods if method_kind(m) == "dictionary"]
     # Skip the palest blues: they vanish on a white background.
     blues = sns.color_palette(_DICTIONARY_FAMILY, len(dictionaries) + 2)[2:][::-1] if dictionaries else []
-    colours = {m: matplotlib.colors.to_hex(c) for m, c in zip(dictionaries, blues)}
+    colours = {m: to_hex(c) for m, c in zip(dictionaries, blues)}
     for m in methods:
         if m not in colours:
             colours[m] = KIND_COLOURS[method_kind(m)]
@@ -105,6 +107,10 @@ def method_markers(methods: Iterable[str]) -> dict[str, str]:
     return markers
 
 
+@overload
+def _hue_style(table: pl.DataFrame, hue: str) -> tuple[dict, dict]: ...
+@overload
+def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict | None]: ...
 def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict | None]:
     """(palette, markers) for a hue column: the method palette when the hue is `method`."""
     if hue is None:
@@ -114,7 +120,7 @@ def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict 
         return method_palette(values), method_markers(values)
     colours = sns.color_palette("colorblind", len(values))
     return (
-        {v: matplotlib.colors.to_hex(c) for v, c in zip(values, colours)},
+        {v: to_hex(c) for v, c in zip(values, colours)},
         {v: _OTHER_MARKERS[i % len(_OTHER_MARKERS)] for i, v in enumerate(values)},
     )
 
@@ -181,10 +187,11 @@ def line_plot(
     style_values = [str(v) for v in table[style].unique(maintain_order=True).to_list()] if style else [""]
     dashes = dict(zip(style_values, ("-", "--", ":", "-.") * 4))
     panels = table[facet].unique(maintain_order=True).to_list() if facet else [None]
-    span = float(table[x].max() - table[x].min()) or 1.0
+    low, high = table.select(pl.col(x).min().alias("low"), pl.col(x).max().alias("high")).row(0)
+    span = float(high - low) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.8, 4.0), sharey=True, squeeze=False)
     for i, (ax, panel) in enumerate(zip(axes[0], panels)):
-        subset = table if panel is None else table.filter(pl.col(facet) == panel)
+        subset = table if facet is None or panel is None else table.filter(pl.col(facet) == panel)
         for j, value in enumerate(hue_values):
             offset = (j - (len(hue_values) - 1) / 2) * dodge * span
             for line_style in style_values:
