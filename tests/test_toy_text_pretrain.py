@@ -63,6 +63,7 @@ def test_the_readout_learns_what_the_captions_say():
         loss.backward()
         optimizer.step()
     accuracy = readout_accuracy(logits, targets)
+    assert before is not None
     assert loss.item() < 0.1 * before
     assert min(accuracy.values()) > 0.9, accuracy
 

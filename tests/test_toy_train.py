@@ -52,6 +52,7 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
     from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.diffusers_calls import latent_images
     from diffdict.toyworld.training.export import export_sdxl
     from diffdict.toyworld.training.teachers import teacher_samples
 
@@ -63,15 +64,17 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
     pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     caption = training_scene(cfg.seed, int(index[1])).caption
-    again = pipe(
-        [caption],
-        latents=noise[1:2],
-        num_inference_steps=cfg.base_steps,
-        guidance_scale=cfg.base_guidance,
-        height=64,
-        width=64,
-        output_type="latent",
-    ).images
+    again = latent_images(
+        pipe(
+            [caption],
+            latents=noise[1:2],
+            num_inference_steps=cfg.base_steps,
+            guidance_scale=cfg.base_guidance,
+            height=64,
+            width=64,
+            output_type="latent",
+        )
+    )
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
 
 
@@ -79,6 +82,7 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
     from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.diffusers_calls import float_tensor, latent_images
     from diffdict.toyworld.training.export import export_flux
     from diffdict.toyworld.training.teachers import flux_teacher_samples
 
@@ -90,17 +94,19 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
     teacher = export_flux(ctx, dtype=torch.float32, distilled=False)
     teacher.set_progress_bar_config(disable=True)
     caption = training_scene(cfg.seed, int(index[1])).caption
-    again = teacher(
-        [caption],
-        negative_prompt=[""],
-        true_cfg_scale=cfg.flux_teacher_guidance,
-        latents=noise[1:2],
-        num_inference_steps=cfg.flux_teacher_steps,
-        height=64,
-        width=64,
-        max_sequence_length=32,
-        output_type="latent",
-    ).images
+    again = latent_images(
+        teacher(
+            [caption],
+            negative_prompt=[""],
+            true_cfg_scale=cfg.flux_teacher_guidance,
+            latents=float_tensor(noise[1:2]),
+            num_inference_steps=cfg.flux_teacher_steps,
+            height=64,
+            width=64,
+            max_sequence_length=32,
+            output_type="latent",
+        )
+    )
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
     # The shipped transformer is the student, not the teacher.
     student = export_flux(ctx, dtype=torch.float32)
@@ -156,6 +162,8 @@ def test_rerun_skips_finished_stages(trained, capsys):
 def test_exported_pipelines_load_and_generate(trained):
     from diffusers import FluxPipeline, StableDiffusionXLPipeline
 
+    from diffdict.toyworld.training.diffusers_calls import array_images
+
     _, out = trained
     for name, cls in (
         ("sdxl-base", StableDiffusionXLPipeline),
@@ -168,15 +176,17 @@ def test_exported_pipelines_load_and_generate(trained):
         pipe = cls.from_pretrained(str(folder), dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         extra = {"max_sequence_length": defaults["max_sequence_length"]} if name == "flux" else {}
-        images = pipe(
-            ["a small red circle on the left, flat, on a black background"],
-            num_inference_steps=1,
-            guidance_scale=defaults["guidance"],
-            height=64,
-            width=64,
-            output_type="np",
-            **extra,
-        ).images
+        images = array_images(
+            pipe(
+                ["a small red circle on the left, flat, on a black background"],
+                num_inference_steps=1,
+                guidance_scale=defaults["guidance"],
+                height=64,
+                width=64,
+                output_type="np",
+                **extra,
+            )
+        )
         assert images.shape == (1, 64, 64, 3)
 
 
@@ -258,6 +268,7 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
 def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
     from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.diffusers_calls import posterior
     from diffdict.toyworld.training.stages import _teacher_object_masks
     from diffdict.toyworld.training.warm_start import import_weights
 
@@ -268,7 +279,7 @@ def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
         truth = ctx.data.object_mask(index, side)
         stats = json.loads((tmp_path / f"vae_{family}_stats.json").read_text())
         with torch.no_grad():  # the shipped VAE's latents of the true images stand in for a teacher's samples
-            mean = ctx.trained_vae(family).encode(ctx.data.pixels(index)).latent_dist.mean
+            mean = posterior(ctx.trained_vae(family), ctx.data.pixels(index)).mean
         samples = (mean - stats["shift_factor"]) * stats["scaling_factor"]
         found = _teacher_object_masks(ctx, family, samples, index)
         assert found.shape == truth.shape == (16, 1, side, side)

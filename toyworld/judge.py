@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -141,16 +142,22 @@ def _colour_and_shade(pixels: np.ndarray, background: str) -> tuple[str, np.ndar
     return names[colour], np.clip(shade_ness, 0.0, 1.0)
 
 
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, count) of the mask's connected components: ndimage.label without an output array (scipy
+    leaves it unannotated, and pyright infers the count-only return of a call with one as well)."""
+    return cast(tuple[np.ndarray, int], ndimage.label(mask))
+
+
 def _recut(array: np.ndarray, mask: np.ndarray, measured_bg: np.ndarray, colour: str, background: str) -> np.ndarray:
     tones = np.stack([np.asarray(COLOURS[colour], dtype=np.float64), shade_of(COLOURS[colour], background)])
     threshold = 0.5 * np.linalg.norm(tones - measured_bg, axis=1).min()
     region = ndimage.binary_dilation(mask, iterations=2)
     recut = region & (np.linalg.norm(array - measured_bg, axis=2) > threshold)
-    labels, n = ndimage.label(recut)
+    labels, n = _label(recut)
     if n == 0:
         return mask
     largest = np.bincount(labels[recut]).argmax()
-    return ndimage.binary_fill_holes(labels == largest)
+    return cast(np.ndarray, ndimage.binary_fill_holes(labels == largest))  # no output array: returns the filled mask
 
 
 def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
@@ -175,7 +182,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     background, measured = _judge_background(array)
     foreground = np.linalg.norm(array - measured, axis=2) > FOREGROUND_DISTANCE
     foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
-    labels, _ = ndimage.label(foreground)
+    labels, _ = _label(foreground)
     objects: list[JudgedObject] = []
     shaded_all = np.zeros(foreground.shape, dtype=bool)
     interior_all = np.zeros(foreground.shape, dtype=bool)

@@ -14,6 +14,7 @@ from diffdict.toyworld.training import models
 from diffdict.toyworld.training.checkpoints import load_final, save_tensors_atomic
 from diffdict.toyworld.training.config import TrainConfig
 from diffdict.toyworld.training.data import SceneData, build_scene_data, step_generator
+from diffdict.toyworld.training.diffusers_calls import on_device, posterior
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Context:
     def trained_vae(self, family: str):
         vae = models.family_vae(family)
         load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
-        return vae.to(self.cfg.device).eval().requires_grad_(False)
+        return on_device(vae, self.cfg.device).eval().requires_grad_(False)
 
     def latents(self, family: str) -> LatentStore:
         """Encode the data once with the trained VAE (cached in the work dir); SDXL gets a
@@ -87,7 +88,7 @@ class Context:
                 mininterval=5,
             ):
                 rows = torch.arange(start, min(start + 512, len(self.data)), device=self.cfg.device)
-                posterior = vae.encode(self.data.pixels(rows)).latent_dist
-                means.append(posterior.mean)
-                stds.append(posterior.std)
+                latent_dist = posterior(vae, self.data.pixels(rows))
+                means.append(latent_dist.mean)
+                stds.append(latent_dist.std)
         return torch.cat(means), torch.cat(stds)

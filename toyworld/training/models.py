@@ -16,6 +16,8 @@ CLIP's pooled output and T5's last hidden states; no attention masks anywhere.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -43,13 +45,13 @@ MAX_TOKENS = 32  # the longest caption is 26 tokens with <bos>/<eos>
 TEXT_WIDTH = 64  # hidden size of every toy text encoder
 TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # SDXL micro-conditioning
 ADDITION_TIME_EMBED_DIM = 16
-SDXL_SCHEDULER = dict(  # SDXL Base's noise schedule
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-)
+SDXL_SCHEDULER: dict[str, Any] = {  # SDXL Base's noise schedule
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
 
 
 def tokenizer() -> PreTrainedTokenizerFast:
@@ -219,9 +221,12 @@ def token_ids(tok: PreTrainedTokenizerFast, captions: list[str]) -> torch.Tensor
 
 
 def encode_sdxl(
-    text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection, ids: torch.Tensor
+    text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module, ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (batch, T) -> prompt_embeds (batch, T, 2 * TEXT_WIDTH), pooled (batch, TEXT_WIDTH)."""
+    """ids (batch, T) -> prompt_embeds (batch, T, 2 * TEXT_WIDTH), pooled (batch, TEXT_WIDTH).
+
+    text_encoder: a CLIPTextModel, text_encoder_2: a CLIPTextModelWithProjection (as text_encoders("sdxl")
+    builds them; typed as modules, as the parts dicts that carry them are)."""
     first = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
     second = text_encoder_2(ids, output_hidden_states=True)
     return torch.cat([first, second.hidden_states[-2]], dim=-1), second.text_embeds
@@ -243,9 +248,11 @@ def sdxl_conditioning(
 
 
 def encode_flux(
-    text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel, ids: torch.Tensor
+    text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module, ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""
+    """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP.
+
+    text_encoder: a CLIPTextModel, text_encoder_2: a T5EncoderModel (as text_encoders("flux") builds them)."""
     pooled = text_encoder(ids).pooler_output
     return text_encoder_2(ids).last_hidden_state, pooled
 

@@ -23,6 +23,7 @@ from diffdict.toyworld.training.checkpoints import load_final
 from diffdict.toyworld.training.config import STAGES, TrainConfig
 from diffdict.toyworld.training.context import Context
 from diffdict.toyworld.training.data import training_scene
+from diffdict.toyworld.training.diffusers_calls import decode, on_device, posterior
 from diffdict.toyworld.training.export import run_export, vae_stats
 from diffdict.toyworld.training.loop import train_loop
 from diffdict.toyworld.training.teachers import flux_teacher_samples, teacher_samples
@@ -31,6 +32,7 @@ from diffdict.toyworld.training.text_pretrain import (
     caption_targets,
     readout_accuracy,
     readout_loss,
+    total_loss,
 )
 from diffdict.toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
@@ -52,14 +54,14 @@ def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
 
 def _train_vae(ctx: Context, family: str) -> None:
     stage = f"vae_{family}"
-    vae = models.family_vae(family).to(ctx.cfg.device)
+    vae = on_device(models.family_vae(family), ctx.cfg.device)
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
         pixels = ctx.data.pixels(ctx.batch_index(stage, generator))
-        posterior = vae.encode(pixels).latent_dist
-        recon = vae.decode(posterior.sample(generator=generator)).sample
-        return F.mse_loss(recon, pixels) + VAE_KL_WEIGHT * posterior.kl().mean()
+        latent_dist = posterior(vae, pixels)
+        recon = decode(vae, latent_dist.sample(generator=generator))
+        return F.mse_loss(recon, pixels) + VAE_KL_WEIGHT * latent_dist.kl().mean()
 
     train_loop(ctx.cfg, stage, {"vae": vae}, loss)
 
@@ -127,7 +129,7 @@ def run_text(ctx: Context) -> None:
     def loss(step: int) -> torch.Tensor:
         index = ctx.batch_index(stage, ctx.generator(stage, step))
         batch_targets = {name: value[index] for name, value in targets.items()}
-        return sum(readout_loss(logits, batch_targets) for logits in readouts(ctx.data.ids[index]).values())
+        return total_loss(readout_loss(logits, batch_targets) for logits in readouts(ctx.data.ids[index]).values())
 
     final = train_loop(cfg, stage, parts, loss)
     parts.update(final)
@@ -188,6 +190,7 @@ def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor | None,
     stays put when the weight changes)."""
     if object_weight == 0:
         return error.mean(dim=(1, 2, 3))
+    assert object_mask is not None, "an object weight needs object masks"
     weights = 1 + object_weight * object_mask
     return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
 
@@ -217,7 +220,7 @@ def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, inde
         for start in range(0, len(samples), 256):
             rows = slice(start, start + 256)
             latents = samples[rows] / stats["scaling_factor"] + stats["shift_factor"]
-            pixels = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
+            pixels = (decode(vae, latents).clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
             distance = (pixels - backgrounds[rows, :, None, None]).norm(dim=1, keepdim=True)
             masks.append(F.adaptive_max_pool2d((distance > FOREGROUND_DISTANCE).float(), samples.shape[-1]))
     return torch.cat(masks)
@@ -254,6 +257,7 @@ def run_turbo(ctx: Context) -> None:
             rows = ctx.batch_index(stage, generator, n=len(pairs[0]))
             noise, index, target = pairs[0][rows], pairs[1][rows], pairs[2][rows]
         else:
+            assert latents is not None  # the training latents stand in when there are no teacher samples
             index = ctx.batch_index(stage, generator)
             target = latents.sample(index, generator)
             noise = torch.randn(target.shape, generator=generator, device=cfg.device)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from diffdict.toyworld.training import models
 from diffdict.toyworld.training.checkpoints import save_tensors_atomic
 from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.diffusers_calls import float_tensor, latent_images
 from diffdict.toyworld.training.export import export_flux, export_sdxl
 
 DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
@@ -61,6 +62,7 @@ def _cached_samples(
             cached = load_file(str(path))["targets"].to(cfg.device)
             done = len(cached)
     if done >= n:
+        assert cached is not None  # n > 0 rows: the cache held them
         return cached[:n]
     targets = torch.zeros_like(noise)
     if cached is not None:
@@ -100,7 +102,7 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
         def sample(rows: slice) -> torch.Tensor:
             embeds, added = models.sdxl_conditioning(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(
+            output = pipe(
                 prompt_embeds=embeds,
                 pooled_prompt_embeds=added["text_embeds"],
                 latents=noise[rows],
@@ -109,7 +111,8 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
                 height=models.IMAGE_SIZE,
                 width=models.IMAGE_SIZE,
                 output_type="latent",
-            ).images
+            )
+            return latent_images(output)
 
         return sample
 
@@ -148,19 +151,20 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
         def sample(rows: slice) -> torch.Tensor:
             count = rows.stop - rows.start
             embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(
-                prompt_embeds=embeds,
-                pooled_prompt_embeds=pooled,
-                negative_prompt_embeds=empty.expand(count, -1, -1),
-                negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
+            output = pipe(
+                prompt_embeds=float_tensor(embeds),
+                pooled_prompt_embeds=float_tensor(pooled),
+                negative_prompt_embeds=float_tensor(empty.expand(count, -1, -1)),
+                negative_pooled_prompt_embeds=float_tensor(empty_pooled.expand(count, -1)),
                 true_cfg_scale=cfg.flux_teacher_guidance,
-                latents=noise[rows],
+                latents=float_tensor(noise[rows]),
                 num_inference_steps=cfg.flux_teacher_steps,
                 height=models.IMAGE_SIZE,
                 width=models.IMAGE_SIZE,
                 max_sequence_length=models.MAX_TOKENS,
                 output_type="latent",
-            ).images
+            )
+            return latent_images(output)
 
         return sample
 

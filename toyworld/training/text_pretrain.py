@@ -14,6 +14,10 @@ are thrown away after training; only the encoders are kept.
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,9 +81,14 @@ class AttributeReadout(nn.Module):
         return logits | {name: head(pooled) for name, head in self.global_heads.items()}
 
 
+def total_loss(losses: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of one or more loss tensors: sum() without its start of 0 (which types the result int | Tensor)."""
+    return functools.reduce(operator.add, losses)
+
+
 def readout_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over attributes of the mean cross-entropy."""
-    return sum(F.cross_entropy(logits[name].flatten(0, -2), targets[name].flatten()) for name in targets)
+    return total_loss(F.cross_entropy(logits[name].flatten(0, -2), targets[name].flatten()) for name in targets)
 
 
 @torch.no_grad()
