@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ def ops_for(batch: int, grid: tuple[int, int], n: int) -> list[tuple[int, int, i
 def per_prompt(dictionary, plan, batch: int, grid, window) -> list:
     """The baseline: one EditFeatures per prompt and op, each confined to its row by a (batch, h, w) mask."""
     out = []
-    common = dict(t_range=window, branch="cond+uncond-", dictionary=dictionary)
+    common: dict[str, Any] = {"t_range": window, "branch": "cond+uncond-", "dictionary": dictionary}
     for row, source, target, cells in plan:
 
         def only(region, row=row):

@@ -73,7 +73,7 @@ def test_standardisation_claim_needs_many_more_dead_features_without_it():
 def _map(rows: list[tuple], prompts: int = 100) -> dict[str, pl.DataFrame]:
     """An editability map: (unit, attribute, method, held-out clean success[, tuning clean success])."""
     unit, attribute, method, success = (list(c) for c in zip(*[r[:4] for r in rows]))
-    tune = [r[4] if len(r) > 4 else r[3] for r in rows]
+    tune = [r[-1] for r in rows]  # the tuning clean success, else the held-out one
     return {
         "editability_best": pl.DataFrame(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import polars as pl
 
@@ -10,12 +11,19 @@ from diffdict.studies.atlas import summarize_atlas
 from diffdict.studies.compare import summarize_compare
 from diffdict.studies.summaries import summarize_transfer, summarize_windows
 
-RUN = SimpleNamespace(
-    config=SimpleNamespace(
-        studies=SimpleNamespace(
-            windows=SimpleNamespace(windows={"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+if TYPE_CHECKING:
+    from diffdict.studies.run import Run
+
+# a stand-in Run: the summaries read only its windows study's settings
+RUN = cast(
+    "Run",
+    SimpleNamespace(
+        config=SimpleNamespace(
+            studies=SimpleNamespace(
+                windows=SimpleNamespace(windows={"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+            )
         )
-    )
+    ),
 )
 
 
