@@ -10,10 +10,12 @@ change they make: tests/test_adapters_interventions.py).
 
     python benchmarks/windows_packing.py [--steps 10] [--batches 16 48] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -29,7 +31,7 @@ def ops_for(batch: int, grid: tuple[int, int], n: int) -> list[tuple[int, int, i
     for row in range(batch):
         cells = torch.zeros(grid)
         r, c = row % (grid[0] - 2), (row * 3) % (grid[1] - 2)
-        cells[r:r + 3, c:c + 3] = 1.0
+        cells[r : r + 3, c : c + 3] = 1.0
         out.append((row, row % n, (row * 7 + 1) % n, cells))
     return out
 
@@ -37,23 +39,30 @@ def ops_for(batch: int, grid: tuple[int, int], n: int) -> list[tuple[int, int, i
 def per_prompt(dictionary, plan, batch: int, grid, window) -> list:
     """The baseline: one EditFeatures per prompt and op, each confined to its row by a (batch, h, w) mask."""
     out = []
-    common = dict(t_range=window, branch="cond+uncond-", dictionary=dictionary)
+    common: dict[str, Any] = {"t_range": window, "branch": "cond+uncond-", "dictionary": dictionary}
     for row, source, target, cells in plan:
+
         def only(region, row=row):
             mask = torch.zeros(batch, *grid)
             mask[row] = region
             return mask
-        out += [adapters.EditFeatures(HOOK, mask=only(cells), features=[source], mode="zero", **common),
-                adapters.EditFeatures(HOOK, mask=only(cells), features=[target], mode="set", value=3.0, **common),
-                adapters.EditFeatures(HOOK, mask=only(1.0 - cells), features=[target], mode="zero", **common)]
+
+        out += [
+            adapters.EditFeatures(HOOK, mask=only(cells), features=[source], mode="zero", **common),
+            adapters.EditFeatures(HOOK, mask=only(cells), features=[target], mode="set", value=3.0, **common),
+            adapters.EditFeatures(HOOK, mask=only(1.0 - cells), features=[target], mode="zero", **common),
+        ]
     return out
 
 
 def packed(dictionary, plan, window) -> list:
     ops = []
     for row, source, target, cells in plan:
-        ops += [adapters.FeatureOp(row, source, "zero", cells), adapters.FeatureOp(row, target, "set", cells, 3.0),
-                adapters.FeatureOp(row, target, "zero", 1.0 - cells)]
+        ops += [
+            adapters.FeatureOp(row, source, "zero", cells),
+            adapters.FeatureOp(row, target, "set", cells, 3.0),
+            adapters.FeatureOp(row, target, "zero", 1.0 - cells),
+        ]
     return [adapters.RowFeatureEdits(HOOK, dictionary=dictionary, ops=ops, t_range=window, branch="cond+uncond-")]
 
 
@@ -79,18 +88,25 @@ def main() -> None:
     grid = point.grid(64, 64)
     dictionary = TopKSAE.from_config(TopKSAEConfig(d=point.d, n=512, k=8))
     window = (0.2, 0.6)
-    print(f"toy/sdxl-base, {args.steps} steps with CFG, tinaz_spatial edits at {HOOK} in t in {window}, "
-          f"best of {args.repeats}")
+    print(
+        f"toy/sdxl-base, {args.steps} steps with CFG, tinaz_spatial edits at {HOOK} in t in {window}, "
+        f"best of {args.repeats}"
+    )
     rows = {}
     for batch in args.batches:
         plan = ops_for(batch, grid, 512)
-        rows[batch] = (seconds_per_image(adapter, batch, per_prompt(dictionary, plan, batch, grid, window), args.steps,
-                                         args.repeats),
-                       seconds_per_image(adapter, batch, packed(dictionary, plan, window), args.steps, args.repeats),
-                       seconds_per_image(adapter, batch, [], args.steps, args.repeats))
+        rows[batch] = (
+            seconds_per_image(
+                adapter, batch, per_prompt(dictionary, plan, batch, grid, window), args.steps, args.repeats
+            ),
+            seconds_per_image(adapter, batch, packed(dictionary, plan, window), args.steps, args.repeats),
+            seconds_per_image(adapter, batch, [], args.steps, args.repeats),
+        )
         old, new, none = rows[batch]
-        print(f"batch {batch:3d}: s/image one-per-prompt {old:.4f}, packed {new:.4f}, no edit {none:.4f}; "
-              f"packed / one-per-prompt {new / old:.2f}")
+        print(
+            f"batch {batch:3d}: s/image one-per-prompt {old:.4f}, packed {new:.4f}, no edit {none:.4f}; "
+            f"packed / one-per-prompt {new / old:.2f}"
+        )
     first, last = args.batches[0], args.batches[-1]
     for name, column in (("one-per-prompt", 0), ("packed", 1)):
         print(f"{name}: s/image at batch {last} / at batch {first}: {rows[last][column] / rows[first][column]:.2f}")

@@ -1,4 +1,5 @@
 """Ground-truth concepts per location and the AUROC used for concept alignment."""
+
 from __future__ import annotations
 
 import numpy as np

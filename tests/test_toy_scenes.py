@@ -1,10 +1,18 @@
 """The toy world's scenes: deterministic, held out, captions and masks that agree."""
+
 import numpy as np
 import pytest
 
 from diffdict.toyworld.render import render
 from diffdict.toyworld.scenes import (
-    BACKGROUNDS, COLOURS, POSITIONS, SHAPES, STYLES, eval_scenes, sample_scene, train_scene,
+    BACKGROUNDS,
+    COLOURS,
+    POSITIONS,
+    SHAPES,
+    STYLES,
+    eval_scenes,
+    sample_scene,
+    train_scene,
     vocabulary,
 )
 

@@ -8,10 +8,12 @@ through a blur (as decoded images are), the size comes
 from the box side and the position from the nearest anchor. The style is global: the share
 of shaded pixels and whether shaded pixels fill whole rows (stripes) or half of them (dots).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -82,8 +84,12 @@ def _shape_templates(cx: float, cy: float, half: float, ys: np.ndarray, xs: np.n
     """Every shape drawn at every nearby placement: (placements, h, w) bool per shape, on the
     pixel centres (ys, xs) of a crop."""
     shifts, changes = np.asarray(FIT_CENTRE_SHIFTS), np.asarray(FIT_HALF_CHANGES)
-    centre_x, centre_y, halves = (a.reshape(-1, 1, 1) for a in np.broadcast_arrays(
-        (cx + shifts)[:, None, None], (cy + shifts)[None, :, None], np.maximum(half + changes, 1.0)[None, None, :]))
+    centre_x, centre_y, halves = (
+        a.reshape(-1, 1, 1)
+        for a in np.broadcast_arrays(
+            (cx + shifts)[:, None, None], (cy + shifts)[None, :, None], np.maximum(half + changes, 1.0)[None, None, :]
+        )
+    )
     dx, dy = (xs[None] - centre_x) / halves, (ys[None] - centre_y) / halves
     return {shape: inside_shape(shape, dx, dy) for shape in SHAPES}
 
@@ -109,8 +115,11 @@ def _shape_of(mask: np.ndarray, box: tuple[slice, slice]) -> str:
     best, best_iou = SHAPES[0], -1.0
     for shape, templates in _shape_templates(cx, cy, half, pixel_ys, pixel_xs).items():
         for sigma in FIT_BLURS:
-            seen = templates if sigma == 0 else ndimage.gaussian_filter(
-                templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
+            seen = (
+                templates
+                if sigma == 0
+                else ndimage.gaussian_filter(templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
+            )
             overlap = (seen & crop).sum(axis=(1, 2))
             iou = (overlap / np.maximum(seen.sum(axis=(1, 2)) + crop.sum() - overlap, 1)).max()
             if iou > best_iou:
@@ -133,17 +142,22 @@ def _colour_and_shade(pixels: np.ndarray, background: str) -> tuple[str, np.ndar
     return names[colour], np.clip(shade_ness, 0.0, 1.0)
 
 
-def _recut(array: np.ndarray, mask: np.ndarray, measured_bg: np.ndarray, colour: str,
-           background: str) -> np.ndarray:
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, count) of the mask's connected components: ndimage.label without an output array (scipy
+    leaves it unannotated, and pyright infers the count-only return of a call with one as well)."""
+    return cast(tuple[np.ndarray, int], ndimage.label(mask))
+
+
+def _recut(array: np.ndarray, mask: np.ndarray, measured_bg: np.ndarray, colour: str, background: str) -> np.ndarray:
     tones = np.stack([np.asarray(COLOURS[colour], dtype=np.float64), shade_of(COLOURS[colour], background)])
     threshold = 0.5 * np.linalg.norm(tones - measured_bg, axis=1).min()
     region = ndimage.binary_dilation(mask, iterations=2)
     recut = region & (np.linalg.norm(array - measured_bg, axis=2) > threshold)
-    labels, n = ndimage.label(recut)
+    labels, n = _label(recut)
     if n == 0:
         return mask
     largest = np.bincount(labels[recut]).argmax()
-    return ndimage.binary_fill_holes(labels == largest)
+    return cast(np.ndarray, ndimage.binary_fill_holes(labels == largest))  # no output array: returns the filled mask
 
 
 def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
@@ -155,7 +169,7 @@ def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
     row_interior = interior.sum(axis=1)
     row_shaded = (shaded & interior).sum(axis=1)
     rows = row_shaded > 0
-    fill = (row_shaded[rows] / row_interior[rows])
+    fill = row_shaded[rows] / row_interior[rows]
     mean_fill = (fill * row_shaded[rows]).sum() / row_shaded[rows].sum()
     return "striped" if mean_fill >= STRIPE_MIN_ROW_FILL else "dotted"
 
@@ -168,7 +182,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     background, measured = _judge_background(array)
     foreground = np.linalg.norm(array - measured, axis=2) > FOREGROUND_DISTANCE
     foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
-    labels, _ = ndimage.label(foreground)
+    labels, _ = _label(foreground)
     objects: list[JudgedObject] = []
     shaded_all = np.zeros(foreground.shape, dtype=bool)
     interior_all = np.zeros(foreground.shape, dtype=bool)
@@ -192,10 +206,18 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
         side = max(xs.stop - xs.start, ys.stop - ys.start) / scale
         cx, cy = (xs.start + xs.stop) / 2 / scale, (ys.start + ys.stop) / 2 / scale
         position = min(ANCHORS, key=lambda p: (ANCHORS[p][0] - cx) ** 2 + (ANCHORS[p][1] - cy) ** 2)
-        objects.append(JudgedObject(
-            colour=colour, shape=_shape_of(mask, box), size="large" if side >= LARGE_SIDE else "small",
-            position=position, cx=cx, cy=cy, area=area, mask=mask,
-        ))
+        objects.append(
+            JudgedObject(
+                colour=colour,
+                shape=_shape_of(mask, box),
+                size="large" if side >= LARGE_SIDE else "small",
+                position=position,
+                cx=cx,
+                cy=cy,
+                area=area,
+                mask=mask,
+            )
+        )
     return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects)
 
 
@@ -208,9 +230,7 @@ def match_objects(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject 
     slots = found + [None] * len(truth)
     for chosen in permutations(range(len(slots)), len(truth)):
         pairs = [slots[i] for i in chosen]
-        cost = sum(
-            1e4 if o is None else (o.cx - t.cx) ** 2 + (o.cy - t.cy) ** 2 for o, t in zip(pairs, truth)
-        )
+        cost = sum(1e4 if o is None else (o.cx - t.cx) ** 2 + (o.cy - t.cy) ** 2 for o, t in zip(pairs, truth))
         if cost < best_cost:
             best, best_cost = pairs, cost
     return best

@@ -6,6 +6,7 @@ Shapes are drawn crisp (no anti-aliasing) so that masks are exact. A style paint
 towards white on a black background and towards black otherwise, so that it stays far from
 the background.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,8 +40,7 @@ def shade_of(colour: tuple[int, int, int] | np.ndarray, background: str) -> np.n
     return (1 - SHADE_MIX) * np.asarray(colour, dtype=np.float64) + SHADE_MIX * target
 
 
-def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float,
-               size: int = IMAGE_SIZE) -> np.ndarray:
+def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float, size: int = IMAGE_SIZE) -> np.ndarray:
     """(size, size) bool mask of `shape` filling the box centred at (cx, cy).
 
     The box spans [cx - half_x, cx + half_x) horizontally (pixel edges), likewise in y.

@@ -19,6 +19,7 @@ so `flux` is written with the student's transformer: continuing `flux` warm-star
 teacher from the student. The text stage's file lets a continued denoiser whose family is in
 text_pretrain (flux by default) find its frozen encoders: the shipped ones.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,10 @@ STAGE_PARTS = {
     "vae_flux": ("flux", {"vae": "vae"}),
     "base": ("sdxl-base", {"unet": "unet", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}),
     "turbo": ("sdxl-turbo", {"unet": "unet"}),
-    "flux": ("flux", {"transformer": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}),
+    "flux": (
+        "flux",
+        {"transformer": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"},
+    ),
     "flux_distill": ("flux", {"transformer": "transformer"}),
 }
 TEXT_FOLDERS = {"sdxl": "sdxl-base", "flux": "flux"}  # family -> the folder whose encoders the text stage gets
@@ -54,25 +58,39 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
     if unknown:
         raise ToyInputError(f"cannot continue {sorted(unknown)}: choose from {', '.join(STAGE_PARTS)}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    targets = {stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
-               for stage in (*STAGE_PARTS, "text")}
-    clashes = [p for stage, p in targets.items()
-               if p.exists() or (work_dir / f"{stage}.safetensors").exists() or (work_dir / f"{stage}.partial.safetensors").exists()]
+    targets = {
+        stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
+        for stage in (*STAGE_PARTS, "text")
+    }
+    clashes = [
+        p
+        for stage, p in targets.items()
+        if p.exists()
+        or (work_dir / f"{stage}.safetensors").exists()
+        or (work_dir / f"{stage}.partial.safetensors").exists()
+    ]
     if clashes:
-        raise ToyInputError(f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
-                              "import into an empty work dir")
+        raise ToyInputError(
+            f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
+            "import into an empty work dir"
+        )
     pipes = {}
     for folder in sorted({folder for folder, _ in STAGE_PARTS.values()}):
         if not (weights_dir / folder / "model_index.json").exists():
-            raise ToyMissingFileError(f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)")
+            raise ToyMissingFileError(
+                f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)"
+            )
         pipes[folder] = DiffusionPipeline.from_pretrained(str(weights_dir / folder), dtype=torch.float32)
     written = []
     for stage, (folder, parts) in STAGE_PARTS.items():
         modules = {name: getattr(pipes[folder], attribute) for name, attribute in parts.items()}
         save_final(targets[stage], modules, {"imported_from": str(weights_dir / folder)})
         written.append(targets[stage])
-    encoders = {f"{family}_{name}": getattr(pipes[folder], name)
-                for family, folder in TEXT_FOLDERS.items() for name in ("text_encoder", "text_encoder_2")}
+    encoders = {
+        f"{family}_{name}": getattr(pipes[folder], name)
+        for family, folder in TEXT_FOLDERS.items()
+        for name in ("text_encoder", "text_encoder_2")
+    }
     save_final(targets["text"], encoders, {"imported_from": str(weights_dir)})
     written.append(targets["text"])
     for family, folder in (("sdxl", "sdxl-base"), ("flux", "flux")):
@@ -82,4 +100,3 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         write_json_atomic(path, stats)
         written.append(path)
     return written
-
