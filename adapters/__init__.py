@@ -1,9 +1,10 @@
 """Models behind one hook-point interface: `load(model_id)` -> Adapter.
 
-    adapter = adapters.load("tiny/sdxl")
-    gen = adapter.generate(["a red circle"], seeds=0, hooks=["down.2.1"])
-    gen.maps(hook="down.2.1", branch="cond")[0].value   # (batch, h, w, d)
+adapter = adapters.load("tiny/sdxl")
+gen = adapter.generate(["a red circle"], seeds=0, hooks=["down.2.1"])
+gen.maps(hook="down.2.1", branch="cond")[0].value   # (batch, h, w, d)
 """
+
 import logging
 
 # Importing diffusers imports bitsandbytes (for its quantizer), whose CPU backend tries to fetch
@@ -19,6 +20,20 @@ from .interventions import AddDirection, EditFeatures, FeatureOp, Intervention, 
 from .registry import default_device, known_models, load  # noqa: E402
 
 __all__ = [
-    "Adapter", "ProtocolDefaults", "BRANCHES", "CapturedMap", "Generation", "HookPoint",
-    "AddDirection", "EditFeatures", "FeatureOp", "Intervention", "RowFeatureEdits", "SkipBlock", "Splice", "default_device", "known_models", "load",
+    "Adapter",
+    "ProtocolDefaults",
+    "BRANCHES",
+    "CapturedMap",
+    "Generation",
+    "HookPoint",
+    "AddDirection",
+    "EditFeatures",
+    "FeatureOp",
+    "Intervention",
+    "RowFeatureEdits",
+    "SkipBlock",
+    "Splice",
+    "default_device",
+    "known_models",
+    "load",
 ]

@@ -2,23 +2,34 @@
 
 A family module (sdxl.py, flux.py) says how to find hook points, where a block's input and
 output live in its call, how maps are laid out, how timesteps normalise and how CFG splits
-the batch. This file owns what is the same for every family: generation with capture and
-interventions through forward hooks that are always removed.
+the batch; its `Family` declaration says which CFG branches a call's guidance setting gives and
+which pipeline arguments carry it (`Guidance`), and the adapter passes each call's guidance there.
+This file owns what is the same for every family: generation with capture and interventions
+through forward hooks that are always removed.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import math
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .capture import CapturedMap, Generation
+from .errors import AdapterInputError, UnknownNameError
 from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
-from .errors import AdapterInputError, UnknownNameError
+
+if TYPE_CHECKING:  # family_spec imports this module
+    from .family_spec import Family
+
+
+def model_config(model: torch.nn.Module) -> Any:
+    """A diffusers model's `config` (a FrozenDict whose keys read as attributes). torch's types make any attribute
+    of a module a tensor or a submodule, so the config is read through this, which says what it is."""
+    return model.config
 
 
 def vae_scale_factor(vae_config: Any) -> int:
@@ -52,8 +63,14 @@ class Adapter:
 
     family = "base"
 
-    def __init__(self, model_id: str, pipe: Any, defaults: ProtocolDefaults,
-                 denoiser: torch.nn.Module | None = None, vae_factor: int | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        pipe: Any,
+        defaults: ProtocolDefaults,
+        denoiser: torch.nn.Module | None = None,
+        vae_factor: int | None = None,
+    ):
         """pipe may be None for a config-only (meta-device) adapter: then give the denoiser
         and vae_factor; such an adapter lists hook points but cannot generate."""
         self.model_id = model_id
@@ -105,12 +122,27 @@ class Adapter:
         return None
 
     def _pipeline_kwargs(self, steps: int, guidance: float, height: int, width: int, negative_prompt: Any) -> dict:
-        raise NotImplementedError
+        """The pipeline's arguments besides prompts, generators and steps: the image size, and the call's guidance
+        (and negative prompt) as the family's declaration says its pipeline takes them."""
+        return {**self.family_spec.guidance_kwargs(guidance, negative_prompt), "height": height, "width": width}
+
+    @property
+    def family_spec(self) -> Family:
+        """The registered `Family` this adapter's class belongs to (by its `family` name)."""
+        from .families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise AdapterInputError(
+                f"{type(self).__name__} says family = {self.family!r}, which is not a registered family; "
+                "register its Family (adapters.families.register) first"
+            )
+        return FAMILIES[self.family]
 
     def branches(self, guidance: float | None = None) -> tuple[str, ...]:
         """The CFG branches a generation at `guidance` (default: the protocol's) captures, without a
-        negative prompt: what a harvest stores per step."""
-        return ("cond",)
+        negative prompt: what a harvest stores per step. The family's declaration says which (`Guidance`)."""
+        guidance = self.defaults.guidance if guidance is None else guidance
+        return self.family_spec.branches(guidance, model_config(self.denoiser))
 
     # ---- shared ------------------------------------------------------------------------
     @property
@@ -123,7 +155,9 @@ class Adapter:
         return self.hook_points[name]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model_id!r}, {len(self.hook_points)} hook points, defaults={self.defaults})"
+        return (
+            f"{type(self).__name__}({self.model_id!r}, {len(self.hook_points)} hook points, defaults={self.defaults})"
+        )
 
     @torch.no_grad()
     def generate(
@@ -159,7 +193,9 @@ class Adapter:
             raise AdapterInputError("generate needs at least one prompt")
         seeds = [int(seeds) + i for i in range(len(prompts))] if isinstance(seeds, int) else [int(s) for s in seeds]
         if len(seeds) != len(prompts):
-            raise AdapterInputError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int")
+            raise AdapterInputError(
+                f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt or one int"
+            )
         if capture not in ("update", "output"):
             raise AdapterInputError(f"capture must be 'update' or 'output', got {capture!r}")
         steps = self.defaults.steps if steps is None else int(steps)
@@ -186,11 +222,15 @@ class Adapter:
 
         generation = Generation(images=[], prompts=prompts, seeds=seeds)
         keep_steps = None if capture_steps is None else frozenset(capture_steps)
-        session = _HookSession(self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype)
+        session = _HookSession(
+            self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype
+        )
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = self._pipeline_kwargs(steps, guidance, height, width, negative_prompt)
         with session:
-            out = self.pipe(prompt=prompts, generator=generators, num_inference_steps=steps, output_type="pil", **kwargs)
+            out = self.pipe(
+                prompt=prompts, generator=generators, num_inference_steps=steps, output_type="pil", **kwargs
+            )
         generation.images = list(out.images)
         return generation
 
@@ -198,9 +238,17 @@ class Adapter:
 class _HookSession:
     """Registers the forward hooks of one generation and removes them on exit, even on error."""
 
-    def __init__(self, adapter: Adapter, generation: Generation, hook_names: list[str], capture: str,
-                 interventions: list[Intervention], size: tuple[int, int], keep_steps: frozenset[int] | None,
-                 capture_dtype: torch.dtype):
+    def __init__(
+        self,
+        adapter: Adapter,
+        generation: Generation,
+        hook_names: list[str],
+        capture: str,
+        interventions: list[Intervention],
+        size: tuple[int, int],
+        keep_steps: frozenset[int] | None,
+        capture_dtype: torch.dtype,
+    ):
         self.adapter = adapter
         self.generation = generation
         self.capture_hooks = set(hook_names)
@@ -217,7 +265,7 @@ class _HookSession:
         # call of the same step), a "cond+uncond-" edit subtracts there the change it made on the cond rows.
         self.last_cond_change: dict[int, torch.Tensor] = {}
 
-    def __enter__(self) -> "_HookSession":
+    def __enter__(self) -> _HookSession:
         self.handles.append(self.adapter.denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True))
         modules = dict(self.adapter.denoiser.named_modules())
         for name in sorted(self.capture_hooks | set(self.by_hook)):
@@ -282,11 +330,19 @@ class _HookSession:
 
     def _record(self, hook: HookPoint, value: torch.Tensor, branches: list[str]) -> None:
         value = value.detach().to("cpu", self.capture_dtype)
+        timestep = self.state.timestep
+        assert timestep is not None, "a block ran before the denoiser call that sets the timestep"
         for branch in ("uncond", "cond"):
             rows = [i for i, b in enumerate(branches) if b == branch]
             if rows:
                 maps = value if len(rows) == len(branches) else value[rows]
                 self.generation.captures.append(
-                    CapturedMap(hook=hook.name, step=self.state.step, timestep=float(self.state.timestep),
-                                t=float(self.state.t), branch=branch, value=maps.contiguous())
+                    CapturedMap(
+                        hook=hook.name,
+                        step=self.state.step,
+                        timestep=float(timestep),
+                        t=float(self.state.t),
+                        branch=branch,
+                        value=maps.contiguous(),
+                    )
                 )

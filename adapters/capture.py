@@ -1,10 +1,12 @@
 """What a generation with capture returns: one map per hook point per denoiser call per CFG branch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
+
 from .errors import UnknownNameError
 
 BRANCHES = ("cond", "uncond")
@@ -50,6 +52,8 @@ class Generation:
         """All steps of one hook and branch as (steps, batch, h, w, d)."""
         maps = self.maps(hook=hook, branch=branch)
         if not maps:
-            raise UnknownNameError(f"nothing captured for hook {hook!r}, branch {branch!r}; captured: "
-                           f"{sorted({(m.hook, m.branch) for m in self.captures})}")
+            raise UnknownNameError(
+                f"nothing captured for hook {hook!r}, branch {branch!r}; captured: "
+                f"{sorted({(m.hook, m.branch) for m in self.captures})}"
+            )
         return torch.stack([m.value for m in maps])

@@ -5,6 +5,7 @@ command line prints it as one line with exit status 2. Any other exception is a 
 and keeps its traceback. They subclass the builtin types the code raised before, so callers that
 catch ValueError / KeyError / FileNotFoundError still do.
 """
+
 from __future__ import annotations
 
 

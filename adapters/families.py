@@ -3,10 +3,12 @@
 A family module (sdxl.py, flux.py) holds the adapter (hook plan, block inputs and outputs, CFG
 layout, where its steps fall in time) and declares one `Family` (family_spec.py) with the rest: the
 diffusers pipeline and denoiser classes, the published denoiser config (hook points without weights),
-default dtype, NF4 components, its real models and its tiny test model. The built-in families are
+default dtype, NF4 components, its real models, its tiny test model and its guidance rule (which CFG
+branches a call's guidance gives, which pipeline arguments carry it). The built-in families are
 listed once, below; a family of your own (SD3, PixArt, SANA) is one module that declares its `Family`
 and calls `register(family)`: every model table (adapters.registry) is derived from this registry.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
@@ -25,20 +27,28 @@ def register(family: Family) -> Family:
     if not isinstance(family, Family):
         raise TypeError(f"register() takes a Family, got {type(family).__name__}")
     if getattr(family.adapter, "family", None) != family.name:
-        raise ValueError(f"family {family.name!r}: its adapter {family.adapter.__name__} says family = "
-                         f"{getattr(family.adapter, 'family', None)!r}; set the class attribute to {family.name!r}")
+        raise ValueError(
+            f"family {family.name!r}: its adapter {family.adapter.__name__} says family = "
+            f"{getattr(family.adapter, 'family', None)!r}; set the class attribute to {family.name!r}"
+        )
     if family.name in FAMILIES:
-        raise ValueError(f"a family named {family.name!r} is already registered; unregister({family.name!r}) "
-                         f"first or choose another name")
+        raise ValueError(
+            f"a family named {family.name!r} is already registered; unregister({family.name!r}) "
+            f"first or choose another name"
+        )
     taken = {model_id: other.name for other in FAMILIES.values() for model_id in other.model_ids()}
     for model_id in family.model_ids():
         if model_id in taken:
-            raise ValueError(f"family {family.name!r}: model id {model_id!r} is already declared by family "
-                             f"{taken[model_id]!r}; give the model another id")
+            raise ValueError(
+                f"family {family.name!r}: model id {model_id!r} is already declared by family "
+                f"{taken[model_id]!r}; give the model another id"
+            )
     other = family_of_pipeline(family.pipeline_class)
     if other is not None:
-        raise ValueError(f"family {family.name!r}: pipeline class {family.pipeline_class!r} is already family "
-                         f"{other.name!r}'s, so a local folder could not say which family it is")
+        raise ValueError(
+            f"family {family.name!r}: pipeline class {family.pipeline_class!r} is already family "
+            f"{other.name!r}'s, so a local folder could not say which family it is"
+        )
     FAMILIES[family.name] = family
     return family
 
@@ -61,7 +71,7 @@ def nf4_families() -> list[Family]:
 
 
 def nf4_titles() -> str:
-    """"Flux" (or "Flux, SD3"): for messages."""
+    """ "Flux" (or "Flux, SD3"): for messages."""
     return ", ".join(f.title for f in nf4_families())
 
 

@@ -1,10 +1,12 @@
 """`Family`: what one model family declares (see families.py for the registry).
 
 Everything a family brings is here, in its one declaration: its diffusers classes, its published
-denoiser config, its real models (hub ids, protocol defaults, schedulers) and its tiny test model.
+denoiser config, its real models (hub ids, protocol defaults, schedulers), its tiny test model and how its
+pipeline runs a call's guidance setting (`Guidance`: the CFG branches a generation has, the pipeline arguments).
 adapters/registry.py derives the model tables (`REAL_MODELS`, `TINY_MODELS`) from the families, so
 a family's models are known the moment it is registered and nowhere else lists them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -58,6 +60,22 @@ class TinyModel:
         return ModelSpec(family, self.defaults, self.about)
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """How a family's pipeline runs a call's guidance setting (`guidance` of `Adapter.generate`, of a config's
+    model): adapters pass the setting here, so the family's declaration is the one place that says it.
+
+    branches(guidance, denoiser_config): the CFG branches a generation at `guidance` without a negative prompt
+      has, in the order the pipeline batches their rows ("uncond" first): what a harvest stores per step.
+      `denoiser_config` is the denoiser's config, a mapping (as `reference_model` gets it).
+    pipeline_kwargs(guidance, negative_prompt): the pipeline arguments that carry the setting, and the
+      negative prompt where one is given (None otherwise).
+    """
+
+    branches: Callable[[float, Any], tuple[str, ...]]
+    pipeline_kwargs: Callable[[float, Any], dict[str, Any]]
+
+
 @dataclass(frozen=True, eq=False)  # identity hash: the fields hold dicts
 class Family:
     name: str  # the key configs and model specs use
@@ -73,11 +91,20 @@ class Family:
     # the real model whose protocol defaults a local folder without diffdict.json gets, from its denoiser config
     reference_model: Callable[[dict[str, Any]], str]
     tiny: TinyModel  # the random tiny model for tests, built in-process
+    guidance: Guidance  # how a call's guidance setting becomes CFG branches and pipeline arguments
     # quantize="nf4": component -> (library, class) loaded 4-bit; empty when the family has none
     nf4_components: dict[str, tuple[str, str]] = field(default_factory=dict)
     # parameters of the real models' other components (text encoders, VAE), by published size: with the
     # denoiser's exact count (from its config) they give `check` the weights a harvest holds in memory
     companion_parameters: dict[str, int] = field(default_factory=dict)
+
+    def branches(self, guidance: float, denoiser_config: Any) -> tuple[str, ...]:
+        """The CFG branches a generation at `guidance` (without a negative prompt) has: see `Guidance`."""
+        return tuple(self.guidance.branches(guidance, denoiser_config))
+
+    def guidance_kwargs(self, guidance: float, negative_prompt: Any = None) -> dict[str, Any]:
+        """The pipeline arguments that carry a call's guidance (and negative prompt): see `Guidance`."""
+        return dict(self.guidance.pipeline_kwargs(guidance, negative_prompt))
 
     def model_ids(self) -> tuple[str, ...]:
         """Every id the family declares: its real models', then its tiny model's."""

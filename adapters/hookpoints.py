@@ -1,8 +1,10 @@
 """Hook points: short, uniform names for the blocks a study reads from and writes into."""
+
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+
 from .errors import AdapterInputError
 
 

@@ -14,15 +14,16 @@ The dictionary-based edits accept any object with `encode(x) -> code` (code.valu
 code.indices, each (N, k)), `decode(code) -> (N, d)` and `atoms` (n, d): this layer never
 imports the dictionaries package.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import math
-
 import torch
+
 from .errors import AdapterInputError
 
 BRANCH_RULES = ("cond", "uncond", "both", "cond+uncond-")
@@ -41,7 +42,9 @@ class Intervention:
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCH_RULES:
-            raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: branch {self.branch!r} is not one of {BRANCH_RULES}")
+            raise AdapterInputError(
+                f"{type(self).__name__} on {self.hook!r}: branch {self.branch!r} is not one of {BRANCH_RULES}"
+            )
         if self.t_range is not None:
             lo, hi = self.t_range
             if not (0.0 <= lo <= hi <= 1.0):
@@ -52,7 +55,9 @@ class Intervention:
         if self.steps is not None:
             self.steps = frozenset(int(s) for s in self.steps)
             if any(s < 0 for s in self.steps):
-                raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}")
+                raise AdapterInputError(
+                    f"{type(self).__name__} on {self.hook!r}: steps must be >= 0, got {sorted(self.steps)}"
+                )
         if self.mask is not None:
             self.mask = torch.as_tensor(self.mask, dtype=torch.float32)
             if self.mask.ndim not in (2, 3):
@@ -61,8 +66,10 @@ class Intervention:
                     f"(batch, h, w), got shape {tuple(self.mask.shape)}"
                 )
             if not torch.isfinite(self.mask).all():
-                raise AdapterInputError(f"{type(self).__name__} on {self.hook!r}: the mask has non-finite values "
-                                        f"(nan/inf), which would blacken the image; give weights in [0, 1]")
+                raise AdapterInputError(
+                    f"{type(self).__name__} on {self.hook!r}: the mask has non-finite values "
+                    f"(nan/inf), which would blacken the image; give weights in [0, 1]"
+                )
 
     def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
         """Check the mask and window against one generation; raise ValueError naming both sides."""
@@ -122,10 +129,14 @@ class AddDirection(Intervention):
         if self.direction.ndim != 2:
             self.direction = self.direction.flatten()
         if not torch.isfinite(self.direction).all():
-            raise AdapterInputError(f"AddDirection on {self.hook!r}: the direction has non-finite values (nan/inf); "
-                                    f"it would blacken the image. Check how it was computed (e.g. a zero-norm division)")
+            raise AdapterInputError(
+                f"AddDirection on {self.hook!r}: the direction has non-finite values (nan/inf); "
+                f"it would blacken the image. Check how it was computed (e.g. a zero-norm division)"
+            )
         if not math.isfinite(float(self.strength)):
-            raise AdapterInputError(f"AddDirection on {self.hook!r}: strength {self.strength} is not finite; give a finite number")
+            raise AdapterInputError(
+                f"AddDirection on {self.hook!r}: strength {self.strength} is not finite; give a finite number"
+            )
 
     def validate(self, grid: tuple[int, int], num_steps: int, batch: int) -> None:
         super().validate(grid, num_steps, batch)
@@ -138,7 +149,8 @@ class AddDirection(Intervention):
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         if self.direction.shape[-1] != update.shape[-1]:
             raise AdapterInputError(
-                f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, hook has {update.shape[-1]}"
+                f"AddDirection on {self.hook!r}: direction has {self.direction.shape[-1]} channels, "
+                f"hook has {update.shape[-1]}"
             )
         direction = self.direction.to(update.device, update.dtype)
         if direction.ndim == 2:  # (batch, d): one per prompt row
@@ -179,15 +191,21 @@ class EditFeatures(Intervention):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mode not in EDIT_MODES:
-            raise AdapterInputError(f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of {', '.join(EDIT_MODES)}")
+            raise AdapterInputError(
+                f"EditFeatures on {self.hook!r}: mode {self.mode!r} is not one of {', '.join(EDIT_MODES)}"
+            )
         if self.dictionary is None or not len(self.features):
             raise AdapterInputError(f"EditFeatures on {self.hook!r} needs a dictionary and at least one feature")
         n = self.dictionary.atoms.shape[0]
         bad = [f for f in self.features if not 0 <= int(f) < n]
         if bad:
-            raise AdapterInputError(f"EditFeatures on {self.hook!r}: features {bad} outside the dictionary's 0..{n - 1}")
+            raise AdapterInputError(
+                f"EditFeatures on {self.hook!r}: features {bad} outside the dictionary's 0..{n - 1}"
+            )
         if not torch.isfinite(torch.as_tensor(self.value, dtype=torch.float32)).all():
-            raise AdapterInputError(f"EditFeatures on {self.hook!r}: value {self.value} is not finite; give finite numbers")
+            raise AdapterInputError(
+                f"EditFeatures on {self.hook!r}: value {self.value} is not finite; give finite numbers"
+            )
 
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         flat = update.reshape(-1, update.shape[-1])
@@ -250,8 +268,10 @@ class RowFeatureEdits(Intervention):
         super().validate(grid, num_steps, batch)
         for op in self.ops:
             if not 0 <= op.row < batch or tuple(op.cells.shape) != tuple(grid):
-                raise AdapterInputError(f"RowFeatureEdits on {self.hook!r}: an op on row {op.row} with cells "
-                                        f"{tuple(op.cells.shape)} does not fit {batch} prompts on the grid {tuple(grid)}")
+                raise AdapterInputError(
+                    f"RowFeatureEdits on {self.hook!r}: an op on row {op.row} with cells "
+                    f"{tuple(op.cells.shape)} does not fit {batch} prompts on the grid {tuple(grid)}"
+                )
 
     def edit(self, update: torch.Tensor) -> torch.Tensor:
         batch, h, w, d = update.shape

@@ -1,4 +1,5 @@
 """Loading real pipelines (hub id or local folder) with diffusers' unmodified pipeline classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,9 @@ def load_pipeline(family: Family, where: str | Path, dtype: torch.dtype, quantiz
     quantise in place afterwards.
     """
     if quantize == "nf4" and device.type == "cuda":
-        components = {name: _load_nf4(where, name, library, cls, dtype)
-                      for name, (library, cls) in family.nf4_components.items()}
+        components = {
+            name: _load_nf4(where, name, library, cls, dtype) for name, (library, cls) in family.nf4_components.items()
+        }
         return family.pipeline_type().from_pretrained(where, dtype=dtype, **components)
     return family.pipeline_type().from_pretrained(where, dtype=dtype)
 
@@ -29,4 +31,5 @@ def _load_nf4(where: str | Path, component: str, library: str, class_name: str, 
     module = importlib.import_module(library)  # "diffusers" or "transformers": both name it BitsAndBytesConfig
     options = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     return getattr(module, class_name).from_pretrained(
-        where, subfolder=component, quantization_config=module.BitsAndBytesConfig(**options), dtype=dtype)
+        where, subfolder=component, quantization_config=module.BitsAndBytesConfig(**options), dtype=dtype
+    )

@@ -5,6 +5,7 @@ On CUDA the real models are loaded through diffusers'/transformers' `BitsAndByte
 devices `quantize_linear_nf4` swaps every `nn.Linear` in place for bitsandbytes `Linear4bit`
 (bitsandbytes >= 0.49 runs NF4 on the CPU). Both give the same kind of weights.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,9 @@ import torch
 from torch import nn
 
 
-def quantize_linear_nf4(module: nn.Module, compute_dtype: torch.dtype = torch.float32, skip: tuple[str, ...] = ()) -> int:
+def quantize_linear_nf4(
+    module: nn.Module, compute_dtype: torch.dtype = torch.float32, skip: tuple[str, ...] = ()
+) -> int:
     """Replace every nn.Linear under `module` by an NF4 `Linear4bit`; returns how many were replaced.
 
     skip: substrings of module paths to leave in full precision.
@@ -32,12 +35,16 @@ def quantize_linear_nf4(module: nn.Module, compute_dtype: torch.dtype = torch.fl
         parent = module.get_submodule(parent_path) if parent_path else module
         device = linear.weight.device
         replacement = bnb.nn.Linear4bit(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            compute_dtype=compute_dtype, quant_type="nf4", device="meta",
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=compute_dtype,
+            quant_type="nf4",
+            device="meta",
         )
-        replacement.weight = bnb.nn.Params4bit(
-            linear.weight.data.detach().to("cpu", torch.float32), requires_grad=False, quant_type="nf4"
-        )
+        weight = linear.weight.data.detach().to("cpu", torch.float32)
+        # Params4bit.__new__ takes quant_type; pyright checks the call against torch.nn.Parameter's __init__ too.
+        replacement.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4")  # pyright: ignore[reportCallIssue]
         if linear.bias is not None:
             replacement.bias = nn.Parameter(linear.bias.data.detach().clone(), requires_grad=False)
         setattr(parent, attribute, replacement.to(device))  # .to() quantizes the weight
@@ -57,7 +64,8 @@ def _note_cpu_kernel(module: nn.Module) -> None:
     _kernel_noted = True
     logging.getLogger(__name__).warning(
         "NF4 on the CPU runs on bitsandbytes' built-in kernels: the optional kernels-community "
-        "gemm_4bit_forward kernel was not loaded (it is fetched from the Hub and must be trusted)")
+        "gemm_4bit_forward kernel was not loaded (it is fetched from the Hub and must be trusted)"
+    )
 
 
 _kernel_noted = False

@@ -4,6 +4,7 @@ Each family declares its published denoiser config (family_spec.Family.meta_conf
 builders here make the module from it (or from a local folder's config.json) with meta tensors:
 every shape is real, no memory is used.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def meta_denoiser_from_folder(family: Family, folder: Path) -> tuple[torch.nn.Mo
 
     config_path = folder / family.denoiser_subfolder / "config.json"
     if not config_path.exists():
-        raise MissingFileError(f"{config_path} is missing: a {family.name} pipeline folder needs "
-                               f"{family.denoiser_subfolder}/config.json")
+        raise MissingFileError(
+            f"{config_path} is missing: a {family.name} pipeline folder needs {family.denoiser_subfolder}/config.json"
+        )
     config = json.loads(config_path.read_text())
     vae_config = json.loads((folder / "vae" / "config.json").read_text())
     with init_empty_weights():

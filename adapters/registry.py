@@ -1,4 +1,5 @@
 """`load`: a model id (real hub id, local diffusers folder, `tiny/*` or `toy/*`) -> Adapter."""
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,12 @@ def _folder_spec(folder: Path) -> ModelSpec:
     return ModelSpec(family.name, defaults, about=str(folder))
 
 
-def load(model_id: str, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-         quantize: str | None = None) -> Adapter:
+def load(
+    model_id: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    quantize: str | None = None,
+) -> Adapter:
     """An Adapter for a real hub id, a local diffusers folder, `tiny/sdxl`, `tiny/flux` or `toy/*`.
 
     device: "cpu", "cuda", ... (default: cuda if available); "meta" builds only the denoiser's
@@ -145,11 +150,17 @@ def _meta_adapter(model_id: str, spec: ModelSpec, cls: type[Adapter]) -> Adapter
 
     family = FAMILIES[spec.family]
     if model_id in TINY_MODELS:  # only the denoiser: no text encoders to import or build
-        return cls(model_id, None, spec.defaults, denoiser=meta_denoiser(family, config=family.tiny.denoiser_config),
-                   vae_factor=family.tiny.vae_factor)
+        return cls(
+            model_id,
+            None,
+            spec.defaults,
+            denoiser=meta_denoiser(family, config=family.tiny.denoiser_config),
+            vae_factor=family.tiny.vae_factor,
+        )
     if model_id in REAL_MODELS:
         denoiser, factor = meta_denoiser(family, overrides=dict(spec.denoiser_overrides)), family.vae_factor
     else:
         _, folder = resolve(model_id)
+        assert folder is not None  # only tiny ids have no folder, and they returned above
         denoiser, factor = meta_denoiser_from_folder(family, Path(folder))
     return cls(model_id, None, spec.defaults, denoiser=denoiser, vae_factor=factor)

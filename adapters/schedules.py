@@ -6,9 +6,11 @@ the hooks see: the scheduler each model declares (its family's `RealModel` / `Ti
 up and normalised by the family's adapter (`Adapter._step_times`, beside `_read_timestep`).
 tests/test_bad_inputs_names.py checks them against the times recorded while generating.
 """
+
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES, LiveTable
@@ -34,6 +36,7 @@ def scheduler_config(model_id: str) -> dict[str, Any]:
     if declared is not None:
         return dict(declared)
     _, folder = resolve(model_id)
+    assert isinstance(folder, Path)  # real and tiny models declare their scheduler; toy and local ones are folders
     return json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
 
 

@@ -5,6 +5,7 @@ Hook points are the U-Net's transformer blocks (`Transformer2DModel`):
 `up_blocks.0.attentions.1` -> `up.0.1`. Their maps are (batch, d, h, w); with classifier-free
 guidance the pipeline batches [uncond rows, cond rows].
 """
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,8 @@ from typing import Any
 
 import torch
 
-from .base import Adapter, CallState, ProtocolDefaults
-from .family_spec import Family, RealModel, TinyModel
+from .base import Adapter, CallState, ProtocolDefaults, model_config
+from .family_spec import Family, Guidance, RealModel, TinyModel
 from .hookpoints import HookPoint
 from .tiny import TINY_SCHEDULERS, TINY_UNET, TINY_VAE_FACTOR, build_tiny_sdxl
 
@@ -22,8 +23,8 @@ _BLOCK_PATTERN = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.attentions\.(\d+)
 
 def unet_hook_points(unet: torch.nn.Module, vae_factor: int) -> dict[str, HookPoint]:
     """Every transformer block of a U-Net, named `down.i.j`, `mid.j`, `up.i.j`, in forward order."""
-    levels = len(unet.config.block_out_channels)
-    found: list[tuple[int, HookPoint]] = []
+    levels = len(model_config(unet).block_out_channels)
+    found: list[tuple[tuple[int, int, int], HookPoint]] = []
     for path, module in unet.named_modules():
         match = _BLOCK_PATTERN.match(path)
         if not match:
@@ -35,7 +36,7 @@ def unet_hook_points(unet: torch.nn.Module, vae_factor: int) -> dict[str, HookPo
             name, level, order = f"down.{block}.{index}", int(block), (0, int(block), int(index))
         else:
             name, level, order = f"up.{block}.{index}", levels - 1 - int(block), (2, int(block), int(index))
-        d = int(module.config.in_channels)
+        d = int(model_config(module).in_channels)
         found.append((order, HookPoint(name=name, module_path=path, d=d, stride=vae_factor * 2**level)))
     return {hp.name: hp for _, hp in sorted(found, key=lambda item: item[0])}
 
@@ -84,49 +85,80 @@ class SDXLAdapter(Adapter):
             return ["uncond"] * half + ["cond"] * (rows - half)
         return ["cond"] * rows
 
-    def branches(self, guidance: float | None = None) -> tuple[str, ...]:
-        # diffusers' rule (do_classifier_free_guidance): CFG above 1, unless the U-Net embeds guidance itself
-        guidance = self.defaults.guidance if guidance is None else guidance
-        embeds_guidance = getattr(self.denoiser.config, "time_cond_proj_dim", None) is not None
-        return ("uncond", "cond") if guidance > 1 and not embeds_guidance else ("cond",)
 
-    def _pipeline_kwargs(self, steps, guidance, height, width, negative_prompt):
-        kwargs = {"guidance_scale": guidance, "height": height, "width": width}
-        if negative_prompt is not None:
-            kwargs["negative_prompt"] = negative_prompt
-        return kwargs
+def _sdxl_branches(guidance: float, denoiser_config: Any) -> tuple[str, ...]:
+    # diffusers' rule (do_classifier_free_guidance): CFG above 1, unless the U-Net embeds guidance itself
+    embeds_guidance = denoiser_config.get("time_cond_proj_dim") is not None
+    return ("uncond", "cond") if guidance > 1 and not embeds_guidance else ("cond",)
+
+
+def _sdxl_guidance_kwargs(guidance: float, negative_prompt: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"guidance_scale": guidance}
+    if negative_prompt is not None:
+        kwargs["negative_prompt"] = negative_prompt
+    return kwargs
+
+
+# Classifier-free guidance in one batch: the pipeline stacks [uncond rows, cond rows] when guidance > 1.
+SDXL_GUIDANCE = Guidance(branches=_sdxl_branches, pipeline_kwargs=_sdxl_guidance_kwargs)
 
 
 # The published SDXL U-Net config (`unet/config.json`, shared by Base and Turbo).
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+SDXL_UNET: dict[str, Any] = dict(
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
     block_out_channels=(320, 640, 1280),
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-    cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    norm_num_groups=32,
 )
 
 # The published scheduler/scheduler_config.json of the real models (what differs from the defaults).
 _SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
 SDXL = Family(
-    name="sdxl", title="SDXL", adapter=SDXLAdapter, pipeline_class="StableDiffusionXLPipeline",
-    denoiser_class="UNet2DConditionModel", denoiser_subfolder="unet", meta_config=SDXL_UNET,
+    name="sdxl",
+    title="SDXL",
+    adapter=SDXLAdapter,
+    pipeline_class="StableDiffusionXLPipeline",
+    denoiser_class="UNet2DConditionModel",
+    denoiser_subfolder="unet",
+    meta_config=SDXL_UNET,
     vae_factor=8,  # VAE block_out_channels [128, 256, 512, 512]
     cuda_dtype=torch.float16,
     real_models=(
-        RealModel("stabilityai/sdxl-turbo", "SDXL Turbo, 1 step, no CFG", ProtocolDefaults(1, 0.0, 512, 512),
-                  scheduler={"_class_name": "EulerAncestralDiscreteScheduler", **_SCHEDULER,
-                             "timestep_spacing": "trailing"}),
-        RealModel("stabilityai/stable-diffusion-xl-base-1.0", "SDXL Base, 25 steps, CFG 8",
-                  ProtocolDefaults(25, 8.0, 1024, 1024),
-                  scheduler={"_class_name": "EulerDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "leading"}),
+        RealModel(
+            "stabilityai/sdxl-turbo",
+            "SDXL Turbo, 1 step, no CFG",
+            ProtocolDefaults(1, 0.0, 512, 512),
+            scheduler={"_class_name": "EulerAncestralDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "trailing"},
+        ),
+        RealModel(
+            "stabilityai/stable-diffusion-xl-base-1.0",
+            "SDXL Base, 25 steps, CFG 8",
+            ProtocolDefaults(25, 8.0, 1024, 1024),
+            scheduler={"_class_name": "EulerDiscreteScheduler", **_SCHEDULER, "timestep_spacing": "leading"},
+        ),
     ),
     reference_model=lambda denoiser_config: "stabilityai/stable-diffusion-xl-base-1.0",
-    tiny=TinyModel("tiny/sdxl", "random tiny SDXL-style pipeline (tests)", build=build_tiny_sdxl,
-                   denoiser_config=TINY_UNET, vae_factor=TINY_VAE_FACTOR, defaults=ProtocolDefaults(4, 5.0, 64, 64),
-                   scheduler=TINY_SCHEDULERS["tiny/sdxl"]),
+    tiny=TinyModel(
+        "tiny/sdxl",
+        "random tiny SDXL-style pipeline (tests)",
+        build=build_tiny_sdxl,
+        denoiser_config=TINY_UNET,
+        vae_factor=TINY_VAE_FACTOR,
+        defaults=ProtocolDefaults(4, 5.0, 64, 64),
+        scheduler=TINY_SCHEDULERS["tiny/sdxl"],
+    ),
+    guidance=SDXL_GUIDANCE,
     companion_parameters={"text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
 )

@@ -3,9 +3,11 @@
 Real models ship their own tokenizers; ours need one that works offline, saves with
 `save_pretrained` and loads back through a diffusers pipeline's `from_pretrained`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
@@ -42,7 +44,7 @@ def word_tokenizer(words: Iterable[str], max_length: int) -> PreTrainedTokenizer
     )
 
 
-def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
     """The ids a text-encoder config must agree on (pad/bos/eos)."""
     return {
         "pad_token_id": tokenizer.pad_token_id,

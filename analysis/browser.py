@@ -3,6 +3,7 @@ screenshot of its first screen.
 
 `python -m analysis.browser PAGE [SCREENSHOT.png]` prints the checks of a written report.
 """
+
 from __future__ import annotations
 
 import re
@@ -13,9 +14,18 @@ import tempfile
 from pathlib import Path
 
 # Flags that keep Chromium from reaching for the network (closed here) and from needing a GPU.
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--hide-scrollbars", "--virtual-time-budget=5000"]
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=5000",
+]
 
 
 def chromium_binary() -> str:
@@ -30,7 +40,9 @@ def _chromium(page: Path, extra: list[str], timeout: float) -> subprocess.Comple
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
             [chromium_binary(), *_FLAGS, *extra, f"--user-data-dir={profile}", Path(page).resolve().as_uri()],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -42,9 +54,16 @@ def rendered_dom(page: Path, timeout: float = 90.0) -> str:
     return result.stdout
 
 
+def _body_tag(dom: str) -> str:
+    """The <body ...> tag of a DOM from rendered_dom (which refuses a page without one)."""
+    tag = re.search(r"<body[^>]*>", dom)
+    assert tag is not None, "rendered_dom returned a page without <body>"
+    return tag.group(0)
+
+
 def page_marks(page: Path, timeout: float = 90.0) -> dict[str, int]:
     """Every `data-*` count the page's check script set on <body> (images-*, csv-*)."""
-    body = re.search(r"<body[^>]*>", rendered_dom(page, timeout)).group(0)
+    body = _body_tag(rendered_dom(page, timeout))
     marks = {k: int(v) for k, v in re.findall(r'data-([\w-]+)="(\d+)"', body)}
     if not any(k.startswith("images-") for k in marks):
         raise RuntimeError(f"{page} has no image-load marks: was it written by analysis.report?")
@@ -71,7 +90,7 @@ def report_problems(page: Path, timeout: float = 90.0) -> tuple[dict[str, int], 
     loads, every CSV link decodes to its table, the summary comes first, every table is
     collapsed, and each section shows its figures before its tables."""
     dom = rendered_dom(page, timeout)
-    body = re.search(r"<body[^>]*>", dom).group(0)
+    body = _body_tag(dom)
     marks = {k: int(v) for k, v in re.findall(r'data-([\w-]+)="(\d+)"', body)}
     problems = []
     if marks.get("images-broken", 1) or marks.get("images-loaded", 0) != marks.get("images-total", -1):

@@ -4,34 +4,42 @@ Uses open-clip-torch. The default is the LAION ViT-B-32 checkpoint (downloaded b
 on first use, on a machine that has the network); tests build a small open-clip model with
 random weights (`ClipScorer.random`), which exercises the same code path without a download.
 """
+
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from open_clip import CLIP, CustomTextCLIP
 
 
 class ClipScorer:
     """Cosine similarities in CLIP space. Images are PIL images; texts are strings."""
 
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, device: str | torch.device = "cpu"):
-        self.model = model.eval().to(device)
+        # open-clip's factory types its models as nn.Module; they are CLIP or CustomTextCLIP (encode_image/_text)
+        self.model = cast("CLIP | CustomTextCLIP", model.eval().to(device))
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.device = torch.device(device)
 
     @classmethod
-    def pretrained(cls, name: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k", device: str = "cpu") -> "ClipScorer":
+    def pretrained(
+        cls, name: str = "ViT-B-32", pretrained: str | None = "laion2b_s34b_b79k", device: str = "cpu"
+    ) -> ClipScorer:
         import open_clip
 
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
         return cls(model, preprocess, open_clip.get_tokenizer(name), device)
 
     @classmethod
-    def random(cls, seed: int = 0, width: int = 64, image_size: int = 64) -> "ClipScorer":
+    def random(cls, seed: int = 0, width: int = 64, image_size: int = 64) -> ClipScorer:
         """A small open-clip model with random weights (no download): for tests and dry runs."""
         import open_clip
 

@@ -7,10 +7,12 @@ raw channels), so a colour means the same thing in every figure. Legends sit out
 the data; lines carry markers so that overlapping ones stay distinguishable; axes are
 labelled with units (`AXIS_LABELS`, or the caller's own label).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import overload
 
 import matplotlib
 
@@ -18,15 +20,16 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 METHOD_KINDS = ("dictionary", "oracle", "random", "probe", "raw channels")
 # Fixed colours of the calibration methods; dictionaries take blues (_DICTIONARY_FAMILY).
 KIND_COLOURS = {
-    "oracle": "#d95f02",        # orange: the diff-in-means ceiling
-    "random": "#8c8c8c",        # grey: the floor
-    "probe": "#7b3294",         # purple: logistic probe on all channels
+    "oracle": "#d95f02",  # orange: the diff-in-means ceiling
+    "random": "#8c8c8c",  # grey: the floor
+    "probe": "#7b3294",  # purple: logistic probe on all channels
     "raw channels": "#a6761d",  # brown: the block's own channels
 }
 _DICTIONARY_FAMILY = "Blues"
@@ -84,7 +87,7 @@ def method_palette(methods: Iterable[str]) -> dict[str, str]:
     dictionaries = [m for m in methods if method_kind(m) == "dictionary"]
     # Skip the palest blues: they vanish on a white background.
     blues = sns.color_palette(_DICTIONARY_FAMILY, len(dictionaries) + 2)[2:][::-1] if dictionaries else []
-    colours = {m: matplotlib.colors.to_hex(c) for m, c in zip(dictionaries, blues)}
+    colours = {m: to_hex(c) for m, c in zip(dictionaries, blues)}
     for m in methods:
         if m not in colours:
             colours[m] = KIND_COLOURS[method_kind(m)]
@@ -104,6 +107,10 @@ def method_markers(methods: Iterable[str]) -> dict[str, str]:
     return markers
 
 
+@overload
+def _hue_style(table: pl.DataFrame, hue: str) -> tuple[dict, dict]: ...
+@overload
+def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict | None]: ...
 def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict | None]:
     """(palette, markers) for a hue column: the method palette when the hue is `method`."""
     if hue is None:
@@ -112,8 +119,10 @@ def _hue_style(table: pl.DataFrame, hue: str | None) -> tuple[dict | None, dict 
     if hue == "method":
         return method_palette(values), method_markers(values)
     colours = sns.color_palette("colorblind", len(values))
-    return ({v: matplotlib.colors.to_hex(c) for v, c in zip(values, colours)},
-            {v: _OTHER_MARKERS[i % len(_OTHER_MARKERS)] for i, v in enumerate(values)})
+    return (
+        {v: to_hex(c) for v, c in zip(values, colours)},
+        {v: _OTHER_MARKERS[i % len(_OTHER_MARKERS)] for i, v in enumerate(values)},
+    )
 
 
 def _label(ax: plt.Axes, x: str, y: str, xlabel: str | None, ylabel: str | None, title: str) -> None:
@@ -150,9 +159,19 @@ def _need(table: pl.DataFrame, columns: list[str], what: str) -> None:
         raise ValueError(f"{what}: the table is empty, nothing to plot")
 
 
-def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
-              style: str | None = None, facet: str | None = None, xlabel: str | None = None,
-              ylabel: str | None = None, dodge: float = 0.015) -> Path:
+def line_plot(
+    table: pl.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None,
+    path: Path,
+    title: str = "",
+    style: str | None = None,
+    facet: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    dodge: float = 0.015,
+) -> Path:
     """One line per `hue` value (e.g. FVU against normalised t, one line per model); the mean
     of `y` where several rows share an x.
 
@@ -166,12 +185,13 @@ def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, 
     hue_values = [str(v) for v in table[hue].unique(maintain_order=True).to_list()] if hue else [""]
     palette, markers = _hue_style(table, hue) if hue else ({"": "#1764ab"}, {"": "o"})
     style_values = [str(v) for v in table[style].unique(maintain_order=True).to_list()] if style else [""]
-    dashes = dict(zip(style_values, ("-", "--", ":", "-.")  * 4))
+    dashes = dict(zip(style_values, ("-", "--", ":", "-.") * 4))
     panels = table[facet].unique(maintain_order=True).to_list() if facet else [None]
-    span = float(table[x].max() - table[x].min()) or 1.0
+    low, high = table.select(pl.col(x).min().alias("low"), pl.col(x).max().alias("high")).row(0)
+    span = float(high - low) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1.8, 4.0), sharey=True, squeeze=False)
     for i, (ax, panel) in enumerate(zip(axes[0], panels)):
-        subset = table if panel is None else table.filter(pl.col(facet) == panel)
+        subset = table if facet is None or panel is None else table.filter(pl.col(facet) == panel)
         for j, value in enumerate(hue_values):
             offset = (j - (len(hue_values) - 1) / 2) * dodge * span
             for line_style in style_values:
@@ -183,34 +203,64 @@ def line_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, 
                 if rows.is_empty():
                     continue
                 points = rows.group_by(x).agg(pl.col(y).mean()).sort(x)
-                ax.plot(points[x].to_numpy() + offset, points[y].to_numpy(), color=palette[value],
-                        marker=markers[value], linestyle=dashes[line_style], markersize=6, linewidth=1.6,
-                        markeredgecolor="white", markeredgewidth=0.6)
+                ax.plot(
+                    points[x].to_numpy() + offset,
+                    points[y].to_numpy(),
+                    color=palette[value],
+                    marker=markers[value],
+                    linestyle=dashes[line_style],
+                    markersize=6,
+                    linewidth=1.6,
+                    markeredgecolor="white",
+                    markeredgewidth=0.6,
+                )
         _label(ax, x, y, xlabel, ylabel if i == 0 else "", f"{facet} = {panel}" if facet else "")
     handles = [Line2D([], [], color=palette[v], marker=markers[v], label=v) for v in hue_values if hue]
-    handles += [Line2D([], [], color="#444", linestyle=dashes[s], label=f"{style} = {s}") for s in style_values if style]
+    handles += [
+        Line2D([], [], color="#444", linestyle=dashes[s], label=f"{style} = {s}") for s in style_values if style
+    ]
     if handles:
-        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-                             title=hue.replace("_", " ") if hue else None)
+        axes[0][-1].legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            frameon=False,
+            title=hue.replace("_", " ") if hue else None,
+        )
     fig.suptitle(title)
     return _save(fig, path)
 
 
-def scatter_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
-                 xlabel: str | None = None, ylabel: str | None = None) -> Path:
+def scatter_plot(
+    table: pl.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None,
+    path: Path,
+    title: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
     """Points coloured by `hue` (e.g. FVU against L0 per method), one marker per hue value."""
     _need(table, [c for c in (x, y, hue) if c], "scatter_plot")
     palette, markers = _hue_style(table, hue)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(data=_frame(table), x=x, y=y, hue=hue, style=hue, palette=palette, markers=markers,
-                    s=90, ax=ax)
+    sns.scatterplot(data=_frame(table), x=x, y=y, hue=hue, style=hue, palette=palette, markers=markers, s=90, ax=ax)
     _label(ax, x, y, xlabel, ylabel, title)
     _legend_outside(ax)
     return _save(fig, path)
 
 
-def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, title: str = "",
-             xlabel: str | None = None, ylabel: str | None = None) -> Path:
+def bar_plot(
+    table: pl.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None,
+    path: Path,
+    title: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
     """Grouped bars (e.g. concept alignment per concept, one colour per method)."""
     _need(table, [c for c in (x, y, hue) if c], "bar_plot")
     palette, _ = _hue_style(table, hue)
@@ -225,9 +275,19 @@ def bar_plot(table: pl.DataFrame, x: str, y: str, hue: str | None, path: Path, t
     return _save(fig, path)
 
 
-def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Path, title: str = "",
-            fmt: str = ".2f", vmin: float | None = 0.0, vmax: float | None = 1.0,
-            column_order: list[str] | None = None, colorbar_label: str | None = None) -> Path:
+def heatmap(
+    table: pl.DataFrame,
+    rows: str,
+    columns: str,
+    values: str,
+    path: Path,
+    title: str = "",
+    fmt: str = ".2f",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    column_order: list[str] | None = None,
+    colorbar_label: str | None = None,
+) -> Path:
     """A rows x columns grid of the mean of `values` (e.g. edit type x time window -> success)."""
     _need(table, [rows, columns, values], "heatmap")
     grid = _frame(table.group_by([rows, columns]).agg(pl.col(values).mean()))
@@ -235,15 +295,32 @@ def heatmap(table: pl.DataFrame, rows: str, columns: str, values: str, path: Pat
     if column_order is not None:
         grid = grid[[c for c in column_order if c in grid.columns]]
     fig, ax = plt.subplots(figsize=(1.2 * len(grid.columns) + 3, 0.5 * len(grid.index) + 2))
-    sns.heatmap(grid, annot=True, fmt=fmt, cmap="viridis", vmin=vmin, vmax=vmax, ax=ax,
-                cbar_kws={"label": colorbar_label or AXIS_LABELS.get(values, values)})
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt=fmt,
+        cmap="viridis",
+        vmin=vmin,
+        vmax=vmax,
+        ax=ax,
+        cbar_kws={"label": colorbar_label or AXIS_LABELS.get(values, values)},
+    )
     _label(ax, columns, rows, None, None, title)
     return _save(fig, path)
 
 
-def lines_with_references(table: pl.DataFrame, x: str, y: str, hue: str, references: dict[str, float], path: Path,
-                          title: str = "", xlabel: str | None = None, ylabel: str | None = None,
-                          invert_x: bool = False) -> Path:
+def lines_with_references(
+    table: pl.DataFrame,
+    x: str,
+    y: str,
+    hue: str,
+    references: dict[str, float],
+    path: Path,
+    title: str = "",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    invert_x: bool = False,
+) -> Path:
     """One line per `hue` value plus a dashed horizontal line per named reference value (a baseline)."""
     _need(table, [x, y, hue], "lines_with_references")
     fig, ax = plt.subplots(figsize=(7.4, 4.2))

@@ -10,6 +10,7 @@ A small script marks on <body> how many images decoded (`data-images-loaded` /
 `data-images-broken`) and how many CSV links decode to their table (`data-csv-ok`), which
 the tests read back from headless Chromium.
 """
+
 from __future__ import annotations
 
 import base64
@@ -198,8 +199,10 @@ def csv_link(name: str, table: pl.DataFrame) -> str:
     table = table.with_columns(pl.col(pl.Utf8).str.replace_all("\n", " ")) if table.width else table
     data = base64.b64encode(csv_text(table).encode("utf-8")).decode("ascii")
     header = csv_text(table.head(0)).strip()
-    return (f'<a class="csv" download="{html.escape(name)}.csv" data-rows="{table.height}" '
-            f'data-header="{html.escape(header)}" href="data:text/csv;base64,{data}">CSV</a>')
+    return (
+        f'<a class="csv" download="{html.escape(name)}.csv" data-rows="{table.height}" '
+        f'data-header="{html.escape(header)}" href="data:text/csv;base64,{data}">CSV</a>'
+    )
 
 
 def table_html(table: pl.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
@@ -218,50 +221,66 @@ def table_html(table: pl.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
 
 
 def collapsed_table(name: str, table: pl.DataFrame) -> str:
-    return (f"<details><summary>Table <b>{html.escape(name)}</b>: {table.height} rows, {table.width} columns "
-            f"{csv_link(name, table)}</summary>{table_html(table)}</details>")
+    return (
+        f"<details><summary>Table <b>{html.escape(name)}</b>: {table.height} rows, {table.width} columns "
+        f"{csv_link(name, table)}</summary>{table_html(table)}</details>"
+    )
 
 
 def _figure(tile: Tile, css: str = "tile") -> str:
     hover = f' title="{html.escape(tile.hover)}"' if tile.hover else ""
     caption = f"<figcaption>{html.escape(tile.caption)}</figcaption>" if tile.caption else ""
-    return (f'<figure{hover}><img class="{css}" src="{png_data_uri(tile.image)}" '
-            f'alt="{html.escape(tile.caption or tile.hover)}">{caption}</figure>')
+    return (
+        f'<figure{hover}><img class="{css}" src="{png_data_uri(tile.image)}" '
+        f'alt="{html.escape(tile.caption or tile.hover)}">{caption}</figure>'
+    )
 
 
 def card_html(card: FeatureCard) -> str:
     label = card.label or "no ground-truth label"
     score = "" if math.isnan(card.score) else f" (AUROC {card.score:.2f})"
     architecture = f" ({card.architecture})" if card.architecture else ""
-    meta = [f"fires on {card.frequency:.1%} of tokens" if not math.isnan(card.frequency) else "",
-            f"mean activation {card.mean_activation:.3g}" if not math.isnan(card.mean_activation) else ""]
+    meta = [
+        f"fires on {card.frequency:.1%} of tokens" if not math.isnan(card.frequency) else "",
+        f"mean activation {card.mean_activation:.3g}" if not math.isnan(card.mean_activation) else "",
+    ]
     search = " ".join([card.dictionary, str(card.feature), label, card.provenance, card.architecture]).lower()
-    parts = [f'<div class="card" data-search="{html.escape(search)}">',
-             f"<h4>{html.escape(card.dictionary)} #{card.feature}: {html.escape(label)}{score}</h4>",
-             f'<p class="meta">{html.escape(" · ".join(m for m in meta if m))}{html.escape(architecture)}</p>']
+    parts = [
+        f'<div class="card" data-search="{html.escape(search)}">',
+        f"<h4>{html.escape(card.dictionary)} #{card.feature}: {html.escape(label)}{score}</h4>",
+        f'<p class="meta">{html.escape(" · ".join(m for m in meta if m))}{html.escape(architecture)}</p>',
+    ]
     if card.provenance:
         parts.append(f'<p class="meta">ITDA provenance: {html.escape(card.provenance)}</p>')
-    rows = (("Top-activating held-out images (red: where it fires; number: peak activation)", card.top),
-            ('By itself: the empty prompt "" with it added (x mean activation)', card.empty),
-            (f"Modulation (x mean activation) of {card.strip_prompt}", card.strip))
+    rows = (
+        ("Top-activating held-out images (red: where it fires; number: peak activation)", card.top),
+        ('By itself: the empty prompt "" with it added (x mean activation)', card.empty),
+        (f"Modulation (x mean activation) of {card.strip_prompt}", card.strip),
+    )
     for title, tiles in rows:  # groups sit side by side where the page is wide enough
         if tiles:
-            parts.append(f'<div class="group"><div class="row-title">{html.escape(title)}</div>'
-                         f'<div class="row">{"".join(_figure(t) for t in tiles)}</div></div>')
+            parts.append(
+                f'<div class="group"><div class="row-title">{html.escape(title)}</div>'
+                f'<div class="row">{"".join(_figure(t) for t in tiles)}</div></div>'
+            )
     parts.append("</div>")
     return "".join(parts)
 
 
 def cards_html(cards: list[FeatureCard]) -> str:
     """The feature cards behind a search box that filters them by label, dictionary or number."""
-    return ('<div class="atlas"><input class="search" type="search" placeholder="filter features: label, '
-            'dictionary, number" oninput="filterCards(this)">'
-            f'<div class="cards">{"".join(card_html(c) for c in cards)}</div></div>')
+    return (
+        '<div class="atlas"><input class="search" type="search" placeholder="filter features: label, '
+        'dictionary, number" oninput="filterCards(this)">'
+        f'<div class="cards">{"".join(card_html(c) for c in cards)}</div></div>'
+    )
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>\n{body}\n</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>\n{body}\n</body></html>"
+    )
 
 
 def render(title: str, sections: list[Section], summary: str = "") -> str:
@@ -272,15 +291,20 @@ def render(title: str, sections: list[Section], summary: str = "") -> str:
             parts.append(f'<p class="finding"><b>{html.escape(section.title)}.</b> {html.escape(section.summary)}</p>')
     if summary:
         parts.append(f'<p class="setup">{html.escape(summary)}</p>')
-    parts.append("<nav><ul>" + "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>'
-                                       for i, s in enumerate(sections)) + "</ul></nav></section>")
+    parts.append(
+        "<nav><ul>"
+        + "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
+        + "</ul></nav></section>"
+    )
     for i, section in enumerate(sections):
         parts.append(f'<section id="s{i}"><h2>{html.escape(section.title)}</h2>')
         if section.text:
             parts.extend(f'<p class="about">{html.escape(p)}</p>' for p in section.text.split("\n\n"))
         for caption, path in section.plots:
-            parts.append(f'<figure class="plot"><img src="{png_data_uri(path)}" alt="{html.escape(caption)}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure class="plot"><img src="{png_data_uri(path)}" alt="{html.escape(caption)}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         for caption, images in section.galleries:
             cells = "".join(_figure(Tile(im, label)) for label, im in images)
             parts.append(f'<h3>{html.escape(caption)}</h3><div class="grid row">{cells}</div>')

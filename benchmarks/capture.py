@@ -8,6 +8,7 @@ Goal: at most 1.10 on tiny/sdxl.
 
     python benchmarks/capture.py --model tiny/sdxl --repeats 7
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,21 @@ def main() -> None:
     for _ in range(args.repeats):
         plain.append(timed())
         captured.append(timed(hooks=hooks))
-    print(f"model={args.model} batch={args.batch} steps={args.steps or adapter.defaults.steps} hooks={len(hooks)} "
-          f"repeats={args.repeats}")
+    print(
+        f"model={args.model} batch={args.batch} steps={args.steps or adapter.defaults.steps} hooks={len(hooks)} "
+        f"repeats={args.repeats}"
+    )
     for label, index in (("cpu", 0), ("wall", 1)):
         base = [run[index] for run in plain]
         with_capture = [run[index] for run in captured]
-        print(f"{label:4s} without capture: best {min(base) * 1000:8.1f} ms  median {statistics.median(base) * 1000:8.1f} ms")
-        print(f"{label:4s} with capture:    best {min(with_capture) * 1000:8.1f} ms  median "
-              f"{statistics.median(with_capture) * 1000:8.1f} ms")
+        print(
+            f"{label:4s} without capture: best {min(base) * 1000:8.1f} ms  median "
+            f"{statistics.median(base) * 1000:8.1f} ms"
+        )
+        print(
+            f"{label:4s} with capture:    best {min(with_capture) * 1000:8.1f} ms  median "
+            f"{statistics.median(with_capture) * 1000:8.1f} ms"
+        )
         print(f"{label}_median_ratio={statistics.median(with_capture) / statistics.median(base):.3f}")
     cpu_best = min(run[0] for run in captured) / min(run[0] for run in plain)
     print(f"capture_overhead_ratio={cpu_best:.3f}")

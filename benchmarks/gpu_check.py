@@ -13,6 +13,7 @@ version on the CPU in a minute or two (the test suite does). See docs/scale.md f
     python benchmarks/gpu_check.py --device cuda --json gpu_check.json
     python benchmarks/gpu_check.py --quick --json /tmp/gpu_check.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,16 +47,28 @@ def _quietly(function, *args):
 
 def sae_and_itda(device: str, quick: bool) -> dict:
     """Step/matmul ratios at the papers' shapes (quick: small shapes)."""
-    shapes = ([("64x1024 k4", ["--d", "64", "--n", "1024", "--k", "4", "--batch", "256", "--k-aux", "16",
-                                  "--dead-fraction", "0.1"])] if quick else
-              [("1280x5120 k10", ["--d", "1280", "--n", "5120", "--k", "10", "--batch", "4096"]),
-               ("3072x65536 k64", ["--d", "3072", "--n", "65536", "--k", "64", "--batch", "4096"])])
+    shapes = (
+        [
+            (
+                "64x1024 k4",
+                ["--d", "64", "--n", "1024", "--k", "4", "--batch", "256", "--k-aux", "16", "--dead-fraction", "0.1"],
+            )
+        ]
+        if quick
+        else [
+            ("1280x5120 k10", ["--d", "1280", "--n", "5120", "--k", "10", "--batch", "4096"]),
+            ("3072x65536 k64", ["--d", "3072", "--n", "65536", "--k", "64", "--batch", "4096"]),
+        ]
+    )
     result = {}
     for name, argv in shapes:
         ratio, tail = _quietly(sae_step.main, [*argv, "--device", device, "--reps", "3" if quick else "5"])
         result[f"sae_step_{name}"] = {"ratio_to_matmul": ratio, "printed": tail}
-    itda = ["--d", "64", "--m", "256", "--L", "4", "--batch", "128"] if quick else \
-        ["--d", "1280", "--m", "8192", "--L", "32", "--batch", "2048"]
+    itda = (
+        ["--d", "64", "--m", "256", "--L", "4", "--batch", "128"]
+        if quick
+        else ["--d", "1280", "--m", "8192", "--L", "32", "--batch", "2048"]
+    )
     (ratio, fvu), tail = _quietly(itda_encode.main, [*itda, "--device", device, "--reps", "3"])
     result["itda_encode"] = {"ratio_to_matmul": ratio, "fvu": fvu, "printed": tail}
     return result
@@ -64,6 +77,7 @@ def sae_and_itda(device: str, quick: bool) -> dict:
 def sdxl_step(device: str, quick: bool) -> dict:
     """Build the real-width SDXL pipeline, check captured shapes, time images/s with and without capture."""
     from diffdict import adapters
+    from diffdict.adapters.capture import Generation
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     counts: dict = {}
@@ -81,7 +95,7 @@ def sdxl_step(device: str, quick: bool) -> dict:
     batch = 2 if quick else 8
     prompts = [real_scale.PROMPT] * batch
 
-    def images_per_second(hooks: list[str]) -> tuple[float, object]:
+    def images_per_second(hooks: list[str]) -> tuple[float, Generation]:
         generation = adapter.generate(prompts, seeds=0, hooks=hooks, steps=1, guidance=0.0, height=size, width=size)
         _sync(device)
         start = time.perf_counter()
@@ -101,9 +115,17 @@ def sdxl_step(device: str, quick: bool) -> dict:
         shapes[hook] = list(one_map.value.shape)
     if not quick:  # and the table is the real model's, as `diffdict hooks stabilityai/sdxl-turbo` prints it
         real_scale.check_maps(adapter, adapters_first(generation), PAPER_HOOKS, size)
-    return {"build_seconds": round(built, 1), "parameters": counts, "size_px": size, "batch": batch,
-            "images_per_s_without_hooks": plain, "images_per_s_with_capture": captured,
-            "capture_overhead": plain / captured, "shapes": shapes, "dtype": str(dtype)}
+    return {
+        "build_seconds": round(built, 1),
+        "parameters": counts,
+        "size_px": size,
+        "batch": batch,
+        "images_per_s_without_hooks": plain,
+        "images_per_s_with_capture": captured,
+        "capture_overhead": plain / captured,
+        "shapes": shapes,
+        "dtype": str(dtype),
+    }
 
 
 def adapters_first(generation):
@@ -126,22 +148,48 @@ def stream_training(device: str, quick: bool) -> dict:
     pool = torch.randn(64, side, side, d, generator=generator) * torch.linspace(0.2, 2.0, d)
 
     def generate(job):
-        return [MapRecord({"hook": "down.2.1", "prompt_id": p, "prompt": "", "seed": job.seed, "step": 0,
-                           "timestep": 999.0, "t": 1.0, "branch": "cond"}, pool[p % pool.shape[0]])
-                for p in job.prompt_ids]
+        return [
+            MapRecord(
+                {
+                    "hook": "down.2.1",
+                    "prompt_id": p,
+                    "prompt": "",
+                    "seed": job.seed,
+                    "step": 0,
+                    "timestep": 999.0,
+                    "t": 1.0,
+                    "branch": "cond",
+                },
+                pool[p % pool.shape[0]],
+            )
+            for p in job.prompt_ids
+        ]
 
     jobs = plan_prompt_jobs(list(range(100_000)), [0], per_job)
     source = StreamSource(jobs, generate, {"down.2.1": d}, window_jobs=max(1, 262_144 // (side * side * per_job)))
     spec = DictionarySpec("sae", "topk_sae", "down.2.1", {"n": n, "k": k, "k_aux": min(256, n // 4)}, branch="cond")
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        trained, rows = train_stream(source, [StreamedDictionary(spec, steps * batch, batch)],
-                                     StreamSettings(checkpoint_every=10**9, init_tokens=batch), out, progress=False,
-                                     device=device)
+        trained, rows = train_stream(
+            source,
+            [StreamedDictionary(spec, steps * batch, batch)],
+            StreamSettings(checkpoint_every=10**9, init_tokens=batch),
+            out,
+            progress=False,
+            device=device,
+        )
         _sync(device)
         seconds = time.perf_counter() - start
-    return {"d": d, "n": n, "k": k, "batch": batch, "steps": steps, "seconds": round(seconds, 1),
-            "tokens_per_s": steps * batch / seconds, "last_fvu": rows[-1].get("fvu") if rows else None}
+    return {
+        "d": d,
+        "n": n,
+        "k": k,
+        "batch": batch,
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "tokens_per_s": steps * batch / seconds,
+        "last_fvu": rows[-1].get("fvu") if rows else None,
+    }
 
 
 def _sync(device: str) -> None:
@@ -154,12 +202,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes on any device (the test)")
     parser.add_argument("--json", default=None, help="write the numbers here")
-    parser.add_argument("--only", action="append", default=None, choices=("kernels", "sdxl", "stream"),
-                        help="run only these parts (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        choices=("kernels", "sdxl", "stream"),
+        help="run only these parts (repeatable)",
+    )
     args = parser.parse_args(argv)
     parts = {"kernels": sae_and_itda, "sdxl": sdxl_step, "stream": stream_training}
-    report: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
-                    "torch": torch.__version__, "quick": args.quick}
+    report: dict = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
+        "torch": torch.__version__,
+        "quick": args.quick,
+    }
     for name, part in parts.items():
         if args.only and name not in args.only:
             continue

@@ -10,6 +10,7 @@ residual product per iteration) on the same batch with the same L.
 Last line: ratio_to_matmul=<float> fvu=<float>  (CPU-time ratio on the CPU, wall-clock ratio printed
 above; on a GPU the synchronised wall-clock ratio, the matmul on the same device)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 from diffdict.dictionaries.itda import ITDA, ITDAConfig
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def synthetic_activations(count: int, d: int, planted: int, active: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     data = data.to(device)
     itda = ITDA(ITDAConfig(d=args.d, L=args.L, pursuit=args.pursuit)).to(device)
     itda._append(data[: args.m], None, torch.arange(args.m, device=device))  # a full dictionary of real activations
-    x = data[args.m:]
+    x = data[args.m :]
     atoms = itda.atoms
 
     def matmul() -> None:
@@ -87,19 +88,25 @@ def main(argv: list[str] | None = None) -> tuple[float, float]:
     encode_times, matmul_times = timings.candidate_wall, timings.baseline_wall
     encode_cpu, matmul_cpu = timings.candidate_cpu, timings.baseline_cpu
     best_encode, best_matmul = min(encode_times), min(matmul_times)
-    print(f"shape: batch={args.batch} d={args.d} m={args.m} L={args.L} pursuit={args.pursuit}+refit "
-          f"threads={torch.get_num_threads()} device={device}")
+    print(
+        f"shape: batch={args.batch} d={args.d} m={args.m} L={args.L} pursuit={args.pursuit}+refit "
+        f"threads={torch.get_num_threads()} device={device}"
+    )
     print(f"matmul  min {best_matmul * 1e3:8.1f} ms  all {[round(t * 1e3) for t in matmul_times]}")
     print(f"encode  min {best_encode * 1e3:8.1f} ms  all {[round(t * 1e3) for t in encode_times]}")
-    print(f"reference (Leask matching pursuit): fvu={reference:.4f} time/matmul="
-          f"{reference_time / best_matmul:.1f}x (one run)")
+    print(
+        f"reference (Leask matching pursuit): fvu={reference:.4f} time/matmul="
+        f"{reference_time / best_matmul:.1f}x (one run)"
+    )
     print(f"ours: fvu={ours:.4f} ({'<=' if ours <= reference else '>'} reference)")
     wall_ratio = best_encode / best_matmul
     # Headline on the CPU: process CPU time (all threads), robust to other tenants of a shared
     # machine. On a GPU the host's CPU time says nothing about the device: the wall clock.
     ratio = timings.ratio(device)
-    print(f"cpu time: matmul min {min(matmul_cpu) * 1e3:.1f} ms, encode min {min(encode_cpu) * 1e3:.1f} ms; "
-          f"wall-clock ratio {wall_ratio:.3f}")
+    print(
+        f"cpu time: matmul min {min(matmul_cpu) * 1e3:.1f} ms, encode min {min(encode_cpu) * 1e3:.1f} ms; "
+        f"wall-clock ratio {wall_ratio:.3f}"
+    )
     print(f"ratio_to_matmul={ratio:.3f} fvu={ours:.4f}")
     return ratio, ours
 

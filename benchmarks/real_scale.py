@@ -21,6 +21,7 @@ each generation's seconds in the text encoders, the denoiser and the VAE decoder
 --reduced: every width as published, few layers, a small image (tests/test_real_scale.py).
 Run one model per process, so that each peak memory is that model's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,13 @@ import json
 import resource
 import time
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 
 from diffdict import adapters
+from diffdict.adapters.base import model_config
 from diffdict.adapters.families import FAMILIES
 from diffdict.adapters.flux import FLUX_TRANSFORMER
 from diffdict.adapters.quantize import quantize_linear_nf4, weight_bytes
@@ -45,14 +48,35 @@ from diffdict.adapters.tokenizers import special_token_ids, word_tokenizer
 SDXL_ID, FLUX_ID = "stabilityai/sdxl-turbo", "black-forest-labs/FLUX.1-schnell"
 SDXL_HOOKS, FLUX_HOOKS = ("down.2.1", "mid.0", "up.0.0", "up.0.1"), ("double.0", "single.1")
 PROMPT = "a red circle on the left of a blue square"
-CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-              num_attention_heads=12, projection_dim=768, hidden_act="quick_gelu")
-CLIP_BIGG = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                 num_attention_heads=20, projection_dim=1280, hidden_act="gelu")
+CLIP_L: dict[str, Any] = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+)
+CLIP_BIGG: dict[str, Any] = dict(
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    projection_dim=1280,
+    hidden_act="gelu",
+)
 T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_heads=64, feed_forward_proj="gated-gelu")
-VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-           up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-           layers_per_block=2, norm_num_groups=32, sample_size=1024)
+VAE: dict[str, Any] = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=1024,
+)
 GIB = 2**30
 
 
@@ -82,8 +106,11 @@ def phase(phases: dict, name: str):
     _peak_rss_reset()
     wall, cpu = time.perf_counter(), time.process_time()
     yield
-    phases[name] = dict(wall_s=round(time.perf_counter() - wall, 2), cpu_s=round(time.process_time() - cpu, 2),
-                        peak_rss_gib=round(_peak_rss_gib(), 2))
+    phases[name] = dict(
+        wall_s=round(time.perf_counter() - wall, 2),
+        cpu_s=round(time.process_time() - cpu, 2),
+        peak_rss_gib=round(_peak_rss_gib(), 2),
+    )
 
 
 @contextmanager
@@ -93,8 +120,11 @@ def component_clock(modules: dict[str, torch.nn.Module], seconds: dict[str, floa
     for name, module in modules.items():
         seconds.setdefault(name, 0.0)
         handles.append(module.register_forward_pre_hook(lambda *_, n=name: started.__setitem__(n, time.perf_counter())))
-        handles.append(module.register_forward_hook(
-            lambda *_, n=name: seconds.__setitem__(n, seconds[n] + time.perf_counter() - started[n])))
+        handles.append(
+            module.register_forward_hook(
+                lambda *_, n=name: seconds.__setitem__(n, seconds[n] + time.perf_counter() - started[n])
+            )
+        )
     try:
         yield
     finally:
@@ -110,9 +140,13 @@ def params(module: torch.nn.Module) -> int:
 def clip_text(tokenizer, config: dict, projection: bool, layers: int | None, vocab: int | None):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = dict(config, **({"num_hidden_layers": layers} if layers else {}), **({"vocab_size": vocab} if vocab else {}))
-    config = CLIPTextConfig(max_position_embeddings=tokenizer.model_max_length, **config, **special_token_ids(tokenizer))
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    settings = dict(
+        config, **({"num_hidden_layers": layers} if layers else {}), **({"vocab_size": vocab} if vocab else {})
+    )
+    text_config = CLIPTextConfig(
+        max_position_embeddings=tokenizer.model_max_length, **settings, **special_token_ids(tokenizer)
+    )
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(text_config).eval()
 
 
 def vae(latent_channels: int, **extra):
@@ -129,13 +163,16 @@ def build_sdxl(reduced: bool, counts: dict):
     tokenizer = word_tokenizer(TINY_VOCAB, max_length=77)
     layers, vocab = (1, len(tokenizer)) if reduced else (None, None)
     unet_config = dict(SDXL_UNET, **({"transformer_layers_per_block": (1, 1, 1)} if reduced else {}))
-    parts = dict(unet=UNet2DConditionModel(**unet_config).eval(),
-                 text_encoder=clip_text(tokenizer, CLIP_L, False, layers, vocab),
-                 text_encoder_2=clip_text(tokenizer, CLIP_BIGG, True, layers, vocab),
-                 vae=vae(4, scaling_factor=0.13025))
+    parts = dict(
+        unet=UNet2DConditionModel(**unet_config).eval(),
+        text_encoder=clip_text(tokenizer, CLIP_L, False, layers, vocab),
+        text_encoder_2=clip_text(tokenizer, CLIP_BIGG, True, layers, vocab),
+        vae=vae(4, scaling_factor=0.13025),
+    )
     counts.update({name: params(m) for name, m in parts.items()})
-    scheduler = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                                timestep_spacing="trailing", steps_offset=1)
+    scheduler = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
+    )
     return StableDiffusionXLPipeline(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler, **parts)
 
 
@@ -149,10 +186,15 @@ def flux_transformer(n_double: int, n_single: int, nf4: bool, counts: dict):
 
     model = FluxTransformer2DModel(**dict(FLUX_TRANSFORMER, num_layers=0, num_single_layers=0, guidance_embeds=False))
     total = params(model)
-    width = dict(dim=model.inner_dim, num_attention_heads=model.config.num_attention_heads,
-                 attention_head_dim=model.config.attention_head_dim)
-    for blocks, kind, n in ((model.transformer_blocks, FluxTransformerBlock, n_double),
-                            (model.single_transformer_blocks, FluxSingleTransformerBlock, n_single)):
+    width: dict[str, Any] = dict(
+        dim=model.inner_dim,
+        num_attention_heads=model_config(model).num_attention_heads,
+        attention_head_dim=model_config(model).attention_head_dim,
+    )
+    for blocks, kind, n in (
+        (model.transformer_blocks, FluxTransformerBlock, n_double),
+        (model.single_transformer_blocks, FluxSingleTransformerBlock, n_single),
+    ):
         for _ in range(n):
             block = kind(**width).eval()
             total += params(block)
@@ -176,18 +218,32 @@ def build_flux(reduced: bool, n_double: int, n_single: int, t5_layers: int, nf4:
     t5_tokenizer = word_tokenizer(TINY_VOCAB, max_length=REAL_MODELS[FLUX_ID].defaults.max_sequence_length)
     t5_ids = special_token_ids(t5_tokenizer)
     vocab = len(t5_tokenizer) if reduced else None
-    t5 = T5EncoderModel(T5Config(**dict(T5_XXL, **({"vocab_size": vocab} if vocab else {})), num_layers=t5_layers,
-                                 pad_token_id=t5_ids["pad_token_id"], eos_token_id=t5_ids["eos_token_id"],
-                                 decoder_start_token_id=0)).eval()
+    t5 = T5EncoderModel(
+        T5Config(
+            **dict(T5_XXL, **({"vocab_size": vocab} if vocab else {})),
+            num_layers=t5_layers,
+            pad_token_id=t5_ids["pad_token_id"],
+            eos_token_id=t5_ids["eos_token_id"],
+            decoder_start_token_id=0,
+        )
+    ).eval()
     counts["text_encoder_2"] = params(t5)
     if nf4:
         quantize_linear_nf4(t5)
-    parts = dict(text_encoder=clip_text(clip_tokenizer, CLIP_L, False, 1 if reduced else None, vocab),
-                 vae=vae(16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False))
+    parts = dict(
+        text_encoder=clip_text(clip_tokenizer, CLIP_L, False, 1 if reduced else None, vocab),
+        vae=vae(16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
+    )
     counts.update({name: params(m) for name, m in parts.items()})
     transformer = flux_transformer(n_double, n_single, nf4, counts)
-    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), tokenizer=clip_tokenizer,
-                        tokenizer_2=t5_tokenizer, text_encoder_2=t5, transformer=transformer, **parts)
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        tokenizer=clip_tokenizer,
+        tokenizer_2=t5_tokenizer,
+        text_encoder_2=t5,
+        transformer=transformer,
+        **parts,
+    )
 
 
 def wrap(family: str, model_id: str, pipe) -> adapters.Adapter:
@@ -208,7 +264,9 @@ def check_maps(adapter, gen, hooks, size: int) -> dict[str, list[int]]:
         assert mine == real, f"{hook}: built {mine} but the real model's table says {real}"
         (captured,) = gen.maps(hook=hook)
         expected = (1, *real.grid(size, size), real.d)
-        assert tuple(captured.value.shape) == expected, f"{hook}: captured {tuple(captured.value.shape)}, table {expected}"
+        assert tuple(captured.value.shape) == expected, (
+            f"{hook}: captured {tuple(captured.value.shape)}, table {expected}"
+        )
         assert torch.isfinite(captured.value).all(), f"{hook}: non-finite values"
         shapes[hook] = list(captured.value.shape)
     return shapes
@@ -225,8 +283,11 @@ def check_edit(plain, edited, hooks, direction: torch.Tensor, strength: float) -
         moved[hook] = round(float((b - a).norm() / a.norm()), 4)
         assert moved[hook] > 0, f"{hook}: the edit on {hooks[0]} did not change it"
     pixels = [torch.from_numpy(np.asarray(img, dtype=np.float32)) for img in (plain.images[0], edited.images[0])]
-    return dict(edit_error=error, downstream_relative_change=moved,
-                image_mean_abs_change=round(float((pixels[1] - pixels[0]).abs().mean()), 2))
+    return dict(
+        edit_error=error,
+        downstream_relative_change=moved,
+        image_mean_abs_change=round(float((pixels[1] - pixels[0]).abs().mean()), 2),
+    )
 
 
 # ---- running ----------------------------------------------------------------------------
@@ -237,8 +298,9 @@ def generate(adapter, hooks, size: int, seconds: dict, interventions=()):
     parts.update(denoiser=adapter.denoiser, vae_decoder=pipe.vae.decoder)
     start = time.perf_counter()
     with component_clock(parts, seconds):
-        gen = adapter.generate([PROMPT], seeds=0, hooks=hooks, interventions=interventions, steps=1, guidance=0.0,
-                               height=size, width=size)
+        gen = adapter.generate(
+            [PROMPT], seeds=0, hooks=hooks, interventions=interventions, steps=1, guidance=0.0, height=size, width=size
+        )
     seconds["total"] = time.perf_counter() - start
     seconds.update({k: round(v, 2) for k, v in seconds.items()})
     return gen
@@ -265,8 +327,11 @@ def run(model: str, reduced: bool = False, nf4: bool = False, strength: float = 
     size, phases, counts, seconds = opts["size"], {}, {}, {"capture": {}, "edit": {}}
     torch.manual_seed(seed)
     with phase(phases, "build"):
-        pipe = (build_sdxl(reduced, counts) if family == "sdxl" else
-                build_flux(reduced, opts["double"], opts["single"], opts["t5_layers"], nf4, counts))
+        pipe = (
+            build_sdxl(reduced, counts)
+            if family == "sdxl"
+            else build_flux(reduced, opts["double"], opts["single"], opts["t5_layers"], nf4, counts)
+        )
         adapter = wrap(family, model_id, pipe)
     with phase(phases, "generate_capture"):
         plain = generate(adapter, hooks, size, seconds["capture"])
@@ -275,11 +340,25 @@ def run(model: str, reduced: bool = False, nf4: bool = False, strength: float = 
     with phase(phases, "generate_edit"):
         edited = generate(adapter, hooks, size, seconds["edit"], interventions=[edit])
     check_maps(adapter, edited, hooks, size)
-    result = dict(model=model, model_id=model_id, reduced=reduced, steps=1, dtype="float32", nf4=nf4,
-                  threads=torch.get_num_threads(), **opts, params=counts, params_total=sum(counts.values()),
-                  phases=phases, component_seconds=seconds, hooks=list(hooks), shapes=shapes,
-                  edit=dict(hook=edit.hook, strength=edit.strength,
-                            **check_edit(plain, edited, hooks, edit.direction, edit.strength)))
+    result: dict[str, Any] = dict(
+        model=model,
+        model_id=model_id,
+        reduced=reduced,
+        steps=1,
+        dtype="float32",
+        nf4=nf4,
+        threads=torch.get_num_threads(),
+        **opts,
+        params=counts,
+        params_total=sum(counts.values()),
+        phases=phases,
+        component_seconds=seconds,
+        hooks=list(hooks),
+        shapes=shapes,
+        edit=dict(
+            hook=edit.hook, strength=edit.strength, **check_edit(plain, edited, hooks, edit.direction, edit.strength)
+        ),
+    )
     if family == "flux":
         result["transformer_weight_gib"] = round(weight_bytes(adapter.denoiser) / GIB, 2)
     del adapter, pipe, plain, edited
@@ -289,22 +368,33 @@ def run(model: str, reduced: bool = False, nf4: bool = False, strength: float = 
 
 
 def summary(r: dict) -> str:
-    lines = [f"{r['model_id']} architecture, random weights, {r['size']}x{r['size']} px, 1 step, "
-             f"{r['dtype']}{' + NF4' if r['nf4'] else ''}, {r['threads']} threads" + (" [reduced]" if r["reduced"] else "")]
+    lines = [
+        f"{r['model_id']} architecture, random weights, {r['size']}x{r['size']} px, 1 step, "
+        f"{r['dtype']}{' + NF4' if r['nf4'] else ''}, {r['threads']} threads" + (" [reduced]" if r["reduced"] else "")
+    ]
     if r["model"] == "flux":
-        lines.append(f"  transformer blocks: {r['double']} double + {r['single']} single; "
-                     f"T5 layers: {r['t5_layers']}; transformer weights {r['transformer_weight_gib']} GiB")
-    lines.append("  parameters: " + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in r["params"].items())
-                 + f"; total {r['params_total'] / 1e9:.3f} B")
+        lines.append(
+            f"  transformer blocks: {r['double']} double + {r['single']} single; "
+            f"T5 layers: {r['t5_layers']}; transformer weights {r['transformer_weight_gib']} GiB"
+        )
+    lines.append(
+        "  parameters: "
+        + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in r["params"].items())
+        + f"; total {r['params_total'] / 1e9:.3f} B"
+    )
     for name, p in r["phases"].items():
-        lines.append(f"  {name:17s} wall {p['wall_s']:8.2f} s  CPU {p['cpu_s']:8.2f} s  peak RSS {p['peak_rss_gib']:6.2f} GiB")
+        lines.append(
+            f"  {name:17s} wall {p['wall_s']:8.2f} s  CPU {p['cpu_s']:8.2f} s  peak RSS {p['peak_rss_gib']:6.2f} GiB"
+        )
     lines.append(f"  process peak RSS (ru_maxrss) {r['process_peak_rss_gib']:.2f} GiB")
     for name, s in r["component_seconds"].items():
         lines.append(f"  {name} seconds: " + ", ".join(f"{k} {v}" for k, v in s.items()))
     lines.append("  captured: " + ", ".join(f"{h} {tuple(s)}" for h, s in r["shapes"].items()) + " = hook table")
     e = r["edit"]
-    lines.append(f"  edit AddDirection on {e['hook']} (strength {e['strength']}): change error {e['edit_error']:.1e}, "
-                 f"downstream relative change {e['downstream_relative_change']}, image mean |diff| {e['image_mean_abs_change']}")
+    lines.append(
+        f"  edit AddDirection on {e['hook']} (strength {e['strength']}): change error {e['edit_error']:.1e}, "
+        f"downstream relative change {e['downstream_relative_change']}, image mean |diff| {e['image_mean_abs_change']}"
+    )
     return "\n".join(lines)
 
 
@@ -325,8 +415,16 @@ def main() -> None:
     if args.model == "flux" and not args.nf4 and blocks > 8:
         parser.error("Flux with more than 8 blocks needs --nf4 here (all 57 in fp32: 48 GB)")
     torch.set_num_threads(args.threads)
-    result = run(args.model, reduced=args.reduced, nf4=args.nf4, strength=args.strength, size=args.size,
-                 double=args.double, single=args.single, t5_layers=args.t5_layers)
+    result = run(
+        args.model,
+        reduced=args.reduced,
+        nf4=args.nf4,
+        strength=args.strength,
+        size=args.size,
+        double=args.double,
+        single=args.single,
+        t5_layers=args.t5_layers,
+    )
     print(summary(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -11,14 +11,15 @@ Last line: ratio_to_matmul=<float>  (on the CPU: min step CPU time / min matmul 
 interleaved reps, the wall-clock ratio printed above it; on a GPU: the synchronised
 wall-clock ratio, the matmul on the same device)
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
+from timing import interleaved  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--k-aux", type=int, default=256)
-    parser.add_argument("--dead-fraction", type=float, default=0.02,
-                        help="fraction of latents kept dead so AuxK runs (default 0.02)")
+    parser.add_argument(
+        "--dead-fraction", type=float, default=0.02, help="fraction of latents kept dead so AuxK runs (default 0.02)"
+    )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
@@ -76,13 +78,17 @@ def main(argv: list[str] | None = None) -> float:
     step_cpu, matmul_cpu = timings.candidate_cpu, timings.baseline_cpu
     wall_ratio = timings.wall_ratio
     ratio = timings.ratio(device)
-    print(f"shape: batch={args.batch} d={args.d} n={args.n} k={args.k} k_aux={args.k_aux} "
-          f"dead={n_dead} ({args.dead_fraction:.1%}) threads={torch.get_num_threads()} device={device}")
+    print(
+        f"shape: batch={args.batch} d={args.d} n={args.n} k={args.k} k_aux={args.k_aux} "
+        f"dead={n_dead} ({args.dead_fraction:.1%}) threads={torch.get_num_threads()} device={device}"
+    )
     print(f"last step: dead_fraction={stats.dead_fraction:.4f} aux_loss={stats.aux_loss:.4f} l0={stats.l0:.1f}")
     print(f"matmul  min {best_matmul * 1e3:8.1f} ms  all {[round(t * 1e3) for t in matmul_times]}")
     print(f"step    min {best_step * 1e3:8.1f} ms  all {[round(t * 1e3) for t in step_times]}")
-    print(f"cpu time: matmul min {min(matmul_cpu) * 1e3:.1f} ms, step min {min(step_cpu) * 1e3:.1f} ms; "
-          f"wall-clock ratio {wall_ratio:.3f}")
+    print(
+        f"cpu time: matmul min {min(matmul_cpu) * 1e3:.1f} ms, step min {min(step_cpu) * 1e3:.1f} ms; "
+        f"wall-clock ratio {wall_ratio:.3f}"
+    )
     print(f"ratio_to_matmul={ratio:.3f}")
     return ratio
 

@@ -8,6 +8,7 @@ peaks should match while the data read differs by 4x.
     python benchmarks/store_memory.py
 Last line: peak_rss_ratio=<float>   (peak RSS of the 4x run / peak RSS of the 1x run)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,22 @@ def write_store(root: Path, maps: int, side: int, d: int) -> int:
     generator = torch.Generator().manual_seed(0)
     per_shard = 32
     for shard in range(0, maps, per_shard):
-        records = [MapRecord({"hook": "h", "prompt_id": i, "prompt": f"p{i}", "seed": 0, "step": 0,
-                              "timestep": 1.0, "t": 1.0, "branch": "cond"},
-                             torch.randn(side, side, d, generator=generator))
-                   for i in range(shard, min(shard + per_shard, maps))]
+        records = [
+            MapRecord(
+                {
+                    "hook": "h",
+                    "prompt_id": i,
+                    "prompt": f"p{i}",
+                    "seed": 0,
+                    "step": 0,
+                    "timestep": 1.0,
+                    "t": 1.0,
+                    "branch": "cond",
+                },
+                torch.randn(side, side, d, generator=generator),
+            )
+            for i in range(shard, min(shard + per_shard, maps))
+        ]
         writer.write_shard(f"shard-{shard:06d}", records)
     writer.finalize()
     return sum(p.stat().st_size for p in (root / "shards").iterdir())
@@ -72,16 +85,32 @@ def main(argv: list[str] | None = None) -> float:
         for label, maps in (("1x", args.maps), ("4x", 4 * args.maps)):
             root = Path(folder) / label
             size = write_store(root, maps, args.side, args.d)
-            command = [sys.executable, __file__, "--child", str(root), "--batch", str(args.batch),
-                       "--buffer-tokens", str(args.buffer_tokens), "--n", str(args.n), "--k", str(args.k)]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(root),
+                "--batch",
+                str(args.batch),
+                "--buffer-tokens",
+                str(args.buffer_tokens),
+                "--n",
+                str(args.n),
+                "--k",
+                str(args.k),
+            ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results[label] = dict(json.loads(output.strip().splitlines()[-1]), store_mib=size / 2**20)
             r = results[label]
-            print(f"{label}: store {r['store_mib']:.1f} MiB, trained {r['tokens']} tokens in {r['steps']} steps, "
-                  f"peak RSS {r['peak_rss_mib']:.1f} MiB")
+            print(
+                f"{label}: store {r['store_mib']:.1f} MiB, trained {r['tokens']} tokens in {r['steps']} steps, "
+                f"peak RSS {r['peak_rss_mib']:.1f} MiB"
+            )
     ratio = results["4x"]["peak_rss_mib"] / results["1x"]["peak_rss_mib"]
-    print(f"store size ratio {results['4x']['store_mib'] / results['1x']['store_mib']:.2f}, "
-          f"tokens ratio {results['4x']['tokens'] / results['1x']['tokens']:.2f}")
+    print(
+        f"store size ratio {results['4x']['store_mib'] / results['1x']['store_mib']:.2f}, "
+        f"tokens ratio {results['4x']['tokens'] / results['1x']['tokens']:.2f}"
+    )
     print(f"peak_rss_ratio={ratio:.3f}")
     return ratio
 

@@ -10,6 +10,7 @@ stream's generation + training (goal: the stream no slower).
 
     python benchmarks/stream_vs_store.py --prompts 384 --tokens 400000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,9 @@ def run_once(source: str, prompts: int, tokens: int, seed: int, folder: Path) ->
     harvested = time.perf_counter()
     run.train()
     trained = time.perf_counter()
-    return {"fvu": run.held_out_metrics("sae")["fvu"], "harvest": harvested - began, "train": trained - harvested}
+    metrics = run.held_out_metrics("sae")
+    assert metrics is not None, "training ends with a held-out evaluation"
+    return {"fvu": metrics["fvu"], "harvest": harvested - began, "train": trained - harvested}
 
 
 def main() -> None:
@@ -94,11 +97,15 @@ def main() -> None:
     # held out and only stored). The store's cost of a training token is its harvest's share for the
     # training prompts plus its training; the stream's is its generation plus training.
     store_cost = store["harvest"] * TRAIN_SHARE + store["train"]
-    print(f"held-out FVU ({args.tokens:,} tokens, {args.seeds} seeds, {args.prompts} prompts): store "
-          f"{store['fvu']:.4f}, stream {stream['fvu']:.4f}")
-    print(f"seconds per million training tokens: store {store_cost * per_million:.1f} (harvest share "
-          f"{store['harvest'] * TRAIN_SHARE * per_million:.1f} + training {store['train'] * per_million:.1f}), "
-          f"stream (generation + training) {stream['train'] * per_million:.1f}")
+    print(
+        f"held-out FVU ({args.tokens:,} tokens, {args.seeds} seeds, {args.prompts} prompts): store "
+        f"{store['fvu']:.4f}, stream {stream['fvu']:.4f}"
+    )
+    print(
+        f"seconds per million training tokens: store {store_cost * per_million:.1f} (harvest share "
+        f"{store['harvest'] * TRAIN_SHARE * per_million:.1f} + training {store['train'] * per_million:.1f}), "
+        f"stream (generation + training) {stream['train'] * per_million:.1f}"
+    )
     print(f"stream_per_token_vs_store={stream['train'] / store_cost:.3f}")
     print(f"fvu_ratio_stream_to_store={stream['fvu'] / store['fvu']:.4f}")
 

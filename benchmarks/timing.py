@@ -5,6 +5,7 @@ GPU every call is synchronised (GPU work is asynchronous); on the CPU the proces
 recorded beside the wall clock, because on a shared machine the wall clock of either side
 swings with other tenants while the CPU time each needs does not.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,13 @@ class Timings:
         return min(self.candidate_wall) / min(self.baseline_wall)
 
 
-def interleaved(baseline: Callable[[], None], candidate: Callable[[], None], reps: int, device: torch.device,
-                before_candidate: Callable[[], None] | None = None) -> Timings:
+def interleaved(
+    baseline: Callable[[], None],
+    candidate: Callable[[], None],
+    reps: int,
+    device: torch.device,
+    before_candidate: Callable[[], None] | None = None,
+) -> Timings:
     """Time baseline and candidate alternately; `before_candidate` runs untimed before each candidate."""
 
     def sync() -> None:
@@ -42,8 +48,10 @@ def interleaved(baseline: Callable[[], None], candidate: Callable[[], None], rep
 
     timings = Timings()
     for _ in range(reps):
-        for run, wall, cpu, prepare in ((baseline, timings.baseline_wall, timings.baseline_cpu, None),
-                                        (candidate, timings.candidate_wall, timings.candidate_cpu, before_candidate)):
+        for run, wall, cpu, prepare in (
+            (baseline, timings.baseline_wall, timings.baseline_cpu, None),
+            (candidate, timings.candidate_wall, timings.candidate_cpu, before_candidate),
+        ):
             if prepare is not None:
                 prepare()
             sync()

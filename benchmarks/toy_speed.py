@@ -6,6 +6,7 @@ the last line gives each model's best wall time as a ratio to its budget.
 
     python benchmarks/toy_speed.py --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,11 @@ def main() -> None:
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
         budget = BUDGETS.get(model)
-        print(f"{model}: {args.images} images, {adapter.defaults.steps} steps, guidance {adapter.defaults.guidance}: "
-              f"best wall {min(walls):.2f} s, best CPU {min(cpus):.2f} s" + (f" (budget {budget:.0f} s)" if budget else ""))
+        print(
+            f"{model}: {args.images} images, {adapter.defaults.steps} steps, guidance {adapter.defaults.guidance}: "
+            f"best wall {min(walls):.2f} s, best CPU {min(cpus):.2f} s"
+            + (f" (budget {budget:.0f} s)" if budget else "")
+        )
         if budget:
             ratios.append(f"{model.split('/')[1]}={min(walls) / budget:.3f}")
     print("ratio_to_budget " + " ".join(ratios))

@@ -7,14 +7,21 @@
 Kept import-free: `dictionaries.distributed` and friends are imported without torch-heavy
 learners, and `diffdict --help` imports nothing from here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 
-def load(source: str | Path, subfolder: str | None = None, revision: str | None = None,
-         training_state: bool = False, device: Any = None, cache_dir: str | Path | None = None) -> Any:
+def load(
+    source: str | Path,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    training_state: bool = False,
+    device: Any = None,
+    cache_dir: str | Path | None = None,
+) -> Any:
     """Load a saved dictionary from a local folder or a Hugging Face Hub repo ('owner/repo').
 
     subfolder: the dictionary's folder inside the source (a repo may hold several): a relative path, never

@@ -9,6 +9,7 @@ wrote it: Python raises OSError(ENOSPC), but safetensors raises its own Safetens
 ComputeError, both with only "No space left on device (os error 28)" in their text. The temporary is
 removed, so the file the reader sees is still the old one (or none).
 """
+
 from __future__ import annotations
 
 import errno
@@ -16,8 +17,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from diffdict.dictionaries.errors import DiskFullError
 
@@ -31,8 +32,10 @@ def temp_path(final: Path) -> Path:
 
 
 # errno -> the words of the storage libraries that do not raise OSError (Rust's io::Error text)
-_FULL_ERRNOS = {errno.ENOSPC: ("No space left on device", "os error 28"),
-                errno.EDQUOT: ("Disk quota exceeded", "os error 122")}
+_FULL_ERRNOS = {
+    errno.ENOSPC: ("No space left on device", "os error 28"),
+    errno.EDQUOT: ("Disk quota exceeded", "os error 122"),
+}
 
 
 def full_disk_errno(error: BaseException) -> int | None:
@@ -46,12 +49,16 @@ def full_disk_errno(error: BaseException) -> int | None:
 def disk_full(path: str | Path, code: int, what: str = "") -> DiskFullError:
     """The one message for a write that ran out of space."""
     words = "disk quota exceeded" if code == errno.EDQUOT else "no space left"
-    return DiskFullError(code, f"{words} to write {what or Path(path).name} ({path}); what was written before "
-                         f"is kept: free space on that disk (or choose another `out`) and run the same command "
-                         f"again to resume", str(path))
+    return DiskFullError(
+        code,
+        f"{words} to write {what or Path(path).name} ({path}); what was written before "
+        f"is kept: free space on that disk (or choose another `out`) and run the same command "
+        f"again to resume",
+        str(path),
+    )
 
 
-def write_file_atomic(final: str | Path, write: Callable[[Path], None]) -> Path:
+def write_file_atomic(final: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)` then rename the result onto `final`, fsync'ed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +83,7 @@ def write_json_atomic(final: str | Path, data: object) -> Path:
     return write_file_atomic(final, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
-def write_dir_atomic(final: str | Path, write: Callable[[Path], None]) -> Path:
+def write_dir_atomic(final: str | Path, write: Callable[[Path], object]) -> Path:
     """Fill a temporary folder with `write(tmp_dir)` and swap it in place of `final`.
 
     Swap: final -> final.old, tmp -> final, delete final.old. A kill between the first two

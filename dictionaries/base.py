@@ -4,25 +4,27 @@ A dictionary maps activations x (N, d) to a sparse code (values, indices), each 
 back. Codes stay sparse: decoding is an `embedding_bag` over the atoms, never a dense
 (N, n) matrix. Saved as `config.json` (with an "architecture" key) plus safetensors.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from diffdict.dictionaries import registry
 from diffdict.dictionaries.atomic import resolve_dir, write_dir_atomic
 from diffdict.dictionaries.errors import InputError, MissingFileError
 from diffdict.dictionaries.guarded_read import read_json
 from diffdict.dictionaries.options import OptionSpec, option_schema
-from diffdict.dictionaries import registry
 from diffdict.dictionaries.registry import architecture_class, architecture_names
 
 # The registry lives in dictionaries.registry (torch-free); these names stay importable from here.
@@ -43,8 +45,10 @@ class SparseCode:
 
     def __post_init__(self) -> None:
         if self.values.shape != self.indices.shape or self.values.dim() != 2:
-            raise InputError(f"SparseCode needs values and indices of the same (N, k) shape; "
-                             f"got {tuple(self.values.shape)} and {tuple(self.indices.shape)}")
+            raise InputError(
+                f"SparseCode needs values and indices of the same (N, k) shape; "
+                f"got {tuple(self.values.shape)} and {tuple(self.indices.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -78,21 +82,28 @@ def sparse_decode(code: SparseCode, atoms: torch.Tensor, bias: torch.Tensor | No
     return out + bias if bias is not None else out
 
 
-def check_activations(x: torch.Tensor, d: int, where: str = "input",
-                      device: torch.device | None = None) -> torch.Tensor:
+def check_activations(
+    x: torch.Tensor, d: int, where: str = "input", device: torch.device | None = None
+) -> torch.Tensor:
     """Validate a batch (N, d): right width, finite, on `device` (when given). Errors say what is bad and why."""
     if device is not None and x.device != device:
-        raise InputError(f"{where}: activations are on {x.device} but the dictionary is on {device}; "
-                         f"move them first (x.to(dictionary.device)) or the dictionary (dictionary.to({str(x.device)!r}))")
+        raise InputError(
+            f"{where}: activations are on {x.device} but the dictionary is on {device}; "
+            f"move them first (x.to(dictionary.device)) or the dictionary (dictionary.to({str(x.device)!r}))"
+        )
     if x.dim() != 2:
         raise InputError(f"{where}: expected activations of shape (N, d={d}), got {tuple(x.shape)}")
     if x.shape[1] != d:
-        raise InputError(f"{where}: activations have d={x.shape[1]} but this dictionary was built for "
-                         f"d={d}; use a dictionary made for this hook (or set d={x.shape[1]})")
+        raise InputError(
+            f"{where}: activations have d={x.shape[1]} but this dictionary was built for "
+            f"d={d}; use a dictionary made for this hook (or set d={x.shape[1]})"
+        )
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
-        raise InputError(f"{where}: non-finite activations (nan/inf) in {bad.numel()} of {x.shape[0]} rows, "
-                         f"first rows {bad[:5].tolist()}; fix the source (e.g. harvest in fp32 instead of fp16)")
+        raise InputError(
+            f"{where}: non-finite activations (nan/inf) in {bad.numel()} of {x.shape[0]} rows, "
+            f"first rows {bad[:5].tolist()}; fix the source (e.g. harvest in fp32 instead of fp16)"
+        )
     return x
 
 
@@ -178,7 +189,7 @@ class Dictionary(ABC):
         tokens, and how that was counted (for `diffdict check`). A rough default; override it."""
         return 2 * n * d * 4 + batch * n * 4, "n x d x 4 bytes x 2 + batch x n x 4"
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> "Dictionary":
+    def fit(self, batches: Iterable[torch.Tensor]) -> Dictionary:
         """Learn from a stream of (N, d) batches (or TokenBatch objects carrying `.x`)."""
         for batch in batches:
             self.partial_fit(batch)
@@ -194,7 +205,7 @@ class Dictionary(ABC):
         """Where the dictionary's tensors live; inputs to encode/partial_fit must be there too."""
 
     @abstractmethod
-    def to(self, device: str | torch.device) -> "Dictionary":
+    def to(self, device: str | torch.device) -> Dictionary:
         """Move every tensor held (weights, normaliser, optimiser and bookkeeping state) in place; returns self."""
 
     # --- persistence: config.json + safetensors, never pickle ---
@@ -209,18 +220,19 @@ class Dictionary(ABC):
         """Optimiser and bookkeeping state needed to resume training exactly (may be empty)."""
         return {}
 
-    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
+    def load_training_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook)
+        """Restore what `training_tensors` saved; nothing by default."""
 
     def extra_config(self) -> dict[str, Any]:
         """JSON-able state that is not a tensor and not a `resume_state` attribute (e.g. provenance tables)."""
         return {}
 
-    def load_extra_config(self, extra: dict[str, Any]) -> None:
-        pass
+    def load_extra_config(self, extra: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Restore what `extra_config` saved; nothing by default."""
 
     def save(self, directory: str | Path, training_state: bool = False) -> Path:
         """Write config.json + weights.safetensors (+ training_state.safetensors) atomically."""
+
         def write(tmp: Path) -> None:
             document = {
                 "architecture": self.architecture,
@@ -237,10 +249,11 @@ class Dictionary(ABC):
                 state = self.training_tensors()
                 if state:
                     save_file(_cpu(state), str(tmp / TRAINING_FILE))
+
         return write_dir_atomic(directory, write)
 
     @classmethod
-    def from_config(cls, config: Any) -> "Dictionary":
+    def from_config(cls, config: Any) -> Dictionary:
         return cls(config)
 
     @classmethod
@@ -290,12 +303,19 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
     """
     found = resolve_dir(directory)
     if found is None or not (found / CONFIG_FILE).is_file():
-        raise MissingFileError(f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
-                                f"train it first (`diffdict train CONFIG`)")
-    document = read_json(found / CONFIG_FILE, "a dictionary's config.json",
-                         f"to retrain the dictionary delete {found} and run `diffdict train CONFIG`")
+        raise MissingFileError(
+            f"no saved dictionary at {directory} (expected {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            f"train it first (`diffdict train CONFIG`)"
+        )
+    document = read_json(
+        found / CONFIG_FILE,
+        "a dictionary's config.json",
+        f"to retrain the dictionary delete {found} and run `diffdict train CONFIG`",
+    )
     if "architecture" not in document:
-        raise InputError(f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(architecture_names())}")
+        raise InputError(
+            f"{found / CONFIG_FILE}: missing the 'architecture' key; known: {sorted(architecture_names())}"
+        )
     try:
         cls = architecture_class(document["architecture"])
     except ValueError as error:
@@ -317,18 +337,24 @@ def load(directory: str | Path, training_state: bool = False, device: str | torc
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, refusing anything else (pickles are never loaded)."""
     if not path.is_file():
-        raise MissingFileError(f"{path} is missing: the dictionary's weights are gone; retrain it "
-                                f"(`diffdict train CONFIG` resumes from its last checkpoint)")
+        raise MissingFileError(
+            f"{path} is missing: the dictionary's weights are gone; retrain it "
+            f"(`diffdict train CONFIG` resumes from its last checkpoint)"
+        )
     head = path.read_bytes()[:8]
     if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[:2] == b"PK":
-        raise InputError(f"{path} is a pickle / torch.save file, not safetensors; diffdict never unpickles "
-                         f"(it can run arbitrary code). Convert it: safetensors.torch.save_file(torch.load(f, "
-                         f"weights_only=True), '{path.name}')")
+        raise InputError(
+            f"{path} is a pickle / torch.save file, not safetensors; diffdict never unpickles "
+            f"(it can run arbitrary code). Convert it: safetensors.torch.save_file(torch.load(f, "
+            f"weights_only=True), '{path.name}')"
+        )
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for bad headers
-        raise InputError(f"{path} is not a readable safetensors file ({error}); to retrain the dictionary delete "
-                         f"{path.parent} and run `diffdict train CONFIG`") from None
+        raise InputError(
+            f"{path} is not a readable safetensors file ({error}); to retrain the dictionary delete "
+            f"{path.parent} and run `diffdict train CONFIG`"
+        ) from None
 
 
 def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -337,9 +363,17 @@ def _check_shapes(dictionary: Dictionary, tensors: dict[str, torch.Tensor], path
         want = expected.get(name)
         # Growing dictionaries (ITDA) start empty: only their trailing dimensions are fixed.
         if want is not None and want.numel() and tuple(want.shape) != tuple(tensor.shape):
-            raise InputError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the config says "
-                             f"{tuple(want.shape)} (d={dictionary.d}); the weights do not belong to this config")
-        if want is not None and want.dim() == tensor.dim() and want.dim() > 1 and \
-                tuple(want.shape[1:]) != tuple(tensor.shape[1:]):
-            raise InputError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected (*, "
-                             f"{', '.join(map(str, want.shape[1:]))}) for d={dictionary.d}")
+            raise InputError(
+                f"{path}: tensor {name!r} has shape {tuple(tensor.shape)} but the config says "
+                f"{tuple(want.shape)} (d={dictionary.d}); the weights do not belong to this config"
+            )
+        if (
+            want is not None
+            and want.dim() == tensor.dim()
+            and want.dim() > 1
+            and tuple(want.shape[1:]) != tuple(tensor.shape[1:])
+        ):
+            raise InputError(
+                f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected (*, "
+                f"{', '.join(map(str, want.shape[1:]))}) for d={dictionary.d}"
+            )

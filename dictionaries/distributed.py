@@ -11,17 +11,20 @@ Collectives used by this package, all in a fixed rank order so results are deter
   gather_rows      variable-length rows from every rank, concatenated rank-major (ITDA)
   on_main          work only rank 0 does (index, stats, checkpoints); its error reaches all ranks
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
 from diffdict.dictionaries.errors import InputError
 
 T = TypeVar("T")
@@ -53,8 +56,10 @@ class World:
     def share(self, total: int) -> slice:
         """This rank's contiguous part of `total` items (equal parts; total % size == 0)."""
         if total % self.size:
-            raise InputError(f"{total} rows cannot be split evenly over {self.size} ranks; choose a batch size "
-                             f"that is a multiple of the number of processes (torchrun --nproc-per-node x --nnodes)")
+            raise InputError(
+                f"{total} rows cannot be split evenly over {self.size} ranks; choose a batch size "
+                f"that is a multiple of the number of processes (torchrun --nproc-per-node x --nnodes)"
+            )
         part = total // self.size
         return slice(self.rank * part, (self.rank + 1) * part)
 
@@ -102,7 +107,7 @@ def all_reduce_sum(tensors: list[torch.Tensor], w: World) -> None:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         start = 0
         for tensor in members:
-            tensor.copy_(flat[start:start + tensor.numel()].view_as(tensor))
+            tensor.copy_(flat[start : start + tensor.numel()].view_as(tensor))
             start += tensor.numel()
 
 
@@ -137,7 +142,7 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
     """
     if not w.distributed:
         return work()
-    result, message = None, None
+    result, message, failure = None, None, None
     if w.is_main:
         try:
             result = work()
@@ -146,7 +151,7 @@ def on_main(work: Callable[[], T], w: World) -> T | None:
             failure = error
     box = [message]
     dist.broadcast_object_list(box, src=0)
-    if w.is_main and message is not None:
+    if failure is not None:
         raise failure
     if box[0] is not None:
         raise RankFailed(f"rank 0 failed, so rank {w.rank} stops too: {box[0]}")
@@ -170,8 +175,11 @@ def shutdown(wait_for_peers: bool = True) -> bool:
                 dist.barrier()
             except (RuntimeError, ConnectionError) as error:  # gloo raises DistBackendError, a RuntimeError
                 first_line = (str(error).splitlines() or [""])[0]
-                print(f"rank {dist.get_rank()}: finished, but another rank ended with an error (see its output "
-                      f"above); the run failed. ({type(error).__name__}: {first_line})", file=sys.stderr)
+                print(
+                    f"rank {dist.get_rank()}: finished, but another rank ended with an error (see its output "
+                    f"above); the run failed. ({type(error).__name__}: {first_line})",
+                    file=sys.stderr,
+                )
                 peers_ok = False
         dist.destroy_process_group()
     return peers_ok
@@ -185,8 +193,10 @@ def check_identical(tensors: dict[str, torch.Tensor], w: World, what: str) -> No
     for name in sorted(tensors):
         raw = tensors[name].detach().cpu().contiguous().view(torch.uint8).numpy().data
         digest = zlib.crc32(raw, zlib.crc32(name.encode(), digest))
-    digests = [None] * w.size
+    digests: list[int | None] = [None] * w.size
     dist.all_gather_object(digests, digest)
     if len(set(digests)) != 1:
-        raise RuntimeError(f"{what}: the ranks hold different weights (crc32 per rank {digests}); every rank must "
-                           f"run the same code on the same threads (torchrun sets OMP_NUM_THREADS=1 for all)")
+        raise RuntimeError(
+            f"{what}: the ranks hold different weights (crc32 per rank {digests}); every rank must "
+            f"run the same code on the same threads (torchrun sets OMP_NUM_THREADS=1 for all)"
+        )

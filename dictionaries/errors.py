@@ -1,4 +1,5 @@
 """The dictionaries layer's own error types (see adapters/errors.py for what `user_facing` means)."""
+
 from __future__ import annotations
 
 

@@ -12,11 +12,13 @@ A missing file is the caller's to check (it usually means a stage has not run ye
 a file the operating system refuses to read (permissions, a folder where the file belongs) keeps its
 OSError, which the command line already turns into one message.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from diffdict.dictionaries.errors import DamagedFileError
 
@@ -73,8 +75,9 @@ def read_csv(path: str | Path, what: str, fix: str, columns: Iterable[str] = (),
 def _require_columns(path: Path, what: str, fix: str, present: list[str], columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in present]
     if missing:
-        raise damaged(path, what, f"no column {', '.join(map(repr, missing))}; its columns: "
-                                  f"{', '.join(present) or 'none'}", fix)
+        raise damaged(
+            path, what, f"no column {', '.join(map(repr, missing))}; its columns: {', '.join(present) or 'none'}", fix
+        )
 
 
 def read_json(path: str | Path, what: str, fix: str, kind: type = dict) -> Any:
@@ -82,8 +85,12 @@ def read_json(path: str | Path, what: str, fix: str, kind: type = dict) -> Any:
     path = Path(path)
     document = _guarded(path, what, fix, lambda: json.loads(path.read_text(encoding="utf-8")))
     if not isinstance(document, kind):
-        raise damaged(path, what, f"a JSON {type(document).__name__} where a JSON "
-                                  f"{'object' if kind is dict else kind.__name__} belongs", fix)
+        raise damaged(
+            path,
+            what,
+            f"a JSON {type(document).__name__} where a JSON {'object' if kind is dict else kind.__name__} belongs",
+            fix,
+        )
     return document
 
 
@@ -98,18 +105,24 @@ def read_toml(path: str | Path, what: str, fix: str) -> dict:
 # ---- the safe fixes the layers share ------------------------------------------------------------------------
 def rebuild_index_fix(path: str | Path) -> str:
     """index.parquet is rebuilt from the shard headers by a harvest that finds every shard in place."""
-    return (f"the index is rebuilt from the shard headers: delete {path} and run the same `diffdict harvest CONFIG` "
-            f"again (the shards are kept and nothing is generated again)")
+    return (
+        f"the index is rebuilt from the shard headers: delete {path} and run the same `diffdict harvest CONFIG` "
+        f"again (the shards are kept and nothing is generated again)"
+    )
 
 
 def metrics_fix(path: str | Path) -> str:
     """metrics.parquet is assembled from the parts under metrics/ by `diffdict train`."""
     folder = Path(path).parent / "metrics"
-    return (f"it is assembled from the parts in {folder}: delete {path} and run `diffdict train CONFIG` again, "
-            f"which rebuilds it (the dictionaries are kept)")
+    return (
+        f"it is assembled from the parts in {folder}: delete {path} and run `diffdict train CONFIG` again, "
+        f"which rebuilds it (the dictionaries are kept)"
+    )
 
 
 def store_settings_fix(path: str | Path) -> str:
     """store.json is written again by a harvest that finds it missing; the shards stay."""
-    return (f"if this store was harvested with the config, delete {path} and run the same `diffdict harvest CONFIG` "
-            f"again: it records the settings anew and keeps the shards (if not, add --force, which harvests it again)")
+    return (
+        f"if this store was harvested with the config, delete {path} and run the same `diffdict harvest CONFIG` "
+        f"again: it records the settings anew and keeps the shards (if not, add --force, which harvests it again)"
+    )

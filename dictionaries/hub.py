@@ -8,14 +8,16 @@ optimiser state) plus a README.md model card, at the repo root or in a subfolder
 reads it back through the ordinary `huggingface_hub` cache (HF_HUB_CACHE, HF_HUB_OFFLINE and
 tokens work as for any model).
 """
+
 from __future__ import annotations
 
 import importlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any, Callable
+from typing import Any
 
 from diffdict.dictionaries.base import CONFIG_FILE, WEIGHTS_FILE
 from diffdict.dictionaries.errors import HubAccessError, InputError, MissingFileError
@@ -30,8 +32,13 @@ def is_hub_id(source: str | Path) -> bool:
     """'owner/name' that is not a local path (an existing folder always wins)."""
     text = str(source)
     parts = text.split("/")
-    return (not Path(text).exists() and len(parts) == 2 and all(parts)
-            and not text.startswith((".", "~")) and not any(p in (".", "..") for p in parts))
+    return (
+        not Path(text).exists()
+        and len(parts) == 2
+        and all(parts)
+        and not text.startswith((".", "~"))
+        and not any(p in (".", "..") for p in parts)
+    )
 
 
 def check_subfolder(subfolder: str | None) -> str:
@@ -57,20 +64,34 @@ def join_subfolder(root: Path, subfolder: str | None) -> Path:
     sub = check_subfolder(subfolder)
     folder = root / sub if sub else root
     if not folder.resolve().is_relative_to(root.resolve()):
-        raise InputError(f"subfolder {sub!r} resolves to {folder.resolve()}, outside {root}; refusing to load "
-                         f"from there")
+        raise InputError(
+            f"subfolder {sub!r} resolves to {folder.resolve()}, outside {root}; refusing to load from there"
+        )
     return folder
 
 
-def download(repo_id: str, subfolder: str | None = None, revision: str | None = None,
-             cache_dir: str | Path | None = None, token: str | bool | None = None) -> Path:
+def download(
+    repo_id: str,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
+) -> Path:
     """The local folder of a dictionary on the Hub (downloaded into the Hub cache if needed)."""
     from huggingface_hub import snapshot_download
 
     sub = check_subfolder(subfolder)  # before any download: nothing is fetched for a hostile path
     patterns = [f"{sub}/{CONFIG_FILE}", f"{sub}/{WEIGHTS_FILE}"] if sub else [CONFIG_FILE, WEIGHTS_FILE]
-    root = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
-                                  allow_patterns=patterns, library_name="diffdict"))
+    root = Path(
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            allow_patterns=patterns,
+            library_name="diffdict",
+        )
+    )
     folder = join_subfolder(root, sub)
     if not (folder / CONFIG_FILE).is_file():
         where = f"subfolder {sub!r} of " if sub else ""
@@ -97,8 +118,11 @@ def model_card(folder: str | Path, repo_id: str = "OWNER/REPO", subfolder: str |
     Reads the dictionary's config.json and, when it sits in a run folder (RUN/fits/GROUP/NAME),
     the group's held-out metrics and the activation store's model id."""
     folder = Path(folder)
-    document = read_json(folder / CONFIG_FILE, "a dictionary's config.json",
-                         f"to retrain the dictionary delete {folder} and run `diffdict train CONFIG`")
+    document = read_json(
+        folder / CONFIG_FILE,
+        "a dictionary's config.json",
+        f"to retrain the dictionary delete {folder} and run `diffdict train CONFIG`",
+    )
     config, meta = document.get("config", {}), document.get("meta", {})
     architecture = document.get("architecture", "?")
     name = meta.get("name", folder.name)
@@ -119,7 +143,10 @@ def model_card(folder: str | Path, repo_id: str = "OWNER/REPO", subfolder: str |
         ("held-out tokens", _count(metrics.get("tokens")) if metrics.get("tokens") else "not evaluated"),
         ("held-out FVU", _number(metrics.get("fvu"))),
         ("held-out L0", _number(metrics.get("l0"), 1)),
-        ("dead fraction", f"{metrics['dead_fraction']:.1%}" if metrics.get("dead_fraction") is not None else "not evaluated"),
+        (
+            "dead fraction",
+            f"{metrics['dead_fraction']:.1%}" if metrics.get("dead_fraction") is not None else "not evaluated",
+        ),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in facts)
     hook = meta.get("hook", "")
@@ -130,10 +157,10 @@ tags:
 - diffdict
 - sparse-autoencoder
 - dictionary-learning
-- {architecture.replace('_', '-')}
+- {architecture.replace("_", "-")}
 ---
 
-# {name}: {architecture} on {model or 'a diffusion model'} {hook}
+# {name}: {architecture} on {model or "a diffusion model"} {hook}
 
 A sparse dictionary trained with diffdict on the activations of the denoiser's `{hook}`
 hook point. Each token (one spatial position of one denoiser call) is
@@ -152,7 +179,7 @@ mean number of active atoms per token; dead atoms never fired on the held-out to
 from diffdict import dictionaries
 
 dictionary = dictionaries.load({load_args})
-code = dictionary.encode(x)          # x: (N, {config.get('d')}) activations of {hook}
+code = dictionary.encode(x)          # x: (N, {config.get("d")}) activations of {hook}
 x_hat = dictionary.decode(code)
 ```
 
@@ -180,7 +207,8 @@ def _held_out_metrics(folder: Path, name: str) -> dict[str, Any]:
     import polars as pl
 
     frame = read_parquet(path, "a fit's metrics table", metrics_fix(path), columns=("name", "kind")).filter(
-        pl.col("name") == name)
+        pl.col("name") == name
+    )
     result: dict[str, Any] = {}
     evals = frame.filter(pl.col("kind") == "eval")
     if evals.height:
@@ -213,28 +241,39 @@ def check_hub_access() -> None:
     from huggingface_hub.utils import build_hf_headers, get_session
 
     if constants.HF_HUB_OFFLINE:
-        raise HubAccessError("HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE (and "
-                             "TRANSFORMERS_OFFLINE) on a machine with network access and run the same command again")
+        raise HubAccessError(
+            "HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE (and "
+            "TRANSFORMERS_OFFLINE) on a machine with network access and run the same command again"
+        )
     token = get_token()
     if not token:
-        raise HubAccessError("no Hugging Face token found; log in with `hf auth login` (or set HF_TOKEN to a token "
-                             "with write access, from https://huggingface.co/settings/tokens) and run the same "
-                             "command again")
+        raise HubAccessError(
+            "no Hugging Face token found; log in with `hf auth login` (or set HF_TOKEN to a token "
+            "with write access, from https://huggingface.co/settings/tokens) and run the same "
+            "command again"
+        )
     url = f"{constants.ENDPOINT}/api/whoami-v2"
     try:
-        response = get_session().get(url, headers=build_hf_headers(token=token, library_name="diffdict"),
-                                     timeout=PROBE_TIMEOUT_S)
+        response = get_session().get(
+            url, headers=build_hf_headers(token=token, library_name="diffdict"), timeout=PROBE_TIMEOUT_S
+        )
     except network_errors() as error:
-        raise HubAccessError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: "
-                             f"{error}); check the network (or HF_ENDPOINT and proxy settings) and run the same "
-                             f"command again; nothing was uploaded") from None
+        raise HubAccessError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: "
+            f"{error}); check the network (or HF_ENDPOINT and proxy settings) and run the same "
+            f"command again; nothing was uploaded"
+        ) from None
     if response.status_code in (401, 403):
-        raise HubAccessError(f"the Hugging Face Hub refused the token ({response.status_code}); it may be expired or "
-                             f"revoked: log in again with `hf auth login` (HF_TOKEN, when set, takes precedence) "
-                             f"and run the same command again")
+        raise HubAccessError(
+            f"the Hugging Face Hub refused the token ({response.status_code}); it may be expired or "
+            f"revoked: log in again with `hf auth login` (HF_TOKEN, when set, takes precedence) "
+            f"and run the same command again"
+        )
     if response.status_code >= 400:
-        raise HubAccessError(f"the Hugging Face Hub at {constants.ENDPOINT} answered {response.status_code}; try "
-                             f"again later; nothing was uploaded")
+        raise HubAccessError(
+            f"the Hugging Face Hub at {constants.ENDPOINT} answered {response.status_code}; try "
+            f"again later; nothing was uploaded"
+        )
 
 
 def network_errors() -> tuple[type[BaseException], ...]:
@@ -249,8 +288,14 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def push(folder: str | Path, repo_id: str, subfolder: str | None = None, private: bool = False,
-         commit_message: str | None = None, upload: Uploader | None = None) -> Any:
+def push(
+    folder: str | Path,
+    repo_id: str,
+    subfolder: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+    upload: Uploader | None = None,
+) -> Any:
     """Upload a trained dictionary (config.json, weights.safetensors, README.md model card).
 
     upload: the function that sends the staged folder (default: `huggingface_hub` create_repo +
@@ -270,8 +315,9 @@ def push(folder: str | Path, repo_id: str, subfolder: str | None = None, private
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             shutil.copy2(folder / name, stage / name)
         (stage / "README.md").write_text(model_card(folder, repo_id, sub))
-        return (upload or _hub_upload)(folder=stage, repo_id=repo_id, path_in_repo=sub,
-                                       private=private, commit_message=message)
+        return (upload or _hub_upload)(
+            folder=stage, repo_id=repo_id, path_in_repo=sub, private=private, commit_message=message
+        )
 
 
 def _hub_upload(folder: Path, repo_id: str, path_in_repo: str | None, private: bool, commit_message: str) -> str:
@@ -279,6 +325,7 @@ def _hub_upload(folder: Path, repo_id: str, path_in_repo: str | None, private: b
 
     api = HfApi(library_name="diffdict")
     api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, path_in_repo=path_in_repo,
-                             commit_message=commit_message)
+    info = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, path_in_repo=path_in_repo, commit_message=commit_message
+    )
     return str(getattr(info, "commit_url", info))

@@ -10,6 +10,7 @@ near-duplicates, not all of them, and `threshold` sets the size from the first b
 gradients. Each atom keeps its provenance (prompt id, seed, step, position, ...) when the
 stream provides it: a free label for every feature.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ class ITDAConfig:
 
     d: int
     L: int = option(32, "[]", 1, math.inf, doc="atoms per code (the k of ITDA)")
-    threshold: float = option(0.3, "()", 0.0, 1.0,
-                              doc="a token whose normalised coding error exceeds this is added as an atom")
+    threshold: float = option(
+        0.3, "()", 0.0, 1.0, doc="a token whose normalised coding error exceeds this is added as an atom"
+    )
     max_size: int = option(0, "[]", 0, math.inf, doc="the most atoms the dictionary grows to; 0 = unbounded")
     pursuit: str = option("matching", choices=METHODS, doc="how tokens are coded: matching or gradient pursuit")
     refit: bool = option(True, doc="least-squares refit of the chosen atoms' values (matching pursuit)")
@@ -69,9 +71,15 @@ def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _label_rows(provenance: dict | None, chosen: torch.Tensor) -> torch.Tensor:
     """(len(chosen), fields) provenance of the stream rows `chosen`; -1 where the stream has none."""
-    return torch.stack([_labels(provenance[name], chosen) if provenance and name in provenance
-                        else torch.full((chosen.numel(),), -1, dtype=torch.long, device=chosen.device)
-                        for name in PROVENANCE_FIELDS], dim=1)
+    return torch.stack(
+        [
+            _labels(provenance[name], chosen)
+            if provenance and name in provenance
+            else torch.full((chosen.numel(),), -1, dtype=torch.long, device=chosen.device)
+            for name in PROVENANCE_FIELDS
+        ],
+        dim=1,
+    )
 
 
 @register
@@ -81,6 +89,7 @@ class ITDA(Dictionary):
     size_keys = ("max_size", "L")
     resume_state = ("initialized", "tokens_seen")  # saved and restored by the base class
     reads_provenance = True  # each admitted atom keeps its token's provenance
+    provenance: dict[str, torch.Tensor]  # always kept (the base class allows None)
     supports_distributed = True  # partial_fit(batch, world): candidates gathered rank-major
 
     @classmethod
@@ -127,7 +136,7 @@ class ITDA(Dictionary):
     def device(self) -> torch.device:
         return self._buffer.device
 
-    def to(self, device: str | torch.device) -> "ITDA":
+    def to(self, device: str | torch.device) -> ITDA:
         """Move atoms and Gram matrix (their whole capacity), provenance and normaliser to `device`."""
         self._buffer, self._gram = self._buffer.to(device), self._gram.to(device)
         self.provenance = {name: column.to(device) for name, column in self.provenance.items()}
@@ -146,7 +155,7 @@ class ITDA(Dictionary):
         x = self.norm.apply(check_activations(x, self.d, "itda.encode", self.device).float())
         values, indices = [], []
         for start in range(0, max(1, x.shape[0]), ENCODE_CHUNK):
-            v, i = self._code_normalised(x[start:start + ENCODE_CHUNK])
+            v, i = self._code_normalised(x[start : start + ENCODE_CHUNK])
             values.append(v)
             indices.append(i)
         return SparseCode(torch.cat(values), torch.cat(indices))
@@ -186,8 +195,13 @@ class ITDA(Dictionary):
         history = self.meta.setdefault("added_per_batch", [])
         history.append(added)
         self.meta.update({"threshold": self.config.threshold, "size": self.n})
-        return {"fvu": self._fvu(xn, error, world), "candidates": float(rows.shape[0]), "added": float(added),
-                "size": float(self.n), "threshold": float(self.config.threshold)}
+        return {
+            "fvu": self._fvu(xn, error, world),
+            "candidates": float(rows.shape[0]),
+            "added": float(added),
+            "size": float(self.n),
+            "threshold": float(self.config.threshold),
+        }
 
     def _errors(self, xn: torch.Tensor) -> torch.Tensor:
         """(N,) normalised error ||x - x_hat||^2 / ||x||^2 of coding xn (N, d) with the current atoms."""
@@ -204,7 +218,7 @@ class ITDA(Dictionary):
         self._stage(part)  # written after the atoms, not counted in n: an admitted prefix stays
         atoms, gram = self._buffer[:total], self._gram[:total, :total]
         allowed = torch.ones(width, total, dtype=torch.bool, device=part.device)
-        allowed[:, self.n:] = torch.ones(width, width, dtype=torch.bool, device=part.device).tril(-1)
+        allowed[:, self.n :] = torch.ones(width, width, dtype=torch.bool, device=part.device).tril(-1)
         cfg = self.config
         values, indices = pursuit(part, atoms, gram, cfg.L, cfg.pursuit, cfg.refit, allowed=allowed)
         recon = sparse_decode(SparseCode(values, indices), atoms)
@@ -231,7 +245,7 @@ class ITDA(Dictionary):
         position, window, guess_admit = 0, MIN_WINDOW, True
         while position < rows.shape[0] and len(admitted) < room:
             if guess_admit:
-                part = rows[position:position + min(window, room - len(admitted))]
+                part = rows[position : position + min(window, room - len(admitted))]
                 rejected = (self._errors_after_window(part) <= self.config.threshold).nonzero().flatten()
                 held = int(rejected[0]) if rejected.numel() else part.shape[0]
                 admitted.extend(range(position, position + held))
@@ -239,18 +253,20 @@ class ITDA(Dictionary):
                 position += held + (1 if held < part.shape[0] else 0)
                 guess_admit = held == part.shape[0]
             else:
-                part = rows[position:position + window]
+                part = rows[position : position + window]
                 over = (self._errors(part) > self.config.threshold).nonzero().flatten()
                 held = int(over[0]) if over.numel() else part.shape[0]
                 if held < part.shape[0]:
                     admitted.append(position + held)
-                    self._append_rows(part[held:held + 1])
+                    self._append_rows(part[held : held + 1])
                 position += held + (1 if held < part.shape[0] else 0)
                 guess_admit = held < part.shape[0]
             window = min(2 * window, MAX_WINDOW) if held == part.shape[0] else MIN_WINDOW
         picked = torch.tensor(admitted, dtype=torch.long, device=labels.device)
         for i, name in enumerate(PROVENANCE_FIELDS):
-            self.provenance[name] = torch.cat([self.provenance[name], labels[picked, i].to(self.provenance[name].device)])
+            self.provenance[name] = torch.cat(
+                [self.provenance[name], labels[picked, i].to(self.provenance[name].device)]
+            )
         return len(admitted)
 
     @staticmethod
@@ -259,8 +275,14 @@ class ITDA(Dictionary):
         if not world.distributed:
             total = (xn - xn.mean(0)).pow(2).sum()
             return float((error * xn.pow(2).sum(1)).sum() / total.clamp_min(1e-30))
-        sums = torch.cat([(error * xn.pow(2).sum(1)).sum().reshape(1), xn.pow(2).sum().reshape(1),
-                          torch.tensor([float(xn.shape[0])], device=xn.device), xn.sum(0)]).double()
+        sums = torch.cat(
+            [
+                (error * xn.pow(2).sum(1)).sum().reshape(1),
+                xn.pow(2).sum().reshape(1),
+                torch.tensor([float(xn.shape[0])], device=xn.device),
+                xn.sum(0),
+            ]
+        ).double()
         distributed.all_reduce_sum([sums], world)
         total = sums[1] - sums[3:].pow(2).sum() / sums[2]
         return float(sums[0] / total.clamp_min(1e-30))

@@ -5,11 +5,13 @@ then in prompt chunks, so a job's number (and a shard's name) is the same whatev
 ranks. A store harvest writes one shard per job; a stream feeds one job's maps to the trainer.
 Torch only (no polars): the stream path runs where only torch is installed.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -48,7 +50,7 @@ def plan_prompt_jobs(prompt_ids: Sequence[int], seeds: Sequence[int], batch_size
     jobs = []
     for seed_index, seed in enumerate(seeds):
         for start in range(0, len(prompt_ids), batch_size):
-            ids = tuple(int(i) for i in prompt_ids[start:start + batch_size])
+            ids = tuple(int(i) for i in prompt_ids[start : start + batch_size])
             jobs.append(Job(len(jobs), ids, int(seed), seed_index))
     return jobs
 
@@ -66,8 +68,9 @@ class Selection:
         return {"capture_steps": self.steps} if self.steps is not None else {}
 
 
-def job_records(generation, job: Job, prompts: Sequence[str], expected_d: dict[str, int],
-             keep: Selection | None = None) -> list[MapRecord]:
+def job_records(
+    generation, job: Job, prompts: Sequence[str], expected_d: dict[str, int], keep: Selection | None = None
+) -> list[MapRecord]:
     """One MapRecord per (captured map, prompt row), in capture order; `keep` drops branches and
     subsamples positions (the records of a subsampled map are (1, m, d) with their `positions`)."""
     keep = keep or Selection()
@@ -77,21 +80,34 @@ def job_records(generation, job: Job, prompts: Sequence[str], expected_d: dict[s
             continue
         value = capture.value
         if value.dim() != 4 or value.shape[0] != len(job.prompt_ids):
-            raise InputError(f"hook {capture.hook}: expected a (batch={len(job.prompt_ids)}, h, w, d) map, "
-                             f"got {tuple(value.shape)}")
+            raise InputError(
+                f"hook {capture.hook}: expected a (batch={len(job.prompt_ids)}, h, w, d) map, got {tuple(value.shape)}"
+            )
         d = expected_d.get(capture.hook)
         if d is not None and value.shape[-1] != d:
-            raise InputError(f"hook {capture.hook}: captured d={value.shape[-1]} but the adapter declares "
-                             f"d={d}; the hook table of the adapter is wrong for this model")
+            raise InputError(
+                f"hook {capture.hook}: captured d={value.shape[-1]} but the adapter declares "
+                f"d={d}; the hook table of the adapter is wrong for this model"
+            )
         for row, prompt_id in enumerate(job.prompt_ids):
-            where = (f"hook {capture.hook}, step {capture.step}, branch {capture.branch}, "
-                     f"prompt {prompt_id} ({prompts[prompt_id]!r}), seed {job.seed}")
+            where = (
+                f"hook {capture.hook}, step {capture.step}, branch {capture.branch}, "
+                f"prompt {prompt_id} ({prompts[prompt_id]!r}), seed {job.seed}"
+            )
             if not torch.isfinite(value[row]).all():
-                raise InputError(f"non-finite activations (nan/inf) at {where}; run the model in fp32 "
-                                 f"(dtype) or check its weights")
-            fields = {"hook": capture.hook, "prompt_id": prompt_id, "prompt": prompts[prompt_id], "seed": job.seed,
-                      "step": int(capture.step), "timestep": float(capture.timestep), "t": float(capture.t),
-                      "branch": capture.branch}
+                raise InputError(
+                    f"non-finite activations (nan/inf) at {where}; run the model in fp32 (dtype) or check its weights"
+                )
+            fields = {
+                "hook": capture.hook,
+                "prompt_id": prompt_id,
+                "prompt": prompts[prompt_id],
+                "seed": job.seed,
+                "step": int(capture.step),
+                "timestep": float(capture.timestep),
+                "t": float(capture.t),
+                "branch": capture.branch,
+            }
             map_value = value[row]
             if keep.tokens_per_image is not None:
                 h, w, d = map_value.shape

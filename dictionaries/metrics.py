@@ -1,18 +1,20 @@
 """Reconstruction and sparsity metrics, accumulated over a stream of held-out batches.
 
-  fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
-  explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
-  l0                   mean number of distinct atoms with a nonzero (summed) coefficient per token
-  dead_fraction        atoms never active on the evaluated tokens
-  frequencies          (n,) fraction of tokens on which each atom is active
+fvu                  pooled: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
+explained_variance   sdxl-unbox's number: mean over dims of 1 - Var(x - x_hat) / Var(x)
+l0                   mean number of distinct atoms with a nonzero (summed) coefficient per token
+dead_fraction        atoms never active on the evaluated tokens
+frequencies          (n,) fraction of tokens on which each atom is active
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
-from diffdict.dictionaries.base import Dictionary
+from diffdict.dictionaries.base import Dictionary, TokenBatch, batch_rows
 
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -23,7 +25,7 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 class MetricsAccumulator:
     def __init__(self, d: int, n: int, device: str | torch.device | None = None) -> None:
         self.tokens = 0
-        sums = dict(dtype=torch.float64, device=device)  # on the batches' device: no per-batch copies
+        sums: dict[str, Any] = dict(dtype=torch.float64, device=device)  # on the batches' device: no per-batch copies
         self.x_sum = torch.zeros(d, **sums)
         self.x_sq = torch.zeros(d, **sums)
         self.r_sum = torch.zeros(d, **sums)
@@ -49,7 +51,7 @@ class MetricsAccumulator:
         self.nonzero += keys.numel()
         self.counts += torch.bincount(keys % n, minlength=n).double()
 
-    def result(self) -> dict[str, object]:
+    def result(self) -> dict[str, Any]:
         count = max(self.tokens, 1)
         x_var = self.x_sq / count - (self.x_sum / count).pow(2)
         r_var = self.r_sq / count - (self.r_sum / count).pow(2)
@@ -65,12 +67,12 @@ class MetricsAccumulator:
 
 
 @torch.no_grad()
-def evaluate(dictionary: Dictionary, batches: Iterable[torch.Tensor]) -> dict[str, object]:
+def evaluate(dictionary: Dictionary, batches: Iterable[torch.Tensor | TokenBatch]) -> dict[str, Any]:
     """Metrics of `dictionary` over held-out batches (tensors or TokenBatch), on the dictionary's device."""
     device = dictionary.device
     acc = MetricsAccumulator(dictionary.d, dictionary.n, device)
     for batch in batches:
-        x = getattr(batch, "x", batch).to(device, non_blocking=True).float()
+        x = batch_rows(batch).to(device, non_blocking=True).float()
         code = dictionary.encode(x)
         acc.add(x, dictionary.decode(code), code.values, code.indices)
     return acc.result()

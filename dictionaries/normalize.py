@@ -4,9 +4,11 @@ The Flux residual stream is very anisotropic: without this, >99% of top-k featur
 Dictionaries learn on x' = (x - shift) @ A and report atoms as (atom' @ A^-1), so a user
 always sees directions in the original activation space.
 """
+
 from __future__ import annotations
 
 import torch
+
 from diffdict.dictionaries.errors import InputError
 
 KINDS = ("none", "standardize", "whiten")
@@ -32,7 +34,7 @@ class InputNorm:
     def identity(self) -> bool:
         return self.kind == "none"
 
-    def fit(self, sample: torch.Tensor, eps: float = 1e-6) -> "InputNorm":
+    def fit(self, sample: torch.Tensor, eps: float = 1e-6) -> InputNorm:
         """Estimate shift and scale (or the whitening matrix) from a sample (N, d)."""
         if self.identity:
             return self
@@ -47,9 +49,9 @@ class InputNorm:
             cov = centred.T @ centred / max(1, sample.shape[0] - 1)
             evals, evecs = torch.linalg.eigh(cov)
             evals = evals.clamp_min(eps * float(evals.max()) + 1e-12)
-            self.matrix = (evecs * evals.rsqrt()) @ evecs.T
+            matrix = (evecs * evals.rsqrt()) @ evecs.T
             self.inverse = ((evecs * evals.sqrt()) @ evecs.T).float()
-            self.matrix = self.matrix.float()
+            self.matrix = matrix.float()
         return self
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,7 @@ class InputNorm:
             return x
         if self.kind == "standardize":
             return (x - self.shift) * self.scale
+        assert self.matrix is not None, "whiten: set by fit or load_tensors"
         return (x - self.shift) @ self.matrix
 
     def invert(self, x_norm: torch.Tensor) -> torch.Tensor:
@@ -70,17 +73,20 @@ class InputNorm:
             return v
         if self.kind == "standardize":
             return v / self.scale
+        assert self.inverse is not None, "whiten: set by fit or load_tensors"
         return v @ self.inverse
 
-    def to(self, device: str | torch.device) -> "InputNorm":
+    def to(self, device: str | torch.device) -> InputNorm:
         self.shift, self.scale = self.shift.to(device), self.scale.to(device)
         if self.matrix is not None:
+            assert self.inverse is not None, "set together with the matrix"
             self.matrix, self.inverse = self.matrix.to(device), self.inverse.to(device)
         return self
 
     def tensors(self, prefix: str = "norm.") -> dict[str, torch.Tensor]:
         out = {prefix + "shift": self.shift, prefix + "scale": self.scale}
         if self.matrix is not None:
+            assert self.inverse is not None, "set together with the matrix"
             out[prefix + "matrix"] = self.matrix
             out[prefix + "inverse"] = self.inverse
         return out

@@ -15,6 +15,7 @@ with its architecture: ITDA's `threshold` in (0, 1) says nothing about another l
 
 Torch-free: it only reads dataclasses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,16 @@ class Range:
         return f"{self.brackets[0]}{end(self.low)}, {end(self.high)}{self.brackets[1]}"
 
 
-def option(default: Any = dataclasses.MISSING, brackets: str = "[]", low: float = -math.inf, high: float = math.inf,
-           *, doc: str = "", choices: tuple | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    brackets: str = "[]",
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    doc: str = "",
+    choices: tuple | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A config field with its range (when low or high is given), its allowed values (`choices`) and its doc,
     for the option schema."""
     metadata: dict[str, Any] = {"doc": doc}
@@ -95,10 +104,19 @@ def option_schema(config_class: type) -> dict[str, OptionSpec]:
     hints = typing.get_type_hints(config_class)
     schema = {}
     for f in dataclasses.fields(config_class):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-        schema[f.name] = OptionSpec(f.name, hints.get(f.name, Any), default, f.metadata.get("range"),
-                                    f.metadata.get("doc", ""), f.metadata.get("choices"))
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        )
+        schema[f.name] = OptionSpec(
+            f.name,
+            hints.get(f.name, Any),
+            default,
+            f.metadata.get("range"),
+            f.metadata.get("doc", ""),
+            f.metadata.get("choices"),
+        )
     return schema
 
 
@@ -106,8 +124,12 @@ def violation(spec: OptionSpec, value: Any) -> str | None:
     """What is wrong with `value` for this option's range or choices ("... is out of range; allowed: ..."), or
     None. Types are the caller's to check: a value of the wrong type is left alone here."""
     why = f" ({spec.doc})" if spec.doc else ""
-    if spec.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and value not in spec.range:
+    if (
+        spec.range is not None
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value not in spec.range
+    ):
         return f"{value} is out of range; allowed: {spec.range}{why}"
     if spec.choices is not None and value not in spec.choices:
         return f"{value!r} is not allowed; allowed: {', '.join(map(repr, spec.choices))}{why}"

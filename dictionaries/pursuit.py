@@ -12,11 +12,13 @@ methods:
              support's Gram rows, kept in a per-chunk cache.
 Both optionally finish with a least-squares refit on the chosen support (never worse).
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
 from diffdict.dictionaries.errors import InputError
 
 METHODS = ("matching", "gradient")
@@ -54,9 +56,16 @@ def _chunk_rows(m: int, extra_per_row: int = 0, budget: int = CHUNK_BYTES) -> in
 
 
 @torch.no_grad()
-def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, method: str = "matching",
-            refit: bool = True, ridge: float = 1e-6,
-            allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pursuit(
+    x: torch.Tensor,
+    atoms: torch.Tensor,
+    gram: torch.Tensor,
+    L: int,
+    method: str = "matching",
+    refit: bool = True,
+    ridge: float = 1e-6,
+    allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Code x (N, d) with L atoms each. Returns values (N, L) and indices (N, L) int64.
 
     Indices are distinct within a row when refit is on (a repeated pick is masked), so that
@@ -87,8 +96,9 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
         if mask is not None:
             live.mul_(mask)
         if method == "matching":
-            _matching_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit, mask=mask,
-                            limit=until)
+            _matching_block(
+                block, live, gram, values[rows], indices[rows], sub_gram[rows], exclude=refit, mask=mask, limit=until
+            )
         else:
             _gradient_block(block, live, gram, values[rows], indices[rows], sub_gram[rows], mask=mask, limit=until)
 
@@ -109,7 +119,7 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
             run(start)
     if refit:
         targets = correlations.gather(1, indices)
-        if keep is not None:  # a pick outside the allowed atoms is decoupled and solved to 0
+        if keep is not None and limit is not None:  # a pick outside the allowed atoms is decoupled and solved to 0
             inside = keep.gather(1, indices) * (torch.arange(L, device=x.device) < limit[:, None])
             targets = targets * inside
             sub_gram = sub_gram * inside[:, :, None] * inside[:, None, :]
@@ -117,9 +127,17 @@ def pursuit(x: torch.Tensor, atoms: torch.Tensor, gram: torch.Tensor, L: int, me
     return values, indices
 
 
-def _matching_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
-                    indices: torch.Tensor, sub_gram: torch.Tensor, exclude: bool,
-                    mask: torch.Tensor | None = None, limit: torch.Tensor | None = None) -> None:
+def _matching_block(
+    block: torch.Tensor,
+    corr: torch.Tensor,
+    gram: torch.Tensor,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    sub_gram: torch.Tensor,
+    exclude: bool,
+    mask: torch.Tensor | None = None,
+    limit: torch.Tensor | None = None,
+) -> None:
     """block: (rows, padded m) correlations, corr its live (rows, m) view; updated in place."""
     L, last = values.shape[1], corr.shape[1] - 1
     for t in range(L):
@@ -131,7 +149,7 @@ def _matching_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor,
         indices[:, t] = pick
         values[:, t] = coef[:, 0]
         sub_gram[:, t, : t + 1] = rows_of_gram.gather(1, indices[:, : t + 1])
-        sub_gram[:, : t, t] = sub_gram[:, t, : t]
+        sub_gram[:, :t, t] = sub_gram[:, t, :t]
         corr.addcmul_(rows_of_gram, coef, value=-1.0)
         if mask is not None:  # atoms a row may not use stay at correlation 0: never picked
             corr.mul_(mask)
@@ -139,9 +157,16 @@ def _matching_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor,
             corr.scatter_(1, indices[:, : t + 1], 0.0)
 
 
-def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor, values: torch.Tensor,
-                    indices: torch.Tensor, sub_gram: torch.Tensor, mask: torch.Tensor | None = None,
-                    limit: torch.Tensor | None = None) -> None:
+def _gradient_block(
+    block: torch.Tensor,
+    corr: torch.Tensor,
+    gram: torch.Tensor,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    sub_gram: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    limit: torch.Tensor | None = None,
+) -> None:
     rows, L = values.shape
     last = corr.shape[1] - 1
     support_rows = torch.empty(rows, L, gram.shape[1], device=gram.device)  # the support's Gram rows, cached per chunk
@@ -154,7 +179,7 @@ def _gradient_block(block: torch.Tensor, corr: torch.Tensor, gram: torch.Tensor,
         indices[:, t] = pick
         torch.index_select(gram, 0, pick, out=support_rows[:, t])
         sub_gram[:, t, : t + 1] = support_rows[:, t].gather(1, indices[:, : t + 1])
-        sub_gram[:, : t, t] = sub_gram[:, t, : t]
+        sub_gram[:, :t, t] = sub_gram[:, t, :t]
         size = t + 1
         direction = corr.gather(1, indices[:, :size])  # gradient on the support, (rows, size)
         curvature = torch.bmm(sub_gram[:, :size, :size], direction[:, :, None])[:, :, 0]

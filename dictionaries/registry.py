@@ -11,12 +11,13 @@ support) as class attributes, so nothing else in the code base lists architectur
 A class registered at run time (`@register` in a user's own module or a test) is known from
 then on, the same way.
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from diffdict.dictionaries.errors import InputError
 
@@ -29,11 +30,14 @@ BUILTIN: dict[str, str] = {
 REGISTRY: dict[str, type] = {}  # name -> Dictionary subclass, filled by `register` as modules import
 
 
-def register(cls: type) -> type:
+Registered = TypeVar("Registered", bound=type)
+
+
+def register(cls: Registered) -> Registered:
     """Class decorator: make a Dictionary subclass loadable by its `architecture` string."""
     name = getattr(cls, "architecture", None)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__}: set a class attribute `architecture = \"name\"` before registering it")
+        raise TypeError(f'{cls.__name__}: set a class attribute `architecture = "name"` before registering it')
     REGISTRY[name] = cls
     return cls
 
@@ -51,8 +55,7 @@ def architecture_class(name: str) -> type:
         known = architecture_names()
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"unknown dictionary architecture {name!r}{hint}; known architectures: "
-                         f"{sorted(known)}")
+        raise InputError(f"unknown dictionary architecture {name!r}{hint}; known architectures: {sorted(known)}")
     return REGISTRY[name]
 
 

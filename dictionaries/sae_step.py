@@ -23,6 +23,7 @@ bookkeeping), and the AuxK normaliser Var(residual). Those are reduced first, th
 gradients and the statistics in one message; every rank applies the same Adam update and
 keeps bit-identical weights.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from diffdict.dictionaries import distributed
+
 
 @dataclass
 class SparsePattern:
@@ -49,7 +51,7 @@ class SparsePattern:
     m: int
 
     @classmethod
-    def build(cls, idx: torch.Tensor, m: int) -> "SparsePattern":
+    def build(cls, idx: torch.Tensor, m: int) -> SparsePattern:
         flat = idx.reshape(-1)
         # torch.sort(stable) is ~100x faster than argsort(stable) on CPU for this size.
         _, by_column = torch.sort(flat, stable=True)
@@ -73,8 +75,14 @@ class SparsePattern:
         crow = torch.arange(0, n_rows * k + 1, k, dtype=torch.long, device=left.device)
         with warnings.catch_warnings():  # "CSR support is in beta": the op we use is stable
             warnings.simplefilter("ignore")
-            pattern = torch.sparse_csr_tensor(crow, self.idx.reshape(-1), torch.zeros(n_rows * k, device=left.device),
-                                              (n_rows, self.m), device=left.device, check_invariants=False)
+            pattern = torch.sparse_csr_tensor(
+                crow,
+                self.idx.reshape(-1),
+                torch.zeros(n_rows * k, device=left.device),
+                (n_rows, self.m),
+                device=left.device,
+                check_invariants=False,
+            )
         out = torch.sparse.sampled_addmm(pattern, left, table.t(), beta=0.0)
         return out.values().reshape(n_rows, k)
 
@@ -92,8 +100,16 @@ class StepStats:
         return dict(self.__dict__)
 
 
-def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead_idx: torch.Tensor,
-               k_aux: int, W_dec: torch.Tensor, aux_coef: float, denom: torch.Tensor | None = None):
+def _aux_grads(
+    pre: torch.Tensor,
+    xc: torch.Tensor,
+    residual: torch.Tensor,
+    dead_idx: torch.Tensor,
+    k_aux: int,
+    W_dec: torch.Tensor,
+    aux_coef: float,
+    denom: torch.Tensor | None = None,
+):
     """AuxK on the dead latents: reconstruct the main residual from the top-k_aux dead pre-activations.
 
     Returns (aux_loss, g_hat (N, d) grad w.r.t. the aux reconstruction, dpre (N, k') over
@@ -140,15 +156,20 @@ def _aux_grads(pre: torch.Tensor, xc: torch.Tensor, residual: torch.Tensor, dead
 
 def _global_deviation(residual: torch.Tensor, world) -> torch.Tensor:
     """sum_i ||r_i - mean(r)||^2 over the rows of every rank: sum ||r||^2 - N ||mean||^2."""
-    parts = torch.cat([residual.double().sum(0), residual.double().pow(2).sum().reshape(1),
-                       torch.tensor([float(residual.shape[0])], dtype=torch.float64, device=residual.device)])
+    parts = torch.cat(
+        [
+            residual.double().sum(0),
+            residual.double().pow(2).sum().reshape(1),
+            torch.tensor([float(residual.shape[0])], dtype=torch.float64, device=residual.device),
+        ]
+    )
     distributed.all_reduce_sum([parts], world)
     total, squares, count = parts[:-2], parts[-2], parts[-1]
     return (squares - total.pow(2).sum() / count).float()
 
 
 @torch.no_grad()
-def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = None) -> StepStats:
+def sae_train_step(sae, x: torch.Tensor, world: distributed.World | None = None) -> StepStats:
     """Forward, loss (MSE/Var + AuxK), sparse backward, decoder upkeep and Adam for one batch.
 
     `sae` is a TopKSAE (params W_enc, b_enc, W_dec, b_dec in normalised space); x is already
@@ -192,6 +213,7 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
 
     aux_loss = 0.0
     if use_aux:
+        assert residual is not None
         # Each rank normalises by its share of the whole batch's Var (like 1/(N_rank d) above),
         # so that the mean over ranks, taken by the reduce, is the whole batch's AuxK gradient.
         denom = _global_deviation(residual, world) / world.size if world.distributed else None
@@ -229,8 +251,14 @@ def sae_train_step(sae, x: torch.Tensor, world: "distributed.World | None" = Non
         flat_x = x.reshape(-1)
         total_var = float(torch.dot(flat_x, flat_x)) - n_rows * float(torch.dot(mean, mean))
         l0_count = float((top > 0).sum())
-    return StepStats(loss=loss, mse=mse, fvu=sq / max(total_var, 1e-30), aux_loss=aux_loss,
-                     l0=l0_count / n_rows, dead_fraction=float(dead.float().mean()))
+    return StepStats(
+        loss=loss,
+        mse=mse,
+        fvu=sq / max(total_var, 1e-30),
+        aux_loss=aux_loss,
+        l0=l0_count / n_rows,
+        dead_fraction=float(dead.float().mean()),
+    )
 
 
 class BatchSums(NamedTuple):
@@ -243,15 +271,24 @@ class BatchSums(NamedTuple):
     total_var: float  # sum_i ||x_i - mean(x)||^2
 
 
-def _reduce_across_ranks(x: torch.Tensor, top: torch.Tensor, grads: list[torch.Tensor], sq: float,
-                         aux_loss: float, world) -> BatchSums:
+def _reduce_across_ranks(
+    x: torch.Tensor, top: torch.Tensor, grads: list[torch.Tensor], sq: float, aux_loss: float, world
+) -> BatchSums:
     """Average the gradients over ranks in place and sum the batch statistics.
 
     Each rank's gradient carries 1/(N_rank d); the global one 1/(N d) with N = size * N_rank,
     so the mean of the ranks' gradients (and of their AuxK losses) is the whole batch's.
     """
-    sums = torch.cat([torch.tensor([sq, aux_loss, float((top > 0).sum()), float(x.double().pow(2).sum())],
-                                   dtype=torch.float64, device=x.device), x.double().sum(0)])
+    sums = torch.cat(
+        [
+            torch.tensor(
+                [sq, aux_loss, float((top > 0).sum()), float(x.double().pow(2).sum())],
+                dtype=torch.float64,
+                device=x.device,
+            ),
+            x.double().sum(0),
+        ]
+    )
     distributed.all_reduce_sum(grads + [sums], world)
     for grad in grads:
         grad.div_(world.size)

@@ -7,12 +7,14 @@ Layout of a store folder:
                        unit of commit: it exists completely or not at all)
   index.parquet        one row per map (INDEX_COLUMNS), rebuilt from the shard headers
 """
+
 from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 import torch
@@ -26,9 +28,21 @@ from diffdict.dictionaries.jobs import MapRecord  # noqa: F401  (importable from
 FORMAT_VERSION = 1
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INDEX_COLUMNS = {
-    "model": pl.Utf8, "hook": pl.Utf8, "prompt_id": pl.Int64, "prompt": pl.Utf8, "seed": pl.Int64,
-    "step": pl.Int64, "timestep": pl.Float64, "t": pl.Float64, "branch": pl.Utf8, "shard": pl.Utf8,
-    "offset": pl.Int64, "shape": pl.List(pl.Int64), "h": pl.Int64, "w": pl.Int64, "d": pl.Int64,
+    "model": pl.Utf8,
+    "hook": pl.Utf8,
+    "prompt_id": pl.Int64,
+    "prompt": pl.Utf8,
+    "seed": pl.Int64,
+    "step": pl.Int64,
+    "timestep": pl.Float64,
+    "t": pl.Float64,
+    "branch": pl.Utf8,
+    "shard": pl.Utf8,
+    "offset": pl.Int64,
+    "shape": pl.List(pl.Int64),
+    "h": pl.Int64,
+    "w": pl.Int64,
+    "d": pl.Int64,
     "crc32": pl.Int64,
     # grid positions (row-major, h * w grid) of a map harvested with tokens_per_image; null for whole maps
     "positions": pl.List(pl.Int64),
@@ -47,7 +61,8 @@ class CorruptShardError(ValueError):
 def corrupt(shard: Path, why: str) -> CorruptShardError:
     return CorruptShardError(
         f"corrupt activation shard {shard}: {why}. Delete this file and run the same "
-        f"`diffdict harvest CONFIG` again: it re-creates only the missing shards")
+        f"`diffdict harvest CONFIG` again: it re-creates only the missing shards"
+    )
 
 
 def tensor_crc32(tensor: torch.Tensor) -> int:
@@ -79,8 +94,16 @@ def read_shard_rows(shard: Path) -> list[dict[str, Any]]:
 class StoreWriter:
     """Writes shards atomically and rebuilds the index; resuming skips finished shards."""
 
-    def __init__(self, root: str | Path, model: str, dtype: str = "fp16", settings: dict | None = None,
-                 primary: bool = True, replace: bool = False, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        model: str,
+        dtype: str = "fp16",
+        settings: dict | None = None,
+        primary: bool = True,
+        replace: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
         """primary=False: a second writer of the same harvest (another rank). It neither deletes
         temporaries (they may be a live rank's shard in flight) nor creates store.json.
 
@@ -112,17 +135,25 @@ class StoreWriter:
                     raise InputError(
                         f"{self.root} holds {len(shards)} shard(s) harvested with other settings ({changed}); maps "
                         f"of two settings are never mixed. Run the same command with --force to delete that store "
-                        f"and harvest it again, or delete {self.root} yourself, or choose a new `out`")
-                reason = f"was harvested with other settings ({changed})" if existing is not None else \
-                    f"has a damaged {META_FILE}"
-                log(f"note: {self.root} {reason}; "
-                    f"{'deleting its ' + str(len(shards)) + ' shard(s) and ' if shards else ''}starting a fresh store")
+                        f"and harvest it again, or delete {self.root} yourself, or choose a new `out`"
+                    )
+                reason = (
+                    f"was harvested with other settings ({changed})"
+                    if existing is not None
+                    else f"has a damaged {META_FILE}"
+                )
+                log(
+                    f"note: {self.root} {reason}; "
+                    f"{'deleting its ' + str(len(shards)) + ' shard(s) and ' if shards else ''}starting a fresh store"
+                )
                 for item in [*shards, self.root / INDEX_FILE, *self.root.glob("stats.*")]:
                     item.unlink(missing_ok=True)
                 write_json_atomic(meta_path, meta)
             elif changed:
-                raise InputError(f"{self.root} was harvested with other settings ({changed}); the primary writer "
-                                 f"(rank 0) should have replaced it")
+                raise InputError(
+                    f"{self.root} was harvested with other settings ({changed}); the primary writer "
+                    f"(rank 0) should have replaced it"
+                )
         else:
             write_json_atomic(meta_path, meta)
 
@@ -133,10 +164,12 @@ class StoreWriter:
         from diffdict.dictionaries.guarded_read import read_json
 
         shards = sorted(self.shard_dir.glob("*.safetensors"))
-        fix = (f"the settings its {len(shards)} shard(s) were harvested with cannot be checked against the config. "
-               f"If they were harvested with this config, delete {meta_path} and run the same `diffdict harvest "
-               f"CONFIG` again: it records the settings anew and keeps the shards (and their maps); if not, run it "
-               f"with --force, which deletes that store and harvests it again")
+        fix = (
+            f"the settings its {len(shards)} shard(s) were harvested with cannot be checked against the config. "
+            f"If they were harvested with this config, delete {meta_path} and run the same `diffdict harvest "
+            f"CONFIG` again: it records the settings anew and keeps the shards (and their maps); if not, run it "
+            f"with --force, which deletes that store and harvests it again"
+        )
         try:
             return read_json(meta_path, "a store's settings (store.json)", fix)
         except InputError:
@@ -160,17 +193,31 @@ class StoreWriter:
                 raise InputError(f"a map must be (h, w, d), got {tuple(value.shape)} for {record.fields}")
             tensors[str(offset)] = value
             h, w, d = value.shape
-            rows.append({**record.fields, "model": self.model, "shard": name, "offset": offset,
-                         "shape": [h, w, d], "h": h, "w": w, "d": d, "crc32": tensor_crc32(value)})
+            rows.append(
+                {
+                    **record.fields,
+                    "model": self.model,
+                    "shard": name,
+                    "offset": offset,
+                    "shape": [h, w, d],
+                    "h": h,
+                    "w": w,
+                    "d": d,
+                    "crc32": tensor_crc32(value),
+                }
+            )
         metadata = {"index": json.dumps(rows), "format_version": str(FORMAT_VERSION)}
         try:  # safetensors' own error for a full disk is mapped to DiskFullError by write_file_atomic
             return write_file_atomic(self.shard_path(name), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         except DiskFullError as error:
             size = sum(t.numel() * t.element_size() for t in tensors.values())
-            raise DiskFullError(error.errno, f"no space left to write shard {self.shard_path(name)} (about "
-                                f"{size / 1e6:.1f} MB); the shards already written are kept: free space on that "
-                                f"disk (or choose another `out`) and run the same command again to resume",
-                                str(self.shard_path(name))) from error.__cause__
+            raise DiskFullError(
+                error.errno,
+                f"no space left to write shard {self.shard_path(name)} (about "
+                f"{size / 1e6:.1f} MB); the shards already written are kept: free space on that "
+                f"disk (or choose another `out`) and run the same command again to resume",
+                str(self.shard_path(name)),
+            ) from error.__cause__
 
     def finalize(self) -> pl.DataFrame:
         """Rebuild index.parquet from every shard header (reads headers only)."""
@@ -186,8 +233,11 @@ def changed_settings(existing: dict, wanted: dict) -> str:
     """'key: old -> new' for every harvest setting that differs ('' when none)."""
     old = {"model": existing.get("model"), "dtype": existing.get("dtype"), **(existing.get("settings") or {})}
     new = {"model": wanted["model"], "dtype": wanted["dtype"], **wanted["settings"]}
-    return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
-                     if old.get(key) != new.get(key))
+    return ", ".join(
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    )
 
 
 def rows_to_frame(rows: list[dict]) -> pl.DataFrame:

@@ -6,19 +6,20 @@ shuffled (the bounded shuffle buffer). Batches are consecutive chunks of that gl
 sequence, so `start_batch=b` resumes exactly, and only one window is ever in memory: peak
 memory depends on buffer_tokens and batch_size, never on the size of the store.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import polars as pl
 import torch
 from safetensors import safe_open
 
-from diffdict.dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
 from diffdict.dictionaries.base import TokenBatch  # noqa: F401  (importable from here too)
 from diffdict.dictionaries.errors import InputError, MissingFileError
 from diffdict.dictionaries.guarded_read import read_json, read_parquet, rebuild_index_fix, store_settings_fix
+from diffdict.dictionaries.store import INDEX_FILE, META_FILE, SHARD_DIR, corrupt, tensor_crc32
 
 SPLITS = ("train", "eval", "all")
 
@@ -30,8 +31,9 @@ def _rng(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def held_out_prompts(texts: Sequence[str], prompt_ids: Sequence[int] | None = None, eval_fraction: float = 0.1,
-                     split_seed: int = 0) -> set[int]:
+def held_out_prompts(
+    texts: Sequence[str], prompt_ids: Sequence[int] | None = None, eval_fraction: float = 0.1, split_seed: int = 0
+) -> set[int]:
     """The held-out ids among prompts (`texts[i]` has id `prompt_ids[i]`, default i, ids ascending):
     a seeded choice over distinct texts, so that prompts sharing a text fall on the same side.
 
@@ -62,9 +64,11 @@ def _refuse_duplicate_rows(index: pl.DataFrame, path: Path) -> None:
         if repeated.height:
             first = repeated.row(0, named=True)
             extra = index.height - index.unique(subset=list(key)).height
-            raise InputError(f"{path}: {extra} row(s) list a map a second time (e.g. "
-                             f"{', '.join(f'{k}={first[k]!r}' for k in key)}); the index is rebuilt from the shards: "
-                             f"delete {path} and run the same `diffdict harvest CONFIG` again")
+            raise InputError(
+                f"{path}: {extra} row(s) list a map a second time (e.g. "
+                f"{', '.join(f'{k}={first[k]!r}' for k in key)}); the index is rebuilt from the shards: "
+                f"delete {path} and run the same `diffdict harvest CONFIG` again"
+            )
 
 
 class ActivationStore:
@@ -72,14 +76,18 @@ class ActivationStore:
         self.root = Path(root)
         meta_path, index_path = self.root / META_FILE, self.root / INDEX_FILE
         if not meta_path.is_file():
-            raise MissingFileError(f"{self.root} is not an activation store (no {META_FILE}); "
-                                    f"create one with `diffdict harvest CONFIG`")
+            raise MissingFileError(
+                f"{self.root} is not an activation store (no {META_FILE}); create one with `diffdict harvest CONFIG`"
+            )
         if not index_path.is_file():
-            raise MissingFileError(f"{self.root} has no {INDEX_FILE}: the harvest did not finish; "
-                                    f"run the same `diffdict harvest CONFIG` again to resume it")
+            raise MissingFileError(
+                f"{self.root} has no {INDEX_FILE}: the harvest did not finish; "
+                f"run the same `diffdict harvest CONFIG` again to resume it"
+            )
         self.meta = read_json(meta_path, "a store's settings (store.json)", store_settings_fix(meta_path))
-        self.index = read_parquet(index_path, "a store index", rebuild_index_fix(index_path),
-                                  columns=INDEX_REQUIRED).with_row_index("map_row")
+        self.index = read_parquet(
+            index_path, "a store index", rebuild_index_fix(index_path), columns=INDEX_REQUIRED
+        ).with_row_index("map_row")
         _refuse_duplicate_rows(self.index, index_path)
 
     @property
@@ -102,9 +110,17 @@ class ActivationStore:
         pairs = self.index.select("prompt_id", "prompt").unique().sort("prompt_id")
         return held_out_prompts(pairs["prompt"].to_list(), pairs["prompt_id"].to_list(), eval_fraction, split_seed)
 
-    def select(self, hook: str, model: str | None = None, branch: str | None = None,
-               steps: Sequence[int] | None = None, t_range: tuple[float, float] | None = None,
-               split: str = "all", eval_fraction: float = 0.1, split_seed: int = 0) -> pl.DataFrame:
+    def select(
+        self,
+        hook: str,
+        model: str | None = None,
+        branch: str | None = None,
+        steps: Sequence[int] | None = None,
+        t_range: tuple[float, float] | None = None,
+        split: str = "all",
+        eval_fraction: float = 0.1,
+        split_seed: int = 0,
+    ) -> pl.DataFrame:
         """Index rows for one hook, filtered; split is by prompt id."""
         self.d(hook)
         if split not in SPLITS:
@@ -123,8 +139,10 @@ class ActivationStore:
             keep = pl.col("prompt_id").is_in(held_out)
             rows = rows.filter(keep if split == "eval" else ~keep)
         if rows.is_empty():
-            raise InputError(f"no maps in {self.root} match hook={hook!r} model={model!r} branch={branch!r} "
-                             f"steps={steps!r} t_range={t_range!r} split={split!r}")
+            raise InputError(
+                f"no maps in {self.root} match hook={hook!r} model={model!r} branch={branch!r} "
+                f"steps={steps!r} t_range={t_range!r} split={split!r}"
+            )
         return rows
 
     # --- reading ---
@@ -160,9 +178,17 @@ class ActivationStore:
         return torch.cat(maps) if maps else torch.zeros(0, 0)
 
     # --- streaming ---
-    def stream(self, hook: str, batch_size: int, buffer_tokens: int = 65536, seed: int = 0,
-               epochs: int | None = 1, start_batch: int = 0, with_provenance: bool = False,
-               **selection) -> Iterator[torch.Tensor | TokenBatch]:
+    def stream(
+        self,
+        hook: str,
+        batch_size: int,
+        buffer_tokens: int = 65536,
+        seed: int = 0,
+        epochs: int | None = 1,
+        start_batch: int = 0,
+        with_provenance: bool = False,
+        **selection,
+    ) -> Iterator[torch.Tensor | TokenBatch]:
         """Token batches (batch_size, d) of one hook; see the module docstring for the order.
 
         epochs=None cycles forever (each epoch reshuffled). The final partial batch of the
@@ -181,7 +207,7 @@ class ActivationStore:
         for i, size in enumerate(sizes):
             total += size
             if total >= buffer_tokens:
-                windows.append(shuffled[start:i + 1])
+                windows.append(shuffled[start : i + 1])
                 start, total = i + 1, 0
         if start < len(sizes):
             windows.append(shuffled[start:])
@@ -207,14 +233,15 @@ class ActivationStore:
                 if carry_x is not None:
                     x = torch.cat([carry_x, x])
                     if prov is not None:
+                        assert carry_p is not None  # carried beside carry_x whenever provenance is read
                         prov = {k: torch.cat([carry_p[k], v]) for k, v in prov.items()}
                 full = (x.shape[0] // batch_size) * batch_size
                 for start in range(0, full, batch_size):
-                    batch = x[start:start + batch_size]
+                    batch = x[start : start + batch_size]
                     if prov is None:
                         yield batch
                     else:
-                        yield TokenBatch(batch, {k: v[start:start + batch_size] for k, v in prov.items()})
+                        yield TokenBatch(batch, {k: v[start : start + batch_size] for k, v in prov.items()})
                 carry_x = x[full:].clone()
                 carry_p = {k: v[full:].clone() for k, v in prov.items()} if prov is not None else None
                 del x, maps
@@ -228,6 +255,10 @@ class ActivationStore:
             columns[name] = torch.repeat_interleave(torch.tensor(window[name].to_list()), counts)[perm]
         # a map harvested with tokens_per_image lists its grid positions; a whole map is 0..h*w-1
         listed = window["positions"].to_list() if "positions" in window.columns else [None] * window.height
-        columns["position"] = torch.cat([torch.tensor(p, dtype=torch.long) if p is not None else torch.arange(int(c))
-                                         for p, c in zip(listed, counts)])[perm]
+        columns["position"] = torch.cat(
+            [
+                torch.tensor(p, dtype=torch.long) if p is not None else torch.arange(int(c))
+                for p, c in zip(listed, counts)
+            ]
+        )[perm]
         return columns

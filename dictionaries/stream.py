@@ -20,15 +20,16 @@ so the result, is the same for any number of ranks (the SAE up to float rounding
 Memory: one window per key on the host, about buffer_tokens x d x 4 bytes, twice while shuffled.
 Torch only (no polars), so this path runs where only torch is installed.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -101,18 +102,27 @@ def _key_label(key: tuple) -> str:
 
 def _matches(fields: dict, key: tuple) -> bool:
     hook, branch, steps, t_range = key
-    return (fields["hook"] == hook and (branch is None or fields["branch"] == branch)
-            and (not steps or fields["step"] in steps)
-            and (not t_range or t_range[0] <= fields["t"] <= t_range[1]))
+    return (
+        fields["hook"] == hook
+        and (branch is None or fields["branch"] == branch)
+        and (not steps or fields["step"] in steps)
+        and (not t_range or t_range[0] <= fields["t"] <= t_range[1])
+    )
 
 
 def _seed_of(*parts) -> int:
     return zlib.crc32(json.dumps([str(p) for p in parts]).encode())
 
 
-def train_stream(source: StreamSource, entries: list[StreamedDictionary], settings: StreamSettings,
-                 out: str | Path, progress: bool = True, device: str | torch.device | None = None,
-                 on_window: Callable[[int], None] | None = None) -> tuple[dict[str, base.Dictionary], list[dict]]:
+def train_stream(
+    source: StreamSource,
+    entries: list[StreamedDictionary],
+    settings: StreamSettings,
+    out: str | Path,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    on_window: Callable[[int], None] | None = None,
+) -> tuple[dict[str, base.Dictionary], list[dict]]:
     """Train (or resume) every entry from the stream; returns (dictionaries by name, metric rows
     not yet written: those since the last checkpoint). Checkpoints go to OUT/checkpoints/stream/,
     their metric rows to OUT/metrics/part-stream-*.jsonl. `on_window(w)` runs after window w."""
@@ -128,8 +138,10 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
         if world.distributed:
             world.share(entry.batch_size)  # raises, with the fix, when the batch does not split evenly
             if not base.architecture_class(entry.spec.architecture).supports_distributed:
-                raise InputError(f"dictionary {entry.spec.name!r}: architecture {entry.spec.architecture!r} cannot "
-                                 f"train on several processes; run `diffdict train` without torchrun")
+                raise InputError(
+                    f"dictionary {entry.spec.name!r}: architecture {entry.spec.architecture!r} cannot "
+                    f"train on several processes; run `diffdict train` without torchrun"
+                )
         if entry.total_steps < 1:
             raise InputError(f"dictionary {entry.spec.name!r}: {entry.tokens} tokens are fewer than one batch")
     consumers: dict[tuple, _Consumer] = {}
@@ -141,8 +153,13 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
     window, dictionaries, yield_per_job = _resume(out, entries, source, consumers, device)
     keys = list(dict.fromkeys(c.key for c in consumers.values()))
     most = max(e.total_steps for e in entries)
-    bar = tqdm(total=most, initial=max(steps_done(d) for d in dictionaries.values()), unit="step",
-               desc=f"stream-train {', '.join(names)}"[:80], disable=not progress or not world.is_main)
+    bar = tqdm(
+        total=most,
+        initial=max(steps_done(d) for d in dictionaries.values()),
+        unit="step",
+        desc=f"stream-train {', '.join(names)}"[:80],
+        disable=not progress or not world.is_main,
+    )
     rows: list[dict] = []
     since_checkpoint = 0
 
@@ -154,11 +171,14 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
         tokens = _window_tokens(source, keys, window, settings.seed, world, jobs)
         for consumer in consumers.values():
             if tokens[consumer.key].x.shape[0] == 0 and any(
-                    steps_done(dictionaries[n]) < by_name[n].total_steps for n in consumer.names):
+                steps_done(dictionaries[n]) < by_name[n].total_steps for n in consumer.names
+            ):
                 hook, branch = consumer.key[0], consumer.key[1]
-                raise InputError(f"the stream yields no tokens for {', '.join(consumer.names)} (hook {hook!r}, branch "
-                                 f"{branch!r}): the model does not produce that branch at this guidance (uncond "
-                                 f"needs classifier-free guidance) or no step matches; change the dictionary's branch")
+                raise InputError(
+                    f"the stream yields no tokens for {', '.join(consumer.names)} (hook {hook!r}, branch "
+                    f"{branch!r}): the model does not produce that branch at this guidance (uncond "
+                    f"needs classifier-free guidance) or no step matches; change the dictionary's branch"
+                )
         if jobs == source.window_jobs and not yield_per_job:  # measured once, on a whole window
             yield_per_job.update({_key_label(k): (int(t.x.shape[0]), jobs) for k, t in tokens.items()})
         _initialize(dictionaries, entries, tokens, settings, device)
@@ -182,8 +202,9 @@ def train_stream(source: StreamSource, entries: list[StreamedDictionary], settin
     return dictionaries, rows
 
 
-def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, consumers: dict,
-            device: torch.device | None) -> tuple[int, dict[str, base.Dictionary], dict[str, tuple[int, int]]]:
+def _resume(
+    out: Path, entries: list[StreamedDictionary], source: StreamSource, consumers: dict, device: torch.device | None
+) -> tuple[int, dict[str, base.Dictionary], dict[str, tuple[int, int]]]:
     """(next window, dictionaries, tokens a window of jobs yielded per key) from the last checkpoint, or
     (0, new dictionaries, {})."""
     found = resolve_dir(out / "checkpoints" / STATE_FOLDER)
@@ -192,8 +213,10 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
     yield_per_job: dict[str, tuple[int, int]] = {}
     state: dict = {}
     if found is not None:
-        fix = (f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
-               f"nothing else is lost)")
+        fix = (
+            f"delete {found} to train these dictionaries again from the start (the stream is regenerated; "
+            f"nothing else is lost)"
+        )
         state = read_json(found / "state.json", "a stream checkpoint's state", fix)
         if not _same_dictionaries(state, entries):
             found = None  # a checkpoint of another set of dictionaries (or settings): this stream starts afresh
@@ -210,16 +233,19 @@ def _resume(out: Path, entries: list[StreamedDictionary], source: StreamSource, 
         for consumer in consumers.values():
             label = consumer.label
             if f"{label}.x" in carries:
-                consumer.carry = base.TokenBatch(carries[f"{label}.x"],
-                                                 {p: carries[f"{label}.{p}"] for p in PROVENANCE})
+                consumer.carry = base.TokenBatch(
+                    carries[f"{label}.x"], {p: carries[f"{label}.{p}"] for p in PROVENANCE}
+                )
     for entry in entries:
         name = entry.spec.name
         if found is not None and (found / name).is_dir():
             dictionaries[name] = base.load(found / name, training_state=True)
         else:
             if entry.spec.hook not in source.hook_d:
-                raise InputError(f"dictionary {name!r}: hook {entry.spec.hook!r} is not generated by the stream "
-                                 f"(hooks: {sorted(source.hook_d)})")
+                raise InputError(
+                    f"dictionary {name!r}: hook {entry.spec.hook!r} is not generated by the stream "
+                    f"(hooks: {sorted(source.hook_d)})"
+                )
             dictionaries[name] = new_dictionary(entry.spec, source.hook_d[entry.spec.hook])
         if device is not None:
             dictionaries[name].to(device)
@@ -233,8 +259,9 @@ def _same_dictionaries(state: dict, entries: list[StreamedDictionary]) -> bool:
     return set(state.get("steps", {})) == set(wanted) and all(recorded.get(n) == h for n, h in wanted.items())
 
 
-def _jobs_needed(window_jobs: int, consumers: dict, dictionaries: dict, by_name: dict,
-                 yield_per_job: dict[str, tuple[int, int]]) -> int:
+def _jobs_needed(
+    window_jobs: int, consumers: dict, dictionaries: dict, by_name: dict, yield_per_job: dict[str, tuple[int, int]]
+) -> int:
     """Jobs of the next window: a whole window, or, near the end, only as many as the unfinished
     dictionaries still need (from what a whole window yielded), so the last window generates no images
     that nothing trains on. A function of the checkpointed state alone: resumes and ranks agree."""
@@ -261,8 +288,9 @@ def _job(jobs: Sequence[Job], number: int, seed: int) -> Job:
     return jobs[int(order[place])]
 
 
-def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: int, world: distributed.World,
-                   jobs: int) -> dict[tuple, base.TokenBatch]:
+def _window_tokens(
+    source: StreamSource, keys: list[tuple], window: int, seed: int, world: distributed.World, jobs: int
+) -> dict[tuple, base.TokenBatch]:
     """Every key's tokens of one window (its first `jobs` jobs), in job order then shuffled: (T, d) plus
     provenance."""
     numbers = [window * source.window_jobs + i for i in range(jobs)]
@@ -291,8 +319,9 @@ def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: i
         d = source.hook_d[key[0]]
         x = torch.cat([p[0] for p in parts[key]]) if parts[key] else torch.zeros(0, d)
         empty = torch.zeros(0, dtype=torch.long)
-        provenance = {name: torch.cat([p[1][name] for p in parts[key]]) if parts[key] else empty
-                      for name in (*PROVENANCE, "job")}
+        provenance = {
+            name: torch.cat([p[1][name] for p in parts[key]]) if parts[key] else empty for name in (*PROVENANCE, "job")
+        }
         if world.distributed:  # every rank gets the whole window, back in job order (stable sort keeps map order)
             x = distributed.gather_rows(x, world)
             provenance = {name: distributed.gather_rows(v, world) for name, v in provenance.items()}
@@ -303,8 +332,13 @@ def _window_tokens(source: StreamSource, keys: list[tuple], window: int, seed: i
     return windows
 
 
-def _initialize(dictionaries: dict, entries: list[StreamedDictionary], tokens: dict, settings: StreamSettings,
-                device: torch.device | None) -> None:
+def _initialize(
+    dictionaries: dict,
+    entries: list[StreamedDictionary],
+    tokens: dict,
+    settings: StreamSettings,
+    device: torch.device | None,
+) -> None:
     """Data-dependent initialisation (while `initialized` is False) from the first window's tokens of
     the dictionary's key, taken in another order than training reads them. Every rank holds the same
     window, so every rank starts identical."""
@@ -315,12 +349,18 @@ def _initialize(dictionaries: dict, entries: list[StreamedDictionary], tokens: d
         x = tokens[entry.spec.stream_key()].x
         order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(_seed_of(settings.seed, "init")))
         began = time.perf_counter()
-        dic.initialize(to_device(x[order[:settings.init_tokens]], device))
+        dic.initialize(to_device(x[order[: settings.init_tokens]], device))
         dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
 
 
-def _consume(consumer: _Consumer, tokens: base.TokenBatch, dictionaries: dict, by_name: dict,
-             world: distributed.World, device: torch.device | None) -> list[dict]:
+def _consume(
+    consumer: _Consumer,
+    tokens: base.TokenBatch,
+    dictionaries: dict,
+    by_name: dict,
+    world: distributed.World,
+    device: torch.device | None,
+) -> list[dict]:
     """Feed one window's tokens (after the carry) to the consumer's dictionaries, batch by batch."""
     x, provenance = tokens.x, tokens.provenance
     if consumer.carry is not None:
@@ -330,7 +370,7 @@ def _consume(consumer: _Consumer, tokens: base.TokenBatch, dictionaries: dict, b
     full = (x.shape[0] // size) * size
     rows = []
     for start in range(0, full, size):
-        batch = base.TokenBatch(x[start:start + size], {k: v[start:start + size] for k, v in provenance.items()})
+        batch = base.TokenBatch(x[start : start + size], {k: v[start : start + size] for k, v in provenance.items()})
         local = to_device(rank_slice(batch, world), device)
         for name in consumer.names:
             dic, entry = dictionaries[name], by_name[name]
@@ -338,18 +378,31 @@ def _consume(consumer: _Consumer, tokens: base.TokenBatch, dictionaries: dict, b
             if step >= entry.total_steps:
                 continue
             began = time.perf_counter()
-            fed = local if dic.reads_provenance else local.x
+            fed = local if dic.reads_provenance else base.batch_rows(local)
             stats = dic.partial_fit(fed, world=world) if world.distributed else dic.partial_fit(fed)
             dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
             dic.meta["train_steps"] = step + 1
-            rows.append({"name": name, "kind": "train", "step": step + 1, "tokens": (step + 1) * size,
-                         **{k: float(v) for k, v in stats.items()}})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "train",
+                    "step": step + 1,
+                    "tokens": (step + 1) * size,
+                    **{k: float(v) for k, v in stats.items()},
+                }
+            )
     consumer.carry = base.TokenBatch(x[full:].clone(), {k: v[full:].clone() for k, v in provenance.items()})
     return rows
 
 
-def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, rows: list[dict],
-                yield_per_job: dict[str, tuple[int, int]]) -> None:
+def _checkpoint(
+    out: Path,
+    window: int,
+    consumers: dict,
+    dictionaries: dict,
+    rows: list[dict],
+    yield_per_job: dict[str, tuple[int, int]],
+) -> None:
     """Metrics first (a duplicate after a resume is dropped when they are assembled), then one folder
     holding the cursor, the carries and every dictionary, swapped in atomically."""
     _write_rows(out, f"part-stream-{window:09d}", rows)
@@ -362,11 +415,17 @@ def _checkpoint(out: Path, window: int, consumers: dict, dictionaries: dict, row
                 carries.update({f"{consumer.label}.{k}": v.contiguous() for k, v in consumer.carry.provenance.items()})
         if carries:
             save_file(carries, str(tmp / "carry.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"window": window, "format_version": 1,
-                                                    "steps": {n: steps_done(d) for n, d in dictionaries.items()},
-                                                    "yield_per_job": yield_per_job,
-                                                    "settings": {n: d.meta.get("settings_hash")
-                                                                 for n, d in dictionaries.items()}}))
+        (tmp / "state.json").write_text(
+            json.dumps(
+                {
+                    "window": window,
+                    "format_version": 1,
+                    "steps": {n: steps_done(d) for n, d in dictionaries.items()},
+                    "yield_per_job": yield_per_job,
+                    "settings": {n: d.meta.get("settings_hash") for n, d in dictionaries.items()},
+                }
+            )
+        )
         for name, dic in dictionaries.items():
             dic.save(tmp / name, training_state=True)
 

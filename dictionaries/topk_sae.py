@@ -7,6 +7,7 @@ unit-norm (the gradient along them is removed), AuxK on dead latents (k_aux, coe
 1/32, dead after `dead_tokens` tokens without firing), loss scaled by 1/Var(x), Adam with
 lr * sqrt(2^14 / n). Training is `sae_step.sae_train_step` (sparse, hand-written backward).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,11 +17,11 @@ import torch
 
 from diffdict.dictionaries import distributed
 from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, register, sparse_decode
+from diffdict.dictionaries.distributed import World
+from diffdict.dictionaries.errors import InputError
 from diffdict.dictionaries.normalize import KINDS, InputNorm
 from diffdict.dictionaries.options import check_ranges, option
-from diffdict.dictionaries.distributed import World
 from diffdict.dictionaries.sae_step import StepStats, sae_train_step
-from diffdict.dictionaries.errors import InputError
 
 PARAM_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 ENCODE_CHUNK = 4096  # rows per encoder product, bounds the (rows, n) pre-activation buffer
@@ -36,11 +37,13 @@ class TopKSAEConfig:
     d: int
     n: int
     k: int
-    k_aux: int = option(256, "[]", 0, math.inf,
-                        doc="latents the AuxK loss reconstructs the error with; 0 disables AuxK")
+    k_aux: int = option(
+        256, "[]", 0, math.inf, doc="latents the AuxK loss reconstructs the error with; 0 disables AuxK"
+    )
     aux_coef: float = option(1.0 / 32, "[]", 0.0, math.inf, doc="weight of the AuxK loss")
-    dead_tokens: int = option(10_000_000, "[]", 1, math.inf,
-                              doc="a latent that has not fired for this many tokens is dead (AuxK revives it)")
+    dead_tokens: int = option(
+        10_000_000, "[]", 1, math.inf, doc="a latent that has not fired for this many tokens is dead (AuxK revives it)"
+    )
     lr: float = option(1e-4, "(]", 0.0, math.inf, doc="Adam's learning rate before the sqrt(2^14 / n) scaling")
     scale_lr_with_n: bool = option(True, doc="effective lr = lr * sqrt(2^14 / n) (Gao et al.)")
     beta1: float = option(0.9, "[)", 0.0, 1.0, doc="Adam's first-moment decay")
@@ -57,8 +60,9 @@ class TopKSAEConfig:
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"topk_sae: {name} must be a positive integer, got {value!r}")
         if self.k > self.n:
-            raise InputError(f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n "
-                             f"(sdxl-unbox uses k=10 with n=5120)")
+            raise InputError(
+                f"topk_sae: k={self.k} is larger than n={self.n}; choose k <= n (sdxl-unbox uses k=10 with n=5120)"
+            )
         if self.input_norm not in KINDS:
             raise InputError(f"topk_sae: input_norm must be one of {KINDS}, got {self.input_norm!r}")
         check_ranges(self, "topk_sae")
@@ -68,8 +72,9 @@ class TopKSAEConfig:
         return self.lr * math.sqrt(2**14 / self.n) if self.scale_lr_with_n else self.lr
 
 
-def geometric_median(points: torch.Tensor, iterations: int = 100, eps: float = 1e-6,
-                     ftol: float = 1e-20) -> torch.Tensor:
+def geometric_median(
+    points: torch.Tensor, iterations: int = 100, eps: float = 1e-6, ftol: float = 1e-20
+) -> torch.Tensor:
     """Weiszfeld's algorithm on points (N, d) -> (d,); starts at the mean."""
     points = points.double()
     median = points.mean(0)
@@ -95,8 +100,10 @@ class TopKSAE(Dictionary):
     @classmethod
     def training_memory(cls, n: int, d: int, batch: int) -> tuple[int, str]:
         # encoder + decoder, each with gradient and two Adam moments; dense batch codes
-        return (8 * n * d * 4 + 3 * batch * n * 4,
-                "n x d x 4 bytes x 8 (encoder, decoder, gradients, Adam) + batch x n x 4 x 3")
+        return (
+            8 * n * d * 4 + 3 * batch * n * 4,
+            "n x d x 4 bytes x 8 (encoder, decoder, gradients, Adam) + batch x n x 4 x 3",
+        )
 
     def __init__(self, config: TopKSAEConfig) -> None:
         super().__init__(config)
@@ -139,7 +146,7 @@ class TopKSAE(Dictionary):
     def device(self) -> torch.device:
         return self.W_dec.device
 
-    def to(self, device: str | torch.device) -> "TopKSAE":
+    def to(self, device: str | torch.device) -> TopKSAE:
         """Move weights, normaliser, dead-latent counters and Adam state to `device`."""
         # The optimiser holds the old parameter tensors: keep its state as a pending restore
         # (the path a resume takes, bit-exact) and rebuild it on first use on the new device.
@@ -174,10 +181,11 @@ class TopKSAE(Dictionary):
         if self._optimizer is None:
             cfg = self.config
             params = [getattr(self, name) for name in PARAM_NAMES]
-            self._optimizer = torch.optim.Adam(params, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2),
-                                               eps=cfg.eps, fused=True)
+            self._optimizer = torch.optim.Adam(
+                params, lr=cfg.effective_lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True
+            )
             if self._pending_adam is not None:
-                self._restore_adam(self._pending_adam)
+                self._restore_adam(self._optimizer, self._pending_adam)
                 self._pending_adam = None
         return self._optimizer
 
@@ -215,13 +223,14 @@ class TopKSAE(Dictionary):
         x = self.norm.apply(check_activations(x, self.d, "topk_sae.encode", self.device).float())
         values, indices = [], []
         for start in range(0, x.shape[0], ENCODE_CHUNK):
-            pre = torch.addmm(self.b_enc, x[start:start + ENCODE_CHUNK] - self.b_dec, self.W_enc.t())
+            pre = torch.addmm(self.b_enc, x[start : start + ENCODE_CHUNK] - self.b_dec, self.W_enc.t())
             top, idx = pre.topk(self.k, dim=1)
             values.append(top.clamp_min(0))
             indices.append(idx)
         if not values:
-            return SparseCode(torch.zeros(0, self.k, device=x.device),
-                              torch.zeros(0, self.k, dtype=torch.long, device=x.device))
+            return SparseCode(
+                torch.zeros(0, self.k, device=x.device), torch.zeros(0, self.k, dtype=torch.long, device=x.device)
+            )
         return SparseCode(torch.cat(values), torch.cat(indices))
 
     @torch.no_grad()
@@ -239,8 +248,9 @@ class TopKSAE(Dictionary):
         for name in PARAM_NAMES:
             expected = tuple(getattr(self, name).shape)
             if tuple(tensors[name].shape) != expected:
-                raise InputError(f"topk_sae: saved {name} has shape {tuple(tensors[name].shape)}, "
-                                 f"config says {expected}")
+                raise InputError(
+                    f"topk_sae: saved {name} has shape {tuple(tensors[name].shape)}, config says {expected}"
+                )
             setattr(self, name, tensors[name].float().contiguous())
         self.norm.load_tensors(tensors)
         self.mse_scale = float(tensors["mse_scale"][0])
@@ -265,8 +275,7 @@ class TopKSAE(Dictionary):
         self._optimizer = None
         self._pending_adam = adam or None
 
-    def _restore_adam(self, adam: dict[str, torch.Tensor]) -> None:
-        optimizer = self._optimizer
+    def _restore_adam(self, optimizer: torch.optim.Adam, adam: dict[str, torch.Tensor]) -> None:
         for name, param in zip(PARAM_NAMES, optimizer.param_groups[0]["params"]):
             if f"adam.{name}.exp_avg" in adam:
                 # fused Adam wants its state (the step too) on the parameter's device

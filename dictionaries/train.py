@@ -20,13 +20,13 @@ Rank 0 alone writes checkpoints, metrics, evaluations and the final dictionaries
 loads the same checkpoint on every rank. A final dictionary is saved last, after its
 metrics, so a folder holding it is complete.
 """
+
 from __future__ import annotations
 
 import time
-
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 import torch
@@ -34,11 +34,17 @@ from tqdm.auto import tqdm
 
 from diffdict.dictionaries import base, distributed
 from diffdict.dictionaries.atomic import remove_stale_temps, resolve_dir, write_file_atomic
+from diffdict.dictionaries.errors import InputError
 from diffdict.dictionaries.metrics import evaluate
 from diffdict.dictionaries.store_reader import ActivationStore
-from diffdict.dictionaries.errors import InputError
 from diffdict.dictionaries.train_common import (  # noqa: F401  (DictionarySpec: importable from here too)
-    DictionarySpec, new_dictionary, rank_slice, resumable, steps_done, to_device)
+    DictionarySpec,
+    new_dictionary,
+    rank_slice,
+    resumable,
+    steps_done,
+    to_device,
+)
 
 
 @dataclass
@@ -64,9 +70,15 @@ class TrainSettings:
         return self.tokens // self.batch_size
 
 
-def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSettings, out: str | Path,
-          progress: bool = True, on_step: Callable[[int], None] | None = None,
-          device: str | torch.device | None = None) -> dict[str, base.Dictionary]:
+def train(
+    store: ActivationStore,
+    specs: list[DictionarySpec],
+    settings: TrainSettings,
+    out: str | Path,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, base.Dictionary]:
     """Train (or resume) every spec; returns the final dictionaries by name.
 
     `device` ("cuda", "cpu", ...; None keeps the CPU) is where the dictionaries train: they and
@@ -82,8 +94,10 @@ def train(store: ActivationStore, specs: list[DictionarySpec], settings: TrainSe
         world.share(settings.batch_size)  # raises early, with the fix, if the batch does not split evenly
         for spec in specs:
             if not base.architecture_class(spec.architecture).supports_distributed:
-                raise InputError(f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
-                                 f"several processes; run `diffdict train` without torchrun")
+                raise InputError(
+                    f"dictionary {spec.name!r}: architecture {spec.architecture!r} cannot train on "
+                    f"several processes; run `diffdict train` without torchrun"
+                )
     distributed.on_main(lambda: _remove_stale_temps(out), world)
     groups: dict[tuple, list[DictionarySpec]] = {}
     for spec in specs:
@@ -103,8 +117,9 @@ def _remove_stale_temps(out: Path) -> None:
 
 def _train_group(store, specs, settings, out, progress, on_step, world, device=None):
     d = store.d(specs[0].hook)
-    selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
-                     split_seed=settings.seed)
+    selection = dict(
+        specs[0].selection(), split="train", eval_fraction=settings.eval_fraction, split_seed=settings.seed
+    )
     dictionaries = {}
     for spec in specs:
         checkpoint = resolve_dir(out / "checkpoints" / spec.name)
@@ -115,9 +130,14 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
             dictionaries[spec.name].to(device)
     needs_init = [dic for dic in dictionaries.values() if dic.init_from_sample and not dic.initialized]
     if needs_init:  # data-dependent init from a separate sample (another seed), as sdxl-unbox does
-        sample_stream = store.stream(specs[0].hook, batch_size=min(settings.init_tokens, settings.batch_size),
-                                     buffer_tokens=settings.buffer_tokens, seed=settings.seed + 1, epochs=None,
-                                     **selection)
+        sample_stream = store.stream(
+            specs[0].hook,
+            batch_size=min(settings.init_tokens, settings.batch_size),
+            buffer_tokens=settings.buffer_tokens,
+            seed=settings.seed + 1,
+            epochs=None,
+            **selection,
+        )
         sample = []
         for batch in sample_stream:
             sample.append(batch)
@@ -132,12 +152,25 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
     total = settings.total_steps
     start = min(steps_done(dic) for dic in dictionaries.values())
     provenance = any(dic.reads_provenance for dic in dictionaries.values())
-    stream = store.stream(specs[0].hook, batch_size=settings.batch_size, buffer_tokens=settings.buffer_tokens,
-                          seed=settings.seed, epochs=None, start_batch=start, with_provenance=provenance, **selection)
+    stream = store.stream(
+        specs[0].hook,
+        batch_size=settings.batch_size,
+        buffer_tokens=settings.buffer_tokens,
+        seed=settings.seed,
+        epochs=None,
+        start_batch=start,
+        with_provenance=provenance,
+        **selection,
+    )
     rows: list[dict] = []
     label = f" rank 0/{world.size}" if world.distributed else ""
-    bar = tqdm(total=total, initial=start, desc=f"train {specs[0].hook} ({', '.join(dictionaries)}){label}",
-               unit="step", disable=not progress or not world.is_main)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc=f"train {specs[0].hook} ({', '.join(dictionaries)}){label}",
+        unit="step",
+        disable=not progress or not world.is_main,
+    )
     step = start
     for step in range(start, total):
         batch = to_device(rank_slice(next(stream), world), device)
@@ -151,8 +184,15 @@ def _train_group(store, specs, settings, out, progress, on_step, world, device=N
             # means when several dictionaries share one stream.
             dic.meta["fit_seconds"] = dic.meta.get("fit_seconds", 0.0) + time.perf_counter() - began
             dic.meta["train_steps"] = step + 1
-            rows.append({"name": name, "kind": "train", "step": step + 1,
-                         "tokens": (step + 1) * settings.batch_size, **{k: float(v) for k, v in stats.items()}})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "train",
+                    "step": step + 1,
+                    "tokens": (step + 1) * settings.batch_size,
+                    **{k: float(v) for k, v in stats.items()},
+                }
+            )
         bar.update(1)
         if rows:
             bar.set_postfix({k: f"{v:.3g}" for k, v in rows[-1].items() if k in ("fvu", "loss", "size")})
@@ -189,22 +229,37 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
             rows = None  # too few prompts for a held-out split; training metrics still exist
         if rows is not None:
             tokens = min(settings.eval_tokens, int((rows["h"] * rows["w"]).sum()))
-            batches = store.stream(spec.hook, batch_size=min(tokens, settings.batch_size),
-                                   buffer_tokens=settings.buffer_tokens, seed=settings.seed, epochs=1, **eval_selection)
+            batches = store.stream(
+                spec.hook,
+                batch_size=min(tokens, settings.batch_size),
+                buffer_tokens=settings.buffer_tokens,
+                seed=settings.seed,
+                epochs=1,
+                **eval_selection,
+            )
             limited = (b for i, b in enumerate(batches) if i * min(tokens, settings.batch_size) < tokens)
             result = evaluate(dic, limited)
             frequencies = result.pop("frequencies")
-            row = {"name": spec.name, "kind": "eval", "step": steps_done(dic), "tokens": result.pop("tokens"),
-                   **{k: float(v) for k, v in result.items()}}
-            write_file_atomic(out / "metrics" / f"eval-{spec.name}.parquet",
-                              lambda tmp: pl.DataFrame([row]).write_parquet(tmp))
-            frequency_rows.append(pl.DataFrame({"name": spec.name, "atom": range(frequencies.numel()),
-                                                "frequency": frequencies.tolist()}))
+            row = {
+                "name": spec.name,
+                "kind": "eval",
+                "step": steps_done(dic),
+                "tokens": result.pop("tokens"),
+                **{k: float(v) for k, v in result.items()},
+            }
+            write_file_atomic(
+                out / "metrics" / f"eval-{spec.name}.parquet", lambda tmp: pl.DataFrame([row]).write_parquet(tmp)
+            )
+            frequency_rows.append(
+                pl.DataFrame({"name": spec.name, "atom": range(frequencies.numel()), "frequency": frequencies.tolist()})
+            )
     if frequency_rows:
         table = pl.concat(frequency_rows)
         path = out / "features.parquet"
         if path.exists():
-            table = pl.concat([pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique().to_list())), table])
+            table = pl.concat(
+                [pl.read_parquet(path).filter(~pl.col("name").is_in(table["name"].unique().to_list())), table]
+            )
         write_file_atomic(path, lambda tmp: table.write_parquet(tmp))
     _assemble_metrics(out)
     # Last: a saved final dictionary is the commit point a resumed `diffdict train` skips on.
@@ -212,9 +267,16 @@ def _evaluate_and_save(store, specs, dictionaries, settings, out, selection) -> 
         dictionaries[spec.name].save(out / spec.name)
 
 
-def train_from_stream(source, entries: list, settings: TrainSettings, out: str | Path, eval_store: ActivationStore,
-                      progress: bool = True, device: str | torch.device | None = None,
-                      on_window: Callable[[int], None] | None = None) -> dict[str, base.Dictionary]:
+def train_from_stream(
+    source,
+    entries: list,
+    settings: TrainSettings,
+    out: str | Path,
+    eval_store: ActivationStore,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    on_window: Callable[[int], None] | None = None,
+) -> dict[str, base.Dictionary]:
     """Train (or resume) `entries` (stream.StreamedDictionary) from a stream.StreamSource, then evaluate each
     on the held-out prompts of `eval_store` (the split every stream excludes from training) and save it.
 
@@ -226,20 +288,33 @@ def train_from_stream(source, entries: list, settings: TrainSettings, out: str |
     world = distributed.world()
     distributed.on_main(lambda: _remove_stale_temps(out), world)
     dictionaries, rows = train_stream(
-        source, entries, StreamSettings(seed=settings.seed, checkpoint_every=settings.checkpoint_every,
-                                        init_tokens=settings.init_tokens),
-        out, progress=progress, device=device, on_window=on_window)
+        source,
+        entries,
+        StreamSettings(
+            seed=settings.seed, checkpoint_every=settings.checkpoint_every, init_tokens=settings.init_tokens
+        ),
+        out,
+        progress=progress,
+        device=device,
+        on_window=on_window,
+    )
     distributed.on_main(lambda: write_final_rows(out, rows), world)
     groups: dict[tuple, list] = {}
     for entry in entries:
         groups.setdefault((entry.spec.stream_key(), entry.batch_size), []).append(entry)
     for members in groups.values():
         specs = [m.spec for m in members]
-        selection = dict(specs[0].selection(), split="train", eval_fraction=settings.eval_fraction,
-                         split_seed=settings.seed)
-        evaluation = TrainSettings(tokens=members[0].tokens, batch_size=members[0].batch_size, seed=settings.seed,
-                                   eval_fraction=settings.eval_fraction, eval_tokens=settings.eval_tokens,
-                                   buffer_tokens=settings.buffer_tokens)
+        selection = dict(
+            specs[0].selection(), split="train", eval_fraction=settings.eval_fraction, split_seed=settings.seed
+        )
+        evaluation = TrainSettings(
+            tokens=members[0].tokens,
+            batch_size=members[0].batch_size,
+            seed=settings.seed,
+            eval_fraction=settings.eval_fraction,
+            eval_tokens=settings.eval_tokens,
+            buffer_tokens=settings.buffer_tokens,
+        )
         mine = {s.name: dictionaries[s.name] for s in specs}
         distributed.on_main(lambda: _evaluate_and_save(eval_store, specs, mine, evaluation, out, selection), world)
     return dictionaries
@@ -286,6 +361,8 @@ def _assemble_metrics(out: Path) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame()
     frame = pl.concat([_read_part(p) for p in parts], how="diagonal_relaxed")
-    frame = frame.unique(subset=["name", "kind", "step"], keep="last", maintain_order=True).sort(["name", "kind", "step"])
+    frame = frame.unique(subset=["name", "kind", "step"], keep="last", maintain_order=True).sort(
+        ["name", "kind", "step"]
+    )
     write_file_atomic(out / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
     return frame

@@ -2,6 +2,7 @@
 
 Torch only (no polars), so the stream path runs where only torch is installed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,8 +39,9 @@ def new_dictionary(spec: DictionarySpec, d: int) -> base.Dictionary:
     params["d"] = d
     cls = base.architecture_class(spec.architecture)
     dictionary = cls.from_config(base.config_from_dict(cls.config_class, params, where=f"dictionary {spec.name!r}"))
-    dictionary.meta.update({"name": spec.name, "hook": spec.hook, **{k: v for k, v in spec.selection().items()
-                                                                     if v is not None}})
+    dictionary.meta.update(
+        {"name": spec.name, "hook": spec.hook, **{k: v for k, v in spec.selection().items() if v is not None}}
+    )
     if spec.settings_hash is not None:
         dictionary.meta["settings_hash"] = spec.settings_hash
     return dictionary
@@ -64,12 +66,14 @@ def to_device(batch, device: torch.device | None):
     the copy is asynchronous; the caching host allocator keeps the pinned block alive until done."""
     if device is None:
         return batch
+
     def move(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.device == device:
             return tensor
         if device.type == "cuda" and tensor.device.type == "cpu":
             return tensor.pin_memory().to(device, non_blocking=True)
         return tensor.to(device)
+
     if hasattr(batch, "provenance"):
         return type(batch)(move(batch.x), {k: move(v) for k, v in batch.provenance.items()})
     return move(batch)

@@ -15,6 +15,7 @@ the latent fired and grows by one per step without firing, and a latent is dead 
 it fired), dead at >= `dead_tokens`: with counter (stats - 1) * batch_size and dead_tokens =
 T * batch_size the two agree step for step.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ from pathlib import Path
 import torch
 
 from diffdict.dictionaries.base import check_activations
-from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 from diffdict.dictionaries.errors import InputError, MissingFileError
+from diffdict.dictionaries.topk_sae import TopKSAE, TopKSAEConfig
 
 REQUIRED_CONFIG = ("n_dirs_local", "d_model", "k")
 REQUIRED_WEIGHTS = ("encoder.weight", "decoder.weight", "pre_bias", "latent_bias")
@@ -51,12 +52,21 @@ def import_unbox(folder: str | Path, batch_size: int = 4096, sample: torch.Tenso
         raise InputError(f"{weights_path}: expected tensors {list(REQUIRED_WEIGHTS)}, found {found}")
     n, d, k = int(config["n_dirs_local"]), int(config["d_model"]), int(config["k"])
     threshold = config.get("dead_steps_threshold")
-    sae = TopKSAE(TopKSAEConfig(d=d, n=n, k=k, k_aux=int(config.get("auxk") or 0),
-                                dead_tokens=int(threshold) * batch_size if threshold is not None else 10_000_000))
+    sae = TopKSAE(
+        TopKSAEConfig(
+            d=d,
+            n=n,
+            k=k,
+            k_aux=int(config.get("auxk") or 0),
+            dead_tokens=int(threshold) * batch_size if threshold is not None else 10_000_000,
+        )
+    )
     encoder, decoder = state["encoder.weight"].float(), state["decoder.weight"].float()
     if tuple(encoder.shape) != (n, d) or tuple(decoder.shape) != (d, n):
-        raise InputError(f"{weights_path}: encoder {tuple(encoder.shape)} / decoder {tuple(decoder.shape)} do not "
-                         f"match n_dirs_local={n}, d_model={d}")
+        raise InputError(
+            f"{weights_path}: encoder {tuple(encoder.shape)} / decoder {tuple(decoder.shape)} do not "
+            f"match n_dirs_local={n}, d_model={d}"
+        )
     sae.W_enc = encoder.contiguous()
     sae.W_dec = decoder.t().contiguous()
     sae.b_enc = state["latent_bias"].float().contiguous()

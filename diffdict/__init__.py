@@ -10,4 +10,5 @@ The subpackages live in the project's top-level folders and install under this o
     diffdict.toyworld      the ground-truth toy world, its shipped models and their training lab
     diffdict.configs       the shipped study configs (data only)
 """
+
 __version__ = "0.1.0"

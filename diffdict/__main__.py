@@ -1,7 +1,8 @@
 """`python -m diffdict COMMAND ...`: the diffdict command line, also under torchrun.
 
-    torchrun --nproc-per-node 2 -m diffdict harvest CONFIG
+torchrun --nproc-per-node 2 -m diffdict harvest CONFIG
 """
+
 import sys
 
 from diffdict.studies.cli import main

@@ -12,6 +12,7 @@ probing (a logistic regression on the k features whose class means differ most),
 to sparse codes; the logistic probe on all channels is the ceiling; the concept's
 diff-in-means direction is the oracle single direction.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,9 +69,14 @@ def f1_at(scores: np.ndarray, target: np.ndarray, threshold: float) -> tuple[flo
     return float(f1), float(precision), float(recall)
 
 
-def score_feature(selection: np.ndarray, heldout: np.ndarray, selection_target: np.ndarray,
-                  heldout_target: np.ndarray, feature: int = -1,
-                  selection_auroc: float | None = None) -> FeatureScore:
+def score_feature(
+    selection: np.ndarray,
+    heldout: np.ndarray,
+    selection_target: np.ndarray,
+    heldout_target: np.ndarray,
+    feature: int = -1,
+    selection_auroc: float | None = None,
+) -> FeatureScore:
     """One given score column, thresholded at its best selection F1 and scored held out.
 
     selection (N_s,), heldout (N_h,) scores; targets bool. feature = -1 for a single direction
@@ -84,10 +90,14 @@ def score_feature(selection: np.ndarray, heldout: np.ndarray, selection_target: 
     return FeatureScore(feature, selection_auroc, threshold, auroc, f1, precision, recall)
 
 
-def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray,
-                     heldout_scores: np.ndarray, heldout_targets: np.ndarray,
-                     exclude: dict[int, set[int]] | None = None,
-                     selection_auc: np.ndarray | None = None) -> list[FeatureScore | None]:
+def select_and_score(
+    selection_scores: np.ndarray,
+    selection_targets: np.ndarray,
+    heldout_scores: np.ndarray,
+    heldout_targets: np.ndarray,
+    exclude: dict[int, set[int]] | None = None,
+    selection_auc: np.ndarray | None = None,
+) -> list[FeatureScore | None]:
     """Per concept: the feature with the best selection AUROC, its selection threshold, scored held out.
 
     scores (N, F); targets (N, C). `exclude` maps a concept to features it may not take.
@@ -96,7 +106,7 @@ def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray
     """
     if selection_auc is None:
         selection_auc = auroc_matrix(selection_scores, selection_targets)  # (F, C)
-    heldout_valid = heldout_targets.any(0) & ~heldout_targets.all(0)
+    heldout_valid = np.asarray(heldout_targets.any(0) & ~heldout_targets.all(0))  # (C,) bool
     results: list[FeatureScore | None] = []
     for c in range(selection_targets.shape[1]):
         column = selection_auc[:, c].copy()
@@ -107,13 +117,22 @@ def select_and_score(selection_scores: np.ndarray, selection_targets: np.ndarray
         for f in (exclude or {}).get(c, ()):
             column[f] = -np.inf
         feature = int(np.argmax(column))
-        results.append(score_feature(selection_scores[:, feature], heldout_scores[:, feature], selection_targets[:, c],
-                                     heldout_targets[:, c], feature, float(column[feature])))
+        results.append(
+            score_feature(
+                selection_scores[:, feature],
+                heldout_scores[:, feature],
+                selection_targets[:, c],
+                heldout_targets[:, c],
+                feature,
+                float(column[feature]),
+            )
+        )
     return results
 
 
-def distinct_features(selection_scores: np.ndarray, selection_targets: np.ndarray,
-                      groups: list[list[int]]) -> dict[int, tuple[int, int]]:
+def distinct_features(
+    selection_scores: np.ndarray, selection_targets: np.ndarray, groups: list[list[int]]
+) -> dict[int, tuple[int, int]]:
     """concept -> (feature, rank): within each group (the values of one attribute) no two concepts
     share a feature; a concept whose best feature is taken gets its next best (rank 1, 2, ...).
 
@@ -145,8 +164,9 @@ def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
-def logistic_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def logistic_scores(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(selection scores, held-out scores) of a logistic regression fit on standardised train_x."""
     from sklearn.linear_model import LogisticRegression
 
@@ -163,11 +183,18 @@ def sparse_probe_features(codes: np.ndarray, target: np.ndarray, k: int) -> np.n
     return np.argsort(-gap, kind="stable")[:k]
 
 
-def sparse_probe(selection_codes: np.ndarray, selection_target: np.ndarray, heldout_codes: np.ndarray,
-                 heldout_target: np.ndarray, k: int, seed: int = 0) -> dict[str, float]:
+def sparse_probe(
+    selection_codes: np.ndarray,
+    selection_target: np.ndarray,
+    heldout_codes: np.ndarray,
+    heldout_target: np.ndarray,
+    k: int,
+    seed: int = 0,
+) -> dict[str, float]:
     """k-sparse probe: features and a logistic regression chosen on selection; AUROC and F1 held out."""
     features = sparse_probe_features(selection_codes, selection_target, k)
-    train_scores, test_scores = logistic_scores(selection_codes[:, features], selection_target,
-                                                heldout_codes[:, features], seed)
+    train_scores, test_scores = logistic_scores(
+        selection_codes[:, features], selection_target, heldout_codes[:, features], seed
+    )
     score = score_feature(train_scores, test_scores, selection_target, heldout_target)
     return {"auroc": score.auroc, "f1": score.f1, "precision": score.precision, "recall": score.recall}

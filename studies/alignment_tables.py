@@ -17,17 +17,26 @@ Feature splitting (dictionaries): a feature covers a concept when at least half 
 selection tokens fall on the concept and it fires on at least 2% of the concept's tokens; rows say
 how many features cover the concept and what share of its held-out tokens at least one of them fires on.
 """
+
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 from scipy.stats import rankdata
 
-from .alignment import (SPARSE_PROBE_KS, FeatureScore, diff_in_means, f1_at, logistic_scores, score_feature,
-                        select_and_score, sparse_probe)
+from .alignment import (
+    SPARSE_PROBE_KS,
+    FeatureScore,
+    diff_in_means,
+    f1_at,
+    logistic_scores,
+    score_feature,
+    select_and_score,
+    sparse_probe,
+)
 from .concept_frames import ALL_CELLS, GLOBAL, Frame, attribute_of, frames, scorable
 from .concepts import auroc_from_ranks, auroc_matrix
 from .labelled import HookTokens
@@ -63,8 +72,14 @@ def both_signs(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
     return np.concatenate([projections, -projections], axis=1)
 
 
-def candidate_sets(selection: HookTokens, scoring: HookTokens, codes: dict[str, tuple[np.ndarray, np.ndarray]],
-                   n_atoms: int, draws: int, seed: int) -> list[Candidates]:
+def candidate_sets(
+    selection: HookTokens,
+    scoring: HookTokens,
+    codes: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_atoms: int,
+    draws: int,
+    seed: int,
+) -> list[Candidates]:
     """The dictionaries' codes (name -> (selection, held-out) dense codes), raw channels and random draws."""
     xs, xh = selection.x.numpy(), scoring.x.numpy()
     d = xs.shape[1]
@@ -76,17 +91,29 @@ def candidate_sets(selection: HookTokens, scoring: HookTokens, codes: dict[str, 
     return out
 
 
-def _rows(base: dict, frame: Frame, keep: np.ndarray, scores: list[FeatureScore | None], extra=None) -> list[dict]:
+def _rows(base: dict, frame: Frame, keep: np.ndarray, scores: Sequence[FeatureScore | None], extra=None) -> list[dict]:
     rows = []
     for i, score in zip(keep, scores):
         if score is None:
             continue
-        rows.append({**base, "scope": frame.scope, "family": frame.family, "group": frame.group,
-                     "concept": frame.concepts[i], "attribute": attribute_of(frame.concepts[i]),
-                     "feature": score.feature, "selection_auroc": score.selection_auroc,
-                     "threshold": score.threshold, "auroc": score.auroc, "f1": score.f1,
-                     "precision": score.precision, "recall": score.recall,
-                     **(extra(i) if extra else {})})
+        rows.append(
+            {
+                **base,
+                "scope": frame.scope,
+                "family": frame.family,
+                "group": frame.group,
+                "concept": frame.concepts[i],
+                "attribute": attribute_of(frame.concepts[i]),
+                "feature": score.feature,
+                "selection_auroc": score.selection_auroc,
+                "threshold": score.threshold,
+                "auroc": score.auroc,
+                "f1": score.f1,
+                "precision": score.precision,
+                "recall": score.recall,
+                **(extra(i) if extra else {}),
+            }
+        )
     return rows
 
 
@@ -100,7 +127,9 @@ def _discriminant(xs: np.ndarray, xh: np.ndarray, targets: np.ndarray) -> tuple[
     positives = targets.sum(0)
     means1 = targets.T.astype(np.float64) @ xs / positives[:, None]
     means0 = (~targets).T.astype(np.float64) @ xs / (len(xs) - positives)[:, None]
-    covariance = np.cov(xs, rowvar=False) + 1e-3 * np.trace(np.cov(xs, rowvar=False)) / xs.shape[1] * np.eye(xs.shape[1])
+    covariance = np.cov(xs, rowvar=False) + 1e-3 * np.trace(np.cov(xs, rowvar=False)) / xs.shape[1] * np.eye(
+        xs.shape[1]
+    )
     weights = np.linalg.solve(covariance, (means1 - means0).T)  # (d, C)
     return xs @ weights, xh @ weights
 
@@ -118,8 +147,16 @@ def _covering(firing_s: np.ndarray, firing_h: np.ndarray, sel_t: np.ndarray, hel
     return covers.sum(0), covered
 
 
-def frame_rows(base: dict, candidates: list[Candidates], sel_frame: Frame, held_frame: Frame, xs: np.ndarray,
-               xh: np.ndarray, seed: int, rank_cache: dict) -> list[dict]:
+def frame_rows(
+    base: dict,
+    candidates: list[Candidates],
+    sel_frame: Frame,
+    held_frame: Frame,
+    xs: np.ndarray,
+    xh: np.ndarray,
+    seed: int,
+    rank_cache: dict,
+) -> list[dict]:
     """Alignment rows of every method on one frame (concepts with too few positives left out)."""
     keep = scorable(sel_frame, held_frame)
     if not keep.size:
@@ -132,37 +169,62 @@ def frame_rows(base: dict, candidates: list[Candidates], sel_frame: Frame, held_
         if key not in rank_cache:
             rank_cache[key] = rankdata(cand.selection[rs], axis=0)
         sel_scores, held_scores = cand.selection[rs], cand.heldout[rh]
-        scores = select_and_score(sel_scores, sel_t, held_scores, held_t,
-                                  selection_auc=auroc_from_ranks(rank_cache[key], sel_t))
+        scores = select_and_score(
+            sel_scores, sel_t, held_scores, held_t, selection_auc=auroc_from_ranks(rank_cache[key], sel_t)
+        )
         extra = None
         if cand.kind == DICTIONARY:
             counts, covered = _covering(sel_scores > 0, held_scores > 0, sel_t, held_t)
             position = {c: j for j, c in enumerate(keep)}
             extra = lambda i, counts=counts, covered=covered, position=position: {  # noqa: E731
-                "splitting": int(counts[position[i]]), "covered_recall": float(covered[position[i]])}
-        out += _rows({**base, "method": cand.method, "kind": cand.kind, "draw": cand.draw}, sel_frame, keep,
-                     scores, extra)
+                "splitting": int(counts[position[i]]),
+                "covered_recall": float(covered[position[i]]),
+            }
+        out += _rows(
+            {**base, "method": cand.method, "kind": cand.kind, "draw": cand.draw}, sel_frame, keep, scores, extra
+        )
     places_s, places_h = sel_frame.places[:, keep].astype(float), held_frame.places[:, keep].astype(float)
-    out += _rows({**base, "method": LAYOUT, "kind": LAYOUT}, sel_frame, keep,
-                 _columns_scored(places_s, places_h, sel_t, held_t))
-    out += _rows({**base, "method": BASE_RATE, "kind": BASE_RATE}, sel_frame, keep,
-                 _columns_scored(np.zeros_like(places_s), np.zeros_like(places_h), sel_t, held_t))
+    out += _rows(
+        {**base, "method": LAYOUT, "kind": LAYOUT}, sel_frame, keep, _columns_scored(places_s, places_h, sel_t, held_t)
+    )
+    out += _rows(
+        {**base, "method": BASE_RATE, "kind": BASE_RATE},
+        sel_frame,
+        keep,
+        _columns_scored(np.zeros_like(places_s), np.zeros_like(places_h), sel_t, held_t),
+    )
     xs_f, xh_f = xs[rs], xh[rh]
     directions = np.stack([diff_in_means(xs_f, sel_t[:, c]) for c in range(sel_t.shape[1])], axis=1)
-    out += _rows({**base, "method": ORACLE_METHOD, "kind": ORACLE}, sel_frame, keep,
-                 _columns_scored(xs_f @ directions, xh_f @ directions, sel_t, held_t))
+    out += _rows(
+        {**base, "method": ORACLE_METHOD, "kind": ORACLE},
+        sel_frame,
+        keep,
+        _columns_scored(xs_f @ directions, xh_f @ directions, sel_t, held_t),
+    )
     if sel_frame.family == GLOBAL:
-        probe = [score_feature(*logistic_scores(xs_f, sel_t[:, c], xh_f, seed), sel_t[:, c], held_t[:, c])
-                 for c in range(sel_t.shape[1])]
+        probe = [
+            score_feature(*logistic_scores(xs_f, sel_t[:, c], xh_f, seed), sel_t[:, c], held_t[:, c])
+            for c in range(sel_t.shape[1])
+        ]
         out += _rows({**base, "method": PROBE_METHOD, "kind": PROBE}, sel_frame, keep, probe)
     else:
-        out += _rows({**base, "method": DISCRIMINANT_METHOD, "kind": PROBE}, sel_frame, keep,
-                     _columns_scored(*_discriminant(xs_f, xh_f, sel_t), sel_t, held_t))
+        out += _rows(
+            {**base, "method": DISCRIMINANT_METHOD, "kind": PROBE},
+            sel_frame,
+            keep,
+            _columns_scored(*_discriminant(xs_f, xh_f, sel_t), sel_t, held_t),
+        )
     return out
 
 
-def alignment_rows(base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates],
-                   seed: int, families: tuple[str, ...]) -> list[dict]:
+def alignment_rows(
+    base: dict,
+    selection: HookTokens,
+    scoring: HookTokens,
+    candidates: list[Candidates],
+    seed: int,
+    families: tuple[str, ...],
+) -> list[dict]:
     """Alignment rows of every frame of one hook (one world: the real tokens or their twin)."""
     sel_frames = frames(selection.targets, selection.concepts, selection.location, selection.grid, families)
     held_frames = frames(scoring.targets, scoring.concepts, scoring.location, scoring.grid, families)
@@ -174,28 +236,46 @@ def alignment_rows(base: dict, selection: HookTokens, scoring: HookTokens, candi
     return rows
 
 
-def sparse_rows(base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates],
-                seed: int) -> list[dict]:
+def sparse_rows(
+    base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates], seed: int
+) -> list[dict]:
     """k-sparse probing on every token (all cells, global concepts), first random draw only."""
-    concepts = [c for c in range(len(selection.concepts))
-                if 0 < selection.targets[:, c].sum() < len(selection.targets)
-                and 0 < scoring.targets[:, c].sum() < len(scoring.targets)]
+    concepts = [
+        c
+        for c in range(len(selection.concepts))
+        if 0 < selection.targets[:, c].sum() < len(selection.targets)
+        and 0 < scoring.targets[:, c].sum() < len(scoring.targets)
+    ]
     rows = []
     for cand in candidates:
         if cand.draw not in (None, 0):
             continue
         for c in concepts:
             for k in SPARSE_PROBE_KS:
-                result = sparse_probe(cand.selection, selection.targets[:, c], cand.heldout, scoring.targets[:, c],
-                                      k, seed)
-                rows.append({**base, "method": cand.method, "kind": cand.kind, "concept": selection.concepts[c],
-                             "attribute": attribute_of(selection.concepts[c]), "k": k,
-                             "auroc": result["auroc"], "f1": result["f1"]})
+                result = sparse_probe(
+                    cand.selection, selection.targets[:, c], cand.heldout, scoring.targets[:, c], k, seed
+                )
+                rows.append(
+                    {
+                        **base,
+                        "method": cand.method,
+                        "kind": cand.kind,
+                        "concept": selection.concepts[c],
+                        "attribute": attribute_of(selection.concepts[c]),
+                        "k": k,
+                        "auroc": result["auroc"],
+                        "f1": result["f1"],
+                    }
+                )
     return rows
 
 
-def by_step_rows(base: dict, scoring: HookTokens, scores: list[FeatureScore | None],
-                 column_of: Callable[[int, FeatureScore], np.ndarray]) -> list[dict]:
+def by_step_rows(
+    base: dict,
+    scoring: HookTokens,
+    scores: list[FeatureScore | None],
+    column_of: Callable[[int, FeatureScore], np.ndarray],
+) -> list[dict]:
     """Held-out AUROC and F1 of each concept's chosen feature at each step."""
     rows = []
     for step in np.unique(scoring.step):
@@ -206,24 +286,36 @@ def by_step_rows(base: dict, scoring: HookTokens, scores: list[FeatureScore | No
                 continue
             values = column_of(c, s)[at]
             f1, _, _ = f1_at(values, target, s.threshold)
-            rows.append({**base, "concept": scoring.concepts[c], "step": int(step), "t": float(scoring.t[at][0]),
-                         "auroc": float(auroc_matrix(values[:, None], target[:, None])[0, 0]), "f1": f1})
+            rows.append(
+                {
+                    **base,
+                    "concept": scoring.concepts[c],
+                    "step": int(step),
+                    "t": float(scoring.t[at][0]),
+                    "auroc": float(auroc_matrix(values[:, None], target[:, None])[0, 0]),
+                    "f1": f1,
+                }
+            )
     return rows
 
 
-def step_rows(base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates],
-              seed: int) -> list[dict]:
+def step_rows(
+    base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates], seed: int
+) -> list[dict]:
     """Per-step rows of every token frame (all cells, global), for the candidates and the oracle."""
     rows = []
     for cand in candidates:
         if cand.draw not in (None, 0):
             continue
         scores = select_and_score(cand.selection, selection.targets, cand.heldout, scoring.targets)
-        rows += by_step_rows({**base, "method": cand.method, "kind": cand.kind}, scoring, scores,
-                             lambda c, s, held=cand.heldout: held[:, s.feature])
+        rows += by_step_rows(
+            {**base, "method": cand.method, "kind": cand.kind},
+            scoring,
+            scores,
+            lambda c, s, held=cand.heldout: held[:, s.feature],
+        )
     xs, xh = selection.x.numpy(), scoring.x.numpy()
-    valid = [c for c in range(len(selection.concepts))
-             if 0 < selection.targets[:, c].sum() < len(selection.targets)]
+    valid = [c for c in range(len(selection.concepts)) if 0 < selection.targets[:, c].sum() < len(selection.targets)]
     oracle: list[FeatureScore | None] = [None] * len(selection.concepts)
     columns = {}
     for c in valid:
@@ -231,8 +323,7 @@ def step_rows(base: dict, selection: HookTokens, scoring: HookTokens, candidates
         columns[c] = xh @ direction
         if scoring.targets[:, c].any() and not scoring.targets[:, c].all():
             oracle[c] = score_feature(xs @ direction, columns[c], selection.targets[:, c], scoring.targets[:, c])
-    rows += by_step_rows({**base, "method": ORACLE_METHOD, "kind": ORACLE}, scoring, oracle,
-                         lambda c, s: columns[c])
+    rows += by_step_rows({**base, "method": ORACLE_METHOD, "kind": ORACLE}, scoring, oracle, lambda c, s: columns[c])
     return rows
 
 
@@ -247,31 +338,49 @@ def summarize(alignment: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame()
     keys = [k for k in SUMMARY_KEYS if k != "attribute"]
     extras = [c for c in ("splitting", "covered_recall") if c in alignment.columns]
-    per_concept = (alignment.group_by([*keys, "attribute", "concept"])
-                   .agg(pl.col("f1").mean(), pl.col("auroc").mean(), *[pl.col(c).mean() for c in extras]))
-    draws = (alignment.filter(pl.col("draw").is_not_null())
-             .group_by([*keys, "attribute", "draw"]).agg(pl.col("f1").mean()))
+    per_concept = alignment.group_by([*keys, "attribute", "concept"]).agg(
+        pl.col("f1").mean(), pl.col("auroc").mean(), *[pl.col(c).mean() for c in extras]
+    )
+    draws = (
+        alignment.filter(pl.col("draw").is_not_null()).group_by([*keys, "attribute", "draw"]).agg(pl.col("f1").mean())
+    )
     pooled = per_concept.with_columns(pl.lit("all").alias("attribute"))
-    draws_pooled = (alignment.filter(pl.col("draw").is_not_null()).group_by([*keys, "draw"])
-                    .agg(pl.col("f1").mean()).with_columns(pl.lit("all").alias("attribute")))
-    stats = [pl.len().alias("concepts"), pl.col("f1").mean().alias("mean_f1"),
-             (pl.col("f1").std() / pl.len().sqrt()).alias("se_f1"), pl.col("auroc").mean().alias("mean_auroc"),
-             *[pl.col(c).mean().alias(f"mean_{c}") for c in extras]]
+    draws_pooled = (
+        alignment.filter(pl.col("draw").is_not_null())
+        .group_by([*keys, "draw"])
+        .agg(pl.col("f1").mean())
+        .with_columns(pl.lit("all").alias("attribute"))
+    )
+    stats = [
+        pl.len().alias("concepts"),
+        pl.col("f1").mean().alias("mean_f1"),
+        (pl.col("f1").std() / pl.len().sqrt()).alias("se_f1"),
+        pl.col("auroc").mean().alias("mean_auroc"),
+        *[pl.col(c).mean().alias(f"mean_{c}") for c in extras],
+    ]
     summary = pl.concat([per_concept, pooled], how="diagonal").group_by(SUMMARY_KEYS).agg(stats)
-    spread = (pl.concat([draws, draws_pooled.select(draws.columns)])
-              .group_by(SUMMARY_KEYS).agg(pl.col("f1").std().alias("draw_sd"), pl.len().alias("draws")))
+    spread = (
+        pl.concat([draws, draws_pooled.select(draws.columns)])
+        .group_by(SUMMARY_KEYS)
+        .agg(pl.col("f1").std().alias("draw_sd"), pl.len().alias("draws"))
+    )
     return summary.join(spread, on=SUMMARY_KEYS, how="left").sort(SUMMARY_KEYS)
 
 
 def floors_and_ceiling(summary: pl.DataFrame) -> pl.DataFrame:
     """Per (world, pair, scope, family, group, attribute): the highest floor (its method and F1) and the ceiling."""
     keys = [k for k in SUMMARY_KEYS if k not in ("method", "kind")]
-    floors = (summary.filter(pl.col("kind").is_in(FLOOR_KINDS)).sort("mean_f1", descending=True)
-              .group_by(keys, maintain_order=True)
-              .agg(pl.col("method").first().alias("floor_method"), pl.col("mean_f1").first().alias("floor_f1"),
-                   pl.col("se_f1").first().alias("floor_se")))
-    ceiling = (summary.filter(pl.col("kind") == PROBE).group_by(keys)
-               .agg(pl.col("mean_f1").max().alias("ceiling_f1")))
+    floors = (
+        summary.filter(pl.col("kind").is_in(FLOOR_KINDS))
+        .sort("mean_f1", descending=True)
+        .group_by(keys, maintain_order=True)
+        .agg(
+            pl.col("method").first().alias("floor_method"),
+            pl.col("mean_f1").first().alias("floor_f1"),
+            pl.col("se_f1").first().alias("floor_se"),
+        )
+    )
+    ceiling = summary.filter(pl.col("kind") == PROBE).group_by(keys).agg(pl.col("mean_f1").max().alias("ceiling_f1"))
     return floors.join(ceiling, on=keys, how="left")
 
 

@@ -6,9 +6,10 @@ that AUROC; ITDA: where its atom came from), its firing frequency and mean activ
 top-activating held-out images with a heatmap of where it fires, the images generated from the
 empty prompt "" with the feature's decoder direction added everywhere (SDLens's empty-prompt
 activation; the 0x image is the unedited empty prompt), and a modulation strip: the feature's
-top prompt with the direction added at each strength (0x: its held-out image, not regenerated). Strengths are multiples of the
-feature's mean activation where active. All images of a dictionary are generated in batches
-of `harvest.batch_size`, each prompt carrying its own strength through a per-prompt mask.
+top prompt with the direction added at each strength (0x: its held-out image, not regenerated).
+Strengths are multiples of the feature's mean activation where active. All images of a dictionary
+are generated in batches of `harvest.batch_size`, each prompt carrying its own strength through a
+per-prompt mask.
 
 Tables:
   atlas         dictionary, architecture, feature, label, auroc, provenance, frequency,
@@ -16,6 +17,7 @@ Tables:
   atlas_tiles   dictionary, feature, kind (top | empty | strip), rank, strength, caption, hover,
                 path (PNG under atlas/ in the run folder)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +41,9 @@ def thumbnail(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
     """At most `size` px square (Lanczos). Smaller images keep their pixels: the page enlarges them
     without smoothing, which reads the same and keeps the report small."""
     image = image.convert("RGB")
-    return image if image.width <= size and image.height <= size else image.resize((size, size), Image.LANCZOS)
+    return (
+        image if image.width <= size and image.height <= size else image.resize((size, size), Image.Resampling.LANCZOS)
+    )
 
 
 def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -> Image.Image:
@@ -47,7 +51,7 @@ def overlay(image: Image.Image, activation: np.ndarray, size: int = TILE_SIZE) -
     base = thumbnail(image, size)
     peak = float(activation.max())
     heat = np.clip(activation / peak, 0, 1) if peak > 0 else np.zeros_like(activation)
-    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.BILINEAR)
+    heat_image = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
     red = Image.new("RGB", base.size, (255, 0, 0))
     return Image.composite(red, base, heat_image.point(lambda v: int(v * 0.6)))
 
@@ -100,12 +104,15 @@ def provenance_text(run: Run, dictionary, feature: int) -> str:
         return ""
     prompt_id = int(provenance["prompt_id"][feature])
     text = run.prompts[prompt_id].text if 0 <= prompt_id < len(run.prompts) else "?"
-    return f"atom from prompt {prompt_id} ({text!r}), step {int(provenance['step'][feature])}, " \
-           f"cell {int(provenance['position'][feature])}"
+    return (
+        f"atom from prompt {prompt_id} ({text!r}), step {int(provenance['step'][feature])}, "
+        f"cell {int(provenance['position'][feature])}"
+    )
 
 
-def steered_images(run: Run, name: str, jobs: list[tuple[str, int | None, float]], unit: np.ndarray,
-                   grid: tuple[int, int]) -> list[Image.Image]:
+def steered_images(
+    run: Run, name: str, jobs: list[tuple[str, int | None, float]], unit: np.ndarray, grid: tuple[int, int]
+) -> list[Image.Image]:
     """One image per job (prompt, feature or None, multiple): the feature's decoder direction added
     everywhere at multiple x unit[feature], on the cond branch and subtracted from uncond (SDLens
     for CFG). Jobs are generated in batches; each feature is one intervention whose per-prompt
@@ -118,21 +125,33 @@ def steered_images(run: Run, name: str, jobs: list[tuple[str, int | None, float]
     batch = max(1, run.config.harvest.batch_size)
     images: list[Image.Image] = []
     for start in range(0, len(jobs), batch):
-        chunk = jobs[start:start + batch]
+        chunk = jobs[start : start + batch]
         masks: dict[int, torch.Tensor] = {}
         for row, (_, feature, multiple) in enumerate(chunk):
             if feature is not None and multiple != 0:
                 masks.setdefault(feature, torch.zeros(len(chunk), *grid))[row] = multiple
-        interventions = [adapters.AddDirection(entry.hook, mask=mask, direction=atoms[f], strength=float(unit[f]),
-                                               branch="cond+uncond-") for f, mask in masks.items()]
-        images += run.generate(entry.model, [p for p, _, _ in chunk], [seed] * len(chunk),
-                               interventions=interventions).images
+        interventions = [
+            adapters.AddDirection(
+                entry.hook, mask=mask, direction=atoms[f], strength=float(unit[f]), branch="cond+uncond-"
+            )
+            for f, mask in masks.items()
+        ]
+        images += run.generate(
+            entry.model, [p for p, _, _ in chunk], [seed] * len(chunk), interventions=interventions
+        ).images
     return images
 
 
-def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], images_per_feature: int,
-              strengths: tuple[float, ...] = STRIP_STRENGTHS, empty_strengths: tuple[float, ...] = EMPTY_STRENGTHS,
-              folder: Path | None = None) -> tuple[list[dict], list[dict]]:
+def atlas_for(
+    run: Run,
+    name: str,
+    stats: FeatureStats,
+    features: list[int],
+    images_per_feature: int,
+    strengths: tuple[float, ...] = STRIP_STRENGTHS,
+    empty_strengths: tuple[float, ...] = EMPTY_STRENGTHS,
+    folder: Path | None = None,
+) -> tuple[list[dict], list[dict]]:
     """(feature rows, tile rows) for the given features of one dictionary; tiles are PNG files."""
     entry = run.config.dictionary(name)
     dictionary = run.dictionary(name)
@@ -154,18 +173,36 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
             concept = int(np.nanargmax(np.where(np.isnan(stats.auc[feature]), -np.inf, stats.auc[feature])))
             label, score = data.concepts[concept], float(stats.auc[feature, concept])
         strip_prompt = top[0] if top else 0
-        rows.append({"dictionary": name, "architecture": entry.architecture, "feature": feature, "label": label,
-                     "auroc": score, "provenance": provenance_text(run, dictionary, feature),
-                     "frequency": float(stats.frequency[feature]),
-                     "mean_activation": float(stats.mean_activation[feature]),
-                     "top_prompt_ids": ", ".join(str(data.prompts[i].id) for i in top),
-                     "strip_prompt_id": int(data.prompts[strip_prompt].id)})
+        rows.append(
+            {
+                "dictionary": name,
+                "architecture": entry.architecture,
+                "feature": feature,
+                "label": label,
+                "auroc": score,
+                "provenance": provenance_text(run, dictionary, feature),
+                "frequency": float(stats.frequency[feature]),
+                "mean_activation": float(stats.mean_activation[feature]),
+                "top_prompt_ids": ", ".join(str(data.prompts[i].id) for i in top),
+                "strip_prompt_id": int(data.prompts[strip_prompt].id),
+            }
+        )
         for rank, i in enumerate(top):
             step = int(per_prompt[:, i, :, feature].max(axis=1).argmax())
             path = folder / f"feature{feature}_top{rank}.png"
             overlay(data.images[i], per_prompt[step, i, :, feature].reshape(h, w)).save(path, optimize=True)
-            tiles.append(_tile(name, feature, "top", rank, float("nan"), f"{peak[i]:.3g}",
-                               f"prompt {data.prompts[i].id}: {data.prompts[i].text}", path))
+            tiles.append(
+                _tile(
+                    name,
+                    feature,
+                    "top",
+                    rank,
+                    float("nan"),
+                    f"{peak[i]:.3g}",
+                    f"prompt {data.prompts[i].id}: {data.prompts[i].text}",
+                    path,
+                )
+            )
     # One list of generation jobs for the whole dictionary: the empty-prompt reference, the
     # empty-prompt activations, then every feature's strip.
     jobs: list[tuple[str, int | None, float]] = [("", None, 0.0)]
@@ -181,20 +218,40 @@ def atlas_for(run: Run, name: str, stats: FeatureStats, features: list[int], ima
         for rank, s in enumerate(empty_strengths, start=1):
             path = folder / f"feature{f}_empty{rank}.png"
             thumbnail(next(images)).save(path, optimize=True)
-            tiles.append(_tile(name, f, "empty", rank, s, f"{s:g}x", f'empty prompt "", +{s:g} x mean activation', path))
+            tiles.append(
+                _tile(name, f, "empty", rank, s, f"{s:g}x", f'empty prompt "", +{s:g} x mean activation', path)
+            )
     for f in features:
         for rank, s in enumerate(strengths):
             path = folder / f"feature{f}_strip{rank}.png"
             original = data.images[tops[f][0] if tops[f] else 0]
             thumbnail(next(images) if s != 0 else original).save(path, optimize=True)
-            tiles.append(_tile(name, f, "strip", rank, s, "off (original)" if s == 0 else f"{s:+g}x",
-                               f"prompt {strip_of[f].id}: {strip_of[f].text}", path))
+            tiles.append(
+                _tile(
+                    name,
+                    f,
+                    "strip",
+                    rank,
+                    s,
+                    "off (original)" if s == 0 else f"{s:+g}x",
+                    f"prompt {strip_of[f].id}: {strip_of[f].text}",
+                    path,
+                )
+            )
     return rows, tiles
 
 
 def _tile(name: str, feature: int, kind: str, rank: int, strength: float, caption: str, hover: str, path: Path) -> dict:
-    return {"dictionary": name, "feature": feature, "kind": kind, "rank": rank, "strength": strength,
-            "caption": caption, "hover": hover, "path": str(path)}
+    return {
+        "dictionary": name,
+        "feature": feature,
+        "kind": kind,
+        "rank": rank,
+        "strength": strength,
+        "caption": caption,
+        "hover": hover,
+        "path": str(path),
+    }
 
 
 def atlas_settings(run: Run) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -216,8 +273,10 @@ def run_atlas(run: Run) -> dict[str, pl.DataFrame]:
         more_rows, more_tiles = atlas_for(run, name, stats, features, study.images_per_feature, strengths, empty)
         rows += more_rows
         tiles += more_tiles
-    return {"atlas": pl.DataFrame(rows, infer_schema_length=None),
-            "atlas_tiles": pl.DataFrame(tiles, infer_schema_length=None)}
+    return {
+        "atlas": pl.DataFrame(rows, infer_schema_length=None),
+        "atlas_tiles": pl.DataFrame(tiles, infer_schema_length=None),
+    }
 
 
 def atlas_cards(tables: dict[str, pl.DataFrame]) -> list:
@@ -239,11 +298,22 @@ def atlas_cards(tables: dict[str, pl.DataFrame]) -> list:
             return [Tile(Path(t["path"]), t["caption"], t["hover"]) for t in own if t["kind"] == kind]
 
         strip = [t for t in own if t["kind"] == "strip"]
-        cards.append(FeatureCard(
-            dictionary=row["dictionary"], feature=row["feature"], label=row["label"] or "",
-            score=float("nan") if row["auroc"] is None else row["auroc"], provenance=row["provenance"] or "",
-            frequency=row["frequency"], mean_activation=row["mean_activation"], top=of("top"), empty=of("empty"),
-            strip=of("strip"), strip_prompt=strip[0]["hover"] if strip else "", architecture=row["architecture"]))
+        cards.append(
+            FeatureCard(
+                dictionary=row["dictionary"],
+                feature=row["feature"],
+                label=row["label"] or "",
+                score=float("nan") if row["auroc"] is None else row["auroc"],
+                provenance=row["provenance"] or "",
+                frequency=row["frequency"],
+                mean_activation=row["mean_activation"],
+                top=of("top"),
+                empty=of("empty"),
+                strip=of("strip"),
+                strip_prompt=strip[0]["hover"] if strip else "",
+                architecture=row["architecture"],
+            )
+        )
     return cards
 
 
@@ -259,7 +329,9 @@ def summarize_atlas(run: Run, tables: dict[str, pl.DataFrame]) -> str:
     above = scored.filter(pl.col("auroc") > 0.9)
     best = scored.sort("auroc", descending=True).row(0, named=True)
     distinct = above["label"].n_unique()
-    return (f"{text}; {above.height} of {scored.height} predict a ground-truth concept with AUROC above 0.9 "
-            f"({distinct} distinct concept{'s' if distinct != 1 else ''}). Best: {best['dictionary']} "
-            f"#{best['feature']} = {best['label']} (AUROC {best['auroc']:.3f}). Each card shows what the feature "
-            f"draws from the empty prompt and along a strength sweep.")
+    return (
+        f"{text}; {above.height} of {scored.height} predict a ground-truth concept with AUROC above 0.9 "
+        f"({distinct} distinct concept{'s' if distinct != 1 else ''}). Best: {best['dictionary']} "
+        f"#{best['feature']} = {best['label']} (AUROC {best['auroc']:.3f}). Each card shows what the feature "
+        f"draws from the empty prompt and along a strength sweep."
+    )

@@ -3,13 +3,14 @@
 Models are built on the meta device from their configs, hooks are looked up, each
 dictionary's architecture config is built with the hook's d (which validates every option).
 """
+
 from __future__ import annotations
 
 from .config import StudyConfig
+from .errors import UserError
 from .registry import study_kind
 from .run import SIZE_KEYS
 from .validate import available_memory, human_bytes, memory_estimate
-from .errors import UserError
 
 
 def check_config(config: StudyConfig, device: str | None = None) -> list[str]:
@@ -49,13 +50,17 @@ def _resolve(config: StudyConfig, device: str | None = None) -> tuple[list[str],
         adapter = adapters.load(entry.id, device="meta", quantize=None)
         resolved[entry.name] = adapter
         if entry.quantize and not FAMILIES[adapter.family].nf4_components:
-            raise UserError(f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
-                             f"which is supported for {nf4_titles()} models only")
+            raise UserError(
+                f"{source}: models: {entry.name!r} asks quantize={entry.quantize!r}, "
+                f"which is supported for {nf4_titles()} models only"
+            )
         steps = entry.steps or adapter.defaults.steps
         guidance = adapter.defaults.guidance if entry.guidance is None else entry.guidance
-        lines.append(f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "
-                     f"{_size(entry, adapter)[0]}x{_size(entry, adapter)[1]} px"
-                     + (f", {entry.quantize}" if entry.quantize else ""))
+        lines.append(
+            f"model {entry.name:14s} {entry.id} ({adapter.family}): {steps} steps, guidance {guidance}, "
+            f"{_size(entry, adapter)[0]}x{_size(entry, adapter)[1]} px"
+            + (f", {entry.quantize}" if entry.quantize else "")
+        )
     for name in sorted(config.harvested_models()):
         adapter = resolved[name]
         for hook_name in config.hooks_of(name):
@@ -83,10 +88,14 @@ def _resolve(config: StudyConfig, device: str | None = None) -> tuple[list[str],
         need, how = memory_estimate(entry.architecture, entry.n, d, entry.batch)
         have, what = available_memory(device or config.device)
         if need > have:
-            raise UserError(f"{source}: dictionaries[{i}].n: n={entry.n:,} at d={d} needs about {human_bytes(need)} "
-                            f"to train ({how}) but {what} is {human_bytes(have)}; lower n (or batch)")
-        lines.append(f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
-                     f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}")
+            raise UserError(
+                f"{source}: dictionaries[{i}].n: n={entry.n:,} at d={d} needs about {human_bytes(need)} "
+                f"to train ({how}) but {what} is {human_bytes(have)}; lower n (or batch)"
+            )
+        lines.append(
+            f"dictionary {entry.name:14s} {entry.architecture:9s} on {entry.model} {entry.hook}: "
+            f"d={d} n={entry.n} k={entry.k}, {entry.tokens:,} tokens in batches of {entry.batch}"
+        )
     for study_name, study in config.studies.items():  # each study's checks that need the models
         check = study_kind(study_name).function("check")
         if check is not None:

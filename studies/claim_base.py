@@ -6,6 +6,7 @@ Verdicts:
                        control, or too few prompts), so a negative would mean nothing
   not measured         the run has no table for it
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

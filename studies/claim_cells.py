@@ -4,6 +4,7 @@ A cell is what one method did to one attribute at one unit (and window) on the h
 the strength chosen on tuning prompts. When the run exported per-prompt rows, two cells on the same
 prompts are compared paired; otherwise by their rates alone (unpaired).
 """
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,7 @@ class EditCell:
     values: dict | None  # prompt key -> clean success, when per-prompt rows exist
     row: dict  # the summary row it came from
 
-    def minus(self, other: "EditCell") -> Difference:
+    def minus(self, other: EditCell) -> Difference:
         if self.values is not None and other.values is not None:
             shared = sorted(set(self.values) & set(other.values))
             if len(shared) >= 2:
@@ -54,8 +55,14 @@ def edit_cell(row: dict | None, prompts: pl.DataFrame | None, match: dict) -> Ed
         if hit.height:
             keys = [c for c in ("attribute", "prompt_id") if c in hit.columns]
             values = {tuple(r[k] for k in keys): float(r["clean_success"]) for r in hit.iter_rows(named=True)}
-    return EditCell(float(row["clean_success"]), float(row["success"]), float(row.get("target_before") or float("nan")),
-                    int(row["prompts"]), values, row)
+    return EditCell(
+        float(row["clean_success"]),
+        float(row["success"]),
+        float(row.get("target_before") or float("nan")),
+        int(row["prompts"]),
+        values,
+        row,
+    )
 
 
 def pooled(cells: list[EditCell]) -> EditCell | None:
@@ -66,9 +73,11 @@ def pooled(cells: list[EditCell]) -> EditCell | None:
     n = sum(c.n for c in cells)
     mean = lambda f: sum(f(c) * c.n for c in cells) / n  # noqa: E731
     values = None
-    if all(c.values is not None for c in cells):
+    known = [c.values for c in cells if c.values is not None]
+    if len(known) == len(cells):  # every cell has per-prompt values
         values = {}
-        for i, c in enumerate(cells):
-            values.update({(i, *key): v for key, v in c.values.items()})
-    return EditCell(mean(lambda c: c.rate), mean(lambda c: c.success), mean(lambda c: c.before), n, values,
-                    cells[0].row)
+        for i, cell_values in enumerate(known):
+            values.update({(i, *key): v for key, v in cell_values.items()})
+    return EditCell(
+        mean(lambda c: c.rate), mean(lambda c: c.success), mean(lambda c: c.before), n, values, cells[0].row
+    )

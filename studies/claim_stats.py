@@ -10,6 +10,7 @@ A verdict compares rates measured on held-out prompts (edit success) or means ov
   - a verdict whose ceiling is not above its floor by z standard errors is "not testable": the
     testbed cannot show a positive there, so a negative means nothing
 """
+
 from __future__ import annotations
 
 import math

@@ -17,6 +17,7 @@ Tables read (as collected by studies/findings.py):
   layout
 Models and dictionaries are found by the names configs/toy_papers.toml gives them (claim_base).
 """
+
 from __future__ import annotations
 
 from .claim_base import FAILS, HOLDS, NOT_TESTABLE, PARTLY, UNMEASURED, Finding, Tables
@@ -26,8 +27,18 @@ from .claims_shabalin import shabalin_flux_steering, shabalin_interpretable, sha
 from .claims_surkov import surkov_blocks, surkov_causal, surkov_transfer
 from .claims_tinaz import tinaz_layout, tinaz_windows
 
-CLAIMS = (surkov_blocks, surkov_causal, surkov_transfer, shabalin_itda_fvu, shabalin_interpretable,
-          shabalin_flux_steering, shabalin_standardise, leask_fit_time, tinaz_layout, tinaz_windows)
+CLAIMS = (
+    surkov_blocks,
+    surkov_causal,
+    surkov_transfer,
+    shabalin_itda_fvu,
+    shabalin_interpretable,
+    shabalin_flux_steering,
+    shabalin_standardise,
+    leask_fit_time,
+    tinaz_layout,
+    tinaz_windows,
+)
 
 
 def above(a: float, n_a: int, b: float, n_b: int) -> bool:
@@ -39,6 +50,24 @@ def judge_claims(tables: Tables) -> list[Finding]:
     return [claim(tables) for claim in CLAIMS]
 
 
-__all__ = ["CLAIMS", "FAILS", "HOLDS", "NOT_TESTABLE", "PARTLY", "UNMEASURED", "Finding", "above", "judge_claims",
-           "leask_fit_time", "shabalin_flux_steering", "shabalin_interpretable", "shabalin_itda_fvu",
-           "shabalin_standardise", "surkov_blocks", "surkov_causal", "surkov_transfer", "tinaz_layout", "tinaz_windows"]
+__all__ = [
+    "CLAIMS",
+    "FAILS",
+    "HOLDS",
+    "NOT_TESTABLE",
+    "PARTLY",
+    "UNMEASURED",
+    "Finding",
+    "above",
+    "judge_claims",
+    "leask_fit_time",
+    "shabalin_flux_steering",
+    "shabalin_interpretable",
+    "shabalin_itda_fvu",
+    "shabalin_standardise",
+    "surkov_blocks",
+    "surkov_causal",
+    "surkov_transfer",
+    "tinaz_layout",
+    "tinaz_windows",
+]

@@ -1,4 +1,5 @@
 """Leask et al.'s claim: ITDA trains far faster than an SAE of the same size."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -24,14 +25,22 @@ def leask_fit_time(tables: Tables) -> Finding:
             continue
         ratio = i["fit_seconds"] / s["fit_seconds"]
         verdicts.append(ratio <= 0.1)
-        table.append([pair, f"{s['fit_seconds']:.1f} s ({s['tokens']:,} tokens, {'flat' if s['plateaued'] else 'still falling'})",
-                      f"{i['fit_seconds']:.1f} s ({i['tokens']:,} tokens, {'flat' if i['plateaued'] else 'still falling'})",
-                      f"{ratio:.2f}"])
-    body = ("Wall time of each fit on this machine's CPU (the dictionary's own steps; reading the store is "
-            "shared and not counted), each trained until its FVU curve flattened (less than 5% change over the "
-            "last tenth).\n\n" + markdown_table(["pair", "SAE", "ITDA", "ITDA / SAE"], table)
-            + "\n\nHolds when ITDA takes at most a tenth of the SAE's time (the paper's hundredth, within an order "
-            "of magnitude); partly when it is faster but not that much.")
+        table.append(
+            [
+                pair,
+                f"{s['fit_seconds']:.1f} s ({s['tokens']:,} tokens, {'flat' if s['plateaued'] else 'still falling'})",
+                f"{i['fit_seconds']:.1f} s ({i['tokens']:,} tokens, {'flat' if i['plateaued'] else 'still falling'})",
+                f"{ratio:.2f}",
+            ]
+        )
+    body = (
+        "Wall time of each fit on this machine's CPU (the dictionary's own steps; reading the store is "
+        "shared and not counted), each trained until its FVU curve flattened (less than 5% change over the "
+        "last tenth).\n\n"
+        + markdown_table(["pair", "SAE", "ITDA", "ITDA / SAE"], table)
+        + "\n\nHolds when ITDA takes at most a tenth of the SAE's time (the paper's hundredth, within an order "
+        "of magnitude); partly when it is faster but not that much."
+    )
     verdict = combine(verdicts)
     if verdict == FAILS and table and any(float(r[-1]) < 1 for r in table):
         verdict = PARTLY

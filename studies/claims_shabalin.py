@@ -1,14 +1,31 @@
 """Shabalin et al.'s claims: ITDA against the SAE, SAE features against neurons, steering Flux, standardising."""
+
 from __future__ import annotations
 
 import polars as pl
 
-from .claims_surkov import map_cell, single_units
-from .claim_base import (FAILS, FLUX, FLUX_RAW, FLUX_STANDARDISED, HOLDS, NOT_TESTABLE, Finding, Tables, combine, has,
-                         markdown_table, unmeasured, yes_no)
+from .aggregates import number
+from .claim_base import (
+    FAILS,
+    FLUX,
+    FLUX_RAW,
+    FLUX_STANDARDISED,
+    HOLDS,
+    NOT_TESTABLE,
+    Finding,
+    Tables,
+    combine,
+    has,
+    markdown_table,
+    unmeasured,
+    yes_no,
+)
 from .claim_stats import MIN_PROMPTS, paired, too_few
+from .claims_surkov import map_cell, single_units
 
-SHABALIN = "Shabalin et al., Interpreting Large Text-to-Image Diffusion Models with Dictionary Learning (arXiv 2505.24360)"
+SHABALIN = (
+    "Shabalin et al., Interpreting Large Text-to-Image Diffusion Models with Dictionary Learning (arXiv 2505.24360)"
+)
 
 
 def compare_pairs(tables: Tables) -> list[tuple[str, pl.DataFrame]]:
@@ -30,12 +47,15 @@ def shabalin_itda_fvu(tables: Tables) -> Finding:
         s, i = sae.row(0, named=True), itda.row(0, named=True)
         ratio = i["fvu"] / s["fvu"]
         verdicts.append(ratio <= 1.1)
-        table.append([pair, f"{s['n']} / {i['n']}", f"{s['l0']:.1f} / {i['l0']:.1f}", s["fvu"], i["fvu"],
-                      f"{ratio:.2f}"])
-    body = ("Held-out FVU (lower is better) at the same hook, atoms n (ITDA: atoms admitted, at most the SAE's "
-            "n) and L0.\n\n" + markdown_table(["pair", "n (SAE / ITDA)", "L0 (SAE / ITDA)", "SAE FVU", "ITDA FVU",
-                                       "ITDA / SAE"], table)
-            + "\n\nHolds when ITDA's FVU is within 10% of the SAE's (or lower).")
+        table.append(
+            [pair, f"{s['n']} / {i['n']}", f"{s['l0']:.1f} / {i['l0']:.1f}", s["fvu"], i["fvu"], f"{ratio:.2f}"]
+        )
+    body = (
+        "Held-out FVU (lower is better) at the same hook, atoms n (ITDA: atoms admitted, at most the SAE's "
+        "n) and L0.\n\n"
+        + markdown_table(["pair", "n (SAE / ITDA)", "L0 (SAE / ITDA)", "SAE FVU", "ITDA FVU", "ITDA / SAE"], table)
+        + "\n\nHolds when ITDA's FVU is within 10% of the SAE's (or lower)."
+    )
     return Finding("shabalin-itda", SHABALIN, claim, body, combine(verdicts))
 
 
@@ -50,9 +70,13 @@ def shabalin_standardise(tables: Tables) -> Finding:
     dead_std, dead_raw = standardised["heldout_dead_fraction"], raw["heldout_dead_fraction"]
     matters = dead_raw - dead_std >= 0.05 and dead_raw >= 2 * dead_std
     table = [["standardised", dead_std, standardised["heldout_fvu"]], ["raw", dead_raw, raw["heldout_fvu"]]]
-    body = ("The same top-k SAE on toy/flux's image tokens (flux-sae and flux-sae-raw), with and without standardised input: "
-            "dead fraction and FVU on held-out tokens.\n\n" + markdown_table(["input", "dead fraction", "FVU"], table)
-            + "\n\nHolds when the raw SAE has at least twice the dead fraction, and 5 points more.")
+    body = (
+        "The same top-k SAE on toy/flux's image tokens (flux-sae and flux-sae-raw), with and without standardised "
+        "input: "
+        "dead fraction and FVU on held-out tokens.\n\n"
+        + markdown_table(["input", "dead fraction", "FVU"], table)
+        + "\n\nHolds when the raw SAE has at least twice the dead fraction, and 5 points more."
+    )
     return Finding("shabalin-standardise", SHABALIN, claim, body, HOLDS if matters else FAILS)
 
 
@@ -74,20 +98,28 @@ def _alignment(tables: Tables) -> pl.DataFrame:
 
 
 def _frame(rows: pl.DataFrame, sae: str) -> dict | None:
-    """The verdict's numbers in one frame: per-concept F1 of the SAE, the raw channels, every floor and the probe."""
+    """The verdict's numbers in one frame: per-concept F1 of the SAE, the raw channels, every floor and the
+    ceiling (the better of the probe and the diff-in-means direction: in a frame of hundreds of location
+    concepts the probe is a shrunk discriminant, which need not beat the plain mean difference)."""
     per = {m: dict(zip(g["concept"], g["f1"])) for (m,), g in rows.group_by(["method"])}
     kinds = dict(rows.select("method", "kind").unique().iter_rows())
-    probe = next((m for m, k in kinds.items() if k == "probe"), None)
-    if sae not in per or "raw channels" not in per or probe is None:
+    if sae not in per or "raw channels" not in per or "probe" not in kinds.values():
         return None
     concepts = sorted(per[sae])
     values = {m: [per[m].get(c, float("nan")) for c in concepts] for m in per}
     mean = {m: sum(v) / len(v) for m, v in values.items()}
     floors = {m: mean[m] for m, k in kinds.items() if k in FLOOR_KINDS}
-    floor = max(floors, key=floors.get)
-    return {"concepts": len(concepts), "mean": mean, "floor": floor,
-            "vs_raw": paired(values[sae], values["raw channels"]), "vs_floor": paired(values[sae], values[floor]),
-            "ceiling": paired(values[probe], values[floor])}
+    floor = max(floors, key=lambda m: floors[m])
+    probe = max((m for m, k in kinds.items() if k in ("probe", "oracle")), key=lambda m: mean[m])
+    return {
+        "concepts": len(concepts),
+        "mean": mean,
+        "floor": floor,
+        "vs_raw": paired(values[sae], values["raw channels"]),
+        "vs_floor": paired(values[sae], values[floor]),
+        "ceiling": paired(values[probe], values[floor]),
+        "ceiling_method": probe,
+    }
 
 
 def shabalin_interpretable(tables: Tables) -> Finding:
@@ -114,40 +146,67 @@ def shabalin_interpretable(tables: Tables) -> Finding:
             if counted:
                 parts.append(part)
             m = toy["mean"]
-            table.append([pair, f"{scope}, {family}", toy["concepts"], m[name], m["raw channels"],
-                          m.get("random", float("nan")), m.get("fg/bg only", float("nan")),
-                          m.get("base rate", float("nan")), max(v for k, v in m.items() if k in _probes(in_frame)),
-                          toy["vs_raw"].text(), f"{toy['floor']}: {toy['vs_floor'].text()}",
-                          "–" if twin is None else f"{twin['vs_floor'].text()} ({twin['floor']})",
-                          yes_no(part) if counted else "(context)"])
+            table.append(
+                [
+                    pair,
+                    f"{scope}, {family}",
+                    toy["concepts"],
+                    m[name],
+                    m["raw channels"],
+                    m.get("random", float("nan")),
+                    m.get("fg/bg only", float("nan")),
+                    m.get("base rate", float("nan")),
+                    m[toy["ceiling_method"]],
+                    toy["vs_raw"].text(),
+                    f"{toy['floor']}: {toy['vs_floor'].text()}",
+                    "–" if twin is None else f"{twin['vs_floor'].text()} ({twin['floor']})",
+                    yes_no(part) if counted else "(context)",
+                ]
+            )
     if not table:
         return unmeasured("shabalin-neurons", SHABALIN, claim, "SAE rows in the compare tables")
-    prompts = int(tables["compare_metrics"]["scoring_prompts"].max())
-    selection = int(tables["compare_metrics"]["selection_prompts"].max())
-    body = (f"F1 over ground-truth concepts of each method's best single feature (feature and threshold chosen on "
-            f"{selection} train prompts, scored on {prompts} held-out prompts), per frame: all cells (context), and "
-            f"within group (object concepts on object cells, background concepts on background cells) for scene-wide "
-            f"values and for values at one cell. Floors: raw channels, random directions (mean of 5 draws), the "
-            f"label-only fg/bg predictor (it knows a token's group and, for a cell concept, its cell) and the base "
-            f"rate; ceiling: a probe on all channels. The twin is the hook's planted positive control "
-            f"(studies/twin.py): the same study on activations with sparse additive concepts in the hook's "
-            f"proportions, with the SAE retrained there.\n\n"
-            + markdown_table(["pair", "frame", "concepts", "SAE", "raw channels", "random", "fg/bg only", "base rate",
-                              "probe", "SAE − raw (± 2 SE)", "SAE − highest floor (± 2 SE)",
-                              "twin: SAE − highest floor", "holds"], table)
-            + "\n\nIn each verdict frame the claim holds when the SAE beats the raw channels and the highest floor, "
-            "each by two standard errors of the per-concept difference. A frame is not testable when its probe "
-            "does not beat the highest floor by two standard errors (no room for a verdict), or when the twin's SAE "
-            "does not beat its floor (the pipeline cannot detect a positive there), or when the run has no twin.")
+    prompts = int(number(tables["compare_metrics"]["scoring_prompts"].max()))
+    selection = int(number(tables["compare_metrics"]["selection_prompts"].max()))
+    body = (
+        f"F1 over ground-truth concepts of each method's best single feature (feature and threshold chosen on "
+        f"{selection} train prompts, scored on {prompts} held-out prompts), per frame: all cells (context), and "
+        f"within group (object concepts on object cells, background concepts on background cells) for scene-wide "
+        f"values and for values at one cell. Floors: raw channels, random directions (mean of 5 draws), the "
+        f"label-only fg/bg predictor (it knows a token's group and, for a cell concept, its cell) and the base "
+        f"rate; ceiling: the better of a probe on all channels and the diff-in-means direction. The twin is the "
+        f"hook's planted positive control "
+        f"(studies/twin.py): the same study on activations with sparse additive concepts in the hook's "
+        f"proportions, with the SAE retrained there.\n\n"
+        + markdown_table(
+            [
+                "pair",
+                "frame",
+                "concepts",
+                "SAE",
+                "raw channels",
+                "random",
+                "fg/bg only",
+                "base rate",
+                "ceiling",
+                "SAE − raw (± 2 SE)",
+                "SAE − highest floor (± 2 SE)",
+                "twin: SAE − highest floor",
+                "holds",
+            ],
+            table,
+        )
+        + "\n\nIn each verdict frame the claim holds when the SAE beats the raw channels and the highest floor, "
+        "each by two standard errors of the per-concept difference. A frame is not testable when its ceiling "
+        "does not beat the highest floor by two standard errors (no room for a verdict), or when the twin's SAE "
+        "does not beat its floor (the pipeline cannot detect a positive there), or when the run has no twin."
+    )
     if not parts:
-        body += ("\n\nThe run's tables have no within-group frames (they were made before them), so no verdict "
-                 "frame and no positive control: not testable.")
+        body += (
+            "\n\nThe run's tables have no within-group frames (they were made before them), so no verdict "
+            "frame and no positive control: not testable."
+        )
         return Finding("shabalin-neurons", SHABALIN, claim, body, NOT_TESTABLE)
     return Finding("shabalin-neurons", SHABALIN, claim, body, combine(parts))
-
-
-def _probes(rows: pl.DataFrame) -> set[str]:
-    return set(rows.filter(pl.col("kind") == "probe")["method"].to_list())
 
 
 def shabalin_flux_steering(tables: Tables) -> Finding:
@@ -172,19 +231,42 @@ def shabalin_flux_steering(tables: Tables) -> Finding:
         difference = sae.minus(floor)
         part = None if too_few(sae.n) or not editable else difference.above()
         parts.append(part)
-        table.append([attribute, f"{sae.rate:.2f} ({window}, ×{sae.row['best_strength']:g})", floor.rate,
-                      ceiling.rate, sae.before, difference.text(), yes_no(editable), yes_no(part)])
-    n = int(rows.filter(pl.col("unit") == unit)["prompts"].max())
-    body = (f"toy/flux (4 steps) at {unit}: {name}'s best distinct features, their direction added on the edited "
-            f"region at the block's mean update norm times the strength its tuning sweep chose, in the window chosen "
-            f"on tuning prompts, beside a random direction (floor) and the diff-in-means direction (ceiling) of the "
-            f"same norm and the no-edit rate; held-out clean success, {n} prompts per cell.\n\n"
-            + markdown_table(["attribute", "SAE features", "random", "oracle", "no edit", "SAE − random (± 2 SE)",
-                              "block edits it (oracle > floor)", "SAE above floor"], table)
-            + _flux_add_rows(tables)
-            + f"\n\nJudged on the attributes the block can edit (its oracle beats the floor by two standard errors, "
-            f"paired over prompts): holds when the SAE's directions beat the floor for every one, partly for some. "
-            f"Not testable with fewer than {MIN_PROMPTS} prompts per cell.")
+        table.append(
+            [
+                attribute,
+                f"{sae.rate:.2f} ({window}, ×{sae.row['best_strength']:g})",
+                floor.rate,
+                ceiling.rate,
+                sae.before,
+                difference.text(),
+                yes_no(editable),
+                yes_no(part),
+            ]
+        )
+    n = int(number(rows.filter(pl.col("unit") == unit)["prompts"].max()))
+    body = (
+        f"toy/flux (4 steps) at {unit}: {name}'s best distinct features, their direction added on the edited "
+        f"region at the block's mean update norm times the strength its tuning sweep chose, in the window chosen "
+        f"on tuning prompts, beside a random direction (floor) and the diff-in-means direction (ceiling) of the "
+        f"same norm and the no-edit rate; held-out clean success, {n} prompts per cell.\n\n"
+        + markdown_table(
+            [
+                "attribute",
+                "SAE features",
+                "random",
+                "oracle",
+                "no edit",
+                "SAE − random (± 2 SE)",
+                "block edits it (oracle > floor)",
+                "SAE above floor",
+            ],
+            table,
+        )
+        + _flux_add_rows(tables)
+        + f"\n\nJudged on the attributes the block can edit (its oracle beats the floor by two standard errors, "
+        f"paired over prompts): holds when the SAE's directions beat the floor for every one, partly for some. "
+        f"Not testable with fewer than {MIN_PROMPTS} prompts per cell."
+    )
     return Finding("shabalin-steering", SHABALIN, claim, body, combine(parts))
 
 
@@ -192,8 +274,9 @@ def _flux_add_rows(tables: Tables) -> str:
     """The windows study's flux_add edits on Flux (one strength: the mean token norm), when present."""
     if not has(tables, "windows_success"):
         return ""
-    rows = tables["windows_success"].filter((pl.col("model") == FLUX)
-                                            & pl.col("style").is_in(["flux_add", "random", "oracle"]))
+    rows = tables["windows_success"].filter(
+        (pl.col("model") == FLUX) & pl.col("style").is_in(["flux_add", "random", "oracle"])
+    )
     if "split" in rows.columns:
         rows = rows.filter(pl.col("split") == "score")
     if rows.is_empty():
@@ -202,8 +285,18 @@ def _flux_add_rows(tables: Tables) -> str:
     for (edit,), group in rows.group_by(["edit"], maintain_order=True):
         cell = {(r["style"], r["window"]): r for r in group.iter_rows(named=True)}
         for window in sorted({w for _, w in cell}):
-            table.append([edit, window, *[cell.get((s, window), {}).get("clean_success", float("nan"))
-                                          for s in ("flux_add", "random", "oracle")]])
-    return ("\n\nThe paper's own edit (windows study, `flux_add`: the unit direction at the mean token norm, one "
-            "strength; random and oracle at the sdlens edit's norm), held-out clean success in every window:\n\n"
-            + markdown_table(["attribute", "window", "flux_add", "random", "oracle"], table))
+            table.append(
+                [
+                    edit,
+                    window,
+                    *[
+                        cell.get((s, window), {}).get("clean_success", float("nan"))
+                        for s in ("flux_add", "random", "oracle")
+                    ],
+                ]
+            )
+    return (
+        "\n\nThe paper's own edit (windows study, `flux_add`: the unit direction at the mean token norm, one "
+        "strength; random and oracle at the sdlens edit's norm), held-out clean success in every window:\n\n"
+        + markdown_table(["attribute", "window", "flux_add", "random", "oracle"], table)
+    )

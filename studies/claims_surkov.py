@@ -1,8 +1,10 @@
 """Surkov et al.'s claims: block roles, causal SAE features, transfer across Turbo's steps and Base."""
+
 from __future__ import annotations
 
 import polars as pl
 
+from .aggregates import number
 from .claim_base import TURBO, Finding, Tables, combine, has, markdown_table, unmeasured, yes_no
 from .claim_cells import SINGLE_HOOK, EditCell, choose, edit_cell, pooled
 from .claim_stats import MIN_PROMPTS, too_few, z_for
@@ -19,8 +21,9 @@ def single_units(tables: Tables, model: str) -> pl.DataFrame:
     return best.filter((pl.col("model") == model) & pl.col("unit").str.contains(SINGLE_HOOK.pattern))
 
 
-def map_cell(tables: Tables, rows: pl.DataFrame, unit: str, attribute: str, method: str,
-             window: str | None = None) -> EditCell | None:
+def map_cell(
+    tables: Tables, rows: pl.DataFrame, unit: str, attribute: str, method: str, window: str | None = None
+) -> EditCell | None:
     """One (unit, attribute, method) cell of the map, in `window` or the one chosen on tuning prompts."""
     hit = rows.filter((pl.col("unit") == unit) & (pl.col("attribute") == attribute) & (pl.col("method") == method))
     if window is not None:
@@ -28,9 +31,11 @@ def map_cell(tables: Tables, rows: pl.DataFrame, unit: str, attribute: str, meth
     row = choose(hit)
     if row is None:
         return None
-    return edit_cell(row, tables.get("editability_prompts"),
-                     {"model": row["model"], "unit": unit, "attribute": attribute, "method": method,
-                      "window": row["window"]})
+    return edit_cell(
+        row,
+        tables.get("editability_prompts"),
+        {"model": row["model"], "unit": unit, "attribute": attribute, "method": method, "window": row["window"]},
+    )
 
 
 def _prompts_note(n: int) -> str:
@@ -38,8 +43,10 @@ def _prompts_note(n: int) -> str:
 
 
 def surkov_blocks(tables: Tables) -> Finding:
-    claim = ("Blocks specialise: down.2.1 sets composition (shape, position), up.0.1 colour, light and style, "
-             "up.0.0 local detail.")
+    claim = (
+        "Blocks specialise: down.2.1 sets composition (shape, position), up.0.1 colour, light and style, "
+        "up.0.0 local detail."
+    )
     if not has(tables, "editability_best"):
         return unmeasured("surkov-blocks", SURKOV, claim, "editability map")
     rows = single_units(tables, TURBO)
@@ -59,27 +66,53 @@ def surkov_blocks(tables: Tables) -> Finding:
         gap = best.minus(there)
         editable = best.minus(best_floor).above()
         near_best = best_row["unit"] == block or (not gap.above() and 2 * gap.se <= MARGIN)
-        part = None if too_few(there.n) or not editable or (best_row["unit"] != block and 2 * gap.se > MARGIN) \
+        part = (
+            None
+            if too_few(there.n) or not editable or (best_row["unit"] != block and 2 * gap.se > MARGIN)
             else above_floor.above() and near_best
+        )
         parts.append(part)
-        table.append([attribute, block, there.rate, floor.rate, there.before, above_floor.text(),
-                      f"{best_row['unit']} ({best.rate:.2f})", gap.text() if best_row["unit"] != block else "–",
-                      yes_no(part)])
+        table.append(
+            [
+                attribute,
+                block,
+                there.rate,
+                floor.rate,
+                there.before,
+                above_floor.text(),
+                f"{best_row['unit']} ({best.rate:.2f})",
+                gap.text() if best_row["unit"] != block else "–",
+                yes_no(part),
+            ]
+        )
     if not table:
         return unmeasured("surkov-blocks", SURKOV, claim, "Turbo editability rows")
-    n = int(rows["prompts"].max())
-    body = (f"Editability map of toy/sdxl-turbo (1 step): clean success of the diff-in-means direction (oracle) at "
-            f"each attention block, at the strength its tuning sweep chose (train prompts), {_prompts_note(n)}; the "
-            f"floors are a random direction of the same norm and the no-edit rate (the unedited image already reads "
-            f"as the target). The best block is chosen on the tuning prompts and scored on the held-out ones.\n\n"
-            + markdown_table(["attribute", "paper's block", "oracle there", "random there", "no edit",
-                              "oracle − random (± 2 SE)", "best block (oracle)", "best − paper's (± 2 SE)",
-                              "plays the role"], table)
-            + f"\n\nA block plays the paper's role for an attribute when its oracle beats the random floor by two "
-            f"standard errors (paired over prompts) and it is the best block or within two standard errors of it, "
-            f"with two standard errors of at most {MARGIN}. Not testable: fewer than {MIN_PROMPTS} prompts, no block "
-            f"whose oracle beats its floor, or too little power to tell the paper's block from the best. Detail "
-            f"(up.0.0) has no toy attribute and is not scored.")
+    n = int(number(rows["prompts"].max()))
+    body = (
+        f"Editability map of toy/sdxl-turbo (1 step): clean success of the diff-in-means direction (oracle) at "
+        f"each attention block, at the strength its tuning sweep chose (train prompts), {_prompts_note(n)}; the "
+        f"floors are a random direction of the same norm and the no-edit rate (the unedited image already reads "
+        f"as the target). The best block is chosen on the tuning prompts and scored on the held-out ones.\n\n"
+        + markdown_table(
+            [
+                "attribute",
+                "paper's block",
+                "oracle there",
+                "random there",
+                "no edit",
+                "oracle − random (± 2 SE)",
+                "best block (oracle)",
+                "best − paper's (± 2 SE)",
+                "plays the role",
+            ],
+            table,
+        )
+        + f"\n\nA block plays the paper's role for an attribute when its oracle beats the random floor by two "
+        f"standard errors (paired over prompts) and it is the best block or within two standard errors of it, "
+        f"with two standard errors of at most {MARGIN}. Not testable: fewer than {MIN_PROMPTS} prompts, no block "
+        f"whose oracle beats its floor, or too little power to tell the paper's block from the best. Detail "
+        f"(up.0.0) has no toy attribute and is not scored."
+    )
     return Finding("surkov-blocks", SURKOV, claim, body, combine(parts))
 
 
@@ -98,9 +131,16 @@ def surkov_causal(tables: Tables) -> Finding:
         for a in attributes:
             sae = map_cell(tables, rows, unit, a, method)
             window = sae.row["window"] if sae else None
-            cells[a] = [sae, map_cell(tables, rows, unit, a, "random", window), map_cell(tables, rows, unit, a, "oracle", window)]
-        editable = [a for a, (_, floor, ceiling) in cells.items()
-                    if floor and ceiling and not too_few(ceiling.n) and ceiling.minus(floor).above()]
+            cells[a] = [
+                sae,
+                map_cell(tables, rows, unit, a, "random", window),
+                map_cell(tables, rows, unit, a, "oracle", window),
+            ]
+        editable = [
+            a
+            for a, (_, floor, ceiling) in cells.items()
+            if floor and ceiling and not too_few(ceiling.n) and ceiling.minus(floor).above()
+        ]
         z = z_for(len(editable))  # "at least one attribute" reads the best of them
         beats = []
         for attribute, (sae, floor, ceiling) in cells.items():
@@ -110,20 +150,44 @@ def surkov_causal(tables: Tables) -> Finding:
             counted = attribute in editable
             if counted:
                 beats.append(difference.above(z))
-            table.append([f"{method} at {unit}", attribute, sae.rate, floor.rate, ceiling.rate, sae.before,
-                          difference.text(z), "yes" if counted else "no",
-                          yes_no(difference.above(z)) if counted else "–"])
+            table.append(
+                [
+                    f"{method} at {unit}",
+                    attribute,
+                    sae.rate,
+                    floor.rate,
+                    ceiling.rate,
+                    sae.before,
+                    difference.text(z),
+                    "yes" if counted else "no",
+                    yes_no(difference.above(z)) if counted else "–",
+                ]
+            )
         parts.append(any(beats) if beats else None)
-    body = ("Each SAE's best distinct features for the source and target concepts (chosen on train prompts), edited "
-            "in at the block's mean update norm times the strength its tuning sweep chose: held-out clean success "
-            "beside a random direction (floor) and the diff-in-means direction (ceiling) of the same norm, and the "
-            "no-edit rate.\n\n"
-            + markdown_table(["dictionary", "attribute", "SAE features", "random", "oracle", "no edit",
-                              "SAE − random (± z SE)", "block edits it", "above floor"], table)
-            + f"\n\nHolds when every SAE edits, above the floor, at least one attribute that its block can edit (whose "
-            f"oracle beats the floor by two standard errors, on at least {MIN_PROMPTS} prompts). Since that reads the "
-            "best of m attributes, z is Bonferroni's for m tests at 5%. A dictionary whose block edits nothing is "
-            "not testable.")
+    body = (
+        "Each SAE's best distinct features for the source and target concepts (chosen on train prompts), edited "
+        "in at the block's mean update norm times the strength its tuning sweep chose: held-out clean success "
+        "beside a random direction (floor) and the diff-in-means direction (ceiling) of the same norm, and the "
+        "no-edit rate.\n\n"
+        + markdown_table(
+            [
+                "dictionary",
+                "attribute",
+                "SAE features",
+                "random",
+                "oracle",
+                "no edit",
+                "SAE − random (± z SE)",
+                "block edits it",
+                "above floor",
+            ],
+            table,
+        )
+        + f"\n\nHolds when every SAE edits, above the floor, at least one attribute that its block can edit (whose "
+        f"oracle beats the floor by two standard errors, on at least {MIN_PROMPTS} prompts). Since that reads the "
+        "best of m attributes, z is Bonferroni's for m tests at 5%. A dictionary whose block edits nothing is "
+        "not testable."
+    )
     return Finding("surkov-causal", SURKOV, claim, body, combine(parts))
 
 
@@ -139,16 +203,23 @@ def surkov_transfer(tables: Tables) -> Finding:
         for (target,), group in rows.group_by(["target_model"], maintain_order=True):
             by_branch = {b: g for (b,), g in group.group_by(["branch"])}
             fvu = group["fvu"].mean()
-            fvu_text = ", ".join(f"{b} {g['fvu'].mean():.2f} (steps {g['fvu'].min():.2f}–{g['fvu'].max():.2f})"
-                                 for b, g in sorted(by_branch.items()))
-            agreement = (splice.filter((pl.col("dictionary") == name) & (pl.col("target_model") == target))
-                         ["judge_agreement"].mean() if "judge_agreement" in splice.columns else float("nan"))
+            fvu_text = ", ".join(
+                f"{b} {g['fvu'].mean():.2f} (steps {g['fvu'].min():.2f}–{g['fvu'].max():.2f})"
+                for b, g in sorted(by_branch.items())
+            )
+            agreement = (
+                splice.filter((pl.col("dictionary") == name) & (pl.col("target_model") == target))[
+                    "judge_agreement"
+                ].mean()
+                if "judge_agreement" in splice.columns
+                else float("nan")
+            )
             edit = transfer_edit(tables, name, target, source)
             if target == source:
                 table.append([target, fvu_text, agreement, *edit["text"], "(source)"])
                 continue
-            reconstructs = fvu <= 2 * own
-            splices = agreement != agreement or agreement >= 0.9
+            reconstructs = number(fvu) <= 2 * number(own)
+            splices = agreement != agreement or number(agreement) >= 0.9
             part = None if edit["untestable"] else reconstructs and splices and edit["steers"]
             parts.append(part)
             if part is None:
@@ -158,17 +229,31 @@ def surkov_transfer(tables: Tables) -> Finding:
             else:
                 why = " (FVU)" if not reconstructs else " (splice)" if not splices else " (edits)"
             table.append([target, fvu_text, agreement, *edit["text"], yes_no(part) + why])
-    body = ("Held-out FVU per CFG branch (mean over steps, and the range over steps); splice fidelity: the judge "
-            "reads the same attributes with the block's update replaced by the SAE's reconstruction; edits on each "
-            "model at the SAE's block with the transferred features, beside that model's own SAE of the same "
-            "architecture there and its own oracle (ceiling) and random (floor) directions: clean success pooled "
-            "over the edited attributes, each method at the strength its tuning sweep chose.\n\n"
-            + markdown_table(["target", "FVU", "splice agreement", "transferred SAE", "own SAE", "oracle", "random",
-                              "transferred − random (± 2 SE)", "transfers"], table)
-            + f"\n\nTransfers when the FVU is at most twice the source's own, splicing keeps at least 90% of the "
-            f"judged attributes, and the transferred features edit above the floor (two standard errors, paired over "
-            f"prompts and attributes). Not testable when the target's oracle does not beat its floor or the cells "
-            f"rest on fewer than {MIN_PROMPTS} prompts.")
+    body = (
+        "Held-out FVU per CFG branch (mean over steps, and the range over steps); splice fidelity: the judge "
+        "reads the same attributes with the block's update replaced by the SAE's reconstruction; edits on each "
+        "model at the SAE's block with the transferred features, beside that model's own SAE of the same "
+        "architecture there and its own oracle (ceiling) and random (floor) directions: clean success pooled "
+        "over the edited attributes, each method at the strength its tuning sweep chose.\n\n"
+        + markdown_table(
+            [
+                "target",
+                "FVU",
+                "splice agreement",
+                "transferred SAE",
+                "own SAE",
+                "oracle",
+                "random",
+                "transferred − random (± 2 SE)",
+                "transfers",
+            ],
+            table,
+        )
+        + f"\n\nTransfers when the FVU is at most twice the source's own, splicing keeps at least 90% of the "
+        f"judged attributes, and the transferred features edit above the floor (two standard errors, paired over "
+        f"prompts and attributes). Not testable when the target's oracle does not beat its floor or the cells "
+        f"rest on fewer than {MIN_PROMPTS} prompts."
+    )
     return Finding("surkov-transfer", SURKOV, claim, body, combine(parts))
 
 
@@ -181,8 +266,9 @@ def transfer_edit(tables: Tables, name: str, target: str, source: str) -> dict:
     prompts = tables.get("transfer_edit_prompts")
     methods = set(rows["method"].to_list())
     # the target's own dictionary: on the source model that is the transferred one itself
-    own_name = name if target == source else next((m for m in sorted(methods) if m not in (name, "oracle", "random")),
-                                                  None)
+    own_name = (
+        name if target == source else next((m for m in sorted(methods) if m not in (name, "oracle", "random")), None)
+    )
     attributes = sorted(set(rows["attribute"].to_list()))
 
     def cell_of(method: str | None) -> EditCell | None:
@@ -192,17 +278,28 @@ def transfer_edit(tables: Tables, name: str, target: str, source: str) -> dict:
         for attribute in attributes:
             hit = rows.filter((pl.col("attribute") == attribute) & (pl.col("method") == method))
             row = choose(hit)
-            cells.append(edit_cell(row, prompts, {"dictionary": name, "target_model": target, "attribute": attribute,
-                                                  "method": method}) if row else None)
+            cells.append(
+                edit_cell(
+                    row, prompts, {"dictionary": name, "target_model": target, "attribute": attribute, "method": method}
+                )
+                if row
+                else None
+            )
         return pooled(cells) if all(c is not None for c in cells) else None
 
     transferred, own, oracle, floor = (cell_of(m) for m in (name, own_name, "oracle", "random"))
     if transferred is None or floor is None:
         return blank
     difference = transferred.minus(floor)
-    per_attribute = int(rows["prompts"].min())
+    per_attribute = int(number(rows["prompts"].min()))
     untestable = too_few(per_attribute) or (
-        None if oracle is not None and oracle.minus(floor).above() else "the oracle does not beat the floor")
-    text = [transferred.rate, own.rate if own else float("nan"), oracle.rate if oracle else float("nan"),
-            floor.rate, difference.text()]
+        None if oracle is not None and oracle.minus(floor).above() else "the oracle does not beat the floor"
+    )
+    text = [
+        transferred.rate,
+        own.rate if own else float("nan"),
+        oracle.rate if oracle else float("nan"),
+        floor.rate,
+        difference.text(),
+    ]
     return {"text": text, "steers": difference.above(), "untestable": untestable}

@@ -1,4 +1,5 @@
 """The `diffdict` command line: one sub-command per module in studies/commands/."""
+
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,7 @@ Location families are scored within group only, and a concept enters a frame onl
 have at least `MIN_POSITIVES` positive and one negative token (rare cell-concepts are left out, and
 the frame says how many concepts it kept).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def attribute_of(concept: str) -> str:
 def object_cells(targets: np.ndarray, concepts: list[str]) -> np.ndarray:
     """(N,) bool: the tokens labelled with an object (no background concept)."""
     background = [i for i, c in enumerate(concepts) if group_of(c) == BACKGROUND]
-    return ~targets[:, background].any(1)
+    return np.asarray(~targets[:, background].any(1))
 
 
 @dataclass
@@ -74,8 +75,13 @@ def _split_frame(scope, family, group, rows, names, targets, places):
     return Frame(scope, family, group, rows, names, targets, places)
 
 
-def frames(targets: np.ndarray, concepts: list[str], location: np.ndarray, grid: tuple[int, int],
-           families: tuple[str, ...] = FAMILIES) -> list[Frame]:
+def frames(
+    targets: np.ndarray,
+    concepts: list[str],
+    location: np.ndarray,
+    grid: tuple[int, int],
+    families: tuple[str, ...] = FAMILIES,
+) -> list[Frame]:
     """Every frame of one split's tokens: targets (N, C) over `concepts`, location (N,) cell index."""
     is_object = object_cells(targets, concepts)
     group_rows = {OBJECT: is_object, BACKGROUND: ~is_object}
@@ -86,7 +92,7 @@ def frames(targets: np.ndarray, concepts: list[str], location: np.ndarray, grid:
         rows = np.flatnonzero(in_group)
         columns = [i for i, c in enumerate(concepts) if group_of(c) == group]
         names = [concepts[i] for i in columns]
-        base = targets[np.ix_(rows, columns)]
+        base = targets[np.ix_(rows, np.asarray(columns, dtype=np.intp))]
         if GLOBAL in families:
             out.append(Frame(WITHIN_GROUP, GLOBAL, group, rows, names, base, np.ones_like(base)))
         for family in (CELL, ROW, COLUMN):
@@ -98,16 +104,27 @@ def frames(targets: np.ndarray, concepts: list[str], location: np.ndarray, grid:
                 located.append(base & where[:, None])
                 place.append(np.repeat(where[:, None], len(names), axis=1))
                 located_names += [f"{name}{suffix}" for name in names]
-            out.append(Frame(WITHIN_GROUP, family, group, rows, located_names,
-                             np.concatenate(located, axis=1), np.concatenate(place, axis=1)))
+            out.append(
+                Frame(
+                    WITHIN_GROUP,
+                    family,
+                    group,
+                    rows,
+                    located_names,
+                    np.concatenate(located, axis=1),
+                    np.concatenate(place, axis=1),
+                )
+            )
     return out
 
 
 def scorable(selection: Frame, scoring: Frame, min_positives: int = MIN_POSITIVES) -> np.ndarray:
     """(C,) indices of the frame's concepts with enough positives and a negative in both splits."""
+
     def ok(targets: np.ndarray) -> np.ndarray:
         positives = targets.sum(0)
         return (positives >= min_positives) & (positives < len(targets))
+
     if selection.concepts != scoring.concepts:
         raise ValueError("selection and scoring frames must list the same concepts")
     return np.flatnonzero(ok(selection.targets) & ok(scoring.targets))

@@ -7,6 +7,7 @@ pattern.
 Alignment of a feature with a concept is the AUROC of the feature's activation as a
 predictor of the concept over all locations (ties, i.e. the many zeros, get average ranks).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,15 @@ def location_concepts(scene, grid: tuple[int, int]) -> list[set[str]]:
             owner = int(np.argmax(cells[:, row, col])) if cells.shape[0] else -1
             if owner >= 0 and cells[owner, row, col] >= 0.5:
                 obj = scene.objects[owner]
-                labels.append({f"colour:{obj.colour}", f"shape:{obj.shape}", f"size:{obj.size}",
-                               f"position:{obj.position}", f"style:{scene.style}"})
+                labels.append(
+                    {
+                        f"colour:{obj.colour}",
+                        f"shape:{obj.shape}",
+                        f"size:{obj.size}",
+                        f"position:{obj.position}",
+                        f"style:{scene.style}",
+                    }
+                )
             else:
                 labels.append({f"background:{scene.background}", f"pattern:{scene.pattern}"})
     return labels
@@ -71,7 +79,7 @@ def dense_codes(dictionary, x: torch.Tensor, chunk: int = 4096) -> np.ndarray:
     """(N, n) activations of every atom; for the alignment analysis on small evaluation sets only."""
     out = np.zeros((x.shape[0], dictionary.atoms.shape[0]), dtype=np.float32)
     for start in range(0, x.shape[0], chunk):
-        code = dictionary.encode(x[start:start + chunk].to(getattr(dictionary, "device", x.device)))
+        code = dictionary.encode(x[start : start + chunk].to(getattr(dictionary, "device", x.device)))
         rows = np.arange(code.values.shape[0])[:, None] + start
         np.add.at(out, (rows, code.indices.cpu().numpy()), code.values.detach().cpu().numpy())
     return out

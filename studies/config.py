@@ -5,6 +5,7 @@ A config names models (by a short name the rest of the file uses), where prompts
 from, what to harvest, which dictionaries to fit, and which studies to run. See
 configs/quickstart.toml for a commented example.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,10 @@ from typing import Any
 
 from diffdict.dictionaries.registry import architecture_names  # torch-free: the one list of architectures
 
-from .config_rules import did_you_mean, fail as _fail, one_of as _one_of, positive as _positive
+from .config_rules import did_you_mean
+from .config_rules import fail as _fail
+from .config_rules import one_of as _one_of
+from .config_rules import positive as _positive
 from .errors import ConfigError  # raised (and caught by callers) as studies.config.ConfigError
 from .registry import study_kind, study_kinds, study_names
 
@@ -210,14 +214,18 @@ def load_config(path: str | Path) -> StudyConfig:
     if not path.exists():
         path = _shipped_config(path)
     if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give the path of a .toml file, e.g. configs/quickstart.toml")
+        raise ConfigError(
+            f"config file {path} is a folder; give the path of a .toml file, e.g. configs/quickstart.toml"
+        )
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not a text file ({error.reason} at byte {error.start}); a config is UTF-8 "
-                          f"TOML text, e.g. configs/quickstart.toml") from None
+        raise ConfigError(
+            f"{path}: not a text file ({error.reason} at byte {error.start}); a config is UTF-8 "
+            f"TOML text, e.g. configs/quickstart.toml"
+        ) from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot be read ({error.strerror}); check its permissions") from None
     return parse_config(table, source=str(path), path=path)
@@ -237,14 +245,15 @@ def _shipped_config(path: Path) -> Path:
     name = path.stem if path.suffix == ".toml" else path.name
     if str(path.parent) in (".", "configs") and name in shipped:
         return shipped[name]
-    raise ConfigError(f"config file {path} does not exist; give a .toml file or one of the shipped configs by "
-                      f"name: {', '.join(shipped) or 'none found'} (e.g. `diffdict run quickstart`)")
+    raise ConfigError(
+        f"config file {path} does not exist; give a .toml file or one of the shipped configs by "
+        f"name: {', '.join(shipped) or 'none found'} (e.g. `diffdict run quickstart`)"
+    )
 
 
 def parse_config(table: dict[str, Any], source: str = "<config>", path: Path | None = None) -> StudyConfig:
-    from .validate import validate_config  # (a module of its own: names, out, numbers, options, device)
-
     from .plugins import load_entry_points, load_plugins
+    from .validate import validate_config  # (a module of its own: names, out, numbers, options, device)
 
     # Before anything is resolved: a plug-in's study, architecture or family must be registered first.
     load_entry_points()
@@ -263,7 +272,11 @@ def _build(cls: type, table: Any, source: str, prefix: str, skip: tuple[str, ...
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     for key in table:
         if key not in fields:
-            raise _fail(source, _join(prefix, key), f"unknown key{did_you_mean(key, fields)}; allowed keys here: {', '.join(fields)}")
+            raise _fail(
+                source,
+                _join(prefix, key),
+                f"unknown key{did_you_mean(key, fields)}; allowed keys here: {', '.join(fields)}",
+            )
     values = {}
     for name, f in fields.items():
         key = _join(prefix, name)
@@ -285,10 +298,15 @@ def _build_studies(table: Any, source: str, prefix: str) -> StudiesSection:
     kinds = study_kinds()
     for name in table:
         if name not in kinds:
-            raise _fail(source, _join(prefix, name), f"unknown study{did_you_mean(name, kinds)}; the registered studies are: "
-                        f"{', '.join(kinds)} (each one a [{prefix}.NAME] table)")
-    return StudiesSection({name: _build(kinds[name].config, table[name], source, _join(prefix, name))
-                           for name in kinds if name in table})
+            raise _fail(
+                source,
+                _join(prefix, name),
+                f"unknown study{did_you_mean(name, kinds)}; the registered studies are: "
+                f"{', '.join(kinds)} (each one a [{prefix}.NAME] table)",
+            )
+    return StudiesSection(
+        {name: _build(kinds[name].config, table[name], source, _join(prefix, name)) for name in kinds if name in table}
+    )
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
@@ -298,13 +316,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         return _coerce(options[0], value, source, key)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, source, key)
     if origin is list:
         if not isinstance(value, list):
             raise _fail(source, key, f"expected a list, got {type(value).__name__} {value!r}")
         (item,) = typing.get_args(hint)
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return [_build(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
         return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -363,7 +381,9 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
     for name in ("buffer_tokens", "eval_tokens", "init_tokens"):
         _positive(source, f"train.{name}", getattr(config.train, name))
     if config.train.checkpoint_every < 0:
-        raise _fail(source, "train.checkpoint_every", f"must be >= 0 (0 = automatic), got {config.train.checkpoint_every}")
+        raise _fail(
+            source, "train.checkpoint_every", f"must be >= 0 (0 = automatic), got {config.train.checkpoint_every}"
+        )
     dict_names = [d.name for d in config.dictionaries]
     for i, entry in enumerate(config.dictionaries):
         key = f"dictionaries[{i}]"
@@ -372,12 +392,20 @@ def _check_semantics(config: StudyConfig, source: str, path: Path | None) -> Non
         _one_of(source, f"{key}.architecture", entry.architecture, architecture_names())
         _one_of(source, f"{key}.model", entry.model, names)
         if not config.hooks_of(entry.model):
-            raise _fail(source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks")
+            raise _fail(
+                source, "harvest.hooks", "is empty, but dictionaries need harvested activations; list the hooks"
+            )
         harvested = config.hooks_of(entry.model)
         if entry.hook not in harvested:  # a real hook of the model, most likely, that is not captured
-            where = "harvest.hooks" if config.model(entry.model).hooks is None else f"the hooks of model {entry.model!r}"
-            raise _fail(source, f"{key}.hook", f"{entry.hook!r} is not harvested for model {entry.model!r}: add it to "
-                        f"{where} (harvested: {', '.join(harvested)}){did_you_mean(entry.hook, harvested)}")
+            where = (
+                "harvest.hooks" if config.model(entry.model).hooks is None else f"the hooks of model {entry.model!r}"
+            )
+            raise _fail(
+                source,
+                f"{key}.hook",
+                f"{entry.hook!r} is not harvested for model {entry.model!r}: add it to "
+                f"{where} (harvested: {', '.join(harvested)}){did_you_mean(entry.hook, harvested)}",
+            )
         _one_of(source, f"{key}.branch", entry.branch, _branches())
         for name in ("n", "k", "tokens", "batch"):
             _positive(source, f"{key}.{name}", getattr(entry, name))
@@ -398,23 +426,37 @@ def _check_harvest_selection(config: StudyConfig, source: str) -> None:
         if step < 0:
             raise _fail(source, f"harvest.steps[{i}]", f"step indices are 0-based and >= 0, got {step}")
     if harvest.steps is not None and not harvest.steps:
-        raise _fail(source, "harvest.steps", "is empty; list the step indices to keep, or leave it out to keep every step")
+        raise _fail(
+            source, "harvest.steps", "is empty; list the step indices to keep, or leave it out to keep every step"
+        )
     for i, branch in enumerate(harvest.branches or []):
         _one_of(source, f"harvest.branches[{i}]", branch, _branches())
     if harvest.branches is not None and not harvest.branches:
         raise _fail(source, "harvest.branches", "is empty; list 'cond' and/or 'uncond', or leave it out to keep both")
     if harvest.tokens_per_image is not None:
         if config.streams:
-            raise _fail(source, "harvest.tokens_per_image", "applies to stores that dictionaries train from; with "
-                        "train.source = 'stream' the stores keep whole maps for the studies: remove it")
+            raise _fail(
+                source,
+                "harvest.tokens_per_image",
+                "applies to stores that dictionaries train from; with "
+                "train.source = 'stream' the stores keep whole maps for the studies: remove it",
+            )
         if config.studies.items():
-            raise _fail(source, "harvest.tokens_per_image", "keeps only some positions of each map, but the studies "
-                        f"({', '.join(n for n, _ in config.studies.items())}) read whole maps: remove it, or set "
-                        "train.source = 'stream' (the stores then keep whole maps of harvest.prompts prompts)")
+            raise _fail(
+                source,
+                "harvest.tokens_per_image",
+                "keeps only some positions of each map, but the studies "
+                f"({', '.join(n for n, _ in config.studies.items())}) read whole maps: remove it, or set "
+                "train.source = 'stream' (the stores then keep whole maps of harvest.prompts prompts)",
+            )
     for i, entry in enumerate(config.dictionaries):
         if harvest.branches is not None and not config.streams and entry.branch not in harvest.branches:
-            raise _fail(source, f"dictionaries[{i}].branch", f"{entry.branch!r} is not kept by harvest.branches "
-                        f"{harvest.branches}; add it there or train on another branch")
+            raise _fail(
+                source,
+                f"dictionaries[{i}].branch",
+                f"{entry.branch!r} is not kept by harvest.branches "
+                f"{harvest.branches}; add it there or train on another branch",
+            )
 
 
 def _check_prompts(prompts: PromptsSection, source: str, path: Path | None) -> None:
@@ -450,11 +492,19 @@ TABLE_SUFFIXES = (".parquet", ".jsonl", ".csv")
 def _check_dataset(prompts: PromptsSection, source: str, path: Path | None) -> None:
     """A dataset source is checked without downloading: local files by their schema, Hub ids by form."""
     if not prompts.dataset:
-        raise _fail(source, "prompts.dataset", "is required when prompts.source = 'dataset' (a Hugging Face "
-                    "dataset id such as 'laion/laion-coco', a local folder, or a .parquet/.jsonl/.csv file)")
+        raise _fail(
+            source,
+            "prompts.dataset",
+            "is required when prompts.source = 'dataset' (a Hugging Face "
+            "dataset id such as 'laion/laion-coco', a local folder, or a .parquet/.jsonl/.csv file)",
+        )
     if not prompts.column:
-        raise _fail(source, "prompts.column", "is required when prompts.source = 'dataset': the column that "
-                    "holds the captions (e.g. 'top_caption' for LAION-COCO)")
+        raise _fail(
+            source,
+            "prompts.column",
+            "is required when prompts.source = 'dataset': the column that "
+            "holds the captions (e.g. 'top_caption' for LAION-COCO)",
+        )
     local = resolve_relative(prompts.dataset, path)
     if local.is_file():
         if local.suffix.lower() not in TABLE_SUFFIXES:
@@ -469,8 +519,11 @@ def _check_dataset(prompts: PromptsSection, source: str, path: Path | None) -> N
             key = "prompts.column" if error.about == "column" else "prompts.dataset"
             raise _fail(source, key, str(error)) from None
     elif not local.exists() and (local.suffix.lower() in TABLE_SUFFIXES or not _looks_like_hub_id(prompts.dataset)):
-        raise _fail(source, "prompts.dataset", f"{local} does not exist, and {prompts.dataset!r} is not a Hugging Face "
-                    "dataset id ('owner/name')")
+        raise _fail(
+            source,
+            "prompts.dataset",
+            f"{local} does not exist, and {prompts.dataset!r} is not a Hugging Face dataset id ('owner/name')",
+        )
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -494,7 +547,11 @@ def _check_table(file: Path, prompts: PromptsSection, source: str, key: str) -> 
 
         raise _fail(source, key, unreadable_message(file, error)) from None
     if column not in columns:
-        raise _fail(source, "prompts.column", f"{file.name} has no column {column!r}{did_you_mean(column, columns)} Columns: {', '.join(columns)}")
+        raise _fail(
+            source,
+            "prompts.column",
+            f"{file.name} has no column {column!r}{did_you_mean(column, columns)} Columns: {', '.join(columns)}",
+        )
     check_caption_column(file, column, f"{source}: prompts.column")
     try:
         summarize_table(file, column, prompts.count, prompts.shuffle)
@@ -514,16 +571,23 @@ def _check_studies(config: StudyConfig, source: str, models: list[str], dictiona
                     _one_of(source, f"{key}.models[{i}]", name, models)
             if f.name == "dictionaries" and isinstance(value, list):
                 for i, name in enumerate(value):
-                    _check_dictionary_names(config, source, f"{key}.dictionaries[{i}]", name, dictionaries,
-                                            together=f.metadata.get("together", False))
+                    _check_dictionary_names(
+                        config,
+                        source,
+                        f"{key}.dictionaries[{i}]",
+                        name,
+                        dictionaries,
+                        together=f.metadata.get("together", False),
+                    )
     for study_name, study in config.studies.items():
         validate = study_kind(study_name).function("validate")
         if validate is not None:
             validate(config, study, source)
 
 
-def _check_dictionary_names(config: StudyConfig, source: str, key: str, name: Any, dictionaries: list[str],
-                            together: bool) -> None:
+def _check_dictionary_names(
+    config: StudyConfig, source: str, key: str, name: Any, dictionaries: list[str], together: bool
+) -> None:
     """One dictionary, or with `together` "a+b": several edited at once (one per hook of one model)."""
     parts = name.split("+") if together and isinstance(name, str) else [name]
     for part in parts:
@@ -531,8 +595,9 @@ def _check_dictionary_names(config: StudyConfig, source: str, key: str, name: An
     if len(parts) > 1:
         entries = [config.dictionary(p) for p in parts]
         if len({e.model for e in entries}) > 1 or len({e.hook for e in entries}) < len(entries):
-            raise _fail(source, key, f"{name!r}: dictionaries edited together must share a model and sit on "
-                        "different hooks")
+            raise _fail(
+                source, key, f"{name!r}: dictionaries edited together must share a model and sit on different hooks"
+            )
 
 
 def resolve_relative(file: str, config_path: Path | None) -> Path:

@@ -3,6 +3,7 @@
 
 Torch-free: config parsing and `diffdict --help` import it.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,15 +19,18 @@ def fail(source: str, key: str, message: str) -> ConfigError:
 
 
 def did_you_mean(value: Any, options: Any) -> str:
-    """"; did you mean 'x'?" for the option closest to a misspelt value, or "" when none is close."""
+    """ "; did you mean 'x'?" for the option closest to a misspelt value, or "" when none is close."""
     close = difflib.get_close_matches(str(value), [str(option) for option in options], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def one_of(source: str, key: str, value: Any, allowed: tuple | list) -> None:
     if value not in allowed:
-        raise fail(source, key, f"{value!r} is not allowed{did_you_mean(value, allowed)} "
-                                f"Allowed: {', '.join(map(str, allowed))}")
+        raise fail(
+            source,
+            key,
+            f"{value!r} is not allowed{did_you_mean(value, allowed)} Allowed: {', '.join(map(str, allowed))}",
+        )
 
 
 def positive(source: str, key: str, value: int | float | None) -> None:
@@ -40,8 +44,11 @@ def check_windows(source: str, key: str, windows: dict[str, list[float]]) -> Non
         raise fail(source, key, "is empty; give at least one window, e.g. { early = [0.6, 1.0] }")
     for name, window in windows.items():
         if len(window) != 2 or not 0.0 <= window[0] <= window[1] <= 1.0:
-            raise fail(source, f"{key}.{name}",
-                       f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
+            raise fail(
+                source,
+                f"{key}.{name}",
+                f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)",
+            )
 
 
 def check_toy_world_study(config: Any, study: Any, source: str, key: str) -> None:

@@ -11,6 +11,7 @@ Everything is computed from the resolved config and the models' shapes (built on
 `check` prints it; `check` and `run` refuse a run whose writes exceed the free space of the file
 system that holds the run folder.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,8 +107,11 @@ def estimate(config: StudyConfig, resolved: dict, device: str | None = None) -> 
     total = prompt_count(config)
     stored = config.stored_prompt_count(total)
     seeds = len(config.prompts.seeds)
-    train_prompts = max(0, total - round(config.prompts.eval_fraction * stored)) if config.streams else \
-        stored - round(config.prompts.eval_fraction * stored)
+    train_prompts = (
+        max(0, total - round(config.prompts.eval_fraction * stored))
+        if config.streams
+        else stored - round(config.prompts.eval_fraction * stored)
+    )
     for name in config.harvested_models():
         cost.models.append(_model_cost(config, name, resolved[name], total, stored, seeds))
     by_model = {m.name: m for m in cost.models}
@@ -121,9 +125,18 @@ def estimate(config: StudyConfig, resolved: dict, device: str | None = None) -> 
         per_image = cells * (steps if config.streams else (model.steps_kept if model else steps))
         available = max(1, train_prompts * seeds * per_image)
         need, how = memory_estimate(entry.architecture, entry.n, hook.d, entry.batch)
-        cost.dictionaries.append(DictionaryCost(
-            entry.name, entry.model, entry.hook, entry.tokens, entry.tokens / available, need, how,
-            checkpoint_bytes=2 * _saved_bytes(entry.architecture, entry.n, hook.d)))
+        cost.dictionaries.append(
+            DictionaryCost(
+                entry.name,
+                entry.model,
+                entry.hook,
+                entry.tokens,
+                entry.tokens / available,
+                need,
+                how,
+                checkpoint_bytes=2 * _saved_bytes(entry.architecture, entry.n, hook.d),
+            )
+        )
         if config.streams and model is not None:
             model.stream_generations = max(model.stream_generations, math.ceil(entry.tokens / per_image))
             key = (entry.model, entry.hook, entry.branch)
@@ -161,11 +174,25 @@ def _model_cost(config: StudyConfig, name: str, adapter, total: int, stored: int
         stores.append(StoreCost(hook_name, hook.d, maps, tokens, tensors, tensors + maps * INDEX_BYTES_PER_MAP))
         full += total * seeds * per_image_maps * (tokens * hook.d * item + INDEX_BYTES_PER_MAP)
     weights = _weights_bytes(config, name, adapter)
-    job = harvest.batch_size * sum(len(kept_steps) * len(produced) * _cells(config, name, adapter, h) *
-                                   adapter.hook_point(h).d * 4 for h in config.hooks_of(name))
-    return ModelCost(name, total, stored, seeds, stored * seeds, len(kept_steps), branches, stores,
-                     sum(s.bytes for s in stores), _present_bytes(Path(config.out) / "stores" / name), weights, job,
-                     full_store_bytes=full)
+    job = harvest.batch_size * sum(
+        len(kept_steps) * len(produced) * _cells(config, name, adapter, h) * adapter.hook_point(h).d * 4
+        for h in config.hooks_of(name)
+    )
+    return ModelCost(
+        name,
+        total,
+        stored,
+        seeds,
+        stored * seeds,
+        len(kept_steps),
+        branches,
+        stores,
+        sum(s.bytes for s in stores),
+        _present_bytes(Path(config.out) / "stores" / name),
+        weights,
+        job,
+        full_store_bytes=full,
+    )
 
 
 def _weights_bytes(config: StudyConfig, name: str, adapter) -> int:
@@ -178,8 +205,11 @@ def _weights_bytes(config: StudyConfig, name: str, adapter) -> int:
     denoiser = sum(p.numel() for p in adapter.denoiser.parameters())
     family = FAMILIES[adapter.family]
     companions = family.companion_parameters if entry.id in REAL_MODELS else {}
-    item = DTYPE_BYTES[entry.dtype] if entry.dtype else (4 if (config.device or "cpu") == "cpu" else
-                                                         family.cuda_dtype.itemsize)
+    item = (
+        DTYPE_BYTES[entry.dtype]
+        if entry.dtype
+        else (4 if (config.device or "cpu") == "cpu" else family.cuda_dtype.itemsize)
+    )
     total = 0
     for component, count in {"denoiser": denoiser, **companions}.items():
         four_bit = entry.quantize == "nf4" and (component == "denoiser" or component in family.nf4_components)
@@ -204,26 +234,37 @@ def describe(cost: RunCost) -> list[str]:
     """The cost as `check` prints it."""
     lines = ["cost (from the models' shapes; store tensors exact, memory estimated, model activations not counted):"]
     for m in cost.models:
-        lines.append(f"  {m.name}: {m.prompts:,} prompts x {m.seeds} seed(s); stores keep {m.stored_prompts:,} prompts "
-                     f"-> {m.harvest_generations:,} generations to harvest; {m.steps_kept} step(s) x "
-                     f"{'+'.join(m.branches_kept)} per image")
+        lines.append(
+            f"  {m.name}: {m.prompts:,} prompts x {m.seeds} seed(s); stores keep {m.stored_prompts:,} prompts "
+            f"-> {m.harvest_generations:,} generations to harvest; {m.steps_kept} step(s) x "
+            f"{'+'.join(m.branches_kept)} per image"
+        )
         for s in m.stores:
-            lines.append(f"    store {s.hook:12s} {s.maps:,} maps x {s.tokens_per_map} tokens x d={s.d}: "
-                         f"{human_bytes(s.bytes)}")
+            lines.append(
+                f"    store {s.hook:12s} {s.maps:,} maps x {s.tokens_per_map} tokens x d={s.d}: {human_bytes(s.bytes)}"
+            )
         present = f" ({human_bytes(m.store_bytes_present)} already on disk)" if m.store_bytes_present else ""
-        lines.append(f"    stores {human_bytes(m.store_bytes)}{present}; memory while harvesting: weights "
-                     f"{human_bytes(m.weights_bytes)} + one job's captured maps {human_bytes(m.job_capture_bytes)}")
+        lines.append(
+            f"    stores {human_bytes(m.store_bytes)}{present}; memory while harvesting: weights "
+            f"{human_bytes(m.weights_bytes)} + one job's captured maps {human_bytes(m.job_capture_bytes)}"
+        )
         if cost.source == "stream" and m.stream_generations:
-            lines.append(f"    stream: {m.stream_generations:,} generations to train; shuffle windows "
-                         f"{human_bytes(m.stream_window_bytes)} of host memory; not written: "
-                         f"{human_bytes(max(0, m.full_store_bytes - m.store_bytes))} (a store of every prompt)")
+            lines.append(
+                f"    stream: {m.stream_generations:,} generations to train; shuffle windows "
+                f"{human_bytes(m.stream_window_bytes)} of host memory; not written: "
+                f"{human_bytes(max(0, m.full_store_bytes - m.store_bytes))} (a store of every prompt)"
+            )
     for d in cost.dictionaries:
-        lines.append(f"  {d.name}: {d.tokens:,} tokens = {d.passes:.3g} pass(es) over its training maps; training "
-                     f"memory {human_bytes(d.train_memory)} ({d.train_memory_how}); checkpoints "
-                     f"{human_bytes(d.checkpoint_bytes)}")
+        lines.append(
+            f"  {d.name}: {d.tokens:,} tokens = {d.passes:.3g} pass(es) over its training maps; training "
+            f"memory {human_bytes(d.train_memory)} ({d.train_memory_how}); checkpoints "
+            f"{human_bytes(d.checkpoint_bytes)}"
+        )
     verdict = "fits" if cost.disk_needed <= cost.disk_free else "DOES NOT FIT"
-    lines.append(f"  disk: writes {human_bytes(cost.disk_needed)} under {cost.disk_path} "
-                 f"({human_bytes(cost.disk_free)} free): {verdict}")
+    lines.append(
+        f"  disk: writes {human_bytes(cost.disk_needed)} under {cost.disk_path} "
+        f"({human_bytes(cost.disk_free)} free): {verdict}"
+    )
     return lines
 
 
@@ -236,5 +277,6 @@ def refuse_if_no_room(cost: RunCost, source: str) -> None:
     raise UserError(
         f"{source}: the run would write {human_bytes(cost.disk_needed)} but the file system of {cost.disk_path} has "
         f"{human_bytes(cost.disk_free)} free{where}. Free space, choose another `out`, or store less: "
-        f"train.source = \"stream\" (dictionaries train from generation; stores keep only harvest.prompts prompts), "
-        f"a smaller harvest.prompts, harvest.tokens_per_image, harvest.steps or harvest.branches")
+        f'train.source = "stream" (dictionaries train from generation; stores keep only harvest.prompts prompts), '
+        f"a smaller harvest.prompts, harvest.tokens_per_image, harvest.steps or harvest.branches"
+    )

@@ -15,16 +15,29 @@ Tables:
   editability_best  model, unit, attribute, window, method, kind, best_strength (chosen on tune), success,
                     clean_success, target_before, prompts (held-out), tune_success, tune_clean_success, tune_prompts
 """
+
 from __future__ import annotations
 
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from .aggregates import number
 from .alignment import distinct_features
 from .concepts import dense_codes
-from .edits import DICTIONARY, ORACLE, RANDOM, Variant, concept_means, concept_norms, interventions_for, judge_edit, \
-    plans_for, region_direction, region_seed
+from .edits import (
+    DICTIONARY,
+    ORACLE,
+    RANDOM,
+    Variant,
+    concept_means,
+    concept_norms,
+    interventions_for,
+    judge_edit,
+    plans_for,
+    region_direction,
+    region_seed,
+)
 from .labelled import labelled_set
 from .run import Run
 
@@ -46,8 +59,10 @@ def dictionary_atoms(run: Run, name: str, tokens) -> tuple[dict[str, torch.Tenso
     codes = dense_codes(dictionary, tokens.x)
     chosen = distinct_features(codes, tokens.targets, attribute_groups(tokens.concepts))
     atoms = dictionary.atoms.detach().float().cpu()
-    return ({tokens.concepts[c]: atoms[f] for c, (f, _) in chosen.items()},
-            {tokens.concepts[c]: rank for c, (_, rank) in chosen.items()})
+    return (
+        {tokens.concepts[c]: atoms[f] for c, (f, _) in chosen.items()},
+        {tokens.concepts[c]: rank for c, (_, rank) in chosen.items()},
+    )
 
 
 def hook_units(run: Run, model: str) -> dict[str, list[str]]:
@@ -88,8 +103,15 @@ def run_editability(run: Run) -> dict[str, pl.DataFrame]:
         dictionaries = dictionaries_by_hook(run, study.dictionaries, model)
         jobs = [(a, u, w) for a in study.attributes for u in units for w in study.windows]
         for attribute, unit, window in tqdm(jobs, desc=f"editability {model}", disable=not run.progress):
-            rows += cells.edit(unit, units[unit], attribute, window, tuple(study.windows[window]), study.strengths,
-                               {h: dictionaries[h] for h in units[unit] if h in dictionaries})
+            rows += cells.edit(
+                unit,
+                units[unit],
+                attribute,
+                window,
+                tuple(study.windows[window]),
+                study.strengths,
+                {h: dictionaries[h] for h in units[unit] if h in dictionaries},
+            )
     table = pl.DataFrame(rows, infer_schema_length=None)
     return {"editability": table, "editability_best": best_strengths(table)}
 
@@ -101,35 +123,66 @@ class EditCells:
     cross-model edits): each method's strength is chosen on the tuning prompts and scored on the
     held-out prompts at that strength alone."""
 
-    def __init__(self, run: Run, model: str, hooks: list[str], selection_prompts: int, scoring_prompts: int,
-                 tuning_prompts: int):
+    def __init__(
+        self, run: Run, model: str, hooks: list[str], selection_prompts: int, scoring_prompts: int, tuning_prompts: int
+    ):
         from diffdict.toyworld.judge import judge
 
         self.run, self.model = run, model
         self.selection = labelled_set(run, model, hooks, "selection", selection_prompts)
-        self.sets = {TUNE: labelled_set(run, model, [], "tuning", tuning_prompts),
-                     SCORE: labelled_set(run, model, [], "scoring", scoring_prompts)}
+        self.sets = {
+            TUNE: labelled_set(run, model, [], "tuning", tuning_prompts),
+            SCORE: labelled_set(run, model, [], "scoring", scoring_prompts),
+        }
         entry = run.config.model(model)
         adapter = run.adapter(model)
-        self.grids = {h: adapter.hook_point(h).grid(entry.height or adapter.defaults.height,
-                                                    entry.width or adapter.defaults.width) for h in hooks}
+        self.grids = {
+            h: adapter.hook_point(h).grid(
+                entry.height or adapter.defaults.height, entry.width or adapter.defaults.width
+            )
+            for h in hooks
+        }
         self.originals = {split: [judge(image) for image in prompts.images] for split, prompts in self.sets.items()}
 
-    def edit(self, unit: str, hooks: list[str], attribute: str, window: str, t_range: tuple[float, float],
-             strengths: list[float], dictionaries: dict[str, list[str]]) -> list[dict]:
+    def edit(
+        self,
+        unit: str,
+        hooks: list[str],
+        attribute: str,
+        window: str,
+        t_range: tuple[float, float],
+        strengths: list[float],
+        dictionaries: dict[str, list[str]],
+    ) -> list[dict]:
         low, high = t_range
         steps = sum(low <= t <= high for t in self.selection.step_t)
         if steps == 0:
             return []  # the window holds no denoising step of this model (e.g. late, for 1-step Turbo)
-        base = {"model": self.model, "unit": unit, "hooks": ",".join(hooks), "attribute": attribute,
-                "window": window, "t_low": low, "t_high": high, "steps_in_window": steps}
+        base = {
+            "model": self.model,
+            "unit": unit,
+            "hooks": ",".join(hooks),
+            "attribute": attribute,
+            "window": window,
+            "t_low": low,
+            "t_high": high,
+            "steps_in_window": steps,
+        }
         tuned = self._judged(TUNE, hooks, attribute, t_range, strengths, dictionaries, None, base)
         chosen = _chosen_strengths(tuned)
         return tuned + self._judged(SCORE, hooks, attribute, t_range, strengths, dictionaries, chosen, base)
 
-    def _judged(self, split: str, hooks: list[str], attribute: str, t_range: tuple[float, float],
-                strengths: list[float], dictionaries: dict[str, list[str]], chosen: dict[str, float] | None,
-                base: dict) -> list[dict]:
+    def _judged(
+        self,
+        split: str,
+        hooks: list[str],
+        attribute: str,
+        t_range: tuple[float, float],
+        strengths: list[float],
+        dictionaries: dict[str, list[str]],
+        chosen: dict[str, float] | None,
+        base: dict,
+    ) -> list[dict]:
         """Rows of one split's edits: every strength (tuning), or each method's chosen one (scoring)."""
         run, prompts = self.run, self.sets[split]
         plans = plans_for(prompts.prompts, attribute)
@@ -138,19 +191,30 @@ class EditCells:
             variants = [v for v in variants if chosen.get(v.method) == v.strength]
         rows = []
         for start in range(0, len(variants), BATCH_LIMIT):
-            chunk = variants[start:start + BATCH_LIMIT]
-            images = run.generate(self.model, [prompts.prompts[v.plan.prompt_index].text for v in chunk],
-                                  [run.study_seed] * len(chunk),
-                                  interventions=interventions_for(chunk, {h: self.grids[h] for h in hooks},
-                                                                  t_range)).images
+            chunk = variants[start : start + BATCH_LIMIT]
+            images = run.generate(
+                self.model,
+                [prompts.prompts[v.plan.prompt_index].text for v in chunk],
+                [run.study_seed] * len(chunk),
+                interventions=interventions_for(chunk, {h: self.grids[h] for h in hooks}, t_range),
+            ).images
             for variant, image in zip(chunk, images):
                 index = variant.plan.prompt_index
                 judged = judge_edit(variant.plan, prompts.prompts[index].scene, self.originals[split][index], image)
-                rows.append({**base, "method": variant.method,
-                             "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
-                             "split": split, "strength": variant.strength, "prompt_id": prompts.prompts[index].id,
-                             "success": float(judged.success), "clean_success": float(judged.clean_success),
-                             "target_before": float(judged.target_before), "feature_rank": variant.feature_rank})
+                rows.append(
+                    {
+                        **base,
+                        "method": variant.method,
+                        "kind": DICTIONARY if variant.method not in (ORACLE, RANDOM) else variant.method,
+                        "split": split,
+                        "strength": variant.strength,
+                        "prompt_id": prompts.prompts[index].id,
+                        "success": float(judged.success),
+                        "clean_success": float(judged.clean_success),
+                        "target_before": float(judged.target_before),
+                        "feature_rank": variant.feature_rank,
+                    }
+                )
         return rows
 
 
@@ -159,23 +223,39 @@ def _chosen_strengths(rows: list[dict]) -> dict[str, float]:
     smaller strength)."""
     if not rows:
         return {}
-    table = pl.DataFrame(rows).group_by(["method", "strength"]).agg(pl.col("clean_success").mean(),
-                                                                     pl.col("success").mean())
-    best = (table.sort(["clean_success", "success", "strength"], descending=[True, True, False])
-            .group_by("method", maintain_order=True).first())
+    table = (
+        pl.DataFrame(rows)
+        .group_by(["method", "strength"])
+        .agg(pl.col("clean_success").mean(), pl.col("success").mean())
+    )
+    best = (
+        table.sort(["clean_success", "success", "strength"], descending=[True, True, False])
+        .group_by("method", maintain_order=True)
+        .first()
+    )
     return dict(best.select("method", "strength").iter_rows())
 
 
-def _variants(run: Run, plans, hooks: list[str], selection, t_range: tuple[float, float],
-              strengths: list[float], dictionaries: dict[str, list[str]]) -> list[Variant]:
+def _variants(
+    run: Run,
+    plans,
+    hooks: list[str],
+    selection,
+    t_range: tuple[float, float],
+    strengths: list[float],
+    dictionaries: dict[str, list[str]],
+) -> list[Variant]:
     """Every (plan, method, strength) edit of one unit in one window, with its scaled vectors."""
     low, high = t_range
     per_hook = {}
     for hook in hooks:
         tokens = selection.tokens(hook)
         window = tokens.rows((tokens.t >= low) & (tokens.t <= high))
-        per_hook[hook] = (concept_means(window.x, window.targets, window.concepts),
-                          concept_norms(window.x, window.targets, window.concepts), window.x.shape[1])
+        per_hook[hook] = (
+            concept_means(window.x, window.targets, window.concepts),
+            concept_norms(window.x, window.targets, window.concepts),
+            window.x.shape[1],
+        )
     methods: dict[str, tuple[dict, dict] | None] = {ORACLE: None, RANDOM: None}
     if len(hooks) == 1:  # a group has no single dictionary
         for name in dictionaries.get(hooks[0], []):
@@ -186,16 +266,20 @@ def _variants(run: Run, plans, hooks: list[str], selection, t_range: tuple[float
             unit_vectors = _plan_directions(plan, hooks, per_hook, method, features)
             if unit_vectors is None:
                 continue
-            rank = max((features[1][c] for r in plan.regions for c in (r.source, r.target)), default=None) \
-                if features else None
+            rank = (
+                max((features[1][c] for r in plan.regions for c in (r.source, r.target)), default=None)
+                if features
+                else None
+            )
             for strength in strengths:
                 vectors = {hook: [v * strength for v in vs] for hook, vs in unit_vectors.items()}
                 variants.append(Variant(plan, method, float(strength), vectors, rank))
     return variants
 
 
-def _plan_directions(plan, hooks: list[str], per_hook: dict, method: str,
-                     features: tuple[dict, dict] | None) -> dict[str, list[torch.Tensor]] | None:
+def _plan_directions(
+    plan, hooks: list[str], per_hook: dict, method: str, features: tuple[dict, dict] | None
+) -> dict[str, list[torch.Tensor]] | None:
     """hook -> per region, the method's direction scaled to the reference norm (strength 1); None
     when the method has no direction for one of the plan's concepts."""
     out = {}
@@ -204,8 +288,14 @@ def _plan_directions(plan, hooks: list[str], per_hook: dict, method: str,
         vectors = []
         for r, region in enumerate(plan.regions):
             seed = region_seed(hook, plan, r)
-            direction = region_direction(DICTIONARY if features else method, region, means=means,
-                                         atoms=features[0] if features else None, d=d, seed=seed)
+            direction = region_direction(
+                DICTIONARY if features else method,
+                region,
+                means=means,
+                atoms=features[0] if features else None,
+                d=d,
+                seed=seed,
+            )
             if direction is None or region.source not in norms:
                 return None
             vectors.append(direction * norms[region.source])
@@ -224,16 +314,29 @@ def best_strengths(table: pl.DataFrame) -> pl.DataFrame:
     if "target_before" not in table.columns:
         table = table.with_columns(pl.lit(None, dtype=pl.Float64).alias("target_before"))
     keys = ["model", "unit", "attribute", "window", "method", "kind"]
-    tune = (table.filter(pl.col("split") == TUNE).group_by([*keys, "strength"])
-            .agg(pl.col("clean_success").mean().alias("tune_clean_success"),
-                 pl.col("success").mean().alias("tune_success"), pl.len().alias("tune_prompts"))
-            .sort(["tune_clean_success", "tune_success", "strength"], descending=[True, True, False])
-            .group_by(keys, maintain_order=True).first())
-    scored = (table.filter(pl.col("split") == SCORE)
-              .group_by([*keys, "strength"]).agg(pl.col("success").mean(), pl.col("clean_success").mean(),
-                                                 pl.col("target_before").mean(), pl.len().alias("prompts")))
-    return (scored.join(tune, on=[*keys, "strength"], how="inner")
-            .rename({"strength": "best_strength"}).sort(keys))
+    tune = (
+        table.filter(pl.col("split") == TUNE)
+        .group_by([*keys, "strength"])
+        .agg(
+            pl.col("clean_success").mean().alias("tune_clean_success"),
+            pl.col("success").mean().alias("tune_success"),
+            pl.len().alias("tune_prompts"),
+        )
+        .sort(["tune_clean_success", "tune_success", "strength"], descending=[True, True, False])
+        .group_by(keys, maintain_order=True)
+        .first()
+    )
+    scored = (
+        table.filter(pl.col("split") == SCORE)
+        .group_by([*keys, "strength"])
+        .agg(
+            pl.col("success").mean(),
+            pl.col("clean_success").mean(),
+            pl.col("target_before").mean(),
+            pl.len().alias("prompts"),
+        )
+    )
+    return scored.join(tune, on=[*keys, "strength"], how="inner").rename({"strength": "best_strength"}).sort(keys)
 
 
 def plot_editability(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, object]]:
@@ -248,23 +351,40 @@ def plot_editability(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[st
             subset = group.filter(pl.col("method") == method)
             if subset.is_empty():
                 continue
-            path = heatmap(subset, "unit", "attribute", "clean_success",
-                           run.plot_path(f"editability_{model}_{window}_{method}"),
-                           f"{model}, {window}: {method} clean success (held out) at its tuned strength")
+            path = heatmap(
+                subset,
+                "unit",
+                "attribute",
+                "clean_success",
+                run.plot_path(f"editability_{model}_{window}_{method}"),
+                f"{model}, {window}: {method} clean success (held out) at its tuned strength",
+            )
             plots.append((f"Editability map, {model}, {window} window: {method} direction", path))
     table = tables["editability"]
     # Dose-response (the tuning sweep) at each attribute's best unit for the oracle, chosen on tuning prompts.
     oracle = best.filter(pl.col("method") == ORACLE).sort("tune_clean_success", descending=True, nulls_last=True)
     for (model, attribute), group in oracle.group_by(["model", "attribute"], maintain_order=True):
         top = group.row(0, named=True)
-        dose = (table.filter((pl.col("model") == model) & (pl.col("attribute") == attribute)
-                             & (pl.col("unit") == top["unit"]) & (pl.col("window") == top["window"])
-                             & (pl.col("split") == TUNE))
-                .group_by(["method", "strength"]).agg(pl.col("clean_success").mean()).sort("strength"))
-        path = line_plot(dose, "strength", "clean_success", "method",
-                         run.plot_path(f"editability_dose_{model}_{attribute}"),
-                         f"{model} {attribute} at {top['unit']} ({top['window']}): clean success against "
-                         f"strength (tuning prompts)")
+        dose = (
+            table.filter(
+                (pl.col("model") == model)
+                & (pl.col("attribute") == attribute)
+                & (pl.col("unit") == top["unit"])
+                & (pl.col("window") == top["window"])
+                & (pl.col("split") == TUNE)
+            )
+            .group_by(["method", "strength"])
+            .agg(pl.col("clean_success").mean())
+            .sort("strength")
+        )
+        path = line_plot(
+            dose,
+            "strength",
+            "clean_success",
+            "method",
+            run.plot_path(f"editability_dose_{model}_{attribute}"),
+            f"{model} {attribute} at {top['unit']} ({top['window']}): clean success against strength (tuning prompts)",
+        )
         plots.append((f"Dose-response, {model}, {attribute} at {top['unit']}", path))
     return plots
 
@@ -278,19 +398,25 @@ def summarize_editability(run: Run, tables: dict[str, pl.DataFrame]) -> str:
     sentences = []
     for (model,), rows in best.group_by(["model"], maintain_order=True):
         parts = []
-        prompts = int(rows["prompts"].max())
+        prompts = int(number(rows["prompts"].max()))
         for (attribute,), group in rows.group_by(["attribute"], maintain_order=True):
-            oracle = group.filter(pl.col("method") == ORACLE).sort(["tune_clean_success", "tune_success"],
-                                                                   descending=True, nulls_last=True)
+            oracle = group.filter(pl.col("method") == ORACLE).sort(
+                ["tune_clean_success", "tune_success"], descending=True, nulls_last=True
+            )
             if oracle.is_empty():
                 continue
             top = oracle.row(0, named=True)
             same = group.filter((pl.col("unit") == top["unit"]) & (pl.col("window") == top["window"]))
-            others = ", ".join(f"{r['method']} {r['clean_success']:.2f}" for r in same.iter_rows(named=True)
-                               if r["method"] != ORACLE)
-            parts.append(f"{attribute} at {top['unit']} ({top['window']}): oracle {top['clean_success']:.2f} "
-                         f"(success {top['success']:.2f}, no edit {top['target_before']:.2f}, strength "
-                         f"{top['best_strength']:g}), {others}")
-        sentences.append(f"{model}, clean success at each attribute's best unit (chosen on tuning prompts; "
-                         f"{prompts} held-out prompts per cell): " + "; ".join(parts) + ".")
+            others = ", ".join(
+                f"{r['method']} {r['clean_success']:.2f}" for r in same.iter_rows(named=True) if r["method"] != ORACLE
+            )
+            parts.append(
+                f"{attribute} at {top['unit']} ({top['window']}): oracle {top['clean_success']:.2f} "
+                f"(success {top['success']:.2f}, no edit {top['target_before']:.2f}, strength "
+                f"{top['best_strength']:g}), {others}"
+            )
+        sentences.append(
+            f"{model}, clean success at each attribute's best unit (chosen on tuning prompts; "
+            f"{prompts} held-out prompts per cell): " + "; ".join(parts) + "."
+        )
     return " ".join(sentences)

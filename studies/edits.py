@@ -18,17 +18,23 @@ scene); position also needs the object gone from its old place, background also 
 every object's colour kept. Clean success: success, and every attribute that was right
 before the edit is still right.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .config import EDIT_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from diffdict.toyworld.scenes import Scene
+
 ORACLE, RANDOM, DICTIONARY = "oracle", "random", "dictionary"
 
 
@@ -54,7 +60,7 @@ class EditPlan:
     attribute: str
     source_value: str
     target_value: str
-    expected_scene: object  # toyworld Scene as it should look after the edit
+    expected_scene: Scene  # toyworld Scene as it should look after the edit
     regions: tuple[Region, ...]
 
     @property
@@ -91,19 +97,35 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
     rendered = render(scene)
     first = scene.objects[0]
     own = rendered.masks[0].astype(bool)
-    objects = rendered.masks.any(axis=0)
+    objects = np.asarray(rendered.masks.any(axis=0))  # (H, W) bool (numpy types any(axis=0) as bool | array)
     background = f"background:{scene.background}"
     if attribute == "colour":
         new = _next_value(list(world.COLOURS), first.colour, {scene.background})
-        return new and EditPlan(prompt_index, attribute, first.colour, new, _replace_object(scene, 0, colour=new),
-                                (Region(own, f"colour:{first.colour}", f"colour:{new}"),))
+        if new is None:
+            return None
+        return EditPlan(
+            prompt_index,
+            attribute,
+            first.colour,
+            new,
+            _replace_object(scene, 0, colour=new),
+            (Region(own, f"colour:{first.colour}", f"colour:{new}"),),
+        )
     if attribute == "shape":
         new = _next_value(list(world.SHAPES), first.shape, set())
+        if new is None:
+            return None
         box = np.zeros_like(own)
         x0, y0, x1, y1 = first.box
-        box[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = True
-        return new and EditPlan(prompt_index, attribute, first.shape, new, _replace_object(scene, 0, shape=new),
-                                (Region(box, f"shape:{first.shape}", f"shape:{new}"),))
+        box[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+        return EditPlan(
+            prompt_index,
+            attribute,
+            first.shape,
+            new,
+            _replace_object(scene, 0, shape=new),
+            (Region(box, f"shape:{first.shape}", f"shape:{new}"),),
+        )
     if attribute == "position":
         new = _next_value(list(world.POSITIONS), first.position, {o.position for o in scene.objects})
         if new is None:
@@ -112,22 +134,53 @@ def plan_edit(scene, attribute: str, prompt_index: int) -> EditPlan | None:
         moved = dataclasses.replace(first, position=new, cx=int(ax), cy=int(ay))
         expected = dataclasses.replace(scene, objects=(moved, *scene.objects[1:]))
         destination = object_mask(moved).astype(bool)
-        return EditPlan(prompt_index, attribute, first.position, new, expected,
-                        (Region(own & ~destination, f"position:{first.position}", background),
-                         Region(destination, background, f"position:{new}")))
+        return EditPlan(
+            prompt_index,
+            attribute,
+            first.position,
+            new,
+            expected,
+            (
+                Region(own & ~destination, f"position:{first.position}", background),
+                Region(destination, background, f"position:{new}"),
+            ),
+        )
     if attribute == "background":
         new = _next_value(list(world.BACKGROUNDS), scene.background, {o.colour for o in scene.objects})
-        return new and EditPlan(prompt_index, attribute, scene.background, new,
-                                dataclasses.replace(scene, background=new),
-                                (Region(~objects, background, f"background:{new}"),))
+        if new is None:
+            return None
+        return EditPlan(
+            prompt_index,
+            attribute,
+            scene.background,
+            new,
+            dataclasses.replace(scene, background=new),
+            (Region(~objects, background, f"background:{new}"),),
+        )
     if attribute == "pattern":
         new = _next_value(list(world.PATTERNS), scene.pattern, set())
-        return new and EditPlan(prompt_index, attribute, scene.pattern, new, dataclasses.replace(scene, pattern=new),
-                                (Region(~objects, f"pattern:{scene.pattern}", f"pattern:{new}"),))
+        if new is None:
+            return None
+        return EditPlan(
+            prompt_index,
+            attribute,
+            scene.pattern,
+            new,
+            dataclasses.replace(scene, pattern=new),
+            (Region(~objects, f"pattern:{scene.pattern}", f"pattern:{new}"),),
+        )
     if attribute == "style":
         new = _next_value(list(world.STYLES), scene.style, set())
-        return new and EditPlan(prompt_index, attribute, scene.style, new, dataclasses.replace(scene, style=new),
-                                (Region(objects, f"style:{scene.style}", f"style:{new}"),))
+        if new is None:
+            return None
+        return EditPlan(
+            prompt_index,
+            attribute,
+            scene.style,
+            new,
+            dataclasses.replace(scene, style=new),
+            (Region(objects, f"style:{scene.style}", f"style:{new}"),),
+        )
     raise ValueError(f"unknown edit attribute {attribute!r}; allowed: {', '.join(EDIT_ATTRIBUTES)}")
 
 
@@ -158,8 +211,9 @@ def _reads_target(plan: EditPlan, judged) -> bool:
     if plan.attribute in ("background", "pattern"):
         # A background edit that recolours the objects is not a background edit.
         found = match_objects(plan.expected_scene, judged.objects)
-        success = success and all(o is not None and o.colour == t.colour
-                                  for o, t in zip(found, plan.expected_scene.objects))
+        success = success and all(
+            o is not None and o.colour == t.colour for o, t in zip(found, plan.expected_scene.objects)
+        )
     return success
 
 
@@ -179,9 +233,12 @@ def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image)
     success = _reads_target(plan, edited)
     source_shown = bool(before[plan.attribute][0]) if before[plan.attribute] else False
     edited_key = (plan.attribute, 0)
-    kept = [index < len(after[attribute]) and after[attribute][index]
-            for attribute, values in before.items() for index, was_right in enumerate(values)
-            if was_right and (attribute, index) != edited_key]
+    kept = [
+        index < len(after[attribute]) and after[attribute][index]
+        for attribute, values in before.items()
+        for index, was_right in enumerate(values)
+        if was_right and (attribute, index) != edited_key
+    ]
     preservation = sum(kept) / len(kept) if kept else float("nan")
     count_kept = len(edited.objects) == len(plan.expected_scene.objects)
     clean = success and source_shown and count_kept and all(kept)
@@ -197,7 +254,7 @@ def random_unit(d: int, seed: int) -> torch.Tensor:
     return unit(torch.randn(d, generator=torch.Generator().manual_seed(seed)))
 
 
-def region_seed(hook: str, plan: "EditPlan", region: int) -> int:
+def region_seed(hook: str, plan: EditPlan, region: int) -> int:
     """A stable seed per hook, edit and region: the random floor is the same direction at every strength."""
     return zlib.crc32(f"{hook}/{plan.attribute}/{plan.prompt_index}/{region}".encode())
 
@@ -215,19 +272,31 @@ def concept_means(x: torch.Tensor, targets: np.ndarray, concepts: list[str]) -> 
 def concept_norms(x: torch.Tensor, targets: np.ndarray, concepts: list[str]) -> dict[str, float]:
     """concept -> mean token norm over its rows: the reference norm for edits from that concept."""
     norms = x.norm(dim=-1)
-    return {name: float(norms[torch.as_tensor(np.flatnonzero(targets[:, c]))].mean())
-            for c, name in enumerate(concepts) if targets[:, c].any()}
+    return {
+        name: float(norms[torch.as_tensor(np.flatnonzero(targets[:, c]))].mean())
+        for c, name in enumerate(concepts)
+        if targets[:, c].any()
+    }
 
 
-def region_direction(method: str, region: Region, *, means: dict[str, torch.Tensor] | None = None,
-                     atoms: dict[str, torch.Tensor] | None = None, d: int = 0, seed: int = 0) -> torch.Tensor | None:
+def region_direction(
+    method: str,
+    region: Region,
+    *,
+    means: dict[str, torch.Tensor] | None = None,
+    atoms: dict[str, torch.Tensor] | None = None,
+    d: int = 0,
+    seed: int = 0,
+) -> torch.Tensor | None:
     """The unit direction a method adds on a region, or None when it has no vector for a concept."""
     if method == ORACLE:
+        assert means is not None, "the oracle method needs the concepts' means"
         if region.source not in means or region.target not in means:
             return None
         return unit(means[region.target] - means[region.source])
     if method == RANDOM:
         return random_unit(d, seed)
+    assert atoms is not None, "the dictionary method needs the concepts' atoms"
     if region.source not in atoms or region.target not in atoms:
         return None
     return unit(atoms[region.target] - atoms[region.source])
@@ -246,8 +315,7 @@ class Variant:
     feature_rank: int | None = None
 
 
-def interventions_for(variants: list[Variant], grids: dict[str, tuple[int, int]],
-                      t_range: tuple[float, float]) -> list:
+def interventions_for(variants: list[Variant], grids: dict[str, tuple[int, int]], t_range: tuple[float, float]) -> list:
     """One AddDirection per hook and region slot, carrying every variant's own direction and mask."""
     from diffdict import adapters
 
@@ -263,6 +331,9 @@ def interventions_for(variants: list[Variant], grids: dict[str, tuple[int, int]]
                     direction[row] = variant.vectors[hook][slot]
                     mask[row] = torch.as_tensor(variant.plan.regions[slot].cells(grid))
             if mask.any():
-                out.append(adapters.AddDirection(hook, direction=direction, strength=1.0, mask=mask,
-                                                 t_range=t_range, branch="cond+uncond-"))
+                out.append(
+                    adapters.AddDirection(
+                        hook, direction=direction, strength=1.0, mask=mask, t_range=t_range, branch="cond+uncond-"
+                    )
+                )
     return out

@@ -9,6 +9,7 @@ Two steps, so that anyone can check the committed text against the committed num
 
 A verdict that differs between seeds is marked fragile.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ import polars as pl
 from .claims import Finding, judge_claims
 
 # The run tables the claims read, as they are (small) or reduced (per-prompt rows -> rates).
-PLAIN = ("editability_best", "transfer_metrics", "transfer_splice", "compare_metrics", "compare_alignment",
-         "training_summary", "layout")
+PLAIN = (
+    "editability_best",
+    "transfer_metrics",
+    "transfer_splice",
+    "compare_metrics",
+    "compare_alignment",
+    "training_summary",
+    "layout",
+)
 STAGE_ORDER = ["harvest", "train", "studies", "report"]
 SEED_FOLDER = re.compile(r"seed-(\d+)$")
 
@@ -51,36 +59,63 @@ def run_tables(results: Path, config: str | Path | None = None) -> dict[str, pl.
 
         tables["transfer_edit_success"] = transfer_edit_success(edits)
         if "split" in edits.columns:
-            tables["transfer_edit_prompts"] = held_out_prompts(edits.rename({"model": "target_model"}),
-                                                               ["dictionary", "target_model", "attribute", "method"])
+            tables["transfer_edit_prompts"] = held_out_prompts(
+                edits.rename({"model": "target_model"}), ["dictionary", "target_model", "attribute", "method"]
+            )
     if (windows := read("windows")) is not None:
         tables["windows_success"] = windows_success(windows)
         if "split" in windows.columns:
-            tables["windows_prompts"] = held_out_prompts(windows, ["model", "hook", "dictionary", "edit", "style",
-                                                                   "window"])
+            tables["windows_prompts"] = held_out_prompts(
+                windows, ["model", "hook", "dictionary", "edit", "style", "window"]
+            )
     if "compare_alignment" in tables:  # the claims read F1 per concept (random draws averaged); the rest stays
         alignment = tables["compare_alignment"]
-        keys = [c for c in ("world", "pair", "method", "kind", "scope", "family", "concept", "attribute")
-                if c in alignment.columns]
-        tables["compare_alignment"] = (alignment.group_by(keys, maintain_order=True)
-                                       .agg(pl.col("auroc").mean(), pl.col("f1").mean()))
+        keys = [
+            c
+            for c in ("world", "pair", "method", "kind", "scope", "family", "concept", "attribute")
+            if c in alignment.columns
+        ]
+        tables["compare_alignment"] = alignment.group_by(keys, maintain_order=True).agg(
+            pl.col("auroc").mean(), pl.col("f1").mean()
+        )
     return tables
 
 
 def held_out_prompts(edits: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Per-prompt clean success of the held-out rows (what paired tests read), sorted."""
-    return (edits.filter(pl.col("split") == "score").select(*keys, "prompt_id", pl.col("clean_success").cast(pl.Int8))
-            .sort([*keys, "prompt_id"]))
+    return (
+        edits.filter(pl.col("split") == "score")
+        .select(*keys, "prompt_id", pl.col("clean_success").cast(pl.Int8))
+        .sort([*keys, "prompt_id"])
+    )
 
 
 def windows_success(windows: pl.DataFrame) -> pl.DataFrame:
     """Per (split, model, hook, dictionary, edit, style, kind, window): mean success, clean success, no-edit
     rate and the prompts they rest on."""
-    keys = [c for c in ("split", "model", "hook", "dictionary", "edit", "style", "kind", "window", "t_low", "t_high",
-                        "steps_in_window") if c in windows.columns]
+    keys = [
+        c
+        for c in (
+            "split",
+            "model",
+            "hook",
+            "dictionary",
+            "edit",
+            "style",
+            "kind",
+            "window",
+            "t_low",
+            "t_high",
+            "steps_in_window",
+        )
+        if c in windows.columns
+    ]
     rates = [pl.col(c).mean() for c in ("success", "clean_success", "target_before") if c in windows.columns]
-    return (windows.group_by(keys).agg(*rates, pl.len().alias("prompts"))
-            .sort([k for k in keys if k in ("split", "model", "hook", "dictionary", "edit", "style", "window")]))
+    return (
+        windows.group_by(keys)
+        .agg(*rates, pl.len().alias("prompts"))
+        .sort([k for k in keys if k in ("split", "model", "hook", "dictionary", "edit", "style", "window")])
+    )
 
 
 def seed_results(run_dir: Path, base_seed: int) -> dict[int, Path]:
@@ -119,18 +154,23 @@ def read_export(folder: Path) -> tuple[dict[int, dict[str, pl.DataFrame]], dict]
     if not folder.is_dir():
         from .errors import MissingFileError
 
-        raise MissingFileError(f"{folder} is not a findings folder; make one with `diffdict findings RUN_DIR --tables {folder}`")
+        raise MissingFileError(
+            f"{folder} is not a findings folder; make one with `diffdict findings RUN_DIR --tables {folder}`"
+        )
     from diffdict.dictionaries.guarded_read import read_csv, read_json
 
-    fix = (f"export it again from the run with `diffdict findings RUN_DIR --tables {folder}` (or restore it, e.g. "
-           f"`git checkout -- {folder}` for the committed docs/findings)")
+    fix = (
+        f"export it again from the run with `diffdict findings RUN_DIR --tables {folder}` (or restore it, e.g. "
+        f"`git checkout -- {folder}` for the committed docs/findings)"
+    )
     seeds = {}
     for sub in sorted(folder.iterdir()):
         match = SEED_FOLDER.match(sub.name)
         if match and sub.is_dir():
-            seeds[int(match.group(1))] = {p.stem: read_csv(p, "an exported claims table (CSV)", fix,
-                                                           infer_schema_length=None)
-                                          for p in sorted(sub.glob("*.csv"))}
+            seeds[int(match.group(1))] = {
+                p.stem: read_csv(p, "an exported claims table (CSV)", fix, infer_schema_length=None)
+                for p in sorted(sub.glob("*.csv"))
+            }
     provenance_file = folder / "provenance.json"
     provenance = read_json(provenance_file, "the export's provenance (JSON)", fix) if provenance_file.exists() else {}
     return dict(sorted(seeds.items())), provenance
@@ -147,47 +187,70 @@ def render(seeds: dict[int, dict[str, pl.DataFrame]], provenance: dict, source: 
     findings = {seed: judge_claims(tables) for seed, tables in seeds.items()}
     main = findings[base_seed]
     others = {seed: {f.key: f.verdict for f in fs} for seed, fs in findings.items() if seed != base_seed}
-    lines = ["# The papers' claims on the toy world", "",
-             f"Generated by `diffdict findings` from the tables in {source.rstrip('/')}/ (do not edit by hand). "
-             "Each claim "
-             "is measured on the toy world, where the truth is known, beside a floor (random directions, raw "
-             "channels) and a ceiling (the diff-in-means oracle, a supervised probe). A verdict is about these toy "
-             "models at this scale, not about the papers' models.", ""]
+    lines = [
+        "# The papers' claims on the toy world",
+        "",
+        f"Generated by `diffdict findings` from the tables in {source.rstrip('/')}/ (do not edit by hand). "
+        "Each claim "
+        "is measured on the toy world, where the truth is known, beside a floor (random directions, raw "
+        "channels) and a ceiling (the diff-in-means oracle, a supervised probe). A verdict is about these toy "
+        "models at this scale, not about the papers' models.",
+        "",
+    ]
     lines += _provenance_lines(provenance, seeds)
     lines += ["", "| paper | claim | verdict |", "|---|---|---|"]
     for finding in main:
         lines.append(f"| {finding.paper.split(',')[0]} | {finding.claim} | {_verdict(finding, others)} |")
     for finding in main:
-        lines += ["", f"## {finding.claim}", "", f"*{finding.paper}.* Verdict: **{_verdict(finding, others)}**.", "",
-                  finding.body]
+        lines += [
+            "",
+            f"## {finding.claim}",
+            "",
+            f"*{finding.paper}.* Verdict: **{_verdict(finding, others)}**.",
+            "",
+            finding.body,
+        ]
     return "\n".join(lines) + "\n"
 
 
 def _verdict(finding: Finding, others: dict[int, dict[str, str]]) -> str:
-    flips = [f"seed {seed}: {verdicts[finding.key]}" for seed, verdicts in others.items()
-             if verdicts.get(finding.key, finding.verdict) != finding.verdict]
-    return finding.verdict + (f" (fragile; {', '.join(flips)})" if flips else
-                              f" (same with seed {', '.join(map(str, others))})" if others else "")
+    flips = [
+        f"seed {seed}: {verdicts[finding.key]}"
+        for seed, verdicts in others.items()
+        if verdicts.get(finding.key, finding.verdict) != finding.verdict
+    ]
+    return finding.verdict + (
+        f" (fragile; {', '.join(flips)})"
+        if flips
+        else f" (same with seed {', '.join(map(str, others))})"
+        if others
+        else ""
+    )
 
 
 def _provenance_lines(provenance: dict, seeds: dict) -> list[str]:
     lines = []
     if provenance.get("command"):
-        lines.append(f"- Run: `{provenance['command']}` at commit {provenance.get('commit', '?')}, "
-                     f"{provenance.get('date', '?')}.")
+        lines.append(
+            f"- Run: `{provenance['command']}` at commit {provenance.get('commit', '?')}, "
+            f"{provenance.get('date', '?')}."
+        )
     if provenance.get("stage_seconds"):
         seconds = provenance["stage_seconds"]
         order = sorted(seconds, key=lambda k: STAGE_ORDER.index(k) if k in STAGE_ORDER else len(STAGE_ORDER))
         stages = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in order)
-        lines.append(f"- Time on {provenance.get('machine', 'this machine')}: {sum(seconds.values()) / 60:.1f} min "
-                     f"({stages}).")
+        lines.append(
+            f"- Time on {provenance.get('machine', 'this machine')}: {sum(seconds.values()) / 60:.1f} min ({stages})."
+        )
     if provenance.get("study_seconds"):
         seconds = provenance["study_seconds"]
         studies = ", ".join(f"{k} {seconds[k] / 60:.1f}" for k in sorted(seconds, key=lambda k: -seconds[k]))
         lines.append(f"- Studies (min, longest first): {studies}.")
     extra = sorted(set(seeds) - {int(provenance.get("study_seed", min(seeds)))})
     if extra:
-        lines.append(f"- Seeds: the numbers below are seed {provenance.get('study_seed', min(seeds))}'s; "
-                     f"`diffdict study --seed {extra[0]}` reran every study on other prompts from the same splits "
-                     "(same stores and dictionaries). A verdict that changes with the seed is marked fragile.")
+        lines.append(
+            f"- Seeds: the numbers below are seed {provenance.get('study_seed', min(seeds))}'s; "
+            f"`diffdict study --seed {extra[0]}` reran every study on other prompts from the same splits "
+            "(same stores and dictionaries). A verdict that changes with the seed is marked fragile."
+        )
     return lines

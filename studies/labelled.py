@@ -10,6 +10,7 @@ windows, layout, atlas labels). It keeps the prompt sets apart:
 Every prompt is generated with the study seed (`Run.study_seed`: `prompts.seeds[0]`), so a study's unedited
 image of a prompt is the same image whichever study asks.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ import numpy as np
 import torch
 
 from .concepts import location_concepts
-from .run import Run
 from .errors import UserError
+from .run import Run
 
 SPLITS = ("selection", "tuning", "scoring")
 GENERATE_CHUNK = 32  # prompts per generate call: bounds the captured maps held at once
@@ -29,8 +30,15 @@ def concept_names() -> list[str]:
     """Every concept the toy world can label a location with, in a fixed order."""
     from diffdict.toyworld import scenes
 
-    values = {"background": scenes.BACKGROUNDS, "colour": scenes.COLOURS, "pattern": scenes.PATTERNS,
-              "position": scenes.POSITIONS, "shape": scenes.SHAPES, "size": scenes.SIZES, "style": scenes.STYLES}
+    values = {
+        "background": scenes.BACKGROUNDS,
+        "colour": scenes.COLOURS,
+        "pattern": scenes.PATTERNS,
+        "position": scenes.POSITIONS,
+        "shape": scenes.SHAPES,
+        "size": scenes.SIZES,
+        "style": scenes.STYLES,
+    }
     return [f"{attribute}:{value}" for attribute in sorted(values) for value in values[attribute]]
 
 
@@ -50,11 +58,19 @@ class HookTokens:
     t: np.ndarray  # (N,) normalised time of the row's step
     grid: tuple[int, int]
 
-    def rows(self, mask: np.ndarray) -> "HookTokens":
+    def rows(self, mask: np.ndarray) -> HookTokens:
         """The subset of rows where mask (N,) is true."""
         index = np.flatnonzero(mask)
-        return HookTokens(self.x[torch.as_tensor(index)], self.targets[index], self.concepts,
-                          self.prompt_index[index], self.location[index], self.step[index], self.t[index], self.grid)
+        return HookTokens(
+            self.x[torch.as_tensor(index)],
+            self.targets[index],
+            self.concepts,
+            self.prompt_index[index],
+            self.location[index],
+            self.step[index],
+            self.t[index],
+            self.grid,
+        )
 
     def concept(self, name: str) -> np.ndarray:
         return self.targets[:, self.concepts.index(name)]
@@ -88,10 +104,15 @@ def _label(maps: torch.Tensor, prompts: list, step_t: list[float]) -> HookTokens
             per_prompt[b, cell, [column[c] for c in labels]] = True
     cells = h * w
     return HookTokens(
-        x=maps.reshape(-1, d).float(), targets=np.tile(per_prompt.reshape(batch * cells, -1), (steps, 1)),
-        concepts=concepts, prompt_index=np.tile(np.repeat(np.arange(batch), cells), steps),
-        location=np.tile(np.arange(cells), steps * batch), step=np.repeat(np.arange(steps), batch * cells),
-        t=np.repeat(np.asarray(step_t, dtype=np.float64), batch * cells), grid=(h, w))
+        x=maps.reshape(-1, d).float(),
+        targets=np.tile(per_prompt.reshape(batch * cells, -1), (steps, 1)),
+        concepts=concepts,
+        prompt_index=np.tile(np.repeat(np.arange(batch), cells), steps),
+        location=np.tile(np.arange(cells), steps * batch),
+        step=np.repeat(np.arange(steps), batch * cells),
+        t=np.repeat(np.asarray(step_t, dtype=np.float64), batch * cells),
+        grid=(h, w),
+    )
 
 
 def prompt_ids(run: Run, model: str, split: str) -> list[int]:
@@ -124,7 +145,7 @@ def labelled_set(run: Run, model: str, hooks: list[str], split: str, count: int)
     seed = run.study_seed
     images, chunks, step_t = [], {h: [] for h in wanted}, []
     for start in range(0, len(prompts), GENERATE_CHUNK):
-        part = prompts[start:start + GENERATE_CHUNK]
+        part = prompts[start : start + GENERATE_CHUNK]
         gen = run.generate(model, [p.text for p in part], [seed] * len(part), hooks=wanted)
         images += gen.images
         for hook in wanted:

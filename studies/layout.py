@@ -16,9 +16,11 @@ the caption's objects). Baselines, the same for every step:
 Table layout: model, hook, method, kind, step, t, iou_foreground, iou_objects, prompts, se_vs_baseline (the
 standard error of the per-prompt difference from the stronger baseline, on the same prompts).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -31,7 +33,7 @@ from .run import Run
 PROBE, CAPTION, OTHER_SEED = "probe", "caption alone", "other seed"
 
 
-def cell_layout(masks: list[np.ndarray | None], grid: tuple[int, int]) -> np.ndarray:
+def cell_layout(masks: Sequence[np.ndarray | None], grid: tuple[int, int]) -> np.ndarray:
     """(h*w,) int: 0 = background, i + 1 = the i-th object, for cells at least half covered by it.
 
     masks: one (H, W) bool pixel mask per caption object (None when the object is missing).
@@ -61,8 +63,10 @@ def caption_masks(scene) -> list[np.ndarray]:
     from diffdict.toyworld.render import object_mask
     from diffdict.toyworld.scenes import ANCHORS
 
-    return [object_mask(dataclasses.replace(o, cx=ANCHORS[o.position][0], cy=ANCHORS[o.position][1])).astype(bool)
-            for o in scene.objects]
+    return [
+        object_mask(dataclasses.replace(o, cx=ANCHORS[o.position][0], cy=ANCHORS[o.position][1])).astype(bool)
+        for o in scene.objects
+    ]
 
 
 def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -112,8 +116,7 @@ def probe_layout(selection: HookTokens, sel_truth: np.ndarray, scoring: HookToke
     return predicted.reshape(-1, scoring.grid[0] * scoring.grid[1])
 
 
-def feature_layout(sel_codes: np.ndarray, sel_foreground: np.ndarray, held_codes: np.ndarray,
-                   cells: int) -> np.ndarray:
+def feature_layout(sel_codes: np.ndarray, sel_foreground: np.ndarray, held_codes: np.ndarray, cells: int) -> np.ndarray:
     """(prompts, h*w) foreground predicted by the single best feature (chosen and thresholded on selection)."""
     auc = np.nan_to_num(auroc_matrix(sel_codes, sel_foreground[:, None])[:, 0], nan=-np.inf)
     feature = int(np.argmax(auc))
@@ -141,32 +144,67 @@ def run_layout(run: Run) -> dict[str, pl.DataFrame]:
             truth = np.stack([cell_layout(m, grid) for m in held_masks])
             base = {"model": model, "hook": hook, "prompts": len(scoring.prompts)}
             baselines = {}
-            for method, masks in ((CAPTION, [caption_masks(p.scene) for p in scoring.prompts]),
-                                  (OTHER_SEED, other_masks)):
+            for method, masks in (
+                (CAPTION, [caption_masks(p.scene) for p in scoring.prompts]),
+                (OTHER_SEED, other_masks),
+            ):
                 predicted = np.stack([cell_layout(m, grid) for m in masks])
                 fg, obj = prompt_ious(predicted, truth, scoring.prompts)
                 baselines[method] = fg
-                rows.append({**base, "method": method, "kind": "baseline", "step": None, "t": None,
-                             "iou_foreground": float(fg.mean()), "iou_objects": float(np.nanmean(obj))})
+                rows.append(
+                    {
+                        **base,
+                        "method": method,
+                        "kind": "baseline",
+                        "step": None,
+                        "t": None,
+                        "iou_foreground": float(fg.mean()),
+                        "iou_objects": float(np.nanmean(obj)),
+                    }
+                )
             reference = max(baselines.values(), key=np.mean)  # the stronger baseline, per prompt
-            codes = {n: (dense_codes(run.dictionary(n), sel_tokens.x), dense_codes(run.dictionary(n), held_tokens.x))
-                     for n in dictionaries if run.config.dictionary(n).hook == hook}
+            codes = {
+                n: (dense_codes(run.dictionary(n), sel_tokens.x), dense_codes(run.dictionary(n), held_tokens.x))
+                for n in dictionaries
+                if run.config.dictionary(n).hook == hook
+            }
             for step in np.unique(held_tokens.step):
                 at_sel, at_held = sel_tokens.step == step, held_tokens.step == step
                 sel_step, held_step = sel_tokens.rows(at_sel), held_tokens.rows(at_held)
                 t = float(held_step.t[0])
-                fg, obj = prompt_ious(probe_layout(sel_step, sel_truth, held_step, run.config.seed), truth,
-                                      scoring.prompts)
-                rows.append({**base, "method": PROBE, "kind": "probe", "step": int(step), "t": t,
-                             "iou_foreground": float(fg.mean()), "iou_objects": float(np.nanmean(obj)),
-                             "se_vs_baseline": paired_se(fg, reference)})
+                fg, obj = prompt_ious(
+                    probe_layout(sel_step, sel_truth, held_step, run.config.seed), truth, scoring.prompts
+                )
+                rows.append(
+                    {
+                        **base,
+                        "method": PROBE,
+                        "kind": "probe",
+                        "step": int(step),
+                        "t": t,
+                        "iou_foreground": float(fg.mean()),
+                        "iou_objects": float(np.nanmean(obj)),
+                        "se_vs_baseline": paired_se(fg, reference),
+                    }
+                )
                 sel_foreground = sel_truth[sel_step.prompt_index, sel_step.location] > 0
                 for name, (sel_codes, held_codes) in codes.items():
-                    predicted = feature_layout(sel_codes[at_sel], sel_foreground, held_codes[at_held], grid[0] * grid[1])
+                    predicted = feature_layout(
+                        sel_codes[at_sel], sel_foreground, held_codes[at_held], grid[0] * grid[1]
+                    )
                     fg, _ = prompt_ious(predicted, truth, scoring.prompts)
-                    rows.append({**base, "method": name, "kind": "dictionary", "step": int(step), "t": t,
-                                 "iou_foreground": float(fg.mean()), "iou_objects": None,
-                                 "se_vs_baseline": paired_se(fg, reference)})
+                    rows.append(
+                        {
+                            **base,
+                            "method": name,
+                            "kind": "dictionary",
+                            "step": int(step),
+                            "t": t,
+                            "iou_foreground": float(fg.mean()),
+                            "iou_objects": None,
+                            "se_vs_baseline": paired_se(fg, reference),
+                        }
+                    )
     return {"layout": pl.DataFrame(rows, infer_schema_length=None)}
 
 
@@ -177,13 +215,21 @@ def plot_layout(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, ob
     plots = []
     for (model, hook), group in table.group_by(["model", "hook"], maintain_order=True):
         curves = group.filter(pl.col("step").is_not_null()).sort("t")
-        references = {row["method"]: row["iou_foreground"]
-                      for row in group.filter(pl.col("step").is_null()).iter_rows(named=True)}
-        path = lines_with_references(curves, "t", "iou_foreground", "method", references,
-                                     run.plot_path(f"layout_{model}_{hook}".replace("/", "_")),
-                                     f"{model} {hook}: final layout predicted at each step",
-                                     xlabel="t of the step (1 = pure noise)", ylabel="foreground IoU with the final image",
-                                     invert_x=True)
+        references = {
+            row["method"]: row["iou_foreground"] for row in group.filter(pl.col("step").is_null()).iter_rows(named=True)
+        }
+        path = lines_with_references(
+            curves,
+            "t",
+            "iou_foreground",
+            "method",
+            references,
+            run.plot_path(f"layout_{model}_{hook}".replace("/", "_")),
+            f"{model} {hook}: final layout predicted at each step",
+            xlabel="t of the step (1 = pure noise)",
+            ylabel="foreground IoU with the final image",
+            invert_x=True,
+        )
         plots.append((f"Layout from early steps, {model} {hook}: IoU against t, baselines as lines", path))
     return plots
 
@@ -197,10 +243,13 @@ def summarize_layout(run: Run, tables: dict[str, pl.DataFrame]) -> str:
         if probe.is_empty():
             continue
         first, best = probe.row(0, named=True), probe.sort("iou_foreground", descending=True).row(0, named=True)
-        base = {r["method"]: r["iou_foreground"] for r in group.filter(pl.col("kind") == "baseline").iter_rows(named=True)}
+        base = {
+            r["method"]: r["iou_foreground"] for r in group.filter(pl.col("kind") == "baseline").iter_rows(named=True)
+        }
         sentences.append(
             f"{model} {hook}: a probe predicts the final foreground at step 0 (t = {first['t']:.2f}) with IoU "
             f"{first['iou_foreground']:.2f}, at best {best['iou_foreground']:.2f} (step {best['step']}); the caption "
             f"alone gives {base.get(CAPTION, float('nan')):.2f}, another seed {base.get(OTHER_SEED, float('nan')):.2f} "
-            f"({first['prompts']} held-out prompts).")
+            f"({first['prompts']} held-out prompts)."
+        )
     return " ".join(sentences)

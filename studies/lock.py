@@ -10,6 +10,7 @@ with -9, a crashed machine) is stale: on the same host that is detected (the pid
 exists) and the lock is taken over with a note; a lock from another host cannot be checked, so
 the message says how to remove it once that run is known to be over.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import UserError
 
@@ -85,24 +86,34 @@ def run_lock(root: str | Path, command: str = "diffdict", log: Callable[[str], N
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 holds the lock for the whole group
         yield path
         return
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": command}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command,
+    }
     for _ in range(3):
         if not _create(path, me):
             holder = _settled_holder(path)
             if holder is None and path.exists():
-                raise UserError(f"{path} exists but names no holder (it is empty or not a diffdict lock): another "
-                                f"diffdict may be starting on {root} right now. Wait a moment and run again; if no "
-                                f"other diffdict uses {root}, delete {path} and run again") from None
+                raise UserError(
+                    f"{path} exists but names no holder (it is empty or not a diffdict lock): another "
+                    f"diffdict may be starting on {root} right now. Wait a moment and run again; if no "
+                    f"other diffdict uses {root}, delete {path} and run again"
+                ) from None
             if holder is not None and holder.get("host") != me["host"]:
-                raise UserError(f"{root} is in use by `{holder.get('command')}` (pid {holder.get('pid')} on host "
-                                f"{holder.get('host')}, since {holder.get('started')}); wait for it to finish. If "
-                                f"that run is over (the machine crashed), delete {path} and run again") from None
+                raise UserError(
+                    f"{root} is in use by `{holder.get('command')}` (pid {holder.get('pid')} on host "
+                    f"{holder.get('host')}, since {holder.get('started')}); wait for it to finish. If "
+                    f"that run is over (the machine crashed), delete {path} and run again"
+                ) from None
             if holder is not None and _alive(int(holder.get("pid", -1))) and holder.get("pid") != me["pid"]:
-                raise UserError(f"{root} is in use by `{holder.get('command')}` (pid {holder['pid']} on this host, "
-                                f"since {holder.get('started')}); one run per folder: wait for it to finish, or "
-                                f"choose another `out`. If that process is not a diffdict (its run crashed and the "
-                                f"pid was reused), delete {path} and run again") from None
+                raise UserError(
+                    f"{root} is in use by `{holder.get('command')}` (pid {holder['pid']} on this host, "
+                    f"since {holder.get('started')}); one run per folder: wait for it to finish, or "
+                    f"choose another `out`. If that process is not a diffdict (its run crashed and the "
+                    f"pid was reused), delete {path} and run again"
+                ) from None
             if holder is not None and holder.get("pid") == me["pid"]:
                 yield path  # re-entered by the same process (e.g. `run` calling its stages): already held
                 return

@@ -1,4 +1,5 @@
 """harvest -> train -> studies -> report, each stage resumable and callable on its own."""
+
 from __future__ import annotations
 
 import time
@@ -39,10 +40,14 @@ def read_tables(run: Run, names: tuple[str, ...], study: str | None = None) -> d
 
 def recompute_fix(config: str | Path | None, study: str | None, seed: int | None = None) -> str:
     """The safe fix for a damaged study table: compute that study again (its tables replaced, the others kept)."""
-    again = f"diffdict study {config or 'CONFIG'}{f' --only {study}' if study else ''} --force" \
-            f"{f' --seed {seed}' if seed is not None else ''}"
-    return (f"compute it again with `{again}`, which replaces {'that study' if study else 'the studies'}'s tables "
-            f"and keeps the others")
+    again = (
+        f"diffdict study {config or 'CONFIG'}{f' --only {study}' if study else ''} --force"
+        f"{f' --seed {seed}' if seed is not None else ''}"
+    )
+    return (
+        f"compute it again with `{again}`, which replaces {'that study' if study else 'the studies'}'s tables "
+        f"and keeps the others"
+    )
 
 
 def study_of_table(table: str) -> str | None:
@@ -70,14 +75,21 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
     for name in selected:
         kind = kinds[name]
         inputs = study_inputs(run, name)  # its config, fits, stores, prompts and seed: stale tables are recomputed
-        if (not force and read_tables(run, kind.tables, name) is not None
-                and recorded_hash(tables_folder, name) == inputs_hash(inputs)):
+        if (
+            not force
+            and read_tables(run, kind.tables, name) is not None
+            and recorded_hash(tables_folder, name) == inputs_hash(inputs)
+        ):
             continue
         start = time.perf_counter()
-        tables = kind.function("compute")(run)
+        compute = kind.function("compute")
+        assert compute is not None, f"study {name!r} declares no compute function"
+        tables = compute(run)
         if set(tables) != set(kind.tables):  # an undeclared table is never read back; a missing one reruns forever
-            raise TypeError(f"study {name!r} computed the tables {sorted(tables)}, but declares {list(kind.tables)} "
-                            f"(StudyKind.tables): they must be the same")
+            raise TypeError(
+                f"study {name!r} computed the tables {sorted(tables)}, but declares {list(kind.tables)} "
+                f"(StudyKind.tables): they must be the same"
+            )
         for table_name, table in tables.items():
             write_table(table, run.table_path(table_name))
         record_inputs(tables_folder, name, inputs)  # last: tables without it are recomputed
@@ -88,8 +100,9 @@ def run_studies(run: Run, only: list[str] | None = None, force: bool = False) ->
 
 def record_timings(run: Run, key: str, seconds: dict[str, float]) -> None:
     """Merge measured seconds into RESULTS/timings.json (what findings report as the run's cost)."""
-    _update_timings(run, lambda timings: timings.setdefault(key, {}).update(
-        {k: round(v, 1) for k, v in seconds.items()}))
+    _update_timings(
+        run, lambda timings: timings.setdefault(key, {}).update({k: round(v, 1) for k, v in seconds.items()})
+    )
 
 
 def record_code(run: Run) -> None:
@@ -113,8 +126,12 @@ def record_compute(run: Run, stage: str) -> None:
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 records for the group (as it holds the lock)
         return
-    record = {"threads": torch.get_num_threads(), "device": str(run.adapter_device()),
-              "model_dtypes": run.model_dtypes(), "store_dtype": run.config.harvest.dtype}
+    record = {
+        "threads": torch.get_num_threads(),
+        "device": str(run.adapter_device()),
+        "model_dtypes": run.model_dtypes(),
+        "store_dtype": run.config.harvest.dtype,
+    }
     _update_timings(run, lambda timings: timings.setdefault("compute", {}).update({stage: record}))
 
 
@@ -125,8 +142,12 @@ def read_timings(run: Run) -> dict:
     path = run.results_root / "timings.json"
     if not path.exists():
         return {}
-    return read_json(path, "the run's timings", f"it only records stage times, threads and the code's commit: "
-                                                f"delete {path} (it is written again by the next stage)")
+    return read_json(
+        path,
+        "the run's timings",
+        f"it only records stage times, threads and the code's commit: "
+        f"delete {path} (it is written again by the next stage)",
+    )
 
 
 def _update_timings(run: Run, change: Callable[[dict], None]) -> None:
@@ -150,18 +171,30 @@ def build_report(run: Run) -> Path:
         kind = kinds[name]
         tables = read_tables(run, kind.tables, name)
         if tables is None:
-            sections.append(Section(kind.title, f"Not computed yet: run `diffdict study {run.config.path} --only {name}`."))
+            sections.append(
+                Section(kind.title, f"Not computed yet: run `diffdict study {run.config.path} --only {name}`.")
+            )
             continue
         shown = [(table_name, table) for table_name, table in tables.items() if table_name not in kind.unlisted]
         plot, summarize, cards = (kind.function(role) for role in ("plot", "summarize", "cards"))
         about = f"{kind.about} {describe_inputs(run.table_path('x').parent, name)}".strip()
-        sections.append(Section(kind.title, about, tables=shown, plots=plot(run, tables) if plot else [],
-                                summary=summarize(run, tables) if summarize else "",
-                                cards=cards(tables) if cards else []))
+        sections.append(
+            Section(
+                kind.title,
+                about,
+                tables=shown,
+                plots=plot(run, tables) if plot else [],
+                summary=summarize(run, tables) if summarize else "",
+                cards=cards(tables) if cards else [],
+            )
+        )
     models = ", ".join(f"{m.name} = {m.id}" for m in run.config.models)
-    dictionaries = ", ".join(f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})"
-                             for d in run.config.dictionaries)
-    summary = f"Models: {models}. Dictionaries: {dictionaries}. Prompts: {len(run.prompts)} ({run.config.prompts.source})."
+    dictionaries = ", ".join(
+        f"{d.name} ({d.architecture}, {d.model} {d.hook}, n={d.n}, k={d.k})" for d in run.config.dictionaries
+    )
+    summary = (
+        f"Models: {models}. Dictionaries: {dictionaries}. Prompts: {len(run.prompts)} ({run.config.prompts.source})."
+    )
     return write_report(run.results_root / "report.html", f"diffdict: {run.config.name}", sections, summary)
 
 
@@ -175,13 +208,24 @@ def claims_section(run: Run) -> list:
     findings = judge_claims(run_tables(run.results_root, run.config.path))
     if 2 * sum(f.verdict == UNMEASURED for f in findings) > len(findings):
         return []
-    verdicts = pl.DataFrame({"paper": [f.paper.split(",")[0] for f in findings], "claim": [f.claim for f in findings],
-                             "verdict": [f.verdict for f in findings]})
+    verdicts = pl.DataFrame(
+        {
+            "paper": [f.paper.split(",")[0] for f in findings],
+            "claim": [f.claim for f in findings],
+            "verdict": [f.verdict for f in findings],
+        }
+    )
     summary = "; ".join(f"{f.paper.split(',')[0]}: {f.claim.rstrip('.')} — {f.verdict}" for f in findings) + "."
-    return [Section("The papers' claims", "Each claim judged from this run's tables beside its floor and ceiling "
-                    "(a verdict about these models at this run's scale); `diffdict findings RUN_DIR` writes the "
-                    "numbers and the rule behind each verdict.",
-                    tables=[("claims", verdicts)], summary=summary)]
+    return [
+        Section(
+            "The papers' claims",
+            "Each claim judged from this run's tables beside its floor and ceiling "
+            "(a verdict about these models at this run's scale); `diffdict findings RUN_DIR` writes the "
+            "numbers and the rule behind each verdict.",
+            tables=[("claims", verdicts)],
+            summary=summary,
+        )
+    ]
 
 
 def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -> dict[str, float]:
@@ -189,13 +233,17 @@ def run_all(run: Run, force: bool = False, log: Callable[[str], None] = print) -
     timings = {}
     run.save_config_copy()
     record_code(run)
-    for stage, action in (("harvest", run.harvest), ("train", run.train),
-                          ("studies", lambda: run_studies(run, force=force)), ("report", lambda: build_report(run))):
+    for stage, action in (
+        ("harvest", run.harvest),
+        ("train", run.train),
+        ("studies", lambda: run_studies(run, force=force)),
+        ("report", lambda: build_report(run)),
+    ):
         log(f"[{stage}] ...")
         start = time.perf_counter()
         result = action()
         timings[stage] = time.perf_counter() - start
-        if stage == "studies" and result:
+        if stage == "studies" and isinstance(result, dict) and result:
             log("[studies] " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.items()))
         log(f"[{stage}] done in {timings[stage]:.1f} s")
         record_timings(run, "stage_seconds", {stage: timings[stage]})

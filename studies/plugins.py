@@ -10,6 +10,7 @@ and installed packages can declare theirs once, as entry points in the group "di
 imported whenever a config is read. Each is imported once per process, so `check` then `run` in one
 process register nothing twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,10 @@ def load_entry_points() -> None:
         try:
             point.load()
         except Exception as error:  # a broken installed plug-in is named, not a traceback
-            raise ConfigError(f"the installed plug-in {point.name!r} ({point.value}, entry point group "
-                              f"{ENTRY_POINT_GROUP!r}) failed to import: {type(error).__name__}: {error}") from None
+            raise ConfigError(
+                f"the installed plug-in {point.name!r} ({point.value}, entry point group "
+                f"{ENTRY_POINT_GROUP!r}) failed to import: {type(error).__name__}: {error}"
+            ) from None
 
 
 def load_plugins(names: object, config_path: Path | None, source: str) -> list[str]:
@@ -45,8 +48,10 @@ def load_plugins(names: object, config_path: Path | None, source: str) -> list[s
     if names is None:
         return []
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
-        raise ConfigError(f"{source}: plugins: expected a list of module paths or .py files, e.g. "
-                          f"[\"my_pkg.my_study\", \"./my_arch.py\"], got {names!r}")
+        raise ConfigError(
+            f"{source}: plugins: expected a list of module paths or .py files, e.g. "
+            f'["my_pkg.my_study", "./my_arch.py"], got {names!r}'
+        )
     for i, name in enumerate(names):
         try:
             if name.endswith(".py") or "/" in name or "\\" in name:
@@ -56,11 +61,14 @@ def load_plugins(names: object, config_path: Path | None, source: str) -> list[s
         except ConfigError:
             raise
         except ModuleNotFoundError as error:
-            raise ConfigError(f"{source}: plugins[{i}]: {name!r} cannot be imported ({error}); give an importable "
-                              f"module path (installed, or on PYTHONPATH) or a .py file relative to the config") from None
+            raise ConfigError(
+                f"{source}: plugins[{i}]: {name!r} cannot be imported ({error}); give an importable "
+                f"module path (installed, or on PYTHONPATH) or a .py file relative to the config"
+            ) from None
         except Exception as error:
-            raise ConfigError(f"{source}: plugins[{i}]: importing {name!r} failed: {type(error).__name__}: "
-                              f"{error}") from None
+            raise ConfigError(
+                f"{source}: plugins[{i}]: importing {name!r} failed: {type(error).__name__}: {error}"
+            ) from None
     return list(names)
 
 
@@ -72,8 +80,9 @@ def _resolve(name: str, config_path: Path | None) -> Path:
 def _import_file(path: Path, source: str, index: int) -> None:
     """Import a plug-in file under a name derived from its absolute path (once per process)."""
     if not path.is_file():
-        raise ConfigError(f"{source}: plugins[{index}]: {path} does not exist; plug-in files are relative to the "
-                          f"config's folder")
+        raise ConfigError(
+            f"{source}: plugins[{index}]: {path} does not exist; plug-in files are relative to the config's folder"
+        )
     resolved = path.resolve()
     module_name = f"diffdict_plugin_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:8]}"
     if module_name in sys.modules:

@@ -9,12 +9,14 @@ are refused naming the file and column. Hub datasets are remembered in the run
 folder (prompts.parquet), so every stage and every resume of a run reads the same captions
 even if the dataset changes on the Hub meanwhile.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -44,8 +46,10 @@ def _caption_type_problem(file: Path, column: str) -> str | None:
         return None
     texts = [name for name, dtype in schema.items() if _is_text(dtype)]
     hint = f"its text columns: {', '.join(texts)}" if texts else f"{file.name} has no text column"
-    return (f"column {column!r} of {file} holds {_describe_dtype(schema[column])}, not text; every caption must be "
-            f"a string: give a column of caption text ({hint}), or write the captions as strings")
+    return (
+        f"column {column!r} of {file} holds {_describe_dtype(schema[column])}, not text; every caption must be "
+        f"a string: give a column of caption text ({hint}), or write the captions as strings"
+    )
 
 
 def _is_text(dtype: pl.DataType) -> bool:
@@ -123,8 +127,14 @@ def _summarize(file: str, size: int, mtime_ns: int, column: str, count: int, shu
     caption = _caption(column)
     kept = caption.filter(caption.str.len_chars() > 0)  # nulls and blanks dropped, as read_table drops them
     used = kept if shuffle else kept.head(count)
-    frame = _read(path, lambda: _scan(path).select(pl.len().alias("rows"), kept.len().alias("non_blank"),
-                                                   used.n_unique().alias("distinct")).collect())
+    frame = _read(
+        path,
+        lambda: (
+            _scan(path)
+            .select(pl.len().alias("rows"), kept.len().alias("non_blank"), used.n_unique().alias("distinct"))
+            .collect()
+        ),
+    )
     if path.suffix.lower() != ".parquet":  # polars checks a csv's fields and bytes only where it reads them
         _read(path, lambda: _scan(path).select(pl.all().null_count()).collect())
     rows, non_blank, distinct = frame.row(0)
@@ -132,12 +142,18 @@ def _summarize(file: str, size: int, mtime_ns: int, column: str, count: int, shu
     if rows == 0:
         raise SourceError(f"{path} has no rows; give a table with one caption per row")
     if non_blank == 0:
-        raise SourceError(f"{where} holds no caption: its {rows:,} row(s) are all empty or null; give the column "
-                          f"that holds the captions{_text_columns(path, column)}", "column")
+        raise SourceError(
+            f"{where} holds no caption: its {rows:,} row(s) are all empty or null; give the column "
+            f"that holds the captions{_text_columns(path, column)}",
+            "column",
+        )
     if distinct < 2:
         used_count = non_blank if shuffle else min(count, non_blank)
-        raise SourceError(f"{where} has 1 distinct caption (of {used_count:,} used), but train and eval are split "
-                          f"by prompt text, so at least 2 different captions are needed; add captions", "column")
+        raise SourceError(
+            f"{where} has 1 distinct caption (of {used_count:,} used), but train and eval are split "
+            f"by prompt text, so at least 2 different captions are needed; add captions",
+            "column",
+        )
     return TableSummary(rows, non_blank, distinct)
 
 
@@ -161,16 +177,22 @@ def unreadable_message(path: Path, error: BaseException) -> str:
     why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     suffix = path.suffix.lower()
     if "utf-8" in why.lower() or "utf8" in why.lower():
-        return (f"{path} is not UTF-8 text ({why}); save it as UTF-8, e.g. "
-                f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`")
+        return (
+            f"{path} is not UTF-8 text ({why}); save it as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`"
+        )
     if "more fields" in why:
-        return (f"{path} has a row with more fields than its header ({why}); quote every caption that holds the "
-                f"separator (\"a red, round circle\") or fix that row")
+        return (
+            f"{path} has a row with more fields than its header ({why}); quote every caption that holds the "
+            f'separator ("a red, round circle") or fix that row'
+        )
     if isinstance(error, pl.exceptions.NoDataError) or "empty" in why.lower():
         return f"{path} is empty ({why}); give a table with a header (or schema) and one caption per row"
     if suffix == ".jsonl":
-        return (f"{path} is not valid JSON lines ({why}); write one JSON object per line, e.g. "
-                f'{{"caption": "a red circle"}}')
+        return (
+            f"{path} is not valid JSON lines ({why}); write one JSON object per line, e.g. "
+            f'{{"caption": "a red circle"}}'
+        )
     return f"{path} cannot be read as {suffix[1:]} ({why}); it may be truncated or of another format: write it again"
 
 
@@ -210,14 +232,18 @@ def dataset_captions(section: PromptsSection, config_path: Path | None = None, c
     if texts_file.exists() and key_file.exists():
         from diffdict.dictionaries.guarded_read import read_json, read_parquet
 
-        fix = (f"delete {texts_file} and {key_file} and run the same command again: the captions are read again "
-               f"from the dataset (should it have changed on the Hub since, the stores' prompt hash says so)")
+        fix = (
+            f"delete {texts_file} and {key_file} and run the same command again: the captions are read again "
+            f"from the dataset (should it have changed on the Hub since, the stores' prompt hash says so)"
+        )
         if read_json(key_file, "the run's record of its dataset captions", fix) == key:
             return read_parquet(texts_file, "the run's dataset captions", fix, columns=("text",))["text"].to_list()
     texts = _load_dataset(name, section)
     from diffdict.dictionaries.atomic import write_file_atomic, write_json_atomic
 
-    write_file_atomic(texts_file, lambda tmp: pl.DataFrame({"text": texts}, schema={"text": pl.String}).write_parquet(tmp))
+    write_file_atomic(
+        texts_file, lambda tmp: pl.DataFrame({"text": texts}, schema={"text": pl.String}).write_parquet(tmp)
+    )
     write_json_atomic(key_file, key)
     return texts
 
@@ -234,15 +260,18 @@ def _load_dataset(name: str, section: PromptsSection) -> list[str]:
     that does not exist, a dataset not in the offline cache) is one message naming the dataset."""
     try:
         import datasets
+        import datasets.exceptions
     except ImportError:
         raise UserError("prompts.source = 'dataset' needs the `datasets` package: pip install datasets") from None
     hub = not Path(name).exists()
     if hub:
         kind, problem = _ask_hub(name)
         if kind == "unreachable":
-            raise UserError(f"prompts.dataset: cannot reach the Hugging Face Hub to read dataset {name!r} ({problem}); "
-                            f"check the network (or HF_ENDPOINT and proxy settings) and run the same command again; "
-                            f"nothing was generated")
+            raise UserError(
+                f"prompts.dataset: cannot reach the Hugging Face Hub to read dataset {name!r} ({problem}); "
+                f"check the network (or HF_ENDPOINT and proxy settings) and run the same command again; "
+                f"nothing was generated"
+            )
     try:
         rows = datasets.load_dataset(name, section.config, split=section.split, streaming=section.streaming)
         return _captions_of(rows, name, section)
@@ -263,11 +292,15 @@ def _dataset_refused(name: str, section: PromptsSection, error: BaseException, h
     why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     what = f"dataset {name!r} (split {section.split!r}{f', config {section.config!r}' if section.config else ''})"
     if "scripts are no longer supported" in why:
-        fix = ("the installed `datasets` no longer runs loading scripts: write the captions as data files "
-               "(parquet, jsonl or csv) in that folder, or point prompts.dataset at such a file")
+        fix = (
+            "the installed `datasets` no longer runs loading scripts: write the captions as data files "
+            "(parquet, jsonl or csv) in that folder, or point prompts.dataset at such a file"
+        )
     elif hub and _offline():
-        fix = ("HF_HUB_OFFLINE is set and the dataset is not in the local cache: unset HF_HUB_OFFLINE on a machine "
-               "with network access and run the same command again (the run folder then keeps its captions)")
+        fix = (
+            "HF_HUB_OFFLINE is set and the dataset is not in the local cache: unset HF_HUB_OFFLINE on a machine "
+            "with network access and run the same command again (the run folder then keeps its captions)"
+        )
     elif "split" in why.lower():
         fix = "set prompts.split to one of the dataset's splits"
     else:
@@ -276,15 +309,21 @@ def _dataset_refused(name: str, section: PromptsSection, error: BaseException, h
 
 
 def _captions_of(rows: Any, name: str, section: PromptsSection) -> list[str]:
+    assert section.column is not None  # required for a dataset source: the config check refuses a config without it
     columns = rows.column_names
     if columns is not None and section.column not in columns:
-        raise UserError(f"dataset {section.dataset!r} (split {section.split!r}) has no column {section.column!r}; "
-                         f"columns: {', '.join(columns)}")
+        raise UserError(
+            f"dataset {section.dataset!r} (split {section.split!r}) has no column {section.column!r}; "
+            f"columns: {', '.join(columns)}"
+        )
     if columns is not None:  # a streamed dataset may not know its columns before the first row
         rows = rows.select_columns([section.column])
     if section.shuffle:
-        rows = (rows.shuffle(seed=section.shuffle_seed, buffer_size=section.shuffle_buffer) if section.streaming
-                else rows.shuffle(seed=section.shuffle_seed))
+        rows = (
+            rows.shuffle(seed=section.shuffle_seed, buffer_size=section.shuffle_buffer)
+            if section.streaming
+            else rows.shuffle(seed=section.shuffle_seed)
+        )
     return _first_captions(iter(rows), section.count, name, section.column)
 
 
@@ -299,11 +338,15 @@ def _first_captions(rows: Iterable[dict], count: int, name: str, column: str) ->
             if len(texts) == count:
                 break
     if not texts:
-        raise UserError(f"dataset {name!r} has no non-empty captions in column {column!r}; give the column that "
-                        f"holds the captions (prompts.column), or another split (prompts.split)")
+        raise UserError(
+            f"dataset {name!r} has no non-empty captions in column {column!r}; give the column that "
+            f"holds the captions (prompts.column), or another split (prompts.split)"
+        )
     if len(set(texts)) < 2:
-        raise UserError(f"dataset {name!r} has 1 distinct caption in column {column!r} (of {len(texts)} used), but "
-                        f"train and eval are split by prompt text, so at least 2 different captions are needed")
+        raise UserError(
+            f"dataset {name!r} has 1 distinct caption in column {column!r} (of {len(texts)} used), but "
+            f"train and eval are split by prompt text, so at least 2 different captions are needed"
+        )
     return texts
 
 
@@ -313,8 +356,11 @@ DATA_SUFFIXES = (".parquet", ".arrow", ".csv", ".tsv", ".json", ".jsonl", ".txt"
 
 def _visible_files(folder: Path) -> list[Path]:
     """Every file under `folder` outside hidden folders (.git, .cache, .huggingface)."""
-    return [p for p in sorted(folder.rglob("*")) if p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return [
+        p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -332,11 +378,15 @@ def check_dataset_folder(folder: Path, column: str) -> int:
     if not data:
         scripts = [p.name for p in _visible_files(folder) if p.suffix == ".py"]
         if scripts:
-            raise SourceError(f"{folder} holds only a loading script ({', '.join(scripts)}) and no data files; the "
-                              f"installed `datasets` no longer runs loading scripts: write the captions as data files "
-                              f"(parquet, jsonl or csv) in that folder, or point prompts.dataset at such a file")
-        raise SourceError(f"{folder} holds no data files ({', '.join(DATA_SUFFIXES[:6])}, ...); give a folder of "
-                          f"parquet, jsonl or csv files, a single such file, or a Hugging Face dataset id")
+            raise SourceError(
+                f"{folder} holds only a loading script ({', '.join(scripts)}) and no data files; the "
+                f"installed `datasets` no longer runs loading scripts: write the captions as data files "
+                f"(parquet, jsonl or csv) in that folder, or point prompts.dataset at such a file"
+            )
+        raise SourceError(
+            f"{folder} holds no data files ({', '.join(DATA_SUFFIXES[:6])}, ...); give a folder of "
+            f"parquet, jsonl or csv files, a single such file, or a Hugging Face dataset id"
+        )
     tables = [p for p in data if p.suffix.lower() in (".parquet", ".jsonl", ".csv")]
     if len(tables) == len(data):
         _check_folder_captions(folder, tables, column)
@@ -355,17 +405,22 @@ def _check_folder_captions(folder: Path, tables: list[Path], column: str) -> Non
         if problem:
             raise SourceError(problem, "column")
         caption = _caption(column)
-        first = _read(table, lambda: _scan(table).select(caption.filter(caption.str.len_chars() > 0).head(64))
-                      .collect()).to_series()
+        first = _read(
+            table, lambda: _scan(table).select(caption.filter(caption.str.len_chars() > 0).head(64)).collect()
+        ).to_series()
         seen.update(first.to_list())
         if len(seen) >= 2:
             return
     if column not in columns:
-        raise SourceError(f"no data file of {folder} has a column {column!r}; their columns: "
-                          f"{', '.join(sorted(columns))}", "column")
-    raise SourceError(f"column {column!r} of the data files in {folder} holds "
-                      f"{'no caption: every row is empty or null' if not seen else '1 distinct caption'}; train and "
-                      f"eval are split by prompt text, so at least 2 different captions are needed", "column")
+        raise SourceError(
+            f"no data file of {folder} has a column {column!r}; their columns: {', '.join(sorted(columns))}", "column"
+        )
+    raise SourceError(
+        f"column {column!r} of the data files in {folder} holds "
+        f"{'no caption: every row is empty or null' if not seen else '1 distinct caption'}; train and "
+        f"eval are split by prompt text, so at least 2 different captions are needed",
+        "column",
+    )
 
 
 PROBE_TIMEOUT_S = 5.0  # a dead network or a slow Hub costs `check` at most this much
@@ -390,12 +445,16 @@ def _ask_hub(repo_id: str) -> tuple[str, str | None]:
     try:
         HfApi(library_name="diffdict").dataset_info(repo_id, timeout=PROBE_TIMEOUT_S)
     except GatedRepoError:
-        return "gated", (f"it is gated: accept its terms at https://huggingface.co/datasets/{repo_id} and log in "
-                         f"with `hf auth login`")
+        return "gated", (
+            f"it is gated: accept its terms at https://huggingface.co/datasets/{repo_id} and log in "
+            f"with `hf auth login`"
+        )
     except RepositoryNotFoundError:
-        raise SourceError(f"dataset {repo_id!r} is not on the Hugging Face Hub (or it is private and no token here "
-                          f"may read it): check the id at https://huggingface.co/datasets/{repo_id}, or log in with "
-                          f"`hf auth login`") from None
+        raise SourceError(
+            f"dataset {repo_id!r} is not on the Hugging Face Hub (or it is private and no token here "
+            f"may read it): check the id at https://huggingface.co/datasets/{repo_id}, or log in with "
+            f"`hf auth login`"
+        ) from None
     except HfHubHTTPError as error:
         return "unreachable", f"the Hub answered {getattr(getattr(error, 'response', None), 'status_code', '?')}"
     except network_errors() as error:
@@ -408,7 +467,11 @@ def describe(section: PromptsSection, config_path: Path | None = None) -> str:
     table's caption column must hold text and give captions (UserError otherwise: `check` and every stage
     call this); a Hub dataset is asked for once, briefly: one the Hub does not have is refused, one it cannot
     be asked about now is a warning on the line."""
-    order = f"{section.count:,} after a shuffle (seed {section.shuffle_seed})" if section.shuffle else f"first {section.count:,}"
+    order = (
+        f"{section.count:,} after a shuffle (seed {section.shuffle_seed})"
+        if section.shuffle
+        else f"first {section.count:,}"
+    )
     key = f"{config_path or '<config>'}: prompts.column"
     if section.source == "dataset":
         local = resolve_relative(section.dataset or "", config_path)
@@ -417,20 +480,26 @@ def describe(section: PromptsSection, config_path: Path | None = None) -> str:
             check_caption_column(local, section.column or "", key)
             return f"prompts: {local} ({where}); {_counted(local, section, config_path)}"
         if local.exists():  # its data files and captions were checked with the config (config._check_dataset)
-            return (f"prompts: local dataset folder {local} (split {section.split!r}, {where}): "
-                    f"{len(data_files(local))} data file(s); read through `datasets` at run time")
+            return (
+                f"prompts: local dataset folder {local} (split {section.split!r}, {where}): "
+                f"{len(data_files(local))} data file(s); read through `datasets` at run time"
+            )
         subset = f", config {section.config!r}" if section.config else ""
         mode = "streamed" if section.streaming else "downloaded"
         kind, why = _checked(lambda: _ask_hub(section.dataset or ""), config_path, "prompts.dataset")
-        reach = {"ok": "the Hub has it",
-                 "offline": "not asked (HF_HUB_OFFLINE is set): the harvest reads it from the local cache, or the "
-                            "captions a run of this section kept in its folder",
-                 "gated": f"warning: {why}",
-                 "unreachable": f"warning: not reachable now ({why}); the harvest needs the Hub (or the captions a "
-                                f"run of this section kept in its folder)"}[kind]
-        return (f"prompts: Hugging Face dataset {section.dataset!r} (split {section.split!r}{subset}, {where}): "
-                f"not downloaded now; it will be {mode} at run time and kept in the run folder ({CACHE_FILE}); "
-                f"{reach}")
+        reach = {
+            "ok": "the Hub has it",
+            "offline": "not asked (HF_HUB_OFFLINE is set): the harvest reads it from the local cache, or the "
+            "captions a run of this section kept in its folder",
+            "gated": f"warning: {why}",
+            "unreachable": f"warning: not reachable now ({why}); the harvest needs the Hub (or the captions a "
+            f"run of this section kept in its folder)",
+        }[kind]
+        return (
+            f"prompts: Hugging Face dataset {section.dataset!r} (split {section.split!r}{subset}, {where}): "
+            f"not downloaded now; it will be {mode} at run time and kept in the run folder ({CACHE_FILE}); "
+            f"{reach}"
+        )
     if section.source == "file":
         column = f", column {section.column!r}" if is_local_table(section.file or "", config_path) else ""
         file = resolve_relative(section.file or "", config_path)
@@ -453,6 +522,7 @@ def _checked(action: Callable[[], Any], config_path: Path | None, key: str) -> A
 def _counted(file: Path, section: PromptsSection, config_path: Path | None) -> str:
     """'N rows, M non-blank captions' of a local table (read once: the config's check read it already)."""
     key = "prompts.dataset" if section.source == "dataset" else "prompts.file"
-    summary = _checked(lambda: summarize_table(file, section.column or "", section.count, section.shuffle),
-                       config_path, key)
+    summary = _checked(
+        lambda: summarize_table(file, section.column or "", section.count, section.shuffle), config_path, key
+    )
     return f"{summary.rows:,} rows, {summary.non_blank:,} non-blank captions"

@@ -1,4 +1,5 @@
 """The prompts of a study: captions of toy-world scenes (with their ground truth) or plain text."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,13 @@ def study_prompts(section: PromptsSection, config_path: Path | None = None, cach
 
         texts = dataset_captions(section, config_path, cache)
     elif is_local_table(section.file or "", config_path):
-        texts = read_table(resolve_relative(section.file or "", config_path), section.column or "", section.count,
-                           section.shuffle, section.shuffle_seed)
+        texts = read_table(
+            resolve_relative(section.file or "", config_path),
+            section.column or "",
+            section.count,
+            section.shuffle,
+            section.shuffle_seed,
+        )
     else:
         file = resolve_relative(section.file or "", config_path)
         texts = [line.strip() for line in file.read_text().splitlines() if line.strip()][: section.count]

@@ -23,6 +23,7 @@ a field named `models` lists model entries and one named `dictionaries` lists di
 `strength` says its unit (declared with studies.strengths.strength_field: what a strength of 1 is, shown in
 errors and docs/configs.md) and is > 0 unless declared `signed=True`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,13 +131,21 @@ def register(kind: StudyKind) -> StudyKind:
     if not isinstance(kind, StudyKind):
         raise TypeError(f"register() takes a StudyKind, got {type(kind).__name__}")
     name = kind.name
-    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
-            and not name.startswith("_") and name not in RESERVED):
-        raise ValueError(f"study name {name!r}: use a Python identifier (letters, digits, '_'; not starting with "
-                         f"'_' or a digit, not {', '.join(RESERVED)}): it is a TOML key and `config.studies.NAME`")
+    if not (
+        isinstance(name, str)
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and not name.startswith("_")
+        and name not in RESERVED
+    ):
+        raise ValueError(
+            f"study name {name!r}: use a Python identifier (letters, digits, '_'; not starting with "
+            f"'_' or a digit, not {', '.join(RESERVED)}): it is a TOML key and `config.studies.NAME`"
+        )
     if name in REGISTRY:
-        raise ValueError(f"a study named {name!r} is already registered; unregister({name!r}) first or choose "
-                         f"another name")
+        raise ValueError(
+            f"a study named {name!r} is already registered; unregister({name!r}) first or choose another name"
+        )
     if not dataclasses.is_dataclass(kind.config) or not isinstance(kind.config, type):
         raise TypeError(f"study {name!r}: config must be a dataclass (the fields of its [studies.{name}] table)")
     if not kind.tables:
@@ -145,8 +154,10 @@ def register(kind: StudyKind) -> StudyKind:
     taken = {table: other.name for other in REGISTRY.values() for table in other.tables}
     clashes = [table for table in kind.tables if table in taken]
     if clashes:
-        raise ValueError(f"study {name!r}: table {clashes[0]!r} is already written by study {taken[clashes[0]]!r}; "
-                         f"table names are file names in RUN/tables/, so choose another")
+        raise ValueError(
+            f"study {name!r}: table {clashes[0]!r} is already written by study {taken[clashes[0]]!r}; "
+            f"table names are file names in RUN/tables/, so choose another"
+        )
     REGISTRY[name] = kind
     return kind
 
@@ -155,8 +166,10 @@ def _check_strength_units(kind: StudyKind) -> None:
     """A strength field must say what a strength of 1 is: the same word is a multiple of different norms."""
     missing = missing_units(kind.config)
     if missing:
-        raise ValueError(f"study {kind.name!r}: field {missing[0]!r} is a strength but does not say its unit; "
-                         f"declare it with studies.strengths.strength_field(default, unit=\"multiples of ...\")")
+        raise ValueError(
+            f"study {kind.name!r}: field {missing[0]!r} is a strength but does not say its unit; "
+            f'declare it with studies.strengths.strength_field(default, unit="multiples of ...")'
+        )
 
 
 def unregister(name: str) -> None:

@@ -15,6 +15,7 @@ Layout of a run folder (config `out`):
 
 Every stage skips what is already complete, so rerunning a killed `diffdict run` resumes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,8 @@ import torch
 from diffdict.dictionaries import registry
 
 from .config import DictionaryEntry, StudyConfig
-from .prompts import Prompt, study_prompts
 from .errors import MissingFileError, UserError
+from .prompts import Prompt, study_prompts
 
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The config's uniform `n` / `k` in each architecture's own words: each class's `size_keys`.
@@ -39,8 +40,14 @@ SIZE_KEYS = registry.SIZE_KEYS
 
 
 class Run:
-    def __init__(self, config: StudyConfig, device: str | None = None, progress: bool = True, force: bool = False,
-                 study_seed: int | None = None):
+    def __init__(
+        self,
+        config: StudyConfig,
+        device: str | None = None,
+        progress: bool = True,
+        force: bool = False,
+        study_seed: int | None = None,
+    ):
         self.config = config
         # Another prompt seed for the studies (the same stores and dictionaries): other selection and
         # scoring prompts, drawn from the same splits, and other noise. Tables go to seeds/SEED/.
@@ -70,14 +77,19 @@ class Run:
         model = self.config.model(entry.model)
         # What the group's dictionaries share; each dictionary's own settings are hashed apart
         # (dictionary_hash), so changing one retrains that one only.
-        settings = {"source": self.config.train.source, "tokens": entry.tokens if not self.config.streams else None,
-                    "batch": entry.batch if not self.config.streams else None,
-                    "train": dataclasses.asdict(self.config.train), "seed": self.config.seed,
-                    "eval_fraction": self.config.prompts.eval_fraction,
-                    "model": dataclasses.asdict(model), "harvest": dataclasses.asdict(self.config.harvest),
-                    "hooks": self.config.hooks_of(entry.model),
-                    "prompts": dataclasses.asdict(self.config.prompts),
-                    "store": self.harvest_settings(entry.model)}  # with a hash of the prompt texts
+        settings = {
+            "source": self.config.train.source,
+            "tokens": entry.tokens if not self.config.streams else None,
+            "batch": entry.batch if not self.config.streams else None,
+            "train": dataclasses.asdict(self.config.train),
+            "seed": self.config.seed,
+            "eval_fraction": self.config.prompts.eval_fraction,
+            "model": dataclasses.asdict(model),
+            "harvest": dataclasses.asdict(self.config.harvest),
+            "hooks": self.config.hooks_of(entry.model),
+            "prompts": dataclasses.asdict(self.config.prompts),
+            "store": self.harvest_settings(entry.model),
+        }  # with a hash of the prompt texts
         return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
     def dictionary_hash(self, entry: DictionaryEntry) -> str:
@@ -91,8 +103,14 @@ class Run:
         from diffdict.dictionaries.train_common import DictionarySpec
 
         n_key, k_key = SIZE_KEYS[entry.architecture]
-        return DictionarySpec(entry.name, entry.architecture, entry.hook, {n_key: entry.n, k_key: entry.k, **entry.options},
-                              branch=entry.branch, settings_hash=self.dictionary_hash(entry))
+        return DictionarySpec(
+            entry.name,
+            entry.architecture,
+            entry.hook,
+            {n_key: entry.n, k_key: entry.k, **entry.options},
+            branch=entry.branch,
+            settings_hash=self.dictionary_hash(entry),
+        )
 
     def fit_identity(self, entry: DictionaryEntry) -> str:
         """GROUP/NAME@HASH: everything that shaped a dictionary's fit (what studies' tables are keyed by)."""
@@ -168,8 +186,15 @@ class Run:
     def generate(self, model: str, prompts: list[str], seeds: list[int], **kwargs):
         """Generate with the model entry's steps, guidance and size."""
         entry = self.config.model(model)
-        return self.adapter(model).generate(prompts, seeds=seeds, steps=entry.steps, guidance=entry.guidance,
-                                            height=entry.height, width=entry.width, **kwargs)
+        return self.adapter(model).generate(
+            prompts,
+            seeds=seeds,
+            steps=entry.steps,
+            guidance=entry.guidance,
+            height=entry.height,
+            width=entry.width,
+            **kwargs,
+        )
 
     @cached_property
     def clip(self):
@@ -191,18 +216,29 @@ class Run:
         from diffdict.dictionaries.jobs import Selection
 
         section = self.config.harvest
-        return Selection(steps=tuple(section.steps) if section.steps is not None else None,
-                         branches=tuple(section.branches) if section.branches is not None else None,
-                         tokens_per_image=section.tokens_per_image)
+        return Selection(
+            steps=tuple(section.steps) if section.steps is not None else None,
+            branches=tuple(section.branches) if section.branches is not None else None,
+            tokens_per_image=section.tokens_per_image,
+        )
 
     def harvest_settings(self, model: str) -> dict:
         """The settings a harvest of this model entry records in its store (see dictionaries.harvest)."""
         from diffdict.dictionaries.harvest import harvest_settings
 
         entry, section = self.config.model(model), self.config.harvest
-        return harvest_settings(self.stored_texts, self.config.prompts.seeds, self.config.hooks_of(model),
-                                section.batch_size, section.capture, entry.steps, entry.guidance, entry.height,
-                                entry.width, self.harvest_keep())
+        return harvest_settings(
+            self.stored_texts,
+            self.config.prompts.seeds,
+            self.config.hooks_of(model),
+            section.batch_size,
+            section.capture,
+            entry.steps,
+            entry.guidance,
+            entry.height,
+            entry.width,
+            self.harvest_keep(),
+        )
 
     def store(self, model: str):
         if model not in self._stores:
@@ -211,15 +247,20 @@ class Run:
 
             store = ActivationStore(self.store_dir(model))
             recorded = store.meta.get("settings") or {}
-            wanted = {"model": self.config.model(model).id, "dtype": self.config.harvest.dtype,
-                      "settings": {k: v for k, v in self.harvest_settings(model).items() if k in recorded}}
+            wanted = {
+                "model": self.config.model(model).id,
+                "dtype": self.config.harvest.dtype,
+                "settings": {k: v for k, v in self.harvest_settings(model).items() if k in recorded},
+            }
             # Only a store `diffdict harvest` made is compared (an imported or synthetic one has no harvest
             # settings), and only on the settings it recorded (an older store has no prompt hash).
             changed = changed_settings(store.meta, wanted) if "hooks" in recorded else ""
             if changed:  # studies never read maps of other settings than the config's
-                raise UserError(f"{store.root} was harvested with other settings than the config's ({changed}); "
-                                f"run `diffdict harvest {self.config.path} --force` to harvest it again "
-                                f"(or `diffdict run ... --force`)")
+                raise UserError(
+                    f"{store.root} was harvested with other settings than the config's ({changed}); "
+                    f"run `diffdict harvest {self.config.path} --force` to harvest it again "
+                    f"(or `diffdict run ... --force`)"
+                )
             self._stores[model] = store
         return self._stores[model]
 
@@ -231,9 +272,11 @@ class Run:
             if not (folder / "config.json").exists():
                 raise MissingFileError(f"dictionary {name!r} is not trained yet ({folder}); run `diffdict train` first")
             if (folder / "weights.safetensors").exists() and not self.is_trained(self.config.dictionary(name)):
-                raise MissingFileError(f"dictionary {name!r} at {folder} was trained with other settings than the "
-                                       f"config's (n, k, options, tokens, ...); it is not trained yet with these: run "
-                                       f"`diffdict train` first (it retrains this dictionary only)")
+                raise MissingFileError(
+                    f"dictionary {name!r} at {folder} was trained with other settings than the "
+                    f"config's (n, k, options, tokens, ...); it is not trained yet with these: run "
+                    f"`diffdict train` first (it retrains this dictionary only)"
+                )
             # On the device the run generates on, so interventions encode next to the model.
             self._dictionaries[name] = load(folder, device=self.adapter_device())
         return self._dictionaries[name]
@@ -274,19 +317,29 @@ class Run:
         for model in self.models_to_harvest():
             entry = self.config.model(model)
             stores[model] = harvest(
-                self.adapter(model), texts, self.config.prompts.seeds, self.config.hooks_of(model),
-                self.store_dir(model), dtype=section.dtype, batch_size=section.batch_size, capture=section.capture,
-                steps=entry.steps, guidance=entry.guidance, height=entry.height, width=entry.width,
-                progress=self.progress, replace=self.force, keep=self.harvest_keep())
+                self.adapter(model),
+                texts,
+                self.config.prompts.seeds,
+                self.config.hooks_of(model),
+                self.store_dir(model),
+                dtype=section.dtype,
+                batch_size=section.batch_size,
+                capture=section.capture,
+                steps=entry.steps,
+                guidance=entry.guidance,
+                height=entry.height,
+                width=entry.width,
+                progress=self.progress,
+                replace=self.force,
+                keep=self.harvest_keep(),
+            )
         self._stores.update(stores)
         return stores
 
     def train(self) -> None:
         """Train every dictionary not trained yet; those sharing model, tokens and batch share a stream."""
         from diffdict.dictionaries.atomic import write_json_atomic
-        from diffdict.dictionaries.train import TrainSettings, train
-
-        from diffdict.dictionaries.train import forget
+        from diffdict.dictionaries.train import TrainSettings, forget, train
 
         groups: dict[str, list[DictionaryEntry]] = {}
         for entry in self.config.dictionaries:
@@ -311,13 +364,24 @@ class Run:
             specs = [self.dictionary_spec(entry) for entry in entries]
             write_json_atomic(self.root / "fits" / group / "settings.json", self.fit_settings(first))
             options = self.config.train
-            settings = TrainSettings(tokens=first.tokens, batch_size=first.batch, seed=self.config.seed,
-                                     eval_fraction=self.config.prompts.eval_fraction,
-                                     checkpoint_every=options.checkpoint_every or max(1, first.tokens // first.batch // 10),
-                                     buffer_tokens=options.buffer_tokens, eval_tokens=options.eval_tokens,
-                                     init_tokens=options.init_tokens)
-            train(self.store(first.model), specs, settings, self.root / "fits" / group, progress=self.progress,
-                  device=self.adapter_device())
+            settings = TrainSettings(
+                tokens=first.tokens,
+                batch_size=first.batch,
+                seed=self.config.seed,
+                eval_fraction=self.config.prompts.eval_fraction,
+                checkpoint_every=options.checkpoint_every or max(1, first.tokens // first.batch // 10),
+                buffer_tokens=options.buffer_tokens,
+                eval_tokens=options.eval_tokens,
+                init_tokens=options.init_tokens,
+            )
+            train(
+                self.store(first.model),
+                specs,
+                settings,
+                self.root / "fits" / group,
+                progress=self.progress,
+                device=self.adapter_device(),
+            )
 
     def fit_metrics(self, name: str):
         """The metrics table of `name`'s fit group (fits/GROUP/metrics.parquet), or None before training ends."""
@@ -354,8 +418,9 @@ def _reassemble_metrics(group: Path) -> None:
     print(f"note: rebuilt {group / 'metrics.parquet'} from {group / 'metrics'}")
 
 
-def load_run_dir(run_dir: str | Path, config: str | Path | None = None, device: str | None = None,
-                 progress: bool = True) -> Run:
+def load_run_dir(
+    run_dir: str | Path, config: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> Run:
     """The Run behind a run folder: `config` when given, else the copy the run stored
     (RUN_DIR/config.toml, relative paths in it resolved against the original config's folder
     recorded in RUN_DIR/run.json). Outputs stay in RUN_DIR even if the config names another `out`."""
@@ -369,13 +434,18 @@ def load_run_dir(run_dir: str | Path, config: str | Path | None = None, device: 
     else:
         copy = run_dir / "config.toml"
         if not copy.exists():
-            raise ConfigError(f"{run_dir} holds no config.toml (runs store one since `diffdict run` writes it); "
-                              "pass the run's config with --config")
+            raise ConfigError(
+                f"{run_dir} holds no config.toml (runs store one since `diffdict run` writes it); "
+                "pass the run's config with --config"
+            )
         original = _original_config(run_dir)
-        table = read_toml(copy, "the run's copy of its config (TOML)",
-                          f"pass the run's config with --config CONFIG ({original} made this run"
-                          f"{'' if original.exists() else ', but it no longer exists'}); "
-                          f"the next `diffdict study` or `report` of that config writes the copy again")
+        table = read_toml(
+            copy,
+            "the run's copy of its config (TOML)",
+            f"pass the run's config with --config CONFIG ({original} made this run"
+            f"{'' if original.exists() else ', but it no longer exists'}); "
+            f"the next `diffdict study` or `report` of that config writes the copy again",
+        )
         study = parse_config(table, source=str(copy), path=original)
     study.out = str(run_dir)
     return Run(study, device=device, progress=progress)
@@ -388,8 +458,10 @@ def _original_config(run_dir: Path) -> Path:
     record, copy = run_dir / "run.json", run_dir / "config.toml"
     if not record.exists():
         return copy
-    fix = (f"delete {record} (relative paths in {copy} are then read from {run_dir}) or pass the run's config "
-           f"with --config CONFIG; the next `diffdict study` or `report` writes it again")
+    fix = (
+        f"delete {record} (relative paths in {copy} are then read from {run_dir}) or pass the run's config "
+        f"with --config CONFIG; the next `diffdict study` or `report` writes it again"
+    )
     recorded = read_json(record, "the run's record of its config (run.json)", fix).get("config")
     if not isinstance(recorded, str):
         from diffdict.dictionaries.guarded_read import damaged

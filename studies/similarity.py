@@ -1,4 +1,5 @@
 """How alike two generations are: judge agreement on the toy world, pixels and CLIP elsewhere."""
+
 from __future__ import annotations
 
 import numpy as np

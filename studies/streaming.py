@@ -6,10 +6,11 @@ studies and the held-out evaluation, and no prompt with one of those texts is ev
 Jobs are numbered as in harvest (seed-major, then chunks of harvest.batch_size prompts); one
 generation feeds every dictionary of the model (see dictionaries/stream.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from diffdict.dictionaries.jobs import Job, Selection, job_records, plan_prompt_jobs
 from diffdict.dictionaries.store_reader import held_out_prompts
@@ -50,8 +51,13 @@ def stream_source(run, model: str, entries: list[DictionaryEntry]):
     hook_d = {hook: adapter.hook_point(hook).d for hook in hooks}
 
     def generate(job: Job):
-        generation = run.generate(model, [texts[i] for i in job.prompt_ids], seeds=[job.seed] * len(job.prompt_ids),
-                                  hooks=hooks, capture=run.config.harvest.capture)
+        generation = run.generate(
+            model,
+            [texts[i] for i in job.prompt_ids],
+            seeds=[job.seed] * len(job.prompt_ids),
+            hooks=hooks,
+            capture=run.config.harvest.capture,
+        )
         return job_records(generation, job, texts, hook_d, keep)
 
     largest = max(tokens_per_image(run, model, hook) for hook in hooks)
@@ -59,8 +65,9 @@ def stream_source(run, model: str, entries: list[DictionaryEntry]):
     return StreamSource(jobs=stream_plan(run), generate=generate, hook_d=hook_d, window_jobs=window)
 
 
-def train_from_stream(run, entries: list[DictionaryEntry], out: Path,
-                      on_window: Callable[[int], None] | None = None) -> None:
+def train_from_stream(
+    run, entries: list[DictionaryEntry], out: Path, on_window: Callable[[int], None] | None = None
+) -> None:
     """Train every dictionary of one model from its stream into `out` (fits/GROUP), evaluated on the store's
     held-out prompts."""
     from diffdict.dictionaries.stream import StreamedDictionary
@@ -71,10 +78,23 @@ def train_from_stream(run, entries: list[DictionaryEntry], out: Path,
     streamed = [StreamedDictionary(run.dictionary_spec(entry), entry.tokens, entry.batch) for entry in entries]
     options = run.config.train
     most_steps = max(e.total_steps for e in streamed)
-    settings = TrainSettings(tokens=max(e.tokens for e in entries), batch_size=min(e.batch for e in entries),
-                             seed=run.config.seed, eval_fraction=run.config.prompts.eval_fraction,
-                             checkpoint_every=options.checkpoint_every or max(1, most_steps // 10),
-                             buffer_tokens=options.buffer_tokens, eval_tokens=options.eval_tokens,
-                             init_tokens=options.init_tokens)
-    train_dictionaries(stream_source(run, model, entries), streamed, settings, out, eval_store=run.store(model),
-                       progress=run.progress, device=run.adapter_device(), on_window=on_window)
+    settings = TrainSettings(
+        tokens=max(e.tokens for e in entries),
+        batch_size=min(e.batch for e in entries),
+        seed=run.config.seed,
+        eval_fraction=run.config.prompts.eval_fraction,
+        checkpoint_every=options.checkpoint_every or max(1, most_steps // 10),
+        buffer_tokens=options.buffer_tokens,
+        eval_tokens=options.eval_tokens,
+        init_tokens=options.init_tokens,
+    )
+    train_dictionaries(
+        stream_source(run, model, entries),
+        streamed,
+        settings,
+        out,
+        eval_store=run.store(model),
+        progress=run.progress,
+        device=run.adapter_device(),
+        on_window=on_window,
+    )

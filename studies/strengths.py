@@ -9,6 +9,7 @@ and `studies.registry.register` refuses a study with a strength field that has n
 
 Torch-free: study declarations (studies/kinds/) import it at config parsing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,14 @@ class StrengthUnit:
     signed: bool
 
 
-def strength_field(default: Any = dataclasses.MISSING, *, unit: str, use: str = "", signed: bool = False,
-                   default_factory: Any = dataclasses.MISSING) -> Any:
+def strength_field(
+    default: Any = dataclasses.MISSING,
+    *,
+    unit: str,
+    use: str = "",
+    signed: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """A study config field that scales an edit. unit: what a strength of 1 is ("x the feature's mean
     activation"); use: what the study does with the value; signed: negative values are meaningful (else > 0)."""
     metadata = {"unit": unit, "use": use, "signed": signed}
@@ -42,9 +49,13 @@ def is_strength(field: dataclasses.Field) -> bool:
 
 def strength_units(config_class: type) -> list[StrengthUnit]:
     """Every strength field of a study's config dataclass, with its unit ("" where none is declared)."""
-    return [StrengthUnit(f.name, f.metadata.get("unit", ""), f.metadata.get("use", ""),
-                         bool(f.metadata.get("signed", False)))
-            for f in dataclasses.fields(config_class) if is_strength(f)]
+    return [
+        StrengthUnit(
+            f.name, f.metadata.get("unit", ""), f.metadata.get("use", ""), bool(f.metadata.get("signed", False))
+        )
+        for f in dataclasses.fields(config_class)
+        if is_strength(f)
+    ]
 
 
 def missing_units(config_class: type) -> list[str]:

@@ -7,6 +7,7 @@ dictionaries (`dictionaries`, `pairs`) reads those; one that does not (editabili
 is taken to read every dictionary of the config. The inputs and their hash are written beside the
 tables (tables/inputs/STUDY.json); tables whose recorded hash differs from the current one are stale.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,9 +38,20 @@ def study_inputs(run: Any, name: str) -> dict[str, Any]:
     fits = {d: run.fit_identity(config.dictionary(d)) for d in dictionaries_read(config, study)}
     stores = {model: run.harvest_settings(model) for model in config.harvested_models()}
     prompts = hashlib.sha256("\n".join(p.text for p in run.prompts).encode()).hexdigest()[:16]
-    return json.loads(json.dumps({"study": dataclasses.asdict(study), "fits": fits, "stores": stores,
-                                  "prompts_sha256": prompts, "study_seed": run.study_seed,
-                                  "clip_model": config.clip_model}, sort_keys=True, default=str))
+    return json.loads(
+        json.dumps(
+            {
+                "study": dataclasses.asdict(study),
+                "fits": fits,
+                "stores": stores,
+                "prompts_sha256": prompts,
+                "study_seed": run.study_seed,
+                "clip_model": config.clip_model,
+            },
+            sort_keys=True,
+            default=str,
+        )
+    )
 
 
 def inputs_hash(inputs: dict[str, Any]) -> str:
@@ -76,5 +88,7 @@ def describe_inputs(tables_folder: Path, name: str) -> str:
         return ""
     fits = ", ".join(f"{dictionary} (fit {group})" for dictionary, group in inputs.get("fits", {}).items())
     stores = ", ".join(inputs.get("stores", {})) or "none"
-    return (f"Computed from (inputs {document.get('hash')}): dictionaries {fits or 'none'}; stores {stores}; "
-            f"prompts {inputs.get('prompts_sha256')}; study seed {inputs.get('study_seed')}.")
+    return (
+        f"Computed from (inputs {document.get('hash')}): dictionaries {fits or 'none'}; stores {stores}; "
+        f"prompts {inputs.get('prompts_sha256')}; study seed {inputs.get('study_seed')}."
+    )

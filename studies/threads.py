@@ -8,6 +8,7 @@ loaded machine fewer threads can also be much faster: spin-waiting threads compe
 Without --threads, OMP_NUM_THREADS is honoured (torch reads it when it starts), else torch's default
 (the machine's cores) is left as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,10 @@ import os
 
 from .errors import UserError
 
-HELP = ("torch CPU threads (default: OMP_NUM_THREADS when set, else torch's default); results are bit-equal "
-        "only between runs with the same count, which each run records")
+HELP = (
+    "torch CPU threads (default: OMP_NUM_THREADS when set, else torch's default); results are bit-equal "
+    "only between runs with the same count, which each run records"
+)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +33,10 @@ def apply_threads(threads: int | None, flag: str = "--threads") -> int:
 
     if threads is not None:
         if threads < 1:
-            raise UserError(f"{flag} must be at least 1, got {threads}; leave it out for torch's default "
-                            f"({torch.get_num_threads()} here)")
+            raise UserError(
+                f"{flag} must be at least 1, got {threads}; leave it out for torch's default "
+                f"({torch.get_num_threads()} here)"
+            )
         torch.set_num_threads(threads)
         return threads
     wanted = os.environ.get("OMP_NUM_THREADS", "").strip()

@@ -11,6 +11,7 @@ Tables:
                      oracle and random directions (features and directions chosen on the target's
                      selection prompts, judged on its held-out ones)
 """
+
 from __future__ import annotations
 
 import polars as pl
@@ -34,12 +35,21 @@ def transfer_metrics(run: Run, dictionary_name: str, target_model: str) -> list[
     out = []
     for (branch, step), group in sorted(rows.group_by(["branch", "step"]), key=lambda item: (item[0][0], item[0][1])):
         metrics = evaluate(dictionary, [torch.cat([maps[i] for i in group["position"].to_list()])])
-        out.append({
-            "dictionary": dictionary_name, "architecture": entry.architecture, "source_model": entry.model,
-            "target_model": target_model, "hook": entry.hook, "branch": branch, "step": int(step),
-            "t": float(group["t"].mean()), "fvu": metrics["fvu"], "l0": metrics["l0"],
-            "explained_variance": metrics["explained_variance"],
-        })
+        out.append(
+            {
+                "dictionary": dictionary_name,
+                "architecture": entry.architecture,
+                "source_model": entry.model,
+                "target_model": target_model,
+                "hook": entry.hook,
+                "branch": branch,
+                "step": int(step),
+                "t": float(group["t"].mean()),
+                "fvu": metrics["fvu"],
+                "l0": metrics["l0"],
+                "explained_variance": metrics["explained_variance"],
+            }
+        )
     return out
 
 
@@ -57,9 +67,15 @@ def splice_fidelity(run: Run, dictionary_name: str, target_model: str, count: in
     splice = adapters.Splice(entry.hook, dictionary=run.dictionary(dictionary_name), branch="both")
     original = run.generate(target_model, texts, seeds).images
     spliced = run.generate(target_model, texts, seeds, interventions=[splice]).images
-    row = {"dictionary": dictionary_name, "architecture": entry.architecture, "source_model": entry.model,
-           "target_model": target_model, "hook": entry.hook, "prompts": len(prompts),
-           "pixel_similarity": sum(map(pixel_similarity, original, spliced)) / len(prompts)}
+    row = {
+        "dictionary": dictionary_name,
+        "architecture": entry.architecture,
+        "source_model": entry.model,
+        "target_model": target_model,
+        "hook": entry.hook,
+        "prompts": len(prompts),
+        "pixel_similarity": sum(map(pixel_similarity, original, spliced)) / len(prompts),
+    }
     if all(p.scene is not None for p in prompts):
         row["judge_agreement"] = sum(map(judge_agreement, original, spliced)) / len(prompts)
     else:
@@ -74,14 +90,28 @@ def transfer_edits(run: Run, dictionary_name: str, target_model: str) -> list[di
     study = run.config.studies.transfer
     entry = run.config.dictionary(dictionary_name)
     # the target's own dictionaries of the same architecture at that hook (an SAE is compared with an SAE)
-    own = [d.name for d in run.config.dictionaries if d.model == target_model and d.hook == entry.hook
-           and d.name != dictionary_name and d.architecture == entry.architecture]
-    cells = EditCells(run, target_model, [entry.hook], study.edit_selection_prompts, study.edit_prompts,
-                      study.edit_tuning_prompts)
+    own = [
+        d.name
+        for d in run.config.dictionaries
+        if d.model == target_model
+        and d.hook == entry.hook
+        and d.name != dictionary_name
+        and d.architecture == entry.architecture
+    ]
+    cells = EditCells(
+        run, target_model, [entry.hook], study.edit_selection_prompts, study.edit_prompts, study.edit_tuning_prompts
+    )
     rows = []
     for attribute in study.edit_attributes:
-        rows += cells.edit(entry.hook, [entry.hook], attribute, "edit window", tuple(study.edit_window),
-                           study.edit_strengths, {entry.hook: [dictionary_name, *own]})
+        rows += cells.edit(
+            entry.hook,
+            [entry.hook],
+            attribute,
+            "edit window",
+            tuple(study.edit_window),
+            study.edit_strengths,
+            {entry.hook: [dictionary_name, *own]},
+        )
     return [{"dictionary": dictionary_name, "source_model": entry.model, **row} for row in rows]
 
 
@@ -96,8 +126,11 @@ def run_transfer(run: Run) -> dict[str, pl.DataFrame]:
         splices.append(splice_fidelity(run, name, model, study.splice_prompts))
         if study.edit_prompts:
             edits += transfer_edits(run, name, model)
-    return {"transfer_metrics": pl.DataFrame(metrics), "transfer_splice": pl.DataFrame(splices),
-            "transfer_edits": pl.DataFrame(edits, infer_schema_length=None)}
+    return {
+        "transfer_metrics": pl.DataFrame(metrics),
+        "transfer_splice": pl.DataFrame(splices),
+        "transfer_edits": pl.DataFrame(edits, infer_schema_length=None),
+    }
 
 
 def transfer_edit_success(edits: pl.DataFrame) -> pl.DataFrame:
@@ -106,9 +139,12 @@ def transfer_edit_success(edits: pl.DataFrame) -> pl.DataFrame:
 
     if edits.is_empty():
         return edits
-    parts = [best_strengths(group.drop("dictionary", "source_model")).with_columns(
-        pl.lit(name).alias("dictionary"), pl.lit(source).alias("source_model"))
-        for (name, source), group in edits.group_by(["dictionary", "source_model"], maintain_order=True)]
+    parts = [
+        best_strengths(group.drop("dictionary", "source_model")).with_columns(
+            pl.lit(name).alias("dictionary"), pl.lit(source).alias("source_model")
+        )
+        for (name, source), group in edits.group_by(["dictionary", "source_model"], maintain_order=True)
+    ]
     return pl.concat(parts).rename({"model": "target_model"})
 
 
@@ -119,9 +155,20 @@ def plot_transfer(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, 
     table = tables["transfer_metrics"]
     for name in table["dictionary"].unique(maintain_order=True).to_list():
         subset = table.filter(pl.col("dictionary") == name)
-        path = line_plot(subset, "t", "fvu", "target_model", run.plot_path(f"transfer_fvu_{name}"),
-                         title=f"{name} (fit on {subset['source_model'][0]}): held-out FVU per denoising step",
-                         facet="branch" if subset["branch"].n_unique() > 1 else None)
-        plots.append((f"Transfer of {name}: held-out FVU at each step's normalised time t, one line per target "
-                      "model (one panel per CFG branch; lower is better)", path))
+        path = line_plot(
+            subset,
+            "t",
+            "fvu",
+            "target_model",
+            run.plot_path(f"transfer_fvu_{name}"),
+            title=f"{name} (fit on {subset['source_model'][0]}): held-out FVU per denoising step",
+            facet="branch" if subset["branch"].n_unique() > 1 else None,
+        )
+        plots.append(
+            (
+                f"Transfer of {name}: held-out FVU at each step's normalised time t, one line per target "
+                "model (one panel per CFG branch; lower is better)",
+                path,
+            )
+        )
     return plots

@@ -13,6 +13,7 @@ twin as the real one is trained (same architecture, size, sparsity, options, tok
 them, and every alignment method's score on the twin says what the metric can detect at this hook.
 A verdict whose twin shows no margin is not testable there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,11 +50,19 @@ def measure(tokens: HookTokens) -> Proportions:
     cell_effects, concept_effects = effects[:cells], effects[cells:]
     cell_part, concept_part = cell_design @ cell_effects, concept_design @ concept_effects
     noise = centred - cell_part - concept_part
-    total = float((centred ** 2).sum())
-    shares = {"cell": float((cell_part ** 2).sum()) / total, "concepts": float((concept_part ** 2).sum()) / total,
-              "noise": float((noise ** 2).sum()) / total}
-    return Proportions(mean.float(), cell_effects.norm(dim=1).float(), concept_effects.norm(dim=1).float(),
-                       float(noise.pow(2).mean().sqrt()), shares)
+    total = float((centred**2).sum())
+    shares = {
+        "cell": float((cell_part**2).sum()) / total,
+        "concepts": float((concept_part**2).sum()) / total,
+        "noise": float((noise**2).sum()) / total,
+    }
+    return Proportions(
+        mean.float(),
+        cell_effects.norm(dim=1).float(),
+        concept_effects.norm(dim=1).float(),
+        float(noise.pow(2).mean().sqrt()),
+        shares,
+    )
 
 
 @dataclass
@@ -73,8 +82,16 @@ class Twin:
 
     def tokens(self, real: HookTokens, seed: int) -> HookTokens:
         """A twin of `real`: the same labels and rows, planted activations."""
-        return HookTokens(self.activations(real.targets, real.location, seed), real.targets, real.concepts,
-                          real.prompt_index, real.location, real.step, real.t, real.grid)
+        return HookTokens(
+            self.activations(real.targets, real.location, seed),
+            real.targets,
+            real.concepts,
+            real.prompt_index,
+            real.location,
+            real.step,
+            real.t,
+            real.grid,
+        )
 
     def training_batches(self, labels: HookTokens, tokens: int, batch: int, seed: int):
         """Batches (batch, d) of twin tokens whose labels are drawn from `labels` with replacement."""
@@ -94,12 +111,16 @@ def build(real: HookTokens, seed: int) -> Twin:
     proportions = measure(real)
     generator = torch.Generator().manual_seed(seed)
     d = real.x.shape[1]
-    return Twin(proportions, _directions(proportions.cell_norms, d, generator),
-                _directions(proportions.concept_norms, d, generator))
+    return Twin(
+        proportions,
+        _directions(proportions.cell_norms, d, generator),
+        _directions(proportions.concept_norms, d, generator),
+    )
 
 
-def train_twin_dictionary(spec, twin: Twin, labels: HookTokens, tokens: int, batch: int, seed: int,
-                          init_tokens: int = 16_384):
+def train_twin_dictionary(
+    spec, twin: Twin, labels: HookTokens, tokens: int, batch: int, seed: int, init_tokens: int = 16_384
+):
     """A fresh dictionary of `spec` (the real one's settings) trained on twin tokens, as the trainer does."""
     from diffdict.dictionaries.train_common import new_dictionary
 

@@ -7,6 +7,7 @@ name that becomes a path is a safe file name and none the framework keeps beside
 leaves room for the offsets stages add to it. Each error is a ConfigError naming the file, the
 key, what is wrong and the fix (docs/errors.md lists them).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,8 @@ from diffdict.dictionaries.atomic import OLD_SUFFIX, TMP_MARK
 from diffdict.dictionaries.options import OptionSpec, violation
 
 from .config import ConfigError, PromptsSection, StudiesSection, StudyConfig, resolve_relative
-from .config_rules import did_you_mean, fail as _fail
+from .config_rules import did_you_mean
+from .config_rules import fail as _fail
 
 # A name that becomes a folder or file name: no separators, no "..", no leading dot or dash.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -51,9 +53,13 @@ def validate_config(config: StudyConfig, source: str, path: Path | None) -> None
 # ---- names and out ------------------------------------------------------------------------------
 def check_name(name: str, source: str, key: str) -> None:
     if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise _fail(source, key, f"{name!r} is not a safe name: it becomes a folder name in the run, so use 1-64 "
-                                 f"letters, digits, '_', '-' or '.', starting with a letter or digit "
-                                 f"(no '/', no '..'), e.g. {_suggest(name)!r}")
+        raise _fail(
+            source,
+            key,
+            f"{name!r} is not a safe name: it becomes a folder name in the run, so use 1-64 "
+            f"letters, digits, '_', '-' or '.', starting with a letter or digit "
+            f"(no '/', no '..'), e.g. {_suggest(name)!r}",
+        )
 
 
 def _suggest(name: str) -> str:
@@ -72,9 +78,13 @@ def check_not_reserved(name: str, source: str, key: str, folder: str, reserved: 
     lowered = name.lower()
     if lowered in reserved or lowered.endswith(OLD_SUFFIX) or TMP_MARK in lowered:
         listed = ", ".join([*reserved, f"names ending in '{OLD_SUFFIX}'", f"names containing '{TMP_MARK}'"])
-        raise _fail(source, key, f"{name!r} is reserved: in {folder} the run keeps its own files under these names "
-                                 f"({listed}), so an entry named like them would replace them or be deleted with "
-                                 f"them; choose another name, e.g. {_unreserved(name, reserved)!r}")
+        raise _fail(
+            source,
+            key,
+            f"{name!r} is reserved: in {folder} the run keeps its own files under these names "
+            f"({listed}), so an entry named like them would replace them or be deleted with "
+            f"them; choose another name, e.g. {_unreserved(name, reserved)!r}",
+        )
 
 
 def _unreserved(name: str, reserved: tuple[str, ...]) -> str:
@@ -101,11 +111,12 @@ def _check_names(config: StudyConfig, source: str) -> None:
 
 def check_out(out: str, source: str, key: str = "out") -> None:
     """`out` (or --out) is a non-empty path of a folder that is, or can be, created."""
+
     def fail(message: str) -> ConfigError:
         return ConfigError(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
     if not out.strip():
-        raise fail("is empty; give the folder that receives the run, e.g. out = \"runs/my-study\"")
+        raise fail('is empty; give the folder that receives the run, e.g. out = "runs/my-study"')
     if "\0" in out:
         raise fail("contains a NUL character; give a plain folder path")
     path = Path(out)
@@ -162,9 +173,13 @@ def _check_intervals_and_strengths(value: Any, source: str, key: str) -> None:
                 if isinstance(strength, (int, float)) and not strength > 0:
                     at = f"{where}[{i}]" if isinstance(item, list) else where
                     unit = f.metadata.get("unit") or "multiples of a typical activation or norm"
-                    raise _fail(source, at, f"must be > 0, got {strength}: it counts {unit}, added to steer towards "
-                                            f"the target; 0 does nothing and a negative value steers away, which the "
-                                            f"study does not score")
+                    raise _fail(
+                        source,
+                        at,
+                        f"must be > 0, got {strength}: it counts {unit}, added to steer towards "
+                        f"the target; 0 does nothing and a negative value steers away, which the "
+                        f"study does not score",
+                    )
 
 
 def _check_interval(window: Any, source: str, key: str) -> None:
@@ -175,23 +190,37 @@ def _check_interval(window: Any, source: str, key: str) -> None:
         raise _fail(source, key, f"{window} must be [low, high] with 0 <= low <= high <= 1 (t = 1 is pure noise)")
     if low == high:
         example = [round(max(0.0, high - 0.2), 3), high] if high > 0 else [0.0, 0.2]
-        raise _fail(source, key, f"{list(window)} is an empty time window (low == high): no step falls inside it; "
-                                 f"give low < high, e.g. {example}")
+        raise _fail(
+            source,
+            key,
+            f"{list(window)} is an empty time window (low == high): no step falls inside it; "
+            f"give low < high, e.g. {example}",
+        )
 
 
 def _check_models(config: StudyConfig, source: str) -> None:
     for i, model in enumerate(config.models):
         if model.steps is not None and model.steps > MAX_STEPS:
-            raise _fail(source, f"models[{i}].steps", f"{model.steps} steps is more than the scheduler's {MAX_STEPS} "
-                                                      f"timesteps; use at most {MAX_STEPS}")
+            raise _fail(
+                source,
+                f"models[{i}].steps",
+                f"{model.steps} steps is more than the scheduler's {MAX_STEPS} timesteps; use at most {MAX_STEPS}",
+            )
         for side in ("height", "width"):
             value = getattr(model, side)
             if value is not None and value > MAX_SIDE:
-                raise _fail(source, f"models[{i}].{side}", f"{value} px is larger than {MAX_SIDE} px; use the "
-                                                           f"model's native size (e.g. 512 or 1024)")
+                raise _fail(
+                    source,
+                    f"models[{i}].{side}",
+                    f"{value} px is larger than {MAX_SIDE} px; use the model's native size (e.g. 512 or 1024)",
+                )
         if model.guidance is not None and model.guidance > 100:
-            raise _fail(source, f"models[{i}].guidance", f"{model.guidance} is far outside any useful guidance scale "
-                                                         f"(0 = off, SDXL Base uses 5-8, Flux dev 3.5); use at most 100")
+            raise _fail(
+                source,
+                f"models[{i}].guidance",
+                f"{model.guidance} is far outside any useful guidance scale "
+                f"(0 = off, SDXL Base uses 5-8, Flux dev 3.5); use at most 100",
+            )
 
 
 def _check_seeds(config: StudyConfig, source: str) -> None:
@@ -201,17 +230,26 @@ def _check_seeds(config: StudyConfig, source: str) -> None:
         if not 0 <= seed <= MAX_SEED:
             raise _fail(source, key, f"{seed} is out of range; seeds are integers from 0 to 2**63 - 1")
         if seed + offset > MAX_SEED:
-            raise _fail(source, key, f"{seed} is too large: {why} seed + {offset}, which must stay below 2**63; "
-                                     f"use a seed from 0 to 2**63 - {1 + offset}, e.g. 0")
+            raise _fail(
+                source,
+                key,
+                f"{seed} is too large: {why} seed + {offset}, which must stay below 2**63; "
+                f"use a seed from 0 to 2**63 - {1 + offset}, e.g. 0",
+            )
     if len(set(config.prompts.seeds)) != len(config.prompts.seeds):
-        raise _fail(source, "prompts.seeds", f"{config.prompts.seeds} repeats a seed, which would store the same "
-                                             f"images twice; list each seed once")
+        raise _fail(
+            source,
+            "prompts.seeds",
+            f"{config.prompts.seeds} repeats a seed, which would store the same images twice; list each seed once",
+        )
 
 
 def _seed_uses(config: StudyConfig) -> list[tuple[str, int, int, str]]:
     """(key, seed, largest offset added to it, by what) for every seed of the config."""
-    uses = [("seed", config.seed, 1, "training draws its token stream with"),
-            ("prompts.shuffle_seed", config.prompts.shuffle_seed, 0, "")]
+    uses = [
+        ("seed", config.seed, 1, "training draws its token stream with"),
+        ("prompts.shuffle_seed", config.prompts.shuffle_seed, 0, ""),
+    ]
     for i, seed in enumerate(config.prompts.seeds):
         # The first seed is the studies' seed: layout draws its "another seed" baseline with seed + 1.
         why = "the layout study draws its other-seed baseline with"
@@ -237,17 +275,24 @@ def _check_options(config: StudyConfig, source: str) -> None:
                 raise _fail(source, key, f"is not an option here: {reserved[name]}, not in options")
             if name not in schema:
                 allowed = [f for f in schema if f not in reserved]
-                raise _fail(source, key, f"unknown option for {entry.architecture}{did_you_mean(name, schema)} "
-                                         f"Allowed: {', '.join(allowed)}")
+                raise _fail(
+                    source,
+                    key,
+                    f"unknown option for {entry.architecture}{did_you_mean(name, schema)} "
+                    f"Allowed: {', '.join(allowed)}",
+                )
             _check_option_value(schema[name], value, source, key)
 
 
 def _check_option_value(spec: OptionSpec, value: Any, source: str, key: str) -> None:
     hint = spec.type
     expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint)
-    ok = {int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          bool: isinstance(value, bool), str: isinstance(value, str)}.get(hint, True)
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint, True)
     if not ok:
         raise _fail(source, key, f"expected {expected}, got {type(value).__name__} {value!r}")
     problem = violation(spec, value)
@@ -296,10 +341,16 @@ def read_prompt_file(file: Path, source: str) -> list[str]:
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise _fail(source, "prompts.file", f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                                            f"save it as UTF-8 with one prompt per line") from None
+        raise _fail(
+            source,
+            "prompts.file",
+            f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            f"save it as UTF-8 with one prompt per line",
+        ) from None
     except OSError as error:
-        raise _fail(source, "prompts.file", f"{file} cannot be read ({error.strerror}); check its permissions") from None
+        raise _fail(
+            source, "prompts.file", f"{file} cannot be read ({error.strerror}); check its permissions"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -307,18 +358,28 @@ def _check_prompt_counts(prompts: PromptsSection, source: str, path: Path | None
     """Train and eval are split by prompt text: at least two different prompts must be used."""
     if prompts.source == "list":
         texts, key = prompts.list[: max(prompts.count, 0)], "prompts.list"
-    elif prompts.source == "file" and prompts.file and not prompts.file.lower().endswith((".parquet", ".jsonl", ".csv")):
+    elif (
+        prompts.source == "file" and prompts.file and not prompts.file.lower().endswith((".parquet", ".jsonl", ".csv"))
+    ):
         texts, key = read_prompt_file(resolve_relative(prompts.file, path), source), "prompts.file"
         texts = texts[: max(prompts.count, 0)]
     else:
         if prompts.source == "toyworld" and prompts.count == 1:
-            raise _fail(source, "prompts.count", "is 1, but train and eval are split by prompt, so at least 2 "
-                                                 "prompts are needed (one for each); raise prompts.count")
+            raise _fail(
+                source,
+                "prompts.count",
+                "is 1, but train and eval are split by prompt, so at least 2 "
+                "prompts are needed (one for each); raise prompts.count",
+            )
         return
     if texts and len(set(texts)) < 2:
-        raise _fail(source, key, f"has {len(set(texts))} distinct prompt{'s' if len(set(texts)) != 1 else ''} (of "
-                                 f"{len(texts)} used), but train and eval are split by prompt text, so at least 2 "
-                                 f"different prompts are needed; add prompts")
+        raise _fail(
+            source,
+            key,
+            f"has {len(set(texts))} distinct prompt{'s' if len(set(texts)) != 1 else ''} (of "
+            f"{len(texts)} used), but train and eval are split by prompt text, so at least 2 "
+            f"different prompts are needed; add prompts",
+        )
 
 
 # ---- device --------------------------------------------------------------------------------------------
@@ -344,10 +405,14 @@ def check_device(name: str | None, where: str) -> None:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"{where}: {name!r} asks for a CUDA GPU, but none is available on this machine "
-                              f"(torch.cuda.is_available() is False); use --device cpu")
+            raise ConfigError(
+                f"{where}: {name!r} asks for a CUDA GPU, but none is available on this machine "
+                f"(torch.cuda.is_available() is False); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{where}: {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
-                              f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+            raise ConfigError(
+                f"{where}: {name!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"{where}: 'mps' is not available on this machine; use --device cpu")

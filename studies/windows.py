@@ -33,9 +33,11 @@ tuning prompts, on which claims choose the hook per attribute. A window that hol
 no step of a model (late, for Flux's 4 steps) has no rows for it; one that holds no step of any
 edited model is refused at check (studies/kinds/windows.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -45,10 +47,25 @@ from tqdm.auto import tqdm
 from .alignment import distinct_features
 from .concepts import dense_codes
 from .config import EDIT_STYLES
-from .edits import ORACLE, RANDOM, EditPlan, Variant, concept_means, interventions_for as direction_interventions, \
-    judge_edit, plans_for, region_direction, region_seed
+from .edits import (
+    ORACLE,
+    RANDOM,
+    EditPlan,
+    Variant,
+    concept_means,
+    judge_edit,
+    plans_for,
+    region_direction,
+    region_seed,
+)
+from .edits import (
+    interventions_for as direction_interventions,
+)
 from .labelled import labelled_set
 from .run import Run
+
+if TYPE_CHECKING:
+    from diffdict.dictionaries.base import Dictionary
 
 GENERATE_LIMIT = 96  # edited images per generate call of the oracle and random rows
 
@@ -59,7 +76,7 @@ class HookEdits:
 
     hook: str
     name: str  # dictionary name
-    dictionary: object
+    dictionary: Dictionary
     feature_of: dict[str, tuple[int, int]]  # concept -> (feature, rank)
     mean_activation: np.ndarray  # (n,) mean value of each feature where it is active (selection)
     token_norm: float  # mean norm of the hook's tokens (selection)
@@ -73,17 +90,29 @@ def hook_edits(run: Run, name: str, tokens) -> HookEdits:
     chosen = distinct_features(codes, tokens.targets, attribute_groups(tokens.concepts))
     active = codes != 0
     mean_activation = np.where(active.any(0), (codes * active).sum(0) / np.maximum(active.sum(0), 1), 0.0)
-    return HookEdits(run.config.dictionary(name).hook, name, dictionary,
-                     {tokens.concepts[c]: pair for c, pair in chosen.items()}, mean_activation,
-                     float(tokens.x.norm(dim=-1).mean()))
+    return HookEdits(
+        run.config.dictionary(name).hook,
+        name,
+        dictionary,
+        {tokens.concepts[c]: pair for c, pair in chosen.items()},
+        mean_activation,
+        float(tokens.x.norm(dim=-1).mean()),
+    )
 
 
 def _has_features(plan: EditPlan, edits: list[HookEdits]) -> bool:
     return all(plan.source.source in e.feature_of and plan.target.target in e.feature_of for e in edits)
 
 
-def style_interventions(style: str, plans: list[EditPlan], batch: int, edits: HookEdits,
-                        grid: tuple[int, int], settings, t_range: tuple[float, float]) -> list:
+def style_interventions(
+    style: str,
+    plans: list[EditPlan],
+    batch: int,
+    edits: HookEdits,
+    grid: tuple[int, int],
+    settings,
+    t_range: tuple[float, float],
+) -> list:
     """Every prompt's paper-style edit on one hook, packed: one RowFeatureEdits (one encode per step) for
     the feature moves and one AddDirection (a direction and mask per row) for the additions, each op
     confined to its prompt's row and cells."""
@@ -103,19 +132,23 @@ def style_interventions(style: str, plans: list[EditPlan], batch: int, edits: Ho
         target_cells = torch.as_tensor(plan.target.cells(grid))
         on_value = float(settings.strength * edits.mean_activation[target_feature])
         if style == "tinaz_global":
-            ops += [adapters.FeatureOp(row, source_feature, "zero", everywhere),
-                    adapters.FeatureOp(row, target_feature, "add", everywhere, settings.norm_strength, True)]
+            ops += [
+                adapters.FeatureOp(row, source_feature, "zero", everywhere),
+                adapters.FeatureOp(row, target_feature, "add", everywhere, settings.norm_strength, True),
+            ]
             continue
         ops.append(adapters.FeatureOp(row, source_feature, "zero", source_cells))
         if style == "tinaz_spatial":
-            ops += [adapters.FeatureOp(row, target_feature, "set", target_cells, on_value),
-                    adapters.FeatureOp(row, target_feature, "zero", 1.0 - target_cells)]
+            ops += [
+                adapters.FeatureOp(row, target_feature, "set", target_cells, on_value),
+                adapters.FeatureOp(row, target_feature, "zero", 1.0 - target_cells),
+            ]
         elif style == "sdlens":
             directions[row], masks[row] = atoms[target_feature] * on_value, target_cells
         else:  # flux_add
             unit_atom = torch.nn.functional.normalize(atoms[target_feature], dim=0)
             directions[row], masks[row] = unit_atom * settings.token_norm_strength * edits.token_norm, target_cells
-    common = dict(t_range=t_range, branch="cond+uncond-")
+    common: dict[str, Any] = {"t_range": t_range, "branch": "cond+uncond-"}
     out = []
     if ops:
         out.append(adapters.RowFeatureEdits(edits.hook, dictionary=edits.dictionary, ops=ops, **common))
@@ -124,8 +157,9 @@ def style_interventions(style: str, plans: list[EditPlan], batch: int, edits: Ho
     return out
 
 
-def calibration_variants(plans: list[EditPlan], edits: list[HookEdits], selection, t_range: tuple[float, float],
-                         strength: float) -> list[Variant]:
+def calibration_variants(
+    plans: list[EditPlan], edits: list[HookEdits], selection, t_range: tuple[float, float], strength: float
+) -> list[Variant]:
     """Oracle and random edits of every plan, each region with the sdlens edit's norm."""
     low, high = t_range
     means = {}
@@ -141,8 +175,13 @@ def calibration_variants(plans: list[EditPlan], edits: list[HookEdits], selectio
                 norm = strength * float(e.mean_activation[e.feature_of[plan.target.target][0]])
                 hook_vectors = []
                 for r, region in enumerate(plan.regions):
-                    direction = region_direction(method, region, means=means[e.hook], d=e.dictionary.atoms.shape[1],
-                                                 seed=region_seed(e.hook, plan, r))
+                    direction = region_direction(
+                        method,
+                        region,
+                        means=means[e.hook],
+                        d=e.dictionary.atoms.shape[1],
+                        seed=region_seed(e.hook, plan, r),
+                    )
                     if direction is None:
                         break
                     hook_vectors.append(direction * norm)
@@ -153,7 +192,9 @@ def calibration_variants(plans: list[EditPlan], edits: list[HookEdits], selectio
     return variants
 
 
-def clip_score_edits(run: Run, plans: list[EditPlan], prompts: list, originals: list, edited: list) -> list[tuple[bool, float]]:
+def clip_score_edits(
+    run: Run, plans: list[EditPlan], prompts: list, originals: list, edited: list
+) -> list[tuple[bool, float]]:
     """(success, preservation) per plan for real models: CLIP says whether the edited image matches
     the edited caption better than the original caption; preservation is CLIP image similarity."""
     images = [edited[p.prompt_index] for p in plans]
@@ -164,8 +205,8 @@ def clip_score_edits(run: Run, plans: list[EditPlan], prompts: list, originals: 
 
 
 def run_windows(run: Run) -> dict[str, pl.DataFrame]:
-    from diffdict.toyworld.judge import judge
     from diffdict.adapters.registry import draws_toy_scenes
+    from diffdict.toyworld.judge import judge
 
     study = run.config.studies.windows
     rows = []
@@ -181,8 +222,12 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         edits = [hook_edits(run, n, selection.tokens(h)) for n, h in zip(names, hooks)]
         grids = {h: selection.tokens(h).grid for h in hooks}
         step_ts = sorted({round(float(t), 6) for t in selection.step_t}, reverse=True)
-        base = {"scoring": "clip" if use_clip else "judge", "model": model, "hook": "+".join(hooks),
-                "dictionary": entry_name}
+        base = {
+            "scoring": "clip" if use_clip else "judge",
+            "model": model,
+            "hook": "+".join(hooks),
+            "dictionary": entry_name,
+        }
         sets = {"score": labelled_set(run, model, [], "scoring", study.prompts)}
         if not use_clip:  # the oracle rows on train prompts, where claims choose the hook (no CLIP: no oracle)
             sets["tune"] = labelled_set(run, model, [], "tuning", study.tuning_prompts)
@@ -192,17 +237,40 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
             low, high = study.windows[window]
             prompts, images = sets[split].prompts, sets[split].images
             if use_clip:
-                (success, preservation), clean, before = clip_score_edits(run, [plan], prompts, images, edited_all)[0], None, None
+                (success, preservation), clean, before = (
+                    clip_score_edits(run, [plan], prompts, images, edited_all)[0],
+                    None,
+                    None,
+                )
             else:
-                judged = judge_edit(plan, prompts[plan.prompt_index].scene, originals[split][plan.prompt_index], image)
-                success, clean, preservation, before = (judged.success, judged.clean_success, judged.preservation,
-                                                        judged.target_before)
-            rows.append({**base, "edit": plan.attribute, "style": style, "kind": kind, "window": window,
-                         "t_low": low, "t_high": high, "steps_in_window": sum(low <= t <= high for t in step_ts),
-                         "split": split, "prompt_id": prompts[plan.prompt_index].id, "success": float(success),
-                         "clean_success": None if clean is None else float(clean), "preservation": preservation,
-                         "target_before": None if before is None else float(before),
-                         "feature_rank": rank})
+                judged_originals = originals[split]
+                assert judged_originals is not None  # judged whenever CLIP does not score
+                judged = judge_edit(plan, prompts[plan.prompt_index].scene, judged_originals[plan.prompt_index], image)
+                success, clean, preservation, before = (
+                    judged.success,
+                    judged.clean_success,
+                    judged.preservation,
+                    judged.target_before,
+                )
+            rows.append(
+                {
+                    **base,
+                    "edit": plan.attribute,
+                    "style": style,
+                    "kind": kind,
+                    "window": window,
+                    "t_low": low,
+                    "t_high": high,
+                    "steps_in_window": sum(low <= t <= high for t in step_ts),
+                    "split": split,
+                    "prompt_id": prompts[plan.prompt_index].id,
+                    "success": float(success),
+                    "clean_success": None if clean is None else float(clean),
+                    "preservation": preservation,
+                    "target_before": None if before is None else float(before),
+                    "feature_rank": rank,
+                }
+            )
 
         jobs = [(edit, window) for edit in study.edits for window in study.windows]
         for edit, window in tqdm(jobs, desc=f"windows {entry_name}", disable=not run.progress):
@@ -215,11 +283,14 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                 if not plans:
                     continue
                 for style in study.edit_styles if split == "score" else ():
-                    interventions = [iv for e in edits
-                                     for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study,
-                                                                   t_range)]
-                    edited = run.generate(model, [p.text for p in prompts], [seed] * len(prompts),
-                                          interventions=interventions).images
+                    interventions = [
+                        iv
+                        for e in edits
+                        for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study, t_range)
+                    ]
+                    edited = run.generate(
+                        model, [p.text for p in prompts], [seed] * len(prompts), interventions=interventions
+                    ).images
                     for plan in plans:
                         rank = max(e.feature_of[c][1] for e in edits for c in (plan.source.source, plan.target.target))
                         record(split, plan, style, "dictionary", window, edited[plan.prompt_index], edited, rank)
@@ -229,10 +300,13 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                 if split == "tune":
                     variants = [v for v in variants if v.method == ORACLE]
                 for start in range(0, len(variants), GENERATE_LIMIT):
-                    chunk = variants[start:start + GENERATE_LIMIT]
-                    edited = run.generate(model, [prompts[v.plan.prompt_index].text for v in chunk],
-                                          [seed] * len(chunk),
-                                          interventions=direction_interventions(chunk, grids, t_range)).images
+                    chunk = variants[start : start + GENERATE_LIMIT]
+                    edited = run.generate(
+                        model,
+                        [prompts[v.plan.prompt_index].text for v in chunk],
+                        [seed] * len(chunk),
+                        interventions=direction_interventions(chunk, grids, t_range),
+                    ).images
                     for variant, image in zip(chunk, edited):
                         record(split, variant.plan, variant.method, variant.method, window, image, None, None)
     return {"windows": pl.DataFrame(rows, infer_schema_length=None)}
@@ -249,8 +323,14 @@ def plot_windows(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, o
     for (model, hook), group in table.group_by(["model", "hook"], maintain_order=True):
         for rows, label in (("style", "edit style (oracle and random: calibration)"), ("edit", "edited attribute")):
             subset = group if rows == "style" else group.filter(pl.col("kind") == "dictionary")
-            path = heatmap(subset, rows, "window", "success",
-                           run.plot_path(f"windows_{rows}_{model}_{hook}".replace("/", "_")),
-                           f"{model} {hook}: success by {label} and window", column_order=order)
+            path = heatmap(
+                subset,
+                rows,
+                "window",
+                "success",
+                run.plot_path(f"windows_{rows}_{model}_{hook}".replace("/", "_")),
+                f"{model} {hook}: success by {label} and window",
+                column_order=order,
+            )
             plots.append((f"{model}, {hook}: edit success, {label} x time window", path))
     return plots

@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny models are built once per test session (they are seeded)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Shared helpers for the dictionary/store tests: planted sparse data and a fake adapter."""
+
 from __future__ import annotations
 
 import socket
@@ -62,9 +63,15 @@ class KilledHarvest(RuntimeError):
 class FakeAdapter:
     """Duck-typed stand-in for adapters.load(...): deterministic maps per (prompt, seed, step, hook)."""
 
-    def __init__(self, hooks: dict[str, int] | None = None, side: int = 4, default_steps: int = 2,
-                 die_after_calls: int | None = None, nan_for_prompt: str | None = None,
-                 lie_about_d: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        hooks: dict[str, int] | None = None,
+        side: int = 4,
+        default_steps: int = 2,
+        die_after_calls: int | None = None,
+        nan_for_prompt: str | None = None,
+        lie_about_d: dict[str, int] | None = None,
+    ) -> None:
         hooks = hooks or {"down.2.1": 16, "mid.0": 8}
         self.model_id = "fake/model"
         declared = dict(hooks, **(lie_about_d or {}))
@@ -83,8 +90,17 @@ class FakeAdapter:
             value[1, 2, 0] = float("nan")
         return value
 
-    def generate(self, prompts, seeds=0, hooks=("down.2.1",), capture="update", steps=None, guidance=None,
-                 height=None, width=None) -> Generation:
+    def generate(
+        self,
+        prompts,
+        seeds=0,
+        hooks=("down.2.1",),
+        capture="update",
+        steps=None,
+        guidance=None,
+        height=None,
+        width=None,
+    ) -> Generation:
         if self.die_after_calls is not None and self.calls >= self.die_after_calls:
             raise KilledHarvest(f"killed after {self.calls} calls")
         self.calls += 1
@@ -101,5 +117,6 @@ class FakeAdapter:
         return Generation(images=[], prompts=list(prompts), seeds=seeds, captures=captures)
 
 
-PROMPTS = [f"a {colour} {shape}" for colour in ("red", "green", "blue", "white")
-           for shape in ("square", "circle", "triangle")]
+PROMPTS = [
+    f"a {colour} {shape}" for colour in ("red", "green", "blue", "white") for shape in ("square", "circle", "triangle")
+]

@@ -1,4 +1,5 @@
 """A small study config on tiny/sdxl that exercises every stage and study in well under a minute."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Model families as data: loading, meta-device configs and checks read adapters.families, so a
 family is one declaration (and its adapter module)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,9 @@ import pytest
 
 from diffdict import adapters
 from diffdict.adapters import families
+from diffdict.adapters.base import model_config
 from diffdict.adapters.errors import AdapterInputError
+from diffdict.adapters.family_spec import Guidance
 from diffdict.adapters.sdxl import SDXL, SDXLAdapter
 
 
@@ -34,7 +37,7 @@ def test_the_model_tables_are_derived_from_the_families():
 def test_real_models_meta_configs_come_from_their_family():
     dev = adapters.load("black-forest-labs/FLUX.1-dev", device="meta")
     schnell = adapters.load("black-forest-labs/FLUX.1-schnell", device="meta")
-    assert dev.denoiser.config.guidance_embeds and not schnell.denoiser.config.guidance_embeds
+    assert model_config(dev.denoiser).guidance_embeds and not model_config(schnell.denoiser).guidance_embeds
     assert dev.hook_point("double.18").d == 3072
 
 
@@ -53,9 +56,15 @@ def test_a_new_family_is_one_declaration(tmp_path, monkeypatch):
     class VariantAdapter(SDXLAdapter):
         family = "sdxl-variant"
 
-    variant = dataclasses.replace(SDXL, name="sdxl-variant", title="SDXL variant", adapter=VariantAdapter,
-                                  pipeline_class="StableDiffusionXLVariantPipeline", real_models=(),
-                                  tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-variant"))
+    variant = dataclasses.replace(
+        SDXL,
+        name="sdxl-variant",
+        title="SDXL variant",
+        adapter=VariantAdapter,
+        pipeline_class="StableDiffusionXLVariantPipeline",
+        real_models=(),
+        tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-variant"),
+    )
     monkeypatch.setitem(families.FAMILIES, variant.name, variant)
     folder = _pipeline_folder(tmp_path / "variant", variant.pipeline_class, dict(SDXL.tiny.denoiser_config), "unet")
     adapter = adapters.load(str(folder), device="meta")
@@ -65,12 +74,53 @@ def test_a_new_family_is_one_declaration(tmp_path, monkeypatch):
         adapters.load(str(folder), quantize="nf4", device="meta")
 
 
+def test_a_family_s_guidance_rule_gives_its_branches_and_pipeline_arguments(monkeypatch):
+    """Which CFG branches a guidance setting gives is the family's rule, not its adapter's: an SDXL-style family
+    declared with another rule (the pipeline's guidance_scale is 1 + 2 x guidance, so any guidance above 0 runs
+    CFG) gets its branches from that rule, and the pipeline runs what the rule says."""
+
+    class ScaledAdapter(SDXLAdapter):
+        family = "sdxl-scaled"
+
+    def branches(guidance: float, denoiser_config) -> tuple[str, ...]:
+        return ("uncond", "cond") if guidance > 0 else ("cond",)
+
+    def pipeline_kwargs(guidance: float, negative_prompt) -> dict:
+        return {"guidance_scale": 1.0 + 2.0 * guidance}
+
+    scaled = dataclasses.replace(
+        SDXL,
+        name="sdxl-scaled",
+        title="SDXL scaled",
+        adapter=ScaledAdapter,
+        pipeline_class="StableDiffusionXLScaledPipeline",
+        real_models=(),
+        tiny=dataclasses.replace(SDXL.tiny, id="tiny/sdxl-scaled"),
+        guidance=Guidance(branches=branches, pipeline_kwargs=pipeline_kwargs),
+    )
+    monkeypatch.setitem(families.FAMILIES, scaled.name, scaled)
+    sdxl, adapter = adapters.load("tiny/sdxl", device="meta"), adapters.load("tiny/sdxl-scaled", device="cpu")
+    assert sdxl.branches(0.5) == ("cond",) and adapter.branches(0.5) == ("uncond", "cond")  # same U-Net, other rule
+    assert adapter.branches(0.0) == ("cond",) and adapter.branches() == ("uncond", "cond")  # default: guidance 5
+    assert adapter._pipeline_kwargs(1, 0.5, 64, 64, None) == {"guidance_scale": 2.0, "height": 64, "width": 64}
+    guided = adapter.generate(["a red square"], hooks=["mid.0"], steps=1, guidance=0.5)
+    assert [m.branch for m in guided.captures] == ["uncond", "cond"]  # the pipeline ran CFG, as the rule says
+    plain = adapter.generate(["a red square"], hooks=["mid.0"], steps=1, guidance=0.0)
+    assert [m.branch for m in plain.captures] == ["cond"]
+
+
 def test_registration_refuses_what_would_clash():
     class Clash(SDXLAdapter):
         family = "clash"
 
-    clash = dataclasses.replace(SDXL, name="clash", adapter=Clash, pipeline_class="ClashPipeline", real_models=(),
-                                tiny=dataclasses.replace(SDXL.tiny, id="tiny/clash"))
+    clash = dataclasses.replace(
+        SDXL,
+        name="clash",
+        adapter=Clash,
+        pipeline_class="ClashPipeline",
+        real_models=(),
+        tiny=dataclasses.replace(SDXL.tiny, id="tiny/clash"),
+    )
     with pytest.raises(ValueError, match="already registered"):
         families.register(dataclasses.replace(clash, name="sdxl", adapter=SDXLAdapter))
     with pytest.raises(ValueError, match="its adapter SDXLAdapter says family = 'sdxl'"):

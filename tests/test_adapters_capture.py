@@ -1,4 +1,5 @@
 """Capture: maps per hook, per denoiser call, per branch, tagged with step / timestep / t."""
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,9 @@ def test_rows_follow_prompts_in_any_batch(tiny_sdxl):
     together = tiny_sdxl.generate(PROMPTS, seeds=[7, 8], hooks=["mid.0"], steps=2, guidance=5.0)
     alone = tiny_sdxl.generate(PROMPTS[1:], seeds=[8], hooks=["mid.0"], steps=2, guidance=5.0)
     for branch in ("cond", "uncond"):
-        torch.testing.assert_close(together.stacked("mid.0", branch)[:, 1], alone.stacked("mid.0", branch)[:, 0],
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            together.stacked("mid.0", branch)[:, 1], alone.stacked("mid.0", branch)[:, 0], atol=1e-4, rtol=1e-4
+        )
 
 
 def test_same_prompts_and_seeds_give_identical_images_and_captures(tiny_sdxl):

@@ -7,6 +7,7 @@ the batch holds one branch and no order can be wrong. At step 0 both CFG halves 
 and timestep, so the guided run's cond rows must be what the model computes for the prompt alone,
 and its uncond rows what it computes for the negative prompt alone.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,9 @@ def _step0(generation, hook: str, branch: str) -> torch.Tensor:
 
 
 def test_guided_rows_match_each_branch_run_alone(tiny_sdxl):
-    guided = tiny_sdxl.generate([PROMPT], seeds=[5], hooks=HOOKS, steps=2, guidance=5.0, capture_steps=[0],
-                                negative_prompt=[NEGATIVE])
+    guided = tiny_sdxl.generate(
+        [PROMPT], seeds=[5], hooks=HOOKS, steps=2, guidance=5.0, capture_steps=[0], negative_prompt=[NEGATIVE]
+    )
     prompt_alone = tiny_sdxl.generate([PROMPT], seeds=[5], hooks=HOOKS, steps=2, guidance=0.0, capture_steps=[0])
     negative_alone = tiny_sdxl.generate([NEGATIVE], seeds=[5], hooks=HOOKS, steps=2, guidance=0.0, capture_steps=[0])
     for hook in HOOKS:

@@ -1,4 +1,5 @@
 """Hook points: names, module paths, channels and grids, for the real models (meta device) and tiny ones."""
+
 from __future__ import annotations
 
 import pytest
@@ -84,7 +85,7 @@ def test_meta_adapter_cannot_generate(sdxl_meta):
 def test_cli_hooks_lists_real_sdxl_without_download(capsys):
     assert main(["hooks", "stabilityai/sdxl-turbo"]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("down.2.1 "))
+    line = next(row for row in out.splitlines() if row.startswith("down.2.1 "))
     assert "down_blocks.2.attentions.1" in line and "1280" in line and "16x16" in line
 
 

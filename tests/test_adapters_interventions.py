@@ -1,4 +1,5 @@
 """Interventions through forward hooks: masks, time windows, branch rules, dictionaries, cleanup."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -41,7 +42,9 @@ def baseline(tiny_sdxl):
 
 
 def _diff(gen, base, step, branch):
-    return gen.maps(hook=HOOK, step=step, branch=branch)[0].value - base.maps(hook=HOOK, step=step, branch=branch)[0].value
+    return (
+        gen.maps(hook=HOOK, step=step, branch=branch)[0].value - base.maps(hook=HOOK, step=step, branch=branch)[0].value
+    )
 
 
 def test_add_direction_on_a_mask_changes_exactly_the_masked_cells(tiny_sdxl, baseline):
@@ -78,14 +81,21 @@ def test_t_window_selects_steps_by_normalised_time(tiny_sdxl, baseline):
 
 def test_interventions_compose_in_order(tiny_sdxl, baseline):
     a, b = torch.randn(32), torch.randn(32)
-    gen = _run(tiny_sdxl, [AddDirection(HOOK, direction=a, steps=[0]), AddDirection(HOOK, direction=b, strength=-2, steps=[0])])
+    gen = _run(
+        tiny_sdxl, [AddDirection(HOOK, direction=a, steps=[0]), AddDirection(HOOK, direction=b, strength=-2, steps=[0])]
+    )
     torch.testing.assert_close(_diff(gen, baseline, 0, "cond")[0, 3, 3], a - 2 * b, atol=1e-5, rtol=1e-5)
 
 
 def test_edit_features_set_and_zero_move_only_the_named_features(tiny_sdxl, baseline):
     dictionary = OrthoDictionary(32, k=32)
-    gen = _run(tiny_sdxl, [EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[3], mode="set", value=4.0),
-                           EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[5], mode="zero")])
+    gen = _run(
+        tiny_sdxl,
+        [
+            EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[3], mode="set", value=4.0),
+            EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[5], mode="zero"),
+        ],
+    )
     before = baseline.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     after = gen.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     torch.testing.assert_close(after[:, 3], torch.full_like(after[:, 3], 4.0), atol=1e-4, rtol=1e-4)
@@ -96,7 +106,9 @@ def test_edit_features_set_and_zero_move_only_the_named_features(tiny_sdxl, base
 
 def test_edit_features_scale(tiny_sdxl, baseline):
     dictionary = OrthoDictionary(32, k=32)
-    gen = _run(tiny_sdxl, [EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[0, 1], mode="scale", value=3.0)])
+    gen = _run(
+        tiny_sdxl, [EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[0, 1], mode="scale", value=3.0)]
+    )
     before = baseline.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     after = gen.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     torch.testing.assert_close(after[:, :2], 3.0 * before[:, :2], atol=1e-4, rtol=1e-4)
@@ -142,10 +154,15 @@ def test_flux_interventions_on_image_and_text_streams(tiny_flux):
     direction = torch.randn(32)
     mask = torch.zeros(16, 16)
     mask[:4] = 1
-    gen = tiny_flux.generate(PROMPT, hooks=["double.1", "double.1.txt"], steps=2, interventions=[
-        AddDirection("double.1", mask=mask, direction=direction, steps=[0]),
-        SkipBlock("double.1.txt", steps=[0]),
-    ])
+    gen = tiny_flux.generate(
+        PROMPT,
+        hooks=["double.1", "double.1.txt"],
+        steps=2,
+        interventions=[
+            AddDirection("double.1", mask=mask, direction=direction, steps=[0]),
+            SkipBlock("double.1.txt", steps=[0]),
+        ],
+    )
     diff = gen.maps(hook="double.1", step=0)[0].value - base.maps(hook="double.1", step=0)[0].value
     torch.testing.assert_close(diff[0, :4], direction.expand(4, 16, 32), atol=1e-5, rtol=1e-5)
     assert diff[0, 4:].abs().max() < 1e-6
@@ -154,8 +171,14 @@ def test_flux_interventions_on_image_and_text_streams(tiny_flux):
 
 def test_edit_features_add_relative_to_the_local_code_norm(tiny_sdxl, baseline):
     dictionary = OrthoDictionary(32, k=32)
-    gen = _run(tiny_sdxl, [EditFeatures(HOOK, steps=[0], dictionary=dictionary, features=[7], mode="add", value=0.5,
-                                        relative_to_code_norm=True)])
+    gen = _run(
+        tiny_sdxl,
+        [
+            EditFeatures(
+                HOOK, steps=[0], dictionary=dictionary, features=[7], mode="add", value=0.5, relative_to_code_norm=True
+            )
+        ],
+    )
     before = baseline.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     after = gen.maps(hook=HOOK, step=0, branch="cond")[0].value.reshape(-1, 32) @ dictionary.atoms.T
     # an orthonormal complete code has the norm of the update itself
@@ -169,8 +192,14 @@ def test_per_prompt_masks_edit_each_prompt_in_its_own_place(tiny_sdxl):
     masks[0, 0, 0] = 1
     masks[1, 7, 7] = 1
     direction = torch.randn(32)
-    gen = tiny_sdxl.generate(prompts, seeds=[1, 2], hooks=[HOOK], steps=1, guidance=5.0,
-                             interventions=[AddDirection(HOOK, mask=masks, direction=direction)])
+    gen = tiny_sdxl.generate(
+        prompts,
+        seeds=[1, 2],
+        hooks=[HOOK],
+        steps=1,
+        guidance=5.0,
+        interventions=[AddDirection(HOOK, mask=masks, direction=direction)],
+    )
     diff = gen.maps(branch="cond")[0].value - base.maps(branch="cond")[0].value  # (2, 8, 8, 32)
     changed = diff.abs().amax(dim=-1) > 1e-6
     assert changed[0].nonzero().tolist() == [[0, 0]] and changed[1].nonzero().tolist() == [[7, 7]]
@@ -189,13 +218,23 @@ def test_row_feature_edits_match_one_edit_features_per_prompt_from_one_encode():
     cells = [torch.zeros(4, 4) for _ in range(3)]
     cells[0][:2] = 1.0
     cells[2][:, 1:] = 0.5
-    ops = [FeatureOp(0, 2, "zero", cells[0]), FeatureOp(1, 5, "set", torch.ones(4, 4), 3.0),
-           FeatureOp(2, 7, "add", cells[2], 1.5, relative_to_code_norm=True)]
+    ops = [
+        FeatureOp(0, 2, "zero", cells[0]),
+        FeatureOp(1, 5, "set", torch.ones(4, 4), 3.0),
+        FeatureOp(2, 7, "add", cells[2], 1.5, relative_to_code_norm=True),
+    ]
     packed = RowFeatureEdits(HOOK, dictionary=dictionary, ops=ops).change(update)
     assert calls == [3 * 16]  # one encode of the whole batch
     for op in ops:
         mask = torch.zeros(3, 4, 4)
         mask[op.row] = op.cells
-        single = EditFeatures(HOOK, mask=mask, dictionary=dictionary, features=[op.feature], mode=op.mode,
-                              value=op.value, relative_to_code_norm=op.relative_to_code_norm).change(update)
+        single = EditFeatures(
+            HOOK,
+            mask=mask,
+            dictionary=dictionary,
+            features=[op.feature],
+            mode=op.mode,
+            value=op.value,
+            relative_to_code_norm=op.relative_to_code_norm,
+        ).change(update)
         torch.testing.assert_close(packed[op.row], single[op.row], atol=1e-5, rtol=1e-5)

@@ -1,4 +1,5 @@
 """NF4 on the CPU: bitsandbytes Linear4bit swapped in place into tiny/flux's transformer and T5."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,7 +42,11 @@ def test_output_stays_close_to_the_full_precision_model(tiny_flux, nf4_flux):
 def test_capture_and_interventions_work_on_nf4(nf4_flux):
     base = nf4_flux.generate(["a red circle"], hooks=["double.0"], steps=2)
     direction = torch.randn(32)
-    edited = nf4_flux.generate(["a red circle"], hooks=["double.0"], steps=2,
-                               interventions=[adapters.AddDirection("double.0", direction=direction, steps=[0])])
+    edited = nf4_flux.generate(
+        ["a red circle"],
+        hooks=["double.0"],
+        steps=2,
+        interventions=[adapters.AddDirection("double.0", direction=direction, steps=[0])],
+    )
     diff = edited.maps(step=0)[0].value - base.maps(step=0)[0].value
     torch.testing.assert_close(diff[0, 5, 5], direction, atol=1e-4, rtol=1e-4)

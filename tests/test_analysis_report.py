@@ -1,4 +1,5 @@
 """Plots and the self-contained HTML report, opened in headless Chromium; CLIP scores with random weights."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -14,10 +15,16 @@ from diffdict.analysis.report import FeatureCard, Section, Tile, readable, write
 
 @pytest.fixture(scope="module")
 def tables():
-    fvu = pl.DataFrame({"t": [1.0, 0.5, 0.0] * 2, "fvu": [0.2, 0.3, 0.5, 0.25, 0.35, 0.6],
-                        "model": ["turbo"] * 3 + ["base"] * 3})
-    windows = pl.DataFrame({"edit": ["colour", "colour", "shape", "shape"], "window": ["early", "late"] * 2,
-                            "success": [0.9, 0.1, 0.8, 0.05]})
+    fvu = pl.DataFrame(
+        {"t": [1.0, 0.5, 0.0] * 2, "fvu": [0.2, 0.3, 0.5, 0.25, 0.35, 0.6], "model": ["turbo"] * 3 + ["base"] * 3}
+    )
+    windows = pl.DataFrame(
+        {
+            "edit": ["colour", "colour", "shape", "shape"],
+            "window": ["early", "late"] * 2,
+            "success": [0.9, 0.1, 0.8, 0.05],
+        }
+    )
     return fvu, windows
 
 
@@ -27,10 +34,14 @@ def test_report_is_self_contained_and_every_image_loads_in_chromium(tmp_path, ta
     heat = plots.heatmap(windows, "edit", "window", "success", tmp_path / "plots" / "windows.png")
     bars = plots.bar_plot(windows, "edit", "success", "window", tmp_path / "plots" / "bars.png")
     gallery = [(f"feature {i}", Image.new("RGB", (16, 16), (40 * i, 100, 200))) for i in range(4)]
-    page = write_report(tmp_path / "report.html", "test run", [
-        Section("Transfer", "FVU per step.", tables=[("fvu", fvu)], plots=[("fvu", line)]),
-        Section("Windows", plots=[("heat", heat), ("bars", bars)], galleries=[("atlas", gallery)]),
-    ])
+    page = write_report(
+        tmp_path / "report.html",
+        "test run",
+        [
+            Section("Transfer", "FVU per step.", tables=[("fvu", fvu)], plots=[("fvu", line)]),
+            Section("Windows", plots=[("heat", heat), ("bars", bars)], galleries=[("atlas", gallery)]),
+        ],
+    )
     text = page.read_text()
     assert 'src="plots/' not in text and "data:image/png;base64," in text  # nothing points outside the file
     (tmp_path / "plots" / "fvu.png").unlink()  # the page must not need its neighbours
@@ -41,14 +52,35 @@ def test_report_opens_with_findings_and_keeps_tables_collapsed(tmp_path, tables)
     fvu, windows = tables
     line = plots.line_plot(fvu, "t", "fvu", "model", tmp_path / "fvu.png", "FVU against t")
     tile = Image.new("RGB", (128, 128), (200, 40, 40))
-    card = FeatureCard("sae", 7, "colour:red", 0.97, "", 0.12, 1.5, top=[Tile(tile, "1.2", "a red circle")],
-                       empty=[Tile(tile, "off"), Tile(tile, "4x")], strip=[Tile(tile, "-4x"), Tile(tile, "+8x")],
-                       strip_prompt="a red circle", architecture="topk_sae")
-    page = write_report(tmp_path / "report.html", "test run", [
-        Section("Transfer", "about it", tables=[("fvu", fvu), ("windows", windows)], plots=[("fvu", line)],
-                summary="FVU 0.20 on turbo."),
-        Section("Atlas", cards=[card], tables=[("empty", pl.DataFrame({"a": []}))]),
-    ], "Models: turbo.")
+    card = FeatureCard(
+        "sae",
+        7,
+        "colour:red",
+        0.97,
+        "",
+        0.12,
+        1.5,
+        top=[Tile(tile, "1.2", "a red circle")],
+        empty=[Tile(tile, "off"), Tile(tile, "4x")],
+        strip=[Tile(tile, "-4x"), Tile(tile, "+8x")],
+        strip_prompt="a red circle",
+        architecture="topk_sae",
+    )
+    page = write_report(
+        tmp_path / "report.html",
+        "test run",
+        [
+            Section(
+                "Transfer",
+                "about it",
+                tables=[("fvu", fvu), ("windows", windows)],
+                plots=[("fvu", line)],
+                summary="FVU 0.20 on turbo.",
+            ),
+            Section("Atlas", cards=[card], tables=[("empty", pl.DataFrame({"a": []}))]),
+        ],
+        "Models: turbo.",
+    )
     text = page.read_text()
     assert text.index("FVU 0.20 on turbo.") < text.index('<section id="s0"')  # findings before any study
     assert text.index("<figure") < text.index("<details")  # figures before tables
@@ -64,8 +96,14 @@ def test_numbers_are_rounded_for_reading():
 
 def test_one_method_palette_for_every_plot():
     methods = ["turbo-sae", "turbo-itda", "raw channels", "random directions", "diff-in-means", "logistic probe"]
-    assert [plots.method_kind(m) for m in methods] == ["dictionary", "dictionary", "raw channels", "random",
-                                                       "oracle", "probe"]
+    assert [plots.method_kind(m) for m in methods] == [
+        "dictionary",
+        "dictionary",
+        "raw channels",
+        "random",
+        "oracle",
+        "probe",
+    ]
     palette = plots.method_palette(methods)
     assert palette["turbo-sae"] != palette["turbo-itda"]  # each dictionary its own blue
     assert palette["random directions"] == plots.KIND_COLOURS["random"] == plots.method_palette(["random"])["random"]

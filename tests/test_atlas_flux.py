@@ -1,4 +1,5 @@
 """The feature atlas on a Flux-style model (tiny/flux), with both dictionary architectures."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -6,7 +7,6 @@ from PIL import Image
 
 from diffdict.analysis.browser import image_load_status
 from diffdict.studies.cli import main
-
 from study_fixtures import write_tiny_study
 
 
@@ -14,7 +14,7 @@ def test_atlas_on_flux_for_sae_and_itda(tmp_path):
     config = write_tiny_study(tmp_path, **{'id = "tiny/sdxl"': 'id = "tiny/flux"', '"down.2.1"': '"double.0"'})
     text = config.read_text()
     # Only what the atlas needs: the Flux model entry, both dictionaries, the atlas study.
-    text = text[:text.index("[studies.transfer]")] + text[text.index("[studies.atlas]"):]
+    text = text[: text.index("[studies.transfer]")] + text[text.index("[studies.atlas]") :]
     config.write_text(text.replace("top_features = 3", "top_features = 2"))
     assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 0
     run_dir = tmp_path / "run"

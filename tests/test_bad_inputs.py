@@ -3,28 +3,31 @@
 Each case must exit with status 2, print a message that names the problem and the fix
 (checked by a pattern), and leave everything already written byte-identical.
 """
+
 from __future__ import annotations
 
 import hashlib
-import re
 import os
+import re
 import shutil
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 
 from diffdict.studies.cli import main
-
 from study_fixtures import TINY_WINDOWS, write_tiny_study
 
 
-def _tree_digest(root: Path, skip: set[Path] = frozenset()) -> dict[str, str]:
+def _tree_digest(root: Path, skip: Collection[Path] = frozenset()) -> dict[str, str]:
     """Path -> sha256 of every file under root (what 'nothing written is lost' compares)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p not in skip}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p not in skip
+    }
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +56,77 @@ class ConfigCase:
 
 CONFIG_CASES = [
     ConfigCase("misspelt section", {"[harvest]": "[harvst]"}, r"harvst: unknown key; did you mean 'harvest'"),
-    ConfigCase("misspelt key", {"n = 64\nk = 4": "nn = 64\nk = 4"}, r"dictionaries\[0\]\.nn: unknown key; did you mean 'n'"),
-    ConfigCase("wrong type", {"batch_size = 6": 'batch_size = "6"'}, r"harvest\.batch_size: expected an integer, got str"),
+    ConfigCase(
+        "misspelt key", {"n = 64\nk = 4": "nn = 64\nk = 4"}, r"dictionaries\[0\]\.nn: unknown key; did you mean 'n'"
+    ),
+    ConfigCase(
+        "wrong type", {"batch_size = 6": 'batch_size = "6"'}, r"harvest\.batch_size: expected an integer, got str"
+    ),
     ConfigCase("k larger than n", {"n = 64\nk = 4": "n = 64\nk = 65"}, r"k=65 is larger than n=64; choose k <= n"),
     ConfigCase("negative size", {"n = 64\nk = 4": "n = -64\nk = 4"}, r"dictionaries\[0\]\.n: must be > 0, got -64"),
-    ConfigCase("empty prompt list", {'source = "toyworld"': 'source = "list"\nlist = []'}, r"prompts\.list: is empty; give at least two prompts"),
-    ConfigCase("missing prompts file", {'source = "toyworld"': 'source = "file"\nfile = "gone.txt"'}, r"gone\.txt does not exist; one prompt per line"),
-    ConfigCase("unknown architecture", {'architecture = "itda"': 'architecture = "ica"'}, r"'ica' is not allowed.*Allowed: topk_sae, itda"),
-    ConfigCase("unknown model id", {'id = "tiny/sdxl"\nsteps = 1': 'id = "stabilityai/sdxl-trubo"\nsteps = 1'}, r"unknown model 'stabilityai/sdxl-trubo'.*Known models"),
-    ConfigCase("dictionary on an undefined model", {'model = "one"\nhook': 'model = "three"\nhook'}, r"'three' is not allowed.*Allowed: one, multi"),
-    ConfigCase("hook the model lacks", {'hooks = ["down.2.1"]': 'hooks = ["down.2.1", "down.3.0"]'}, r"unknown hook 'down\.3\.0'.*Valid hooks: down\.1\.0"),
-    ConfigCase("window outside [0, 1]", {TINY_WINDOWS: 'windows = { early = [0.5, 2.0] }'}, r"\[0\.5, 2\.0\] must be \[low, high\] with 0 <= low <= high <= 1"),
+    ConfigCase(
+        "empty prompt list",
+        {'source = "toyworld"': 'source = "list"\nlist = []'},
+        r"prompts\.list: is empty; give at least two prompts",
+    ),
+    ConfigCase(
+        "missing prompts file",
+        {'source = "toyworld"': 'source = "file"\nfile = "gone.txt"'},
+        r"gone\.txt does not exist; one prompt per line",
+    ),
+    ConfigCase(
+        "unknown architecture",
+        {'architecture = "itda"': 'architecture = "ica"'},
+        r"'ica' is not allowed.*Allowed: topk_sae, itda",
+    ),
+    ConfigCase(
+        "unknown model id",
+        {'id = "tiny/sdxl"\nsteps = 1': 'id = "stabilityai/sdxl-trubo"\nsteps = 1'},
+        r"unknown model 'stabilityai/sdxl-trubo'.*Known models",
+    ),
+    ConfigCase(
+        "dictionary on an undefined model",
+        {'model = "one"\nhook': 'model = "three"\nhook'},
+        r"'three' is not allowed.*Allowed: one, multi",
+    ),
+    ConfigCase(
+        "hook the model lacks",
+        {'hooks = ["down.2.1"]': 'hooks = ["down.2.1", "down.3.0"]'},
+        r"unknown hook 'down\.3\.0'.*Valid hooks: down\.1\.0",
+    ),
+    ConfigCase(
+        "window outside [0, 1]",
+        {TINY_WINDOWS: "windows = { early = [0.5, 2.0] }"},
+        r"\[0\.5, 2\.0\] must be \[low, high\] with 0 <= low <= high <= 1",
+    ),
     ConfigCase("invalid TOML", {"[harvest]": "[harvest"}, r"not valid TOML"),
-    ConfigCase("eval fraction out of range", {"eval_fraction = 0.34": "eval_fraction = 0"}, r"must be strictly between 0 and 1"),
-    ConfigCase("NF4 on an SDXL model", {'steps = 1\nguidance = 0.0': 'steps = 1\nguidance = 0.0\nquantize = "nf4"'}, r"quantize='nf4', which is supported for Flux models only"),
-    ConfigCase("duplicate dictionary name", {'name = "itda"': 'name = "sae"'}, r"'sae' is used twice; names must be unique"),
-    ConfigCase("fewer tokens than a batch", {"tokens = 4096\nbatch = 256\n\n[[dictionaries]]": "tokens = 100\nbatch = 256\n\n[[dictionaries]]"}, r"100 tokens are fewer than one batch \(256\)"),
-    ConfigCase("study names an unknown dictionary", {'dictionaries = ["sae", "itda"]': 'dictionaries = ["sae", "sea"]'}, r"studies\.atlas\.dictionaries\[1\]: 'sea' is not allowed; did you mean 'sae'"),
-    ConfigCase("misspelt study", {"[studies.training]": "[studies.trainig]"}, r"studies\.trainig: unknown study; did you mean 'training'\?; the registered studies are: transfer, compare, windows, editability, layout, training, atlas"),
+    ConfigCase(
+        "eval fraction out of range", {"eval_fraction = 0.34": "eval_fraction = 0"}, r"must be strictly between 0 and 1"
+    ),
+    ConfigCase(
+        "NF4 on an SDXL model",
+        {"steps = 1\nguidance = 0.0": 'steps = 1\nguidance = 0.0\nquantize = "nf4"'},
+        r"quantize='nf4', which is supported for Flux models only",
+    ),
+    ConfigCase(
+        "duplicate dictionary name", {'name = "itda"': 'name = "sae"'}, r"'sae' is used twice; names must be unique"
+    ),
+    ConfigCase(
+        "fewer tokens than a batch",
+        {"tokens = 4096\nbatch = 256\n\n[[dictionaries]]": "tokens = 100\nbatch = 256\n\n[[dictionaries]]"},
+        r"100 tokens are fewer than one batch \(256\)",
+    ),
+    ConfigCase(
+        "study names an unknown dictionary",
+        {'dictionaries = ["sae", "itda"]': 'dictionaries = ["sae", "sea"]'},
+        r"studies\.atlas\.dictionaries\[1\]: 'sea' is not allowed; did you mean 'sae'",
+    ),
+    ConfigCase(
+        "misspelt study",
+        {"[studies.training]": "[studies.trainig]"},
+        r"studies\.trainig: unknown study; did you mean 'training'\?; the registered studies are: transfer, compare, "
+        r"windows, editability, layout, training, atlas",
+    ),
 ]
 
 
@@ -88,8 +144,16 @@ def test_config_case(case, tmp_path, capsys):
 # ---- command-line arguments -----------------------------------------------------------------
 CLI_CASES = [
     ("unknown model", ["hooks", "nobody/model"], r"unknown model 'nobody/model'.*Known models:.*tiny/flux"),
-    ("unknown hook", ["generate", "tiny/sdxl", "a cat", "--hooks", "down.9.9"], r"unknown hook 'down\.9\.9'.*Valid hooks"),
-    ("size off the hook grid", ["hooks", "tiny/sdxl", "--height", "60"], r"60x64 px is not a multiple of its stride 8 px"),
+    (
+        "unknown hook",
+        ["generate", "tiny/sdxl", "a cat", "--hooks", "down.9.9"],
+        r"unknown hook 'down\.9\.9'.*Valid hooks",
+    ),
+    (
+        "size off the hook grid",
+        ["hooks", "tiny/sdxl", "--height", "60"],
+        r"60x64 px is not a multiple of its stride 8 px",
+    ),
     ("zero steps", ["generate", "tiny/sdxl", "a cat", "--steps", "0"], r"steps must be >= 1, got 0"),
     ("config file missing", ["run", "no/such/config.toml"], r"config file no/such/config\.toml does not exist"),
     ("NF4 on SDXL", ["generate", "tiny/sdxl", "a cat", "--quantize", "nf4"], r"supported for Flux models only"),
@@ -107,7 +171,9 @@ def test_cli_case(name, argv, message, tmp_path, capsys, monkeypatch):
 def test_unknown_study_name(tmp_path, capsys):
     config = write_tiny_study(tmp_path)
     assert main(["study", str(config), "--only", "tranfser"]) == 2
-    assert re.search(r"unknown study \['tranfser'\]; studies: transfer, compare, windows, .*atlas", capsys.readouterr().err)
+    assert re.search(
+        r"unknown study \['tranfser'\]; studies: transfer, compare, windows, .*atlas", capsys.readouterr().err
+    )
 
 
 # ---- the store and dictionary files ---------------------------------------------------------
@@ -172,9 +238,9 @@ def _wrong_shape_weights(run):
 
 
 def _dictionary_for_another_hook(run):
-    import diffdict.dictionaries.base as base
-
     import json
+
+    import diffdict.dictionaries.base as base
 
     folder = _sae_folder(run)
     recorded = json.loads((folder / "config.json").read_text())["meta"]["settings_hash"]
@@ -193,14 +259,36 @@ class FileCase:
 
 
 FILE_CASES = [
-    FileCase("corrupt shard", _corrupt_shard, r"corrupt activation shard .*job-\d+\.safetensors.*Delete this file and run the same"),
+    FileCase(
+        "corrupt shard",
+        _corrupt_shard,
+        r"corrupt activation shard .*job-\d+\.safetensors.*Delete this file and run the same",
+    ),
     FileCase("truncated shard", _truncate_shard, r"corrupt activation shard .*job-\d+\.safetensors"),
-    FileCase("index row pointing nowhere", _remove_shard, r"job-\d+\.safetensors: the file is missing but the index lists it"),
+    FileCase(
+        "index row pointing nowhere", _remove_shard, r"job-\d+\.safetensors: the file is missing but the index lists it"
+    ),
     FileCase("missing dictionary weights", _remove_weights, r"weights\.safetensors is missing.*retrain it"),
-    FileCase("pickle instead of safetensors", _pickle_weights, r"is a pickle / torch\.save file, not safetensors; diffdict never unpickles"),
-    FileCase("unknown architecture in config.json", _unknown_architecture, r"config\.json: unknown dictionary architecture 'sparse_magic'"),
-    FileCase("weights of the wrong shape", _wrong_shape_weights, r"tensor 'W_dec' has shape \(64, 16\) but the config says \(64, 32\)"),
-    FileCase("dictionary built for another hook's d", _dictionary_for_another_hook, r"activations have d=32 but this dictionary was built for d=16"),
+    FileCase(
+        "pickle instead of safetensors",
+        _pickle_weights,
+        r"is a pickle / torch\.save file, not safetensors; diffdict never unpickles",
+    ),
+    FileCase(
+        "unknown architecture in config.json",
+        _unknown_architecture,
+        r"config\.json: unknown dictionary architecture 'sparse_magic'",
+    ),
+    FileCase(
+        "weights of the wrong shape",
+        _wrong_shape_weights,
+        r"tensor 'W_dec' has shape \(64, 16\) but the config says \(64, 32\)",
+    ),
+    FileCase(
+        "dictionary built for another hook's d",
+        _dictionary_for_another_hook,
+        r"activations have d=32 but this dictionary was built for d=16",
+    ),
 ]
 
 
@@ -231,6 +319,7 @@ def _write(name: str, data: bytes | str):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data.encode() if isinstance(data, str) else data)
+
     return setup
 
 
@@ -246,51 +335,182 @@ class HardCase:
     setup: Callable[[Path], None] | None = None
 
 
-_ATLAS = '[studies.atlas]'
+_ATLAS = "[studies.atlas]"
 _WINDOWS_EDITS = 'edits = ["colour", "background"]'
 _SAE = 'name = "sae"\narchitecture = "topk_sae"'
 HARD_CASES = [
-    HardCase("dictionary name climbs out of the run", {'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'},
-             r"dictionaries\[1\]\.name: '\.\./\.\./\.\./victim' is not a safe name.*no '/', no '\.\.'"),
-    HardCase("model name climbs out of the run", {'name = "multi"': 'name = "../../../x"'}, r"models\[1\]\.name: '\.\./\.\./\.\./x' is not a safe name"),
-    HardCase("run name with a slash", {'name = "tiny"': 'name = "a/b"'}, r"name: 'a/b' is not a safe name.*e\.g\. 'a-b'"),
-    HardCase("absolute dictionary name", {'name = "itda"': 'name = "/etc/passwd"', '"sae", "itda"': '"sae", "/etc/passwd"'}, r"'/etc/passwd' is not a safe name"),
+    HardCase(
+        "dictionary name climbs out of the run",
+        {'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'},
+        r"dictionaries\[1\]\.name: '\.\./\.\./\.\./victim' is not a safe name.*no '/', no '\.\.'",
+    ),
+    HardCase(
+        "model name climbs out of the run",
+        {'name = "multi"': 'name = "../../../x"'},
+        r"models\[1\]\.name: '\.\./\.\./\.\./x' is not a safe name",
+    ),
+    HardCase(
+        "run name with a slash", {'name = "tiny"': 'name = "a/b"'}, r"name: 'a/b' is not a safe name.*e\.g\. 'a-b'"
+    ),
+    HardCase(
+        "absolute dictionary name",
+        {'name = "itda"': 'name = "/etc/passwd"', '"sae", "itda"': '"sae", "/etc/passwd"'},
+        r"'/etc/passwd' is not a safe name",
+    ),
     HardCase("empty out", {'out = "': 'out = ""\n# was "'}, r"out: is empty; give the folder that receives the run"),
-    HardCase("out is an existing file", {}, r"out: .*run is a file, not a folder; choose another `out`", _write("run", "not a folder")),
-    HardCase("out below a file", {'/run"': '/blocker/run"'}, r"blocker is a file, so .*run cannot be created", _write("blocker", "x")),
-    HardCase("options.lr is a word", {_SAE: _SAE + '\noptions = { lr = "fast" }'}, r"dictionaries\[0\]\.options\.lr: expected a number, got str 'fast'"),
-    HardCase("options.dead_tokens is a word", {_SAE: _SAE + '\noptions = { dead_tokens = "soon" }'}, r"options\.dead_tokens: expected an integer, got str 'soon'"),
-    HardCase("options misspelt", {_SAE: _SAE + '\noptions = { lrr = 0.001 }'}, r"options\.lrr: unknown option for topk_sae; did you mean 'lr'"),
-    HardCase("options.lr negative", {_SAE: _SAE + '\noptions = { lr = -0.1 }'}, r"options\.lr: -0\.1 is out of range; allowed: \(0\.0, inf\]"),
-    HardCase("options.beta2 of 1", {_SAE: _SAE + '\noptions = { beta2 = 1.0 }'}, r"options\.beta2: 1\.0 is out of range; allowed: \[0\.0, 1\.0\)"),
-    HardCase("options repeats n", {_SAE: _SAE + '\noptions = { n = 128 }'}, r"options\.n: is not an option here: set `n` on the entry"),
-    HardCase("options.lr is nan", {_SAE: _SAE + '\noptions = { lr = nan }'}, r"options\.lr: is nan, but every number must be finite"),
-    HardCase("dictionary too large for memory", {"n = 64\nk = 4": "n = 9_000_000_000_000\nk = 4"},
-             r"dictionaries\[0\]\.n: n=9,000,000,000,000 at d=32 needs about .* PB to train .* lower n"),
-    HardCase("device is not a device", {'clip_model = "random"': 'clip_model = "random"\ndevice = "banana"'}, r"device: 'banana' is not a device diffdict runs on; use cpu, cuda"),
-    HardCase("guidance nan", {"guidance = 5.0": "guidance = nan"}, r"models\.guidance|models\[1\]\.guidance: is nan, but every number must be finite"),
-    HardCase("guidance inf", {"guidance = 5.0": "guidance = inf"}, r"models\[1\]\.guidance: is inf, but every number must be finite"),
-    HardCase("guidance negative", {"guidance = 5.0": "guidance = -2.0"}, r"models\[1\]\.guidance: must be >= 0, got -2\.0"),
-    HardCase("steps beyond the scheduler", {"steps = 2": "steps = 5000"}, r"models\[1\]\.steps: 5000 steps is more than the scheduler's 1000"),
-    HardCase("configured size off the hook grid", {"steps = 1\nguidance = 0.0": "steps = 1\nguidance = 0.0\nheight = 60"},
-             r"models\[0\]\.height/width: hook 'down\.2\.1': image size 60x64 px is not a multiple of its stride 8 px"),
-    HardCase("windows strength nan", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = nan"}, r"studies\.windows\.strength: is nan, but every number must be finite"),
-    HardCase("windows strength inf", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = inf"}, r"studies\.windows\.strength: is inf"),
-    HardCase("windows strength -1e300", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = -1e300"}, r"studies\.windows\.strength: must be > 0, got -1e\+300.*steers away"),
-    HardCase("norm strength zero", {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nnorm_strength = 0.0"}, r"studies\.windows\.norm_strength: must be > 0, got 0\.0"),
-    HardCase("zero-length window", {TINY_WINDOWS: "windows = { early = [0.5, 0.5] }"},
-             r"studies\.windows\.windows\.early: \[0\.5, 0\.5\] is an empty time window \(low == high\).*give low < high"),
-    HardCase("no windows", {TINY_WINDOWS: "windows = {}"}, r"studies\.windows\.windows: is empty; give at least one window"),
-    HardCase("window name climbs out", {TINY_WINDOWS: 'windows = { "../x" = [0.2, 0.5] }'}, r"windows\.\.\./x: '\.\./x' is not a safe name"),
-    HardCase("one-prompt list", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle"]'},
-             r"prompts\.list: has 1 distinct prompt \(of 1 used\).*at least 2 different prompts"),
-    HardCase("the same prompt twice", {'source = "toyworld"': 'source = "list"\nlist = ["a red circle", "a red circle"]'}, r"prompts\.list: has 1 distinct prompt \(of 2 used\)"),
-    HardCase("one toy prompt", {"count = 12": "count = 1"}, r"prompts\.count: is 1, but train and eval are split by prompt"),
-    HardCase("prompts file is a folder", {'source = "toyworld"': 'source = "file"\nfile = "prompts"'}, r"prompts\.file: .*prompts is a folder; give a text file", _mkdir("prompts")),
-    HardCase("prompts file is binary", {'source = "toyworld"': 'source = "file"\nfile = "p.txt"'}, r"prompts\.file: .*p\.txt is not UTF-8 text.*save it as UTF-8", _write("p.txt", b"\xf0\x28\x8c\x28 cat\n\xff dog\n")),
-    HardCase("repeated seed", {"eval_fraction = 0.34": "eval_fraction = 0.34\nseeds = [0, 0]"}, r"prompts\.seeds: \[0, 0\] repeats a seed"),
-    HardCase("negative seed", {'clip_model = "random"': 'clip_model = "random"\nseed = -1'}, r"seed: -1 is out of range; seeds are integers from 0 to 2\*\*63 - 1"),
-    HardCase("eval fraction nan", {"eval_fraction = 0.34": "eval_fraction = nan"}, r"prompts\.eval_fraction: is nan, but every number must be finite"),
+    HardCase(
+        "out is an existing file",
+        {},
+        r"out: .*run is a file, not a folder; choose another `out`",
+        _write("run", "not a folder"),
+    ),
+    HardCase(
+        "out below a file",
+        {'/run"': '/blocker/run"'},
+        r"blocker is a file, so .*run cannot be created",
+        _write("blocker", "x"),
+    ),
+    HardCase(
+        "options.lr is a word",
+        {_SAE: _SAE + '\noptions = { lr = "fast" }'},
+        r"dictionaries\[0\]\.options\.lr: expected a number, got str 'fast'",
+    ),
+    HardCase(
+        "options.dead_tokens is a word",
+        {_SAE: _SAE + '\noptions = { dead_tokens = "soon" }'},
+        r"options\.dead_tokens: expected an integer, got str 'soon'",
+    ),
+    HardCase(
+        "options misspelt",
+        {_SAE: _SAE + "\noptions = { lrr = 0.001 }"},
+        r"options\.lrr: unknown option for topk_sae; did you mean 'lr'",
+    ),
+    HardCase(
+        "options.lr negative",
+        {_SAE: _SAE + "\noptions = { lr = -0.1 }"},
+        r"options\.lr: -0\.1 is out of range; allowed: \(0\.0, inf\]",
+    ),
+    HardCase(
+        "options.beta2 of 1",
+        {_SAE: _SAE + "\noptions = { beta2 = 1.0 }"},
+        r"options\.beta2: 1\.0 is out of range; allowed: \[0\.0, 1\.0\)",
+    ),
+    HardCase(
+        "options repeats n",
+        {_SAE: _SAE + "\noptions = { n = 128 }"},
+        r"options\.n: is not an option here: set `n` on the entry",
+    ),
+    HardCase(
+        "options.lr is nan",
+        {_SAE: _SAE + "\noptions = { lr = nan }"},
+        r"options\.lr: is nan, but every number must be finite",
+    ),
+    HardCase(
+        "dictionary too large for memory",
+        {"n = 64\nk = 4": "n = 9_000_000_000_000\nk = 4"},
+        r"dictionaries\[0\]\.n: n=9,000,000,000,000 at d=32 needs about .* PB to train .* lower n",
+    ),
+    HardCase(
+        "device is not a device",
+        {'clip_model = "random"': 'clip_model = "random"\ndevice = "banana"'},
+        r"device: 'banana' is not a device diffdict runs on; use cpu, cuda",
+    ),
+    HardCase(
+        "guidance nan",
+        {"guidance = 5.0": "guidance = nan"},
+        r"models\.guidance|models\[1\]\.guidance: is nan, but every number must be finite",
+    ),
+    HardCase(
+        "guidance inf",
+        {"guidance = 5.0": "guidance = inf"},
+        r"models\[1\]\.guidance: is inf, but every number must be finite",
+    ),
+    HardCase(
+        "guidance negative", {"guidance = 5.0": "guidance = -2.0"}, r"models\[1\]\.guidance: must be >= 0, got -2\.0"
+    ),
+    HardCase(
+        "steps beyond the scheduler",
+        {"steps = 2": "steps = 5000"},
+        r"models\[1\]\.steps: 5000 steps is more than the scheduler's 1000",
+    ),
+    HardCase(
+        "configured size off the hook grid",
+        {"steps = 1\nguidance = 0.0": "steps = 1\nguidance = 0.0\nheight = 60"},
+        r"models\[0\]\.height/width: hook 'down\.2\.1': image size 60x64 px is not a multiple of its stride 8 px",
+    ),
+    HardCase(
+        "windows strength nan",
+        {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = nan"},
+        r"studies\.windows\.strength: is nan, but every number must be finite",
+    ),
+    HardCase(
+        "windows strength inf",
+        {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = inf"},
+        r"studies\.windows\.strength: is inf",
+    ),
+    HardCase(
+        "windows strength -1e300",
+        {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nstrength = -1e300"},
+        r"studies\.windows\.strength: must be > 0, got -1e\+300.*steers away",
+    ),
+    HardCase(
+        "norm strength zero",
+        {_WINDOWS_EDITS: _WINDOWS_EDITS + "\nnorm_strength = 0.0"},
+        r"studies\.windows\.norm_strength: must be > 0, got 0\.0",
+    ),
+    HardCase(
+        "zero-length window",
+        {TINY_WINDOWS: "windows = { early = [0.5, 0.5] }"},
+        r"studies\.windows\.windows\.early: \[0\.5, 0\.5\] is an empty time window \(low == high\).*give low < high",
+    ),
+    HardCase(
+        "no windows", {TINY_WINDOWS: "windows = {}"}, r"studies\.windows\.windows: is empty; give at least one window"
+    ),
+    HardCase(
+        "window name climbs out",
+        {TINY_WINDOWS: 'windows = { "../x" = [0.2, 0.5] }'},
+        r"windows\.\.\./x: '\.\./x' is not a safe name",
+    ),
+    HardCase(
+        "one-prompt list",
+        {'source = "toyworld"': 'source = "list"\nlist = ["a red circle"]'},
+        r"prompts\.list: has 1 distinct prompt \(of 1 used\).*at least 2 different prompts",
+    ),
+    HardCase(
+        "the same prompt twice",
+        {'source = "toyworld"': 'source = "list"\nlist = ["a red circle", "a red circle"]'},
+        r"prompts\.list: has 1 distinct prompt \(of 2 used\)",
+    ),
+    HardCase(
+        "one toy prompt", {"count = 12": "count = 1"}, r"prompts\.count: is 1, but train and eval are split by prompt"
+    ),
+    HardCase(
+        "prompts file is a folder",
+        {'source = "toyworld"': 'source = "file"\nfile = "prompts"'},
+        r"prompts\.file: .*prompts is a folder; give a text file",
+        _mkdir("prompts"),
+    ),
+    HardCase(
+        "prompts file is binary",
+        {'source = "toyworld"': 'source = "file"\nfile = "p.txt"'},
+        r"prompts\.file: .*p\.txt is not UTF-8 text.*save it as UTF-8",
+        _write("p.txt", b"\xf0\x28\x8c\x28 cat\n\xff dog\n"),
+    ),
+    HardCase(
+        "repeated seed",
+        {"eval_fraction = 0.34": "eval_fraction = 0.34\nseeds = [0, 0]"},
+        r"prompts\.seeds: \[0, 0\] repeats a seed",
+    ),
+    HardCase(
+        "negative seed",
+        {'clip_model = "random"': 'clip_model = "random"\nseed = -1'},
+        r"seed: -1 is out of range; seeds are integers from 0 to 2\*\*63 - 1",
+    ),
+    HardCase(
+        "eval fraction nan",
+        {"eval_fraction = 0.34": "eval_fraction = nan"},
+        r"prompts\.eval_fraction: is nan, but every number must be finite",
+    ),
 ]
 
 
@@ -318,7 +538,9 @@ def test_hostile_names_write_nothing_outside_the_run_and_keep_a_victim(tmp_path,
     (victim / "precious.txt").write_text("keep me")
     root = tmp_path / "a" / "b"
     root.mkdir(parents=True)
-    config = write_tiny_study(root, **{'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'})
+    config = write_tiny_study(
+        root, **{'name = "itda"': 'name = "../../../victim"', '"sae", "itda"': '"sae", "../../../victim"'}
+    )
     before = _tree_digest(tmp_path)
     assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 2
     assert "is not a safe name" in capsys.readouterr().err
@@ -339,12 +561,32 @@ def test_run_paths_never_leave_the_run_folder(tmp_path):
 
 # ---- command-line arguments and the config path ---------------------------------------------------------
 HARD_CLI_CASES = [
-    ("guidance nan", ["generate", "tiny/sdxl", "a cat", "--guidance", "nan"], r"--guidance must be a finite number >= 0 \(0 turns guidance off\), got nan"),
-    ("guidance inf", ["generate", "tiny/sdxl", "a cat", "--guidance", "inf"], r"--guidance must be a finite number >= 0.*got inf"),
-    ("guidance negative", ["generate", "tiny/sdxl", "a cat", "--guidance", "-1"], r"--guidance must be a finite number >= 0.*got -1\.0"),
-    ("device banana", ["generate", "tiny/sdxl", "a cat", "--device", "banana"], r"--device: 'banana' is not a device diffdict runs on"),
+    (
+        "guidance nan",
+        ["generate", "tiny/sdxl", "a cat", "--guidance", "nan"],
+        r"--guidance must be a finite number >= 0 \(0 turns guidance off\), got nan",
+    ),
+    (
+        "guidance inf",
+        ["generate", "tiny/sdxl", "a cat", "--guidance", "inf"],
+        r"--guidance must be a finite number >= 0.*got inf",
+    ),
+    (
+        "guidance negative",
+        ["generate", "tiny/sdxl", "a cat", "--guidance", "-1"],
+        r"--guidance must be a finite number >= 0.*got -1\.0",
+    ),
+    (
+        "device banana",
+        ["generate", "tiny/sdxl", "a cat", "--device", "banana"],
+        r"--device: 'banana' is not a device diffdict runs on",
+    ),
     ("config path is a folder", ["check", "."], r"config file \. is a folder; give the path of a \.toml file"),
-    ("negative seed", ["generate", "tiny/sdxl", "a cat", "--seed", "-3"], r"--seed must be from 0 to 2\*\*63 - 1, got -3"),
+    (
+        "negative seed",
+        ["generate", "tiny/sdxl", "a cat", "--seed", "-3"],
+        r"--seed must be from 0 to 2\*\*63 - 1, got -3",
+    ),
 ]
 
 
@@ -367,7 +609,9 @@ def test_binary_config_file_names_the_file(tmp_path, capsys):
 def test_cuda_without_a_gpu(tmp_path, capsys):
     config = write_tiny_study(tmp_path)
     assert main(["harvest", str(config), "--device", "cuda", "--no-progress"]) == 2
-    assert re.search(r"--device: 'cuda' asks for a CUDA GPU, but none is available.*use --device cpu", capsys.readouterr().err)
+    assert re.search(
+        r"--device: 'cuda' asks for a CUDA GPU, but none is available.*use --device cpu", capsys.readouterr().err
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -387,7 +631,9 @@ def test_out_not_writable_is_one_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
     assert main(["report", str(config), "--no-progress", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"run: Read-only file system; the file system is read-only: choose an `out` on a writable disk", err), err
+    assert re.search(
+        r"run: Read-only file system; the file system is read-only: choose an `out` on a writable disk", err
+    ), err
 
 
 def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
@@ -413,8 +659,16 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
     holder = subprocess.Popen(["sleep", "60"])
     try:
         lock = tmp_path / "run" / ".diffdict.lock"
-        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now",
-                                    "command": "diffdict run study.toml"}))
+        lock.write_text(
+            json.dumps(
+                {
+                    "pid": holder.pid,
+                    "host": socket.gethostname(),
+                    "started": "now",
+                    "command": "diffdict run study.toml",
+                }
+            )
+        )
         assert main(["report", str(config), "--device", "cpu"]) == 2
         err = capsys.readouterr().err
         assert re.search(rf"run is in use by `diffdict run study\.toml` \(pid {holder.pid} on this host", err), err
@@ -435,8 +689,22 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
 def _fake_records(prompts: list[str], value: float = 1.0):
     from diffdict.dictionaries.store import MapRecord
 
-    return [MapRecord({"hook": "h", "prompt_id": i, "prompt": text, "seed": 0, "step": 0, "timestep": 999.0,
-                       "t": 1.0, "branch": "cond"}, torch.full((2, 2, 4), value + i)) for i, text in enumerate(prompts)]
+    return [
+        MapRecord(
+            {
+                "hook": "h",
+                "prompt_id": i,
+                "prompt": text,
+                "seed": 0,
+                "step": 0,
+                "timestep": 999.0,
+                "t": 1.0,
+                "branch": "cond",
+            },
+            torch.full((2, 2, 4), value + i),
+        )
+        for i, text in enumerate(prompts)
+    ]
 
 
 def test_store_with_other_settings_never_blocks_the_fix(tmp_path, capsys):
@@ -449,7 +717,9 @@ def test_store_with_other_settings_never_blocks_the_fix(tmp_path, capsys):
     assert "height: 60 -> 64" in capsys.readouterr().out
     writer = StoreWriter(root, "m", "fp32", settings={"height": 64})
     writer.write_shard("job-000000", _fake_records(["a", "b"]))
-    with pytest.raises(InputError, match=r"holds 1 shard\(s\) harvested with other settings \(steps: None -> 4\).*--force"):
+    with pytest.raises(
+        InputError, match=r"holds 1 shard\(s\) harvested with other settings \(steps: None -> 4\).*--force"
+    ):
         StoreWriter(root, "m", "fp32", settings={"height": 64, "steps": 4})
     StoreWriter(root, "m", "fp32", settings={"height": 64, "steps": 4}, replace=True)  # --force
     assert not list((root / "shards").glob("*.safetensors"))
@@ -473,8 +743,10 @@ def test_disk_full_stops_with_a_message_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "save_file", full)
     with pytest.raises(DiskFullError) as caught:
         writer.write_shard("job-000001", _fake_records(["c", "d"]))
-    assert re.search(r"no space left to write shard .*job-000001\.safetensors .*run the same command again to resume",
-                     user_message(caught.value))
+    assert re.search(
+        r"no space left to write shard .*job-000001\.safetensors .*run the same command again to resume",
+        user_message(caught.value) or "",
+    )
     assert not [p for p in (tmp_path / "store" / "shards").iterdir() if ".tmp-" in p.name]
     monkeypatch.setattr(store_module, "save_file", real)  # space again: the same writer resumes
     resumed = StoreWriter(tmp_path / "store", "m", "fp32")
@@ -520,9 +792,18 @@ def _changed_store_settings(run):
 
 
 FILE_CASES_23 = [
-    FileCase("store harvested with other settings", _changed_store_settings,
-             r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); run `diffdict harvest .*--force`"),
-    FileCase("duplicate index row", _duplicate_index_row, r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same `diffdict harvest CONFIG` again"),
+    FileCase(
+        "store harvested with other settings",
+        _changed_store_settings,
+        r"stores/one was harvested with other settings than the config's \(steps: 7 -> 1\); "
+        r"run `diffdict harvest .*--force`",
+    ),
+    FileCase(
+        "duplicate index row",
+        _duplicate_index_row,
+        r"index\.parquet: 1 row\(s\) list a map a second time.*delete .*index\.parquet and run the same "
+        r"`diffdict harvest CONFIG` again",
+    ),
 ]
 
 
@@ -536,10 +817,12 @@ def test_force_reharvests_a_store_of_other_settings(trained_run, tmp_path, capsy
     from diffdict.studies.config import load_config
     from diffdict.studies.run import Run
 
-    config = _copy_run(trained_run, tmp_path)
+    _copy_run(trained_run, tmp_path)
     changed = write_tiny_study(tmp_path, **{"steps = 1\nguidance = 0.0": "steps = 2\nguidance = 0.0"})
     assert main(["harvest", str(changed), "--no-progress", "--device", "cpu"]) == 2
-    assert re.search(r"holds \d+ shard\(s\) harvested with other settings \(steps: 1 -> 2\).*--force", capsys.readouterr().err)
+    assert re.search(
+        r"holds \d+ shard\(s\) harvested with other settings \(steps: 1 -> 2\).*--force", capsys.readouterr().err
+    )
     assert main(["harvest", str(changed), "--no-progress", "--device", "cpu", "--force"]) == 0
     assert "deleting its" in capsys.readouterr().out
     store = Run(load_config(changed)).store("one")  # no longer refused
@@ -555,16 +838,18 @@ def test_changed_n_and_k_retrain_instead_of_reusing_the_old_fit(trained_run, tmp
     config = _copy_run(trained_run, tmp_path)
     old = Run(load_config(config)).dictionary_dir("sae")
     assert (old / "config.json").exists()
-    changed = write_tiny_study(tmp_path, **{"n = 64\nk = 4\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]":
-                                            "n = 32\nk = 2\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]"})
+    first_sae = "n = 64\nk = 4\ntokens = 4096\nbatch = 256\n\n[[dictionaries]]"
+    changed = write_tiny_study(tmp_path, **{first_sae: first_sae.replace("n = 64\nk = 4", "n = 32\nk = 2")})
     new = Run(load_config(changed)).dictionary_dir("sae")
     assert not Run(load_config(changed)).is_trained(load_config(changed).dictionary("sae"))
     assert main(["study", str(changed), "--only", "transfer", "--no-progress", "--device", "cpu"]) == 2
-    assert re.search(r"dictionary 'sae' .*trained with other settings .*run `diffdict train` first",
-                     capsys.readouterr().err)
+    assert re.search(
+        r"dictionary 'sae' .*trained with other settings .*run `diffdict train` first", capsys.readouterr().err
+    )
     assert main(["train", str(changed), "--no-progress", "--device", "cpu"]) == 0  # the advice works
     assert "sae: topk_sae n=32 k=2" in capsys.readouterr().out
     import json
+
     assert json.loads((new / "config.json").read_text())["config"]["n"] == 32
 
 
@@ -629,9 +914,12 @@ def _kill_when(command: list[str], ready: Callable[[], bool], extra_delay: float
     import sys
     import time
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    process = subprocess.Popen([sys.executable, "-m", "diffdict", *command], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "diffdict", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     began = time.monotonic()
     try:
         while not ready() and process.poll() is None and time.monotonic() - began < timeout:
@@ -659,7 +947,9 @@ def uninterrupted_tables(trained_run, tmp_path_factory):
 
 
 @pytest.mark.parametrize("moment", ["first table written", "soon after start"])
-def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(moment, trained_run, uninterrupted_tables, tmp_path):
+def test_run_killed_in_studies_or_report_resumes_to_the_same_tables(
+    moment, trained_run, uninterrupted_tables, tmp_path
+):
     killed = tmp_path / "killed"
     killed.mkdir()
     shutil.copytree(trained_run / "run", killed / "run")
@@ -706,17 +996,26 @@ def _store_json_foreign(run):
 
 
 FILE_CASES_31 = [
-    FileCase("truncated index.parquet", _truncate_index,
-             r"stores/one/index\.parquet: damaged or not a store index \(parquet: .*the index is rebuilt from the "
-             r"shard headers: delete .*index\.parquet and run the same `diffdict harvest CONFIG` again \(the shards "
-             r"are kept"),
-    FileCase("store.json not JSON", _store_json_not_json,
-             r"stores/one/store\.json: damaged or not a store's settings \(store\.json\) \(.*\); if this store was "
-             r"harvested with the config, delete .*store\.json and run the same `diffdict harvest CONFIG` again: it "
-             r"records the settings anew and keeps the shards"),
-    FileCase("store.json holds a JSON list", _store_json_foreign,
-             r"store\.json: damaged or not a store's settings \(store\.json\) \(a JSON list where a JSON object "
-             r"belongs\)"),
+    FileCase(
+        "truncated index.parquet",
+        _truncate_index,
+        r"stores/one/index\.parquet: damaged or not a store index \(parquet: .*the index is rebuilt from the "
+        r"shard headers: delete .*index\.parquet and run the same `diffdict harvest CONFIG` again \(the shards "
+        r"are kept",
+    ),
+    FileCase(
+        "store.json not JSON",
+        _store_json_not_json,
+        r"stores/one/store\.json: damaged or not a store's settings \(store\.json\) \(.*\); if this store was "
+        r"harvested with the config, delete .*store\.json and run the same `diffdict harvest CONFIG` again: it "
+        r"records the settings anew and keeps the shards",
+    ),
+    FileCase(
+        "store.json holds a JSON list",
+        _store_json_foreign,
+        r"store\.json: damaged or not a store's settings \(store\.json\) \(a JSON list where a JSON object "
+        r"belongs\)",
+    ),
 ]
 
 
@@ -750,15 +1049,19 @@ def test_a_damaged_store_json_is_never_called_other_settings(trained_run, tmp_pa
     _store_json_not_json(run)
     assert main(["harvest", str(config), "--no-progress", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"store\.json: damaged or not a store's settings .*the settings its \d+ shard\(s\) were harvested "
-                     r"with cannot be checked against the config\. If they were harvested with this config, delete "
-                     r".*store\.json and run the same `diffdict harvest CONFIG` again: it records the settings anew "
-                     r"and keeps the shards", err), err
+    assert re.search(
+        r"store\.json: damaged or not a store's settings .*the settings its \d+ shard\(s\) were harvested "
+        r"with cannot be checked against the config\. If they were harvested with this config, delete "
+        r".*store\.json and run the same `diffdict harvest CONFIG` again: it records the settings anew "
+        r"and keeps the shards",
+        err,
+    ), err
     assert "other settings" not in err and _shard_digests(run) == shards
     meta.unlink()  # the advice
     assert main(["harvest", str(config), "--no-progress", "--device", "cpu"]) == 0
     assert _shard_digests(run) == shards
     import json
+
     assert json.loads(meta.read_text()) == json.loads(expected)
 
 
@@ -771,13 +1074,17 @@ def test_a_truncated_table_names_the_study_to_compute_again(trained_run, tmp_pat
     for command in (["study", "--only", "training"], ["report"]):
         assert main([command[0], str(config), *command[1:], "--no-progress", "--device", "cpu"]) == 2
         err = capsys.readouterr().err
-        assert re.search(r"tables/training_summary\.parquet: damaged or not a study table \(parquet: .*\); compute it "
-                         r"again with `diffdict study .*study\.toml --only training --force`, which replaces that "
-                         r"study's tables and keeps the others", err), err
+        assert re.search(
+            r"tables/training_summary\.parquet: damaged or not a study table \(parquet: .*\); compute it "
+            r"again with `diffdict study .*study\.toml --only training --force`, which replaces that "
+            r"study's tables and keeps the others",
+            err,
+        ), err
     after = _tree_digest(tmp_path / "run")
     assert {k: v for k, v in after.items() if k in before} == before
     assert main(["study", str(config), "--only", "training", "--force", "--no-progress", "--device", "cpu"]) == 0
     import polars as pl
+
     assert pl.read_parquet(table).height == 2  # the advice works: one row per dictionary again
 
 
@@ -791,29 +1098,42 @@ def test_a_truncated_metrics_table_is_reassembled_by_the_advised_train(trained_r
     _truncate(metrics)
     for command in (["train"], ["study", "--only", "training"]):
         assert main([command[0], str(config), *command[1:], "--no-progress", "--device", "cpu"]) == 2
-        assert re.search(r"metrics\.parquet: damaged or not a fit's metrics table \(parquet: .*\); it is assembled "
-                         r"from the parts in .*/metrics: delete .*metrics\.parquet and run `diffdict train CONFIG` "
-                         r"again, which rebuilds it \(the dictionaries are kept\)", capsys.readouterr().err)
+        assert re.search(
+            r"metrics\.parquet: damaged or not a fit's metrics table \(parquet: .*\); it is assembled "
+            r"from the parts in .*/metrics: delete .*metrics\.parquet and run `diffdict train CONFIG` "
+            r"again, which rebuilds it \(the dictionaries are kept\)",
+            capsys.readouterr().err,
+        )
     metrics.unlink()
     assert main(["train", str(config), "--no-progress", "--device", "cpu"]) == 0
     assert "rebuilt" in capsys.readouterr().out
     assert pl.read_parquet(metrics).equals(original) and _tree_digest(metrics.parent / "sae") == weights
 
 
-@pytest.mark.parametrize("name,damage,message", [
-    ("config.toml", "[prompts\nsource = ",
-     r"config\.toml: damaged or not the run's copy of its config \(TOML\) \(.*\); pass the run's config with "
-     r"--config CONFIG"),
-    ("run.json", '{"config": ',
-     r"run\.json: damaged or not the run's record of its config \(run\.json\) \(.*\); delete .*run\.json .*or pass "
-     r"the run's config with --config CONFIG"),
-])
-def test_a_damaged_config_copy_names_the_file_before_the_run_loads(name, damage, message, trained_run, tmp_path,
-                                                                   capsys):
+@pytest.mark.parametrize(
+    "name,damage,message",
+    [
+        (
+            "config.toml",
+            "[prompts\nsource = ",
+            r"config\.toml: damaged or not the run's copy of its config \(TOML\) \(.*\); pass the run's config with "
+            r"--config CONFIG",
+        ),
+        (
+            "run.json",
+            '{"config": ',
+            r"run\.json: damaged or not the run's record of its config \(run\.json\) \(.*\); "
+            r"delete .*run\.json .*or pass the run's config with --config CONFIG",
+        ),
+    ],
+)
+def test_a_damaged_config_copy_names_the_file_before_the_run_loads(
+    name, damage, message, trained_run, tmp_path, capsys
+):
     config = _copy_run(trained_run, tmp_path)
     run = tmp_path / "run"
     (run / "config.toml").write_text(config.read_text())
-    (run / "run.json").write_text('{"config": "%s"}\n' % config)
+    (run / "run.json").write_text(f'{{"config": "{config}"}}\n')
     (run / name).write_text(damage)
     before = _tree_digest(run)
     assert main(["atlas", str(run), "--dictionary", "sae", "--features", "0", "--device", "cpu"]) == 2
@@ -826,8 +1146,11 @@ def test_a_damaged_timings_json_stops_a_stage_before_its_work(trained_run, tmp_p
     (tmp_path / "run" / "timings.json").write_text('{"stage_seconds": {"harvest": 1')
     before = _tree_digest(tmp_path / "run")
     assert main(["study", str(config), "--only", "training", "--no-progress", "--device", "cpu"]) == 2
-    assert re.search(r"timings\.json: damaged or not the run's timings .*it only records stage times, threads and the "
-                     r"code's commit: delete .*timings\.json", capsys.readouterr().err)
+    assert re.search(
+        r"timings\.json: damaged or not the run's timings .*it only records stage times, threads and the "
+        r"code's commit: delete .*timings\.json",
+        capsys.readouterr().err,
+    )
     assert _tree_digest(tmp_path / "run") == before and not (tmp_path / "run" / "tables").exists()
 
 
@@ -842,8 +1165,11 @@ def test_findings_on_a_truncated_table_write_nothing(trained_run, tmp_path, caps
     _truncate(run / "tables" / "layout.parquet")
     before = _tree_digest(run)
     assert main(["findings", str(run)]) == 2
-    assert re.search(r"tables/layout\.parquet: damaged or not a study table \(parquet: .*\); compute it again with "
-                     r"`diffdict study CONFIG --only layout --force`", capsys.readouterr().err)
+    assert re.search(
+        r"tables/layout\.parquet: damaged or not a study table \(parquet: .*\); compute it again with "
+        r"`diffdict study CONFIG --only layout --force`",
+        capsys.readouterr().err,
+    )
     assert _tree_digest(run) == before  # no findings/ folder of some tables, no findings.md
     assert not (run / "findings").exists() and not (run / "findings.md").exists()
 
@@ -858,15 +1184,26 @@ def test_findings_and_atlas_take_the_run_lock(trained_run, tmp_path, capsys):
     (run / "tables").mkdir()
     holder = subprocess.Popen(["sleep", "60"])
     try:
-        (run / ".diffdict.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                        "started": "now", "command": "diffdict study study.toml"}))
+        (run / ".diffdict.lock").write_text(
+            json.dumps(
+                {
+                    "pid": holder.pid,
+                    "host": socket.gethostname(),
+                    "started": "now",
+                    "command": "diffdict study study.toml",
+                }
+            )
+        )
         before = _tree_digest(run)
-        for argv in (["findings", str(run)],
-                     ["atlas", str(run), "--config", str(config), "--dictionary", "sae", "--features", "0",
-                      "--device", "cpu"]):
+        for argv in (
+            ["findings", str(run)],
+            ["atlas", str(run), "--config", str(config), "--dictionary", "sae", "--features", "0", "--device", "cpu"],
+        ):
             assert main(argv) == 2
-            assert re.search(rf"run is in use by `diffdict study study\.toml` \(pid {holder.pid} on this host",
-                             capsys.readouterr().err)
+            assert re.search(
+                rf"run is in use by `diffdict study study\.toml` \(pid {holder.pid} on this host",
+                capsys.readouterr().err,
+            )
         assert _tree_digest(run) == before
     finally:
         holder.kill()
@@ -880,9 +1217,12 @@ def test_a_lock_that_names_no_holder_is_never_taken_for_stale(tmp_path, capsys):
     lock = tmp_path / "run" / ".diffdict.lock"
     lock.write_text("")
     assert main(["report", str(config), "--device", "cpu"]) == 2
-    assert re.search(r"\.diffdict\.lock exists but names no holder .*another diffdict may be starting on .*run right "
-                     r"now\. Wait a moment and run again; if no other diffdict uses .*run, delete .*\.diffdict\.lock",
-                     capsys.readouterr().err, re.S)
+    assert re.search(
+        r"\.diffdict\.lock exists but names no holder .*another diffdict may be starting on .*run right "
+        r"now\. Wait a moment and run again; if no other diffdict uses .*run, delete .*\.diffdict\.lock",
+        capsys.readouterr().err,
+        re.S,
+    )
     assert lock.exists() and lock.read_text() == ""
 
 

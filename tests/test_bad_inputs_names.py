@@ -7,6 +7,7 @@ loads; a Hub dataset probed), a full disk on a real tmpfs, `--threads`, and the 
 As in test_bad_inputs.py, each case goes through the command line (or the Python API where that is the entry
 point), exits with status 2 and a message naming the file or key and the fix, and leaves what was written alone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,14 +25,16 @@ from diffdict import dictionaries
 from diffdict.dictionaries import base
 from diffdict.dictionaries.errors import InputError
 from diffdict.studies.cli import main
-
 from study_fixtures import TINY_WINDOWS, write_tiny_study
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
     """Path -> sha256 of every file under root (what 'nothing written is lost' compares)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _refused(argv: list[str], message: str, capsys) -> str:
@@ -46,18 +49,27 @@ def _refused(argv: list[str], message: str, capsys) -> str:
 # The four names of the issue: NAME.old is a folder swap's backup (deleted after the swap), NAME.tmp-* a
 # temporary (deleted by the stale-temp sweep), checkpoints/ and settings.json sit beside the dictionaries.
 RESERVED = ["turbo-sae.old", "turbo-itda.tmp-1", "checkpoints", "settings.json"]
-_RESERVED_MESSAGE = (r"dictionaries\[1\]\.name: '{name}' is reserved: in RUN/fits/GROUP/ the run keeps its own files "
-                     r"under these names \(checkpoints, metrics, settings\.json, metrics\.parquet, features\.parquet, "
-                     r"names ending in '\.old', names containing '\.tmp-'\).*choose another name, e\.g\. '{fix}'")
+_RESERVED_MESSAGE = (
+    r"dictionaries\[1\]\.name: '{name}' is reserved: in RUN/fits/GROUP/ the run keeps its own files "
+    r"under these names \(checkpoints, metrics, settings\.json, metrics\.parquet, features\.parquet, "
+    r"names ending in '\.old', names containing '\.tmp-'\).*choose another name, e\.g\. '{fix}'"
+)
 
 
 def _renamed_itda(name: str) -> dict[str, str]:
     return {'name = "itda"': f'name = "{name}"', '"sae", "itda"': f'"sae", "{name}"'}
 
 
-@pytest.mark.parametrize("name,fix", [("turbo-sae.old", "turbo-sae-old"), ("turbo-itda.tmp-1", "turbo-itda-tmp-1"),
-                                      ("checkpoints", "checkpoints-1"), ("settings.json", "settings-json"),
-                                      ("Metrics.Parquet", "Metrics-Parquet")])
+@pytest.mark.parametrize(
+    "name,fix",
+    [
+        ("turbo-sae.old", "turbo-sae-old"),
+        ("turbo-itda.tmp-1", "turbo-itda-tmp-1"),
+        ("checkpoints", "checkpoints-1"),
+        ("settings.json", "settings-json"),
+        ("Metrics.Parquet", "Metrics-Parquet"),
+    ],
+)
 def test_reserved_dictionary_names_are_refused_before_anything_is_written(name, fix, tmp_path, capsys):
     config = write_tiny_study(tmp_path, **_renamed_itda(name))
     before = _tree_digest(tmp_path)
@@ -70,15 +82,19 @@ def test_reserved_dictionary_names_are_refused_before_anything_is_written(name, 
 def test_reserved_model_names_are_refused(tmp_path, capsys):
     renamed = {'name = "multi"': 'name = "multi.old"', '"one", "multi"': '"one", "multi.old"'}
     config = write_tiny_study(tmp_path, **renamed)
-    _refused(["check", str(config)], r"models\[1\]\.name: 'multi\.old' is reserved: in RUN/stores/ .*names ending in "
-                                     r"'\.old'.*e\.g\. 'multi-old'", capsys)
+    _refused(
+        ["check", str(config)],
+        r"models\[1\]\.name: 'multi\.old' is reserved: in RUN/stores/ .*names ending in "
+        r"'\.old'.*e\.g\. 'multi-old'",
+        capsys,
+    )
 
 
 def _sae_only_study(folder: Path, **replace: str) -> Path:
     """The tiny study with its first dictionary alone and no studies (which need toy-world prompts)."""
     config = write_tiny_study(folder, **replace)
     text = config.read_text()
-    config.write_text(text[:text.index('[[dictionaries]]\nname = "itda"')])
+    config.write_text(text[: text.index('[[dictionaries]]\nname = "itda"')])
     return config
 
 
@@ -149,12 +165,15 @@ def _snapshot(cache: Path, repo: str) -> Path:
     return snapshot
 
 
-@pytest.mark.parametrize("subfolder,message", [
-    ("../../../../outside", r"climbs out with '\.\.'"),
-    ("inside/../../../../../outside", r"climbs out with '\.\.'"),
-    ("/abs/outside", r"is an absolute path"),
-    ("C:\\outside", r"is an absolute path"),
-])
+@pytest.mark.parametrize(
+    "subfolder,message",
+    [
+        ("../../../../outside", r"climbs out with '\.\.'"),
+        ("inside/../../../../../outside", r"climbs out with '\.\.'"),
+        ("/abs/outside", r"is an absolute path"),
+        ("C:\\outside", r"is an absolute path"),
+    ],
+)
 def test_a_hostile_subfolder_cannot_load_from_outside_the_snapshot(subfolder, message, tmp_path, offline_hub):
     snapshot = _snapshot(offline_hub, "someone/saes")
     _saved_dictionary(tmp_path / "outside")  # what the hostile path points at: never loaded
@@ -204,13 +223,19 @@ def test_push_offline_says_to_unset_offline_mode(trained_dictionary, no_token, m
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    _refused(_push_argv(trained_dictionary), r"HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE",
-             capsys)
+    _refused(
+        _push_argv(trained_dictionary),
+        r"HF_HUB_OFFLINE is set, so nothing can be uploaded; unset HF_HUB_OFFLINE",
+        capsys,
+    )
 
 
 def test_push_without_a_token_says_how_to_log_in(trained_dictionary, no_token, capsys):
-    _refused(_push_argv(trained_dictionary),
-             r"no Hugging Face token found; log in with `hf auth login` \(or set HF_TOKEN", capsys)
+    _refused(
+        _push_argv(trained_dictionary),
+        r"no Hugging Face token found; log in with `hf auth login` \(or set HF_TOKEN",
+        capsys,
+    )
 
 
 def test_push_without_network_says_the_hub_is_unreachable(trained_dictionary, no_token, monkeypatch, capsys):
@@ -218,8 +243,12 @@ def test_push_without_network_says_the_hub_is_unreachable(trained_dictionary, no
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
-    _refused(_push_argv(trained_dictionary), r"cannot reach the Hugging Face Hub at http://127\.0\.0\.1:9 .*check the "
-                                             r"network .*nothing was uploaded", capsys)
+    _refused(
+        _push_argv(trained_dictionary),
+        r"cannot reach the Hugging Face Hub at http://127\.0\.0\.1:9 .*check the "
+        r"network .*nothing was uploaded",
+        capsys,
+    )
 
 
 def test_push_with_a_refused_token_says_to_log_in_again(trained_dictionary, no_token, monkeypatch, capsys):
@@ -238,30 +267,46 @@ def test_push_with_a_refused_token_says_to_log_in_again(trained_dictionary, no_t
     try:
         monkeypatch.setenv("HF_TOKEN", "hf_expired")
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-        _refused(_push_argv(trained_dictionary), r"refused the token \(401\).*log in again with `hf auth login`",
-                 capsys)
+        _refused(
+            _push_argv(trained_dictionary), r"refused the token \(401\).*log in again with `hf auth login`", capsys
+        )
     finally:
         server.shutdown()
 
 
 def test_push_refuses_a_subfolder_that_climbs_out(trained_dictionary, capsys):
-    _refused(["push", str(trained_dictionary), "someone/saes", "--subfolder", "../x"], r"subfolder '\.\./x' climbs out",
-             capsys)
+    _refused(
+        ["push", str(trained_dictionary), "someone/saes", "--subfolder", "../x"],
+        r"subfolder '\.\./x' climbs out",
+        capsys,
+    )
 
 
 # ---- 3. seeds whose offsets overflow, atlas counts ------------------------------------------------------------
 MAX = 2**63 - 1
 
 
-@pytest.mark.parametrize("replace,message", [
-    ({'clip_model = "random"': f'clip_model = "random"\nseed = {MAX}'},
-     (rf"seed: {MAX} is too large: training draws its token stream with seed \+ 1, which must stay below 2\*\*63; "
-      r"use a seed from 0 to 2\*\*63 - 2")),
-    ({"eval_fraction = 0.34": f"eval_fraction = 0.34\nseeds = [{MAX}]"},
-     rf"prompts\.seeds\[0\]: {MAX} is too large: the layout study draws its other-seed baseline with seed \+ 1"),
-    ({"eval_fraction = 0.34": "eval_fraction = 0.34\nshuffle_seed = -1"},
-     r"prompts\.shuffle_seed: -1 is out of range; seeds are integers from 0 to 2\*\*63 - 1"),
-], ids=["seed", "first prompt seed", "shuffle seed"])
+@pytest.mark.parametrize(
+    "replace,message",
+    [
+        (
+            {'clip_model = "random"': f'clip_model = "random"\nseed = {MAX}'},
+            (
+                rf"seed: {MAX} is too large: training draws its token stream with seed \+ 1, "
+                r"which must stay below 2\*\*63; use a seed from 0 to 2\*\*63 - 2"
+            ),
+        ),
+        (
+            {"eval_fraction = 0.34": f"eval_fraction = 0.34\nseeds = [{MAX}]"},
+            rf"prompts\.seeds\[0\]: {MAX} is too large: the layout study draws its other-seed baseline with seed \+ 1",
+        ),
+        (
+            {"eval_fraction = 0.34": "eval_fraction = 0.34\nshuffle_seed = -1"},
+            r"prompts\.shuffle_seed: -1 is out of range; seeds are integers from 0 to 2\*\*63 - 1",
+        ),
+    ],
+    ids=["seed", "first prompt seed", "shuffle seed"],
+)
 def test_seeds_whose_offsets_overflow_are_refused_at_check(replace, message, tmp_path, capsys):
     config = write_tiny_study(tmp_path, **replace)
     _refused(["check", str(config)], message, capsys)
@@ -274,15 +319,28 @@ def test_a_later_harvest_seed_may_be_the_largest(tmp_path):
     assert main(["check", str(config)]) == 0
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["generate", "tiny/sdxl", "a cat", "a dog", "--seed", str(MAX)],
-     rf"--seed {MAX} is too large for 2 prompts: prompt i uses seed \+ i.*use a seed of at most {MAX - 1}"),
-    (["atlas", "nowhere", "--dictionary", "sae", "--features", "1", "--images", "0"], r"--images must be at least 1"),
-    (["atlas", "nowhere", "--dictionary", "sae", "--features", "1", "--images", "-3"],
-     r"--images must be at least 1.*got -3"),
-    (["atlas", "nowhere", "--dictionary", "sae", "--features", "2,-1"],
-     r"--features \[-1\]: feature indices are 0 or more"),
-], ids=["generate seed + i", "atlas images 0", "atlas images negative", "atlas negative feature"])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (
+            ["generate", "tiny/sdxl", "a cat", "a dog", "--seed", str(MAX)],
+            rf"--seed {MAX} is too large for 2 prompts: prompt i uses seed \+ i.*use a seed of at most {MAX - 1}",
+        ),
+        (
+            ["atlas", "nowhere", "--dictionary", "sae", "--features", "1", "--images", "0"],
+            r"--images must be at least 1",
+        ),
+        (
+            ["atlas", "nowhere", "--dictionary", "sae", "--features", "1", "--images", "-3"],
+            r"--images must be at least 1.*got -3",
+        ),
+        (
+            ["atlas", "nowhere", "--dictionary", "sae", "--features", "2,-1"],
+            r"--features \[-1\]: feature indices are 0 or more",
+        ),
+    ],
+    ids=["generate seed + i", "atlas images 0", "atlas images negative", "atlas negative feature"],
+)
 def test_cli_counts_and_seeds_are_refused_before_loading(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _refused(argv, message, capsys)
@@ -291,8 +349,11 @@ def test_cli_counts_and_seeds_are_refused_before_loading(argv, message, tmp_path
 
 def test_study_seed_leaves_room_for_the_layout_offset(tmp_path, capsys):
     config = write_tiny_study(tmp_path)
-    _refused(["study", str(config), "--seed", str(MAX), "--device", "cpu"],
-             r"--seed 9223372036854775807 is out of range; study seeds are integers from 0 to 2\*\*63 - 2", capsys)
+    _refused(
+        ["study", str(config), "--seed", str(MAX), "--device", "cpu"],
+        r"--seed 9223372036854775807 is out of range; study seeds are integers from 0 to 2\*\*63 - 2",
+        capsys,
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -314,14 +375,17 @@ def _caption_table(folder: Path, suffix: str) -> Path:
 def test_a_caption_column_that_is_not_text_is_refused_at_check(source, suffix, tmp_path, capsys):
     _caption_table(tmp_path, suffix)
     key = "dataset" if source == "dataset" else "file"
-    config = _sae_only_study(tmp_path, **{
-        'source = "toyworld"': f'source = "{source}"\n{key} = "captions.{suffix}"\ncolumn = "caption"'})
+    config = _sae_only_study(
+        tmp_path, **{'source = "toyworld"': f'source = "{source}"\n{key} = "captions.{suffix}"\ncolumn = "caption"'}
+    )
     before = _tree_digest(tmp_path)
     for command in (["check"], ["run", "--device", "cpu"]):
-        _refused([command[0], str(config), *command[1:]],
-                 rf"study\.toml: prompts\.column: column 'caption' of .*captions\.{suffix} holds integers \(Int64\), "
-                 r"not text; every caption must be a string: give a column of caption text \(its text columns: text\)",
-                 capsys)
+        _refused(
+            [command[0], str(config), *command[1:]],
+            rf"study\.toml: prompts\.column: column 'caption' of .*captions\.{suffix} holds integers \(Int64\), "
+            r"not text; every caption must be a string: give a column of caption text \(its text columns: text\)",
+            capsys,
+        )
     assert _tree_digest(tmp_path) == before
 
 
@@ -341,10 +405,13 @@ def test_a_window_no_step_falls_in_is_refused_at_check(tmp_path, capsys):
     """The issue's case: late = [0.0, 0.4] on the 1-step model (its only step is t = 1)."""
     config = write_tiny_study(tmp_path, **{TINY_WINDOWS: "windows = { early = [0.6, 1.0], late = [0.0, 0.4] }"})
     for command in (["check"], ["run", "--device", "cpu"]):
-        _refused([command[0], str(config), *command[1:]],
-                 r"studies\.windows\.windows\.late: \[0\.0, 0\.4\] holds no denoising step \(model 'one': 1 step at "
-                 r"t = 1\.000\), so its edits would change nothing; remove the window, widen it to hold a step "
-                 r"\(e\.g\. \[0\.0, 1\.0\]\)", capsys)
+        _refused(
+            [command[0], str(config), *command[1:]],
+            r"studies\.windows\.windows\.late: \[0\.0, 0\.4\] holds no denoising step \(model 'one': 1 step at "
+            r"t = 1\.000\), so its edits would change nothing; remove the window, widen it to hold a step "
+            r"\(e\.g\. \[0\.0, 1\.0\]\)",
+            capsys,
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -383,7 +450,10 @@ def test_flux_dev_step_times_follow_the_pipelines_shift():
 
     config = REAL_SCHEDULERS["black-forest-labs/FLUX.1-dev"]
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / 28, 28), mu=calculate_shift(64 * 64, 256, 4096, 0.5, 1.15))
+    assert isinstance(scheduler, FlowMatchEulerDiscreteScheduler)  # not (scheduler, unused keys): none were asked for
+    sigmas = np.linspace(1.0, 1 / 28, 28).tolist()
+    scheduler.set_timesteps(sigmas=sigmas, mu=calculate_shift(64 * 64, 256, 4096, 0.5, 1.15))
+    assert isinstance(scheduler.timesteps, torch.Tensor)
     expected = [float(t) for t in scheduler.timesteps.to(torch.float32) / 1000]
     meta = adapters.load("black-forest-labs/FLUX.1-dev", device="meta")
     assert step_times(meta, 28, 1024, 1024) == expected
@@ -407,6 +477,7 @@ def _bytes(name: str, data: bytes | str):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data.encode() if isinstance(data, str) else data)
+
     return write
 
 
@@ -417,44 +488,81 @@ def _frame_file(name: str, frame: pl.DataFrame, cut: bool = False):
         frame.write_parquet(path)
         if cut:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
     return write
 
 
 _DATASET = 'source = "dataset"\ndataset = "{name}"\ncolumn = "caption"'
 SOURCE_CASES = [
-    ("csv not UTF-8", "captions.csv", _bytes("captions.csv", b"caption\ncaf\xe9 au lait\na red circle\n"),
-     r"prompts\.dataset: .*captions\.csv is not UTF-8 text \(invalid utf-8 sequence\); save it as UTF-8, "
-     r"e\.g\. `iconv"),
-    ("ragged csv", "captions.csv", _bytes("captions.csv", "id,caption\n1,a red circle\n2,a blue, round square\n"),
-     r"prompts\.dataset: .*captions\.csv has a row with more fields than its header .*quote every caption that holds "
-     r"the separator"),
+    (
+        "csv not UTF-8",
+        "captions.csv",
+        _bytes("captions.csv", b"caption\ncaf\xe9 au lait\na red circle\n"),
+        r"prompts\.dataset: .*captions\.csv is not UTF-8 text \(invalid utf-8 sequence\); save it as UTF-8, "
+        r"e\.g\. `iconv",
+    ),
+    (
+        "ragged csv",
+        "captions.csv",
+        _bytes("captions.csv", "id,caption\n1,a red circle\n2,a blue, round square\n"),
+        r"prompts\.dataset: .*captions\.csv has a row with more fields than its header "
+        r".*quote every caption that holds the separator",
+    ),
     ("empty csv", "captions.csv", _bytes("captions.csv", b""), r"prompts\.dataset: .*captions\.csv is empty"),
-    ("csv with a header only", "captions.csv", _bytes("captions.csv", "caption\n"),
-     r"prompts\.dataset: .*captions\.csv has no rows; give a table with one caption per row"),
-    ("all-blank jsonl", "captions.jsonl", _bytes("captions.jsonl", '{"caption": " "}\n{"caption": null}\n'),
-     r"prompts\.column: column 'caption' of .*captions\.jsonl holds no caption: its 2 row\(s\) are all empty or null"),
-    ("jsonl cut mid-line", "captions.jsonl", _bytes("captions.jsonl", '{"caption": "a red circle"}\n{"caption": \n'),
-     r"prompts\.dataset: .*captions\.jsonl is not valid JSON lines \(.*\); write one JSON object per line"),
-    ("one caption repeated", "captions.parquet",
-     _frame_file("captions.parquet", pl.DataFrame({"caption": ["a red circle"] * 3})),
-     r"prompts\.column: column 'caption' of .*captions\.parquet has 1 distinct caption \(of 3 used\), but train and "
-     r"eval are split by prompt text"),
-    ("truncated parquet", "captions.parquet",
-     _frame_file("captions.parquet", pl.DataFrame({"caption": [f"a red circle {i}" for i in range(50)]}), cut=True),
-     r"prompts\.dataset: .*captions\.parquet cannot be read as parquet \(parquet: .*\); it may be truncated"),
-    ("dataset folder with only a loading script", "laion-like", _bytes("laion-like/laion_like.py", "import datasets\n"),
-     r"prompts\.dataset: .*laion-like holds only a loading script \(laion_like\.py\) and no data files; the installed "
-     r"`datasets` no longer runs loading scripts: write the captions as data files"),
-    ("dataset folder of blank captions", "blank",
-     _frame_file("blank/train-00000.parquet",
-                 pl.DataFrame({"caption": ["", " ", None]}, schema={"caption": pl.String})),
-     r"prompts\.column: column 'caption' of the data files in .*blank holds no caption"),
+    (
+        "csv with a header only",
+        "captions.csv",
+        _bytes("captions.csv", "caption\n"),
+        r"prompts\.dataset: .*captions\.csv has no rows; give a table with one caption per row",
+    ),
+    (
+        "all-blank jsonl",
+        "captions.jsonl",
+        _bytes("captions.jsonl", '{"caption": " "}\n{"caption": null}\n'),
+        r"prompts\.column: column 'caption' of .*captions\.jsonl holds no caption: "
+        r"its 2 row\(s\) are all empty or null",
+    ),
+    (
+        "jsonl cut mid-line",
+        "captions.jsonl",
+        _bytes("captions.jsonl", '{"caption": "a red circle"}\n{"caption": \n'),
+        r"prompts\.dataset: .*captions\.jsonl is not valid JSON lines \(.*\); write one JSON object per line",
+    ),
+    (
+        "one caption repeated",
+        "captions.parquet",
+        _frame_file("captions.parquet", pl.DataFrame({"caption": ["a red circle"] * 3})),
+        r"prompts\.column: column 'caption' of .*captions\.parquet has 1 distinct caption \(of 3 used\), but train and "
+        r"eval are split by prompt text",
+    ),
+    (
+        "truncated parquet",
+        "captions.parquet",
+        _frame_file("captions.parquet", pl.DataFrame({"caption": [f"a red circle {i}" for i in range(50)]}), cut=True),
+        r"prompts\.dataset: .*captions\.parquet cannot be read as parquet \(parquet: .*\); it may be truncated",
+    ),
+    (
+        "dataset folder with only a loading script",
+        "laion-like",
+        _bytes("laion-like/laion_like.py", "import datasets\n"),
+        r"prompts\.dataset: .*laion-like holds only a loading script \(laion_like\.py\) and no data files; "
+        r"the installed `datasets` no longer runs loading scripts: write the captions as data files",
+    ),
+    (
+        "dataset folder of blank captions",
+        "blank",
+        _frame_file(
+            "blank/train-00000.parquet", pl.DataFrame({"caption": ["", " ", None]}, schema={"caption": pl.String})
+        ),
+        r"prompts\.column: column 'caption' of the data files in .*blank holds no caption",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,table,setup,message", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
-def test_a_prompt_source_that_gives_no_captions_is_refused_before_any_model(name, table, setup, message, tmp_path,
-                                                                             capsys, monkeypatch):
+def test_a_prompt_source_that_gives_no_captions_is_refused_before_any_model(
+    name, table, setup, message, tmp_path, capsys, monkeypatch
+):
     from diffdict.studies.run import Run
 
     def no_model(self, model):
@@ -471,8 +579,9 @@ def test_a_prompt_source_that_gives_no_captions_is_refused_before_any_model(name
 
 def test_a_ragged_csv_named_as_prompts_file_names_the_file_key(tmp_path, capsys):
     _bytes("captions.csv", "id,caption\n1,a red circle\n2,a blue, round square\n")(tmp_path)
-    config = _sae_only_study(tmp_path, **{'source = "toyworld"': 'source = "file"\nfile = "captions.csv"\n'
-                                                                 'column = "caption"'})
+    config = _sae_only_study(
+        tmp_path, **{'source = "toyworld"': 'source = "file"\nfile = "captions.csv"\ncolumn = "caption"'}
+    )
     _refused(["check", str(config)], r"prompts\.file: .*captions\.csv has a row with more fields", capsys)
 
 
@@ -491,11 +600,13 @@ def test_the_harvest_s_own_read_refuses_the_same_tables(tmp_path):
 
 def test_check_counts_a_good_table(tmp_path, capsys):
     _caption_table(tmp_path, "csv")
-    config = _sae_only_study(tmp_path, **{'source = "toyworld"': _DATASET.format(name="captions.csv").replace(
-        '"caption"', '"text"')})
+    config = _sae_only_study(
+        tmp_path, **{'source = "toyworld"': _DATASET.format(name="captions.csv").replace('"caption"', '"text"')}
+    )
     assert main(["check", str(config)]) == 0
-    assert re.search(r"prompts: .*captions\.csv \(column 'text', first 12\); 12 rows, 12 non-blank captions",
-                     capsys.readouterr().out)
+    assert re.search(
+        r"prompts: .*captions\.csv \(column 'text', first 12\); 12 rows, 12 non-blank captions", capsys.readouterr().out
+    )
 
 
 _HUB_SOURCE = {'source = "toyworld"': 'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "top_caption"'}
@@ -504,7 +615,7 @@ _HUB_SOURCE = {'source = "toyworld"': 'source = "dataset"\ndataset = "laion/laio
 @pytest.fixture
 def online(monkeypatch):
     """Network mode on (HF_HUB_OFFLINE unset for huggingface_hub and datasets)."""
-    import datasets
+    import datasets.config
     from huggingface_hub import constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -525,11 +636,17 @@ def test_a_hub_dataset_without_network_warns_at_check_and_stops_the_harvest(tmp_
     began = time.monotonic()
     assert main(["check", str(config)]) == 0
     assert time.monotonic() - began < 30
-    assert re.search(r"prompts: Hugging Face dataset 'laion/laion-coco' .*not downloaded now; .*warning: not reachable "
-                     r"now \(ConnectError: .*\); the harvest needs the Hub", capsys.readouterr().out)
-    _refused(["harvest", str(config), "--device", "cpu", "--no-progress"],
-             r"prompts\.dataset: cannot reach the Hugging Face Hub to read dataset 'laion/laion-coco' \(ConnectError: "
-             r".*\); check the network .*run the same command again; nothing was generated", capsys)
+    assert re.search(
+        r"prompts: Hugging Face dataset 'laion/laion-coco' .*not downloaded now; .*warning: not reachable "
+        r"now \(ConnectError: .*\); the harvest needs the Hub",
+        capsys.readouterr().out,
+    )
+    _refused(
+        ["harvest", str(config), "--device", "cpu", "--no-progress"],
+        r"prompts\.dataset: cannot reach the Hugging Face Hub to read dataset 'laion/laion-coco' \(ConnectError: "
+        r".*\); check the network .*run the same command again; nothing was generated",
+        capsys,
+    )
     assert not (tmp_path / "run" / "stores").exists()
 
 
@@ -552,15 +669,18 @@ def test_a_hub_dataset_the_hub_does_not_have_is_refused_at_check(tmp_path, capsy
     try:
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
         config = _sae_only_study(tmp_path, **_HUB_SOURCE)
-        _refused(["check", str(config)], r"study\.toml: prompts\.dataset: dataset 'laion/laion-coco' is not on the "
-                                         r"Hugging Face Hub .*check the id at https://huggingface\.co/datasets/",
-                 capsys)
+        _refused(
+            ["check", str(config)],
+            r"study\.toml: prompts\.dataset: dataset 'laion/laion-coco' is not on the "
+            r"Hugging Face Hub .*check the id at https://huggingface\.co/datasets/",
+            capsys,
+        )
     finally:
         server.shutdown()
 
 
 def test_a_hub_dataset_offline_and_not_cached_is_one_message(tmp_path, capsys, monkeypatch):
-    import datasets
+    import datasets.config
     from huggingface_hub import constants
 
     for module in (constants, datasets.config):
@@ -570,9 +690,12 @@ def test_a_hub_dataset_offline_and_not_cached_is_one_message(tmp_path, capsys, m
     config = _sae_only_study(tmp_path, **_HUB_SOURCE)
     assert main(["check", str(config)]) == 0
     assert "not asked (HF_HUB_OFFLINE is set)" in capsys.readouterr().out
-    _refused(["harvest", str(config), "--device", "cpu", "--no-progress"],
-             r"prompts\.dataset: dataset 'laion/laion-coco' \(split 'train'\) cannot be read \(.*\); HF_HUB_OFFLINE is "
-             r"set and the dataset is not in the local cache: unset HF_HUB_OFFLINE", capsys)
+    _refused(
+        ["harvest", str(config), "--device", "cpu", "--no-progress"],
+        r"prompts\.dataset: dataset 'laion/laion-coco' \(split 'train'\) cannot be read \(.*\); HF_HUB_OFFLINE is "
+        r"set and the dataset is not in the local cache: unset HF_HUB_OFFLINE",
+        capsys,
+    )
 
 
 # ---- 5. a full disk, on a real small file system (issue 31, part 6) ------------------------------------------------
@@ -613,8 +736,22 @@ def _fill(disk: Path) -> Path:
 def _records(count: int, value: float, size: int = 32):
     from diffdict.dictionaries.store import MapRecord
 
-    return [MapRecord({"hook": "h", "prompt_id": i, "prompt": f"p{i}", "seed": 0, "step": 0, "timestep": 999.0,
-                       "t": 1.0, "branch": "cond"}, torch.full((size, size, 16), value + i)) for i in range(count)]
+    return [
+        MapRecord(
+            {
+                "hook": "h",
+                "prompt_id": i,
+                "prompt": f"p{i}",
+                "seed": 0,
+                "step": 0,
+                "timestep": 999.0,
+                "t": 1.0,
+                "branch": "cond",
+            },
+            torch.full((size, size, 16), value + i),
+        )
+        for i in range(count)
+    ]
 
 
 def test_a_shard_that_fills_the_disk_stops_with_the_file_and_resumes(small_disk):
@@ -630,8 +767,11 @@ def test_a_shard_that_fills_the_disk_stops_with_the_file_and_resumes(small_disk)
     with pytest.raises(DiskFullError) as caught:
         writer.write_shard("job-000001", _records(2, 5.0))
     assert type(caught.value.__cause__).__name__ == "SafetensorError"  # the library's own error, from a real disk
-    assert re.search(r"no space left to write shard .*job-000001\.safetensors \(about 0\.1 MB\); the shards already "
-                     r"written are kept: .*run the same command again to resume", user_message(caught.value))
+    assert re.search(
+        r"no space left to write shard .*job-000001\.safetensors \(about 0\.1 MB\); the shards already "
+        r"written are kept: .*run the same command again to resume",
+        user_message(caught.value) or "",
+    )
     shards = small_disk / "store" / "shards"
     assert sorted(p.name for p in shards.iterdir()) == ["job-000000.safetensors"]  # no temporary left behind
     assert (shards / "job-000000.safetensors").read_bytes() == kept
@@ -658,15 +798,18 @@ def test_tables_dictionaries_and_json_on_a_full_disk_keep_the_old_file(small_dis
     sae.save(small_disk / "fits" / "sae")
     before = _tree_digest(small_disk)
     filler = _fill(small_disk)
-    for write, name in ((lambda: write_table(table, small_disk / "tables" / "t.parquet"), "t.parquet"),
-                        (lambda: write_json_atomic(small_disk / "timings.json", {"a": list(range(10_000))}),
-                         "timings.json"),
-                        (lambda: base.create("topk_sae", d=16, n=4096, k=4).save(small_disk / "fits" / "sae"),
-                         "the folder sae")):
+    for write, name in (
+        (lambda: write_table(table, small_disk / "tables" / "t.parquet"), "t.parquet"),
+        (lambda: write_json_atomic(small_disk / "timings.json", {"a": list(range(10_000))}), "timings.json"),
+        (lambda: base.create("topk_sae", d=16, n=4096, k=4).save(small_disk / "fits" / "sae"), "the folder sae"),
+    ):
         with pytest.raises(DiskFullError) as caught:
             write()
-        assert re.search(rf"no space left to write {re.escape(name)} \(.*\); what was written before is kept: free "
-                         r"space on that disk .*run the same command again", user_message(caught.value))
+        assert re.search(
+            rf"no space left to write {re.escape(name)} \(.*\); what was written before is kept: free "
+            r"space on that disk .*run the same command again",
+            user_message(caught.value) or "",
+        )
     filler.unlink()
     assert _tree_digest(small_disk) == before  # the old files, whole, and no temporaries
     assert torch.equal(base.load(small_disk / "fits" / "sae").atoms, sae.atoms)
@@ -693,16 +836,26 @@ def test_threads_are_set_and_recorded_with_device_and_dtype(trained_group, tmp_p
     assert compute["train"]["store_dtype"] == "fp32" and set(compute["train"]["model_dtypes"]) == {"one", "multi"}
 
 
-@pytest.mark.parametrize("argv", [["check-less"], ["generate", "tiny/sdxl", "a cat"], ["toy", "eval", "toy/sdxl-turbo"],
-                                  ["atlas", "RUN", "--dictionary", "sae", "--features", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check-less"],
+        ["generate", "tiny/sdxl", "a cat"],
+        ["toy", "eval", "toy/sdxl-turbo"],
+        ["atlas", "RUN", "--dictionary", "sae", "--features", "0"],
+    ],
+)
 def test_threads_below_one_are_refused_before_loading(argv, trained_group, tmp_path, capsys, monkeypatch):
     if argv == ["check-less"]:
         argv = ["harvest", str(trained_group / "study.toml")]
     argv = [str(trained_group / "run") if a == "RUN" else a for a in argv]
     monkeypatch.setattr("diffdict.adapters.load", lambda *a, **k: pytest.fail("a model was loaded"))
     before = _tree_digest(trained_group)
-    _refused([*argv, "--threads", "0", *(["--device", "cpu"] if argv[0] != "toy" else [])],
-             r"--threads must be at least 1, got 0", capsys)
+    _refused(
+        [*argv, "--threads", "0", *(["--device", "cpu"] if argv[0] != "toy" else [])],
+        r"--threads must be at least 1, got 0",
+        capsys,
+    )
     assert _tree_digest(trained_group) == before
 
 
@@ -722,9 +875,11 @@ def test_toy_export_refuses_an_out_dir_that_holds_pipelines(tmp_path, capsys):
     (out / "sdxl-base").mkdir(parents=True)
     (out / "sdxl-base" / "model_index.json").write_text("{}")
     before = _tree_digest(tmp_path)
-    _refused(["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "export", "--no-progress"],
-             r"--out-dir .*weights already holds sdxl-base, which the export stage would replace .*pass --force",
-             capsys)
+    _refused(
+        ["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "export", "--no-progress"],
+        r"--out-dir .*weights already holds sdxl-base, which the export stage would replace .*pass --force",
+        capsys,
+    )
     assert _tree_digest(tmp_path) == before and not work.exists()
 
 

@@ -5,6 +5,7 @@ branches, tokens_per_image and prompts applied); a faked small free-space figure
 exit 2 with the numbers before anything is written; the shipped real configs stream and need under
 100 GB, while a store-trained Turbo config would write about 3.9 TB.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from diffdict.dictionaries.base import TokenBatch
 from diffdict.dictionaries.jobs import stratified_positions
 from diffdict.studies import cost as cost_module
 from diffdict.studies.check import check_and_cost
@@ -94,9 +96,13 @@ def test_predicted_store_bytes_equal_what_harvest_writes(tmp_path, extra):
         rows = store.index.filter(store.index["hook"] == "mid.0")
         assert all(len(p) == 5 and len(set(p)) == 5 and max(p) < 64 for p in rows["positions"].to_list())
         batch = next(store.stream("mid.0", batch_size=40, buffer_tokens=40, with_provenance=True))
+        assert isinstance(batch, TokenBatch)
         listed = {(r["prompt_id"], r["step"], q) for r in rows.iter_rows(named=True) for q in r["positions"]}
-        seen = zip(batch.provenance["prompt_id"].tolist(), batch.provenance["step"].tolist(),
-                   batch.provenance["position"].tolist())
+        seen = zip(
+            batch.provenance["prompt_id"].tolist(),
+            batch.provenance["step"].tolist(),
+            batch.provenance["position"].tolist(),
+        )
         assert set(seen) <= listed
 
 
@@ -108,8 +114,9 @@ def test_stratified_positions_cover_every_cell():
         assert positions.unique().numel() == count
         seen[positions] += 1
     assert bool((seen == count).all())
-    assert not torch.equal(stratified_positions(cells, count, 0, "mid.0", 1),
-                           stratified_positions(cells, count, 0, "mid.0", 2))  # each step its own order
+    assert not torch.equal(
+        stratified_positions(cells, count, 0, "mid.0", 1), stratified_positions(cells, count, 0, "mid.0", 2)
+    )  # each step its own order
 
 
 def small_disk(monkeypatch, free: int) -> None:
@@ -123,7 +130,7 @@ def test_check_and_run_refuse_a_run_the_disk_cannot_hold(tmp_path, monkeypatch, 
         assert main([command, str(config), "--no-progress"] if command == "run" else [command, str(config)]) == 2
         error = capsys.readouterr().err
         assert "would write" in error and "/small-disk" in error and "1.0 KB free" in error
-        assert "train.source = \"stream\"" in error  # the fix
+        assert 'train.source = "stream"' in error  # the fix
         assert "store mid.0" in error  # the numbers behind it
     assert not (tmp_path / "run").exists()  # refused before any work
 

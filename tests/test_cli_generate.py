@@ -1,4 +1,5 @@
 """`diffdict generate`: the quickstart's command prints every captured map and writes the images."""
+
 from __future__ import annotations
 
 from PIL import Image
@@ -7,8 +8,20 @@ from diffdict.studies.cli import main
 
 
 def test_generate_prints_captured_maps_and_writes_images(tmp_path, capsys):
-    code = main(["generate", "tiny/sdxl", "a red circle", "a blue square", "--hooks", "down.2.1,mid.0",
-                 "--steps", "2", "--out", str(tmp_path)])
+    code = main(
+        [
+            "generate",
+            "tiny/sdxl",
+            "a red circle",
+            "a blue square",
+            "--hooks",
+            "down.2.1,mid.0",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("down.2.1", "mid.0"))]

@@ -1,4 +1,5 @@
 """The command line as a new user meets it: a quiet start-up, and `--out DIR` on every stage command."""
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,14 @@ batch = 64
 
 def test_hooks_start_up_says_nothing_about_bitsandbytes_kernels():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "diffdict", "hooks", "toy/sdxl-turbo"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "diffdict", "hooks", "toy/sdxl-turbo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "down.2.1" in result.stdout
     for text in ("gemm_4bit_forward", "kernels-community", "Failed to load"):
@@ -59,7 +66,9 @@ def test_hooks_start_up_says_nothing_about_bitsandbytes_kernels():
 def test_help_does_not_import_torch():
     code = "import sys; from diffdict.studies.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.stdout.strip() == "False", result.stderr
 
 

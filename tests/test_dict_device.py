@@ -1,5 +1,6 @@
 """Dictionaries follow their device: `.to()` moves every tensor, load(device=...), and no tensor
 is made off the inputs' device (checked without a GPU: see test_no_tensor_is_made_off_the_inputs_device)."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,9 @@ def data(tokens: int = 96, seed: int = 1) -> torch.Tensor:
 
 def batch_with_provenance(x: torch.Tensor) -> TokenBatch:
     ids = torch.arange(x.shape[0], device=x.device)
-    return TokenBatch(x, {"map_row": ids // 16, "prompt_id": ids // 32, "seed": ids % 2, "step": ids % 3,
-                          "position": ids % 16})
+    return TokenBatch(
+        x, {"map_row": ids // 16, "prompt_id": ids // 32, "seed": ids % 2, "step": ids % 3, "position": ids % 16}
+    )
 
 
 def make(architecture: str, **overrides):
@@ -114,12 +116,15 @@ def test_inputs_on_another_device_are_refused_with_the_fix():
         dictionary.encode(data())
 
 
-@pytest.mark.parametrize("architecture,options", [
-    ("topk_sae", {"n": 120}),  # a few dead latents: AuxK's dense path
-    ("topk_sae", {"n": 400, "k_aux": 4}),  # many dead latents: AuxK's sparse path
-    ("itda", {"pursuit": "matching"}),
-    ("itda", {"pursuit": "gradient", "refit": False}),
-])
+@pytest.mark.parametrize(
+    "architecture,options",
+    [
+        ("topk_sae", {"n": 120}),  # a few dead latents: AuxK's dense path
+        ("topk_sae", {"n": 400, "k_aux": 4}),  # many dead latents: AuxK's sparse path
+        ("itda", {"pursuit": "matching"}),
+        ("itda", {"pursuit": "gradient", "refit": False}),
+    ],
+)
 def test_no_tensor_is_made_off_the_inputs_device(architecture, options):
     """With torch's default device set to `meta`, a tensor made without `device=` lands on meta
     while the dictionary and its inputs are on the CPU: mixing them raises (or a meta result
@@ -143,15 +148,25 @@ def test_no_tensor_is_made_off_the_inputs_device(architecture, options):
     if architecture == "topk_sae":
         assert any(step["aux_loss"] > 0 for step in stats), "AuxK must run for the check to cover it"
     else:
+        assert dictionary.provenance is not None
         assert dictionary.provenance["prompt_id"].device.type == "cpu" and dictionary.n > 0
 
 
 def test_train_on_a_named_device_equals_the_default(tmp_path):
     store = harvest(FakeAdapter(), PROMPTS[:4], [0], ["mid.0"], tmp_path / "store", dtype="fp32", progress=False)
-    specs = [DictionarySpec("sae", "topk_sae", "mid.0", {"n": 16, "k": 2, "dead_tokens": 64}),
-             DictionarySpec("itda", "itda", "mid.0", {"L": 2, "threshold": 0.5})]
-    settings = TrainSettings(tokens=32 * 4, batch_size=32, checkpoint_every=2, buffer_tokens=64, init_tokens=64,
-                             eval_tokens=32, eval_fraction=0.25)
+    specs = [
+        DictionarySpec("sae", "topk_sae", "mid.0", {"n": 16, "k": 2, "dead_tokens": 64}),
+        DictionarySpec("itda", "itda", "mid.0", {"L": 2, "threshold": 0.5}),
+    ]
+    settings = TrainSettings(
+        tokens=32 * 4,
+        batch_size=32,
+        checkpoint_every=2,
+        buffer_tokens=64,
+        init_tokens=64,
+        eval_tokens=32,
+        eval_fraction=0.25,
+    )
     default = train(store, specs, settings, tmp_path / "a", progress=False)
     named = train(store, specs, settings, tmp_path / "b", progress=False, device="cpu")
     for name, dictionary in default.items():

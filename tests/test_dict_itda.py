@@ -1,4 +1,5 @@
 """ITDA and the Gram-matrix pursuits: exact against the textbook loops, low FVU, provenance, persistence."""
+
 from __future__ import annotations
 
 import pytest
@@ -92,9 +93,13 @@ def test_itda_reaches_low_fvu_on_planted_data():
 def test_itda_keeps_provenance_and_respects_max_size():
     torch.manual_seed(0)
     x = torch.randn(64, 8)
-    provenance = {"map_row": torch.arange(64) // 16, "prompt_id": torch.arange(64) // 32,
-                  "seed": torch.full((64,), 7), "step": torch.zeros(64, dtype=torch.long),
-                  "position": torch.arange(64) % 16}
+    provenance = {
+        "map_row": torch.arange(64) // 16,
+        "prompt_id": torch.arange(64) // 32,
+        "seed": torch.full((64,), 7),
+        "step": torch.zeros(64, dtype=torch.long),
+        "position": torch.arange(64) % 16,
+    }
     itda = ITDA(ITDAConfig(d=8, L=2, threshold=0.5, max_size=10))
     itda.partial_fit(TokenBatch(x, provenance))
     assert itda.n == 10
@@ -110,6 +115,7 @@ def sequential_itda(batches, threshold, L, method="matching", refit=True):
     """The admission rule token by token: a token that the batch's starting atoms fail to code
     (normalised error > threshold) is appended unless the atoms as they stand when its turn comes
     code it within the threshold. Returns the atoms (n, d) and, per batch, the admitted rows."""
+
     def error(x, atoms):
         if atoms.shape[0] == 0:
             return 1.0
@@ -136,7 +142,10 @@ def test_batched_admission_equals_the_sequential_rule(method, refit):
     batches = list(x.split(96))
     expected_atoms, expected_rows = sequential_itda(batches, 0.25, 3, method, refit)
     itda = ITDA(ITDAConfig(d=16, L=3, threshold=0.25, pursuit=method, refit=refit))
-    provenance = lambda b: {"position": torch.arange(96) + 96 * b}
+
+    def provenance(b: int) -> dict:
+        return {"position": torch.arange(96) + 96 * b}
+
     added = [itda.partial_fit(TokenBatch(batch, provenance(b)))["added"] for b, batch in enumerate(batches)]
     assert added == [len(rows) for rows in expected_rows]
     assert itda.provenance["position"].tolist() == [96 * b + i for b, rows in enumerate(expected_rows) for i in rows]
@@ -190,8 +199,13 @@ def test_size_follows_the_threshold_and_a_cap_keeps_the_selected_tokens():
 
 
 def test_size_follows_the_threshold_on_model_activations(tiny_sdxl):
-    gen = tiny_sdxl.generate(["a red square", "a blue circle", "a green triangle", "a white square"],
-                             seeds=[0, 1, 2, 3], hooks=["down.2.1"], steps=2, guidance=0.0)
+    gen = tiny_sdxl.generate(
+        ["a red square", "a blue circle", "a green triangle", "a white square"],
+        seeds=[0, 1, 2, 3],
+        hooks=["down.2.1"],
+        steps=2,
+        guidance=0.0,
+    )
     maps = gen.stacked("down.2.1", "cond")
     x = maps.reshape(-1, maps.shape[-1]).float()
     sizes = []
@@ -243,7 +257,9 @@ def test_l0_counts_distinct_active_atoms():
     itda.fit(planted_data(atoms, 1024, active=4, seed=1, noise=0.1).split(256))
     x = planted_data(atoms, 256, active=4, seed=2, noise=0.1)
     code = itda.encode(x)
-    distinct = [len({int(i) for i, v in zip(row_i, row_v) if v != 0}) for row_i, row_v in zip(code.indices, code.values)]
+    distinct = [
+        len({int(i) for i, v in zip(row_i, row_v) if v != 0}) for row_i, row_v in zip(code.indices, code.values)
+    ]
     assert evaluate(itda, [x])["l0"] == pytest.approx(sum(distinct) / len(distinct))
     assert sum(distinct) < 8 * len(distinct)
 
@@ -257,8 +273,8 @@ def test_pursuit_with_an_allowed_mask_equals_pursuit_on_those_atoms(problem, met
     values, indices = pursuit(x, D, G, L=6, method=method, refit=refit, allowed=allowed)
     for row in range(24):
         keep = allowed[row].nonzero().flatten()
-        v, i = pursuit(x[row:row + 1], D[keep], G[keep][:, keep], L=6, method=method, refit=refit)
+        v, i = pursuit(x[row : row + 1], D[keep], G[keep][:, keep], L=6, method=method, refit=refit)
         alone = dense(v, keep[i], 96)
-        masked = dense(values[row:row + 1], indices[row:row + 1], 96)
+        masked = dense(values[row : row + 1], indices[row : row + 1], 96)
         assert not masked[0, ~allowed[row]].any()
         torch.testing.assert_close(masked @ D, alone @ D, rtol=1e-4, atol=1e-5)

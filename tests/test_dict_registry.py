@@ -1,5 +1,6 @@
 """A new architecture is one class registered in one place: the trainer, the loader and the study
 config learn of it from the registry and the class's own protocol attributes, nothing else."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from diffdict import dictionaries
 from dict_fixtures import PROMPTS, FakeAdapter, one_thread  # noqa: F401 (fixture)
+from diffdict import dictionaries
 from diffdict.dictionaries import registry
 from diffdict.dictionaries.base import Dictionary, SparseCode, batch_rows, check_activations, sparse_decode
 from diffdict.dictionaries.harvest import harvest
@@ -88,6 +89,7 @@ class DenseLinear(Dictionary):
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.weight = tensors["weight"].float()
+
     # `initialized` needs no code here: the base class saves and restores it (Dictionary.resume_state)
 
 
@@ -100,10 +102,19 @@ def dense_registered(monkeypatch):
 
 def test_a_registered_architecture_trains_saves_and_loads_through_the_trainer(tmp_path, dense_registered):
     store = harvest(FakeAdapter(), PROMPTS, [0, 1], ["down.2.1"], tmp_path / "store", dtype="fp32", progress=False)
-    specs = [DictionarySpec("dense", "dense_linear", "down.2.1", {"atoms": 12, "active": 3}),
-             DictionarySpec("itda", "itda", "down.2.1", {"L": 3, "threshold": 0.5})]  # a stream with provenance
-    settings = TrainSettings(tokens=64 * 6, batch_size=64, checkpoint_every=2, buffer_tokens=200, init_tokens=128,
-                             eval_tokens=128, eval_fraction=0.2)
+    specs = [
+        DictionarySpec("dense", "dense_linear", "down.2.1", {"atoms": 12, "active": 3}),
+        DictionarySpec("itda", "itda", "down.2.1", {"L": 3, "threshold": 0.5}),
+    ]  # a stream with provenance
+    settings = TrainSettings(
+        tokens=64 * 6,
+        batch_size=64,
+        checkpoint_every=2,
+        buffer_tokens=200,
+        init_tokens=128,
+        eval_tokens=128,
+        eval_fraction=0.2,
+    )
     trained = train(store, specs, settings, tmp_path / "fits", progress=False)
     dense = trained["dense"]
     assert isinstance(dense, DenseLinear) and dense.initialized  # the trainer ran initialize(sample)
@@ -126,7 +137,10 @@ def test_the_registry_is_the_one_list_of_architectures(dense_registered):
     assert "dense_linear" in registry.architecture_names()
     assert set(SIZE_KEYS) == set(registry.architecture_names())  # built-ins and whatever else is registered
     assert {name: SIZE_KEYS[name] for name in ("topk_sae", "itda", "dense_linear")} == {
-        "topk_sae": ("n", "k"), "itda": ("max_size", "L"), "dense_linear": ("atoms", "active")}
+        "topk_sae": ("n", "k"),
+        "itda": ("max_size", "L"),
+        "dense_linear": ("atoms", "active"),
+    }
     need, how = memory_estimate("dense_linear", 100, 10, 8)  # the base class's default estimate
     assert need == 2 * 100 * 10 * 4 + 8 * 100 * 4 and how
     with pytest.raises(ValueError, match="unknown dictionary architecture 'dense_linea'.*did you mean 'dense_linear'"):
@@ -164,8 +178,9 @@ options = {{ {options} }}
 
 
 def test_a_study_config_accepts_a_registered_architecture_and_checks_its_options(tmp_path, dense_registered):
-    from diffdict.studies.config import ConfigError, parse_config
     import tomllib
+
+    from diffdict.studies.config import ConfigError, parse_config
 
     def parse(options: str):
         return parse_config(tomllib.loads(STUDY.format(out=tmp_path / "run", options=options)))

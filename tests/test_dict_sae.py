@@ -1,4 +1,5 @@
 """Top-k SAE: the hand-written step equals autograd, the recipe learns, AuxK revives, persistence is exact."""
+
 from __future__ import annotations
 
 import json
@@ -101,7 +102,10 @@ def test_save_load_round_trip_is_exact(tmp_path, input_norm):
     sae.fit(x.split(128))
     sae.save(tmp_path / "sae", training_state=True)
     loaded = base.load(tmp_path / "sae", training_state=True)
-    assert isinstance(loaded, TopKSAE) and json.loads((tmp_path / "sae" / "config.json").read_text())["architecture"] == "topk_sae"
+    assert (
+        isinstance(loaded, TopKSAE)
+        and json.loads((tmp_path / "sae" / "config.json").read_text())["architecture"] == "topk_sae"
+    )
     for name, tensor in sae.tensors().items():
         assert torch.equal(tensor, loaded.tensors()[name]), name
     a, b = sae.encode(x), loaded.encode(x)
@@ -110,6 +114,7 @@ def test_save_load_round_trip_is_exact(tmp_path, input_norm):
     # continuing training from the saved state gives the same parameters as not stopping
     sae.partial_fit(x[:128])
     loaded.partial_fit(x[:128])
+    assert isinstance(sae, TopKSAE) and isinstance(loaded, TopKSAE)
     assert torch.equal(sae.W_dec, loaded.W_dec) and torch.equal(sae.W_enc, loaded.W_enc)
 
 
@@ -139,13 +144,18 @@ def test_lr_scales_with_n():
 def write_unbox_checkpoint(folder, n=24, d=10, k=3, seed=0, threshold=2441, stats=None):
     """A checkpoint in sdxl-unbox's layout: config.json + torch.save({"state_dict": ...}) (SAE.save_to_disk)."""
     g = torch.Generator().manual_seed(seed)
-    state = {"encoder.weight": torch.randn(n, d, generator=g), "decoder.weight": torch.randn(d, n, generator=g),
-             "pre_bias": torch.randn(d, generator=g), "latent_bias": torch.randn(n, generator=g) * 0.1,
-             "stats_last_nonzero": torch.zeros(n, dtype=torch.long) if stats is None else stats}
+    state = {
+        "encoder.weight": torch.randn(n, d, generator=g),
+        "decoder.weight": torch.randn(d, n, generator=g),
+        "pre_bias": torch.randn(d, generator=g),
+        "latent_bias": torch.randn(n, generator=g) * 0.1,
+        "stats_last_nonzero": torch.zeros(n, dtype=torch.long) if stats is None else stats,
+    }
     state["decoder.weight"] /= state["decoder.weight"].norm(dim=0)
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"n_dirs_local": n, "d_model": d, "k": k, "auxk": 256,
-                                                     "dead_steps_threshold": threshold}))
+    (folder / "config.json").write_text(
+        json.dumps({"n_dirs_local": n, "d_model": d, "k": k, "auxk": 256, "dead_steps_threshold": threshold})
+    )
     torch.save({"state_dict": state}, folder / "state_dict.pth")
     return state
 
@@ -173,7 +183,7 @@ def test_sdxl_unbox_import_trains_with_the_reference_loss_scale_and_dead_rule(tm
     state["latent_bias"][12:] -= 50.0  # half the latents never fire again
     torch.save({"state_dict": state}, tmp_path / "unbox" / "state_dict.pth")
     x = torch.randn(10 * batch, 10) * 2 + 1
-    sample = x[:4 * batch]
+    sample = x[: 4 * batch]
     sae = import_unbox(tmp_path / "unbox", batch_size=batch, sample=sample)
     # sdxl-unbox: mse_scale = 1 / ((sample.mean(0) - sample) ** 2).mean(), taken before training
     assert sae.mse_scale == pytest.approx(1 / float(((sample.mean(0) - sample) ** 2).mean()), rel=1e-6)
@@ -182,11 +192,14 @@ def test_sdxl_unbox_import_trains_with_the_reference_loss_scale_and_dead_rule(tm
     assert lazy.mse_scale == pytest.approx(1 / float(((x[:batch].mean(0) - x[:batch]) ** 2).mean()), rel=1e-6)
     reference = stats.clone()
     for step in range(6):
-        chunk = x[step * batch:(step + 1) * batch]
+        chunk = x[step * batch : (step + 1) * batch]
         with torch.no_grad():  # which latents fire this step, from the weights before the step
             top = ((chunk - sae.b_dec) @ sae.W_enc.t() + sae.b_enc).topk(3, dim=1)
-            fired = torch.zeros(n, dtype=torch.long).scatter_add_(0, top.indices.reshape(-1),
-                                                                  (top.values > 1e-3).long().reshape(-1)).clamp(max=1)
+            fired = (
+                torch.zeros(n, dtype=torch.long)
+                .scatter_add_(0, top.indices.reshape(-1), (top.values > 1e-3).long().reshape(-1))
+                .clamp(max=1)
+            )
         reference = reference * (1 - fired) + 1  # SparseAutoencoder.forward
         stats_step = sae.partial_fit(chunk)
         ours = sae.tokens_since_fired >= sae.config.dead_tokens

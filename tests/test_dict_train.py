@@ -1,4 +1,5 @@
 """Training from a store: a killed and resumed run equals an uninterrupted one; metrics in parquet."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -11,12 +12,21 @@ from diffdict.dictionaries.train import DictionarySpec, TrainSettings, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SPECS = [DictionarySpec("sae_wide", "topk_sae", "down.2.1", {"n": 48, "k": 4, "dead_tokens": 256}),
-         DictionarySpec("sae_narrow", "topk_sae", "down.2.1", {"n": 24, "k": 2}),
-         DictionarySpec("itda", "itda", "down.2.1", {"L": 4, "threshold": 0.5}),
-         DictionarySpec("mid_sae", "topk_sae", "mid.0", {"n": 16, "k": 2}, steps=[0])]
-SETTINGS = TrainSettings(tokens=64 * 10, batch_size=64, checkpoint_every=3, buffer_tokens=200, init_tokens=256,
-                         eval_tokens=128, eval_fraction=0.2)
+SPECS = [
+    DictionarySpec("sae_wide", "topk_sae", "down.2.1", {"n": 48, "k": 4, "dead_tokens": 256}),
+    DictionarySpec("sae_narrow", "topk_sae", "down.2.1", {"n": 24, "k": 2}),
+    DictionarySpec("itda", "itda", "down.2.1", {"L": 4, "threshold": 0.5}),
+    DictionarySpec("mid_sae", "topk_sae", "mid.0", {"n": 16, "k": 2}, steps=[0]),
+]
+SETTINGS = TrainSettings(
+    tokens=64 * 10,
+    batch_size=64,
+    checkpoint_every=3,
+    buffer_tokens=200,
+    init_tokens=256,
+    eval_tokens=128,
+    eval_fraction=0.2,
+)
 
 
 class Killed(Exception):
@@ -24,8 +34,9 @@ class Killed(Exception):
 
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
-    store = harvest(FakeAdapter(), PROMPTS, [0, 1], ["down.2.1", "mid.0"], tmp_path / "store", dtype="fp32",
-                    progress=False)
+    store = harvest(
+        FakeAdapter(), PROMPTS, [0, 1], ["down.2.1", "mid.0"], tmp_path / "store", dtype="fp32", progress=False
+    )
     whole = train(store, SPECS, SETTINGS, tmp_path / "whole", progress=False)
 
     def kill_at_step_8(step):

@@ -1,5 +1,6 @@
 """distributed.shutdown on a real 2-rank gloo group: a rank that ended well but whose peer
 failed (and so left without waiting) must report failure instead of crashing or hanging."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,16 @@ else:
 @pytest.mark.parametrize("failing_rank", [0, 1], ids=["store-host-failed", "worker-failed"])
 def test_rank_that_ended_well_reports_a_failed_peer(failing_rank):
     port = str(free_port())
-    ranks = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(rank), str(failing_rank), port], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(rank), str(failing_rank), port],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [rank.communicate(timeout=120) for rank in ranks]
     assert [rank.returncode for rank in ranks] == [0, 0], outputs
     survivor_out, survivor_err = outputs[1 - failing_rank]

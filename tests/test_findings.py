@@ -1,4 +1,5 @@
 """The papers' claims judged from tables: the verdict rules, seed fragility, and the committed findings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,19 @@ import numpy as np
 import polars as pl
 
 from diffdict.studies.claim_stats import paired, unpaired, z_for
-from diffdict.studies.claims import FAILS, HOLDS, NOT_TESTABLE, PARTLY, UNMEASURED, above, judge_claims, \
-    shabalin_interpretable, shabalin_itda_fvu, shabalin_standardise, surkov_blocks
+from diffdict.studies.claims import (
+    FAILS,
+    HOLDS,
+    NOT_TESTABLE,
+    PARTLY,
+    UNMEASURED,
+    above,
+    judge_claims,
+    shabalin_interpretable,
+    shabalin_itda_fvu,
+    shabalin_standardise,
+    surkov_blocks,
+)
 from diffdict.studies.findings import read_export, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +33,19 @@ def test_above_needs_two_standard_errors():
 
 
 def _compare(itda_fvu: float) -> dict[str, pl.DataFrame]:
-    return {"compare_metrics": pl.DataFrame({
-        "pair": ["p", "p"], "method": ["sae", "itda"], "kind": ["dictionary", "dictionary"],
-        "architecture": ["topk_sae", "itda"], "fvu": [0.20, itda_fvu], "l0": [8.0, 8.0], "n": [512, 512]})}
+    return {
+        "compare_metrics": pl.DataFrame(
+            {
+                "pair": ["p", "p"],
+                "method": ["sae", "itda"],
+                "kind": ["dictionary", "dictionary"],
+                "architecture": ["topk_sae", "itda"],
+                "fvu": [0.20, itda_fvu],
+                "l0": [8.0, 8.0],
+                "n": [512, 512],
+            }
+        )
+    }
 
 
 def test_itda_claim_follows_its_stated_rule():
@@ -32,9 +54,15 @@ def test_itda_claim_follows_its_stated_rule():
 
 
 def _training(dead_standardised: float, dead_raw: float) -> dict[str, pl.DataFrame]:
-    return {"training_summary": pl.DataFrame({
-        "dictionary": ["flux-sae", "flux-sae-raw"], "heldout_dead_fraction": [dead_standardised, dead_raw],
-        "heldout_fvu": [0.2, 0.3]})}
+    return {
+        "training_summary": pl.DataFrame(
+            {
+                "dictionary": ["flux-sae", "flux-sae-raw"],
+                "heldout_dead_fraction": [dead_standardised, dead_raw],
+                "heldout_fvu": [0.2, 0.3],
+            }
+        )
+    }
 
 
 def test_standardisation_claim_needs_many_more_dead_features_without_it():
@@ -45,28 +73,56 @@ def test_standardisation_claim_needs_many_more_dead_features_without_it():
 def _map(rows: list[tuple], prompts: int = 100) -> dict[str, pl.DataFrame]:
     """An editability map: (unit, attribute, method, held-out clean success[, tuning clean success])."""
     unit, attribute, method, success = (list(c) for c in zip(*[r[:4] for r in rows]))
-    tune = [r[4] if len(r) > 4 else r[3] for r in rows]
-    return {"editability_best": pl.DataFrame({
-        "model": ["turbo"] * len(rows), "unit": unit, "attribute": attribute, "window": ["early"] * len(rows),
-        "method": method, "kind": ["dictionary" if m == "sae" else m for m in method],
-        "best_strength": [4.0] * len(rows), "success": success, "clean_success": success,
-        "target_before": [0.05] * len(rows), "prompts": [prompts] * len(rows),
-        "tune_clean_success": tune, "tune_success": tune, "tune_prompts": [32] * len(rows)})}
+    tune = [r[-1] for r in rows]  # the tuning clean success, else the held-out one
+    return {
+        "editability_best": pl.DataFrame(
+            {
+                "model": ["turbo"] * len(rows),
+                "unit": unit,
+                "attribute": attribute,
+                "window": ["early"] * len(rows),
+                "method": method,
+                "kind": ["dictionary" if m == "sae" else m for m in method],
+                "best_strength": [4.0] * len(rows),
+                "success": success,
+                "clean_success": success,
+                "target_before": [0.05] * len(rows),
+                "prompts": [prompts] * len(rows),
+                "tune_clean_success": tune,
+                "tune_success": tune,
+                "tune_prompts": [32] * len(rows),
+            }
+        )
+    }
 
 
 def _roles(scale: float = 1.0) -> list[tuple]:
     cells = []
     for attribute, good in (("shape", "down.2.1"), ("position", "down.2.1"), ("colour", "up.0.1"), ("style", "up.0.1")):
         for unit in ("down.2.1", "up.0.1"):
-            cells += [(unit, attribute, "oracle", scale * (0.9 if unit == good else 0.1)), (unit, attribute, "random", 0.0)]
+            cells += [
+                (unit, attribute, "oracle", scale * (0.9 if unit == good else 0.1)),
+                (unit, attribute, "random", 0.0),
+            ]
     return cells
 
 
 def test_block_roles_hold_only_where_the_papers_block_is_best_and_above_its_floor():
     cells = _roles()
     assert surkov_blocks(_map(cells)).verdict == HOLDS
-    moved = [(u, a, m, 0.9 if (a == "colour" and u == "down.2.1" and m == "oracle") else
-              0.0 if (a == "colour" and u == "up.0.1" and m == "oracle") else s) for u, a, m, s in cells]
+    moved = [
+        (
+            u,
+            a,
+            m,
+            0.9
+            if (a == "colour" and u == "down.2.1" and m == "oracle")
+            else 0.0
+            if (a == "colour" and u == "up.0.1" and m == "oracle")
+            else s,
+        )
+        for u, a, m, s in cells
+    ]
     assert surkov_blocks(_map(moved)).verdict == PARTLY
 
 
@@ -77,8 +133,12 @@ def test_a_verdict_on_too_few_prompts_or_without_a_ceiling_is_not_testable():
 
 def test_the_best_block_is_chosen_on_tuning_prompts_not_on_the_scored_ones():
     # held out, up.0.1 looks best for shape; on the tuning prompts down.2.1 was: the claim reads down.2.1
-    cells = [("down.2.1", "shape", "oracle", 0.80, 0.9), ("up.0.1", "shape", "oracle", 0.85, 0.2),
-             ("down.2.1", "shape", "random", 0.0), ("up.0.1", "shape", "random", 0.0)]
+    cells = [
+        ("down.2.1", "shape", "oracle", 0.80, 0.9),
+        ("up.0.1", "shape", "oracle", 0.85, 0.2),
+        ("down.2.1", "shape", "random", 0.0),
+        ("up.0.1", "shape", "random", 0.0),
+    ]
     body = surkov_blocks(_map(cells)).body
     assert "| down.2.1 (0.80) |" in body and "up.0.1 (0.85)" not in body
 
@@ -101,21 +161,50 @@ def test_paired_differences_use_the_per_prompt_differences():
 
 
 def _alignment(world: str, frame: tuple[str, str], f1: dict[str, float], concepts: int = 30) -> list[dict]:
-    kinds = {"sae": "dictionary", "raw channels": "raw channels", "random": "random", "fg/bg only": "fg/bg only",
-             "base rate": "base rate", "logistic probe": "probe"}
+    kinds = {
+        "sae": "dictionary",
+        "raw channels": "raw channels",
+        "random": "random",
+        "fg/bg only": "fg/bg only",
+        "base rate": "base rate",
+        "logistic probe": "probe",
+    }
     rng = np.random.default_rng(len(world))
-    return [{"world": world, "pair": "p", "method": m, "kind": kinds[m], "scope": frame[0], "family": frame[1],
-             "concept": f"c{c}", "attribute": "colour", "auroc": 0.5, "f1": v + 0.02 * rng.standard_normal()}
-            for m, v in f1.items() for c in range(concepts)]
+    return [
+        {
+            "world": world,
+            "pair": "p",
+            "method": m,
+            "kind": kinds[m],
+            "scope": frame[0],
+            "family": frame[1],
+            "concept": f"c{c}",
+            "attribute": "colour",
+            "auroc": 0.5,
+            "f1": v + 0.02 * rng.standard_normal(),
+        }
+        for m, v in f1.items()
+        for c in range(concepts)
+    ]
 
 
 def _interpretability(toy_sae: float, twin_sae: float) -> dict[str, pl.DataFrame]:
     floors = {"raw channels": 0.3, "random": 0.35, "fg/bg only": 0.4, "base rate": 0.1, "logistic probe": 0.9}
     rows = []
     for frame in (("within group", "global"), ("within group", "cell")):
-        rows += _alignment("toy", frame, {"sae": toy_sae, **floors}) + _alignment("twin", frame, {"sae": twin_sae, **floors})
-    metrics = pl.DataFrame({"pair": ["p"], "method": ["sae"], "kind": ["dictionary"], "architecture": ["topk_sae"],
-                            "scoring_prompts": [128], "selection_prompts": [192]})
+        rows += _alignment("toy", frame, {"sae": toy_sae, **floors}) + _alignment(
+            "twin", frame, {"sae": twin_sae, **floors}
+        )
+    metrics = pl.DataFrame(
+        {
+            "pair": ["p"],
+            "method": ["sae"],
+            "kind": ["dictionary"],
+            "architecture": ["topk_sae"],
+            "scoring_prompts": [128],
+            "selection_prompts": [192],
+        }
+    )
     return {"compare_metrics": metrics, "compare_alignment": pl.DataFrame(rows)}
 
 
@@ -145,6 +234,7 @@ def test_committed_findings_are_what_the_generator_makes_of_the_committed_tables
 
 def test_the_header_names_the_tables_it_was_rendered_from():
     seeds = {0: _compare(0.21)}
-    assert "from the tables in runs/other/findings/ (do not edit" in render(seeds, {"study_seed": 0},
-                                                                            source="runs/other/findings")
+    assert "from the tables in runs/other/findings/ (do not edit" in render(
+        seeds, {"study_seed": 0}, source="runs/other/findings"
+    )
     assert "docs/findings/" not in render(seeds, {"study_seed": 0}, source="runs/other/findings")

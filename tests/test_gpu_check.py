@@ -1,5 +1,6 @@
 """The GPU check script runs here in its reduced mode, through the same launcher a device call uses,
 and what a device call carries for it fits the device's 64 MiB transfer."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ WHEEL_ALLOWANCE = 10 * 2**20  # the diffusers wheel `gpu_check.sh prepare` downl
 def test_gpu_check_quick_mode_through_the_launcher(tmp_path):
     """`gpu_check.sh run --quick` with this checkout linked as the package: every part reports numbers."""
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
-    subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "run", "--quick", "--device", "cpu"],
-                   cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
+    subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "run", "--quick", "--device", "cpu"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     for part in ("kernels", "sdxl", "stream"):
         assert "error" not in report[part], report[part]

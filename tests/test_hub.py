@@ -1,6 +1,7 @@
 """Dictionaries on the Hugging Face Hub, offline: `dictionaries.load("owner/repo", subfolder=...)` reads
 a Hub cache laid out as huggingface_hub lays it out (HF_HUB_OFFLINE), and `diffdict push` stages the
 dictionary with a model card and hands it to an injected upload function."""
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,28 @@ def _trained_run(tmp_path: Path) -> Path:
     sae.meta.update({"name": "turbo-sae", "hook": "down.2.1", "branch": "cond", "train_steps": 10})
     folder = run / "fits" / "turbo-4step-2048-128" / "turbo-sae"
     sae.save(folder, training_state=True)
-    pl.DataFrame([
-        {"name": "turbo-sae", "kind": "train", "step": 10, "tokens": 1280, "fvu": 0.5, "l0": 4.0, "dead_fraction": None},
-        {"name": "turbo-sae", "kind": "eval", "step": 10, "tokens": 512, "fvu": 0.1234, "l0": 3.9, "dead_fraction": 0.25},
-    ]).write_parquet(folder.parent / "metrics.parquet")
+    pl.DataFrame(
+        [
+            {
+                "name": "turbo-sae",
+                "kind": "train",
+                "step": 10,
+                "tokens": 1280,
+                "fvu": 0.5,
+                "l0": 4.0,
+                "dead_fraction": None,
+            },
+            {
+                "name": "turbo-sae",
+                "kind": "eval",
+                "step": 10,
+                "tokens": 512,
+                "fvu": 0.1234,
+                "l0": 3.9,
+                "dead_fraction": 0.25,
+            },
+        ]
+    ).write_parquet(folder.parent / "metrics.parquet")
     (run / "stores" / "turbo-4step").mkdir(parents=True)
     (run / "stores" / "turbo-4step" / "store.json").write_text(json.dumps({"model": "toy/sdxl-turbo"}))
     return folder
@@ -98,11 +117,20 @@ def test_local_folders_still_load_and_win_over_hub_ids(tmp_path, monkeypatch):
 
 def test_model_card_has_the_facts_a_reader_needs(tmp_path):
     card = hub.model_card(_trained_run(tmp_path), "someone/toy-saes", "turbo-sae")
-    for fact in ("| architecture | topk_sae |", "| model | toy/sdxl-turbo |", "| hook | down.2.1 |",
-                 "| d (channels) | 16 |", "| n (atoms) | 64 |", "| k (active per token) | 4 |",
-                 "| training tokens | 1,280 |", "| held-out FVU | 0.1234 |", "| held-out L0 | 3.9 |",
-                 "| dead fraction | 25.0% |", "dictionaries.load('someone/toy-saes', subfolder='turbo-sae')",
-                 '"k_aux": 8'):
+    for fact in (
+        "| architecture | topk_sae |",
+        "| model | toy/sdxl-turbo |",
+        "| hook | down.2.1 |",
+        "| d (channels) | 16 |",
+        "| n (atoms) | 64 |",
+        "| k (active per token) | 4 |",
+        "| training tokens | 1,280 |",
+        "| held-out FVU | 0.1234 |",
+        "| held-out L0 | 3.9 |",
+        "| dead fraction | 25.0% |",
+        "dictionaries.load('someone/toy-saes', subfolder='turbo-sae')",
+        '"k_aux": 8',
+    ):
         assert fact in card, fact
 
 
@@ -111,11 +139,19 @@ def test_push_command_stages_weights_and_card_for_the_upload(tmp_path, capsys):
     sent = {}
 
     def fake_upload(folder, repo_id, path_in_repo, private, commit_message):
-        sent.update(files=sorted(p.name for p in Path(folder).iterdir()), repo=repo_id, path=path_in_repo,
-                    private=private, message=commit_message, card=(Path(folder) / "README.md").read_text())
+        sent.update(
+            files=sorted(p.name for p in Path(folder).iterdir()),
+            repo=repo_id,
+            path=path_in_repo,
+            private=private,
+            message=commit_message,
+            card=(Path(folder) / "README.md").read_text(),
+        )
         return "https://huggingface.co/someone/toy-saes/commit/1"
 
-    args = cli.build_parser().parse_args(["push", str(folder), "someone/toy-saes", "--subfolder", "turbo-sae", "--private"])
+    args = cli.build_parser().parse_args(
+        ["push", str(folder), "someone/toy-saes", "--subfolder", "turbo-sae", "--private"]
+    )
     assert push_command.run(args, upload=fake_upload) == 0
     assert sent["files"] == ["README.md", "config.json", "weights.safetensors"]  # never the optimiser state
     assert (sent["repo"], sent["path"], sent["private"]) == ("someone/toy-saes", "turbo-sae", True)
@@ -136,11 +172,14 @@ def test_pushed_folder_loads_back_through_the_hub_cache(tmp_path, offline_hub):
     assert dictionaries.load("someone/toy-saes").meta["name"] == "turbo-sae"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["push", "nowhere/fits/x", "someone/repo"], r"nowhere/fits/x is not a folder"),
-    (["push", "{folder}", "not a repo id"], r"'not a repo id' is not a Hub repo id"),
-    (["push", "{run}", "someone/repo"], r"no saved dictionary at"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["push", "nowhere/fits/x", "someone/repo"], r"nowhere/fits/x is not a folder"),
+        (["push", "{folder}", "not a repo id"], r"'not a repo id' is not a Hub repo id"),
+        (["push", "{run}", "someone/repo"], r"no saved dictionary at"),
+    ],
+)
 def test_push_refuses_what_it_cannot_upload(tmp_path, capsys, argv, message):
     import re
 

@@ -1,6 +1,7 @@
 """A model family and a dictionary architecture are each one file: declared in a module of its own (written
 here to a temporary folder; nothing in diffdict is edited), imported, and from then on `diffdict check` accepts
 a config that uses both, with the architecture's own option ranges."""
+
 from __future__ import annotations
 
 import importlib
@@ -169,8 +170,11 @@ def extensions(tmp_path, monkeypatch):
 
 def _config(tmp_path, threshold: str, architecture: str = "jump_sae"):
     path = tmp_path / "extensions.toml"
-    path.write_text(CONFIG.format(out=tmp_path / "run", threshold=threshold).replace(
-        'architecture = "jump_sae"', f'architecture = "{architecture}"'))
+    path.write_text(
+        CONFIG.format(out=tmp_path / "run", threshold=threshold).replace(
+            'architecture = "jump_sae"', f'architecture = "{architecture}"'
+        )
+    )
     return path
 
 
@@ -201,8 +205,9 @@ def test_the_family_is_known_everywhere_from_its_one_declaration(extensions):
     pixel = adapters.load("tiny/pixel", device="cpu")
     generation = pixel.generate(["a red square"], hooks=["down.2.1"], steps=1)
     assert [m.value.shape for m in generation.captures] == [torch.Size([1, 8, 8, 48])]
-    assert step_times(pixel, 2, 64, 64) == [m.t for m in pixel.generate(["a red square"], hooks=["mid.0"],
-                                                                          steps=2).captures]
+    assert step_times(pixel, 2, 64, 64) == [
+        m.t for m in pixel.generate(["a red square"], hooks=["mid.0"], steps=2).captures
+    ]
 
 
 def test_the_base_class_saves_what_resuming_needs(extensions, tmp_path):
@@ -214,7 +219,7 @@ def test_the_base_class_saves_what_resuming_needs(extensions, tmp_path):
     jump.initialize(torch.randn(32, 8))
     jump.save(tmp_path / "after")
     resumed = load(tmp_path / "after")
-    assert resumed.initialized is True and torch.equal(resumed.weight, jump.weight)
+    assert resumed.initialized is True and torch.equal(resumed.atoms, jump.atoms)  # JumpSAE's atoms: its weight
     # checkpoints written before the base class kept it (the built-ins had it under "extra") still resume
     document = json.loads((tmp_path / "before" / "config.json").read_text())
     document["extra"] = {"initialized": document.pop("resume")["initialized"]}

@@ -1,6 +1,7 @@
 """Plug-ins named by a config (`plugins = [...]`) work from the `diffdict` command itself: a study, a
 dictionary architecture and a model family, each one file in a folder outside the repository, are imported
 before the config is resolved, so `diffdict check` and `diffdict run` accept and run them."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from test_one_file_extensions import FAMILY_MODULE  # the made-up "pixel" family
 
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = '''
+STUDY = """
 from dataclasses import dataclass
 
 import polars as pl
@@ -35,7 +36,7 @@ def compute(run):
 
 register(StudyKind(name="prompt_count", config=PromptCountStudy, title="Prompt count", about="How many prompts.",
                    compute=compute, tables=("prompt_count",)))
-'''
+"""
 
 ARCHITECTURE = '''
 from diffdict.dictionaries.registry import register
@@ -84,8 +85,9 @@ multiplier = 3
 
 def diffdict(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "diffdict", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "diffdict", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_a_config_runs_its_own_study_and_architecture(tmp_path):
@@ -113,5 +115,7 @@ def test_a_plugin_that_cannot_be_imported_is_named(tmp_path):
     assert "plugins[0]" in result.stderr and "plugin_study.py does not exist" in result.stderr
     (tmp_path / "plugin_study.py").write_text("raise RuntimeError('broken plug-in')\n")
     result = diffdict("check", str(config))
-    assert result.returncode == 2 and "plugins[0]: importing './plugin_study.py' failed: RuntimeError: broken" \
-        in result.stderr
+    assert (
+        result.returncode == 2
+        and "plugins[0]: importing './plugin_study.py' failed: RuntimeError: broken" in result.stderr
+    )

@@ -1,5 +1,6 @@
 """Prompts from tables and datasets: local parquet / jsonl / csv files, a local `datasets` folder
 (streamed or not), a seeded shuffle, Hub ids checked without a download. Offline throughout."""
+
 from __future__ import annotations
 
 import json
@@ -34,16 +35,19 @@ def _write_tables(folder: Path) -> dict[str, Path]:
 
 def _config(tmp_path: Path, prompts: str) -> Path:
     path = tmp_path / "study.toml"
-    path.write_text(f'name = "prompts"\nout = "{tmp_path / "run"}"\n\n[prompts]\n{prompts}\n\n'
-                    '[[models]]\nname = "one"\nid = "tiny/sdxl"\n')
+    path.write_text(
+        f'name = "prompts"\nout = "{tmp_path / "run"}"\n\n[prompts]\n{prompts}\n\n'
+        '[[models]]\nname = "one"\nid = "tiny/sdxl"\n'
+    )
     return path
 
 
 @pytest.mark.parametrize("suffix", ["parquet", "jsonl", "csv"])
 def test_local_tables_give_the_first_count_captions_of_the_column(tmp_path, suffix):
     paths = _write_tables(tmp_path)
-    config = load_config(_config(tmp_path, f'source = "dataset"\ndataset = "captions.{suffix}"\n'
-                                           'column = "top_caption"\ncount = 12'))
+    config = load_config(
+        _config(tmp_path, f'source = "dataset"\ndataset = "captions.{suffix}"\ncolumn = "top_caption"\ncount = 12')
+    )
     prompts = study_prompts(config.prompts, config.path)
     assert [p.text for p in prompts] == CAPTIONS[:12]
     assert [p.id for p in prompts] == list(range(12))
@@ -60,8 +64,13 @@ def test_seeded_shuffle_is_reproducible_and_draws_from_the_whole_table(tmp_path)
     _write_tables(tmp_path)
 
     def draw(seed: int) -> list[str]:
-        config = load_config(_config(tmp_path, f'source = "dataset"\ndataset = "captions.parquet"\n'
-                                               f'column = "top_caption"\ncount = 10\nshuffle = true\nshuffle_seed = {seed}'))
+        config = load_config(
+            _config(
+                tmp_path,
+                f'source = "dataset"\ndataset = "captions.parquet"\n'
+                f'column = "top_caption"\ncount = 10\nshuffle = true\nshuffle_seed = {seed}',
+            )
+        )
         return [p.text for p in study_prompts(config.prompts, config.path)]
 
     first = draw(1)
@@ -74,7 +83,7 @@ def test_seeded_shuffle_is_reproducible_and_draws_from_the_whole_table(tmp_path)
 @pytest.fixture
 def datasets_cache(tmp_path, monkeypatch):
     """`datasets` writes prepared (non-streamed) datasets to its cache: keep it in the test's folder."""
-    import datasets
+    import datasets.config
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 
@@ -87,8 +96,16 @@ def test_local_dataset_folder_goes_through_datasets(tmp_path, streaming):
     _frame().write_parquet(folder / "train-00000.parquet")
     section = PromptsSection(source="dataset", dataset=str(folder), column="top_caption", count=7, streaming=streaming)
     assert [p.text for p in study_prompts(section)] == CAPTIONS[:7]
-    shuffled = PromptsSection(source="dataset", dataset=str(folder), column="top_caption", count=7,
-                              streaming=streaming, shuffle=True, shuffle_seed=3, shuffle_buffer=64)
+    shuffled = PromptsSection(
+        source="dataset",
+        dataset=str(folder),
+        column="top_caption",
+        count=7,
+        streaming=streaming,
+        shuffle=True,
+        shuffle_seed=3,
+        shuffle_buffer=64,
+    )
     once, twice = ([p.text for p in study_prompts(shuffled)] for _ in range(2))
     assert once == twice and len(once) == 7 and set(once) <= set(CAPTIONS) and once != CAPTIONS[:7]
 
@@ -108,8 +125,9 @@ def test_hub_dataset_is_checked_without_a_download(tmp_path, monkeypatch):
         raise AssertionError("check must not load the dataset")
 
     monkeypatch.setattr(prompt_sources, "_load_dataset", no_download)
-    config = load_config(_config(tmp_path, 'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "top_caption"\n'
-                                           'count = 1_500_000'))
+    config = load_config(
+        _config(tmp_path, 'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "top_caption"\ncount = 1_500_000')
+    )
     line = next(line for line in check_config(config) if line.startswith("prompts:"))
     assert "'laion/laion-coco'" in line and "'top_caption'" in line
     assert "not downloaded now" in line and "streamed at run time" in line
@@ -136,13 +154,24 @@ def test_hub_dataset_captions_are_kept_in_the_run_folder(tmp_path, monkeypatch):
 BAD = [
     ('source = "dataset"\ncolumn = "top_caption"', r"prompts\.dataset: is required"),
     ('source = "dataset"\ndataset = "laion/laion-coco"', r"prompts\.column: is required .*top_caption"),
-    ('source = "dataset"\ndataset = "captions.parquet"\ncolumn = "top_captoin"',
-     r"prompts\.column: captions\.parquet has no column 'top_captoin'; did you mean 'top_caption'\?"),
-    ('source = "dataset"\ndataset = "missing.parquet"\ncolumn = "text"', r"prompts\.dataset: .*missing\.parquet does not exist"),
+    (
+        'source = "dataset"\ndataset = "captions.parquet"\ncolumn = "top_captoin"',
+        r"prompts\.column: captions\.parquet has no column 'top_captoin'; did you mean 'top_caption'\?",
+    ),
+    (
+        'source = "dataset"\ndataset = "missing.parquet"\ncolumn = "text"',
+        r"prompts\.dataset: .*missing\.parquet does not exist",
+    ),
     ('source = "dataset"\ndataset = "a/b/c"\ncolumn = "text"', r"is not a Hugging Face dataset id"),
     ('source = "file"\nfile = "captions.jsonl"', r"prompts\.column: is required to read captions from captions\.jsonl"),
-    ('source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "x"\nstreaming = "yes"', r"prompts\.streaming: expected true or false"),
-    ('source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "x"\nshuffle_buffer = 0', r"prompts\.shuffle_buffer: must be > 0"),
+    (
+        'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "x"\nstreaming = "yes"',
+        r"prompts\.streaming: expected true or false",
+    ),
+    (
+        'source = "dataset"\ndataset = "laion/laion-coco"\ncolumn = "x"\nshuffle_buffer = 0',
+        r"prompts\.shuffle_buffer: must be > 0",
+    ),
     ('source = "datasets"', r"prompts\.source: 'datasets' is not allowed; did you mean 'dataset'\?"),
 ]
 
@@ -157,7 +186,11 @@ def test_bad_dataset_sources_name_the_key_and_the_fix(tmp_path, prompts, message
 @pytest.mark.parametrize("name", ["sdxl_turbo_saes.toml", "sdxl_transfer.toml", "flux_dictionaries.toml"])
 def test_real_model_configs_name_laion_coco_captions(name):
     config = load_config(REPO / "configs" / name)
-    assert (config.prompts.source, config.prompts.dataset, config.prompts.column) == ("dataset", "laion/laion-coco", "top_caption")
+    assert (config.prompts.source, config.prompts.dataset, config.prompts.column) == (
+        "dataset",
+        "laion/laion-coco",
+        "top_caption",
+    )
     assert config.prompts.streaming and config.prompts.shuffle
 
 

@@ -5,9 +5,11 @@ Config loader: any TOML-like table either becomes a valid StudyConfig or raises 
 buffer, seed and selection, one epoch yields every selected token exactly once, and resuming
 at any batch continues the same sequence.
 """
+
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import pytest
 import torch
@@ -20,25 +22,59 @@ from diffdict.studies.config import ConfigError, parse_config
 
 BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(-2, 2, allow_nan=False),
-                    st.text(string.ascii_lowercase + "._/", max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.sampled_from(["a", "n", "k", "id"]), inner, max_size=3)),
-                      max_leaves=6)
-KEYS = ["name", "out", "seed", "device", "clip_model", "prompts", "models", "harvest", "train", "dictionaries",
-        "studies", "modles", "extra"]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5000),
+    st.floats(-2, 2, allow_nan=False),
+    st.text(string.ascii_lowercase + "._/", max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "n", "k", "id"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+KEYS = [
+    "name",
+    "out",
+    "seed",
+    "device",
+    "clip_model",
+    "prompts",
+    "models",
+    "harvest",
+    "train",
+    "dictionaries",
+    "studies",
+    "modles",
+    "extra",
+]
 
 
 def _valid_table() -> dict:
     return {
-        "name": "p", "prompts": {"source": "list", "list": ["a cat", "a dog"], "count": 2},
-        "models": [{"name": "m", "id": "tiny/sdxl"}], "harvest": {"hooks": ["down.2.1"]},
-        "dictionaries": [{"name": "d", "architecture": "topk_sae", "model": "m", "hook": "down.2.1", "n": 8, "k": 2,
-                          "tokens": 512, "batch": 256}],
+        "name": "p",
+        "prompts": {"source": "list", "list": ["a cat", "a dog"], "count": 2},
+        "models": [{"name": "m", "id": "tiny/sdxl"}],
+        "harvest": {"hooks": ["down.2.1"]},
+        "dictionaries": [
+            {
+                "name": "d",
+                "architecture": "topk_sae",
+                "model": "m",
+                "hook": "down.2.1",
+                "n": 8,
+                "k": 2,
+                "tokens": 512,
+                "batch": 256,
+            }
+        ],
     }
 
 
-def _drop_none(value):
+def _drop_none(value: Any) -> Any:
     """TOML has no null: the loader never sees None."""
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -75,8 +111,16 @@ def test_one_bad_dictionary_value_is_named(key, value):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     torch.set_num_threads(1)
-    return harvest(FakeAdapter(), PROMPTS, [0], ["down.2.1"], tmp_path_factory.mktemp("prop"),
-                   dtype="fp32", batch_size=4, progress=False)
+    return harvest(
+        FakeAdapter(),
+        PROMPTS,
+        [0],
+        ["down.2.1"],
+        tmp_path_factory.mktemp("prop"),
+        dtype="fp32",
+        batch_size=4,
+        progress=False,
+    )
 
 
 def _rows_sorted(x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +128,13 @@ def _rows_sorted(x: torch.Tensor) -> torch.Tensor:
 
 
 @BOUNDED
-@given(batch=st.integers(1, 70), buffer=st.integers(1, 400), seed=st.integers(0, 2**16),
-       split=st.sampled_from(["all", "train", "eval"]), branch=st.sampled_from([None, "cond"]))
+@given(
+    batch=st.integers(1, 70),
+    buffer=st.integers(1, 400),
+    seed=st.integers(0, 2**16),
+    split=st.sampled_from(["all", "train", "eval"]),
+    branch=st.sampled_from([None, "cond"]),
+)
 def test_stream_yields_each_selected_token_once_per_epoch(store, batch, buffer, seed, split, branch):
     selection = dict(split=split, eval_fraction=0.25, branch=branch)
     expected = store.tokens(store.select("down.2.1", **selection))
@@ -103,6 +152,8 @@ def test_stream_yields_each_selected_token_once_per_epoch(store, batch, buffer, 
 def test_stream_resumes_at_any_batch(store, batch, buffer, seed, start):
     reference = store.stream("down.2.1", batch_size=batch, buffer_tokens=buffer, seed=seed, epochs=None)
     head = [next(reference) for _ in range(start + 3)]
-    resumed = store.stream("down.2.1", batch_size=batch, buffer_tokens=buffer, seed=seed, epochs=None, start_batch=start)
+    resumed = store.stream(
+        "down.2.1", batch_size=batch, buffer_tokens=buffer, seed=seed, epochs=None, start_batch=start
+    )
     for expected in head[start:]:
         assert torch.equal(next(resumed), expected)

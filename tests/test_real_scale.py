@@ -4,6 +4,7 @@ Opt-in (`pytest -m real_scale`, about a minute and ~5 GiB): benchmarks/real_scal
 reduced mode, every width as published but few layers and a small image. The full-size numbers
 are in docs/scale.md ("Full width on a CPU").
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,6 +22,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_scale.py"
 @pytest.fixture(scope="module")
 def real_scale():
     spec = importlib.util.spec_from_file_location("real_scale", SCRIPT)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,10 +41,13 @@ def test_hook_table_at_the_benchmark_sizes():
         assert _table_shape("black-forest-labs/FLUX.1-schnell", hook, 256) == (1, 16, 16, 3072)
 
 
-@pytest.mark.parametrize("model, model_id, size, d", [
-    ("sdxl", "stabilityai/sdxl-turbo", 128, 1280),
-    ("flux", "black-forest-labs/FLUX.1-schnell", 64, 3072),
-])
+@pytest.mark.parametrize(
+    "model, model_id, size, d",
+    [
+        ("sdxl", "stabilityai/sdxl-turbo", 128, 1280),
+        ("flux", "black-forest-labs/FLUX.1-schnell", 64, 3072),
+    ],
+)
 def test_reduced_real_width_generation(real_scale, model, model_id, size, d):
     result = real_scale.run(model, reduced=True)
     assert result["size"] == size and result["model_id"] == model_id

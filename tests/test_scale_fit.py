@@ -4,6 +4,7 @@ Each rank gets its contiguous half of every global batch, as `dictionaries.train
 ITDA must come out identical to one process (atoms, Gram, provenance: same bits); the top-k
 SAE equal within float rounding, and bit-identical across the ranks.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,13 @@ def batches() -> list[TokenBatch]:
     out = []
     for step in range(STEPS):
         rows = torch.arange(step * BATCH, (step + 1) * BATCH)
-        provenance = {"map_row": rows // 16, "prompt_id": rows // 32, "seed": torch.zeros(BATCH, dtype=torch.long),
-                      "step": torch.full((BATCH,), step), "position": rows % 16}
+        provenance = {
+            "map_row": rows // 16,
+            "prompt_id": rows // 32,
+            "seed": torch.zeros(BATCH, dtype=torch.long),
+            "step": torch.full((BATCH,), step),
+            "position": rows % 16,
+        }
         out.append(TokenBatch(x[rows], provenance))
     return out
 
@@ -51,8 +57,9 @@ def fit(dictionary, world: distributed.World | None) -> None:
             dictionary.partial_fit(batch)
         else:
             rows = world.share(BATCH)
-            dictionary.partial_fit(TokenBatch(batch.x[rows], {k: v[rows] for k, v in batch.provenance.items()}),
-                                   world=world)
+            dictionary.partial_fit(
+                TokenBatch(batch.x[rows], {k: v[rows] for k, v in batch.provenance.items()}), world=world
+            )
 
 
 def state(dictionary) -> dict[str, torch.Tensor]:
@@ -62,8 +69,11 @@ def state(dictionary) -> dict[str, torch.Tensor]:
     return out
 
 
-CASES = {"itda-plain": ("itda", {}), "itda-standardized-capped": ("itda", {"input_norm": "standardize", "max_size": 40}),
-         "topk_sae": ("topk_sae", {})}
+CASES = {
+    "itda-plain": ("itda", {}),
+    "itda-standardized-capped": ("itda", {"input_norm": "standardize", "max_size": 40}),
+    "topk_sae": ("topk_sae", {}),
+}
 
 
 def fit_case(case: str, world: distributed.World | None) -> dict[str, torch.Tensor]:
@@ -77,12 +87,15 @@ def fit_case(case: str, world: distributed.World | None) -> dict[str, torch.Tens
 
 def _worker(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(RANKS), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     world = distributed.world()
     for case in CASES:
-        save_file({k: v.contiguous() for k, v in fit_case(case, world).items()},
-                  os.path.join(folder, f"{case}-rank{rank}.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in fit_case(case, world).items()},
+            os.path.join(folder, f"{case}-rank{rank}.safetensors"),
+        )
     try:  # work given to rank 0 fails there: every rank must raise, none may wait forever
         distributed.on_main(lambda: int("not a number"), world)
     except Exception as error:
@@ -96,8 +109,9 @@ def two_ranks(tmp_path_factory) -> dict[str, list]:
     for all of it: importing torch in the children is the slow part."""
     folder = tmp_path_factory.mktemp("ranks")
     mp.start_processes(_worker, args=(free_port(), str(folder)), nprocs=RANKS, start_method="spawn", join=True)
-    states = {case: [load_file(str(folder / f"{case}-rank{rank}.safetensors")) for rank in range(RANKS)]
-              for case in CASES}
+    states = {
+        case: [load_file(str(folder / f"{case}-rank{rank}.safetensors")) for rank in range(RANKS)] for case in CASES
+    }
     states["failures"] = [(folder / f"failure-rank{rank}.txt").read_text() for rank in range(RANKS)]
     return states
 
@@ -133,9 +147,13 @@ def test_topk_sae_on_two_ranks_matches_one_process(two_ranks):
     assert bool((single["t.tokens_since_fired"] >= 2 * BATCH).any()), "AuxK never ran; the test would be weak"
     # dead-latent counters are reduced over ranks: the same latents fired, so the same are dead
     assert torch.equal(ranks[0]["t.tokens_since_fired"], single["t.tokens_since_fired"])
-    worst = max(float((ranks[0][f"w.{name}"] - single[f"w.{name}"]).abs().max())
-                for name in ("W_enc", "b_enc", "W_dec", "b_dec"))
-    moved = float((single["w.W_dec"] - make("topk_sae").W_dec).abs().max())
+    worst = max(
+        float((ranks[0][f"w.{name}"] - single[f"w.{name}"]).abs().max())
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec")
+    )
+    initial = make("topk_sae")
+    assert isinstance(initial, TopKSAE)
+    moved = float((single["w.W_dec"] - initial.W_dec).abs().max())
     print(f"SAE 2 ranks vs 1 process: max |weight difference| {worst:.2e} (weights moved by {moved:.2e})")
     assert moved > 100 * SAE_TOLERANCE  # training did change the weights
     assert worst < SAE_TOLERANCE

@@ -6,6 +6,7 @@ the tested commands are real subprocesses (`python -m studies` / `torchrun -m st
 Everything runs on one thread per process (torchrun's OMP_NUM_THREADS=1), so every run
 computes with the same kernels.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,8 +88,16 @@ def harvest_command(config: Path) -> list[str]:
 
 
 def torchrun_command(ranks: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-            "-m", "diffdict", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={ranks}",
+        "-m",
+        "diffdict",
+        *args,
+    ]
 
 
 def assert_same_store(actual: Path, expected: Path) -> None:
@@ -101,7 +110,10 @@ def assert_same_store(actual: Path, expected: Path) -> None:
     for name in names:
         a, b = load_file(str(actual / SHARD_DIR / name)), load_file(str(expected / SHARD_DIR / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"tensors of {name} differ"
-        with safe_open(str(actual / SHARD_DIR / name), "pt") as x, safe_open(str(expected / SHARD_DIR / name), "pt") as y:
+        with (
+            safe_open(str(actual / SHARD_DIR / name), "pt") as x,
+            safe_open(str(expected / SHARD_DIR / name), "pt") as y,
+        ):
             assert x.metadata() == y.metadata()
 
 
@@ -134,8 +146,9 @@ def test_two_ranks_harvest_the_same_store_as_one(tmp_path, uninterrupted):
 def test_harvest_killed_mid_run_resumes_to_the_same_store(tmp_path, uninterrupted):
     config = write_config(tmp_path, "killed")
     shards = store_of(config) / SHARD_DIR
-    process = subprocess.Popen(harvest_command(config), cwd=REPO, env=environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        harvest_command(config), cwd=REPO, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while not (shards.is_dir() and any(p.suffix == ".safetensors" for p in shards.iterdir())):

@@ -6,10 +6,10 @@ processes, one thread each; the killed command is a real `torchrun -m studies tr
 Expected: ITDA on 2 ranks identical to 1 process, the top-k SAE within float rounding; a
 killed run, rerun, ends bit-identical to the same run uninterrupted.
 """
+
 from __future__ import annotations
 
 import json
-
 import os
 import random
 import signal
@@ -84,6 +84,8 @@ GROUP = "toy-7680-128"
 def _fits(run: Path) -> Path:
     """The fit group folder (its name ends with a hash of the fit's settings)."""
     return next((run / "fits").glob(f"{GROUP}-*"), run / "fits" / GROUP)
+
+
 TOTAL_STEPS = 7680 // 128
 
 
@@ -97,10 +99,25 @@ def make_run(folder: Path) -> Path:
     data = planted_data(planted_atoms(48, D, seed=5), PROMPTS * STEPS * SIDE * SIDE, active=3, seed=6, noise=0.01)
     maps = data.reshape(PROMPTS, STEPS, SIDE, SIDE, D)
     for prompt_id, prompt in enumerate(prompts):
-        writer.write_shard(f"job-{prompt_id:06d}", [
-            MapRecord({"hook": "mid.0", "prompt_id": prompt_id, "prompt": prompt, "seed": 0, "step": step,
-                       "timestep": 999.0 * (1 - step / STEPS), "t": 1 - step / STEPS, "branch": "cond"},
-                      maps[prompt_id, step]) for step in range(STEPS)])
+        writer.write_shard(
+            f"job-{prompt_id:06d}",
+            [
+                MapRecord(
+                    {
+                        "hook": "mid.0",
+                        "prompt_id": prompt_id,
+                        "prompt": prompt,
+                        "seed": 0,
+                        "step": step,
+                        "timestep": 999.0 * (1 - step / STEPS),
+                        "t": 1 - step / STEPS,
+                        "branch": "cond",
+                    },
+                    maps[prompt_id, step],
+                )
+                for step in range(STEPS)
+            ],
+        )
     writer.finalize()
     return config
 
@@ -123,11 +140,13 @@ def kill_mid_training(command: list[str], config: Path) -> float:
     """Start `command`, SIGKILL it and every process it started a random moment after its first
     checkpoint; returns that delay. torchrun starts its workers in sessions of their own, so
     they are found through /proc and killed by pid."""
+
     def checkpoint() -> Path:  # looked up again each time: the group folder appears when training starts
         return _fits(config.parent / "run") / "checkpoints"
 
-    process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while not (checkpoint().is_dir() and any(checkpoint().iterdir())):
@@ -167,8 +186,9 @@ def train_in_process(config: Path) -> None:
 
 def _spawned_rank(rank: int, port: int, config: str) -> None:
     torch.set_num_threads(1)  # what torchrun's OMP_NUM_THREADS=1 gives each rank
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     train_in_process(Path(config))
     distributed.shutdown()
 
@@ -206,7 +226,10 @@ def test_two_ranks_train_like_one_process(single, two_ranks):
     assert metrics.filter(pl.col("kind") == "train").height == 2 * TOTAL_STEPS
     assert metrics.filter(pl.col("kind") == "eval").height == 2
     single_metrics = pl.read_parquet(_fits(single.parent / "run") / "metrics.parquet")
-    itda_size = lambda frame: frame.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))["size"].to_list()
+
+    def itda_size(frame: pl.DataFrame) -> list:
+        return frame.filter((pl.col("name") == "itda") & (pl.col("kind") == "train"))["size"].to_list()
+
     assert itda_size(metrics) == itda_size(single_metrics)
     saved = json.loads((_fits(two_ranks.parent / "run") / "sae" / "config.json").read_text())
     assert saved["meta"]["fit_seconds"] > 0  # each dictionary's own training time travels with it
@@ -218,8 +241,9 @@ def test_torchrun_training_killed_mid_run_resumes_bit_identical(tmp_path, two_ra
     config = make_run(tmp_path)
     command = torchrun_command(2, "train", str(config), "--no-progress")
     delay = kill_mid_training(command, config)
-    assert not (_fits(config.parent / "run") / "sae" / "config.json").exists(), \
+    assert not (_fits(config.parent / "run") / "sae" / "config.json").exists(), (
         f"training finished within {delay:.2f} s of its first checkpoint; not killed mid-run"
+    )
     run_command(command)
     for name in ("sae", "itda"):
         assert_identical(weights(config, name), weights(two_ranks, name))

@@ -1,4 +1,5 @@
 """`diffdict harvest` then `diffdict train` on a study config with the real tiny SDXL adapter."""
+
 from __future__ import annotations
 
 import re
@@ -82,14 +83,17 @@ def test_harvest_and_train_commands_on_tiny_sdxl(tmp_path, capsys):
     assert metrics.filter(pl.col("kind") == "train").height == 2 * 16
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("batch_size = 2", "batchsize = 2"), r"run.toml: harvest.batchsize: unknown key; did you mean 'batch_size'\?"),
-    (('dtype = "fp16"', 'dtype = "fp8"'), r"harvest.dtype: 'fp8' is not allowed.*Allowed: fp32, fp16, bf16"),
-    (('architecture = "itda"', 'architecture = "itda2"'), r"did you mean 'itda'"),
-    (("k = 4\ntokens", "k = 400\ntokens"), r"k=400 is larger than n=64"),
-    (("tokens = 2048", 'tokens = "many"'), r"dictionaries\[0\].tokens: expected an integer, got str 'many'"),
-    (("[train]", "[trian]"), r"trian: unknown key; did you mean 'train'\?"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("batch_size = 2", "batchsize = 2"), r"run.toml: harvest.batchsize: unknown key; did you mean 'batch_size'\?"),
+        (('dtype = "fp16"', 'dtype = "fp8"'), r"harvest.dtype: 'fp8' is not allowed.*Allowed: fp32, fp16, bf16"),
+        (('architecture = "itda"', 'architecture = "itda2"'), r"did you mean 'itda'"),
+        (("k = 4\ntokens", "k = 400\ntokens"), r"k=400 is larger than n=64"),
+        (("tokens = 2048", 'tokens = "many"'), r"dictionaries\[0\].tokens: expected an integer, got str 'many'"),
+        (("[train]", "[trian]"), r"trian: unknown key; did you mean 'train'\?"),
+    ],
+)
 def test_config_errors_name_file_key_and_fix(tmp_path, capsys, edit, message):
     config = _write(tmp_path, CONFIG.replace(*edit))
     assert cli.main(["train", str(config)]) == 2

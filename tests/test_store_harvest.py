@@ -1,7 +1,9 @@
 """Harvest into the store: index contents, exact round trip, kill + resume, corruption, bad input."""
+
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import polars as pl
 import pytest
@@ -17,9 +19,13 @@ HOOKS = ["down.2.1", "mid.0"]
 
 
 def run(adapter, out, **kwargs):
-    options = dict(prompts=PROMPTS[:5], seeds=[0, 3], hooks=HOOKS, out=out, dtype="fp32", batch_size=2, progress=False)
+    options: dict[str, Any] = dict(
+        prompts=PROMPTS[:5], seeds=[0, 3], hooks=HOOKS, out=out, dtype="fp32", batch_size=2, progress=False
+    )
     options.update(kwargs)
-    return harvest(adapter, options.pop("prompts"), options.pop("seeds"), options.pop("hooks"), options.pop("out"), **options)
+    return harvest(
+        adapter, options.pop("prompts"), options.pop("seeds"), options.pop("hooks"), options.pop("out"), **options
+    )
 
 
 def test_index_has_one_row_per_map_and_maps_round_trip(tmp_path):
@@ -27,13 +33,30 @@ def test_index_has_one_row_per_map_and_maps_round_trip(tmp_path):
     store = run(adapter, tmp_path / "s", guidance=3.0)  # CFG: both branches
     index = store.index
     assert index.height == 5 * 2 * 2 * 2 * 2  # prompts x seeds x hooks x steps x branches
-    for column in ("model", "hook", "prompt_id", "prompt", "seed", "step", "timestep", "t", "branch", "shard",
-                   "offset", "shape"):
+    for column in (
+        "model",
+        "hook",
+        "prompt_id",
+        "prompt",
+        "seed",
+        "step",
+        "timestep",
+        "t",
+        "branch",
+        "shard",
+        "offset",
+        "shape",
+    ):
         assert column in index.columns
     assert index.select("hook", "prompt_id", "seed", "step", "branch").is_unique().all()
     assert set(index["branch"]) == {"cond", "uncond"} and set(index["model"]) == {"fake/model"}
-    rows = index.filter((pl.col("hook") == "mid.0") & (pl.col("prompt_id") == 3) & (pl.col("seed") == 3)
-                        & (pl.col("step") == 1) & (pl.col("branch") == "uncond"))
+    rows = index.filter(
+        (pl.col("hook") == "mid.0")
+        & (pl.col("prompt_id") == 3)
+        & (pl.col("seed") == 3)
+        & (pl.col("step") == 1)
+        & (pl.col("branch") == "uncond")
+    )
     (value,) = store.read_maps(rows)
     expected = adapter._map(PROMPTS[3], 3, 1, "mid.0", "uncond").reshape(-1, 8)
     assert torch.equal(value, expected)
@@ -88,13 +111,17 @@ def test_corrupt_and_truncated_shards_are_detected_and_named(tmp_path):
     other = tmp_path / "s" / "shards" / "job-000003.safetensors"
     os.truncate(other, other.stat().st_size - 100)
     with pytest.raises(CorruptShardError, match=r"job-000003\.safetensors.*Delete this file"):
-        StoreWriter(tmp_path / "s", "fake/model", "fp32", settings=ActivationStore(tmp_path / "s").meta["settings"]).finalize()
+        StoreWriter(
+            tmp_path / "s", "fake/model", "fp32", settings=ActivationStore(tmp_path / "s").meta["settings"]
+        ).finalize()
 
 
 def test_wrong_d_and_non_finite_activations_are_named(tmp_path):
     with pytest.raises(ValueError, match="hook mid.0: captured d=8 but the adapter declares d=9"):
         run(FakeAdapter(lie_about_d={"mid.0": 9}), tmp_path / "a")
-    with pytest.raises(ValueError, match=r"non-finite.*hook down.2.1, step 0, branch cond, prompt 2 \('a red triangle'\), seed 0"):
+    with pytest.raises(
+        ValueError, match=r"non-finite.*hook down.2.1, step 0, branch cond, prompt 2 \('a red triangle'\), seed 0"
+    ):
         run(FakeAdapter(nan_for_prompt=PROMPTS[2]), tmp_path / "b")
     with pytest.raises(ValueError, match=r"unknown hook\(s\) \['up.9'\]"):
         run(FakeAdapter(), tmp_path / "c", hooks=["up.9"])

@@ -1,4 +1,5 @@
 """Token streams: every token once per epoch, seeded shuffle, exact resume, split by prompt, bounded buffer."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     torch.set_num_threads(1)
-    return harvest(FakeAdapter(), PROMPTS, [0, 1], ["down.2.1", "mid.0"], tmp_path_factory.mktemp("s"),
-                   dtype="fp32", batch_size=4, progress=False)
+    return harvest(
+        FakeAdapter(),
+        PROMPTS,
+        [0, 1],
+        ["down.2.1", "mid.0"],
+        tmp_path_factory.mktemp("s"),
+        dtype="fp32",
+        batch_size=4,
+        progress=False,
+    )
 
 
 def sorted_rows(x):
@@ -38,7 +47,7 @@ def test_resume_at_any_batch_is_exact_and_epochs_cycle(store):
     reference = [next(full) for _ in range(40)]  # crosses the epoch boundary (32 batches per epoch)
     for start in (1, 7, 31, 33):
         resumed = store.stream("down.2.1", batch_size=24, buffer_tokens=70, seed=1, epochs=None, start_batch=start)
-        for expected in reference[start:start + 5]:
+        for expected in reference[start : start + 5]:
             assert torch.equal(next(resumed), expected)
 
 
@@ -67,7 +76,9 @@ def test_provenance_follows_the_tokens(store):
 def test_only_one_window_is_loaded_at_a_time(store, monkeypatch):
     loaded = []
     original = store.read_maps
-    monkeypatch.setattr(store, "read_maps", lambda rows: loaded.append(int((rows["h"] * rows["w"]).sum())) or original(rows))
+    monkeypatch.setattr(
+        store, "read_maps", lambda rows: loaded.append(int((rows["h"] * rows["w"]).sum())) or original(rows)
+    )
     stream = store.stream("down.2.1", batch_size=16, buffer_tokens=64, seed=0)
     next(stream)
     assert loaded == [64]  # the first batch needs one window of 64 tokens, not the 768 of the store

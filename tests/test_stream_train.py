@@ -6,9 +6,11 @@ interrupted after a checkpoint and resumed ends bit-identical to an uninterrupte
 (gloo, spawned) equal 1 process (ITDA exactly, the SAE within float rounding); an SAE trained from
 the stream reaches the held-out FVU of one trained from a store of the same maps at equal tokens.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 import torch
@@ -39,22 +41,40 @@ def planted_map(prompt_id: int, seed: int, step: int) -> torch.Tensor:
 
 
 def records(job: Job) -> list[MapRecord]:
-    return [MapRecord({"hook": "mid.0", "prompt_id": p, "prompt": f"prompt {p}", "seed": job.seed, "step": step,
-                       "timestep": 1.0 - step / STEPS, "t": 1.0 - step / STEPS, "branch": "cond"},
-                      planted_map(p, job.seed, step)) for p in job.prompt_ids for step in range(STEPS)]
+    return [
+        MapRecord(
+            {
+                "hook": "mid.0",
+                "prompt_id": p,
+                "prompt": f"prompt {p}",
+                "seed": job.seed,
+                "step": step,
+                "timestep": 1.0 - step / STEPS,
+                "t": 1.0 - step / STEPS,
+                "branch": "cond",
+            },
+            planted_map(p, job.seed, step),
+        )
+        for p in job.prompt_ids
+        for step in range(STEPS)
+    ]
 
 
-def source(prompt_ids=range(PROMPTS)) -> StreamSource:
-    return StreamSource(jobs=plan_prompt_jobs(list(prompt_ids), [0], 2), generate=records, hook_d={"mid.0": D},
-                        window_jobs=4)  # 4 jobs x 2 prompts x 2 steps x 16 cells = 256 tokens
+def source(prompt_ids: Iterable[int] = range(PROMPTS)) -> StreamSource:
+    return StreamSource(
+        jobs=plan_prompt_jobs(list(prompt_ids), [0], 2), generate=records, hook_d={"mid.0": D}, window_jobs=4
+    )  # 4 jobs x 2 prompts x 2 steps x 16 cells = 256 tokens
 
 
 def entries() -> list[StreamedDictionary]:
-    sae = DictionarySpec("sae", "topk_sae", "mid.0", {"n": 64, "k": 4, "k_aux": 8, "dead_tokens": 256, "lr": 1e-3},
-                         branch="cond")
+    sae = DictionarySpec(
+        "sae", "topk_sae", "mid.0", {"n": 64, "k": 4, "k_aux": 8, "dead_tokens": 256, "lr": 1e-3}, branch="cond"
+    )
     itda = DictionarySpec("itda", "itda", "mid.0", {"max_size": 256, "L": 4, "threshold": 0.3}, branch="cond")
-    return [StreamedDictionary(sae, tokens=60 * 32, batch_size=32),
-            StreamedDictionary(itda, tokens=30 * 16, batch_size=16)]
+    return [
+        StreamedDictionary(sae, tokens=60 * 32, batch_size=32),
+        StreamedDictionary(itda, tokens=30 * 16, batch_size=16),
+    ]
 
 
 class Interrupted(Exception):
@@ -65,7 +85,8 @@ def weights(dictionaries) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v.clone() for name, dic in dictionaries.items() for k, v in dic.tensors().items()}
 
 
-def test_stream_resumes_bit_identical(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_stream_resumes_bit_identical(tmp_path):
     settings = StreamSettings(seed=0, checkpoint_every=8, init_tokens=64)
     reference, _ = train_stream(source(), entries(), settings, tmp_path / "whole", progress=False)
 
@@ -93,21 +114,26 @@ def test_stream_resumes_bit_identical(tmp_path, one_thread):
 
 def _rank(rank: int, port: int, out: str, result: str) -> None:
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    dictionaries, _ = train_stream(source(), entries(), StreamSettings(checkpoint_every=8, init_tokens=64), out,
-                                   progress=False)
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    dictionaries, _ = train_stream(
+        source(), entries(), StreamSettings(checkpoint_every=8, init_tokens=64), out, progress=False
+    )
     if rank == 0:
         torch.save(weights(dictionaries), result)
     distributed.shutdown()
 
 
-def test_two_ranks_stream_like_one_process(tmp_path, one_thread):
-    single, _ = train_stream(source(), entries(), StreamSettings(checkpoint_every=8, init_tokens=64),
-                             tmp_path / "one", progress=False)
+@pytest.mark.usefixtures("one_thread")
+def test_two_ranks_stream_like_one_process(tmp_path):
+    single, _ = train_stream(
+        source(), entries(), StreamSettings(checkpoint_every=8, init_tokens=64), tmp_path / "one", progress=False
+    )
     result = tmp_path / "two.pt"
-    mp.start_processes(_rank, args=(free_port(), str(tmp_path / "two"), str(result)), nprocs=2,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _rank, args=(free_port(), str(tmp_path / "two"), str(result)), nprocs=2, start_method="spawn", join=True
+    )
     two, one = torch.load(result), weights(single)
     for key in [k for k in one if k.startswith("itda.")]:
         assert torch.equal(two[key], one[key]), key
@@ -116,7 +142,8 @@ def test_two_ranks_stream_like_one_process(tmp_path, one_thread):
     assert worst < 1e-4
 
 
-def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path):
     """The same training maps, once stored and once streamed, an SAE each at equal tokens, three seeds
     each (one run varies by about +-7% with its seed at this size): mean held-out FVU within 5%."""
     train_ids, eval_ids = list(range(20)), list(range(20, PROMPTS))
@@ -130,17 +157,35 @@ def test_stream_reaches_store_fvu_at_equal_tokens(tmp_path, one_thread):
     sae.tokens = tokens = 300 * 32  # past the plateau: about four passes over the training maps
     fvu = {"store": [], "stream": []}
     for seed in range(3):
-        stored = train(store, [sae.spec], TrainSettings(tokens=tokens, batch_size=32, checkpoint_every=1000, seed=seed,
-                                                         buffer_tokens=256, eval_fraction=0.0, init_tokens=64),
-                       tmp_path / f"store-{seed}", progress=False)["sae"]
-        streamed, _ = train_stream(source(train_ids), [sae], StreamSettings(seed=seed, checkpoint_every=1000,
-                                                                            init_tokens=64),
-                                   tmp_path / f"stream-{seed}", progress=False)
+        stored = train(
+            store,
+            [sae.spec],
+            TrainSettings(
+                tokens=tokens,
+                batch_size=32,
+                checkpoint_every=1000,
+                seed=seed,
+                buffer_tokens=256,
+                eval_fraction=0.0,
+                init_tokens=64,
+            ),
+            tmp_path / f"store-{seed}",
+            progress=False,
+        )["sae"]
+        streamed, _ = train_stream(
+            source(train_ids),
+            [sae],
+            StreamSettings(seed=seed, checkpoint_every=1000, init_tokens=64),
+            tmp_path / f"stream-{seed}",
+            progress=False,
+        )
         fvu["store"].append(float(evaluate(stored, [held])["fvu"]))
         fvu["stream"].append(float(evaluate(streamed["sae"], [held])["fvu"]))
     mean = {source: sum(values) / len(values) for source, values in fvu.items()}
-    print(f"held-out FVU at {tokens} tokens, seeds 0-2: store {fvu['store']} (mean {mean['store']:.4f}), "
-          f"stream {fvu['stream']} (mean {mean['stream']:.4f})")
+    print(
+        f"held-out FVU at {tokens} tokens, seeds 0-2: store {fvu['store']} (mean {mean['store']:.4f}), "
+        f"stream {fvu['stream']} (mean {mean['stream']:.4f})"
+    )
     assert abs(mean["stream"] - mean["store"]) <= 0.05 * mean["store"]
     assert mean["store"] < 0.2  # both learned: the comparison is not between two failures
 
@@ -199,7 +244,8 @@ pairs = [["sae", "itda"]]
 """
 
 
-def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path):
     """diffdict's stages on a stream config: the store keeps 6 of 16 prompts (2 held out), the stream
     trains on the other 14 (never a held-out one), and the studies run on the small store."""
     import polars as pl
@@ -219,8 +265,15 @@ def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, 
     run.train()
     group = run.dictionary_dir("sae").parent
     assert group.name.startswith("toy-stream-")
-    assert sorted(p.name for p in group.iterdir()) == ["checkpoints", "features.parquet", "itda", "metrics",
-                                                        "metrics.parquet", "sae", "settings.json"]
+    assert sorted(p.name for p in group.iterdir()) == [
+        "checkpoints",
+        "features.parquet",
+        "itda",
+        "metrics",
+        "metrics.parquet",
+        "sae",
+        "settings.json",
+    ]
     trained_on = set(run.dictionary("itda").provenance["prompt_id"].tolist())  # where ITDA's atoms came from
     assert trained_on & set(range(6, 16)) and not trained_on & held_out
     metrics = pl.read_parquet(group / "metrics.parquet")
@@ -231,7 +284,8 @@ def test_a_stream_run_trains_beyond_the_store_and_the_studies_read_it(tmp_path, 
     assert pl.read_parquet(run.table_path("training_summary")).height == 2
 
 
-def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path):
     """`torchrun` 2 ranks of `diffdict train` on a stream config, SIGKILLed (agent and workers) after its
     first checkpoint and rerun, against one uninterrupted process: ITDA identical, the SAE within rounding."""
     import random
@@ -240,25 +294,29 @@ def test_torchrun_stream_training_killed_resumes_like_one_process(tmp_path, one_
     import time
 
     from safetensors.torch import load_file
-    from test_scale_harvest import COMMAND_TIMEOUT, REPO, environment, run_command, torchrun_command
-    from test_scale_train import _children
 
     from diffdict.studies.config import load_config
     from diffdict.studies.run import Run
+    from test_scale_harvest import COMMAND_TIMEOUT, REPO, environment, run_command, torchrun_command
+    from test_scale_train import _children
 
     prompts = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square", "star", "cat")]
     runs = {}
     for name in ("one", "two"):
         path = tmp_path / f"{name}.toml"
-        path.write_text(STREAM_RUN.format(out=tmp_path / name, prompts=", ".join(f'"{p}"' for p in prompts))
-                        .replace("buffer_tokens = 512", "buffer_tokens = 1024"))
+        path.write_text(
+            STREAM_RUN.format(out=tmp_path / name, prompts=", ".join(f'"{p}"' for p in prompts)).replace(
+                "buffer_tokens = 512", "buffer_tokens = 1024"
+            )
+        )
         runs[name] = Run(load_config(path), progress=False)
         runs[name].harvest()
     runs["one"].train()
     group = runs["two"].dictionary_dir("sae").parent
     command = torchrun_command(2, "train", str(tmp_path / "two.toml"), "--no-progress")
-    process = subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while not (group / "checkpoints" / "stream").is_dir():

@@ -1,6 +1,7 @@
 """Every strength says what a strength of 1 is: each `*strength*` field of every study declares its unit, errors
 name it, docs/configs.md lists it, and a study without one is refused at registration. Likewise each built-in
 architecture's options are listed in docs/configs.md as its own schema declares them."""
+
 from __future__ import annotations
 
 import tomllib
@@ -30,7 +31,7 @@ def test_every_strength_field_of_every_study_has_a_unit_listed_in_the_docs():
 def test_an_error_about_a_strength_names_its_unit(tmp_path):
     table = tomllib.loads(f"""
 name = "units"
-out = "{tmp_path / 'run'}"
+out = "{tmp_path / "run"}"
 [prompts]
 source = "toyworld"
 count = 8
@@ -41,8 +42,11 @@ id = "tiny/sdxl"
 models = ["toy"]
 strengths = [1, -2]
 """)
-    with pytest.raises(ConfigError, match=r"studies\.editability\.strengths\[1\]: must be > 0, got -2.0: it counts "
-                                          r"multiples of the block's mean update norm at the edited cells"):
+    with pytest.raises(
+        ConfigError,
+        match=r"studies\.editability\.strengths\[1\]: must be > 0, got -2.0: it counts "
+        r"multiples of the block's mean update norm at the edited cells",
+    ):
         parse_config(table)
 
 

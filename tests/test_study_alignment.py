@@ -1,11 +1,19 @@
 """Alignment metrics on synthetic data where the answer is known."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from diffdict.studies.alignment import (best_f1_threshold, diff_in_means, distinct_features, f1_at, logistic_scores,
-                               select_and_score, sparse_probe)
+from diffdict.studies.alignment import (
+    best_f1_threshold,
+    diff_in_means,
+    distinct_features,
+    f1_at,
+    logistic_scores,
+    select_and_score,
+    sparse_probe,
+)
 from diffdict.studies.concepts import auroc_matrix
 
 
@@ -69,9 +77,11 @@ def test_feature_is_chosen_on_selection_and_scored_on_held_out():
     sel = np.stack([sel_target + 0.0, sel_target + rng.normal(0, 0.8, n)], axis=1)
     held = np.stack([rng.random(n), held_target + rng.normal(0, 0.8, n)], axis=1)
     (chosen,) = select_and_score(sel, sel_target[:, None], held, held_target[:, None])
+    assert chosen is not None
     assert chosen.feature == 0 and chosen.selection_auroc == pytest.approx(1.0)
     assert abs(chosen.auroc - 0.5) < 0.08  # the held-out number does not inherit the selection luck
     (other,) = select_and_score(sel, sel_target[:, None], held, held_target[:, None], exclude={0: {0}})
+    assert other is not None
     assert other.feature == 1 and other.auroc > 0.7
 
 

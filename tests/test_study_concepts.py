@@ -1,4 +1,5 @@
 """Ground-truth concepts per location and the AUROC used for concept alignment."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,6 +26,6 @@ def test_location_concepts_follow_the_rendered_masks():
     labels = location_concepts(scene, (8, 8))
     centre = labels[4 * 8 + 2]  # row 4, col 2: inside the circle at x=16, y=32
     assert centre == {"colour:red", "shape:circle", "size:large", "position:left", "style:striped"}
-    assert labels[0] == {"background:black"} and labels[7] == {"background:black"}
+    assert labels[0] == {"background:black", "pattern:p000"} and labels[7] == {"background:black", "pattern:p000"}
     names, matrix = concept_matrix(labels)
     assert matrix.shape == (64, len(names)) and matrix[:, names.index("background:black")].sum() > 40

@@ -1,4 +1,5 @@
 """Floors that measure what they claim, and the planted twin, on synthetic hooks where the answer is known."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,7 @@ import polars as pl
 import torch
 
 from diffdict.studies import twin
-from diffdict.studies.alignment_tables import (LAYOUT, alignment_rows, candidate_sets, floors_and_ceiling,
-                                               summarize)
+from diffdict.studies.alignment_tables import LAYOUT, alignment_rows, candidate_sets, floors_and_ceiling, summarize
 from diffdict.studies.concept_frames import ALL_CELLS, GLOBAL, WITHIN_GROUP, frames
 from diffdict.studies.labelled import HookTokens
 
@@ -35,8 +35,9 @@ def _labels(prompts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _tokens(x: torch.Tensor, targets: np.ndarray, location: np.ndarray) -> HookTokens:
     n = len(location)
-    return HookTokens(x.float(), targets, CONCEPTS, np.arange(n) // 16, location, np.zeros(n, dtype=int),
-                      np.ones(n), GRID)
+    return HookTokens(
+        x.float(), targets, CONCEPTS, np.arange(n) // 16, location, np.zeros(n, dtype=int), np.ones(n), GRID
+    )
 
 
 def _foreground_only(prompts: int, seed: int, d: int = 32) -> HookTokens:
@@ -103,8 +104,16 @@ def test_twin_keeps_the_measured_proportions_and_its_sae_beats_random():
     from diffdict.studies.concepts import dense_codes
 
     codes = {"sae": (dense_codes(sae, selection.x), dense_codes(sae, scoring.x))}
-    rows = pl.DataFrame(alignment_rows({"world": "twin", "pair": "p"}, selection, scoring,
-                                       candidate_sets(selection, scoring, codes, 64, 3, 0), 0, (GLOBAL,)))
+    rows = pl.DataFrame(
+        alignment_rows(
+            {"world": "twin", "pair": "p"},
+            selection,
+            scoring,
+            candidate_sets(selection, scoring, codes, 64, 3, 0),
+            0,
+            (GLOBAL,),
+        )
+    )
     within = summarize(rows).filter((pl.col("scope") == WITHIN_GROUP) & (pl.col("attribute") == "all"))
     f1 = {(g, m): v for g, m, v in within.select("group", "method", "mean_f1").iter_rows()}
     # eight colours in 32 channels: the twin's SAE finds them, random directions do not

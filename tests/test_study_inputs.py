@@ -1,13 +1,14 @@
 """Study tables follow their inputs: a rerun recomputes exactly the studies whose config table, fits,
 stores or prompts changed, and an unchanged rerun recomputes nothing."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from dict_fixtures import one_thread  # noqa: F401  (a fixture)
-
 from diffdict.studies.config import load_config
 from diffdict.studies.pipeline import run_studies
 from diffdict.studies.run import Run
@@ -59,18 +60,32 @@ random_directions = {directions}
 PROMPTS = ["a red square", "a small blue circle", "a green triangle", "a big cat", "a dog", "a tree"]
 
 
-def make_run(folder: Path, n: int = 64, directions: int = 0, prompts: list[str] = PROMPTS, force: bool = False,
-             itda_threshold: float = 0.3) -> Run:
+def make_run(
+    folder: Path,
+    n: int = 64,
+    directions: int = 0,
+    prompts: list[str] = PROMPTS,
+    force: bool = False,
+    itda_threshold: float = 0.3,
+) -> Run:
     path = folder / "inputs.toml"
-    path.write_text(CONFIG.format(out=folder / "run", n=n, directions=directions, threshold=itda_threshold,
-                                  prompts=", ".join(f'"{p}"' for p in prompts)))
+    path.write_text(
+        CONFIG.format(
+            out=folder / "run",
+            n=n,
+            directions=directions,
+            threshold=itda_threshold,
+            prompts=", ".join(f'"{p}"' for p in prompts),
+        )
+    )
     run = Run(load_config(path), progress=False, force=force)  # force: re-harvest a store of other prompts
     run.harvest()
     run.train()
     return run
 
 
-def test_reruns_recompute_exactly_the_studies_whose_inputs_changed(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_reruns_recompute_exactly_the_studies_whose_inputs_changed(tmp_path):
     assert set(run_studies(make_run(tmp_path))) == {"compare", "training"}
     assert run_studies(make_run(tmp_path)) == {}  # nothing changed: nothing recomputed
     assert set(run_studies(make_run(tmp_path, directions=8))) == {"compare"}  # its own option
@@ -81,11 +96,14 @@ def test_reruns_recompute_exactly_the_studies_whose_inputs_changed(tmp_path, one
     after = summary(changed)
     sae = pl.col("dictionary") == "sae"
     assert before.filter(sae)["heldout_fvu"].to_list() != after.filter(sae)["heldout_fvu"].to_list()
-    assert set(run_studies(make_run(tmp_path, n=32, directions=8, prompts=[*PROMPTS, "a house"], force=True))) == \
-        {"compare", "training"}  # other prompts: other stores, fits and tables
+    assert set(run_studies(make_run(tmp_path, n=32, directions=8, prompts=[*PROMPTS, "a house"], force=True))) == {
+        "compare",
+        "training",
+    }  # other prompts: other stores, fits and tables
 
 
-def test_the_report_names_each_study_s_inputs(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_the_report_names_each_study_s_inputs(tmp_path):
     from diffdict.studies.pipeline import build_report
 
     run = make_run(tmp_path)
@@ -96,7 +114,8 @@ def test_the_report_names_each_study_s_inputs(tmp_path, one_thread):
     assert "stores tiny" in report
 
 
-def test_changing_one_dictionary_retrains_that_dictionary_only(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_changing_one_dictionary_retrains_that_dictionary_only(tmp_path):
     run = make_run(tmp_path)
     sae_weights = run.dictionary_dir("sae") / "weights.safetensors"
     before = sae_weights.stat().st_mtime_ns, (run.dictionary_dir("itda") / "weights.safetensors").read_bytes()

@@ -1,4 +1,5 @@
 """Layout IoU, its baselines and its probes; the training-convergence summary."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,9 @@ def test_cell_layout_and_iou_on_rendered_masks():
 
 
 def test_caption_baseline_draws_objects_at_their_anchors():
-    shifted = Scene(objects=(LEFT.__class__(**{**LEFT.__dict__, "cx": 18, "cy": 30}),), background="black",
-                    style="flat", seed=0)
+    shifted = Scene(
+        objects=(LEFT.__class__(**{**LEFT.__dict__, "cx": 18, "cy": 30}),), background="black", style="flat", seed=0
+    )
     (anchored,) = caption_masks(shifted)
     ys, xs = np.nonzero(anchored)
     assert abs(xs.mean() - 14) < 1 and abs(ys.mean() - 32) < 1  # left anchor (14, 32), not the jittered (18, 30)
@@ -45,9 +47,16 @@ def _tokens(layouts: np.ndarray, d: int = 6, seed: int = 0) -> HookTokens:
     x[flat == 1, 0] += 3.0
     x[flat == 2, 1] += 3.0
     concepts = concept_names()
-    return HookTokens(torch.as_tensor(x, dtype=torch.float32), np.zeros((len(flat), len(concepts)), bool), concepts,
-                      np.repeat(np.arange(prompts), cells), np.tile(np.arange(cells), prompts),
-                      np.zeros(len(flat), int), np.ones(len(flat)), (8, 8))
+    return HookTokens(
+        torch.as_tensor(x, dtype=torch.float32),
+        np.zeros((len(flat), len(concepts)), bool),
+        concepts,
+        np.repeat(np.arange(prompts), cells),
+        np.tile(np.arange(cells), prompts),
+        np.zeros(len(flat), int),
+        np.ones(len(flat)),
+        (8, 8),
+    )
 
 
 def test_probe_reads_a_linearly_encoded_layout_back():

@@ -1,4 +1,5 @@
 """`diffdict run` on a tiny study: every stage, every study, a report whose images all load."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from PIL import Image
 
 from diffdict.analysis.browser import image_load_status, report_problems, screenshot
 from diffdict.studies.cli import main
-
 from study_fixtures import write_tiny_study
 
 
@@ -29,8 +29,13 @@ def test_transfer_table_has_every_model_step_and_branch(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "transfer_metrics")
     keys = set(metrics.select("target_model", "branch", "step").iter_rows())
-    assert keys == {("one", "cond", 0), ("multi", "cond", 0), ("multi", "cond", 1),
-                    ("multi", "uncond", 0), ("multi", "uncond", 1)}
+    assert keys == {
+        ("one", "cond", 0),
+        ("multi", "cond", 0),
+        ("multi", "cond", 1),
+        ("multi", "uncond", 0),
+        ("multi", "uncond", 1),
+    }
     assert metrics["fvu"].is_finite().all() and (metrics["fvu"] >= 0).all()
     assert (metrics["l0"] <= 4).all()
     splice = _table(run_dir, "transfer_splice")
@@ -56,8 +61,7 @@ def test_strengths_are_chosen_on_tuning_prompts_and_scored_on_held_out_ones(fini
         assert not set(tuned["prompt_id"].to_list()) & set(scored["prompt_id"].to_list())
         keys = [k for k in ("dictionary", "model", "unit", "attribute", "window", "method") if k in edits.columns]
         # the sweep runs on the tuning prompts; each held-out cell is edited at one strength, the tuned one
-        assert tuned.group_by(keys).agg(pl.col("strength").n_unique())["strength"].min() == \
-            edits["strength"].n_unique()
+        assert tuned.group_by(keys).agg(pl.col("strength").n_unique())["strength"].min() == edits["strength"].n_unique()
         assert (scored.group_by(keys).agg(pl.col("strength").n_unique())["strength"] == 1).all()
 
 
@@ -83,10 +87,26 @@ def test_another_study_seed_draws_other_prompts_into_its_own_folder(finished_run
 def test_compare_alignment_stands_between_its_floor_and_its_ceiling(finished_run):
     run_dir, _ = finished_run
     metrics = _table(run_dir, "compare_metrics")
-    assert metrics["method"].to_list() == ["sae", "itda", "raw channels", "random", "fg/bg only", "base rate",
-                                           "diff-in-means", "logistic probe"]
-    assert metrics["kind"].to_list() == ["dictionary", "dictionary", "raw channels", "random", "fg/bg only",
-                                         "base rate", "oracle", "probe"]
+    assert metrics["method"].to_list() == [
+        "sae",
+        "itda",
+        "raw channels",
+        "random",
+        "fg/bg only",
+        "base rate",
+        "diff-in-means",
+        "logistic probe",
+    ]
+    assert metrics["kind"].to_list() == [
+        "dictionary",
+        "dictionary",
+        "raw channels",
+        "random",
+        "fg/bg only",
+        "base rate",
+        "oracle",
+        "probe",
+    ]
     # 12 prompts, 4 held out: selection and scoring never share a prompt
     assert set(metrics["selection_prompts"].to_list()) == {8} and set(metrics["scoring_prompts"].to_list()) == {4}
     probe = metrics.filter(pl.col("method") == "logistic probe").row(0, named=True)
@@ -110,8 +130,11 @@ def test_editability_map_has_every_unit_method_and_strength(finished_run):
     run_dir, _ = finished_run
     table = _table(run_dir, "editability")
     methods = {unit: set(group["method"].to_list()) for (unit,), group in table.group_by(["unit"])}
-    assert methods == {"down.2.1": {"oracle", "random", "sae"}, "up.1.1": {"oracle", "random"},
-                       "pair": {"oracle", "random"}}
+    assert methods == {
+        "down.2.1": {"oracle", "random", "sae"},
+        "up.1.1": {"oracle", "random"},
+        "pair": {"oracle", "random"},
+    }
     assert set(table["strength"].to_list()) == {1.0, 4.0} and set(table["window"].to_list()) == {"early"}
     assert (table["clean_success"] <= table["success"]).all()
     best = _table(run_dir, "editability_best")
@@ -122,8 +145,10 @@ def test_editability_map_has_every_unit_method_and_strength(finished_run):
 def test_layout_per_step_beside_its_baselines(finished_run):
     run_dir, _ = finished_run
     layout = _table(run_dir, "layout")
-    steps = {model: set(group.filter(pl.col("method") == "probe")["step"].to_list())
-             for (model,), group in layout.group_by(["model"])}
+    steps = {
+        model: set(group.filter(pl.col("method") == "probe")["step"].to_list())
+        for (model,), group in layout.group_by(["model"])
+    }
     assert steps == {"one": {0}, "multi": {0, 1}}
     baselines = layout.filter(pl.col("kind") == "baseline")
     assert set(baselines["method"].to_list()) == {"caption alone", "other seed"}
@@ -143,9 +168,20 @@ def test_training_convergence_for_every_dictionary(finished_run):
 def test_windows_table_covers_every_style_and_window(finished_run):
     run_dir, _ = finished_run
     windows = _table(run_dir, "windows")
-    assert set(windows["style"].to_list()) == {"sdlens", "tinaz_spatial", "tinaz_global", "flux_add", "oracle", "random"}
+    assert set(windows["style"].to_list()) == {
+        "sdlens",
+        "tinaz_spatial",
+        "tinaz_global",
+        "flux_add",
+        "oracle",
+        "random",
+    }
     assert set(windows.filter(pl.col("kind") == "dictionary")["style"].to_list()) == {
-        "sdlens", "tinaz_spatial", "tinaz_global", "flux_add"}
+        "sdlens",
+        "tinaz_spatial",
+        "tinaz_global",
+        "flux_add",
+    }
     assert (windows["clean_success"] <= windows["success"]).all()
     assert set(windows["window"].to_list()) == {"early", "all"}
     assert windows["success"].is_between(0, 1).all()
@@ -172,8 +208,15 @@ def test_atlas_and_report(finished_run, tmp_path):
     # the claims, 3 transfer, 6 compare, windows, 2 editability, layout, 2 training, atlas
     assert marks["csv-total"] == 17
     text = report.read_text()
-    for title in ("Cross-model transfer", "SAE vs ITDA", "Timestep-window interventions", "Editability map",
-                  "Layout from early steps", "Dictionary training", "Feature atlas"):
+    for title in (
+        "Cross-model transfer",
+        "SAE vs ITDA",
+        "Timestep-window interventions",
+        "Editability map",
+        "Layout from early steps",
+        "Dictionary training",
+        "Feature atlas",
+    ):
         assert text.index(f"<b>{title}.</b>") < text.index('<section id="s0"')  # each study's findings up top
     assert text.count('class="card"') == atlas.height
     screenshot(report, tmp_path / "report_first_screen.png")
@@ -219,13 +262,17 @@ def test_windows_scored_with_clip_as_for_real_models(finished_run):
 
 def test_plain_text_prompts_use_clip_and_skip_concepts(tmp_path):
     """Real-model path on tiny inputs: prompts without ground truth."""
-    config = write_tiny_study(tmp_path, **{
-        'source = "toyworld"': 'source = "list"\nlist = ["a cat", "a dog", "a red car", "a blue house", "a tree", "a star"]',
-        'count = 12': 'count = 6', 'eval_fraction = 0.34': 'eval_fraction = 0.5',
-        'edit_prompts = 2': 'edit_prompts = 0',  # edits are judged against toy scenes
-    })
+    config = write_tiny_study(
+        tmp_path,
+        **{
+            'source = "toyworld"': 'source = "list"\nlist = ["a cat", "a dog", "a red car", "a blue house", "a tree", "a star"]',  # noqa: E501
+            "count = 12": "count = 6",
+            "eval_fraction = 0.34": "eval_fraction = 0.5",
+            "edit_prompts = 2": "edit_prompts = 0",  # edits are judged against toy scenes
+        },
+    )
     text = config.read_text()
-    text = text[:text.index("[studies.windows]")] + text[text.index("[studies.atlas]"):]  # windows need toy scenes
+    text = text[: text.index("[studies.windows]")] + text[text.index("[studies.atlas]") :]  # windows need toy scenes
     config.write_text(text)
     assert main(["run", str(config), "--no-progress", "--device", "cpu"]) == 0
     splice = pl.read_parquet(tmp_path / "run" / "tables" / "transfer_splice.parquet")

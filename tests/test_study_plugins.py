@@ -1,6 +1,7 @@
 """A study declared outside diffdict's own files: registered once, it is configured by its own
 [studies.NAME] table, validated, run by `diffdict study`, written to the tables folder and shown in the
 report; a [studies.X] table nobody registered is refused with the registered names."""
+
 from __future__ import annotations
 
 import os
@@ -28,15 +29,20 @@ class PromptWordsStudy:
 
 def _validate(config, study: PromptWordsStudy, source: str) -> None:
     if study.longest > len(config.prompts.list):
-        raise ConfigError(f"{source}: studies.prompt_words.longest: {study.longest} is more than the "
-                          f"{len(config.prompts.list)} prompts; list at most that many")
+        raise ConfigError(
+            f"{source}: studies.prompt_words.longest: {study.longest} is more than the "
+            f"{len(config.prompts.list)} prompts; list at most that many"
+        )
 
 
 def _compute(run) -> dict[str, pl.DataFrame]:
     study = run.config.studies.prompt_words
     ranked = sorted(run.prompts, key=lambda p: (-len(p.text.split()), p.id))[: study.longest]
-    return {"prompt_words": pl.DataFrame({"prompt": [p.text for p in ranked],
-                                          "words": [len(p.text.split()) for p in ranked]})}
+    return {
+        "prompt_words": pl.DataFrame(
+            {"prompt": [p.text for p in ranked], "words": [len(p.text.split()) for p in ranked]}
+        )
+    }
 
 
 def _summarize(run, tables: dict[str, pl.DataFrame]) -> str:
@@ -45,9 +51,16 @@ def _summarize(run, tables: dict[str, pl.DataFrame]) -> str:
 
 
 PROMPT_WORDS = StudyKind(
-    name="prompt_words", config=PromptWordsStudy, title="Prompt lengths",
-    about="The longest prompts of the run, by words.", compute=_compute, plot=lambda run, tables: [],
-    summarize=_summarize, tables=("prompt_words",), validate=_validate)
+    name="prompt_words",
+    config=PromptWordsStudy,
+    title="Prompt lengths",
+    about="The longest prompts of the run, by words.",
+    compute=_compute,
+    plot=lambda run, tables: [],
+    summarize=_summarize,
+    tables=("prompt_words",),
+    validate=_validate,
+)
 
 CONFIG = """
 name = "plugin"
@@ -93,8 +106,10 @@ def test_a_registered_study_runs_into_the_tables_and_the_report(prompt_words, tm
     assert "studies: prompt_words" in capsys.readouterr().out
     assert main(["study", str(config), "--no-progress", "--device", "cpu"]) == 0
     table = pl.read_parquet(tmp_path / "run" / "tables" / "prompt_words.parquet")
-    assert table.to_dicts() == [{"prompt": "a small blue circle on grey", "words": 6},
-                                {"prompt": "a green triangle at the top", "words": 6}]
+    assert table.to_dicts() == [
+        {"prompt": "a small blue circle on grey", "words": 6},
+        {"prompt": "a green triangle at the top", "words": 6},
+    ]
     report = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Prompt lengths</h2>" in report and "The longest prompts of the run, by words." in report
     assert "The longest prompt has 6 words" in report  # its summary opens the report
@@ -115,25 +130,32 @@ def test_a_registered_study_validates_its_own_table(prompt_words, tmp_path, caps
 def test_an_unknown_study_table_names_the_registered_studies(prompt_words, tmp_path, capsys):
     assert main(["check", str(_config(tmp_path, study="prompt_wrods"))]) == 2
     error = capsys.readouterr().err
-    assert ("studies.prompt_wrods: unknown study; did you mean 'prompt_words'?; the registered studies are: "
-            f"{', '.join(study_names())}") in error and "prompt_words" in study_names()
+    assert (
+        "studies.prompt_wrods: unknown study; did you mean 'prompt_words'?; the registered studies are: "
+        f"{', '.join(study_names())}"
+    ) in error and "prompt_words" in study_names()
 
 
 def test_an_unregistered_study_is_unknown_again(tmp_path, capsys):
     register(PROMPT_WORDS)
     unregister(PROMPT_WORDS.name)
     assert main(["check", str(_config(tmp_path))]) == 2
-    assert (f"studies.prompt_words: unknown study; the registered studies are: {', '.join(study_names())} "
-            f"(each one a [studies.NAME] table)") in capsys.readouterr().err
+    assert (
+        f"studies.prompt_words: unknown study; the registered studies are: {', '.join(study_names())} "
+        f"(each one a [studies.NAME] table)"
+    ) in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"name": "layout"}, r"'layout' is already registered"),
-    ({"name": "items"}, r"study name 'items': use a Python identifier"),
-    ({"name": "prompt-words"}, r"study name 'prompt-words': use a Python identifier"),
-    ({"tables": ("layout",)}, r"table 'layout' is already written by study 'layout'"),
-    ({"config": dict}, r"config must be a dataclass"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"name": "layout"}, r"'layout' is already registered"),
+        ({"name": "items"}, r"study name 'items': use a Python identifier"),
+        ({"name": "prompt-words"}, r"study name 'prompt-words': use a Python identifier"),
+        ({"tables": ("layout",)}, r"table 'layout' is already written by study 'layout'"),
+        ({"config": dict}, r"config must be a dataclass"),
+    ],
+)
 def test_registration_refuses_what_would_clash(change, message):
     from dataclasses import replace
 
@@ -144,10 +166,18 @@ def test_registration_refuses_what_would_clash(change, message):
 
 
 def test_the_registry_and_config_parsing_stay_torch_free():
-    code = ("import sys; from diffdict.studies.config import parse_config; from diffdict.studies.registry import study_names; "
-            "config = parse_config({'name': 'x', 'models': [{'name': 'm', 'id': 'tiny/sdxl'}], "
-            "'studies': {'windows': {}, 'atlas': {}}}); "
-            "print(study_names(), [name for name, _ in config.studies.items()], 'torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from diffdict.studies.config import parse_config; from diffdict.studies.registry import study_names; "  # noqa: E501
+        "config = parse_config({'name': 'x', 'models': [{'name': 'm', 'id': 'tiny/sdxl'}], "
+        "'studies': {'windows': {}, 'atlas': {}}}); "
+        "print(study_names(), [name for name, _ in config.studies.items()], 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.strip() == f"{tuple(BUILTIN)} ['windows', 'atlas'] False", result.stderr

@@ -1,5 +1,6 @@
 """The error breakdown tells binding errors (an object drawn with the other object's value)
 from drawing errors and missing objects, on rendered scenes whose truth is known."""
+
 from dataclasses import replace
 
 from diffdict.toyworld.errors import GROUPS, error_breakdown, format_breakdown
@@ -21,8 +22,13 @@ def _judged(scenes):
 
 
 def _pairs_differing_in_colour_and_shape(n: int):
-    pairs = [s for s in eval_scenes(96) if len(s.objects) == 2
-             and s.objects[0].colour != s.objects[1].colour and s.objects[0].shape != s.objects[1].shape]
+    pairs = [
+        s
+        for s in eval_scenes(96)
+        if len(s.objects) == 2
+        and s.objects[0].colour != s.objects[1].colour
+        and s.objects[0].shape != s.objects[1].shape
+    ]
     assert len(pairs) >= n
     return pairs[:n]
 
@@ -38,8 +44,11 @@ def test_ground_truth_is_all_right():
 
 def test_swapped_colours_and_shapes_are_binding_errors():
     scenes = _pairs_differing_in_colour_and_shape(8)
-    drawn = [replace(s, objects=(replace(a, colour=b.colour, shape=b.shape), replace(b, colour=a.colour, shape=a.shape)))
-             for s in scenes for a, b in [s.objects]]
+    drawn = [
+        replace(s, objects=(replace(a, colour=b.colour, shape=b.shape), replace(b, colour=a.colour, shape=a.shape)))
+        for s in scenes
+        for a, b in [s.objects]
+    ]
     table = error_breakdown(scenes, _judged(drawn))
     assert _totals(table, "colour") == {"swapped": 16}
     assert _totals(table, "shape") == {"swapped": 16}
@@ -65,8 +74,23 @@ def test_toy_eval_prints_and_saves_the_breakdown(tmp_path, capsys):
 
     from diffdict.studies.cli import main
 
-    assert main(["toy", "eval", "toy/sdxl-turbo", "--n", "8", "--batch", "8", "--errors",
-                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "toy",
+                "eval",
+                "toy/sdxl-turbo",
+                "--n",
+                "8",
+                "--batch",
+                "8",
+                "--errors",
+                "--json",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "toy/sdxl-turbo: objects by outcome" in out and "| shape | one object, " in out
     report = json.loads((tmp_path / "eval.json").read_text())

@@ -1,5 +1,6 @@
 """The shipped toy models: real architectures, small, loadable through the adapters, and judged
 adherence above floors. Speed is measured by benchmarks/toy_speed.py, not by a timed test."""
+
 import json
 
 import pytest
@@ -12,12 +13,33 @@ from diffdict.toyworld.scenes import eval_scenes
 # What the shipped weights reach on 64 held-out captions (toyworld/README.md has the full
 # 256-caption table). These floors catch a broken export or loader, not the issue's targets.
 FLOORS = {
-    "sdxl-base": {"count": 0.9, "colour": 0.9, "shape": 0.86, "size": 0.92, "position": 0.92,
-                  "background": 0.92, "style": 0.9},
-    "sdxl-turbo": {"count": 0.86, "colour": 0.85, "shape": 0.83, "size": 0.9, "position": 0.86,
-                   "background": 0.9, "style": 0.83},
-    "flux": {"count": 0.9, "colour": 0.92, "shape": 0.82, "size": 0.92, "position": 0.92, "background": 0.95,
-             "style": 0.9},
+    "sdxl-base": {
+        "count": 0.9,
+        "colour": 0.9,
+        "shape": 0.86,
+        "size": 0.92,
+        "position": 0.92,
+        "background": 0.92,
+        "style": 0.9,
+    },
+    "sdxl-turbo": {
+        "count": 0.86,
+        "colour": 0.85,
+        "shape": 0.83,
+        "size": 0.9,
+        "position": 0.86,
+        "background": 0.9,
+        "style": 0.83,
+    },
+    "flux": {
+        "count": 0.9,
+        "colour": 0.92,
+        "shape": 0.82,
+        "size": 0.92,
+        "position": 0.92,
+        "background": 0.95,
+        "style": 0.9,
+    },
 }
 
 
@@ -57,13 +79,18 @@ def test_hook_grids_are_at_least_8x8(pipelines):
     def recorder(name):
         def hook(module, inputs, output):
             seen.setdefault(name, tuple(output[0].shape))  # returns None: output unchanged
+
         return hook
 
-    hooks = [pipe.unet.down_blocks[2].attentions[1].register_forward_hook(recorder("down.2.1")),
-             pipe.unet.mid_block.attentions[0].register_forward_hook(recorder("mid.0")),
-             pipe.unet.up_blocks[0].attentions[0].register_forward_hook(recorder("up.0.0"))]
+    hooks = [
+        pipe.unet.down_blocks[2].attentions[1].register_forward_hook(recorder("down.2.1")),
+        pipe.unet.mid_block.attentions[0].register_forward_hook(recorder("mid.0")),
+        pipe.unet.up_blocks[0].attentions[0].register_forward_hook(recorder("up.0.0")),
+    ]
     try:
-        generate(pipe, ["a large red circle in the centre, flat, on a black background"], [0], pipelines["sdxl-turbo"][1])
+        generate(
+            pipe, ["a large red circle in the centre, flat, on a black background"], [0], pipelines["sdxl-turbo"][1]
+        )
     finally:
         for hook in hooks:
             hook.remove()

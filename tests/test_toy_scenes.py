@@ -1,11 +1,22 @@
 """The toy world's scenes: deterministic, held out, captions and masks that agree."""
+
 import numpy as np
 import pytest
 
 from diffdict.toyworld.render import pattern_mask, pattern_tone, render
 from diffdict.toyworld.scenes import (
-    BACKGROUNDS, COLOURS, PATTERN_TILE, PATTERNS, POSITIONS, SHAPES, STYLES, eval_scenes, pattern_codes, sample_scene,
-    train_scene, vocabulary,
+    BACKGROUNDS,
+    COLOURS,
+    PATTERN_TILE,
+    PATTERNS,
+    POSITIONS,
+    SHAPES,
+    STYLES,
+    eval_scenes,
+    pattern_codes,
+    sample_scene,
+    train_scene,
+    vocabulary,
 )
 
 
@@ -48,8 +59,11 @@ def test_masks_are_exact_and_disjoint(seed):
     assert masks.shape == (len(rendered.scene.objects), 64, 64)
     assert masks.sum(axis=0).max() <= 1  # objects never overlap
     scene = rendered.scene
-    background = np.where(pattern_mask(scene.pattern)[..., None], pattern_tone(scene.background),
-                          np.asarray(BACKGROUNDS[scene.background]))
+    background = np.where(
+        pattern_mask(scene.pattern)[..., None],
+        pattern_tone(scene.background),
+        np.asarray(BACKGROUNDS[scene.background]),
+    )
     assert (image[~masks.any(axis=0)] == background[~masks.any(axis=0)]).all()
     for obj, mask in zip(rendered.scene.objects, masks):
         assert mask.sum() > 40

@@ -1,5 +1,6 @@
 """The text stage: caption targets are exact, the readout can learn them, and the denoiser
 stages keep the pre-trained encoders frozen."""
+
 import json
 
 import torch
@@ -62,6 +63,7 @@ def test_the_readout_learns_what_the_captions_say():
         loss.backward()
         optimizer.step()
     accuracy = readout_accuracy(logits, targets)
+    assert before is not None
     assert loss.item() < 0.1 * before
     assert min(accuracy.values()) > 0.9, accuracy
 
@@ -73,10 +75,19 @@ def test_denoiser_stages_keep_the_pretrained_text_encoders(tmp_path):
     from diffdict.toyworld.training.config import STAGES
 
     trained = [s for s in STAGES if s not in ("turbo", "flux_distill", "export")]
-    args = ["--n-scenes", "8", "--steps", *(f"{s}=2" for s in trained), "--batch", *(f"{s}=2" for s in trained),
-            "--no-progress"]
-    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", ",".join(trained), "--text-pretrain",
-                 *args]) == 0
+    args = [
+        "--n-scenes",
+        "8",
+        "--steps",
+        *(f"{s}=2" for s in trained),
+        "--batch",
+        *(f"{s}=2" for s in trained),
+        "--no-progress",
+    ]
+    assert (
+        main(["toy", "train", "--work-dir", str(tmp_path), "--stages", ",".join(trained), "--text-pretrain", *args])
+        == 0
+    )
     text = load_file(str(tmp_path / "text.safetensors"))
     for stage, family in (("base", "sdxl"), ("flux", "flux")):
         saved = load_file(str(tmp_path / f"{stage}.safetensors"))
@@ -93,10 +104,22 @@ def test_a_denoiser_stage_without_the_text_stage_says_what_to_do(tmp_path):
 
     from diffdict.studies.cli import main
 
-    args = ["--n-scenes", "4", "--steps", "vae_sdxl=1", "text=1", "base=1", "--batch", "vae_sdxl=2", "text=2", "base=2",
-            "--no-progress"]
-    assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", "--text-pretrain",
-                 *args]) == 2
+    args = [
+        "--n-scenes",
+        "4",
+        "--steps",
+        "vae_sdxl=1",
+        "text=1",
+        "base=1",
+        "--batch",
+        "vae_sdxl=2",
+        "text=2",
+        "base=2",
+        "--no-progress",
+    ]
+    assert (
+        main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,base", "--text-pretrain", *args]) == 2
+    )
     # By default only Flux's encoders are pre-trained: SDXL's train with the U-Net.
     assert main(["toy", "train", "--work-dir", str(tmp_path), "--stages", "vae_sdxl,text,base", *args]) == 0
     text = load_file(str(tmp_path / "text.safetensors"))
@@ -105,7 +128,21 @@ def test_a_denoiser_stage_without_the_text_stage_says_what_to_do(tmp_path):
     assert any(k.startswith("text_encoder.") for k in base)
     # With none, the text stage does not run.
     other = tmp_path / "none"
-    assert main(["toy", "train", "--work-dir", str(other), "--stages", "vae_sdxl,text,base", "--text-pretrain", "none",
-                 *args]) == 0
+    assert (
+        main(
+            [
+                "toy",
+                "train",
+                "--work-dir",
+                str(other),
+                "--stages",
+                "vae_sdxl,text,base",
+                "--text-pretrain",
+                "none",
+                *args,
+            ]
+        )
+        == 0
+    )
     assert (other / "base.safetensors").exists() and not (other / "text.safetensors").exists()
     assert main(["toy", "train", "--work-dir", str(other), "--stages", "text", "--text-pretrain", "clip", *args]) == 2

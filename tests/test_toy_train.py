@@ -1,4 +1,5 @@
 """`diffdict toy train` runs end to end for a few steps, resumes, and exports loadable pipelines."""
+
 import json
 from pathlib import Path
 
@@ -10,9 +11,21 @@ from diffdict.studies.commands.toy import TRAIN_STAGES
 from diffdict.toyworld.training.config import STAGES
 
 TRAINED = STAGES[:-1]  # every stage but export
-TINY = ["--n-scenes", "8",
-        "--steps", *(f"{s}=1" for s in TRAINED), "--batch", *(f"{s}=2" for s in TRAINED),
-        "--teacher-samples", "2", "--turbo-distill-weight", "0.5", "--object-loss-weight", "2", "--no-progress"]
+TINY = [
+    "--n-scenes",
+    "8",
+    "--steps",
+    *(f"{s}=1" for s in TRAINED),
+    "--batch",
+    *(f"{s}=2" for s in TRAINED),
+    "--teacher-samples",
+    "2",
+    "--turbo-distill-weight",
+    "0.5",
+    "--object-loss-weight",
+    "2",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +49,12 @@ def test_every_stage_leaves_a_final_checkpoint(trained):
 
 
 def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
+    from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.diffusers_calls import latent_images
     from diffdict.toyworld.training.export import export_sdxl
     from diffdict.toyworld.training.teachers import teacher_samples
-    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -50,17 +64,27 @@ def test_turbo_regresses_on_the_base_sample_of_the_same_noise(trained):
     pipe = export_sdxl(ctx, turbo=False, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     caption = training_scene(cfg.seed, int(index[1])).caption
-    again = pipe([caption], latents=noise[1:2], num_inference_steps=cfg.base_steps,
-                 guidance_scale=cfg.base_guidance, height=64, width=64, output_type="latent").images
+    again = latent_images(
+        pipe(
+            [caption],
+            latents=noise[1:2],
+            num_inference_steps=cfg.base_steps,
+            guidance_scale=cfg.base_guidance,
+            height=64,
+            width=64,
+            output_type="latent",
+        )
+    )
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
 
 
 def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(trained):
+    from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.data import training_scene
+    from diffdict.toyworld.training.diffusers_calls import float_tensor, latent_images
     from diffdict.toyworld.training.export import export_flux
     from diffdict.toyworld.training.teachers import flux_teacher_samples
-    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -70,9 +94,19 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
     teacher = export_flux(ctx, dtype=torch.float32, distilled=False)
     teacher.set_progress_bar_config(disable=True)
     caption = training_scene(cfg.seed, int(index[1])).caption
-    again = teacher([caption], negative_prompt=[""], true_cfg_scale=cfg.flux_teacher_guidance,
-                    latents=noise[1:2], num_inference_steps=cfg.flux_teacher_steps, height=64, width=64,
-                    max_sequence_length=32, output_type="latent").images
+    again = latent_images(
+        teacher(
+            [caption],
+            negative_prompt=[""],
+            true_cfg_scale=cfg.flux_teacher_guidance,
+            latents=float_tensor(noise[1:2]),
+            num_inference_steps=cfg.flux_teacher_steps,
+            height=64,
+            width=64,
+            max_sequence_length=32,
+            output_type="latent",
+        )
+    )
     torch.testing.assert_close(again[0], targets[1], rtol=1e-3, atol=1e-3)
     # The shipped transformer is the student, not the teacher.
     student = export_flux(ctx, dtype=torch.float32)
@@ -81,9 +115,9 @@ def test_flux_distill_regresses_on_the_guided_teacher_sample_of_the_same_noise(t
 
 def test_frozen_flux_encoders_are_looked_up_as_they_would_have_encoded(trained):
     from diffdict.toyworld.training import models
+    from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.stages import _flux_caption_encoder, _flux_parts
-    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     ctx = Context(TrainConfig(**json.loads((work / "config.json").read_text())))
@@ -102,9 +136,9 @@ def test_frozen_flux_encoders_are_looked_up_as_they_would_have_encoded(trained):
 def test_a_larger_teacher_sample_count_extends_the_cache(trained):
     from safetensors.torch import load_file
 
+    from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
     from diffdict.toyworld.training.teachers import flux_teacher_samples
-    from diffdict.toyworld.training.config import TrainConfig
 
     work, _ = trained
     cfg = TrainConfig(**json.loads((work / "config.json").read_text()))
@@ -118,8 +152,9 @@ def test_a_larger_teacher_sample_count_extends_the_cache(trained):
 
 def test_rerun_skips_finished_stages(trained, capsys):
     work, out = trained
-    assert main(["toy", "train", "--work-dir", str(work), "--out-dir", str(out),
-                 "--stages", "vae_sdxl,base", *TINY]) == 0
+    assert (
+        main(["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "vae_sdxl,base", *TINY]) == 0
+    )
     printed = capsys.readouterr().out
     assert "[vae_sdxl] done already" in printed and "[base] done already" in printed
 
@@ -127,18 +162,31 @@ def test_rerun_skips_finished_stages(trained, capsys):
 def test_exported_pipelines_load_and_generate(trained):
     from diffusers import FluxPipeline, StableDiffusionXLPipeline
 
+    from diffdict.toyworld.training.diffusers_calls import array_images
+
     _, out = trained
-    for name, cls in (("sdxl-base", StableDiffusionXLPipeline), ("sdxl-turbo", StableDiffusionXLPipeline),
-                      ("flux", FluxPipeline)):
+    for name, cls in (
+        ("sdxl-base", StableDiffusionXLPipeline),
+        ("sdxl-turbo", StableDiffusionXLPipeline),
+        ("flux", FluxPipeline),
+    ):
         folder = out / name
         defaults = json.loads((folder / "diffdict.json").read_text())
         assert defaults["height"] == defaults["width"] == 64
         pipe = cls.from_pretrained(str(folder), dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         extra = {"max_sequence_length": defaults["max_sequence_length"]} if name == "flux" else {}
-        images = pipe(["a small red circle on the left, flat, on a black background"],
-                      num_inference_steps=1, guidance_scale=defaults["guidance"], height=64, width=64,
-                      output_type="np", **extra).images
+        images = array_images(
+            pipe(
+                ["a small red circle on the left, flat, on a black background"],
+                num_inference_steps=1,
+                guidance_scale=defaults["guidance"],
+                height=64,
+                width=64,
+                output_type="np",
+                **extra,
+            )
+        )
         assert images.shape == (1, 64, 64, 3)
 
 
@@ -172,8 +220,8 @@ def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
 def test_the_object_mask_marks_exactly_the_latent_cells_an_object_touches():
     import torch.nn.functional as F
 
-    from diffdict.toyworld.training.data import build_scene_data, training_scene
     from diffdict.toyworld.render import render
+    from diffdict.toyworld.training.data import build_scene_data, training_scene
 
     data = build_scene_data(32, seed=3, progress=False)
     mask = data.object_mask(torch.arange(32), 32)
@@ -218,9 +266,10 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
 
 
 def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
-    from diffdict.toyworld.training.context import Context
-    from diffdict.toyworld.training.stages import _teacher_object_masks
     from diffdict.toyworld.training.config import TrainConfig
+    from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.diffusers_calls import posterior
+    from diffdict.toyworld.training.stages import _teacher_object_masks
     from diffdict.toyworld.training.warm_start import import_weights
 
     import_weights(Path(__file__).resolve().parents[1] / "toyworld" / "weights", tmp_path)
@@ -230,7 +279,7 @@ def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
         truth = ctx.data.object_mask(index, side)
         stats = json.loads((tmp_path / f"vae_{family}_stats.json").read_text())
         with torch.no_grad():  # the shipped VAE's latents of the true images stand in for a teacher's samples
-            mean = ctx.trained_vae(family).encode(ctx.data.pixels(index)).latent_dist.mean
+            mean = posterior(ctx.trained_vae(family), ctx.data.pixels(index)).mean
         samples = (mean - stats["shift_factor"]) * stats["scaling_factor"]
         found = _teacher_object_masks(ctx, family, samples, index)
         assert found.shape == truth.shape == (16, 1, side, side)

@@ -1,5 +1,6 @@
 """toyworld.training.loop.train_loop on a tiny module: wall-clock caps that hold when the step rate
 drifts, and checkpoints that carry step, schedule and time spent across a resume."""
+
 import time
 
 import pytest
@@ -13,8 +14,13 @@ STAGE = "base"
 
 
 def config(tmp_path, steps: int, cap_minutes: float | None, checkpoint_minutes: float) -> TrainConfig:
-    return TrainConfig(work_dir=str(tmp_path), progress=False, steps={STAGE: steps},
-                       minutes={STAGE: cap_minutes} if cap_minutes else {}, checkpoint_minutes=checkpoint_minutes)
+    return TrainConfig(
+        work_dir=str(tmp_path),
+        progress=False,
+        steps={STAGE: steps},
+        minutes={STAGE: cap_minutes} if cap_minutes else {},
+        checkpoint_minutes=checkpoint_minutes,
+    )
 
 
 def regression_loss(module: torch.nn.Module, step_seconds):
@@ -24,6 +30,7 @@ def regression_loss(module: torch.nn.Module, step_seconds):
     def loss(step: int) -> torch.Tensor:
         time.sleep(step_seconds(step))
         return ((module(x) - y) ** 2).mean()
+
     return loss
 
 
@@ -61,8 +68,12 @@ def test_a_resumed_stage_continues_its_step_and_counts_the_time_already_spent(tm
     with pytest.raises(KeyboardInterrupt):
         train_loop(cfg, STAGE, {"net": net}, interrupted)
     partial = tmp_path / f"{STAGE}.partial.safetensors"
-    step, total, seconds = load_partial(partial, {"net": torch.nn.Linear(4, 1)}, {"net": torch.nn.Linear(4, 1)},
-                                        torch.optim.AdamW(torch.nn.Linear(4, 1).parameters()))
+    step, total, seconds = load_partial(
+        partial,
+        {"net": torch.nn.Linear(4, 1)},
+        {"net": torch.nn.Linear(4, 1)},
+        torch.optim.AdamW(torch.nn.Linear(4, 1).parameters()),
+    )
     assert (step, total) == (stop_at, 1000) and 0.2 < seconds < 5  # saved after every finished step
 
     # Resumed under a cap that the time already spent nearly uses up: it stops at its first fit.

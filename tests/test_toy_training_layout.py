@@ -1,5 +1,6 @@
 """toyworld keeps the world; the training lab is toyworld/training: an explicit stage table, no
 import cycles, no calls to diffusers' private names, and the world never imports the lab."""
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,9 @@ def _imports(path: Path) -> set[str]:
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("diffdict.toyworld"))
-    modules = {f"diffdict.toyworld.training.{p.stem}" for p in TRAINING.glob("*.py")} | \
-              {f"diffdict.toyworld.{p.stem}" for p in (REPO / "toyworld").glob("*.py")}
+    modules = {f"diffdict.toyworld.training.{p.stem}" for p in TRAINING.glob("*.py")} | {
+        f"diffdict.toyworld.{p.stem}" for p in (REPO / "toyworld").glob("*.py")
+    }
     return {name for name in found if name in modules}
 
 
@@ -49,11 +51,19 @@ def test_the_training_modules_import_without_cycles():
 def test_the_world_never_imports_the_training_lab():
     for path in (REPO / "toyworld").glob("*.py"):
         assert not {m for m in _imports(path) if m.startswith("diffdict.toyworld.training")}, path.name
-    code = ("import sys, diffdict.toyworld.scenes, diffdict.toyworld.render, diffdict.toyworld.judge, "
-            "diffdict.toyworld.errors, diffdict.toyworld.eval; "
-            "print(any(m.startswith('diffdict.toyworld.training') for m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, diffdict.toyworld.scenes, diffdict.toyworld.render, diffdict.toyworld.judge, "
+        "diffdict.toyworld.errors, diffdict.toyworld.eval; "
+        "print(any(m.startswith('diffdict.toyworld.training') for m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.stdout.strip() == "False", result.stderr
 
 
@@ -81,5 +91,6 @@ def test_our_flux_packing_matches_the_pipeline():
     assert torch.equal(packed, FluxPipeline._pack_latents(latents, 3, 16, 16, 16))
     assert torch.equal(models.unpack_latents(packed, 16, 16), latents)
     assert torch.equal(models.unpack_latents(packed, 16, 16), FluxPipeline._unpack_latents(packed, 64, 64, 4))
-    assert torch.equal(models.latent_image_ids(8, 8, "cpu"),
-                       FluxPipeline._prepare_latent_image_ids(1, 8, 8, "cpu", torch.float32))
+    assert torch.equal(
+        models.latent_image_ids(8, 8, "cpu"), FluxPipeline._prepare_latent_image_ids(1, 8, 8, "cpu", torch.float32)
+    )

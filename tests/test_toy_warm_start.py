@@ -1,4 +1,5 @@
 """`diffdict toy import-weights` turns the shipped folders back into a training work dir."""
+
 import json
 from pathlib import Path
 
@@ -8,8 +9,15 @@ from safetensors.torch import load_file
 from diffdict.studies.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[1] / "toyworld" / "weights"
-COMPONENTS = ("sdxl-base/unet", "sdxl-base/text_encoder_2", "sdxl-base/vae", "sdxl-turbo/unet",
-              "flux/transformer", "flux/text_encoder_2", "flux/vae")
+COMPONENTS = (
+    "sdxl-base/unet",
+    "sdxl-base/text_encoder_2",
+    "sdxl-base/vae",
+    "sdxl-turbo/unet",
+    "flux/transformer",
+    "flux/text_encoder_2",
+    "flux/vae",
+)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -19,8 +27,10 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_imported_weights_export_to_the_shipped_pipelines(tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     assert main(["toy", "import-weights", "--weights", str(SHIPPED), "--work-dir", str(work)]) == 0
-    assert main(["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "export",
-                 "--no-progress"]) == 0
+    assert (
+        main(["toy", "train", "--work-dir", str(work), "--out-dir", str(out), "--stages", "export", "--no-progress"])
+        == 0
+    )
     for component in COMPONENTS:
         shipped, exported = _weights(SHIPPED / component), _weights(out / component)
         assert shipped.keys() == exported.keys(), component
@@ -34,8 +44,10 @@ def test_imported_weights_export_to_the_shipped_pipelines(tmp_path):
 
 def test_continued_stages_become_warm_starts_and_a_used_work_dir_is_refused(tmp_path):
     work = tmp_path / "work"
-    assert main(["toy", "import-weights", "--weights", str(SHIPPED), "--work-dir", str(work),
-                 "--continue", "base,flux"]) == 0
+    assert (
+        main(["toy", "import-weights", "--weights", str(SHIPPED), "--work-dir", str(work), "--continue", "base,flux"])
+        == 0
+    )
     assert (work / "base.init.safetensors").exists() and not (work / "base.safetensors").exists()
     assert (work / "flux.init.safetensors").exists() and (work / "turbo.safetensors").exists()
     # Flux's frozen encoders (text_pretrain) come from the shipped flux folder.

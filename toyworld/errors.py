@@ -12,6 +12,7 @@ objects differ in that attribute), wrong (any other value) or missing (no object
 there). Objects are paired with judged ones by position (`judge.match_objects`), so
 position itself is not broken down.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -55,5 +56,7 @@ def format_breakdown(table: dict[str, dict[str, Counter]]) -> str:
         for group, counts in groups.items():
             total = sum(counts.values())
             if total:
-                lines.append(f"| {attribute} | {group}: {total} | " + " | ".join(str(counts[o]) for o in OUTCOMES) + " |")
+                lines.append(
+                    f"| {attribute} | {group}: {total} | " + " | ".join(str(counts[o]) for o in OUTCOMES) + " |"
+                )
     return "\n".join(lines)

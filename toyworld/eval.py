@@ -3,6 +3,7 @@
 Caption i of `eval_scenes()` is generated with seed i, using the protocol defaults in the
 model folder's diffdict.json (steps, guidance, size) unless overridden.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,13 +54,15 @@ def pipeline_device(pipe) -> torch.device:
     return next(denoiser.parameters()).device
 
 
-def generate(pipe, captions: list[str], seeds: list[int], defaults: dict,
-             steps: int | None = None, guidance: float | None = None) -> np.ndarray:
+def generate(
+    pipe, captions: list[str], seeds: list[int], defaults: dict, steps: int | None = None, guidance: float | None = None
+) -> np.ndarray:
     """(len(captions), H, W, 3) uint8 images, one seed per caption."""
     kwargs = {
         "num_inference_steps": steps or defaults["steps"],
         "guidance_scale": defaults["guidance"] if guidance is None else guidance,
-        "height": defaults["height"], "width": defaults["width"],
+        "height": defaults["height"],
+        "width": defaults["width"],
     }
     if "max_sequence_length" in defaults:
         kwargs["max_sequence_length"] = defaults["max_sequence_length"]
@@ -70,22 +73,33 @@ def generate(pipe, captions: list[str], seeds: list[int], defaults: dict,
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
-def evaluate(model: str, n: int = 256, batch: int = 64, steps: int | None = None,
-             guidance: float | None = None, device: str = "cpu", progress: bool = True) -> dict:
+def evaluate(
+    model: str,
+    n: int = 256,
+    batch: int = 64,
+    steps: int | None = None,
+    guidance: float | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     """{'adherence': {attribute: share}, 'errors': `errors.error_breakdown`, 'seconds_per_batch':
     float, 'images': array}."""
     pipe, defaults = load_pipeline(model, device)
     scenes = list(eval_scenes(n))
     images, times = [], []
     for start in tqdm(range(0, n, batch), desc=f"eval {model}", disable=not progress):
-        chunk = scenes[start:start + batch]
+        chunk = scenes[start : start + batch]
         began = time.perf_counter()
         images.append(generate(pipe, [s.caption for s in chunk], [s.seed for s in chunk], defaults, steps, guidance))
         times.append(time.perf_counter() - began)
     images = np.concatenate(images)
     judgements = [judge(image) for image in images]
-    return {"adherence": judged_adherence(scenes, judgements), "errors": error_breakdown(scenes, judgements),
-            "seconds_per_batch": float(np.median(times)), "images": images}
+    return {
+        "adherence": judged_adherence(scenes, judgements),
+        "errors": error_breakdown(scenes, judgements),
+        "seconds_per_batch": float(np.median(times)),
+        "images": images,
+    }
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

@@ -2,25 +2,37 @@
 
 Steps: background = the palette colour whose two tones (plain, and its pattern's) explain the
 border pixels best; foreground = pixels far from both tones; the pattern = the tile whose
-blocks best match the background pixels folded onto the 8 px grid; objects = connected foreground components (specks dropped); per object
-the colour is a vote of pixels for the nearest palette colour or its style shade, the shape
-is the best IoU against each template fitted near the object's bounding box, crisp or seen
-through a blur (as decoded images are), the size comes
-from the box side and the position from the nearest anchor. The style is global: the share
-of shaded pixels and whether shaded pixels fill whole rows (stripes) or half of them (dots).
+blocks best match the background pixels folded onto the 8 px grid; objects = connected
+foreground components (specks dropped); per object the colour is a vote of pixels for the
+nearest palette colour or its style shade, the shape is the best IoU against each template
+fitted near the object's bounding box, crisp or seen through a blur (as decoded images are),
+the size comes from the box side and the position from the nearest anchor. The style is
+global: the share of shaded pixels and whether shaded pixels fill whole rows (stripes) or
+half of them (dots).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
+from typing import cast
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from diffdict.toyworld.render import inside_shape, pattern_tone, shade_of
-from diffdict.toyworld.scenes import (ANCHORS, BACKGROUNDS, COLOURS, HALF_SIZE, PATTERN_BLOCKS, PATTERN_TILE, SHAPES,
-                                     Scene, pattern_codes)
+from diffdict.toyworld.render import inside_shape, pattern_mask, pattern_tone, shade_of
+from diffdict.toyworld.scenes import (
+    ANCHORS,
+    BACKGROUNDS,
+    COLOURS,
+    HALF_SIZE,
+    PATTERN_BLOCKS,
+    PATTERN_TILE,
+    SHAPES,
+    Scene,
+    pattern_codes,
+)
 
 FOREGROUND_DISTANCE = 60.0  # RGB distance (0..255 scale) from the background
 MIN_OBJECT_PIXELS = 30  # smaller components are noise, not objects
@@ -71,13 +83,13 @@ def _nearest(value: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str
 def _judge_background(array: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
     """(background, its measured plain tone, its measured pattern tone) from the border pixels."""
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-    costs = {}
+    costs: dict[str, float] = {}
     for name, colour in BACKGROUNDS.items():  # pixels mixing the two tones (a blur) lie on the segment between
         plain = np.asarray(colour, dtype=np.float64)
         step = pattern_tone(name) - plain
         along = np.clip(((border - plain) @ step) / (step @ step), 0.0, 1.0)
-        costs[name] = np.linalg.norm(border - (plain + along[:, None] * step), axis=1).sum()
-    background = min(costs, key=costs.get)
+        costs[name] = float(np.linalg.norm(border - (plain + along[:, None] * step), axis=1).sum())
+    background = min(costs, key=lambda name: costs[name])
     tones = np.stack([np.asarray(BACKGROUNDS[background], dtype=np.float64), pattern_tone(background)])
     nearest = np.linalg.norm(border[:, None, :] - tones[None], axis=2).argmin(axis=1)
     measured = [np.median(border[nearest == i], axis=0) if (nearest == i).any() else tones[i] for i in range(2)]
@@ -98,11 +110,11 @@ def _judge_pattern(array: np.ndarray, background: np.ndarray, plain: np.ndarray,
     size = array.shape[0]
     direction = tone - plain
     toneness = ((array - plain) @ direction) / max(float(direction @ direction), 1e-6)
-    ys, xs = np.mgrid[0:size, 0:size]
+    ys, xs = np.mgrid[0:size, 0:size] * 64 // size  # native 64 px coordinates
     block = PATTERN_TILE // PATTERN_BLOCKS
     cells = (ys % PATTERN_TILE // block) * PATTERN_BLOCKS + (xs % PATTERN_TILE // block)
-    sums = np.bincount(cells[background], weights=toneness[background], minlength=PATTERN_BLOCKS ** 2)
-    counts = np.bincount(cells[background], minlength=PATTERN_BLOCKS ** 2)
+    sums = np.bincount(cells[background], weights=toneness[background], minlength=PATTERN_BLOCKS**2)
+    counts = np.bincount(cells[background], minlength=PATTERN_BLOCKS**2)
     blocks = sums / np.maximum(counts, 1) - 0.5
     names = list(pattern_codes())
     codes = np.stack([pattern_codes()[n].reshape(-1) for n in names]).astype(np.float64) - 0.5
@@ -120,8 +132,12 @@ def _shape_templates(cx: float, cy: float, half: float, ys: np.ndarray, xs: np.n
     """Every shape drawn at every nearby placement: (placements, h, w) bool per shape, on the
     pixel centres (ys, xs) of a crop."""
     shifts, changes = np.asarray(FIT_CENTRE_SHIFTS), np.asarray(FIT_HALF_CHANGES)
-    centre_x, centre_y, halves = (a.reshape(-1, 1, 1) for a in np.broadcast_arrays(
-        (cx + shifts)[:, None, None], (cy + shifts)[None, :, None], np.maximum(half + changes, 1.0)[None, None, :]))
+    centre_x, centre_y, halves = (
+        a.reshape(-1, 1, 1)
+        for a in np.broadcast_arrays(
+            (cx + shifts)[:, None, None], (cy + shifts)[None, :, None], np.maximum(half + changes, 1.0)[None, None, :]
+        )
+    )
     dx, dy = (xs[None] - centre_x) / halves, (ys[None] - centre_y) / halves
     return {shape: inside_shape(shape, dx, dy) for shape in SHAPES}
 
@@ -147,8 +163,11 @@ def _shape_of(mask: np.ndarray, box: tuple[slice, slice]) -> str:
     best, best_iou = SHAPES[0], -1.0
     for shape, templates in _shape_templates(cx, cy, half, pixel_ys, pixel_xs).items():
         for sigma in FIT_BLURS:
-            seen = templates if sigma == 0 else ndimage.gaussian_filter(
-                templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
+            seen = (
+                templates
+                if sigma == 0
+                else ndimage.gaussian_filter(templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
+            )
             overlap = (seen & crop).sum(axis=(1, 2))
             iou = (overlap / np.maximum(seen.sum(axis=(1, 2)) + crop.sum() - overlap, 1)).max()
             if iou > best_iou:
@@ -171,17 +190,31 @@ def _colour_and_shade(pixels: np.ndarray, background: str) -> tuple[str, np.ndar
     return names[colour], np.clip(shade_ness, 0.0, 1.0)
 
 
-def _recut(array: np.ndarray, mask: np.ndarray, plain: np.ndarray, tone: np.ndarray, colour: str,
-           background: str) -> np.ndarray:
+def _label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, count) of the mask's connected components: ndimage.label without an output array (scipy
+    leaves it unannotated, and pyright infers the count-only return of a call with one as well)."""
+    return cast(tuple[np.ndarray, int], ndimage.label(mask))
+
+
+def _recut(array: np.ndarray, mask: np.ndarray, expected: np.ndarray, colour: str, background: str) -> np.ndarray:
+    """The object re-cut at half its contrast with the background each pixel should show (`expected`,
+    (H, W, 3): plain or pattern tone), so that a blurred edge goes back where it was on either tone."""
     tones = np.stack([np.asarray(COLOURS[colour], dtype=np.float64), shade_of(COLOURS[colour], background)])
-    threshold = 0.5 * min(np.linalg.norm(tones - plain, axis=1).min(), np.linalg.norm(tones - tone, axis=1).min())
+    contrast = np.linalg.norm(expected[:, :, None, :] - tones[None, None], axis=3).min(axis=2)  # (H, W)
     region = ndimage.binary_dilation(mask, iterations=2)
-    recut = region & (_background_distance(array, plain, tone) > threshold)
-    labels, n = ndimage.label(recut)
+    recut = region & (np.linalg.norm(array - expected, axis=2) > 0.5 * contrast)
+    labels, n = _label(recut)
     if n == 0:
         return mask
     largest = np.bincount(labels[recut]).argmax()
-    return ndimage.binary_fill_holes(labels == largest)
+    return cast(np.ndarray, ndimage.binary_fill_holes(labels == largest))  # no output array: returns the filled mask
+
+
+def _expected_background(pattern: str, plain: np.ndarray, tone: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3): the background every pixel should show, seen through a decoder's slight blur."""
+    native = pattern_mask(pattern)[np.ix_(np.arange(size) * 64 // size, np.arange(size) * 64 // size)]
+    image = np.where(native[..., None], tone, plain)
+    return ndimage.gaussian_filter(image, (0.7 * size / 64, 0.7 * size / 64, 0))
 
 
 def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
@@ -193,7 +226,7 @@ def _judge_style(shaded: np.ndarray, interior: np.ndarray) -> str:
     row_interior = interior.sum(axis=1)
     row_shaded = (shaded & interior).sum(axis=1)
     rows = row_shaded > 0
-    fill = (row_shaded[rows] / row_interior[rows])
+    fill = row_shaded[rows] / row_interior[rows]
     mean_fill = (fill * row_shaded[rows]).sum() / row_shaded[rows].sum()
     return "striped" if mean_fill >= STRIPE_MIN_ROW_FILL else "dotted"
 
@@ -204,9 +237,15 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     size = array.shape[0]
     scale = size / 64.0  # thresholds are tuned for the 64 px world
     background, measured, tone = _judge_background(array)
-    foreground = _background_distance(array, measured, tone) > FOREGROUND_DISTANCE
+    # the pattern first, from pixels far from anything that could be an object; then every pixel is
+    # compared with the background it should show there
+    coarse = ndimage.binary_opening(_background_distance(array, measured, tone) > FOREGROUND_DISTANCE, iterations=1)
+    away = ~np.asarray(ndimage.binary_dilation(coarse, iterations=2), dtype=bool)
+    pattern = _judge_pattern(array, away if away.any() else ~coarse, measured, tone)
+    expected = _expected_background(pattern, measured, tone, size)
+    foreground = np.linalg.norm(array - expected, axis=2) > FOREGROUND_DISTANCE
     foreground = ndimage.binary_opening(foreground, iterations=1)  # drop 1-px specks
-    labels, _ = ndimage.label(foreground)
+    labels, _ = _label(foreground)
     objects: list[JudgedObject] = []
     shaded_all = np.zeros(foreground.shape, dtype=bool)
     interior_all = np.zeros(foreground.shape, dtype=bool)
@@ -218,7 +257,7 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
         colour, _ = _colour_and_shade(array[mask], background)
         # Re-cut the object at half its own contrast, which puts a blurred edge back where
         # it was; a fixed threshold grows bright objects and shrinks faint ones.
-        mask = _recut(array, mask, measured, tone, colour, background)
+        mask = _recut(array, mask, expected, colour, background)
         colour, shade_ness = _colour_and_shade(array[mask], background)
         box = ndimage.find_objects(mask.astype(np.int64))[0]
         shade_map = np.zeros(mask.shape, dtype=bool)
@@ -230,17 +269,21 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
         side = max(xs.stop - xs.start, ys.stop - ys.start) / scale
         cx, cy = (xs.start + xs.stop) / 2 / scale, (ys.start + ys.stop) / 2 / scale
         position = min(ANCHORS, key=lambda p: (ANCHORS[p][0] - cx) ** 2 + (ANCHORS[p][1] - cy) ** 2)
-        objects.append(JudgedObject(
-            colour=colour, shape=_shape_of(mask, box), size="large" if side >= LARGE_SIDE else "small",
-            position=position, cx=cx, cy=cy, area=area, mask=mask,
-        ))
-    covered = np.zeros(foreground.shape, dtype=bool)
-    for obj in objects:
-        covered |= obj.mask
-    away = ~ndimage.binary_dilation(covered | foreground, iterations=2)  # background pixels, off object edges
-    pattern = _judge_pattern(array, away if away.any() else ~covered, measured, tone)
-    return Judgement(background=background, style=_judge_style(shaded_all, interior_all), objects=objects,
-                     pattern=pattern)
+        objects.append(
+            JudgedObject(
+                colour=colour,
+                shape=_shape_of(mask, box),
+                size="large" if side >= LARGE_SIDE else "small",
+                position=position,
+                cx=cx,
+                cy=cy,
+                area=area,
+                mask=mask,
+            )
+        )
+    return Judgement(
+        background=background, style=_judge_style(shaded_all, interior_all), objects=objects, pattern=pattern
+    )
 
 
 def match_objects(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject | None]:
@@ -252,9 +295,7 @@ def match_objects(scene: Scene, found: list[JudgedObject]) -> list[JudgedObject 
     slots = found + [None] * len(truth)
     for chosen in permutations(range(len(slots)), len(truth)):
         pairs = [slots[i] for i in chosen]
-        cost = sum(
-            1e4 if o is None else (o.cx - t.cx) ** 2 + (o.cy - t.cy) ** 2 for o, t in zip(pairs, truth)
-        )
+        cost = sum(1e4 if o is None else (o.cx - t.cx) ** 2 + (o.cy - t.cy) ** 2 for o, t in zip(pairs, truth))
         if cost < best_cost:
             best, best_cost = pairs, cost
     return best

@@ -10,14 +10,23 @@ repeated on the 8 px grid from the canvas corner; objects cover it. Every tone i
 RGB units from every object colour and style shade, so that the judge never takes the pattern for
 an object.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from diffdict.toyworld.scenes import (BACKGROUNDS, COLOURS, IMAGE_SIZE, PATTERN_BLOCKS, PATTERN_TILE, Scene,
-                                     SceneObject, pattern_codes)
+from diffdict.toyworld.scenes import (
+    BACKGROUNDS,
+    COLOURS,
+    IMAGE_SIZE,
+    PATTERN_BLOCKS,
+    PATTERN_TILE,
+    Scene,
+    SceneObject,
+    pattern_codes,
+)
 
 STYLE_PERIOD = 6
 SHADE_MIX = 0.5
@@ -61,8 +70,7 @@ def pattern_mask(pattern: str, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.tile(tile, (reps, reps))[:size, :size]
 
 
-def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float,
-               size: int = IMAGE_SIZE) -> np.ndarray:
+def shape_mask(shape: str, cx: float, cy: float, half_x: float, half_y: float, size: int = IMAGE_SIZE) -> np.ndarray:
     """(size, size) bool mask of `shape` filling the box centred at (cx, cy).
 
     The box spans [cx - half_x, cx + half_x) horizontally (pixel edges), likewise in y.

@@ -6,6 +6,7 @@ per-pixel masks. Everything is deterministic from a seed. Two disjoint seed stre
 `eval_scenes()` (the held-out captions, seeds 0..N-1) and `train_scene(seed)`, which never
 returns a caption that is in the held-out set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -107,8 +108,7 @@ class Scene:
             "pattern": self.pattern,
             "style": self.style,
             "objects": [
-                {"shape": o.shape, "colour": o.colour, "size": o.size, "position": o.position,
-                 "box": list(o.box)}
+                {"shape": o.shape, "colour": o.colour, "size": o.size, "position": o.position, "box": list(o.box)}
                 for o in self.objects
             ],
         }

@@ -1,4 +1,5 @@
 """`diffdict atlas RUN_DIR --dictionary NAME --features 12,40`: feature cards on demand."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--features", required=True, help="comma-separated feature indices, e.g. 12,40")
     parser.add_argument("--config", default=None, help="the run's config (default: RUN_DIR/config.toml)")
     parser.add_argument("--out", default=None, help="HTML file to write (default: RUN_DIR/atlas_NAME_FEATURES.html)")
-    parser.add_argument("--images", type=int, default=None,
-                        help="top-activating images per feature (default: the config's atlas setting, else 6)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="top-activating images per feature (default: the config's atlas setting, else 6)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
     add_threads_option(parser)
     parser.set_defaults(func=run)
@@ -50,8 +55,10 @@ def check_images(images: int | None) -> None:
     from diffdict.studies.cli import UserError
 
     if images is not None and images < 1:
-        raise UserError(f"--images must be at least 1 (top-activating images per feature), got {images}; "
-                        f"leave it out for the config's atlas setting (else 6)")
+        raise UserError(
+            f"--images must be at least 1 (top-activating images per feature), got {images}; "
+            f"leave it out for the config's atlas setting (else 6)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +88,9 @@ def _render(args: argparse.Namespace, run, run_dir: Path, features: list[int]) -
 
     names = [d.name for d in run.config.dictionaries]
     if args.dictionary not in names:
-        raise UserError(f"--dictionary {args.dictionary!r} is not in the run's config; dictionaries: {', '.join(names)}")
+        raise UserError(
+            f"--dictionary {args.dictionary!r} is not in the run's config; dictionaries: {', '.join(names)}"
+        )
     n = int(run.dictionary(args.dictionary).atoms.shape[0])
     bad = [f for f in features if not 0 <= f < n]
     if bad:
@@ -91,15 +100,29 @@ def _render(args: argparse.Namespace, run, run_dir: Path, features: list[int]) -
     images = args.images if args.images is not None else (study.images_per_feature if study else 6)
     stats = feature_stats(run, args.dictionary, prompts)
     tag = "_".join(map(str, features))
-    rows, tiles = atlas_for(run, args.dictionary, stats, features, images, strengths, empty,
-                            folder=run.root / "atlas" / "on_demand" / args.dictionary)
+    rows, tiles = atlas_for(
+        run,
+        args.dictionary,
+        stats,
+        features,
+        images,
+        strengths,
+        empty,
+        folder=run.root / "atlas" / "on_demand" / args.dictionary,
+    )
     import polars as pl
 
-    cards = atlas_cards({"atlas": pl.DataFrame(rows, infer_schema_length=None),
-                         "atlas_tiles": pl.DataFrame(tiles, infer_schema_length=None)})
+    cards = atlas_cards(
+        {
+            "atlas": pl.DataFrame(rows, infer_schema_length=None),
+            "atlas_tiles": pl.DataFrame(tiles, infer_schema_length=None),
+        }
+    )
     out = Path(args.out) if args.out else run_dir / f"atlas_{args.dictionary}_{tag}.html"
-    note = (f"Run {run_dir}, dictionary {args.dictionary}, features {', '.join(map(str, features))}; "
-            f"{len(stats.data.prompts)} held-out prompts; strengths are multiples of each feature's mean activation.")
+    note = (
+        f"Run {run_dir}, dictionary {args.dictionary}, features {', '.join(map(str, features))}; "
+        f"{len(stats.data.prompts)} held-out prompts; strengths are multiples of each feature's mean activation."
+    )
     write_page(out, render_cards_page(f"diffdict atlas: {args.dictionary}", cards, note))
     print(f"atlas: {out}")
     return 0

@@ -1,10 +1,12 @@
 """`diffdict findings RUN_DIR`: the papers' claims judged from a run's tables, as markdown."""
+
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
 from pathlib import Path
+from typing import Any
 
 from diffdict.studies.code_version import code_commit
 
@@ -21,14 +23,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checked against the committed numbers. Reruns made with `diffdict study --seed N` are included: a "
         "verdict that changes with the seed is marked fragile.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", default=None,
-                        help="a finished run folder, e.g. runs/toy_papers (omit with --render)")
-    parser.add_argument("--tables", default=None, metavar="DIR",
-                        help="where the exported CSV tables go (default: RUN_DIR/findings), e.g. docs/findings")
-    parser.add_argument("--markdown", default=None, metavar="FILE",
-                        help="the markdown to write (default: RUN_DIR/findings.md), e.g. docs/findings.md")
-    parser.add_argument("--render", default=None, metavar="DIR",
-                        help="render from an exported folder instead of a run (e.g. docs/findings), writing --markdown")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        nargs="?",
+        default=None,
+        help="a finished run folder, e.g. runs/toy_papers (omit with --render)",
+    )
+    parser.add_argument(
+        "--tables",
+        default=None,
+        metavar="DIR",
+        help="where the exported CSV tables go (default: RUN_DIR/findings), e.g. docs/findings",
+    )
+    parser.add_argument(
+        "--markdown",
+        default=None,
+        metavar="FILE",
+        help="the markdown to write (default: RUN_DIR/findings.md), e.g. docs/findings.md",
+    )
+    parser.add_argument(
+        "--render",
+        default=None,
+        metavar="DIR",
+        help="render from an exported folder instead of a run (e.g. docs/findings), writing --markdown",
+    )
     parser.set_defaults(func=run)
 
 
@@ -80,7 +99,7 @@ def provenance(run_dir: Path) -> dict:
     """How the run was made: its command, the code's commit, the date, measured stage times."""
     from diffdict.dictionaries.guarded_read import read_json, read_toml
 
-    record = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores"}
+    record: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores"}
     run_json, timings, copy = run_dir / "run.json", run_dir / "timings.json", run_dir / "config.toml"
     rerun = "it is written again by the next `diffdict study` or `report` of the run's config"
     recorded = read_json(run_json, "the run's record of its config (run.json)", rerun) if run_json.exists() else {}
@@ -96,8 +115,12 @@ def provenance(run_dir: Path) -> dict:
                 pass
     record["commit"] = code_commit()  # a run made before runs recorded their code: the code reading it
     if timings.exists():
-        measured = read_json(timings, "the run's timings", f"delete {timings}: it only records stage times, "
-                             "threads and the code's commit (the findings then show the code reading the run)")
+        measured = read_json(
+            timings,
+            "the run's timings",
+            f"delete {timings}: it only records stage times, "
+            "threads and the code's commit (the findings then show the code reading the run)",
+        )
         record.update(measured.pop("code", {}))  # the run's own commit and date
         record.update(measured)
     return record

@@ -1,4 +1,5 @@
 """`diffdict hooks MODEL`: list a model's hook points (name, module path, d, grid)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,9 @@
 """`diffdict push RUN_DIR/fits/GROUP/NAME owner/repo`: share a trained dictionary on the Hugging Face Hub."""
+
 from __future__ import annotations
 
 import argparse
+
 from diffdict.studies.errors import MissingFileError, UserError
 
 
@@ -18,8 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dictionary", help="a trained dictionary's folder, e.g. runs/quickstart/fits/GROUP/NAME")
     parser.add_argument("repo", help="the Hub model repo, owner/name")
-    parser.add_argument("--subfolder", default=None, help="put it in this folder of the repo (several dictionaries "
-                        "per repo; a relative path, no '..'); default: the repo root")
+    parser.add_argument(
+        "--subfolder",
+        default=None,
+        help="put it in this folder of the repo (several dictionaries "
+        "per repo; a relative path, no '..'); default: the repo root",
+    )
     parser.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
     parser.add_argument("--message", default=None, help="the commit message")
     parser.set_defaults(func=run)
@@ -31,14 +37,22 @@ def run(args: argparse.Namespace, upload=None) -> int:
     from diffdict.dictionaries.hub import is_hub_id, push
 
     if not Path(args.dictionary).is_dir():
-        raise MissingFileError(f"{args.dictionary} is not a folder; give a trained dictionary's folder "
-                                f"(RUN_DIR/fits/GROUP/NAME, written by `diffdict train`)")
+        raise MissingFileError(
+            f"{args.dictionary} is not a folder; give a trained dictionary's folder "
+            f"(RUN_DIR/fits/GROUP/NAME, written by `diffdict train`)"
+        )
     if not is_hub_id(args.repo):
         raise UserError(f"{args.repo!r} is not a Hub repo id; expected owner/name")
     # push() checks the subfolder, loads the dictionary and then (with the real upload) the token and the
     # network, all before anything is staged or sent.
-    result = push(args.dictionary, args.repo, subfolder=args.subfolder, private=args.private,
-                  commit_message=args.message, upload=upload)
+    result = push(
+        args.dictionary,
+        args.repo,
+        subfolder=args.subfolder,
+        private=args.private,
+        commit_message=args.message,
+        upload=upload,
+    )
     where = f"{args.repo}/{args.subfolder}" if args.subfolder else args.repo
     print(f"pushed {args.dictionary} to {where}: {result}")
     return 0

@@ -4,6 +4,7 @@ Every stage is resumable: a killed harvest continues at the first missing shard,
 training from its last checkpoint (ending identical to an uninterrupted run), and studies
 whose tables exist are kept unless --force.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ from diffdict.studies.threads import add_threads_option, apply_threads
 STAGES = {
     "run": "harvest -> train -> study -> report for a whole config (resumes where it stopped)",
     "check": "resolve a config (models on the meta device, hooks, dims, dictionaries) and state its cost "
-             "(generations, tokens, store bytes, memory, disk); refuses a run the disk cannot hold; no download, "
-             "no generation",
+    "(generations, tokens, store bytes, memory, disk); refuses a run the disk cannot hold; no download, "
+    "no generation",
     "harvest": "capture the config's hooks for every model its studies read, into activation stores (resumable)",
     "train": "train the config's dictionaries (top-k SAE, ITDA) on the harvested activations (resumable)",
     "study": "compute the config's studies from its trained dictionaries (tables + plots)",
@@ -31,34 +32,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("config", help="a study config (TOML), e.g. configs/quickstart.toml")
         parser.add_argument("--out", default=None, metavar="DIR", help="the run folder (default: the config's `out`)")
         if name == "check":
-            parser.add_argument("--json", action="store_true",
-                                help="print the run's cost (generations, tokens, store bytes, memory, disk) as JSON")
+            parser.add_argument(
+                "--json",
+                action="store_true",
+                help="print the run's cost (generations, tokens, store bytes, memory, disk) as JSON",
+            )
         if name != "check":
-            parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)")
+            parser.add_argument(
+                "--device", default=None, help="cpu, cuda, ... (default: the config's, else cuda if available)"
+            )
             add_threads_option(parser)
             parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name in ("run", "study"):
-            parser.add_argument("--force", action="store_true", help="recompute studies whose tables already exist "
-                                "(run: also re-harvest a store harvested with other settings)")
+            parser.add_argument(
+                "--force",
+                action="store_true",
+                help="recompute studies whose tables already exist "
+                "(run: also re-harvest a store harvested with other settings)",
+            )
         if name == "harvest":
-            parser.add_argument("--force", action="store_true",
-                                help="delete and re-harvest a store that was harvested with other settings")
+            parser.add_argument(
+                "--force",
+                action="store_true",
+                help="delete and re-harvest a store that was harvested with other settings",
+            )
         if name in ("study", "report"):
-            parser.add_argument("--seed", type=int, default=None, metavar="N",
-                                help="another study seed: the same stores and dictionaries, other selection and "
-                                "scoring prompts from the same splits and other noise; results in RUN/seeds/N/ "
-                                "(checks whether a finding survives the prompts it rests on)")
+            parser.add_argument(
+                "--seed",
+                type=int,
+                default=None,
+                metavar="N",
+                help="another study seed: the same stores and dictionaries, other selection and "
+                "scoring prompts from the same splits and other noise; results in RUN/seeds/N/ "
+                "(checks whether a finding survives the prompts it rests on)",
+            )
         if name == "study":
-            parser.add_argument("--only", action="append", default=None, metavar="STUDY",
-                                help=f"{', '.join(study_names())} (repeatable; default: every configured one)")
+            parser.add_argument(
+                "--only",
+                action="append",
+                default=None,
+                metavar="STUDY",
+                help=f"{', '.join(study_names())} (repeatable; default: every configured one)",
+            )
         parser.set_defaults(func=_run, stage=name)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from diffdict.studies.config import load_config
-
     from diffdict.studies.check import check_and_cost
-
+    from diffdict.studies.config import load_config
     from diffdict.studies.validate import check_device, check_out
 
     config = load_config(args.config)
@@ -67,8 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     if seed is not None and not 0 <= seed <= 2**63 - 2:
         from diffdict.studies.errors import UserError
 
-        raise UserError(f"--seed {seed} is out of range; study seeds are integers from 0 to 2**63 - 2 (the layout "
-                        f"study also uses seed + 1)")
+        raise UserError(
+            f"--seed {seed} is out of range; study seeds are integers from 0 to 2**63 - 2 (the layout "
+            f"study also uses seed + 1)"
+        )
     if args.out is not None:
         check_out(args.out, "--out", "")
         config.out = args.out
@@ -90,8 +113,13 @@ def _stage(args: argparse.Namespace, config) -> int:
     from diffdict.studies.pipeline import build_report, read_timings, run_all, run_studies
     from diffdict.studies.run import Run
 
-    run = Run(config, device=args.device, progress=not args.no_progress, force=getattr(args, "force", False),
-              study_seed=getattr(args, "seed", None))
+    run = Run(
+        config,
+        device=args.device,
+        progress=not args.no_progress,
+        force=getattr(args, "force", False),
+        study_seed=getattr(args, "seed", None),
+    )
     read_timings(run)  # a damaged timings.json is refused now, not after the stage's work
     start = time.perf_counter()
     if args.stage == "run":
@@ -119,7 +147,12 @@ def _stage(args: argparse.Namespace, config) -> int:
 def _print_training(run) -> None:
     for entry in run.config.dictionaries:
         metrics = run.held_out_metrics(entry.name)
-        summary = (f"held-out fvu {metrics['fvu']:.4f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}"
-                   if metrics else "no held-out evaluation")
-        print(f"{entry.name}: {entry.architecture} n={entry.n} k={entry.k} on {entry.model} {entry.hook} -> "
-              f"{run.dictionary_dir(entry.name)} ({summary})")
+        summary = (
+            f"held-out fvu {metrics['fvu']:.4f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_fraction']:.1%}"
+            if metrics
+            else "no held-out evaluation"
+        )
+        print(
+            f"{entry.name}: {entry.architecture} n={entry.n} k={entry.k} on {entry.model} {entry.hook} -> "
+            f"{run.dictionary_dir(entry.name)} ({summary})"
+        )

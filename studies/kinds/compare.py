@@ -1,4 +1,5 @@
 """SAE vs ITDA: two dictionaries of the same hook, size and sparsity, side by side."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,7 +26,11 @@ class CompareStudy:
 def validate(config: Any, study: CompareStudy, source: str) -> None:
     positive(source, f"{KEY}.random_draws", study.random_draws)
     if study.twin_tokens < 0:
-        raise fail(source, f"{KEY}.twin_tokens", f"must be >= 0 (0 = each dictionary's own token count), got {study.twin_tokens}")
+        raise fail(
+            source,
+            f"{KEY}.twin_tokens",
+            f"must be >= 0 (0 = each dictionary's own token count), got {study.twin_tokens}",
+        )
     dictionaries = [d.name for d in config.dictionaries]
     for i, pair in enumerate(study.pairs):
         key = f"{KEY}.pairs[{i}]"
@@ -43,15 +48,21 @@ STUDY = StudyKind(
     config=CompareStudy,
     title="SAE vs ITDA",
     about="Same hook, same size and sparsity. Reconstruction on held-out maps, and (toy world) concept alignment "
-          "per ground-truth concept: each method's feature and threshold are chosen on train prompts and scored on "
-          "held-out prompts (AUROC, F1, precision, recall; k-sparse probing with k = 1, 2, 4, 8), beside the floor "
-          "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
-          "a logistic probe on all channels); also within group (object concepts on object cells), at one cell, row "
-          "or column, beside the label-only fg/bg floor and the base rate, and on the hook's planted twin.",
+    "per ground-truth concept: each method's feature and threshold are chosen on train prompts and scored on "
+    "held-out prompts (AUROC, F1, precision, recall; k-sparse probing with k = 1, 2, 4, 8), beside the floor "
+    "(the block's raw channels, random directions) and the ceiling (the concept's diff-in-means direction, "
+    "a logistic probe on all channels); also within group (object concepts on object cells), at one cell, row "
+    "or column, beside the label-only fg/bg floor and the base rate, and on the hook's planted twin.",
     compute="diffdict.studies.compare:run_compare",
     plot="diffdict.studies.compare:plot_compare",
     summarize="diffdict.studies.compare:summarize_compare",
-    tables=("compare_metrics", "compare_alignment", "compare_alignment_summary", "compare_twin",
-            "compare_sparse_probing", "compare_alignment_by_t"),
+    tables=(
+        "compare_metrics",
+        "compare_alignment",
+        "compare_alignment_summary",
+        "compare_twin",
+        "compare_sparse_probing",
+        "compare_alignment_by_t",
+    ),
     validate=validate,
 )

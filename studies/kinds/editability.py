@@ -1,4 +1,5 @@
 """Editability map: which block edits which attribute, when."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,10 +24,13 @@ class EditabilityStudy:
     dictionaries: list[str] = field(default_factory=list)  # their best features are tried at their hook
     attributes: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     windows: dict[str, list[float]] = field(
-        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]}
+    )
     strengths: list[float] = strength_field(
-        default_factory=lambda: [1.0, 2.0, 4.0, 8.0], unit=UPDATE_NORM,
-        use="every method's direction (oracle, random, dictionary features) is added at each of these norms")
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        unit=UPDATE_NORM,
+        use="every method's direction (oracle, random, dictionary features) is added at each of these norms",
+    )
     prompts: int = 8  # held-out prompts edited per attribute, at each method's chosen strength
     tuning_prompts: int = 16  # train-split prompts the strength sweep runs on (it chooses each method's strength)
     selection_prompts: int = 64  # train-split prompts for oracle directions, features and norms
@@ -50,9 +54,9 @@ STUDY = StudyKind(
     config=EditabilityStudy,
     title="Editability map",
     about="Which block edits which attribute, and when: per attribute, hook (or group of hooks), time window and "
-          "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
-          "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
-          "features, on held-out prompts.",
+    "strength (x the block's mean update norm at the edited cells), the success and clean success of the "
+    "diff-in-means oracle direction, a random direction of the same norm, and each dictionary's best "
+    "features, on held-out prompts.",
     compute="diffdict.studies.editability:run_editability",
     plot="diffdict.studies.editability:plot_editability",
     summarize="diffdict.studies.editability:summarize_editability",

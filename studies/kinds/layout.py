@@ -1,4 +1,5 @@
 """Layout from early steps (Tinaz et al.): is the final layout predictable from the first steps?"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ STUDY = StudyKind(
     config=LayoutStudy,
     title="Layout from early steps",
     about="At each denoising step, the final image's object mask predicted from the hook's activations (a probe on "
-          "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
-          "caption alone gives and what another seed's image of the same caption gives.",
+    "all channels; each dictionary's best feature), as IoU with the judged final image, beside what the "
+    "caption alone gives and what another seed's image of the same caption gives.",
     compute="diffdict.studies.layout:run_layout",
     plot="diffdict.studies.layout:plot_layout",
     summarize="diffdict.studies.layout:summarize_layout",

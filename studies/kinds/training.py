@@ -1,4 +1,5 @@
 """Dictionary training: convergence of the fits (FVU and dead fraction against tokens seen)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ STUDY = StudyKind(
     config=TrainingStudy,
     title="Dictionary training",
     about="FVU (training batches) and dead fraction against tokens seen; a fit has plateaued when its FVU moved "
-          "less than 5% over its last tenth.",
+    "less than 5% over its last tenth.",
     compute="diffdict.studies.training:run_training",
     plot="diffdict.studies.training:plot_training",
     summarize="diffdict.studies.training:summarize_training",

@@ -1,4 +1,5 @@
 """Cross-model transfer: a dictionary fit on one model evaluated (and edited with) on the others."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,9 +26,11 @@ class TransferStudy:
     edit_tuning_prompts: int = 16  # train-split prompts the edit strength sweep runs on (it chooses the strength)
     edit_attributes: list[str] = field(default_factory=lambda: ["shape", "position"])
     edit_strengths: list[float] = strength_field(
-        default_factory=lambda: [2.0, 4.0, 8.0], unit=UPDATE_NORM,
+        default_factory=lambda: [2.0, 4.0, 8.0],
+        unit=UPDATE_NORM,
         use="the transferred features, the target's own dictionaries, oracle and random directions are added at "
-            "each of these norms")
+        "each of these norms",
+    )
     edit_window: list[float] = field(default_factory=lambda: [0.6, 1.0])  # t range edited (t = 1 is noise)
 
 
@@ -38,8 +41,12 @@ def validate(config: Any, study: TransferStudy, source: str) -> None:
     if not study.edit_prompts:
         return
     if not config.has_ground_truth:
-        raise fail(source, f"{KEY}.edit_prompts", "edits need toy-world prompts (prompts.source = 'toyworld'): they "
-                   "are judged against each scene's ground truth; set it to 0")
+        raise fail(
+            source,
+            f"{KEY}.edit_prompts",
+            "edits need toy-world prompts (prompts.source = 'toyworld'): they "
+            "are judged against each scene's ground truth; set it to 0",
+        )
     positive(source, f"{KEY}.edit_selection_prompts", study.edit_selection_prompts)
     positive(source, f"{KEY}.edit_tuning_prompts", study.edit_tuning_prompts)
     for i, attribute in enumerate(study.edit_attributes):
@@ -52,11 +59,11 @@ STUDY = StudyKind(
     config=TransferStudy,
     title="Cross-model transfer",
     about="A dictionary fit on one model and hook, evaluated on the same hook of the other models and step "
-          "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
-          "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
-          "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
-          "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
-          "its own oracle and random directions (success at each method's best strength).",
+    "counts, per step and CFG branch, on held-out prompts. Spliced fidelity: the image generated with the "
+    "block's update replaced by its reconstruction, compared with the original (judge agreement on the "
+    "toy world; pixel and CLIP similarity on real models). With edit_prompts, each target model is also "
+    "edited at the hook with the transferred dictionary's features, beside its own dictionaries there and "
+    "its own oracle and random directions (success at each method's best strength).",
     compute="diffdict.studies.transfer:run_transfer",
     plot="diffdict.studies.transfer:plot_transfer",
     summarize="diffdict.studies.summaries:summarize_transfer",

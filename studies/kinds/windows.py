@@ -1,4 +1,5 @@
 """Timestep-window interventions: one concept edited inside one time window at a time."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ class WindowsStudy:
     # A dictionary name per edited block, or "a+b" to edit several blocks at once (one dictionary each).
     dictionaries: list[str] = field(default_factory=list, metadata={"together": True})
     windows: dict[str, list[float]] = field(
-        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]})
+        default_factory=lambda: {"early": [0.6, 1.0], "middle": [0.2, 0.6], "late": [0.0, 0.2]}
+    )
     edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     prompts: int = 8  # held-out prompts edited
@@ -27,15 +29,21 @@ class WindowsStudy:
     # One unit, three uses: each puts the target concept in at about the same size (atoms are unit-norm), so the
     # oracle and random rows compare with the sdlens edit at an equal norm.
     strength: float = strength_field(
-        4.0, unit=FEATURE_MEAN,
+        4.0,
+        unit=FEATURE_MEAN,
         use="sdlens adds the target atom with this coefficient; tinaz_spatial sets the target feature to this "
-            "value inside the region; the oracle and random rows add a direction of this norm")
+        "value inside the region; the oracle and random rows add a direction of this norm",
+    )
     norm_strength: float = strength_field(
-        0.5, unit="multiples of the local code norm: the norm of the dictionary's code at each cell and step",
-        use="tinaz_global adds the target feature with this value everywhere")
+        0.5,
+        unit="multiples of the local code norm: the norm of the dictionary's code at each cell and step",
+        use="tinaz_global adds the target feature with this value everywhere",
+    )
     token_norm_strength: float = strength_field(
-        1.0, unit="multiples of the hook's mean token norm on the selection prompts",
-        use="flux_add adds the unit target atom scaled to this norm on the region")
+        1.0,
+        unit="multiples of the hook's mean token norm on the selection prompts",
+        use="flux_add adds the unit target atom scaled to this norm on the region",
+    )
     # "judge" reads toy-world images exactly; "clip" (real models) scores the edited image
     # against the edited and the original caption; "auto" = judge for toy/tiny models.
     scoring: str = "auto"
@@ -50,8 +58,9 @@ def validate(config: Any, study: WindowsStudy, source: str) -> None:
     positive(source, f"{KEY}.prompts", study.prompts)
     positive(source, f"{KEY}.tuning_prompts", study.tuning_prompts)
     one_of(source, f"{KEY}.scoring", study.scoring, ("auto", "judge", "clip"))
-    require_toy_world(config, source, KEY, "edits are planned from each scene's ground truth; real models draw "
-                      "the same captions")
+    require_toy_world(
+        config, source, KEY, "edits are planned from each scene's ground truth; real models draw the same captions"
+    )
 
 
 def _edited_models(config: Any, study: WindowsStudy) -> dict[str, tuple]:
@@ -72,15 +81,18 @@ def check(config: Any, study: WindowsStudy, adapters: dict[str, Any], where: str
     times = {}
     for model, (steps, height, width) in _edited_models(config, study).items():
         adapter = adapters[model]
-        times[model] = step_times(adapter, steps or adapter.defaults.steps, height or adapter.defaults.height,
-                                  width or adapter.defaults.width)
+        times[model] = step_times(
+            adapter, steps or adapter.defaults.steps, height or adapter.defaults.height, width or adapter.defaults.width
+        )
     for name, (low, high) in study.windows.items():
         if times and not any(low <= t <= high for model_times in times.values() for t in model_times):
             every = [t for model_times in times.values() for t in model_times]
             steps = "; ".join(f"model {model!r}: {_steps_text(model_times)}" for model, model_times in times.items())
-            raise UserError(f"{where}.windows.{name}: [{low}, {high}] holds no denoising step ({steps}), so its "
-                            f"edits would change nothing; remove the window, widen it to hold a step (e.g. "
-                            f"{_widened(low, high, every)}), or edit a model with more steps")
+            raise UserError(
+                f"{where}.windows.{name}: [{low}, {high}] holds no denoising step ({steps}), so its "
+                f"edits would change nothing; remove the window, widen it to hold a step (e.g. "
+                f"{_widened(low, high, every)}), or edit a model with more steps"
+            )
 
 
 def _steps_text(times: list[float]) -> str:
@@ -102,9 +114,9 @@ STUDY = StudyKind(
     config=WindowsStudy,
     title="Timestep-window interventions",
     about="Edits of one concept made with dictionary features inside one time window at a time, in the edit "
-          "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
-          "same window. Success is strict (position: the object left its place; background: the objects kept "
-          "their colour); clean success also keeps every attribute that was right before the edit.",
+    "styles of the papers, beside the oracle (diff-in-means) and random directions of the same norm in the "
+    "same window. Success is strict (position: the object left its place; background: the objects kept "
+    "their colour); clean success also keeps every attribute that was right before the edit.",
     compute="diffdict.studies.windows:run_windows",
     plot="diffdict.studies.windows:plot_windows",
     summarize="diffdict.studies.summaries:summarize_windows",

@@ -4,6 +4,7 @@ A stage writes `<stage>.partial.safetensors` while it runs and `<stage>.safetens
 weights only) when it is done; a finished stage is skipped on the next run. Writes are
 atomic (temporary file, then rename), so a killed run never leaves a broken checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def module_tensors(modules: dict[str, torch.nn.Module], prefix: str = "") -> dic
 def load_modules(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor], prefix: str = "") -> None:
     for name, module in modules.items():
         start = f"{prefix}{name}."
-        state = {k[len(start):]: v for k, v in tensors.items() if k.startswith(start)}
+        state = {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
         module.load_state_dict(state, strict=True)
 
 
@@ -56,19 +57,29 @@ def load_final(path: Path, modules: dict[str, torch.nn.Module], missing_ok: bool
         return json.loads((handle.metadata() or {}).get("info", "{}"))
 
 
-def save_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],
-                 optimizer: torch.optim.Optimizer, step: int, total_steps: int, seconds: float) -> None:
+def save_partial(
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    ema: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    total_steps: int,
+    seconds: float,
+) -> None:
     """`seconds`: wall-clock time the stage has run so far (its cap counts across resumes)."""
     tensors = module_tensors(modules) | module_tensors(ema, prefix="ema.")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optimizer.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    save_tensors_atomic(tensors, path, {"step": str(step), "total_steps": str(total_steps), "seconds": f"{seconds:.1f}"})
+    save_tensors_atomic(
+        tensors, path, {"step": str(step), "total_steps": str(total_steps), "seconds": f"{seconds:.1f}"}
+    )
 
 
-def load_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module],
-                 optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:
+def load_partial(
+    path: Path, modules: dict[str, torch.nn.Module], ema: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer
+) -> tuple[int, int, float]:
     """Restores a running stage; returns (step, total_steps, seconds run so far)."""
     from safetensors import safe_open
 
@@ -78,8 +89,11 @@ def load_partial(path: Path, modules: dict[str, torch.nn.Module], ema: dict[str,
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         # AdamW keeps its step counter on the CPU unless it runs "capturable".
-        state = {k.split(".", 2)[2]: v if k.endswith(".step") else v.to(param.device)
-                 for k, v in tensors.items() if k.startswith(f"optimizer.{i}.")}
+        state = {
+            k.split(".", 2)[2]: v if k.endswith(".step") else v.to(param.device)
+            for k, v in tensors.items()
+            if k.startswith(f"optimizer.{i}.")
+        }
         if state:
             optimizer.state[param] = state
     with safe_open(str(path), framework="pt") as handle:

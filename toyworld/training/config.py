@@ -16,6 +16,7 @@ Stages, each resumable and skipped once finished (see toyworld.training.checkpoi
                       its own true-CFG samples, as schnell is a distilled model)
   export              fp16 diffusers folders + diffdict.json under the output folder
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,12 +33,39 @@ class TrainConfig:
     out_dir: str = "toyworld/weights"
     stages: tuple[str, ...] = STAGES
     n_scenes: int = 50_000
-    steps: dict[str, int] = field(default_factory=lambda: {
-        "vae_sdxl": 4000, "vae_flux": 4000, "text": 3000, "base": 20000, "turbo": 6000, "flux": 20000, "flux_distill": 4000})
-    batch: dict[str, int] = field(default_factory=lambda: {
-        "vae_sdxl": 128, "vae_flux": 128, "text": 256, "base": 256, "turbo": 256, "flux": 256, "flux_distill": 256})
-    lr: dict[str, float] = field(default_factory=lambda: {
-        "vae_sdxl": 1e-3, "vae_flux": 1e-3, "text": 1e-3, "base": 1e-3, "turbo": 2e-4, "flux": 5e-4, "flux_distill": 2e-4})
+    steps: dict[str, int] = field(
+        default_factory=lambda: {
+            "vae_sdxl": 4000,
+            "vae_flux": 4000,
+            "text": 3000,
+            "base": 20000,
+            "turbo": 6000,
+            "flux": 20000,
+            "flux_distill": 4000,
+        }
+    )
+    batch: dict[str, int] = field(
+        default_factory=lambda: {
+            "vae_sdxl": 128,
+            "vae_flux": 128,
+            "text": 256,
+            "base": 256,
+            "turbo": 256,
+            "flux": 256,
+            "flux_distill": 256,
+        }
+    )
+    lr: dict[str, float] = field(
+        default_factory=lambda: {
+            "vae_sdxl": 1e-3,
+            "vae_flux": 1e-3,
+            "text": 1e-3,
+            "base": 1e-3,
+            "turbo": 2e-4,
+            "flux": 5e-4,
+            "flux_distill": 2e-4,
+        }
+    )
     # Wall-clock caps (minutes per stage, counted across resumes) that shorten a stage's schedule.
     minutes: dict[str, float] = field(default_factory=dict)
     caption_dropout: float = 0.1
@@ -90,12 +118,17 @@ PRESETS: dict[str, dict] = {
     "gpu": {},
     "cpu": {
         "n_scenes": 20_000,
-        "steps": {"vae_sdxl": 4000, "vae_flux": 4000, "text": 3000, "base": 20000, "turbo": 5000, "flux": 20000,
-                  "flux_distill": 4000},
-        "batch": {"vae_sdxl": 32, "vae_flux": 32, "text": 256, "base": 32, "turbo": 32, "flux": 32,
-                  "flux_distill": 32},
-        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "text": 5, "base": 65, "turbo": 20, "flux": 50,
-                    "flux_distill": 20},
+        "steps": {
+            "vae_sdxl": 4000,
+            "vae_flux": 4000,
+            "text": 3000,
+            "base": 20000,
+            "turbo": 5000,
+            "flux": 20000,
+            "flux_distill": 4000,
+        },
+        "batch": {"vae_sdxl": 32, "vae_flux": 32, "text": 256, "base": 32, "turbo": 32, "flux": 32, "flux_distill": 32},
+        "minutes": {"vae_sdxl": 15, "vae_flux": 15, "text": 5, "base": 65, "turbo": 20, "flux": 50, "flux_distill": 20},
         "teacher_samples": 2048,
     },
 }

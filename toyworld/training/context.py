@@ -1,4 +1,5 @@
 """What the training stages share: the config, the rendered data and the encoded latents."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from diffdict.toyworld.training import models
 from diffdict.toyworld.training.checkpoints import load_final, save_tensors_atomic
 from diffdict.toyworld.training.config import TrainConfig
 from diffdict.toyworld.training.data import SceneData, build_scene_data, step_generator
+from diffdict.toyworld.training.diffusers_calls import on_device, posterior
 
 
 @dataclass
@@ -48,13 +50,12 @@ class Context:
         return step_generator(self.cfg.seed, stage, step, self.cfg.device)
 
     def batch_index(self, stage: str, generator: torch.Generator, n: int | None = None) -> torch.Tensor:
-        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator,
-                             device=self.cfg.device)
+        return torch.randint(n or len(self.data), (self.cfg.batch[stage],), generator=generator, device=self.cfg.device)
 
     def trained_vae(self, family: str):
         vae = models.family_vae(family)
         load_final(self.cfg.work / f"vae_{family}.safetensors", {"vae": vae})
-        return vae.to(self.cfg.device).eval().requires_grad_(False)
+        return on_device(vae, self.cfg.device).eval().requires_grad_(False)
 
     def latents(self, family: str) -> LatentStore:
         """Encode the data once with the trained VAE (cached in the work dir); SDXL gets a
@@ -80,10 +81,14 @@ class Context:
         """Posterior (mean, std) of every training image, each (N, C, h, w)."""
         vae, means, stds = self.trained_vae(family), [], []
         with torch.no_grad():
-            for start in tqdm(range(0, len(self.data), 512), desc=f"encode latents ({family})",
-                              disable=not self.cfg.progress, mininterval=5):
+            for start in tqdm(
+                range(0, len(self.data), 512),
+                desc=f"encode latents ({family})",
+                disable=not self.cfg.progress,
+                mininterval=5,
+            ):
                 rows = torch.arange(start, min(start + 512, len(self.data)), device=self.cfg.device)
-                posterior = vae.encode(self.data.pixels(rows)).latent_dist
-                means.append(posterior.mean)
-                stds.append(posterior.std)
+                latent_dist = posterior(vae, self.data.pixels(rows))
+                means.append(latent_dist.mean)
+                stds.append(latent_dist.std)
         return torch.cat(means), torch.cat(stds)

@@ -3,6 +3,7 @@
 Everything is rebuilt deterministically from the seed (rendering 50k scenes takes about
 half a minute), so checkpoints never need to carry data.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ class SceneData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def to(self, device: str | torch.device) -> "SceneData":
+    def to(self, device: str | torch.device) -> SceneData:
         return SceneData(self.images.to(device), self.ids.to(device), self.empty_ids.to(device))
 
     def pixels(self, index: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ def build_scene_data(n_scenes: int, seed: int, progress: bool = True) -> SceneDa
         scene = training_scene(seed, i)
         images[i] = render(scene).image
         captions.append(scene.caption)
-    ids = torch.cat([token_ids(tok, captions[i:i + 4096]) for i in range(0, n_scenes, 4096)])
+    ids = torch.cat([token_ids(tok, captions[i : i + 4096]) for i in range(0, n_scenes, 4096)])
     return SceneData(
         images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         ids=ids,

@@ -1,4 +1,5 @@
 """Training checkpoints -> the fp16 diffusers pipeline folders that ship (the export stage)."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,10 @@ def export_flux(ctx: Context, dtype: torch.dtype = torch.float16, distilled: boo
     (unless distilled=False, which gives the guided teacher)."""
     pipe = models.flux_pipeline()
     load_final(ctx.cfg.work / "vae_flux.safetensors", {"vae": pipe.vae})
-    load_final(ctx.cfg.work / "flux.safetensors", {
-        "transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2})
+    load_final(
+        ctx.cfg.work / "flux.safetensors",
+        {"transformer": pipe.transformer, "text_encoder": pipe.text_encoder, "text_encoder_2": pipe.text_encoder_2},
+    )
     if distilled and (ctx.cfg.work / "flux_distill.safetensors").exists():
         load_final(ctx.cfg.work / "flux_distill.safetensors", {"transformer": pipe.transformer})
     pipe.vae.register_to_config(**vae_stats(ctx, "flux"))
@@ -58,13 +61,16 @@ def check_export_target(out_dir: str | Path, replace: bool) -> None:
     so a long run is not refused at its last stage, and again by the export itself."""
     occupied = occupied_pipelines(out_dir)
     if occupied and not replace:
-        raise ToyInputError(f"--out-dir {out_dir} already holds {', '.join(f.name for f in occupied)}, which the "
-                            f"export stage would replace (shipped or earlier weights); choose another --out-dir, or "
-                            f"pass --force to replace them")
+        raise ToyInputError(
+            f"--out-dir {out_dir} already holds {', '.join(f.name for f in occupied)}, which the "
+            f"export stage would replace (shipped or earlier weights); choose another --out-dir, or "
+            f"pass --force to replace them"
+        )
 
 
 def _save(pipe, folder: Path, defaults: dict) -> None:
     """Write the pipeline into a temporary folder and swap it in: a killed export leaves the old folder."""
+
     def write(tmp: Path) -> None:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "diffdict.json").write_text(json.dumps(defaults, indent=2) + "\n")
@@ -81,10 +87,16 @@ def run_export(ctx: Context) -> None:
     check_export_target(out, cfg.replace_export)
     size = {"height": 64, "width": 64}
     if (cfg.work / "base.safetensors").exists():
-        _save(export_sdxl(ctx, turbo=False), out / "sdxl-base",
-              {"steps": cfg.base_steps, "guidance": cfg.base_guidance, **size})
+        _save(
+            export_sdxl(ctx, turbo=False),
+            out / "sdxl-base",
+            {"steps": cfg.base_steps, "guidance": cfg.base_guidance, **size},
+        )
     if (cfg.work / "turbo.safetensors").exists():
         _save(export_sdxl(ctx, turbo=True), out / "sdxl-turbo", {"steps": 1, "guidance": 0.0, **size})
     if (cfg.work / "flux.safetensors").exists():
-        _save(export_flux(ctx), out / "flux",
-              {"steps": cfg.flux_steps, "guidance": 0.0, **size, "max_sequence_length": models.MAX_TOKENS})
+        _save(
+            export_flux(ctx),
+            out / "flux",
+            {"steps": cfg.flux_steps, "guidance": 0.0, **size, "max_sequence_length": models.MAX_TOKENS},
+        )

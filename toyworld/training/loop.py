@@ -1,12 +1,13 @@
 """The optimisation loop every training stage runs: AdamW, EMA, warm-up + cosine schedule,
 wall-clock caps, checkpoints every few minutes and exact resume."""
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -109,8 +110,10 @@ def train_loop(
             last_save = time.time()
     bar.close()
     elapsed = time.time() - started
-    print(f"[{stage}] {step} steps in {seconds_run() / 60:.1f} min "
-          f"({timed_steps / max(elapsed, 1e-9):.2f} steps/s in this run)")
+    print(
+        f"[{stage}] {step} steps in {seconds_run() / 60:.1f} min "
+        f"({timed_steps / max(elapsed, 1e-9):.2f} steps/s in this run)"
+    )
     # Frozen modules are saved as they are, so a stage's checkpoint holds every part it used.
     final = {name: ema.get(name, module) for name, module in modules.items()}
     save_final(cfg.work / f"{stage}.safetensors", final, {"steps": step, "config": asdict(cfg)})

@@ -13,7 +13,10 @@ exactly (`encode_sdxl`, `encode_flux`): SDXL takes the penultimate hidden states
 CLIP encoders (concatenated) and the projected pooled output of the second; Flux takes
 CLIP's pooled output and T5's last hidden states; no attention masks anywhere.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from diffusers import (
@@ -42,10 +45,13 @@ MAX_TOKENS = 32  # the longest caption is 26 tokens with <bos>/<eos>
 TEXT_WIDTH = 64  # hidden size of every toy text encoder
 TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # SDXL micro-conditioning
 ADDITION_TIME_EMBED_DIM = 16
-SDXL_SCHEDULER = dict(  # SDXL Base's noise schedule
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    prediction_type="epsilon",
-)
+SDXL_SCHEDULER: dict[str, Any] = {  # SDXL Base's noise schedule
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
 
 
 def tokenizer() -> PreTrainedTokenizerFast:
@@ -54,14 +60,23 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 def clip_config(tok: PreTrainedTokenizerFast, layers: int = 3) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=len(tok), hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH,
-        num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=MAX_TOKENS,
-        projection_dim=TEXT_WIDTH, **special_token_ids(tok),
+        vocab_size=len(tok),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=4 * TEXT_WIDTH,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=TEXT_WIDTH,
+        **special_token_ids(tok),
     )
 
 
-def vae(latent_channels: int, quant_convs: bool, shift_factor: float | None = None,
-        block_channels: tuple[int, ...] = (16, 32)) -> AutoencoderKL:
+def vae(
+    latent_channels: int,
+    quant_convs: bool,
+    shift_factor: float | None = None,
+    block_channels: tuple[int, ...] = (16, 32),
+) -> AutoencoderKL:
     """len(block_channels) levels (vae_scale_factor 2 ** (levels - 1)): with two, 64x64x3
     images <-> 32x32xC latents; with three, 16x16xC.
 
@@ -69,25 +84,39 @@ def vae(latent_channels: int, quant_convs: bool, shift_factor: float | None = No
     """
     levels = len(block_channels)
     return AutoencoderKL(
-        scaling_factor=1.0, shift_factor=shift_factor,
-        in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=block_channels, layers_per_block=1, latent_channels=latent_channels,
-        norm_num_groups=16, sample_size=IMAGE_SIZE,
-        use_quant_conv=quant_convs, use_post_quant_conv=quant_convs,
+        scaling_factor=1.0,
+        shift_factor=shift_factor,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=block_channels,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+        use_quant_conv=quant_convs,
+        use_post_quant_conv=quant_convs,
     )
 
 
 def unet() -> UNet2DConditionModel:
     """SDXL's U-Net layout (text_time conditioning, 3 levels, 2 layers per block), small."""
     return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 2, in_channels=4, out_channels=4,
+        sample_size=IMAGE_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(16, 32, 64), layers_per_block=2, transformer_layers_per_block=(1, 1, 2),
+        block_out_channels=(16, 32, 64),
+        layers_per_block=2,
+        transformer_layers_per_block=(1, 1, 2),
         attention_head_dim=(1, 2, 4),  # diffusers' name for the number of heads: 16 channels each
-        norm_num_groups=16, cross_attention_dim=2 * TEXT_WIDTH, use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
+        norm_num_groups=16,
+        cross_attention_dim=2 * TEXT_WIDTH,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=ADDITION_TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=len(TIME_IDS) * ADDITION_TIME_EMBED_DIM + TEXT_WIDTH,
     )
 
@@ -99,8 +128,12 @@ def sdxl_pipeline(turbo: bool = False) -> StableDiffusionXLPipeline:
     else:
         scheduler = EulerDiscreteScheduler(**SDXL_SCHEDULER, timestep_spacing="leading", steps_offset=1)
     return StableDiffusionXLPipeline(
-        vae=family_vae("sdxl"), **text_encoders("sdxl"),
-        tokenizer=tokenizer(), tokenizer_2=tokenizer(), unet=unet(), scheduler=scheduler,
+        vae=family_vae("sdxl"),
+        **text_encoders("sdxl"),
+        tokenizer=tokenizer(),
+        tokenizer_2=tokenizer(),
+        unet=unet(),
+        scheduler=scheduler,
     )
 
 
@@ -125,18 +158,34 @@ def flux_transformer() -> FluxTransformer2DModel:
     """2 double + 2 single blocks, 4 heads x 64 (width 256, 7.1 M parameters), RoPE over
     (text, y, x) axes of 16 / 24 / 24 dimensions."""
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=4 * FLUX_LATENT_CHANNELS, num_layers=2, num_single_layers=2,
-        attention_head_dim=64, num_attention_heads=4, joint_attention_dim=TEXT_WIDTH,
-        pooled_projection_dim=TEXT_WIDTH, guidance_embeds=False, axes_dims_rope=(16, 24, 24),
+        patch_size=1,
+        in_channels=4 * FLUX_LATENT_CHANNELS,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=64,
+        num_attention_heads=4,
+        joint_attention_dim=TEXT_WIDTH,
+        pooled_projection_dim=TEXT_WIDTH,
+        guidance_embeds=False,
+        axes_dims_rope=(16, 24, 24),
     )
 
 
 def t5_config(tok: PreTrainedTokenizerFast) -> T5Config:
     return T5Config(
-        vocab_size=len(tok), d_model=TEXT_WIDTH, d_kv=16, d_ff=2 * TEXT_WIDTH, num_layers=3,
-        num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
-        is_encoder_decoder=False, use_cache=False,
+        vocab_size=len(tok),
+        d_model=TEXT_WIDTH,
+        d_kv=16,
+        d_ff=2 * TEXT_WIDTH,
+        num_layers=3,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+        is_encoder_decoder=False,
+        use_cache=False,
     )
 
 
@@ -145,8 +194,10 @@ def text_encoders(family: str) -> dict[str, torch.nn.Module]:
     sdxl: CLIP + CLIP with projection; flux: CLIP (pooled) + T5."""
     tok = tokenizer()
     if family == "sdxl":
-        return {"text_encoder": CLIPTextModel(clip_config(tok)),
-                "text_encoder_2": CLIPTextModelWithProjection(clip_config(tok))}
+        return {
+            "text_encoder": CLIPTextModel(clip_config(tok)),
+            "text_encoder_2": CLIPTextModelWithProjection(clip_config(tok)),
+        }
     if family == "flux":
         return {"text_encoder": CLIPTextModel(clip_config(tok)), "text_encoder_2": T5EncoderModel(t5_config(tok))}
     raise ValueError(f"unknown model family {family!r}: use 'sdxl' or 'flux'")
@@ -156,27 +207,34 @@ def flux_pipeline() -> FluxPipeline:
     """A randomly initialised toy Flux pipeline (schnell-like: no guidance embedding)."""
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-        vae=family_vae("flux"), **text_encoders("flux"), tokenizer=tokenizer(), tokenizer_2=tokenizer(),
+        vae=family_vae("flux"),
+        **text_encoders("flux"),
+        tokenizer=tokenizer(),
+        tokenizer_2=tokenizer(),
         transformer=flux_transformer(),
     )
 
 
 def token_ids(tok: PreTrainedTokenizerFast, captions: list[str]) -> torch.Tensor:
     """(batch, MAX_TOKENS) ids padded to max length, as both pipelines tokenize."""
-    return tok(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-               return_tensors="pt").input_ids
+    return tok(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
 
 
-def encode_sdxl(text_encoder: CLIPTextModel, text_encoder_2: CLIPTextModelWithProjection,
-                ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (batch, T) -> prompt_embeds (batch, T, 2 * TEXT_WIDTH), pooled (batch, TEXT_WIDTH)."""
+def encode_sdxl(
+    text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (batch, T) -> prompt_embeds (batch, T, 2 * TEXT_WIDTH), pooled (batch, TEXT_WIDTH).
+
+    text_encoder: a CLIPTextModel, text_encoder_2: a CLIPTextModelWithProjection (as text_encoders("sdxl")
+    builds them; typed as modules, as the parts dicts that carry them are)."""
     first = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
     second = text_encoder_2(ids, output_hidden_states=True)
     return torch.cat([first, second.hidden_states[-2]], dim=-1), second.text_embeds
 
 
-def sdxl_conditioning(text_encoder, text_encoder_2, ids: torch.Tensor,
-                      drop: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def sdxl_conditioning(
+    text_encoder, text_encoder_2, ids: torch.Tensor, drop: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
     """The U-Net's text conditioning as the SDXL pipeline builds it: prompt embeds (B, T, 2W)
     and added_cond_kwargs (pooled text_embeds, micro-conditioning time_ids); rows in `drop`
     get the all-zero unconditional branch."""
@@ -189,9 +247,12 @@ def sdxl_conditioning(text_encoder, text_encoder_2, ids: torch.Tensor,
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
 
 
-def encode_flux(text_encoder: CLIPTextModel, text_encoder_2: T5EncoderModel,
-                ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP."""
+def encode_flux(
+    text_encoder: torch.nn.Module, text_encoder_2: torch.nn.Module, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (batch, T) -> prompt_embeds (batch, T, TEXT_WIDTH) from T5, pooled (batch, TEXT_WIDTH) from CLIP.
+
+    text_encoder: a CLIPTextModel, text_encoder_2: a T5EncoderModel (as text_encoders("flux") builds them)."""
     pooled = text_encoder(ids).pooler_output
     return text_encoder_2(ids).last_hidden_state, pooled
 
@@ -213,8 +274,9 @@ def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
     return patches.reshape(b, channels // 4, height, width)
 
 
-def latent_image_ids(grid_h: int, grid_w: int, device: torch.device | str,
-                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def latent_image_ids(
+    grid_h: int, grid_w: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(grid_h * grid_w, 3) RoPE position ids of the image tokens: (0, row, column), row-major."""
     ids = torch.zeros(grid_h, grid_w, 3)
     ids[..., 1] = ids[..., 1] + torch.arange(grid_h)[:, None]

@@ -1,4 +1,5 @@
 """`diffdict toy train`: run the stage table in order; a finished stage is skipped, so a rerun resumes."""
+
 from __future__ import annotations
 
 import json

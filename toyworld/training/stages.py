@@ -4,12 +4,13 @@ Shared state lives in toyworld.training.context, teacher sampling for the distil
 toyworld.training.teachers, and the export stage in toyworld.training.export; run.py walks the
 table.
 """
+
 from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from diffdict.toyworld.training.checkpoints import load_final
 from diffdict.toyworld.training.config import STAGES, TrainConfig
 from diffdict.toyworld.training.context import Context
 from diffdict.toyworld.training.data import training_scene
+from diffdict.toyworld.training.diffusers_calls import decode, on_device, posterior
 from diffdict.toyworld.training.export import run_export, vae_stats
 from diffdict.toyworld.training.loop import train_loop
 from diffdict.toyworld.training.teachers import flux_teacher_samples, teacher_samples
@@ -30,6 +32,7 @@ from diffdict.toyworld.training.text_pretrain import (
     caption_targets,
     readout_accuracy,
     readout_loss,
+    total_loss,
 )
 from diffdict.toyworld.training.user_errors import ToyInputError, ToyMissingFileError
 
@@ -51,14 +54,14 @@ def epsilon_loss_weight(alpha_bar: torch.Tensor) -> torch.Tensor:
 
 def _train_vae(ctx: Context, family: str) -> None:
     stage = f"vae_{family}"
-    vae = models.family_vae(family).to(ctx.cfg.device)
+    vae = on_device(models.family_vae(family), ctx.cfg.device)
 
     def loss(step: int) -> torch.Tensor:
         generator = ctx.generator(stage, step)
         pixels = ctx.data.pixels(ctx.batch_index(stage, generator))
-        posterior = vae.encode(pixels).latent_dist
-        recon = vae.decode(posterior.sample(generator=generator)).sample
-        return F.mse_loss(recon, pixels) + VAE_KL_WEIGHT * posterior.kl().mean()
+        latent_dist = posterior(vae, pixels)
+        recon = decode(vae, latent_dist.sample(generator=generator))
+        return F.mse_loss(recon, pixels) + VAE_KL_WEIGHT * latent_dist.kl().mean()
 
     train_loop(ctx.cfg, stage, {"vae": vae}, loss)
 
@@ -85,8 +88,10 @@ def _base_parts(ctx: Context, trained: bool) -> dict[str, torch.nn.Module]:
 def _load_pretrained_text(ctx: Context, family: str, parts: dict[str, torch.nn.Module]) -> None:
     path = ctx.cfg.work / "text.safetensors"
     if not path.exists():
-        raise ToyMissingFileError(f"{path} is missing: run the text stage first (--stages text,...), or train "
-                                f"{family}'s text encoders with the denoiser (--text-pretrain without {family})")
+        raise ToyMissingFileError(
+            f"{path} is missing: run the text stage first (--stages text,...), or train "
+            f"{family}'s text encoders with the denoiser (--text-pretrain without {family})"
+        )
     load_final(path, {f"{family}_{name}": parts[name] for name in ("text_encoder", "text_encoder_2")})
 
 
@@ -105,22 +110,26 @@ def run_text(ctx: Context) -> None:
     width = models.TEXT_WIDTH
     readout_width = {"sdxl": 2 * width, "flux": width}  # SDXL concatenates its two encoders' states
     encode = {"sdxl": models.encode_sdxl, "flux": models.encode_flux}
-    parts = {f"{family}_{name}": module for family in families
-             for name, module in models.text_encoders(family).items()}
+    parts = {f"{family}_{name}": module for family in families for name, module in models.text_encoders(family).items()}
     parts |= {f"{family}_readout": AttributeReadout(readout_width[family], width) for family in families}
     parts = {name: module.to(cfg.device) for name, module in parts.items()}
-    targets = {k: v.to(cfg.device) for k, v in caption_targets(
-        [training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()}
+    targets = {
+        k: v.to(cfg.device)
+        for k, v in caption_targets([training_scene(cfg.seed, i) for i in range(len(ctx.data))]).items()
+    }
 
     def readouts(ids: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        return {family: parts[f"{family}_readout"](*encode[family](
-                    parts[f"{family}_text_encoder"], parts[f"{family}_text_encoder_2"], ids))
-                for family in families}
+        return {
+            family: parts[f"{family}_readout"](
+                *encode[family](parts[f"{family}_text_encoder"], parts[f"{family}_text_encoder_2"], ids)
+            )
+            for family in families
+        }
 
     def loss(step: int) -> torch.Tensor:
         index = ctx.batch_index(stage, ctx.generator(stage, step))
         batch_targets = {name: value[index] for name, value in targets.items()}
-        return sum(readout_loss(logits, batch_targets) for logits in readouts(ctx.data.ids[index]).values())
+        return total_loss(readout_loss(logits, batch_targets) for logits in readouts(ctx.data.ids[index]).values())
 
     final = train_loop(cfg, stage, parts, loss)
     parts.update(final)
@@ -129,8 +138,10 @@ def run_text(ctx: Context) -> None:
     with torch.no_grad():
         for family, logits in readouts(ids).items():
             accuracy = readout_accuracy(logits, {k: v.to(cfg.device) for k, v in caption_targets(held_out).items()})
-            print(f"[text] {family} readout on the 256 held-out captions: "
-                  + ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items()))
+            print(
+                f"[text] {family} readout on the 256 held-out captions: "
+                + ", ".join(f"{name} {100 * value:.1f}%" for name, value in accuracy.items())
+            )
 
 
 def run_base(ctx: Context) -> None:
@@ -147,14 +158,16 @@ def run_base(ctx: Context) -> None:
         # Offset noise (as SDXL was trained): without it the model cannot move an image's mean
         # colour away from the noise's, and flat black or white backgrounds come out gray.
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device) + cfg.offset_noise * torch.randn(
-            clean.shape[:2] + (1, 1), generator=generator, device=cfg.device)
+            clean.shape[:2] + (1, 1), generator=generator, device=cfg.device
+        )
         t = torch.randint(0, len(alphas), (len(index),), generator=generator, device=cfg.device)
         a = alphas[t][:, None, None, None]
         noisy = a.sqrt() * clean + (1 - a).sqrt() * noise
         drop = torch.rand(len(index), generator=generator, device=cfg.device) < cfg.caption_dropout
         with torch.set_grad_enabled("text_encoder" in trainable):
-            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"],
-                                               ctx.data.ids[index], drop)
+            embeds, added = models.sdxl_conditioning(
+                parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index], drop
+            )
         predicted = parts["unet"](noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
         weight = epsilon_loss_weight(a.flatten())
         mask = ctx.data.object_mask(index, clean.shape[-1])
@@ -163,8 +176,9 @@ def run_base(ctx: Context) -> None:
     train_loop(cfg, stage, parts, loss, trainable=trainable)
 
 
-def _pixel_weighted_mse(predicted: torch.Tensor, target: torch.Tensor, object_mask: torch.Tensor,
-                        object_weight: float) -> torch.Tensor:
+def _pixel_weighted_mse(
+    predicted: torch.Tensor, target: torch.Tensor, object_mask: torch.Tensor, object_weight: float
+) -> torch.Tensor:
     """Per-sample MSE (B,) of (B, C, h, w) tensors; see _object_weighted_mean."""
     error = ((predicted - target) ** 2).mean(dim=1, keepdim=True)
     return _object_weighted_mean(error, object_mask, object_weight)
@@ -176,12 +190,14 @@ def _object_weighted_mean(error: torch.Tensor, object_mask: torch.Tensor | None,
     stays put when the weight changes)."""
     if object_weight == 0:
         return error.mean(dim=(1, 2, 3))
+    assert object_mask is not None, "an object weight needs object masks"
     weights = 1 + object_weight * object_mask
     return (weights * error).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3))
 
 
-def _cfg_x0(unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor,
-            added: dict, guidance: float) -> torch.Tensor:
+def _cfg_x0(
+    unet, noisy: torch.Tensor, t: torch.Tensor, a: torch.Tensor, embeds: torch.Tensor, added: dict, guidance: float
+) -> torch.Tensor:
     """The teacher's classifier-free-guided clean estimate of `noisy` at timesteps t (alpha_bar a)."""
     zeros = {key: torch.zeros_like(value) if key == "text_embeds" else value for key, value in added.items()}
     eps_cond = unet(noisy, t, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
@@ -194,14 +210,17 @@ def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, inde
     """(n, 1, h, w): 1 on the latent cells where a teacher's decoded sample (n, C, h, w)
     differs from its caption's background colour as much as the judge's foreground does."""
     vae, stats = ctx.trained_vae(family), vae_stats(ctx, family)
-    backgrounds = torch.tensor([BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
-                               dtype=torch.float32, device=samples.device)
+    backgrounds = torch.tensor(
+        [BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
+        dtype=torch.float32,
+        device=samples.device,
+    )
     masks = []
     with torch.no_grad():
         for start in range(0, len(samples), 256):
             rows = slice(start, start + 256)
             latents = samples[rows] / stats["scaling_factor"] + stats["shift_factor"]
-            pixels = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
+            pixels = (decode(vae, latents).clamp(-1, 1) + 1) * 127.5  # (b, 3, 64, 64)
             distance = (pixels - backgrounds[rows, :, None, None]).norm(dim=1, keepdim=True)
             masks.append(F.adaptive_max_pool2d((distance > FOREGROUND_DISTANCE).float(), samples.shape[-1]))
     return torch.cat(masks)
@@ -220,7 +239,9 @@ def run_turbo(ctx: Context) -> None:
     """
     stage, cfg = "turbo", ctx.cfg
     pairs = teacher_samples(ctx) if cfg.teacher_samples else None
-    masks = _teacher_object_masks(ctx, "sdxl", pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
+    masks = (
+        _teacher_object_masks(ctx, "sdxl", pairs[2], pairs[1]) if pairs is not None and cfg.object_loss_weight else None
+    )
     latents = None if pairs is not None else ctx.latents("sdxl")
     parts = _base_parts(ctx, trained=True)  # the student starts as the base
     teacher = copy.deepcopy(parts["unet"]).eval().requires_grad_(False) if cfg.turbo_distill_weight else None
@@ -236,15 +257,19 @@ def run_turbo(ctx: Context) -> None:
             rows = ctx.batch_index(stage, generator, n=len(pairs[0]))
             noise, index, target = pairs[0][rows], pairs[1][rows], pairs[2][rows]
         else:
+            assert latents is not None  # the training latents stand in when there are no teacher samples
             index = ctx.batch_index(stage, generator)
             target = latents.sample(index, generator)
             noise = torch.randn(target.shape, generator=generator, device=cfg.device)
         with torch.no_grad():
-            embeds, added = models.sdxl_conditioning(parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index])
+            embeds, added = models.sdxl_conditioning(
+                parts["text_encoder"], parts["text_encoder_2"], ctx.data.ids[index]
+            )
         start = noise * init_sigma
         t = torch.full((len(index),), timestep, device=cfg.device)
-        predicted = parts["unet"](start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds,
-                                  added_cond_kwargs=added).sample
+        predicted = parts["unet"](
+            start / (sigma**2 + 1) ** 0.5, t, encoder_hidden_states=embeds, added_cond_kwargs=added
+        ).sample
         sample = start - sigma * predicted  # one Euler step from sigma_max to 0
         if masks is not None:
             total = _pixel_weighted_mse(sample, target, masks[rows], cfg.object_loss_weight).mean()
@@ -254,10 +279,13 @@ def run_turbo(ctx: Context) -> None:
             t_teacher = torch.randint(20, len(alphas) - 20, (len(index),), generator=generator, device=cfg.device)
             a = alphas[t_teacher][:, None, None, None]
             renoised = a.sqrt() * sample.detach() + (1 - a).sqrt() * torch.randn(
-                sample.shape, generator=generator, device=cfg.device)
+                sample.shape, generator=generator, device=cfg.device
+            )
             with torch.no_grad():
                 guided = _cfg_x0(teacher, renoised, t_teacher, a, embeds, added, cfg.base_guidance)
-            total = total + cfg.turbo_distill_weight * (a.flatten() * ((sample - guided) ** 2).mean(dim=(1, 2, 3))).mean()
+            total = (
+                total + cfg.turbo_distill_weight * (a.flatten() * ((sample - guided) ** 2).mean(dim=(1, 2, 3))).mean()
+            )
         return total
 
     train_loop(cfg, stage, parts, loss, trainable=["unet"])
@@ -279,8 +307,7 @@ def _flux_position_ids(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(image ids (G * G, 3) of the G x G token grid (G = FLUX_TOKEN_GRID), text ids
     (MAX_TOKENS, 3)) for the RoPE."""
     grid = models.FLUX_TOKEN_GRID
-    return (models.latent_image_ids(grid, grid, device),
-            torch.zeros(models.MAX_TOKENS, 3, device=device))
+    return (models.latent_image_ids(grid, grid, device), torch.zeros(models.MAX_TOKENS, 3, device=device))
 
 
 FluxText = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -308,7 +335,7 @@ def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], froze
     for name in ("text_encoder", "text_encoder_2"):
         parts[name].eval()  # as train_loop leaves frozen modules
     with torch.no_grad():
-        chunks = [encode(ids[start:start + 1000]) for start in range(0, len(ids), 1000)]
+        chunks = [encode(ids[start : start + 1000]) for start in range(0, len(ids), 1000)]
     all_embeds, all_pooled = torch.cat([e for e, _ in chunks]), torch.cat([p for _, p in chunks])
 
     def lookup(index: torch.Tensor, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -318,8 +345,14 @@ def _flux_caption_encoder(ctx: Context, parts: dict[str, torch.nn.Module], froze
     return lookup
 
 
-def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, noise: torch.Tensor,
-                    sigma: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+def _flux_flow_loss(
+    parts: dict[str, torch.nn.Module],
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    embeds: torch.Tensor,
+    pooled: torch.Tensor,
+) -> torch.Tensor:
     """Flow-matching loss of the toy Flux: clean and noise packed (B, G * G, 4 * C) with
     G = FLUX_TOKEN_GRID, sigma (B,), the captions' embeds (B, MAX_TOKENS, TEXT_WIDTH) and
     pooled (B, TEXT_WIDTH) (from _flux_caption_encoder); the velocity target is noise -
@@ -328,8 +361,14 @@ def _flux_flow_loss(parts: dict[str, torch.nn.Module], clean: torch.Tensor, nois
     img_ids, txt_ids = _flux_position_ids(str(clean.device))
     s = sigma[:, None, None]
     velocity = parts["transformer"](
-        hidden_states=(1 - s) * clean + s * noise, timestep=sigma, guidance=None, pooled_projections=pooled,
-        encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+        hidden_states=(1 - s) * clean + s * noise,
+        timestep=sigma,
+        guidance=None,
+        pooled_projections=pooled,
+        encoder_hidden_states=embeds,
+        txt_ids=txt_ids,
+        img_ids=img_ids,
+        return_dict=False,
     )[0]
     error = ((velocity - (noise - clean)) ** 2).mean(dim=-1)
     return error.view(len(error), 1, models.FLUX_TOKEN_GRID, models.FLUX_TOKEN_GRID)
@@ -357,8 +396,9 @@ def run_flux(ctx: Context) -> None:
         noise = torch.randn(clean.shape, generator=generator, device=cfg.device)
         sigma = _logit_normal(b, generator, cfg.device)
         drop = torch.rand(b, generator=generator, device=cfg.device) < cfg.caption_dropout
-        error = _flux_flow_loss(parts, models.pack_latents(clean), models.pack_latents(noise), sigma,
-                                *encode(index, drop))
+        error = _flux_flow_loss(
+            parts, models.pack_latents(clean), models.pack_latents(noise), sigma, *encode(index, drop)
+        )
         return _object_weighted_mean(error, ctx.data.object_mask(index, error.shape[-1]), cfg.object_loss_weight).mean()
 
     train_loop(cfg, stage, parts, loss, trainable=trainable)

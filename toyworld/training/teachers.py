@@ -1,12 +1,13 @@
 """Teacher samples for the distillation stages: (noise, caption, the teacher's sample from
 that noise), drawn reproducibly and cached in the work dir so that a larger count extends
 the cache and a killed run resumes."""
+
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from diffdict.toyworld.training import models
 from diffdict.toyworld.training.checkpoints import save_tensors_atomic
 from diffdict.toyworld.training.context import Context
+from diffdict.toyworld.training.diffusers_calls import float_tensor, latent_images
 from diffdict.toyworld.training.export import export_flux, export_sdxl
 
 DRAW_BLOCK = 64  # teacher draws come in blocks of this many rows, each from its own seed
@@ -32,8 +34,14 @@ def _teacher_draws(ctx: Context, name: str, n: int, shape: tuple[int, ...]) -> t
     return torch.cat(noises)[:n], torch.cat(indices)[:n]
 
 
-def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise: torch.Tensor,
-                    make_sampler: Callable[[], Callable[[slice], torch.Tensor]]) -> torch.Tensor:
+def _cached_samples(
+    ctx: Context,
+    name: str,
+    teacher: Path,
+    settings: str,
+    noise: torch.Tensor,
+    make_sampler: Callable[[], Callable[[slice], torch.Tensor]],
+) -> torch.Tensor:
     """sample(rows) for every row of `noise`, where sample = make_sampler() is built only if
     something is left to sample (it loads the teacher); cached in the work dir as
     `<name>_<seed>_<n_scenes>` with the digest of the teacher checkpoint and the sampling
@@ -54,14 +62,17 @@ def _cached_samples(ctx: Context, name: str, teacher: Path, settings: str, noise
             cached = load_file(str(path))["targets"].to(cfg.device)
             done = len(cached)
     if done >= n:
+        assert cached is not None  # n > 0 rows: the cache held them
         return cached[:n]
     targets = torch.zeros_like(noise)
     if cached is not None:
         targets[:done] = cached
     chunk = 2048 if cfg.device.startswith("cuda") else 64
     sample, last_save = make_sampler(), time.time()
-    with torch.no_grad(), tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress,
-                               mininterval=5) as bar:
+    with (
+        torch.no_grad(),
+        tqdm(total=n, initial=done, desc=f"{name} samples", disable=not cfg.progress, mininterval=5) as bar,
+    ):
         while done < n:
             rows = slice(done, min(done + chunk, n))
             targets[rows] = sample(rows).float()
@@ -91,14 +102,32 @@ def teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
         def sample(rows: slice) -> torch.Tensor:
             embeds, added = models.sdxl_conditioning(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=added["text_embeds"], latents=noise[rows],
-                        num_inference_steps=cfg.base_steps, guidance_scale=cfg.base_guidance,
-                        height=models.IMAGE_SIZE, width=models.IMAGE_SIZE, output_type="latent").images
+            output = pipe(
+                prompt_embeds=embeds,
+                pooled_prompt_embeds=added["text_embeds"],
+                latents=noise[rows],
+                num_inference_steps=cfg.base_steps,
+                guidance_scale=cfg.base_guidance,
+                height=models.IMAGE_SIZE,
+                width=models.IMAGE_SIZE,
+                output_type="latent",
+            )
+            return latent_images(output)
 
         return sample
 
-    return noise, index, _cached_samples(ctx, "teacher", cfg.work / "base.safetensors",
-                                         f"steps {cfg.base_steps} cfg {cfg.base_guidance}", noise, make_sampler)
+    return (
+        noise,
+        index,
+        _cached_samples(
+            ctx,
+            "teacher",
+            cfg.work / "base.safetensors",
+            f"steps {cfg.base_steps} cfg {cfg.base_guidance}",
+            noise,
+            make_sampler,
+        ),
+    )
 
 
 def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,15 +151,32 @@ def flux_teacher_samples(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torc
         def sample(rows: slice) -> torch.Tensor:
             count = rows.stop - rows.start
             embeds, pooled = models.encode_flux(pipe.text_encoder, pipe.text_encoder_2, ctx.data.ids[index[rows]])
-            return pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled,
-                        negative_prompt_embeds=empty.expand(count, -1, -1),
-                        negative_pooled_prompt_embeds=empty_pooled.expand(count, -1),
-                        true_cfg_scale=cfg.flux_teacher_guidance, latents=noise[rows],
-                        num_inference_steps=cfg.flux_teacher_steps, height=models.IMAGE_SIZE,
-                        width=models.IMAGE_SIZE, max_sequence_length=models.MAX_TOKENS, output_type="latent").images
+            output = pipe(
+                prompt_embeds=float_tensor(embeds),
+                pooled_prompt_embeds=float_tensor(pooled),
+                negative_prompt_embeds=float_tensor(empty.expand(count, -1, -1)),
+                negative_pooled_prompt_embeds=float_tensor(empty_pooled.expand(count, -1)),
+                true_cfg_scale=cfg.flux_teacher_guidance,
+                latents=float_tensor(noise[rows]),
+                num_inference_steps=cfg.flux_teacher_steps,
+                height=models.IMAGE_SIZE,
+                width=models.IMAGE_SIZE,
+                max_sequence_length=models.MAX_TOKENS,
+                output_type="latent",
+            )
+            return latent_images(output)
 
         return sample
 
-    return noise, index, _cached_samples(
-        ctx, "flux_teacher", cfg.work / "flux.safetensors",
-        f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}", noise, make_sampler)
+    return (
+        noise,
+        index,
+        _cached_samples(
+            ctx,
+            "flux_teacher",
+            cfg.work / "flux.safetensors",
+            f"steps {cfg.flux_teacher_steps} true_cfg {cfg.flux_teacher_guidance}",
+            noise,
+            make_sampler,
+        ),
+    )

@@ -11,7 +11,12 @@ shape, size, or none), attending over the token states the denoiser will cross-a
 background, its pattern and the style from the pooled embedding the denoiser also receives. The readouts
 are thrown away after training; only the encoders are kept.
 """
+
 from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +35,16 @@ from diffdict.toyworld.scenes import (
 
 # Per-position attributes; each gets one extra class, "no object here".
 SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES}
-GLOBAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"background": tuple(BACKGROUNDS), "pattern": PATTERNS,
-                                                 "style": STYLES}
+GLOBAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"background": tuple(BACKGROUNDS), "pattern": PATTERNS, "style": STYLES}
 
 
 def caption_targets(scenes: list[Scene]) -> dict[str, torch.Tensor]:
     """Class indices of what each caption says: slot attributes (N, 5) with len(values)
     meaning 'no object at this position', global attributes (N,)."""
-    targets = {name: torch.full((len(scenes), len(POSITIONS)), len(values), dtype=torch.long)
-               for name, values in SLOT_ATTRIBUTES.items()}
+    targets = {
+        name: torch.full((len(scenes), len(POSITIONS)), len(values), dtype=torch.long)
+        for name, values in SLOT_ATTRIBUTES.items()
+    }
     targets |= {name: torch.empty(len(scenes), dtype=torch.long) for name in GLOBAL_ATTRIBUTES}
     for row, scene in enumerate(scenes):
         for obj in scene.objects:
@@ -58,11 +64,15 @@ class AttributeReadout(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(len(POSITIONS), width) / width**0.5)
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.slot_heads = nn.ModuleDict({
-            name: nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, len(values) + 1))
-            for name, values in SLOT_ATTRIBUTES.items()})
-        self.global_heads = nn.ModuleDict({
-            name: nn.Linear(pooled_width, len(values)) for name, values in GLOBAL_ATTRIBUTES.items()})
+        self.slot_heads = nn.ModuleDict(
+            {
+                name: nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, len(values) + 1))
+                for name, values in SLOT_ATTRIBUTES.items()
+            }
+        )
+        self.global_heads = nn.ModuleDict(
+            {name: nn.Linear(pooled_width, len(values)) for name, values in GLOBAL_ATTRIBUTES.items()}
+        )
 
     def forward(self, tokens: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         """-> slot logits (B, 5, classes) and global logits (B, classes)."""
@@ -72,9 +82,14 @@ class AttributeReadout(nn.Module):
         return logits | {name: head(pooled) for name, head in self.global_heads.items()}
 
 
+def total_loss(losses: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of one or more loss tensors: sum() without its start of 0 (which types the result int | Tensor)."""
+    return functools.reduce(operator.add, losses)
+
+
 def readout_loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over attributes of the mean cross-entropy."""
-    return sum(F.cross_entropy(logits[name].flatten(0, -2), targets[name].flatten()) for name in targets)
+    return total_loss(F.cross_entropy(logits[name].flatten(0, -2), targets[name].flatten()) for name in targets)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
 """The toy world's error types for a caller's mistake (see adapters/errors.py for `user_facing`)."""
+
 from __future__ import annotations
 
 

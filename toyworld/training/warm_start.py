@@ -19,11 +19,13 @@ so `flux` is written with the student's transformer: continuing `flux` warm-star
 teacher from the student. The text stage's file lets a continued denoiser whose family is in
 text_pretrain (flux by default) find its frozen encoders: the shipped ones.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel
 
 from diffdict.dictionaries.atomic import write_json_atomic
 from diffdict.toyworld.training.checkpoints import save_final
@@ -34,7 +36,10 @@ STAGE_PARTS = {
     "vae_flux": ("flux", {"vae": "vae"}),
     "base": ("sdxl-base", {"unet": "unet", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}),
     "turbo": ("sdxl-turbo", {"unet": "unet"}),
-    "flux": ("flux", {"transformer": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"}),
+    "flux": (
+        "flux",
+        {"transformer": "transformer", "text_encoder": "text_encoder", "text_encoder_2": "text_encoder_2"},
+    ),
     "flux_distill": ("flux", {"transformer": "transformer"}),
 }
 TEXT_FOLDERS = {"sdxl": "sdxl-base", "flux": "flux"}  # family -> the folder whose encoders the text stage gets
@@ -54,17 +59,28 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
     if unknown:
         raise ToyInputError(f"cannot continue {sorted(unknown)}: choose from {', '.join((*STAGE_PARTS, 'text'))}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    targets = {stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
-               for stage in (*STAGE_PARTS, "text")}
-    clashes = [p for stage, p in targets.items()
-               if p.exists() or (work_dir / f"{stage}.safetensors").exists() or (work_dir / f"{stage}.partial.safetensors").exists()]
+    targets = {
+        stage: work_dir / (f"{stage}.init.safetensors" if stage in continue_stages else f"{stage}.safetensors")
+        for stage in (*STAGE_PARTS, "text")
+    }
+    clashes = [
+        p
+        for stage, p in targets.items()
+        if p.exists()
+        or (work_dir / f"{stage}.safetensors").exists()
+        or (work_dir / f"{stage}.partial.safetensors").exists()
+    ]
     if clashes:
-        raise ToyInputError(f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
-                              "import into an empty work dir")
+        raise ToyInputError(
+            f"{work_dir} already holds checkpoints for these stages ({', '.join(p.name for p in clashes)}): "
+            "import into an empty work dir"
+        )
     pipes = {}
     for folder in sorted({folder for folder, _ in STAGE_PARTS.values()}):
         if not (weights_dir / folder / "model_index.json").exists():
-            raise ToyMissingFileError(f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)")
+            raise ToyMissingFileError(
+                f"no pipeline folder {weights_dir / folder} (expected sdxl-base, sdxl-turbo, flux)"
+            )
         pipes[folder] = DiffusionPipeline.from_pretrained(str(weights_dir / folder), dtype=torch.float32)
     for pipe in pipes.values():  # shipped encoders learnt an older vocabulary: give them today's
         for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
@@ -74,8 +90,11 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
         modules = {name: getattr(pipes[folder], attribute) for name, attribute in parts.items()}
         save_final(targets[stage], modules, {"imported_from": str(weights_dir / folder)})
         written.append(targets[stage])
-    encoders = {f"{family}_{name}": getattr(pipes[folder], name)
-                for family, folder in TEXT_FOLDERS.items() for name in ("text_encoder", "text_encoder_2")}
+    encoders = {
+        f"{family}_{name}": getattr(pipes[folder], name)
+        for family, folder in TEXT_FOLDERS.items()
+        for name in ("text_encoder", "text_encoder_2")
+    }
     save_final(targets["text"], encoders, {"imported_from": str(weights_dir)})
     written.append(targets["text"])
     for family, folder in (("sdxl", "sdxl-base"), ("flux", "flux")):
@@ -87,7 +106,7 @@ def import_weights(weights_dir: Path, work_dir: Path, continue_stages: tuple[str
     return written
 
 
-def resize_to_vocabulary(encoder: torch.nn.Module, old_tokenizer, seed: int = 0) -> bool:
+def resize_to_vocabulary(encoder: PreTrainedModel, old_tokenizer, seed: int = 0) -> bool:
     """Give a text encoder trained with `old_tokenizer` the toy world's current vocabulary, in place.
 
     Rows of words it knew are kept (by word: a word's id moves when words are added before it); a new
@@ -98,14 +117,18 @@ def resize_to_vocabulary(encoder: torch.nn.Module, old_tokenizer, seed: int = 0)
     old_vocab, new_vocab = old_tokenizer.get_vocab(), tokenizer().get_vocab()
     if old_vocab == new_vocab:
         return False
-    old = encoder.get_input_embeddings().weight.detach().clone()
+    embeddings = encoder.get_input_embeddings()
+    assert isinstance(embeddings, torch.nn.Embedding), "a toy text encoder embeds tokens with nn.Embedding"
+    old = embeddings.weight.detach().clone()
     generator = torch.Generator().manual_seed(seed)
     rows = old.mean(0) + old.std(0) * torch.randn(len(new_vocab), old.shape[1], generator=generator)
     for word, index in new_vocab.items():
         if word in old_vocab:
             rows[index] = old[old_vocab[word]]
     encoder.resize_token_embeddings(len(new_vocab))
+    resized = encoder.get_input_embeddings()
+    assert isinstance(resized, torch.nn.Embedding)
     with torch.no_grad():
-        encoder.get_input_embeddings().weight.copy_(rows)
+        resized.weight.copy_(rows)
     encoder.config.vocab_size = len(new_vocab)
     return True
