@@ -239,7 +239,8 @@ def judge(image: Image.Image | np.ndarray) -> Judgement:
     background, measured, tone = _judge_background(array)
     # the pattern first, from pixels far from anything that could be an object; then every pixel is
     # compared with the background it should show there
-    coarse = ndimage.binary_opening(_background_distance(array, measured, tone) > FOREGROUND_DISTANCE, iterations=1)
+    far = _background_distance(array, measured, tone) > FOREGROUND_DISTANCE
+    coarse = np.asarray(ndimage.binary_opening(far, iterations=1), dtype=bool)
     away = ~np.asarray(ndimage.binary_dilation(coarse, iterations=2), dtype=bool)
     pattern = _judge_pattern(array, away if away.any() else ~coarse, measured, tone)
     expected = _expected_background(pattern, measured, tone, size)
