@@ -74,7 +74,7 @@ def edit_cell(row: dict | None, prompts: pl.DataFrame | None, match: dict) -> Ed
     return EditCell(
         float(row["clean_success"]),
         float(row["success"]),
-        float(row.get("target_before") or float("nan")),
+        float("nan") if row.get("target_before") is None else float(row["target_before"]),
         int(row["prompts"]),
         values,
         row,
