@@ -127,9 +127,8 @@ def _discriminant(xs: np.ndarray, xh: np.ndarray, targets: np.ndarray) -> tuple[
     positives = targets.sum(0)
     means1 = targets.T.astype(np.float64) @ xs / positives[:, None]
     means0 = (~targets).T.astype(np.float64) @ xs / (len(xs) - positives)[:, None]
-    covariance = np.cov(xs, rowvar=False) + 1e-3 * np.trace(np.cov(xs, rowvar=False)) / xs.shape[1] * np.eye(
-        xs.shape[1]
-    )
+    covariance = np.cov(xs, rowvar=False)
+    covariance += 1e-3 * np.trace(covariance) / xs.shape[1] * np.eye(xs.shape[1])
     weights = np.linalg.solve(covariance, (means1 - means0).T)  # (d, C)
     return xs @ weights, xh @ weights
 
@@ -145,6 +144,11 @@ def _covering(firing_s: np.ndarray, firing_h: np.ndarray, sel_t: np.ndarray, hel
     reached = (firing_h.astype(np.float32) @ covers.astype(np.float32)) > 0  # (N_h, C)
     covered = (reached & held_t).sum(0) / np.maximum(held_t.sum(0), 1)
     return covers.sum(0), covered
+
+
+def rank_key(cand: Candidates, scope: str, group: str) -> tuple:
+    """What a candidate's selection ranks are cached under: the frames of one scope and group share rows."""
+    return (cand.method, cand.draw, scope, group)
 
 
 def frame_rows(
@@ -165,10 +169,10 @@ def frame_rows(
     rs, rh = sel_frame.rows, held_frame.rows
     out = []
     for cand in candidates:
-        key = (cand.method, cand.draw, sel_frame.scope, sel_frame.group)
-        if key not in rank_cache:
-            rank_cache[key] = rankdata(cand.selection[rs], axis=0)
         sel_scores, held_scores = cand.selection[rs], cand.heldout[rh]
+        key = rank_key(cand, sel_frame.scope, sel_frame.group)
+        if key not in rank_cache:
+            rank_cache[key] = rankdata(sel_scores, axis=0)
         scores = select_and_score(
             sel_scores, sel_t, held_scores, held_t, selection_auc=auroc_from_ranks(rank_cache[key], sel_t)
         )
@@ -224,12 +228,14 @@ def alignment_rows(
     candidates: list[Candidates],
     seed: int,
     families: tuple[str, ...],
+    cache: dict | None = None,
 ) -> list[dict]:
-    """Alignment rows of every frame of one hook (one world: the real tokens or their twin)."""
+    """Alignment rows of every frame of one hook (one world: the real tokens or their twin). `cache` keeps the
+    candidates' selection ranks (rank_key) for the caller's later use (step_rows)."""
     sel_frames = frames(selection.targets, selection.concepts, selection.location, selection.grid, families)
     held_frames = frames(scoring.targets, scoring.concepts, scoring.location, scoring.grid, families)
     xs, xh = selection.x.numpy(), scoring.x.numpy()
-    cache: dict = {}
+    cache = {} if cache is None else cache
     rows = []
     for sel_frame, held_frame in zip(sel_frames, held_frames):
         rows += frame_rows(base, candidates, sel_frame, held_frame, xs, xh, seed, cache)
@@ -300,14 +306,17 @@ def by_step_rows(
 
 
 def step_rows(
-    base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates], seed: int
+    base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates], rank_cache: dict
 ) -> list[dict]:
-    """Per-step rows of every token frame (all cells, global), for the candidates and the oracle."""
+    """Per-step rows of every token frame (all cells, global), for the candidates and the oracle; the
+    candidates' selection ranks come from `rank_cache` when alignment_rows left them there."""
     rows = []
     for cand in candidates:
         if cand.draw not in (None, 0):
             continue
-        scores = select_and_score(cand.selection, selection.targets, cand.heldout, scoring.targets)
+        ranks = rank_cache.get(rank_key(cand, ALL_CELLS, "all"))
+        auc = None if ranks is None else auroc_from_ranks(ranks, selection.targets)
+        scores = select_and_score(cand.selection, selection.targets, cand.heldout, scoring.targets, selection_auc=auc)
         rows += by_step_rows(
             {**base, "method": cand.method, "kind": cand.kind},
             scoring,

@@ -43,32 +43,48 @@ def choose(rows: pl.DataFrame) -> dict | None:
     return rows.sort(keys, descending=True, nulls_last=True).row(0, named=True)
 
 
+def _matching(table: pl.DataFrame, match: dict) -> pl.DataFrame:
+    """The rows of `table` whose columns equal `match`'s values."""
+    for key, value in match.items():
+        table = table.filter(pl.col(key) == value)
+    return table
+
+
+def chosen_cell(
+    rows: pl.DataFrame, prompts: pl.DataFrame | None, match: dict, carried: tuple[str, ...] = ()
+) -> EditCell | None:
+    """The cell of the summary `rows` matching `match`, chosen on tuning prompts (`choose`); its per-prompt
+    values are the `prompts` rows matching `match` and the chosen row's `carried` columns (e.g. its window)."""
+    row = choose(_matching(rows, match))
+    if row is None:
+        return None
+    return edit_cell(row, prompts, {**match, **{key: row[key] for key in carried}})
+
+
 def edit_cell(row: dict | None, prompts: pl.DataFrame | None, match: dict) -> EditCell | None:
     """The cell of one summary row, with its per-prompt values from `prompts` rows matching `match`."""
     if row is None:
         return None
     values = None
     if prompts is not None and not prompts.is_empty():
-        hit = prompts
-        for key, value in match.items():
-            hit = hit.filter(pl.col(key) == value)
+        hit = _matching(prompts, match)
         if hit.height:
             keys = [c for c in ("attribute", "prompt_id") if c in hit.columns]
             values = {tuple(r[k] for k in keys): float(r["clean_success"]) for r in hit.iter_rows(named=True)}
     return EditCell(
         float(row["clean_success"]),
         float(row["success"]),
-        float(row.get("target_before") or float("nan")),
+        float("nan") if row.get("target_before") is None else float(row["target_before"]),
         int(row["prompts"]),
         values,
         row,
     )
 
 
-def pooled(cells: list[EditCell]) -> EditCell | None:
-    """Cells of several attributes as one (their prompts side by side)."""
-    cells = [c for c in cells if c is not None]
-    if not cells:
+def pooled(maybe_cells: list[EditCell | None]) -> EditCell | None:
+    """Cells of several attributes as one (their prompts side by side); None when any of them is missing."""
+    cells = [c for c in maybe_cells if c is not None]
+    if not cells or len(cells) < len(maybe_cells):
         return None
     n = sum(c.n for c in cells)
     mean = lambda f: sum(f(c) * c.n for c in cells) / n  # noqa: E731

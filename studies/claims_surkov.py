@@ -6,7 +6,7 @@ import polars as pl
 
 from .aggregates import number
 from .claim_base import TURBO, Finding, Tables, combine, has, markdown_table, unmeasured, yes_no
-from .claim_cells import SINGLE_HOOK, EditCell, choose, edit_cell, pooled
+from .claim_cells import SINGLE_HOOK, EditCell, choose, chosen_cell, pooled
 from .claim_stats import MIN_PROMPTS, too_few, z_for
 
 SURKOV = "Surkov et al., Unpacking SDXL Turbo (arXiv 2410.22366)"
@@ -25,17 +25,8 @@ def map_cell(
     tables: Tables, rows: pl.DataFrame, unit: str, attribute: str, method: str, window: str | None = None
 ) -> EditCell | None:
     """One (unit, attribute, method) cell of the map, in `window` or the one chosen on tuning prompts."""
-    hit = rows.filter((pl.col("unit") == unit) & (pl.col("attribute") == attribute) & (pl.col("method") == method))
-    if window is not None:
-        hit = hit.filter(pl.col("window") == window)
-    row = choose(hit)
-    if row is None:
-        return None
-    return edit_cell(
-        row,
-        tables.get("editability_prompts"),
-        {"model": row["model"], "unit": unit, "attribute": attribute, "method": method, "window": row["window"]},
-    )
+    match = {"unit": unit, "attribute": attribute, "method": method, **({"window": window} if window else {})}
+    return chosen_cell(rows, tables.get("editability_prompts"), match, carried=("model", "window"))
 
 
 def _prompts_note(n: int) -> str:
@@ -274,18 +265,11 @@ def transfer_edit(tables: Tables, name: str, target: str, source: str) -> dict:
     def cell_of(method: str | None) -> EditCell | None:
         if method is None:
             return None
-        cells = []
-        for attribute in attributes:
-            hit = rows.filter((pl.col("attribute") == attribute) & (pl.col("method") == method))
-            row = choose(hit)
-            cells.append(
-                edit_cell(
-                    row, prompts, {"dictionary": name, "target_model": target, "attribute": attribute, "method": method}
-                )
-                if row
-                else None
-            )
-        return pooled(cells) if all(c is not None for c in cells) else None
+        cells = [
+            chosen_cell(rows, prompts, {"attribute": a, "method": method}, carried=("dictionary", "target_model"))
+            for a in attributes
+        ]
+        return pooled(cells)
 
     transferred, own, oracle, floor = (cell_of(m) for m in (name, own_name, "oracle", "random"))
     if transferred is None or floor is None:

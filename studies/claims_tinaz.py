@@ -18,7 +18,7 @@ from .claim_base import (
     markdown_table,
     unmeasured,
 )
-from .claim_cells import EditCell, choose, edit_cell
+from .claim_cells import EditCell, choose, chosen_cell
 from .claim_stats import MIN_PROMPTS, too_few
 
 TINAZ = "Tinaz et al., Emergence and Evolution of Interpretable Concepts in Diffusion Models (arXiv 2504.15473)"
@@ -86,24 +86,11 @@ def _windows_rows(tables: Tables, split: str) -> pl.DataFrame:
     return rows.filter(pl.col("split") == split)
 
 
-def _window_cell(
-    tables: Tables, rows: pl.DataFrame, edit: str, hook: str, kind: str, style: str, window: str
-) -> EditCell | None:
-    hit = rows.filter(
-        (pl.col("edit") == edit)
-        & (pl.col("hook") == hook)
-        & (pl.col("kind") == kind)
-        & (pl.col("style") == style)
-        & (pl.col("window") == window)
-    )
-    row = choose(hit)
-    if row is None:
-        return None
-    return edit_cell(
-        row,
-        tables.get("windows_prompts"),
-        {"model": BASE, "hook": hook, "edit": edit, "style": style, "window": window, "dictionary": row["dictionary"]},
-    )
+def _window_cell(tables: Tables, rows: pl.DataFrame, edit: str, hook: str, style: str, window: str) -> EditCell | None:
+    """One (attribute, hook, style, window) cell of the windows study (the oracle and random rows' style is
+    their kind), with its per-prompt values."""
+    match = {"edit": edit, "hook": hook, "style": style, "window": window}
+    return chosen_cell(rows, tables.get("windows_prompts"), match, carried=("model", "dictionary"))
 
 
 def tinaz_windows(tables: Tables) -> Finding:
@@ -123,8 +110,8 @@ def tinaz_windows(tables: Tables) -> Finding:
         hook = chosen["hook"]
         cells = {
             w: (
-                _window_cell(tables, scored, edit, hook, "oracle", "oracle", w),
-                _window_cell(tables, scored, edit, hook, "random", "random", w),
+                _window_cell(tables, scored, edit, hook, "oracle", w),
+                _window_cell(tables, scored, edit, hook, "random", w),
             )
             for w in WINDOWS
         }

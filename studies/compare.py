@@ -113,25 +113,22 @@ def summarize_alignment(alignment: pl.DataFrame, sparse: pl.DataFrame) -> dict[s
     return summary
 
 
-def _dense(dictionary, tokens: HookTokens) -> np.ndarray:
-    return dense_codes(dictionary, tokens.x)
-
-
 def _world_rows(
     run: Run, study, pair: str, world: str, selection: HookTokens, scoring: HookTokens, dictionaries: dict, n_atoms: int
 ) -> dict[str, list[dict]]:
-    codes = {name: (_dense(d, selection), _dense(d, scoring)) for name, d in dictionaries.items()}
+    codes = {name: (dense_codes(d, selection.x), dense_codes(d, scoring.x)) for name, d in dictionaries.items()}
     candidates = candidate_sets(selection, scoring, codes, n_atoms, study.random_draws, run.config.seed)
     base = {"world": world, "pair": pair}
     families = FAMILIES if study.location_concepts else (GLOBAL,)
+    ranks: dict = {}  # the candidates' selection ranks, computed once for the alignment and the per-step rows
     out = {
-        "alignment": alignment_rows(base, selection, scoring, candidates, run.config.seed, families),
+        "alignment": alignment_rows(base, selection, scoring, candidates, run.config.seed, families, ranks),
         "sparse": [],
         "by_t": [],
     }
     if world == TOY:
         out["sparse"] = sparse_rows(base, selection, scoring, candidates, run.config.seed)
-        out["by_t"] = step_rows(base, selection, scoring, candidates, run.config.seed)
+        out["by_t"] = step_rows(base, selection, scoring, candidates, ranks)
     return out
 
 

@@ -71,10 +71,6 @@ def _place_masks(location: np.ndarray, grid: tuple[int, int], family: str) -> di
     return {f"@col{c}": col == c for c in range(w)}
 
 
-def _split_frame(scope, family, group, rows, names, targets, places):
-    return Frame(scope, family, group, rows, names, targets, places)
-
-
 def frames(
     targets: np.ndarray,
     concepts: list[str],

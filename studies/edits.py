@@ -200,10 +200,10 @@ class EditJudgement:
     target_before: bool  # the unedited image already read as the target: success with no edit at all
 
 
-def _reads_target(plan: EditPlan, judged) -> bool:
-    from diffdict.toyworld.judge import match_objects, score
+def _reads_target(plan: EditPlan, judged, after: dict[str, list[bool]]) -> bool:
+    """Whether `judged` reads as the plan's target; `after` is its score against the expected scene."""
+    from diffdict.toyworld.judge import match_objects
 
-    after = score(plan.expected_scene, judged)
     success = bool(after[plan.attribute][0]) if after[plan.attribute] else False
     if plan.attribute == "position":
         # The object must have left: no judged object may still sit at its old anchor.
@@ -230,7 +230,7 @@ def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image)
     edited = judge(edited_image)
     before = score(original_scene, original_judgement)
     after = score(plan.expected_scene, edited)
-    success = _reads_target(plan, edited)
+    success = _reads_target(plan, edited, after)
     source_shown = bool(before[plan.attribute][0]) if before[plan.attribute] else False
     edited_key = (plan.attribute, 0)
     kept = [
@@ -242,7 +242,8 @@ def judge_edit(plan: EditPlan, original_scene, original_judgement, edited_image)
     preservation = sum(kept) / len(kept) if kept else float("nan")
     count_kept = len(edited.objects) == len(plan.expected_scene.objects)
     clean = success and source_shown and count_kept and all(kept)
-    return EditJudgement(success, clean, preservation, source_shown, _reads_target(plan, original_judgement))
+    target_before = _reads_target(plan, original_judgement, score(plan.expected_scene, original_judgement))
+    return EditJudgement(success, clean, preservation, source_shown, target_before)
 
 
 # ---- directions ---------------------------------------------------------------------------------

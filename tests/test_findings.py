@@ -238,3 +238,10 @@ def test_the_header_names_the_tables_it_was_rendered_from():
         seeds, {"study_seed": 0}, source="runs/other/findings"
     )
     assert "docs/findings/" not in render(seeds, {"study_seed": 0}, source="runs/other/findings")
+
+
+def test_a_no_edit_rate_of_zero_is_shown_as_zero_not_as_missing():
+    cells = _roles()
+    table = _map(cells)
+    table["editability_best"] = table["editability_best"].with_columns(pl.lit(0.0).alias("target_before"))
+    assert "| shape | down.2.1 | 0.90 | 0.00 | 0.00 |" in surkov_blocks(table).body
