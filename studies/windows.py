@@ -158,9 +158,14 @@ def style_interventions(
 
 
 def calibration_variants(
-    plans: list[EditPlan], edits: list[HookEdits], selection, t_range: tuple[float, float], strength: float
+    plans: list[EditPlan],
+    edits: list[HookEdits],
+    selection,
+    t_range: tuple[float, float],
+    strength: float,
+    methods: tuple[str, ...] = (ORACLE, RANDOM),
 ) -> list[Variant]:
-    """Oracle and random edits of every plan, each region with the sdlens edit's norm."""
+    """Edits of every plan by each of `methods` (oracle, random), each region with the sdlens edit's norm."""
     low, high = t_range
     means = {}
     for e in edits:
@@ -168,7 +173,7 @@ def calibration_variants(
         window = tokens.rows((tokens.t >= low) & (tokens.t <= high))
         means[e.hook] = concept_means(window.x, window.targets, window.concepts)
     variants = []
-    for method in (ORACLE, RANDOM):
+    for method in methods:
         for plan in plans:
             vectors = {}
             for e in edits:
@@ -296,9 +301,9 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                         record(split, plan, style, "dictionary", window, edited[plan.prompt_index], edited, rank)
                 if use_clip:
                     continue
-                variants = calibration_variants(plans, edits, selection, t_range, study.strength)
-                if split == "tune":
-                    variants = [v for v in variants if v.method == ORACLE]
+                # Tuning prompts only choose the hook by the oracle: no random edits are built for them.
+                methods = (ORACLE,) if split == "tune" else (ORACLE, RANDOM)
+                variants = calibration_variants(plans, edits, selection, t_range, study.strength, methods)
                 for start in range(0, len(variants), GENERATE_LIMIT):
                     chunk = variants[start : start + GENERATE_LIMIT]
                     edited = run.generate(

@@ -183,6 +183,9 @@ def test_windows_table_covers_every_style_and_window(finished_run):
         "flux_add",
     }
     assert (windows["clean_success"] <= windows["success"]).all()
+    # tuning prompts carry only the oracle rows the claims choose hooks by; every style is scored held out
+    assert set(windows.filter(pl.col("split") == "tune")["style"].to_list()) == {"oracle"}
+    assert set(windows.filter(pl.col("split") == "score")["style"].to_list()) == set(windows["style"].to_list())
     assert set(windows["window"].to_list()) == {"early", "all"}
     assert windows["success"].is_between(0, 1).all()
     # the 1-step model's only step (t = 1) lies in both windows (study_fixtures.TINY_WINDOWS)
