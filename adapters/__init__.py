@@ -17,6 +17,7 @@ from .base import Adapter, ProtocolDefaults  # noqa: E402
 from .capture import BRANCHES, CapturedMap, Generation  # noqa: E402
 from .hookpoints import HookPoint  # noqa: E402
 from .interventions import AddDirection, EditFeatures, FeatureOp, Intervention, RowFeatureEdits, SkipBlock, Splice  # noqa: E402
+from .prefix_cache import PrefixCache  # noqa: E402
 from .registry import default_device, known_models, load  # noqa: E402
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "EditFeatures",
     "FeatureOp",
     "Intervention",
+    "PrefixCache",
     "RowFeatureEdits",
     "SkipBlock",
     "Splice",

@@ -21,6 +21,7 @@ from .capture import CapturedMap, Generation
 from .errors import AdapterInputError, UnknownNameError
 from .hookpoints import HookPoint, unknown_hook_message
 from .interventions import Intervention
+from .prefix_cache import PrefixCache, TrajectorySettings
 
 if TYPE_CHECKING:  # family_spec imports this module
     from .family_spec import Family
@@ -175,12 +176,15 @@ class Adapter:
         negative_prompt: Sequence[str] | str | None = None,
         capture_steps: Iterable[int] | None = None,
         capture_dtype: torch.dtype = torch.float32,
+        prefix_cache: PrefixCache | None = None,
     ) -> Generation:
         """Generate one image per prompt, capturing `hooks` and applying `interventions`.
 
         seeds: one per prompt, or one int for all (prompt i then uses seed + i).
         capture: "update" (block output - input, the default) or "output" (the stream).
         capture_steps: only keep maps of these step indices (None = every step).
+        prefix_cache: serves (and records) the denoiser's predictions on steps no intervention or capture
+            touches, from earlier generations of the same prompts and seeds (see prefix_cache.py).
         Returns images and, per hook, per denoiser call, per branch, a (batch, h, w, d) map.
         """
         if self.pipe is None:
@@ -222,8 +226,19 @@ class Adapter:
 
         generation = Generation(images=[], prompts=prompts, seeds=seeds)
         keep_steps = None if capture_steps is None else frozenset(capture_steps)
+        prefix = None
+        if prefix_cache is not None:
+            negatives = (
+                [negative_prompt] * len(prompts)
+                if negative_prompt is None or isinstance(negative_prompt, str)
+                else list(negative_prompt)
+            )
+            settings = TrajectorySettings(
+                tuple(prompts), tuple(negatives), tuple(seeds), steps, guidance, height, width
+            )
+            prefix = (prefix_cache, settings)
         session = _HookSession(
-            self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype
+            self, generation, hook_names, capture, interventions, (height, width), keep_steps, capture_dtype, prefix
         )
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = self._pipeline_kwargs(steps, guidance, height, width, negative_prompt)
@@ -248,8 +263,12 @@ class _HookSession:
         size: tuple[int, int],
         keep_steps: frozenset[int] | None,
         capture_dtype: torch.dtype,
+        prefix: tuple[PrefixCache, TrajectorySettings] | None = None,
     ):
         self.adapter = adapter
+        self.prefix = prefix
+        self.interventions = interventions
+        self.edited = False  # an intervention has been active: later steps are no longer the unedited ones
         self.generation = generation
         self.capture_hooks = set(hook_names)
         self.capture = capture
@@ -266,7 +285,13 @@ class _HookSession:
         self.last_cond_change: dict[int, torch.Tensor] = {}
 
     def __enter__(self) -> _HookSession:
-        self.handles.append(self.adapter.denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True))
+        denoiser = self.adapter.denoiser
+        self.handles.append(denoiser.register_forward_pre_hook(self._on_denoiser_call, with_kwargs=True))
+        if self.prefix is not None:
+            # An instance attribute shadows the class's forward (nn.Module.__call__ reads self.forward); one set
+            # before (an offload hook's wrapper) is put back on exit.
+            self.shadowed_forward = denoiser.__dict__.get("forward")
+            denoiser.forward = self._prefix_forward(denoiser.forward, *self.prefix)
         modules = dict(self.adapter.denoiser.named_modules())
         for name in sorted(self.capture_hooks | set(self.by_hook)):
             hook = self.adapter.hook_points[name]
@@ -278,6 +303,41 @@ class _HookSession:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+        if self.prefix is not None:
+            denoiser = self.adapter.denoiser
+            if self.shadowed_forward is None:
+                del denoiser.forward
+            else:
+                denoiser.forward = self.shadowed_forward
+
+    def _prefix_forward(self, forward: Any, cache: PrefixCache, settings: TrajectorySettings) -> Any:
+        """`forward` that serves an untouched step from `cache` when it holds every row, and records it otherwise."""
+
+        def cached_forward(*args: Any, **kwargs: Any) -> Any:
+            sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+            untouched = self._untouched_step()  # first: it also notes an edit that starts at this step
+            keys = None
+            if untouched and kwargs.get("return_dict") is False and isinstance(sample, torch.Tensor):
+                keys = settings.row_keys(self.adapter._row_branches(sample.shape[0], self.state), self.state.step)
+                prediction = None if keys is None else cache.lookup(keys, sample.device)
+                if prediction is not None:
+                    return (prediction,)
+            output = forward(*args, **kwargs)
+            if keys is not None:
+                cache.store(keys, output[0])
+            return output
+
+        return cached_forward
+
+    def _untouched_step(self) -> bool:
+        """No intervention is active at the current step or was at an earlier one (the latents are still the
+        unedited generation's), and no hook is captured at it: the denoiser's prediction is the unedited one."""
+        state = self.state
+        if any(iv.active(state.step, state.t) for iv in self.interventions):
+            self.edited = True
+        if self.edited:
+            return False
+        return not (self.capture_hooks and (self.keep_steps is None or state.step in self.keep_steps))
 
     def _on_denoiser_call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         timestep, t = self.adapter._read_timestep(args, kwargs)

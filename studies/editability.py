@@ -126,6 +126,7 @@ class EditCells:
     def __init__(
         self, run: Run, model: str, hooks: list[str], selection_prompts: int, scoring_prompts: int, tuning_prompts: int
     ):
+        from diffdict.adapters import PrefixCache
         from diffdict.toyworld.judge import judge
 
         self.run, self.model = run, model
@@ -143,6 +144,8 @@ class EditCells:
             for h in hooks
         }
         self.originals = {split: [judge(image) for image in prompts.images] for split, prompts in self.sets.items()}
+        # edits in a middle or late window replay the unedited steps before it from here
+        self.prefix_cache = PrefixCache()
 
     def edit(
         self,
@@ -197,6 +200,7 @@ class EditCells:
                 [prompts.prompts[v.plan.prompt_index].text for v in chunk],
                 [run.study_seed] * len(chunk),
                 interventions=interventions_for(chunk, {h: self.grids[h] for h in hooks}, t_range),
+                prefix_cache=self.prefix_cache,
             ).images
             for variant, image in zip(chunk, images):
                 index = variant.plan.prompt_index

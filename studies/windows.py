@@ -210,6 +210,7 @@ def clip_score_edits(
 
 
 def run_windows(run: Run) -> dict[str, pl.DataFrame]:
+    from diffdict.adapters import PrefixCache
     from diffdict.adapters.registry import draws_toy_scenes
     from diffdict.toyworld.judge import judge
 
@@ -237,6 +238,7 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
         if not use_clip:  # the oracle rows on train prompts, where claims choose the hook (no CLIP: no oracle)
             sets["tune"] = labelled_set(run, model, [], "tuning", study.tuning_prompts)
         originals = {split: None if use_clip else [judge(image) for image in s.images] for split, s in sets.items()}
+        prefix_cache = PrefixCache()  # a middle or late window's edits replay the unedited steps before it from here
 
         def record(split: str, plan: EditPlan, style: str, kind: str, window: str, image, edited_all, rank) -> None:
             low, high = study.windows[window]
@@ -294,7 +296,11 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                         for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study, t_range)
                     ]
                     edited = run.generate(
-                        model, [p.text for p in prompts], [seed] * len(prompts), interventions=interventions
+                        model,
+                        [p.text for p in prompts],
+                        [seed] * len(prompts),
+                        interventions=interventions,
+                        prefix_cache=prefix_cache,
                     ).images
                     for plan in plans:
                         rank = max(e.feature_of[c][1] for e in edits for c in (plan.source.source, plan.target.target))
@@ -311,6 +317,7 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                         [prompts[v.plan.prompt_index].text for v in chunk],
                         [seed] * len(chunk),
                         interventions=direction_interventions(chunk, grids, t_range),
+                        prefix_cache=prefix_cache,
                     ).images
                     for variant, image in zip(chunk, edited):
                         record(split, variant.plan, variant.method, variant.method, window, image, None, None)
