@@ -13,6 +13,7 @@ half of them (dots).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from itertools import permutations
 from typing import cast
@@ -142,6 +143,27 @@ def _shape_templates(cx: float, cy: float, half: float, ys: np.ndarray, xs: np.n
     return {shape: inside_shape(shape, dx, dy) for shape in SHAPES}
 
 
+@functools.lru_cache(maxsize=64)  # about 1 MB each
+def _fitted_templates(cx: float, cy: float, half: float, height: int, width: int) -> tuple[tuple[str, np.ndarray], ...]:
+    """(shape, (blurs, placements, h, w) bool) for an object centred at (cx, cy) of a height x width crop (crop
+    coordinates), each template crisp and seen through each of FIT_BLURS. The fit depends on the box only through
+    these numbers, which take few values (boxes have integer edges, objects two nominal sizes), so the drawn and
+    blurred templates are kept: most of a judgement's time went into redrawing them."""
+    pixel_ys, pixel_xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    fitted = []
+    for shape, templates in _shape_templates(cx, cy, half, pixel_ys, pixel_xs).items():
+        seen = [
+            templates
+            if sigma == 0
+            else ndimage.gaussian_filter(templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
+            for sigma in FIT_BLURS
+        ]
+        stack = np.stack(seen)
+        stack.flags.writeable = False
+        fitted.append((shape, stack))
+    return tuple(fitted)
+
+
 def _shape_of(mask: np.ndarray, box: tuple[slice, slice]) -> str:
     """The shape whose template best overlaps (IoU) the object's mask.
 
@@ -159,19 +181,13 @@ def _shape_of(mask: np.ndarray, box: tuple[slice, slice]) -> str:
     y0, y1 = max(ys.start - margin, 0), min(ys.stop + margin, mask.shape[0])
     x0, x1 = max(xs.start - margin, 0), min(xs.stop + margin, mask.shape[1])
     crop = mask[y0:y1, x0:x1]
-    pixel_ys, pixel_xs = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
     best, best_iou = SHAPES[0], -1.0
-    for shape, templates in _shape_templates(cx, cy, half, pixel_ys, pixel_xs).items():
-        for sigma in FIT_BLURS:
-            seen = (
-                templates
-                if sigma == 0
-                else ndimage.gaussian_filter(templates.astype(np.float32), (0, sigma, sigma), mode="constant") > 0.5
-            )
-            overlap = (seen & crop).sum(axis=(1, 2))
-            iou = (overlap / np.maximum(seen.sum(axis=(1, 2)) + crop.sum() - overlap, 1)).max()
-            if iou > best_iou:
-                best, best_iou = shape, iou
+    for shape, seen in _fitted_templates(cx - x0, cy - y0, half, y1 - y0, x1 - x0):
+        overlap = (seen & crop).sum(axis=(2, 3))
+        iou = (overlap / np.maximum(seen.sum(axis=(2, 3)) + crop.sum() - overlap, 1)).max(axis=1)
+        for blur_iou in iou:  # crisp first, then blurred: the same order of ties as fitting them one by one
+            if blur_iou > best_iou:
+                best, best_iou = shape, blur_iou
     return best
 
 
