@@ -30,6 +30,9 @@ MIN_POSITIVES = 8
 
 
 BACKGROUND_ATTRIBUTES = ("background", "pattern")  # what a background cell carries
+# The pattern is drawn the same at every background cell: "pattern p017 at r3c4" is no concept of its own, and
+# with 128 patterns it would add thousands of location columns whose positives are one or two prompts.
+LOCATION_INVARIANT = ("pattern",)
 
 
 def group_of(concept: str) -> str:
@@ -91,15 +94,16 @@ def frames(
         base = targets[np.ix_(rows, np.asarray(columns, dtype=np.intp))]
         if GLOBAL in families:
             out.append(Frame(WITHIN_GROUP, GLOBAL, group, rows, names, base, np.ones_like(base)))
+        placed = [i for i, name in enumerate(names) if attribute_of(name) not in LOCATION_INVARIANT]
         for family in (CELL, ROW, COLUMN):
-            if family not in families:
+            if family not in families or not placed:
                 continue
             masks = _place_masks(location[rows], grid, family)
             located, place, located_names = [], [], []
             for suffix, where in masks.items():
-                located.append(base & where[:, None])
-                place.append(np.repeat(where[:, None], len(names), axis=1))
-                located_names += [f"{name}{suffix}" for name in names]
+                located.append(base[:, placed] & where[:, None])
+                place.append(np.repeat(where[:, None], len(placed), axis=1))
+                located_names += [f"{names[i]}{suffix}" for i in placed]
             out.append(
                 Frame(
                     WITHIN_GROUP,

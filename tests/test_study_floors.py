@@ -119,3 +119,16 @@ def test_twin_keeps_the_measured_proportions_and_its_sae_beats_random():
     # eight colours in 32 channels: the twin's SAE finds them, random directions do not
     assert f1[("object", "sae")] > f1[("object", "random")] + 0.1, f1
     assert f1[("object", "sae")] > 0.9 and f1[("background", "sae")] >= f1[("background", "random")], f1
+
+
+def test_location_invariant_patterns_are_scored_within_group_but_not_per_place():
+    targets, location = _labels(10, 0)
+    pattern = np.random.default_rng(1).integers(2, size=len(targets)).astype(bool) & ~targets[:, 2:].any(1)
+    concepts = [*CONCEPTS, "pattern:p001"]
+    found = {
+        (f.scope, f.family, f.group): f
+        for f in frames(np.concatenate([targets, pattern[:, None]], axis=1), concepts, location, GRID)
+    }
+    assert "pattern:p001" in found[(WITHIN_GROUP, GLOBAL, "background")].concepts
+    cell = found[(WITHIN_GROUP, "cell", "background")]
+    assert cell.targets.shape[1] == 2 * 16 and not any(c.startswith("pattern:") for c in cell.concepts)
