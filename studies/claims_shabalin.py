@@ -282,6 +282,7 @@ def _flux_add_rows(tables: Tables) -> str:
     if rows.is_empty():
         return ""
     table = []
+    prompts = {s: int(number(rows.filter(pl.col("style") == s)["prompts"].max() or 0)) for s in ("flux_add", "random")}
     for (edit,), group in rows.group_by(["edit"], maintain_order=True):
         cell = {(r["style"], r["window"]): r for r in group.iter_rows(named=True)}
         for window in sorted({w for _, w in cell}):
@@ -297,6 +298,7 @@ def _flux_add_rows(tables: Tables) -> str:
             )
     return (
         "\n\nThe paper's own edit (windows study, `flux_add`: the unit direction at the mean token norm, one "
-        "strength; random and oracle at the sdlens edit's norm), held-out clean success in every window:\n\n"
+        f"strength; random and oracle at the sdlens edit's norm), held-out clean success in every window "
+        f"({prompts['flux_add']} prompts per flux_add cell, {prompts['random']} per random and oracle cell):\n\n"
         + markdown_table(["attribute", "window", "flux_add", "random", "oracle"], table)
     )

@@ -159,10 +159,14 @@ def tinaz_windows(tables: Tables) -> Finding:
     }
     verdicts = {k: combine(v) for k, v in parts.items() if v}
     n = int(number(scored["prompts"].max()))
+    styled = scored.filter(pl.col("kind") == "dictionary")
+    n_styles = int(number(styled["prompts"].max())) if styled.height else n
+    styles_note = "" if n_styles == n else f" (the SAE edit styles: {n_styles} prompts)"
     body = (
         f"toy/sdxl-base (25 steps, CFG): each attribute edited at the block where its oracle edits best (chosen "
         f"on tuning prompts), inside one window at a time (early t ∈ [0.6, 1], middle [0.2, 0.6], late [0, 0.2]); "
-        f"each cell is held-out clean success of oracle / best SAE edit style / random, {n} prompts per cell.\n\n"
+        f"each cell is held-out clean success of oracle / best SAE edit style / random, {n} prompts per cell"
+        f"{styles_note}.\n\n"
         + markdown_table(["attribute", "block", "early", "middle", "late", "prompts"], table)
         + "\n\nSub-claims: "
         + "; ".join(f"{k}: {v}" for k, v in verdicts.items())

@@ -289,20 +289,23 @@ def run_windows(run: Run) -> dict[str, pl.DataFrame]:
                 plans = [p for p in plans_for(prompts, edit) if _has_features(p, edits)]
                 if not plans:
                     continue
-                for style in study.edit_styles if split == "score" else ():
+                # the dictionary styles edit the first style_prompts of the held-out prompts (rows = prompt indices)
+                styled = len(prompts) if study.style_prompts == 0 else min(study.style_prompts, len(prompts))
+                style_plans = [p for p in plans if p.prompt_index < styled]
+                for style in study.edit_styles if split == "score" and style_plans else ():
                     interventions = [
                         iv
                         for e in edits
-                        for iv in style_interventions(style, plans, len(prompts), e, grids[e.hook], study, t_range)
+                        for iv in style_interventions(style, style_plans, styled, e, grids[e.hook], study, t_range)
                     ]
                     edited = run.generate(
                         model,
-                        [p.text for p in prompts],
-                        [seed] * len(prompts),
+                        [p.text for p in prompts[:styled]],
+                        [seed] * styled,
                         interventions=interventions,
                         prefix_cache=prefix_cache,
                     ).images
-                    for plan in plans:
+                    for plan in style_plans:
                         rank = max(e.feature_of[c][1] for e in edits for c in (plan.source.source, plan.target.target))
                         record(split, plan, style, "dictionary", window, edited[plan.prompt_index], edited, rank)
                 if use_clip:

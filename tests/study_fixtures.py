@@ -67,6 +67,7 @@ prompts = 4
 [studies.windows]
 dictionaries = ["sae"]
 prompts = 2
+style_prompts = 1
 edits = ["colour", "background"]
 edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]
 {windows}

@@ -183,6 +183,10 @@ def test_windows_table_covers_every_style_and_window(finished_run):
         "flux_add",
     }
     assert (windows["clean_success"] <= windows["success"]).all()
+    # the dictionary styles edit the first style_prompts = 1 held-out prompt, oracle and random all 2
+    scored = windows.filter(pl.col("split") == "score")
+    per_kind = scored.group_by("kind").agg(pl.col("prompt_id").n_unique())
+    assert dict(per_kind.iter_rows()) == {"dictionary": 1, "oracle": 2, "random": 2}
     # tuning prompts carry only the oracle rows the claims choose hooks by; every style is scored held out
     assert set(windows.filter(pl.col("split") == "tune")["style"].to_list()) == {"oracle"}
     assert set(windows.filter(pl.col("split") == "score")["style"].to_list()) == set(windows["style"].to_list())

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import EDIT_ATTRIBUTES, EDIT_STYLES
-from ..config_rules import check_windows, one_of, positive, require_toy_world
+from ..config_rules import check_windows, fail, one_of, positive, require_toy_world
 from ..registry import StudyKind
 from ..strengths import strength_field
 
@@ -24,6 +24,9 @@ class WindowsStudy:
     edit_styles: list[str] = field(default_factory=lambda: list(EDIT_STYLES))
     edits: list[str] = field(default_factory=lambda: list(EDIT_ATTRIBUTES))
     prompts: int = 8  # held-out prompts edited
+    # held-out prompts the dictionary edit styles run on (the first of `prompts`); 0 = all of them. The oracle and
+    # random rows, which the claims read, always use every prompt; the styles cost as much again per style.
+    style_prompts: int = 0
     selection_prompts: int = 64  # train-split prompts on which features, mean activations and oracles are chosen
     tuning_prompts: int = 16  # train-split prompts the oracle also edits (toy world), where claims choose the hook
     # One unit, three uses: each puts the target concept in at about the same size (atoms are unit-norm), so the
@@ -56,6 +59,8 @@ def validate(config: Any, study: WindowsStudy, source: str) -> None:
     for i, edit in enumerate(study.edits):
         one_of(source, f"{KEY}.edits[{i}]", edit, EDIT_ATTRIBUTES)
     positive(source, f"{KEY}.prompts", study.prompts)
+    if study.style_prompts < 0:
+        raise fail(source, f"{KEY}.style_prompts", f"must be >= 0 (0 = all of prompts), got {study.style_prompts}")
     positive(source, f"{KEY}.tuning_prompts", study.tuning_prompts)
     one_of(source, f"{KEY}.scoring", study.scoring, ("auto", "judge", "clip"))
     require_toy_world(
