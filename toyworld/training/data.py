@@ -34,10 +34,12 @@ class SceneData:
         return self.images[index].float() / 127.5 - 1.0
 
     def object_mask(self, index: torch.Tensor, latent_side: int) -> torch.Tensor:
-        """(B, 1, latent_side, latent_side) float: 1 where any object pixel falls in the cell.
+        """(B, 1, latent_side, latent_side) float: 1 where any pixel differs from the top-left one.
 
-        The background is the colour of the top-left pixel, which no object reaches (every
-        anchor is at least 12 px from one of the two edges it would need to touch).
+        No object reaches the top-left pixel (every anchor is at least 12 px from one of the two
+        edges it would need to touch), so every object cell is marked. So are the background's
+        pattern blocks (or, when the top-left pixel is in a block, the plain pixels between them):
+        the pattern, a fine texture over most of the image, is weighted as objects are.
         """
         images = self.images[index]
         foreground = (images != images[:, :, :1, :1]).any(dim=1, keepdim=True).float()

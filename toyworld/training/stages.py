@@ -208,7 +208,9 @@ def _cfg_x0(
 
 def _teacher_object_masks(ctx: Context, family: str, samples: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(n, 1, h, w): 1 on the latent cells where a teacher's decoded sample (n, C, h, w)
-    differs from its caption's background colour as much as the judge's foreground does."""
+    differs from its caption's background colour as much as the judge's foreground does: the
+    objects, and the pattern's blocks (every pattern tone lies 81-111 RGB units from its plain
+    background), as in `SceneData.object_mask`."""
     vae, stats = ctx.trained_vae(family), vae_stats(ctx, family)
     backgrounds = torch.tensor(
         [BACKGROUNDS[training_scene(ctx.cfg.seed, int(i)).background] for i in index],
