@@ -67,8 +67,8 @@ prompts = 4
 [studies.windows]
 dictionaries = ["sae"]
 prompts = 2
-style_prompts = 1
 edits = ["colour", "background"]
+style_prompts = 1
 edit_styles = ["sdlens", "tinaz_spatial", "tinaz_global", "flux_add"]
 {windows}
 
