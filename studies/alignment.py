@@ -90,6 +90,20 @@ def score_feature(
     return FeatureScore(feature, selection_auroc, threshold, auroc, f1, precision, recall)
 
 
+def feature_column(scores: np.ndarray, feature: int, mirrored: bool = False) -> np.ndarray:
+    """Column `feature` (N,) of scores (N, F); with `mirrored`, of [scores, -scores] (N, 2F), never built."""
+    width = scores.shape[1]
+    if mirrored and feature >= width:
+        return -scores[:, feature - width]
+    return scores[:, feature]
+
+
+def mirror_auc(auc: np.ndarray) -> np.ndarray:
+    """(2F, C) AUROCs of [scores, -scores] from those of scores (F, C): with average ranks for ties,
+    rank(-x) = N + 1 - rank(x), so AUROC(-x) = 1 - AUROC(x) exactly (NaN stays NaN)."""
+    return np.concatenate([auc, 1.0 - auc], axis=0)
+
+
 def select_and_score(
     selection_scores: np.ndarray,
     selection_targets: np.ndarray,
@@ -97,15 +111,21 @@ def select_and_score(
     heldout_targets: np.ndarray,
     exclude: dict[int, set[int]] | None = None,
     selection_auc: np.ndarray | None = None,
+    mirrored: bool = False,
 ) -> list[FeatureScore | None]:
     """Per concept: the feature with the best selection AUROC, its selection threshold, scored held out.
 
     scores (N, F); targets (N, C). `exclude` maps a concept to features it may not take.
-    `selection_auc` (F, C): the selection AUROCs when already computed (from cached ranks).
-    A concept without positives or negatives in either split gets None.
+    `selection_auc` (F, C): the selection AUROCs of the score columns when already computed (from
+    cached ranks). `mirrored`: the candidates are the columns and their negations (features F..2F-1
+    are -scores[:, f - F]), for directions that may predict by their absence; the negations are
+    derived (mirror_auc, feature_column), never stored. A concept without positives or negatives in
+    either split gets None.
     """
     if selection_auc is None:
         selection_auc = auroc_matrix(selection_scores, selection_targets)  # (F, C)
+    if mirrored:
+        selection_auc = mirror_auc(selection_auc)  # (2F, C)
     heldout_valid = np.asarray(heldout_targets.any(0) & ~heldout_targets.all(0))  # (C,) bool
     results: list[FeatureScore | None] = []
     for c in range(selection_targets.shape[1]):
@@ -119,8 +139,8 @@ def select_and_score(
         feature = int(np.argmax(column))
         results.append(
             score_feature(
-                selection_scores[:, feature],
-                heldout_scores[:, feature],
+                feature_column(selection_scores, feature, mirrored),
+                feature_column(heldout_scores, feature, mirrored),
                 selection_targets[:, c],
                 heldout_targets[:, c],
                 feature,
@@ -177,10 +197,20 @@ def logistic_scores(
     return model.decision_function((train_x - mean) / scale), model.decision_function((test_x - mean) / scale)
 
 
-def sparse_probe_features(codes: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
-    """SAEBench's choice: the k features whose mean activation differs most between the classes."""
-    gap = np.abs(codes[target].mean(0) - codes[~target].mean(0))
-    return np.argsort(-gap, kind="stable")[:k]
+def class_mean_gaps(codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(C, F) |mean activation on a concept's tokens - mean on the others| of codes (N, F), targets (N, C),
+    for every concept in one product (boolean row selection per concept would copy the codes each time)."""
+    positives = targets.sum(0).astype(np.float64)[:, None]  # (C, 1)
+    on = (targets.T.astype(codes.dtype) @ codes).astype(np.float64)  # (C, F)
+    total = codes.sum(0, dtype=np.float64)[None, :]
+    return np.abs(on / positives - (total - on) / (len(codes) - positives))
+
+
+def sparse_probe_features(codes: np.ndarray, target: np.ndarray, k: int, gap: np.ndarray | None = None) -> np.ndarray:
+    """SAEBench's choice: the k features whose mean activation differs most between the classes (`gap` (F,):
+    class_mean_gaps' row for this target, when already computed)."""
+    gaps = class_mean_gaps(codes, target[:, None])[0] if gap is None else gap
+    return np.argsort(-gaps, kind="stable")[:k]
 
 
 def sparse_probe(
@@ -190,9 +220,11 @@ def sparse_probe(
     heldout_target: np.ndarray,
     k: int,
     seed: int = 0,
+    gap: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """k-sparse probe: features and a logistic regression chosen on selection; AUROC and F1 held out."""
-    features = sparse_probe_features(selection_codes, selection_target, k)
+    """k-sparse probe: features and a logistic regression chosen on selection; AUROC and F1 held out.
+    `gap` (F,): the features' class-mean gaps on selection when already computed (class_mean_gaps)."""
+    features = sparse_probe_features(selection_codes, selection_target, k, gap)
     train_scores, test_scores = logistic_scores(
         selection_codes[:, features], selection_target, heldout_codes[:, features], seed
     )

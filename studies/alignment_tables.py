@@ -25,20 +25,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.stats import rankdata
+from tqdm.auto import tqdm
 
 from .alignment import (
     SPARSE_PROBE_KS,
     FeatureScore,
+    class_mean_gaps,
     diff_in_means,
     f1_at,
+    feature_column,
     logistic_scores,
     score_feature,
     select_and_score,
     sparse_probe,
 )
 from .concept_frames import ALL_CELLS, GLOBAL, Frame, attribute_of, frames, scorable
-from .concepts import auroc_from_ranks, auroc_matrix
+from .concepts import auroc_from_ranks, auroc_matrix, average_ranks
 from .labelled import HookTokens
 
 DICTIONARY, RAW, RANDOM, ORACLE, PROBE = "dictionary", "raw channels", "random", "oracle", "probe"
@@ -50,13 +52,24 @@ COVER_PRECISION, COVER_RECALL = 0.5, 0.02
 
 @dataclass
 class Candidates:
-    """One method's candidate features: scores on selection (N_s, F) and held-out (N_h, F) tokens."""
+    """One method's candidate features: scores on selection (N_s, F) and held-out (N_h, F) tokens.
+
+    `mirrored` (raw channels, random directions): the candidates are the F columns and their
+    negations, features F..2F-1, since a direction may predict by its absence. The negations are
+    derived where read (alignment.mirror_auc, alignment.feature_column) rather than stored, which
+    halves these floors' memory and rank work.
+    """
 
     method: str
     kind: str
     selection: np.ndarray
     heldout: np.ndarray
     draw: int | None = None
+    mirrored: bool = False
+
+    def column(self, split: str, feature: int) -> np.ndarray:
+        """One candidate feature's scores on "selection" or "heldout" tokens."""
+        return feature_column(getattr(self, split), feature, self.mirrored)
 
 
 def random_directions(count: int, d: int, seed: int) -> np.ndarray:
@@ -66,10 +79,10 @@ def random_directions(count: int, d: int, seed: int) -> np.ndarray:
     return directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
 
-def both_signs(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """(N, 2F) projections on each direction with both signs: a channel may predict by its absence."""
-    projections = x @ directions.T.astype(x.dtype)  # in the tokens' precision: float64 would double every draw
-    return np.concatenate([projections, -projections], axis=1)
+def projections(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """(N, F) projections of tokens x (N, d) on directions (F, d), in the tokens' precision (float64 would
+    double every random draw's memory)."""
+    return x @ directions.T.astype(x.dtype)
 
 
 def candidate_sets(
@@ -84,10 +97,10 @@ def candidate_sets(
     xs, xh = selection.x.numpy(), scoring.x.numpy()
     d = xs.shape[1]
     out = [Candidates(name, DICTIONARY, s, h) for name, (s, h) in codes.items()]
-    out.append(Candidates(RAW, RAW, both_signs(xs, np.eye(d)), both_signs(xh, np.eye(d))))
+    out.append(Candidates(RAW, RAW, xs, xh, mirrored=True))
     for draw in range(draws):
         directions = random_directions(n_atoms, d, seed * 1000 + draw)
-        out.append(Candidates(RANDOM, RANDOM, both_signs(xs, directions), both_signs(xh, directions), draw))
+        out.append(Candidates(RANDOM, RANDOM, projections(xs, directions), projections(xh, directions), draw, True))
     return out
 
 
@@ -172,11 +185,14 @@ def frame_rows(
         sel_scores, held_scores = cand.selection[rs], cand.heldout[rh]
         key = rank_key(cand, sel_frame.scope, sel_frame.group)
         if key not in rank_cache:
-            # float32 holds average ranks exactly (halves below 2**23 tokens) at half float64's memory: Flux's
-            # 4 steps x 384 prompts x 64 tokens x 1,024 atoms x 7 candidates would keep 5.6 GB per scope
-            rank_cache[key] = rankdata(sel_scores, axis=0).astype(np.float32)
+            rank_cache[key] = average_ranks(sel_scores)
         scores = select_and_score(
-            sel_scores, sel_t, held_scores, held_t, selection_auc=auroc_from_ranks(rank_cache[key], sel_t)
+            sel_scores,
+            sel_t,
+            held_scores,
+            held_t,
+            selection_auc=auroc_from_ranks(rank_cache[key], sel_t),
+            mirrored=cand.mirrored,
         )
         extra = None
         if cand.kind == DICTIONARY:
@@ -231,15 +247,18 @@ def alignment_rows(
     seed: int,
     families: tuple[str, ...],
     cache: dict | None = None,
+    progress: str | None = None,
 ) -> list[dict]:
     """Alignment rows of every frame of one hook (one world: the real tokens or their twin). `cache` keeps the
-    candidates' selection ranks (rank_key) for the caller's later use (step_rows)."""
+    candidates' selection ranks (rank_key) for the caller's later use (step_rows); `progress` labels a progress
+    bar over the frames (none when None)."""
     sel_frames = frames(selection.targets, selection.concepts, selection.location, selection.grid, families)
     held_frames = frames(scoring.targets, scoring.concepts, scoring.location, scoring.grid, families)
     xs, xh = selection.x.numpy(), scoring.x.numpy()
     cache = {} if cache is None else cache
     rows = []
-    for i, (sel_frame, held_frame) in enumerate(zip(sel_frames, held_frames)):
+    pairs = tqdm(list(zip(sel_frames, held_frames)), desc=progress, unit="frame", disable=progress is None)
+    for i, (sel_frame, held_frame) in enumerate(pairs):
         rows += frame_rows(base, candidates, sel_frame, held_frame, xs, xh, seed, cache)
         _drop_finished_ranks(cache, sel_frame, sel_frames[i + 1 :])
     return rows
@@ -259,7 +278,8 @@ def _drop_finished_ranks(cache: dict, frame: Frame, later: list[Frame]) -> None:
 def sparse_rows(
     base: dict, selection: HookTokens, scoring: HookTokens, candidates: list[Candidates], seed: int
 ) -> list[dict]:
-    """k-sparse probing on every token (all cells, global concepts), first random draw only."""
+    """k-sparse probing on every token (all cells, global concepts), first random draw only. Raw channels and
+    random directions enter with one sign each: the probe's weight takes either."""
     concepts = [
         c
         for c in range(len(selection.concepts))
@@ -270,10 +290,11 @@ def sparse_rows(
     for cand in candidates:
         if cand.draw not in (None, 0):
             continue
-        for c in concepts:
+        gaps = class_mean_gaps(cand.selection, selection.targets[:, concepts])  # (C, F)
+        for c, gap in zip(concepts, gaps):
             for k in SPARSE_PROBE_KS:
                 result = sparse_probe(
-                    cand.selection, selection.targets[:, c], cand.heldout, scoring.targets[:, c], k, seed
+                    cand.selection, selection.targets[:, c], cand.heldout, scoring.targets[:, c], k, seed, gap
                 )
                 rows.append(
                     {
@@ -330,12 +351,14 @@ def step_rows(
             continue
         ranks = rank_cache.get(rank_key(cand, ALL_CELLS, "all"))
         auc = None if ranks is None else auroc_from_ranks(ranks, selection.targets)
-        scores = select_and_score(cand.selection, selection.targets, cand.heldout, scoring.targets, selection_auc=auc)
+        scores = select_and_score(
+            cand.selection, selection.targets, cand.heldout, scoring.targets, selection_auc=auc, mirrored=cand.mirrored
+        )
         rows += by_step_rows(
             {**base, "method": cand.method, "kind": cand.kind},
             scoring,
             scores,
-            lambda c, s, held=cand.heldout: held[:, s.feature],
+            lambda c, s, cand=cand: cand.column("heldout", s.feature),
         )
     xs, xh = selection.x.numpy(), scoring.x.numpy()
     valid = [c for c in range(len(selection.concepts)) if 0 < selection.targets[:, c].sum() < len(selection.targets)]

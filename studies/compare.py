@@ -122,7 +122,16 @@ def _world_rows(
     families = FAMILIES if study.location_concepts else (GLOBAL,)
     ranks: dict = {}  # the candidates' selection ranks, computed once for the alignment and the per-step rows
     out = {
-        "alignment": alignment_rows(base, selection, scoring, candidates, run.config.seed, families, ranks),
+        "alignment": alignment_rows(
+            base,
+            selection,
+            scoring,
+            candidates,
+            run.config.seed,
+            families,
+            ranks,
+            progress=f"alignment {pair} ({world})" if run.progress else None,
+        ),
         "sparse": [],
         "by_t": [],
     }
@@ -270,7 +279,9 @@ def plot_compare(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, o
         plots.append(("SAE vs ITDA: FVU against L0 (held-out maps)", path))
     alignment = tables["compare_alignment"]
     for pair in alignment["pair"].unique(maintain_order=True).to_list() if not alignment.is_empty() else []:
-        subset = alignment.filter(pl.col("pair") == pair)
+        # the real hook's scene concepts over all cells: the location frames' thousands of concepts are in the
+        # tables, and a bar per concept of them would be unreadable
+        subset = scoped(alignment.filter((pl.col("pair") == pair) & (pl.col("world") == TOY)))
         safe = pair.replace(" ", "_")
         path = bar_plot(
             subset,
@@ -278,7 +289,7 @@ def plot_compare(run: Run, tables: dict[str, pl.DataFrame]) -> list[tuple[str, o
             "f1",
             "method",
             run.plot_path(f"compare_alignment_{safe}"),
-            f"{pair}: held-out F1 per concept (feature and threshold chosen on train prompts)",
+            f"{pair}: held-out F1 per concept, all cells (feature and threshold chosen on train prompts; bars: ± 1 SE)",
         )
         plots.append((f"Concept alignment, {pair}: held-out F1, floor (random, raw) and ceiling (probe)", path))
     sparse = tables["compare_sparse_probing"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
 from diffdict.studies.alignment import (
     best_f1_threshold,
@@ -14,7 +15,7 @@ from diffdict.studies.alignment import (
     select_and_score,
     sparse_probe,
 )
-from diffdict.studies.concepts import auroc_matrix
+from diffdict.studies.concepts import auroc_matrix, average_ranks
 
 
 def _half_firing(n: int = 400, seed: int = 0):
@@ -85,6 +86,28 @@ def test_feature_is_chosen_on_selection_and_scored_on_held_out():
     assert other.feature == 1 and other.auroc > 0.7
 
 
+def test_mirrored_candidates_match_their_negations_built_out():
+    """A direction that predicts by its absence wins as a negation; deriving the negations' AUROCs and
+    scores gives the same choice and numbers as materialising [scores, -scores]."""
+    rng = np.random.default_rng(1)
+    n, width, concepts = 800, 5, 3
+    sel_t, held_t = rng.random((n, concepts)) < 0.3, rng.random((n, concepts)) < 0.3
+    sel, held = rng.normal(size=(n, width)), rng.normal(size=(n, width))
+    sel[:, 2] -= 2 * sel_t[:, 0]  # concept 0 lowers channel 2: its best candidate is channel 2 negated
+    held[:, 2] -= 2 * held_t[:, 0]
+    sel[:, 4] = np.round(sel[:, 4] + sel_t[:, 1])  # concept 1 raises a tie-heavy channel
+    held[:, 4] = np.round(held[:, 4] + held_t[:, 1])
+    built = select_and_score(np.c_[sel, -sel], sel_t, np.c_[held, -held], held_t)
+    derived = select_and_score(sel, sel_t, held, held_t, mirrored=True)
+    assert built[0] is not None and built[0].feature == width + 2 and built[0].auroc > 0.8
+    for a, b in zip(built, derived):
+        assert a is not None and b is not None
+        assert a.feature == b.feature
+        assert (a.selection_auroc, a.threshold, a.auroc, a.f1) == pytest.approx(
+            (b.selection_auroc, b.threshold, b.auroc, b.f1), abs=1e-12
+        )
+
+
 def test_sparse_probing_finds_a_concept_split_over_two_features():
     rng = np.random.default_rng(0)
     n = 2000
@@ -124,3 +147,14 @@ def test_distinct_features_gives_the_weaker_concept_its_next_best_feature():
     chosen = distinct_features(codes, targets, [[0, 1]])
     assert chosen[0] == (0, 0)  # red keeps its best feature
     assert chosen[1] == (1, 1)  # blue's best (0) is taken: its next best, rank 1
+
+
+def test_average_ranks_match_scipy_on_sparse_signed_and_tied_columns():
+    rng = np.random.default_rng(3)
+    n = 500
+    sparse = np.where(rng.random(n) < 0.9, 0.0, rng.random(n))  # a top-k code: mostly exact zeros
+    signed = np.where(rng.random(n) < 0.5, 0.0, np.round(rng.normal(size=n), 1))  # negatives, zeros, ties
+    scores = np.stack([sparse, signed, np.zeros(n), rng.normal(size=n), -np.abs(sparse)], axis=1).astype(np.float32)
+    ranks = average_ranks(scores)
+    assert ranks.dtype == np.float32 and ranks.shape == scores.shape
+    np.testing.assert_array_equal(ranks, rankdata(scores, axis=0))
