@@ -56,12 +56,16 @@ def surkov_blocks(tables: Tables) -> Finding:
         above_floor = there.minus(floor)
         gap = best.minus(there)
         editable = best.minus(best_floor).above()
-        near_best = best_row["unit"] == block or (not gap.above() and 2 * gap.se <= MARGIN)
-        part = (
-            None
-            if too_few(there.n) or not editable or (best_row["unit"] != block and 2 * gap.se > MARGIN)
-            else above_floor.above() and near_best
-        )
+        if too_few(there.n) or not editable:
+            part = None
+        elif best_row["unit"] == block:
+            part = above_floor.above()
+        elif gap.above():
+            part = False  # the best block edits it better by two standard errors, however wide they are
+        elif 2 * gap.se > MARGIN:
+            part = None  # not significantly worse than the best, but too wide to call it as good
+        else:
+            part = above_floor.above()
         parts.append(part)
         table.append(
             [
@@ -101,7 +105,8 @@ def surkov_blocks(tables: Tables) -> Finding:
         + f"\n\nA block plays the paper's role for an attribute when its oracle beats the random floor by two "
         f"standard errors (paired over prompts) and it is the best block or within two standard errors of it, "
         f"with two standard errors of at most {MARGIN}. Not testable: fewer than {MIN_PROMPTS} prompts, no block "
-        f"whose oracle beats its floor, or too little power to tell the paper's block from the best. Detail "
+        f"whose oracle beats its floor, or too little power to tell the paper's block from the best (not two "
+        f"standard errors below it, but with two standard errors above {MARGIN}). Detail "
         f"(up.0.0) has no toy attribute and is not scored."
     )
     return Finding("surkov-blocks", SURKOV, claim, body, combine(parts))

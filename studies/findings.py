@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from .claims import Finding, judge_claims
+from .claims_shabalin import INFO_FRAMES, VERDICT_FRAMES
 
 # The run tables the claims read, as they are (small) or reduced (per-prompt rows -> rates).
 PLAIN = (
@@ -68,8 +69,11 @@ def run_tables(results: Path, config: str | Path | None = None) -> dict[str, pl.
             tables["windows_prompts"] = held_out_prompts(
                 windows, ["model", "hook", "dictionary", "edit", "style", "window"]
             )
-    if "compare_alignment" in tables:  # the claims read F1 per concept (random draws averaged); the rest stays
+    if "compare_alignment" in tables:  # the claims read F1 per concept (random draws averaged) in their frames
         alignment = tables["compare_alignment"]
+        if "family" in alignment.columns:  # row and column concepts stay in the run's tables: no claim reads them
+            claimed = {family for _, family in (*INFO_FRAMES, *VERDICT_FRAMES)}
+            alignment = alignment.filter(pl.col("family").is_in(list(claimed)))
         keys = [
             c
             for c in ("world", "pair", "method", "kind", "scope", "family", "concept", "attribute")

@@ -131,6 +131,21 @@ def test_a_verdict_on_too_few_prompts_or_without_a_ceiling_is_not_testable():
     assert surkov_blocks(_map(_roles(scale=0.0))).verdict == NOT_TESTABLE  # no block edits anything
 
 
+def test_a_papers_block_clearly_worse_than_the_best_is_a_no_however_wide_the_errors():
+    def colour(there: float, best: float) -> list[tuple]:
+        return [
+            ("up.0.1", "colour", "oracle", there),
+            ("up.1.1", "colour", "oracle", best),
+            ("up.0.1", "colour", "random", 0.0),
+            ("up.1.1", "colour", "random", 0.0),
+        ]
+
+    # at 64 prompts two standard errors of the gap are over 0.1; 0.05 against 0.40 is still far apart
+    assert surkov_blocks(_map(colour(0.05, 0.40), prompts=64)).verdict == FAILS
+    # 0.35 against 0.45 is not two standard errors apart, and too wide to call the blocks equal
+    assert surkov_blocks(_map(colour(0.35, 0.45), prompts=64)).verdict == NOT_TESTABLE
+
+
 def test_the_best_block_is_chosen_on_tuning_prompts_not_on_the_scored_ones():
     # held out, up.0.1 looks best for shape; on the tuning prompts down.2.1 was: the claim reads down.2.1
     cells = [
