@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,15 +218,22 @@ def test_base_loss_weight_gives_every_step_an_x0_weight_between_1_and_gamma():
     assert torch.allclose(x0_weight[low_noise], torch.full_like(x0_weight[low_noise], MIN_SNR_GAMMA))
 
 
-def test_the_object_mask_marks_exactly_the_latent_cells_an_object_touches():
+def test_the_object_mask_marks_exactly_the_latent_cells_an_object_or_the_pattern_touches():
     import torch.nn.functional as F
 
-    from diffdict.toyworld.render import render
+    from diffdict.toyworld.render import pattern_mask, render
     from diffdict.toyworld.training.data import build_scene_data, training_scene
+
+    def marked(scene) -> np.ndarray:
+        """Object pixels, and the background pixels unlike the top-left one: the pattern's blocks, or the
+        plain pixels between them when the top-left pixel lies in a block."""
+        pattern = pattern_mask(scene.pattern)
+        return render(scene).masks.any(axis=0) | (~pattern if pattern[0, 0] else pattern)
 
     data = build_scene_data(32, seed=3, progress=False)
     mask = data.object_mask(torch.arange(32), 32)
-    truth = torch.stack([torch.from_numpy(render(training_scene(3, i)).masks.any(axis=0)) for i in range(32)])
+    truth = torch.stack([torch.from_numpy(marked(training_scene(3, i))) for i in range(32)])
+    assert 0 < float(truth.float().mean()) < 1
     expected = F.max_pool2d(truth[:, None].float(), 2)
     assert mask.shape == (32, 1, 32, 32)
     assert torch.equal(mask, expected)
@@ -266,8 +274,12 @@ def test_the_cpu_preset_caps_every_stage_within_four_hours():
 
 
 def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
+    import torch.nn.functional as F
+
+    from diffdict.toyworld.render import pattern_mask, render
     from diffdict.toyworld.training.config import TrainConfig
     from diffdict.toyworld.training.context import Context
+    from diffdict.toyworld.training.data import training_scene
     from diffdict.toyworld.training.diffusers_calls import posterior
     from diffdict.toyworld.training.stages import _teacher_object_masks
     from diffdict.toyworld.training.warm_start import import_weights
@@ -275,8 +287,13 @@ def test_distillation_finds_the_objects_in_decoded_samples(tmp_path):
     import_weights(Path(__file__).resolve().parents[1] / "toyworld" / "weights", tmp_path)
     ctx = Context(TrainConfig(work_dir=str(tmp_path), n_scenes=16, progress=False))
     index = torch.arange(16)
+    scenes = [training_scene(ctx.cfg.seed, i) for i in range(16)]
+    # what the teacher mask claims to find: the objects and the pattern's blocks (pixels unlike the plain background)
+    pixels = torch.stack(
+        [torch.from_numpy(render(scene).masks.any(axis=0) | pattern_mask(scene.pattern)) for scene in scenes]
+    )[:, None].float()
     for family, side in (("sdxl", 32), ("flux", 16)):
-        truth = ctx.data.object_mask(index, side)
+        truth = F.adaptive_max_pool2d(pixels, side)
         stats = json.loads((tmp_path / f"vae_{family}_stats.json").read_text())
         with torch.no_grad():  # the shipped VAE's latents of the true images stand in for a teacher's samples
             mean = posterior(ctx.trained_vae(family), ctx.data.pixels(index)).mean
