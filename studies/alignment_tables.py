@@ -67,10 +67,6 @@ class Candidates:
     draw: int | None = None
     mirrored: bool = False
 
-    def column(self, split: str, feature: int) -> np.ndarray:
-        """One candidate feature's scores on "selection" or "heldout" tokens."""
-        return feature_column(getattr(self, split), feature, self.mirrored)
-
 
 def random_directions(count: int, d: int, seed: int) -> np.ndarray:
     """(count, d) unit directions, seeded."""
@@ -358,7 +354,7 @@ def step_rows(
             {**base, "method": cand.method, "kind": cand.kind},
             scoring,
             scores,
-            lambda c, s, cand=cand: cand.column("heldout", s.feature),
+            lambda c, s, cand=cand: feature_column(cand.heldout, s.feature, cand.mirrored),
         )
     xs, xh = selection.x.numpy(), scoring.x.numpy()
     valid = [c for c in range(len(selection.concepts)) if 0 < selection.targets[:, c].sum() < len(selection.targets)]

@@ -64,8 +64,9 @@ def average_ranks(scores: np.ndarray) -> np.ndarray:
     for f in range(width):
         column = columns[f]
         nonzero = np.flatnonzero(column)
-        order = np.argsort(column[nonzero])
-        values = column[nonzero][order]
+        nonzero_values = column[nonzero]
+        order = np.argsort(nonzero_values)
+        values = nonzero_values[order]
         negatives = int(np.count_nonzero(values < 0))
         zeros = n - len(values)
         out[f].fill(negatives + (zeros + 1) / 2)
